@@ -1,0 +1,103 @@
+//! Portable GEMM microkernel on the `[k/KR][NR][KR]` packed format.
+
+use crate::reference::requant::{requantize_fixed, requantize_fp32};
+use crate::types::{GemmArgs, GemmUkernel, Int8, Isa, OutputKind, OutputStage, PackFormat, RequantMode};
+
+/// Output-stage value for one accumulator, shared by every portable epilogue.
+///
+/// `acc` already holds the zero-point corrections and i32 bias. Returns the value to
+/// store, widened: i32, f32 bits, or the clamped 8-bit value.
+#[inline(always)]
+pub fn output_value(acc: i32, j: usize, out: &OutputStage) -> u32 {
+    // SAFETY (of the reads below): the kernel contract guarantees the per-column arrays
+    // used by `out.kind`/`out.mode` are valid for the tile's columns; `j` is one of them.
+    match out.kind {
+        OutputKind::I32 => acc as u32,
+        OutputKind::F32 => {
+            let s = unsafe { *out.scale.add(j) };
+            let b = if out.bias_f32.is_null() { 0.0 } else { unsafe { *out.bias_f32.add(j) } };
+            (acc as f32 * s + b).to_bits()
+        }
+        OutputKind::U8 | OutputKind::I8 => {
+            let q = match out.mode {
+                RequantMode::Fp32 => requantize_fp32(acc as i64, unsafe { *out.scale.add(j) }, out.out_zero_point),
+                mode => requantize_fixed(acc as i64, unsafe { *out.qmult.add(j) }, mode, out.out_zero_point),
+            };
+            q.clamp(out.qmin as i64, out.qmax as i64) as i32 as u32
+        }
+    }
+}
+
+/// Adds the per-row and per-column terms and writes the tile through the output stage.
+///
+/// # Safety
+/// `args` satisfies the [`GemmArgs`] contract for an `args.m × args.n` tile.
+#[inline(always)]
+pub unsafe fn store_tile<const MR: usize, const NR: usize>(args: &GemmArgs, acc: &[[i32; NR]; MR]) {
+    let out = &args.out;
+    for (i, row) in acc.iter().enumerate().take(args.m) {
+        // SAFETY: a_row_sum, when non-null, has `m` entries (contract).
+        let rs = if args.a_row_sum.is_null() { 0 } else { unsafe { *args.a_row_sum.add(i) } };
+        for (j, &v) in row.iter().enumerate().take(args.n) {
+            // SAFETY: col_offset has `n` entries; b_zero_point, when non-null, too.
+            let zb = if args.b_zero_point.is_null() { 0 } else { unsafe { *args.b_zero_point.add(j) } };
+            let acc = v.wrapping_add(unsafe { *out.col_offset.add(j) }).wrapping_sub(zb.wrapping_mul(rs));
+            let val = output_value(acc, j, out);
+            let idx = i * args.ldc + j;
+            // SAFETY: the output tile is `m × n` with row stride `ldc` elements of the
+            // output type (contract).
+            unsafe {
+                match out.kind {
+                    OutputKind::I32 | OutputKind::F32 => (args.c as *mut u32).add(idx).write_unaligned(val),
+                    OutputKind::U8 | OutputKind::I8 => args.c.add(idx).write(val as u8),
+                }
+            }
+        }
+    }
+}
+
+/// Portable tile: `MR × NR` accumulators, K in groups of `KR` from the packed panel.
+///
+/// Reads `m` rows of `k` activations (stride `lda`), the panel's
+/// `k.div_ceil(KR)·NR·KR` bytes, and nothing past them.
+///
+/// # Safety
+/// `args` satisfies the [`GemmArgs`] contract; `args.m ≤ MR`, `args.n ≤ NR`.
+pub unsafe fn gemm_tile<A: Int8, B: Int8, const MR: usize, const NR: usize, const KR: usize>(args: &GemmArgs) {
+    let mut acc = [[0i32; NR]; MR];
+    let groups = args.k.div_ceil(KR);
+    for g in 0..groups {
+        let k0 = g * KR;
+        let kn = KR.min(args.k - k0);
+        // SAFETY: group `g` of the panel holds NR·KR bytes (contract).
+        let blk = unsafe { core::slice::from_raw_parts(args.b.add(g * NR * KR), NR * KR) };
+        for (i, acc_row) in acc.iter_mut().enumerate().take(args.m) {
+            // SAFETY: row i has `k` readable elements from `a + i·lda` (contract).
+            let arow = unsafe { core::slice::from_raw_parts(args.a.add(i * args.lda + k0), kn) };
+            for (r, &abits) in arow.iter().enumerate() {
+                let av = A::from_bits(abits).to_i32();
+                for (j, accv) in acc_row.iter_mut().enumerate() {
+                    let bv = B::from_bits(blk[j * KR + r]).to_i32();
+                    *accv = accv.wrapping_add(av * bv);
+                }
+            }
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { store_tile::<MR, NR>(args, &acc) }
+}
+
+/// `qx8_gemm_4x16c4__generic`: all four u8/i8 combinations, 4×16 tiles, K groups of 4.
+pub const QX8_GEMM_4X16C4__GENERIC: GemmUkernel = GemmUkernel {
+    name: "qx8_gemm_4x16c4__generic",
+    isa: Isa::Scalar,
+    mr: 4,
+    format: PackFormat { nr: 16, kr: 4 },
+    run: [
+        [Some(gemm_tile::<u8, u8, 4, 16, 4>), Some(gemm_tile::<u8, i8, 4, 16, 4>)],
+        [Some(gemm_tile::<i8, u8, 4, 16, 4>), Some(gemm_tile::<i8, i8, 4, 16, 4>)],
+    ],
+};
+
+/// Every portable GEMM kernel (the dispatch table, the tests and the benches read this).
+pub const GEMM_KERNELS: &[GemmUkernel] = &[QX8_GEMM_4X16C4__GENERIC];

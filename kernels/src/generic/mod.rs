@@ -1,0 +1,6 @@
+//! Portable production kernels. They are the fallback on every CPU and the first
+//! consumer of each packed format; the compiler may vectorise them, nothing more.
+
+pub mod gemm;
+
+pub use gemm::*;

@@ -1,0 +1,26 @@
+//! Packers: each writes one [`PackFormat`](crate::PackFormat) that a family of kernels reads.
+
+use crate::types::{Int8, PackFormat};
+
+/// Packs `B[K][N]` (row stride `ldb`) into `format`: panels of `nr` columns, K in groups
+/// of `kr`, `[panel][k/kr][nr][kr]`, zero-padded in K and N. Values are stored as their
+/// bit patterns. `out` must hold `format.packed_bytes(k, n)` bytes.
+///
+/// Panics if a slice is too short (the driver validates first).
+pub fn pack_b_kgroups<B: Int8>(format: PackFormat, b: &[B], k: usize, n: usize, ldb: usize, out: &mut [u8]) {
+    let PackFormat { nr, kr } = format;
+    let kp = format.k_padded(k);
+    let out = &mut out[..format.packed_bytes(k, n)];
+    out.fill(0);
+    for (p, panel) in out.chunks_exact_mut(kp * nr).enumerate() {
+        let n0 = p * nr;
+        let ncols = nr.min(n - n0);
+        for kk in 0..k {
+            let (g, r) = (kk / kr, kk % kr);
+            let row = &b[kk * ldb + n0..kk * ldb + n0 + ncols];
+            for (j, v) in row.iter().enumerate() {
+                panel[(g * nr + j) * kr + r] = v.to_bits();
+            }
+        }
+    }
+}

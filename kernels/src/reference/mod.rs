@@ -1,0 +1,8 @@
+//! The oracle: plain loops, i64 accumulation, and the single definition of every
+//! rounding rule in qkern. Production kernels must equal these bit for bit.
+
+pub mod gemm;
+pub mod requant;
+
+pub use gemm::*;
+pub use requant::*;

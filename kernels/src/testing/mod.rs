@@ -1,0 +1,1 @@
+//! The shared exactness tester (feature `testing`): every kernel goes through it.

@@ -1,0 +1,309 @@
+//! Types shared by the kernels, the packers, the reference and the driver.
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for i8 {}
+}
+
+/// An 8-bit integer operand type: `u8` or `i8`.
+pub trait Int8: bytemuck::Pod + Send + Sync + Default + PartialEq + core::fmt::Debug + 'static + sealed::Sealed {
+    /// Whether the type is signed.
+    const SIGNED: bool;
+    /// Smallest value, as i32.
+    const MIN: i32;
+    /// Largest value, as i32.
+    const MAX: i32;
+    /// `"u8"` or `"i8"`.
+    const NAME: &'static str;
+    /// The value as i32.
+    fn to_i32(self) -> i32;
+    /// `v` saturated to the type's range.
+    fn saturate_from(v: i32) -> Self;
+    /// The bit pattern.
+    fn to_bits(self) -> u8;
+    /// From a bit pattern.
+    fn from_bits(b: u8) -> Self;
+}
+
+impl Int8 for u8 {
+    const SIGNED: bool = false;
+    const MIN: i32 = 0;
+    const MAX: i32 = 255;
+    const NAME: &'static str = "u8";
+    #[inline(always)]
+    fn to_i32(self) -> i32 {
+        self as i32
+    }
+    #[inline(always)]
+    fn saturate_from(v: i32) -> Self {
+        v.clamp(0, 255) as u8
+    }
+    #[inline(always)]
+    fn to_bits(self) -> u8 {
+        self
+    }
+    #[inline(always)]
+    fn from_bits(b: u8) -> Self {
+        b
+    }
+}
+
+impl Int8 for i8 {
+    const SIGNED: bool = true;
+    const MIN: i32 = -128;
+    const MAX: i32 = 127;
+    const NAME: &'static str = "i8";
+    #[inline(always)]
+    fn to_i32(self) -> i32 {
+        self as i32
+    }
+    #[inline(always)]
+    fn saturate_from(v: i32) -> Self {
+        v.clamp(-128, 127) as i8
+    }
+    #[inline(always)]
+    fn to_bits(self) -> u8 {
+        self as u8
+    }
+    #[inline(always)]
+    fn from_bits(b: u8) -> Self {
+        b as i8
+    }
+}
+
+/// Instruction-set tiers, ordered from least to most capable within an architecture.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Portable Rust, no SIMD assumptions (the compiler may still vectorise).
+    Scalar = 0,
+    /// x86-64 AVX2.
+    Avx2 = 1,
+    /// x86-64 AVX-VNNI (VEX-encoded `vpdpbusd` on ymm).
+    AvxVnni = 2,
+    /// x86-64 AVX-512 F/BW/VL + VNNI.
+    Avx512Vnni = 3,
+    /// x86-64 AMX-INT8.
+    Amx = 4,
+    /// AArch64 Advanced SIMD.
+    Neon = 16,
+    /// AArch64 dot product (`sdot`/`udot`).
+    Dotprod = 17,
+    /// AArch64 int8 matrix multiply (`smmla`/`usmmla`/`ummla`).
+    I8mm = 18,
+}
+
+impl Isa {
+    /// Every tier, in order.
+    pub const ALL: [Isa; 8] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::AvxVnni,
+        Isa::Avx512Vnni,
+        Isa::Amx,
+        Isa::Neon,
+        Isa::Dotprod,
+        Isa::I8mm,
+    ];
+
+    /// The name used by `QKERN_MAX_ISA`, kernel names and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
+            Isa::Avx512Vnni => "avx512vnni",
+            Isa::Amx => "amx",
+            Isa::Neon => "neon",
+            Isa::Dotprod => "dotprod",
+            Isa::I8mm => "i8mm",
+        }
+    }
+
+    /// Parses a name produced by [`Isa::name`] (case-insensitive).
+    pub fn from_name(s: &str) -> Option<Isa> {
+        Isa::ALL.iter().copied().find(|i| i.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Whether `self` is a tier at or below `cap` on the same architecture
+    /// (scalar is below everything).
+    pub fn within(self, cap: Isa) -> bool {
+        if self == Isa::Scalar {
+            return true;
+        }
+        let arch = |i: Isa| (i as u8) >> 4;
+        arch(self) == arch(cap) && self <= cap
+    }
+}
+
+/// How an i32 (or i64) accumulator becomes a u8/i8 output (DESIGN.md §2).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RequantMode {
+    /// ONNX / onnxruntime / PyTorch / XNNPACK: `acc as f32 * scale`, round half to even,
+    /// add the zero point, saturate.
+    #[default]
+    Fp32 = 0,
+    /// gemmlowp / TFLite: `RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc << l, M), r)`,
+    /// the multiplier from TFLite's `QuantizeMultiplier`.
+    TfliteDoubleRounding = 1,
+    /// ruy / TFLite built with `TFLITE_SINGLE_ROUNDING`: one rounding of `acc * M` by `31 - shift`.
+    SingleRounding = 2,
+}
+
+impl RequantMode {
+    /// Every mode.
+    pub const ALL: [RequantMode; 3] =
+        [RequantMode::Fp32, RequantMode::TfliteDoubleRounding, RequantMode::SingleRounding];
+    /// A short name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RequantMode::Fp32 => "fp32",
+            RequantMode::TfliteDoubleRounding => "tflite-double-rounding",
+            RequantMode::SingleRounding => "single-rounding",
+        }
+    }
+}
+
+/// A real multiplier in fixed point: `real ≈ multiplier · 2^(shift − 31)`, with
+/// `multiplier` in `[2^30, 2^31)` (or 0 for a zero multiplier), as TFLite's `QuantizeMultiplier`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct QuantizedMultiplier {
+    /// Q0.31 mantissa.
+    pub multiplier: i32,
+    /// Power-of-two exponent: positive shifts left, negative right.
+    pub shift: i32,
+}
+
+/// What a GEMM microkernel writes (its output stage, fused into the epilogue).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    /// Exact i32 result (already including zero-point corrections and i32 bias).
+    I32 = 0,
+    /// `scale[n] · acc + bias_f32[n]` as f32.
+    F32 = 1,
+    /// Requantized to u8 with clamp.
+    U8 = 2,
+    /// Requantized to i8 with clamp.
+    I8 = 3,
+}
+
+/// The fused output stage of a GEMM microkernel. Per-column arrays are indexed from the
+/// tile's first column (the driver offsets the pointers).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OutputStage {
+    /// Element type written to `c`.
+    pub kind: OutputKind,
+    /// Requantization mode (for `U8`/`I8`).
+    pub mode: RequantMode,
+    /// Per-column i32 term added to the raw dot product: it carries the zero-point
+    /// corrections (`−za·Σb + K·za·zb`) and the i32 bias. Never null.
+    pub col_offset: *const i32,
+    /// Per-column f32 scale: the dequant scale (`F32`) or the requant multiplier
+    /// (`Fp32` mode). Null when unused.
+    pub scale: *const f32,
+    /// Per-column f32 bias for `F32`, or null.
+    pub bias_f32: *const f32,
+    /// Per-column fixed-point multipliers for the fixed-point requant modes, or null.
+    pub qmult: *const QuantizedMultiplier,
+    /// Output zero point (`U8`/`I8`).
+    pub out_zero_point: i32,
+    /// Clamp bounds on the requantized value, within the output type's range.
+    pub qmin: i32,
+    /// See `qmin`.
+    pub qmax: i32,
+}
+
+/// Arguments of one GEMM microkernel call: one `m ≤ MR` × `n ≤ NR` tile over K.
+///
+/// The kernel computes, for `i < m`, `j < n`,
+/// `acc = Σ_{k<K} A[i][k]·B[k][j] + col_offset[j] − b_zero_point[j]·a_row_sum[i]`
+/// in wrapping i32 arithmetic — exact whenever the true value fits in i32, which the
+/// driver guarantees — and writes the output stage of `acc` to `c[i·ldc + j]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GemmArgs {
+    /// Rows in this tile (1..=MR).
+    pub m: usize,
+    /// Columns in this tile (1..=NR).
+    pub n: usize,
+    /// Reduction length (the real K, not padded).
+    pub k: usize,
+    /// First activation row (u8 or i8 bit patterns, per the kernel's A type).
+    pub a: *const u8,
+    /// Distance in elements between activation rows.
+    pub lda: usize,
+    /// Start of this tile's packed weight panel (format fixed by the kernel's packer).
+    pub b: *const u8,
+    /// Per-row Σ_k A[i][k] (raw values), or null when every weight zero point is 0.
+    pub a_row_sum: *const i32,
+    /// Per-column weight zero point, or null when all are 0.
+    pub b_zero_point: *const i32,
+    /// Output tile origin.
+    pub c: *mut u8,
+    /// Distance in elements (of the output type) between output rows.
+    pub ldc: usize,
+    /// The fused output stage.
+    pub out: OutputStage,
+}
+
+/// A GEMM microkernel entry point.
+///
+/// # Safety
+/// The caller guarantees every pointer in `args` is valid for the reads and writes the
+/// kernel's documentation lists, for the tile described by `args`.
+pub type GemmUkernelFn = unsafe fn(args: &GemmArgs);
+
+/// The packed layout of weights `B[K][N]`: panels of `nr` columns; inside a panel, K is
+/// split in groups of `kr` (zero-padded to a multiple of `kr`) and stored
+/// `[k/kr][nr][kr]`. This is the `c4`/`c8` layout of VNNI-style kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PackFormat {
+    /// Columns per panel.
+    pub nr: usize,
+    /// K elements per group.
+    pub kr: usize,
+}
+
+impl PackFormat {
+    /// K rounded up to a multiple of `kr`.
+    pub const fn k_padded(&self, k: usize) -> usize {
+        k.div_ceil(self.kr) * self.kr
+    }
+    /// Bytes of one panel.
+    pub const fn panel_bytes(&self, k: usize) -> usize {
+        self.k_padded(k) * self.nr
+    }
+    /// Total packed bytes for `k × n`.
+    pub const fn packed_bytes(&self, k: usize, n: usize) -> usize {
+        n.div_ceil(self.nr) * self.panel_bytes(k)
+    }
+}
+
+/// A registered GEMM microkernel: one name, one tile shape, one packed format, and an
+/// entry point per (activation, weight) signedness pair.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmUkernel {
+    /// XNNPACK-style name, e.g. `qx8_gemm_4x16c4__generic`.
+    pub name: &'static str,
+    /// The tier the kernel needs.
+    pub isa: Isa,
+    /// Rows per tile.
+    pub mr: usize,
+    /// Packed format of B (columns per tile = `format.nr`).
+    pub format: PackFormat,
+    /// Entry points indexed `[a_signed as usize][b_signed as usize]`; `None` where the
+    /// kernel does not handle that combination.
+    pub run: [[Option<GemmUkernelFn>; 2]; 2],
+}
+
+impl GemmUkernel {
+    /// Columns per tile.
+    pub const fn nr(&self) -> usize {
+        self.format.nr
+    }
+}

@@ -1,0 +1,4 @@
+//! `qkern`: the command-line tool.
+fn main() {
+    println!("qkern {}", qkern::VERSION);
+}

@@ -1,0 +1,203 @@
+//! Dispatch: detect the CPU once, build the table of the best kernel per family, and
+//! let callers, tests and `QKERN_MAX_ISA` cap or choose the tier (DESIGN.md §5).
+
+use std::sync::{Arc, OnceLock};
+
+use qkern_kernels::{GemmUkernel, Isa};
+
+use crate::error::{Error, Result};
+
+/// What this CPU (and this build) can run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuFeatures {
+    /// Tiers available, in order (always starts with `Scalar`).
+    pub isas: Vec<Isa>,
+    /// Feature names detected, for reports (`qkern info`).
+    pub flags: Vec<&'static str>,
+}
+
+impl CpuFeatures {
+    /// Whether `isa` can run here.
+    pub fn has(&self, isa: Isa) -> bool {
+        self.isas.contains(&isa)
+    }
+    /// The most capable tier.
+    pub fn best(&self) -> Isa {
+        *self.isas.last().unwrap_or(&Isa::Scalar)
+    }
+}
+
+fn detect_uncached() -> CpuFeatures {
+    let mut isas = vec![Isa::Scalar];
+    let mut flags = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! flag {
+            ($f:tt) => {{
+                let on = std::arch::is_x86_feature_detected!($f);
+                if on {
+                    flags.push($f);
+                }
+                on
+            }};
+        }
+        let avx2 = flag!("avx2") & flag!("fma");
+        let avxvnni = flag!("avxvnni");
+        let avx512 = flag!("avx512f") & flag!("avx512bw") & flag!("avx512vl");
+        let avx512vnni = flag!("avx512vnni");
+        flag!("avx512vbmi");
+        if avx2 {
+            isas.push(Isa::Avx2);
+            if avxvnni {
+                isas.push(Isa::AvxVnni);
+            }
+            if avx512 && avx512vnni {
+                // AMX detection (CPUID + XCR0 + arch_prctl) arrives with the AMX kernels:
+                // `is_x86_feature_detected!("amx-int8")` is unstable on Rust 1.95.
+                isas.push(Isa::Avx512Vnni);
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            flags.push("neon");
+            isas.push(Isa::Neon);
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                flags.push("dotprod");
+                isas.push(Isa::Dotprod);
+                if std::arch::is_aarch64_feature_detected!("i8mm") {
+                    flags.push("i8mm");
+                    isas.push(Isa::I8mm);
+                }
+            }
+        }
+    }
+    CpuFeatures { isas, flags }
+}
+
+/// The CPU's features, detected once per process.
+pub fn cpu() -> &'static CpuFeatures {
+    static CPU: OnceLock<CpuFeatures> = OnceLock::new();
+    CPU.get_or_init(detect_uncached)
+}
+
+/// Parses `QKERN_MAX_ISA`. `Ok(None)` when unset or empty.
+pub fn max_isa_from_env() -> Result<Option<Isa>> {
+    match std::env::var("QKERN_MAX_ISA") {
+        Ok(s) if !s.trim().is_empty() => Isa::from_name(s.trim()).map(Some).ok_or_else(|| {
+            Error::InvalidParameter(format!(
+                "QKERN_MAX_ISA={s:?} is not one of scalar, avx2, avxvnni, avx512vnni, amx, neon, dotprod, i8mm"
+            ))
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// The kernel chosen for each family at one ISA cap.
+#[derive(Clone, Debug)]
+pub struct KernelTable {
+    /// The cap the table was built for (the best tier ≤ the request that this CPU has).
+    pub isa: Isa,
+    /// Int8 GEMM microkernel.
+    pub gemm: GemmUkernel,
+}
+
+/// Every GEMM microkernel compiled into this build, in preference order (best last).
+pub fn gemm_kernels() -> Vec<GemmUkernel> {
+    qkern_kernels::generic::GEMM_KERNELS.to_vec()
+}
+
+impl KernelTable {
+    /// The best kernels at or below `cap` that this CPU runs. Errors if the CPU lacks `cap`.
+    pub fn for_isa(cap: Isa) -> Result<KernelTable> {
+        if !cpu().has(cap) {
+            return Err(Error::IsaUnavailable(format!(
+                "{} is not supported by this CPU (available: {})",
+                cap.name(),
+                cpu().isas.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let gemm = gemm_kernels()
+            .into_iter()
+            .filter(|k| k.isa.within(cap) && cpu().has(k.isa))
+            .next_back()
+            .ok_or_else(|| Error::Internal("no GEMM kernel registered".into()))?;
+        Ok(KernelTable { isa: cap, gemm })
+    }
+
+    /// `(family, kernel name)` for every family, for `qkern info` and tests.
+    pub fn chosen(&self) -> Vec<(&'static str, &'static str)> {
+        vec![("gemm", self.gemm.name)]
+    }
+}
+
+/// The process-wide default table: the best tier, capped by `QKERN_MAX_ISA` when set.
+/// An invalid `QKERN_MAX_ISA`, or one naming a tier this CPU lacks, is an error here
+/// (and in [`Context::new`]); it never falls back silently.
+pub fn default_table() -> Result<&'static KernelTable> {
+    static TABLE: OnceLock<Result<KernelTable>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            let cap = match max_isa_from_env()? {
+                Some(req) => req,
+                None => cpu().best(),
+            };
+            KernelTable::for_isa(cap)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Where qkern runs: the kernel table and the threads. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Context {
+    table: KernelTable,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    threads: usize,
+}
+
+impl Context {
+    /// The default: [`default_table`] and rayon's global pool.
+    pub fn new() -> Result<Context> {
+        Ok(Context { table: default_table()?.clone(), pool: None, threads: rayon::current_num_threads() })
+    }
+
+    /// A context whose kernels are capped at `isa` (error if the CPU lacks it).
+    pub fn for_isa(isa: Isa) -> Result<Context> {
+        Ok(Context { table: KernelTable::for_isa(isa)?, pool: None, threads: rayon::current_num_threads() })
+    }
+
+    /// The same kernels on a private pool of `threads` threads (1 = run on the caller).
+    pub fn with_threads(mut self, threads: usize) -> Result<Context> {
+        if threads == 0 {
+            return Err(Error::InvalidParameter("threads must be at least 1".into()));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("qkern-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start {threads} threads: {e}")))?;
+        self.pool = Some(Arc::new(pool));
+        self.threads = threads;
+        Ok(self)
+    }
+
+    /// The kernel table.
+    pub fn kernels(&self) -> &KernelTable {
+        &self.table
+    }
+
+    /// Number of threads a call may use.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` on this context's pool.
+    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The C ABI. Header: `include/qkern.h`.

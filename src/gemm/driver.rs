@@ -1,0 +1,350 @@
+//! The GEMM driver: validates, applies the overflow policy, splits the work into
+//! tiles across threads and calls the microkernel. The only code in `qkern` that calls
+//! a kernel, hence the only `unsafe` outside the C ABI.
+
+use qkern_kernels::reference::{RefOutput, output_stage_ref, quantize_multiplier};
+use qkern_kernels::{GemmArgs, Int8, OutputKind, OutputStage, QuantizedMultiplier, RequantMode};
+use rayon::prelude::*;
+
+use super::{Activations, K_CHUNK, MatrixMut, PackedWeights, Requantize};
+use crate::dispatch::{Context, cpu};
+use crate::error::{Error, Result, check_matrix};
+
+/// The output stage, with its per-column tables computed for this call.
+pub(super) enum Stage<'a> {
+    I32 { bias: Option<&'a [i32]> },
+    F32 { scale: Vec<f32>, bias: Option<&'a [f32]> },
+    Requant { mode: RequantMode, scale: Vec<f32>, qmult: Vec<QuantizedMultiplier>, zero_point: i32, qmin: i32, qmax: i32, bias: Option<&'a [i32]> },
+}
+
+impl<'a> Stage<'a> {
+    pub(super) fn requant<O: Int8>(sa: f32, w: &PackedWeights, rq: &Requantize<'a, O>) -> Result<Stage<'a>> {
+        // ONNX / onnxruntime: the multiplier is (sa·sb)/sy in f32.
+        let scale: Vec<f32> = w.scale.iter().map(|&sb| (sa * sb) / rq.scale).collect();
+        if let Some(s) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(Error::InvalidScale { what: "requantization multiplier sa·sb/sy", value: *s as f64 });
+        }
+        let qmult = match rq.mode {
+            RequantMode::Fp32 => Vec::new(),
+            // TFLite: the effective scale in double.
+            mode => w.scale.iter().map(|&sb| quantize_multiplier(sa as f64 * sb as f64 / rq.scale as f64, mode)).collect(),
+        };
+        Ok(Stage::Requant {
+            mode: rq.mode,
+            scale,
+            qmult,
+            zero_point: rq.zero_point.to_i32(),
+            qmin: rq.min.to_i32(),
+            qmax: rq.max.to_i32(),
+            bias: rq.bias,
+        })
+    }
+
+    fn bias_i32(&self) -> Option<&'a [i32]> {
+        match *self {
+            Stage::I32 { bias } | Stage::Requant { bias, .. } => bias,
+            Stage::F32 { .. } => None,
+        }
+    }
+}
+
+/// The output matrix, by element type.
+pub(super) enum Out<'a> {
+    I32(MatrixMut<'a, i32>),
+    F32(MatrixMut<'a, f32>),
+    U8(MatrixMut<'a, u8>),
+    I8(MatrixMut<'a, u8>),
+}
+
+impl Out<'_> {
+    fn kind(&self) -> OutputKind {
+        match self {
+            Out::I32(_) => OutputKind::I32,
+            Out::F32(_) => OutputKind::F32,
+            Out::U8(_) => OutputKind::U8,
+            Out::I8(_) => OutputKind::I8,
+        }
+    }
+    /// (base pointer, rows, cols, stride, element bytes, slice length)
+    fn raw(&mut self) -> (*mut u8, usize, usize, usize, usize, usize) {
+        match self {
+            Out::I32(c) => (c.data.as_mut_ptr().cast(), c.rows, c.cols, c.stride, 4, c.data.len()),
+            Out::F32(c) => (c.data.as_mut_ptr().cast(), c.rows, c.cols, c.stride, 4, c.data.len()),
+            Out::U8(c) | Out::I8(c) => (c.data.as_mut_ptr(), c.rows, c.cols, c.stride, 1, c.data.len()),
+        }
+    }
+}
+
+/// Raw kernel arguments shared by the tasks of one call.
+#[derive(Clone, Copy)]
+struct Shared<T>(T);
+// SAFETY: the pointers inside point to data that outlives the call (validated slices and
+// this call's tables); tasks read it and write disjoint output tiles.
+unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Shared<T> {}
+impl<T: Copy> Shared<T> {
+    /// By method, so closures capture the whole wrapper, not its non-Sync field.
+    fn get(&self) -> T {
+        self.0
+    }
+}
+
+/// Runs one GEMM: validation, overflow policy, tiling, threads.
+pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeights, stage: Stage<'_>, mut out: Out<'_>) -> Result<()> {
+    let (m, k, n) = (a.matrix.rows, w.k, w.n);
+    if a.matrix.cols != k {
+        return Err(Error::ShapeMismatch(format!("A is {m}×{} but the weights have K = {k}", a.matrix.cols)));
+    }
+    check_matrix("a", a.matrix.data.len(), m, k, a.matrix.stride)?;
+    let (c_ptr, c_rows, c_cols, ldc, esize, c_len) = out.raw();
+    if c_rows != m || c_cols != n {
+        return Err(Error::ShapeMismatch(format!("C is {c_rows}×{c_cols} but A·B is {m}×{n}")));
+    }
+    check_matrix("c", c_len, m, n, ldc)?;
+    if let Some(b) = stage.bias_i32() {
+        if b.len() != n {
+            return Err(Error::ShapeMismatch(format!("bias has {} values, N = {n}", b.len())));
+        }
+    }
+    if let Stage::F32 { bias: Some(b), .. } = &stage {
+        if b.len() != n {
+            return Err(Error::ShapeMismatch(format!("bias has {} values, N = {n}", b.len())));
+        }
+    }
+    let kernel = w.kernel;
+    if !cpu().has(kernel.isa) || !kernel.isa.within(ctx.kernels().isa) {
+        return Err(Error::IsaUnavailable(format!(
+            "the weights were packed for {} ({}), which this context (capped at {}) does not run; pack them with this context",
+            kernel.name,
+            kernel.isa.name(),
+            ctx.kernels().isa.name()
+        )));
+    }
+    let ukernel = kernel.run[A::SIGNED as usize][w.signed as usize].ok_or_else(|| {
+        Error::Unsupported(format!("{} has no {}×{} variant", kernel.name, A::NAME, if w.signed { "i8" } else { "u8" }))
+    })?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+
+    // Overflow policy (DESIGN.md §2): whole-K i32 accumulation is exact while
+    // K·max|a−za|·max|b−zb| + max|bias| fits in i32; otherwise chunk K and carry i64.
+    let za = a.zero_point.to_i32();
+    let max_a = (za - A::MIN).max(A::MAX - za) as u128;
+    let max_bias = stage.bias_i32().map_or(0, |b| b.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0)) as u128;
+    let bound = k as u128 * max_a * w.max_abs_centered as u128 + max_bias;
+    let exact_i32 = bound <= i32::MAX as u128;
+
+    // Per-row raw sums of A (only needed for nonzero weight zero points).
+    let a_data = a.matrix.data;
+    let lda = a.matrix.stride;
+    let row_sum = |i: usize, k0: usize, k1: usize| -> i32 {
+        a_data[i * lda + k0..i * lda + k1].iter().fold(0i32, |s, v| s.wrapping_add(v.to_i32()))
+    };
+    let a_row_sum: Vec<i32> = if w.any_zero_point && exact_i32 { (0..m).map(|i| row_sum(i, 0, k)).collect() } else { Vec::new() };
+
+    // Per-column term: −za·Σb + K·za·zb + bias, modulo 2^32.
+    let kz = (k as u32 as i32).wrapping_mul(za);
+    let bias = stage.bias_i32();
+    let col_offset: Vec<i32> = (0..n)
+        .map(|j| {
+            let b = if exact_i32 { bias.map_or(0, |b| b[j]) } else { 0 };
+            kz.wrapping_mul(w.zero_point[j]).wrapping_sub(za.wrapping_mul(w.col_sum[j])).wrapping_add(b)
+        })
+        .collect();
+
+    let null_f = std::ptr::null::<f32>();
+    let (scale_ptr, bias_f32_ptr, qmult_ptr, mode, ozp, qmin, qmax) = match &stage {
+        Stage::I32 { .. } => (null_f, null_f, std::ptr::null(), RequantMode::Fp32, 0, 0, 0),
+        Stage::F32 { scale, bias } => (scale.as_ptr(), bias.map_or(null_f, |b| b.as_ptr()), std::ptr::null(), RequantMode::Fp32, 0, 0, 0),
+        Stage::Requant { mode, scale, qmult, zero_point, qmin, qmax, .. } => {
+            (scale.as_ptr(), null_f, if qmult.is_empty() { std::ptr::null() } else { qmult.as_ptr() }, *mode, *zero_point, *qmin, *qmax)
+        }
+    };
+    let kind = out.kind();
+    let base = Shared(OutputStage {
+        kind,
+        mode,
+        col_offset: std::ptr::null(),
+        scale: scale_ptr,
+        bias_f32: bias_f32_ptr,
+        qmult: qmult_ptr,
+        out_zero_point: ozp,
+        qmin,
+        qmax,
+    });
+    // The stage for a tile starting at column j0 (each table has n entries or is null).
+    let stage_for = |j0: usize, col_off: *const i32| {
+        let b = base.get();
+        let off = |p: *const f32| if p.is_null() { p } else { p.wrapping_add(j0) };
+        OutputStage {
+            col_offset: col_off,
+            scale: off(b.scale),
+            bias_f32: off(b.bias_f32),
+            qmult: if b.qmult.is_null() { b.qmult } else { b.qmult.wrapping_add(j0) },
+            ..b
+        }
+    };
+
+    let (mr, nr) = (kernel.mr, kernel.nr());
+    let panel_bytes = kernel.format.panel_bytes(k);
+    let tiles_m = m.div_ceil(mr);
+    let tiles_n = n.div_ceil(nr);
+    let cptr = Shared(c_ptr);
+    let zb_for = |j0: usize| if w.any_zero_point { w.zero_point[j0..].as_ptr() } else { std::ptr::null() };
+
+    // One task: a block of row tiles × column tiles.
+    let exact_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| {
+        let cptr = cptr.get();
+        for tj in tj0..tj1 {
+            let j0 = tj * nr;
+            let nn = nr.min(n - j0);
+            for ti in ti0..ti1 {
+                let i0 = ti * mr;
+                let mm = mr.min(m - i0);
+                let args = GemmArgs {
+                    m: mm,
+                    n: nn,
+                    k,
+                    a: a_data[i0 * lda..].as_ptr().cast(),
+                    lda,
+                    b: w.data[tj * panel_bytes..].as_ptr(),
+                    a_row_sum: if a_row_sum.is_empty() { std::ptr::null() } else { a_row_sum[i0..].as_ptr() },
+                    b_zero_point: zb_for(j0),
+                    c: cptr.wrapping_add((i0 * ldc + j0) * esize),
+                    ldc,
+                    out: stage_for(j0, col_offset[j0..].as_ptr()),
+                };
+                // SAFETY: shapes and strides were validated above: rows i0..i0+mm of A
+                // hold k elements, the panel holds panel_bytes, the C tile lies inside
+                // `c`, and every per-column table has n entries. Tiles are disjoint.
+                unsafe { ukernel(&args) };
+            }
+        }
+    };
+
+    // Long K: chunks of K_CHUNK accumulate exactly in i32, carried in i64.
+    let ref_out = |bias_i32| RefOutput {
+        kind,
+        mode,
+        bias_i32,
+        scale: match &stage {
+            Stage::F32 { scale, .. } | Stage::Requant { scale, .. } => scale,
+            Stage::I32 { .. } => &[],
+        },
+        bias_f32: match &stage {
+            Stage::F32 { bias, .. } => *bias,
+            _ => None,
+        },
+        qmult: match &stage {
+            Stage::Requant { qmult, .. } => qmult,
+            _ => &[],
+        },
+        out_zero_point: ozp,
+        qmin,
+        qmax,
+    };
+    let chunked_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| -> Result<()> {
+        let cptr = cptr.get();
+        let ro = ref_out(bias);
+        let mut tile = vec![0i32; mr * nr];
+        let mut acc = vec![0i64; mr * nr];
+        let mut col_off = vec![0i32; nr];
+        let mut rsum = vec![0i32; mr];
+        for tj in tj0..tj1 {
+            let j0 = tj * nr;
+            let nn = nr.min(n - j0);
+            for ti in ti0..ti1 {
+                let i0 = ti * mr;
+                let mm = mr.min(m - i0);
+                acc.fill(0);
+                for (c, k0) in (0..k).step_by(K_CHUNK).enumerate() {
+                    let kc = K_CHUNK.min(k - k0);
+                    let kcz = (kc as i32).wrapping_mul(za);
+                    for jj in 0..nn {
+                        let j = j0 + jj;
+                        col_off[jj] = kcz.wrapping_mul(w.zero_point[j]).wrapping_sub(za.wrapping_mul(w.chunk_col_sum[c * n + j]));
+                    }
+                    if w.any_zero_point {
+                        for ii in 0..mm {
+                            rsum[ii] = row_sum(i0 + ii, k0, k0 + kc);
+                        }
+                    }
+                    let mut st = stage_for(j0, col_off.as_ptr());
+                    st.kind = OutputKind::I32;
+                    let args = GemmArgs {
+                        m: mm,
+                        n: nn,
+                        k: kc,
+                        a: a_data[i0 * lda + k0..].as_ptr().cast(),
+                        lda,
+                        b: w.data[tj * panel_bytes + (k0 / kernel.format.kr) * nr * kernel.format.kr..].as_ptr(),
+                        a_row_sum: if w.any_zero_point { rsum.as_ptr() } else { std::ptr::null() },
+                        b_zero_point: zb_for(j0),
+                        c: tile.as_mut_ptr().cast(),
+                        ldc: nr,
+                        out: st,
+                    };
+                    // SAFETY: as in the exact path, for the K range [k0, k0+kc): K_CHUNK is
+                    // a multiple of kr, so the chunk starts on a packed K group; the output
+                    // is the local mr×nr tile.
+                    unsafe { ukernel(&args) };
+                    for ii in 0..mm {
+                        for jj in 0..nn {
+                            acc[ii * nr + jj] += tile[ii * nr + jj] as i64;
+                        }
+                    }
+                }
+                for ii in 0..mm {
+                    for jj in 0..nn {
+                        let v = output_stage_ref(acc[ii * nr + jj], j0 + jj, &ro);
+                        let idx = ((i0 + ii) * ldc + j0 + jj) * esize;
+                        let p = cptr.wrapping_add(idx);
+                        // SAFETY: (i0+ii, j0+jj) is inside the validated C; tiles are disjoint.
+                        unsafe {
+                            match kind {
+                                OutputKind::I32 => {
+                                    let v = i32::try_from(v).map_err(|_| {
+                                        Error::Overflow(format!(
+                                            "C[{}][{}] = {v} does not fit in i32 (K = {k}); use the f32 or requantized output",
+                                            i0 + ii,
+                                            j0 + jj
+                                        ))
+                                    })?;
+                                    p.cast::<i32>().write_unaligned(v)
+                                }
+                                OutputKind::F32 => p.cast::<u32>().write_unaligned(v as u32),
+                                OutputKind::U8 | OutputKind::I8 => p.write(v as u8),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+
+    // Blocking: column blocks whose panels fit in ~L2, row blocks of up to 64 rows;
+    // enough tasks for the threads.
+    let cb = (512 * 1024 / panel_bytes.max(1)).clamp(1, tiles_n);
+    let rb = (64 / mr).clamp(1, tiles_m);
+    let tasks: Vec<(usize, usize, usize, usize)> = (0..tiles_n)
+        .step_by(cb)
+        .flat_map(|tj| (0..tiles_m).step_by(rb).map(move |ti| (ti, (ti + rb).min(tiles_m), tj, (tj + cb).min(tiles_n))))
+        .collect();
+    let work = m as u128 * n as u128 * k.max(1) as u128;
+    let parallel = ctx.threads() > 1 && tasks.len() > 1 && work >= 1 << 18;
+    if exact_i32 {
+        if parallel {
+            ctx.install(|| tasks.par_iter().for_each(|&(a0, a1, b0, b1)| exact_task(a0, a1, b0, b1)));
+        } else {
+            tasks.iter().for_each(|&(a0, a1, b0, b1)| exact_task(a0, a1, b0, b1));
+        }
+        Ok(())
+    } else if parallel {
+        ctx.install(|| tasks.par_iter().try_for_each(|&(a0, a1, b0, b1)| chunked_task(a0, a1, b0, b1)))
+    } else {
+        tasks.iter().try_for_each(|&(a0, a1, b0, b1)| chunked_task(a0, a1, b0, b1))
+    }
+}

@@ -1,0 +1,245 @@
+//! Int8 GEMM: `C = (A − za)·(B − zb) (+ bias)`, through a fused output stage.
+//!
+//! ```
+//! use qkern::{Activations, MatrixMut, MatrixRef, PackedWeights, WeightQuant};
+//! // A: 2×3 u8 activations (zero point 128), B: 3×2 i8 weights (zero point 0).
+//! let a: [u8; 6] = [128, 129, 130, 131, 132, 133];
+//! let b: [i8; 6] = [1, -1, 2, -2, 3, -3];
+//! let w = PackedWeights::new(MatrixRef::new(&b, 3, 2), WeightQuant::per_tensor(0, 1.0)).unwrap();
+//! let mut c = [0i32; 4];
+//! qkern::gemm::gemm_i32(Activations::new(MatrixRef::new(&a, 2, 3), 128, 1.0), &w, None, MatrixMut::new(&mut c, 2, 2)).unwrap();
+//! assert_eq!(c, [8, -8, 26, -26]);
+//! ```
+
+#[allow(unsafe_code)] // the one module that calls kernels (DESIGN.md §1)
+mod driver;
+mod pack;
+
+use qkern_kernels::{Int8, RequantMode};
+
+use crate::dispatch::Context;
+use crate::error::{Error, Result, check_scale};
+
+pub use pack::{K_CHUNK, PackedWeights};
+
+/// A read-only row-major matrix view: `rows × cols`, rows `stride` elements apart.
+#[derive(Clone, Copy, Debug)]
+pub struct MatrixRef<'a, T> {
+    /// The elements; must hold `(rows − 1)·stride + cols`.
+    pub data: &'a [T],
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Elements between row starts (≥ cols).
+    pub stride: usize,
+}
+
+impl<'a, T> MatrixRef<'a, T> {
+    /// A dense matrix (stride = cols). Checked when used.
+    pub fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
+        MatrixRef { data, rows, cols, stride: cols }
+    }
+    /// The same view with another row stride.
+    pub fn with_stride(self, stride: usize) -> Self {
+        MatrixRef { stride, ..self }
+    }
+}
+
+/// A mutable row-major matrix view.
+#[derive(Debug)]
+pub struct MatrixMut<'a, T> {
+    /// The elements; must hold `(rows − 1)·stride + cols`.
+    pub data: &'a mut [T],
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Elements between row starts (≥ cols).
+    pub stride: usize,
+}
+
+impl<'a, T> MatrixMut<'a, T> {
+    /// A dense matrix (stride = cols). Checked when used.
+    pub fn new(data: &'a mut [T], rows: usize, cols: usize) -> Self {
+        MatrixMut { data, rows, cols, stride: cols }
+    }
+    /// The same view with another row stride.
+    pub fn with_stride(self, stride: usize) -> Self {
+        MatrixMut { stride, ..self }
+    }
+}
+
+/// Activations: an `M × K` u8/i8 matrix with a per-tensor zero point and scale.
+#[derive(Clone, Copy, Debug)]
+pub struct Activations<'a, A> {
+    /// The matrix.
+    pub matrix: MatrixRef<'a, A>,
+    /// Zero point.
+    pub zero_point: A,
+    /// Scale (used by the f32 and requantized output stages).
+    pub scale: f32,
+}
+
+impl<'a, A> Activations<'a, A> {
+    /// Activations with zero point and scale.
+    pub fn new(matrix: MatrixRef<'a, A>, zero_point: A, scale: f32) -> Self {
+        Activations { matrix, zero_point, scale }
+    }
+}
+
+/// A parameter given per tensor (one value) or per channel (one value per column).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PerChannel<'a, T> {
+    /// One value for the whole tensor.
+    Tensor(T),
+    /// One value per channel (per column of B).
+    Channel(&'a [T]),
+}
+
+impl<T: Copy> PerChannel<'_, T> {
+    /// Expands to `n` values; errors if a per-channel slice does not have `n` entries.
+    pub(crate) fn expand(&self, what: &str, n: usize) -> Result<Vec<T>> {
+        match *self {
+            PerChannel::Tensor(v) => Ok(vec![v; n]),
+            PerChannel::Channel(s) if s.len() == n => Ok(s.to_vec()),
+            PerChannel::Channel(s) => Err(Error::ShapeMismatch(format!(
+                "{what} has {} values; a per-channel parameter needs one per column (N = {n})",
+                s.len()
+            ))),
+        }
+    }
+}
+
+/// Weight quantization parameters: zero point and (optional) scale, each per tensor or
+/// per column. Without scales only the i32 output stage is available.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WeightQuant<'a> {
+    /// Zero point(s), within the weight type.
+    pub zero_point: PerChannel<'a, i32>,
+    /// Scale(s): finite and positive.
+    pub scale: Option<PerChannel<'a, f32>>,
+}
+
+impl<'a> WeightQuant<'a> {
+    /// Per-tensor zero point and scale.
+    pub fn per_tensor(zero_point: i32, scale: f32) -> Self {
+        WeightQuant { zero_point: PerChannel::Tensor(zero_point), scale: Some(PerChannel::Tensor(scale)) }
+    }
+    /// Per-column zero points and scales (N each).
+    pub fn per_column(zero_point: &'a [i32], scale: &'a [f32]) -> Self {
+        WeightQuant { zero_point: PerChannel::Channel(zero_point), scale: Some(PerChannel::Channel(scale)) }
+    }
+    /// Zero point only (integer output).
+    pub fn zero_point_only(zero_point: PerChannel<'a, i32>) -> Self {
+        WeightQuant { zero_point, scale: None }
+    }
+}
+
+/// Requantization to u8/i8: `out = clamp(requant(acc + bias), min, max)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Requantize<'a, O> {
+    /// Output scale.
+    pub scale: f32,
+    /// Output zero point.
+    pub zero_point: O,
+    /// Rounding mode.
+    pub mode: RequantMode,
+    /// Lower clamp (fused ReLU: the zero point).
+    pub min: O,
+    /// Upper clamp.
+    pub max: O,
+    /// Optional i32 bias per column (N values), added to the exact accumulator.
+    pub bias: Option<&'a [i32]>,
+}
+
+impl<'a, O: Int8> Requantize<'a, O> {
+    /// Requantization to `scale`, `zero_point`, ONNX rounding, full-range clamp, no bias.
+    pub fn new(scale: f32, zero_point: O) -> Self {
+        Requantize { scale, zero_point, mode: RequantMode::Fp32, min: O::saturate_from(O::MIN), max: O::saturate_from(O::MAX), bias: None }
+    }
+    /// With another rounding mode.
+    pub fn mode(self, mode: RequantMode) -> Self {
+        Requantize { mode, ..self }
+    }
+    /// With an i32 bias.
+    pub fn bias(self, bias: &'a [i32]) -> Self {
+        Requantize { bias: Some(bias), ..self }
+    }
+    /// With explicit clamp bounds.
+    pub fn clamp(self, min: O, max: O) -> Self {
+        Requantize { min, max, ..self }
+    }
+    /// Fused ReLU: clamp below at the zero point.
+    pub fn relu(self) -> Self {
+        Requantize { min: self.zero_point, ..self }
+    }
+    /// Fused ReLU6: clamp to the quantized values of 0 and 6.
+    pub fn relu6(self) -> Self {
+        let six = qkern_kernels::reference::round_half_even_f32(6.0 / self.scale);
+        let hi = (six as i64 + self.zero_point.to_i32() as i64).clamp(O::MIN as i64, O::MAX as i64) as i32;
+        Requantize { min: self.zero_point, max: O::saturate_from(hi), ..self }
+    }
+}
+
+/// `C (i32) = (A − za)·(B − zb) + bias`, on the default context.
+///
+/// Errors if a result does not fit in i32 (possible only for very long K).
+pub fn gemm_i32<A: Int8>(a: Activations<'_, A>, w: &PackedWeights, bias: Option<&[i32]>, c: MatrixMut<'_, i32>) -> Result<()> {
+    Context::new()?.gemm_i32(a, w, bias, c)
+}
+
+/// `C (f32) = sa·sb[n]·((A − za)·(B − zb)) + bias`, on the default context.
+pub fn gemm_f32<A: Int8>(a: Activations<'_, A>, w: &PackedWeights, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) -> Result<()> {
+    Context::new()?.gemm_f32(a, w, bias, c)
+}
+
+/// `C (u8/i8) = requantize((A − za)·(B − zb) + bias)`, on the default context.
+pub fn gemm_requantize<A: Int8, O: Int8>(a: Activations<'_, A>, w: &PackedWeights, rq: &Requantize<'_, O>, c: MatrixMut<'_, O>) -> Result<()> {
+    Context::new()?.gemm_requantize(a, w, rq, c)
+}
+
+impl Context {
+    /// `C (i32) = (A − za)·(B − zb) + bias`. See [`gemm_i32`].
+    pub fn gemm_i32<A: Int8>(&self, a: Activations<'_, A>, w: &PackedWeights, bias: Option<&[i32]>, c: MatrixMut<'_, i32>) -> Result<()> {
+        let stage = driver::Stage::I32 { bias };
+        driver::run(self, &a, w, stage, driver::Out::I32(c))
+    }
+
+    /// `C (f32) = sa·sb[n]·((A − za)·(B − zb)) + bias`. See [`gemm_f32`].
+    pub fn gemm_f32<A: Int8>(&self, a: Activations<'_, A>, w: &PackedWeights, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) -> Result<()> {
+        check_scale("activation scale", a.scale)?;
+        if w.scale.is_empty() {
+            return Err(Error::InvalidParameter("f32 output needs weight scales; the weights were packed without".into()));
+        }
+        let scale: Vec<f32> = w.scale.iter().map(|&s| a.scale * s).collect();
+        let stage = driver::Stage::F32 { scale, bias };
+        driver::run(self, &a, w, stage, driver::Out::F32(c))
+    }
+
+    /// `C (u8/i8) = requantize((A − za)·(B − zb) + bias)`. See [`gemm_requantize`].
+    pub fn gemm_requantize<A: Int8, O: Int8>(&self, a: Activations<'_, A>, w: &PackedWeights, rq: &Requantize<'_, O>, c: MatrixMut<'_, O>) -> Result<()> {
+        check_scale("activation scale", a.scale)?;
+        check_scale("output scale", rq.scale)?;
+        if w.scale.is_empty() {
+            return Err(Error::InvalidParameter("requantized output needs weight scales; the weights were packed without".into()));
+        }
+        let (qmin, qmax) = (rq.min.to_i32(), rq.max.to_i32());
+        if qmin > qmax {
+            return Err(Error::InvalidParameter(format!("clamp min {qmin} is greater than max {qmax}")));
+        }
+        let stage = driver::Stage::requant(a.scale, w, rq)?;
+        let out = if O::SIGNED {
+            driver::Out::I8(bytemuck_cast_mut(c))
+        } else {
+            driver::Out::U8(bytemuck_cast_mut(c))
+        };
+        driver::run(self, &a, w, stage, out)
+    }
+}
+
+/// Reinterprets an `O: Int8` output view as bytes (u8 and i8 share layout).
+fn bytemuck_cast_mut<O: Int8>(c: MatrixMut<'_, O>) -> MatrixMut<'_, u8> {
+    let MatrixMut { data, rows, cols, stride } = c;
+    MatrixMut { data: bytemuck::cast_slice_mut(data), rows, cols, stride }
+}

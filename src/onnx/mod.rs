@@ -1,0 +1,1 @@
+//! ONNX quantized operators with ONNX's exact semantics.

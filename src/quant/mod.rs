@@ -1,0 +1,1 @@
+//! Quantizers (DESIGN.md §3). Uniform quantization lives in [`uniform`].
