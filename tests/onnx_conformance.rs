@@ -555,7 +555,8 @@ fn family(ops: &[&str]) {
         }
     }
     report += &format!("{}: {} cases, {} passed, {} failures", ops.join("/"), cases.len(), passed.len(), failures.len());
-    println!("{report}");
+    // Leading newline: the harness has already printed "test <name> ... " on this line.
+    println!("\n{report}");
     assert!(failures.is_empty(), "{} {ops:?} failure(s):\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -615,5 +616,5 @@ fn onnx_other_operators_listed() {
             }
         }
     }
-    print!("{report}");
+    print!("\n{report}");
 }
