@@ -139,7 +139,16 @@ fn mul_fixed_i128(x: i64, qm: QuantizedMultiplier, mode: RequantMode) -> i128 {
             // SRDHM: (x·2^left·M + nudge) / 2^31 truncating, then RDBPOT by `right`.
             let left = qm.shift.max(0) as u32;
             let right = (-qm.shift).max(0) as u32;
-            let ab = ((x as i128) << left) * m;
+            // f32 scales give shifts up to 128, where x·2^left·M overflows even i128. The
+            // exact result is then far outside i64, which `requantize_fixed` saturates to.
+            let ab = if x == 0 || m == 0 {
+                0
+            } else {
+                match (if left < 127 { (x as i128).checked_mul(1i128 << left) } else { None }).and_then(|v| v.checked_mul(m)) {
+                    Some(ab) => ab,
+                    None => return if (x < 0) != (m < 0) { i128::MIN >> 2 } else { i128::MAX >> 2 },
+                }
+            };
             let nudge = if ab >= 0 { 1i128 << 30 } else { 1 - (1i128 << 30) };
             let mut high = (ab + nudge) / (1i128 << 31);
             // Only INT32_MIN·INT32_MIN saturates in gemmlowp; multipliers here are in
