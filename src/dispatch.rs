@@ -85,13 +85,27 @@ pub fn cpu() -> &'static CpuFeatures {
 /// Parses `QKERN_MAX_ISA`. `Ok(None)` when unset or empty.
 pub fn max_isa_from_env() -> Result<Option<Isa>> {
     match std::env::var("QKERN_MAX_ISA") {
-        Ok(s) if !s.trim().is_empty() => Isa::from_name(s.trim()).map(Some).ok_or_else(|| {
-            Error::InvalidParameter(format!(
-                "QKERN_MAX_ISA={s:?} is not one of scalar, avx2, avxvnni, avx512vnni, amx, neon, dotprod, i8mm"
-            ))
-        }),
-        _ => Ok(None),
+        Ok(s) => parse_max_isa(&s),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        // Not silently ignored: a set but unreadable cap is as wrong as a misspelt one.
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(Error::InvalidParameter(format!("QKERN_MAX_ISA={v:?} is not valid UTF-8")))
+        }
     }
+}
+
+/// Parses a `QKERN_MAX_ISA` value: an ISA name (case-insensitive, surrounding blanks
+/// ignored), or `Ok(None)` when blank. Pure, so tests need not touch the environment.
+pub fn parse_max_isa(value: &str) -> Result<Option<Isa>> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    Isa::from_name(v).map(Some).ok_or_else(|| {
+        Error::InvalidParameter(format!(
+            "QKERN_MAX_ISA={value:?} is not one of scalar, avx2, avxvnni, avx512vnni, amx, neon, dotprod, i8mm"
+        ))
+    })
 }
 
 /// The kernel chosen for each family at one ISA cap.

@@ -138,7 +138,9 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
 
     // Per-row raw sums of A (only needed for nonzero weight zero points).
     let a_data = a.matrix.data;
-    let lda = a.matrix.stride;
+    // With K = 0, A may be empty whatever its stride (`check_matrix` accepts that): a
+    // zero stride keeps every row slice below in bounds.
+    let lda = if k == 0 { 0 } else { a.matrix.stride };
     let row_sum = |i: usize, k0: usize, k1: usize| -> i32 {
         a_data[i * lda + k0..i * lda + k1].iter().fold(0i32, |s, v| s.wrapping_add(v.to_i32()))
     };

@@ -65,15 +65,20 @@ impl PackedWeights {
             check_scale("weight scale", s)?;
         }
         let kernel = ctx.kernels().gemm;
-        let packed_len = kernel.format.packed_bytes(k, n);
+        // N = 0 admits any K, even one whose padded panel size overflows usize: no panels.
+        let packed_len = if n == 0 { 0 } else { kernel.format.packed_bytes(k, n) };
         let mut data = vec![0u8; packed_len];
-        pack_b_kgroups(kernel.format, b.data, k, n, b.stride, &mut data);
+        if n > 0 {
+            pack_b_kgroups(kernel.format, b.data, k, n, b.stride, &mut data);
+        }
 
         let chunks = k.div_ceil(K_CHUNK).max(1);
         let mut chunk_col_sum = vec![0i32; chunks * n];
         let mut col_sum = vec![0i32; n];
         let mut max_abs_centered = 0i32;
-        for kk in 0..k {
+        // With N = 0, B may be empty whatever its stride and K (`check_matrix` accepts
+        // that): no rows to read, and none to loop over.
+        for kk in 0..if n == 0 { 0 } else { k } {
             let c = kk / K_CHUNK;
             let row = &b.data[kk * b.stride..kk * b.stride + n];
             for (j, v) in row.iter().enumerate() {
