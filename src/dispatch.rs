@@ -134,8 +134,7 @@ impl KernelTable {
         }
         let gemm = gemm_kernels()
             .into_iter()
-            .filter(|k| k.isa.within(cap) && cpu().has(k.isa))
-            .next_back()
+            .rfind(|k| k.isa.within(cap) && cpu().has(k.isa))
             .ok_or_else(|| Error::Internal("no GEMM kernel registered".into()))?;
         Ok(KernelTable { isa: cap, gemm })
     }

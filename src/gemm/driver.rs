@@ -102,15 +102,12 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
         return Err(Error::ShapeMismatch(format!("C is {c_rows}×{c_cols} but A·B is {m}×{n}")));
     }
     check_matrix("c", c_len, m, n, ldc)?;
-    if let Some(b) = stage.bias_i32() {
-        if b.len() != n {
-            return Err(Error::ShapeMismatch(format!("bias has {} values, N = {n}", b.len())));
-        }
-    }
-    if let Stage::F32 { bias: Some(b), .. } = &stage {
-        if b.len() != n {
-            return Err(Error::ShapeMismatch(format!("bias has {} values, N = {n}", b.len())));
-        }
+    let bias_len = match &stage {
+        Stage::F32 { bias, .. } => bias.map(<[f32]>::len),
+        _ => stage.bias_i32().map(<[i32]>::len),
+    };
+    if let Some(len) = bias_len.filter(|&len| len != n) {
+        return Err(Error::ShapeMismatch(format!("bias has {len} values, N = {n}")));
     }
     let kernel = w.kernel;
     if !cpu().has(kernel.isa) || !kernel.isa.within(ctx.kernels().isa) {
@@ -264,13 +261,13 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
                 for (c, k0) in (0..k).step_by(K_CHUNK).enumerate() {
                     let kc = K_CHUNK.min(k - k0);
                     let kcz = (kc as i32).wrapping_mul(za);
-                    for jj in 0..nn {
+                    for (jj, off) in col_off.iter_mut().enumerate().take(nn) {
                         let j = j0 + jj;
-                        col_off[jj] = kcz.wrapping_mul(w.zero_point[j]).wrapping_sub(za.wrapping_mul(w.chunk_col_sum[c * n + j]));
+                        *off = kcz.wrapping_mul(w.zero_point[j]).wrapping_sub(za.wrapping_mul(w.chunk_col_sum[c * n + j]));
                     }
                     if w.any_zero_point {
-                        for ii in 0..mm {
-                            rsum[ii] = row_sum(i0 + ii, k0, k0 + kc);
+                        for (ii, r) in rsum.iter_mut().enumerate().take(mm) {
+                            *r = row_sum(i0 + ii, k0, k0 + kc);
                         }
                     }
                     let mut st = stage_for(j0, col_off.as_ptr());
