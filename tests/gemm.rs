@@ -400,12 +400,21 @@ fn check_requant<A: Int8, B: Int8, O: Int8 + Out>(
     }
 }
 
-/// One context per tier this CPU runs.
+/// One context per tier this CPU runs and per GEMM kernel of that tier (each kernel
+/// once, at the lowest tier that offers it), so every kernel runs through the driver.
 fn contexts() -> Vec<Context> {
-    common::available_isas()
-        .into_iter()
-        .map(|isa| Context::for_isa(isa).unwrap())
-        .collect()
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for isa in common::available_isas() {
+        let base = Context::for_isa(isa).unwrap();
+        for k in base.kernels().gemm_candidates.clone() {
+            if !seen.contains(&k.name) {
+                seen.push(k.name);
+                out.push(base.clone().with_gemm_kernel(k.name).unwrap());
+            }
+        }
+    }
+    out
 }
 
 fn rng(seed: u64) -> ChaCha8Rng {

@@ -637,22 +637,20 @@ impl Tester<'_> {
             );
         }
 
-        // What the driver computes: raw row sums, and the per-column term
-        // −za·Σb + K·za·zb + bias, both modulo 2^32.
-        let a_row_sum: Vec<i32> = (0..m)
-            .map(|i| {
-                case.a[i * lda..i * lda + k]
-                    .iter()
-                    .fold(0i32, |s, v| s.wrapping_add(v.to_i32()))
-            })
-            .collect();
-        let kz = (k as u32 as i32).wrapping_mul(za);
+        // What the driver computes (src/gemm/driver.rs), in the kernel's view of the
+        // operands (a + a_offset, b − b_offset, zero points moved with them): row sums,
+        // and the per-column term K·za·zb − za·Σb + bias, both modulo 2^32.
+        let a_off = kernel.a_offset_for(A::SIGNED);
+        let b_off = kernel.b_offset_for(B::SIGNED);
+        let za_k = za + a_off;
+        let zb_k: Vec<i32> = case.zb.iter().map(|&z| z - b_off).collect();
+        // Null row sums / zero points are allowed only when every stored zero point is 0.
+        let zb_null = case.zb_null && zb_k.iter().all(|&z| z == 0);
+        let a_row_sum: Vec<i32> = (0..m).map(|i| crate::gemm_row_sum(&case.a[i * lda..i * lda + k], a_off)).collect();
         let col_offset: Vec<i32> = (0..n)
             .map(|j| {
-                let col_sum = (0..k).fold(0i32, |s, kk| s.wrapping_add(case.b[kk * ldb + j].to_i32()));
-                kz.wrapping_mul(case.zb[j])
-                    .wrapping_sub(za.wrapping_mul(col_sum))
-                    .wrapping_add(bias[j])
+                let col_sum = (0..k).fold(0i32, |s, kk| s.wrapping_add(case.b[kk * ldb + j].to_i32() - b_off));
+                crate::gemm_col_term(k, za_k, zb_k[j], col_sum, bias[j])
             })
             .collect();
 
@@ -661,7 +659,7 @@ impl Tester<'_> {
         let mut packed: Vec<u8> = (0..case.b_offset + packed_len + TAIL)
             .map(|_| self.rng.next_u64() as u8)
             .collect();
-        pack_b_kgroups(format, &case.b, k, n, ldb, &mut packed[case.b_offset..]);
+        pack_b_kgroups(format, &case.b, k, n, ldb, b_off, &mut packed[case.b_offset..]);
 
         // Per-column output-stage parameters.
         let rng = &mut self.rng;
@@ -818,15 +816,15 @@ impl Tester<'_> {
                 a: case.a.as_ptr().cast::<u8>(),
                 lda,
                 b: packed[case.b_offset..].as_ptr(),
-                a_row_sum: if case.zb_null {
+                a_row_sum: if zb_null {
                     core::ptr::null()
                 } else {
                     a_row_sum.as_ptr()
                 },
-                b_zero_point: if case.zb_null {
+                b_zero_point: if zb_null {
                     core::ptr::null()
                 } else {
-                    case.zb.as_ptr()
+                    zb_k.as_ptr()
                 },
                 // In bounds: GUARD elements into a buffer of `elems` elements.
                 c: base.wrapping_add(GUARD * esz),
