@@ -12,6 +12,9 @@ pub fn pack_b_kgroups<B: Int8>(format: PackFormat, b: &[B], k: usize, n: usize, 
     let kp = format.k_padded(k);
     let out = &mut out[..format.packed_bytes(k, n)];
     out.fill(0);
+    if kp == 0 {
+        return; // K = 0: nothing to pack (and `chunks_exact_mut(0)` would panic)
+    }
     for (p, panel) in out.chunks_exact_mut(kp * nr).enumerate() {
         let n0 = p * nr;
         let ncols = nr.min(n - n0);

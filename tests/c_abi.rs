@@ -1,0 +1,740 @@
+//! The C ABI: the C example compiled with `cc` against the static (and shared) library
+//! and run, and every extern function called directly with bad input (null pointers,
+//! zero and huge sizes, inconsistent shapes, invalid enum values, overlapping buffers):
+//! always a status and a message, never a crash.
+
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::ptr::{null, null_mut};
+
+use qkern::ffi::*;
+use qkern::ffi::qk_status::*;
+use qkern::{Activations, MatrixMut, MatrixRef, PackedWeights, Requantize, RequantMode, WeightQuant};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn last_error() -> String {
+    // SAFETY: never NULL, valid until the next qkern call on this thread; copied at once.
+    unsafe { CStr::from_ptr(qk_last_error()) }.to_str().expect("UTF-8 message").to_owned()
+}
+
+/// Asserts a status and that the message names the function and contains `needle`.
+#[track_caller]
+fn expect_err(st: qk_status, want: qk_status, func: &str, needle: &str) {
+    let msg = last_error();
+    assert_eq!(st, want, "status (message: {msg})");
+    assert!(msg.starts_with(&format!("{func}: ")), "message should name {func}: {msg}");
+    assert!(msg.contains(needle), "message should contain {needle:?}: {msg}");
+}
+
+#[track_caller]
+fn expect_ok(st: qk_status) {
+    let msg = last_error();
+    assert_eq!(st, QK_OK, "{msg}");
+    assert_eq!(msg, "", "a success clears the message");
+}
+
+/// target/<profile>, from this test executable's path (target/<profile>/deps/c_abi-…).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<exe>").to_path_buf()
+}
+
+/// The library file `name` (libqkern.a or libqkern.so) built from the same sources as
+/// this test.
+///
+/// `cargo test` compiles the library once with all its crate types (rlib, cdylib,
+/// staticlib) into target/<profile>/deps/ and does not copy them up to
+/// target/<profile>/ (only `cargo build` does), so deps/ holds the one made with the rlib
+/// this test links. If it is missing or older than that rlib (someone deleted it), build
+/// it with `cargo build --lib` into the same target dir.
+fn library(name: &str) -> PathBuf {
+    let dir = profile_dir();
+    let in_deps = dir.join("deps").join(name);
+    let rlib = dir.join("deps/libqkern.rlib");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(lib), Some(r)) = (mtime(&in_deps), mtime(&rlib)) {
+        // Written by the same rustc invocation, a few ms apart.
+        if lib + std::time::Duration::from_secs(60) >= r {
+            return in_deps;
+        }
+    }
+    let profile = dir.file_name().and_then(|s| s.to_str()).expect("profile dir name").to_owned();
+    let target = dir.parent().expect("target dir");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).env("CARGO_TARGET_DIR", target).args(["build", "--lib"]);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        p => {
+            cmd.args(["--profile", p]);
+        }
+    }
+    let st = cmd.status().expect("run cargo build --lib");
+    assert!(st.success(), "cargo build --lib failed");
+    let built = dir.join(name);
+    assert!(built.exists(), "{} not found after cargo build --lib", built.display());
+    built
+}
+
+/// Compiles examples/c/qkern_example.c with `$CC` (default `cc`) and the given link
+/// arguments, runs it and checks its output.
+fn build_and_run_example(out_name: &str, link: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = profile_dir().join("c-example");
+    std::fs::create_dir_all(&out_dir).expect("create the output dir");
+    let exe = out_dir.join(out_name);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let output = Command::new(&cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O1"])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("examples/c/qkern_example.c"))
+        .args(link)
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(
+        output.status.success(),
+        "compiling the C example failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run = Command::new(&exe).output().expect("run the C example");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    print!("{stdout}");
+    assert!(run.status.success(), "the C example failed ({}):\n{stdout}\n{stderr}", run.status);
+    assert!(stdout.contains(&format!("qkern {}", env!("CARGO_PKG_VERSION"))), "{stdout}");
+    assert!(stdout.contains("expected error 1: qk_gemm_i32: null pointer: `weights`"), "{stdout}");
+    assert!(stdout.contains("expected error 8: qk_quantize_multiplier:"), "{stdout}");
+    assert!(stdout.contains("expected error 5: qk_gemm_weights_create:"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("qkern_example: all checks passed"), "{stdout}");
+    assert!(stderr.is_empty(), "unexpected stderr: {stderr}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The C program
+
+#[test]
+fn c_example_against_the_static_library() {
+    let lib = library("libqkern.a");
+    build_and_run_example("qkern_example_static", &[lib.to_str().expect("UTF-8 path")]);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn c_example_against_the_shared_library() {
+    let lib = library("libqkern.so");
+    let dir = lib.parent().expect("lib dir").to_str().expect("UTF-8 path").to_owned();
+    // Link that exact file (deps/ also holds other libqkern* files), found at run time
+    // through the rpath.
+    build_and_run_example("qkern_example_shared", &[lib.to_str().expect("UTF-8 path"), &format!("-Wl,-rpath,{dir}")]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Version and the error message
+
+#[test]
+fn version_is_the_crate_version() {
+    // SAFETY: static NUL-terminated string.
+    let v = unsafe { CStr::from_ptr(qk_version()) };
+    assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn last_error_is_empty_at_first_and_per_thread() {
+    std::thread::spawn(|| {
+        assert_eq!(last_error(), "");
+        // SAFETY: testing the NULL check.
+        let st = unsafe { qk_multiply_by_quantized_multiplier(1, 1 << 30, 0, QK_REQUANT_SINGLE_ROUNDING, null_mut()) };
+        expect_err(st, QK_ERR_NULL_POINTER, "qk_multiply_by_quantized_multiplier", "`out`");
+        // Another thread does not see this thread's message.
+        std::thread::spawn(|| assert_eq!(last_error(), "")).join().unwrap();
+        assert!(!last_error().is_empty());
+        // Reading the message or the version does not clear it.
+        let _ = qk_version();
+        assert!(last_error().contains("`out`"));
+    })
+    .join()
+    .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// qk_quantize_multiplier / qk_multiply_by_quantized_multiplier
+
+fn qmul(real: f64, mode: i32) -> (qk_status, i32, i32) {
+    let (mut m, mut s) = (-7, -7);
+    // SAFETY: two distinct valid out-pointers.
+    let st = unsafe { qk_quantize_multiplier(real, mode, &mut m, &mut s) };
+    (st, m, s)
+}
+
+fn mbqm(x: i32, m: i32, s: i32, mode: i32) -> (qk_status, i32) {
+    let mut out = -7;
+    // SAFETY: a valid out-pointer.
+    let st = unsafe { qk_multiply_by_quantized_multiplier(x, m, s, mode, &mut out) };
+    (st, out)
+}
+
+#[test]
+fn quantize_multiplier_values() {
+    const D: i32 = QK_REQUANT_TFLITE_DOUBLE_ROUNDING;
+    const S: i32 = QK_REQUANT_SINGLE_ROUNDING;
+    // real = multiplier · 2^(shift − 31), multiplier in [2^30, 2^31), by hand.
+    for (real, mode, m, s) in [
+        (0.5, D, 1 << 30, 0),
+        (1.0, D, 1 << 30, 1),
+        (0.25, S, 1 << 30, -1),
+        (0.75, D, 1_610_612_736, 0),
+        (0.0, D, 0, 0),
+        (2f64.powi(-32), D, 1 << 30, -31),  // the smallest shift kept
+        (2f64.powi(-33), D, 0, 0),          // below it: zero
+        (1.0 - 2f64.powi(-40), D, 1 << 30, 1), // rounds up to 2^31: halved, shift + 1
+        (2f64.powi(31), D, 1 << 30, 32),    // double rounding keeps the large shift
+        (2f64.powi(31), S, i32::MAX, 30),   // single rounding caps it at 30
+    ] {
+        let (st, gm, gs) = qmul(real, mode);
+        assert_eq!(st, QK_OK, "{real}: {}", last_error());
+        assert_eq!((gm, gs), (m, s), "quantize_multiplier({real}, mode {mode})");
+    }
+}
+
+#[test]
+fn quantize_multiplier_bad_input() {
+    const F: &str = "qk_quantize_multiplier";
+    let mut m = 5;
+    // SAFETY: NULL out-pointers are the error under test; the other is valid.
+    let st = unsafe { qk_quantize_multiplier(0.5, QK_REQUANT_SINGLE_ROUNDING, null_mut(), &mut m) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`multiplier`");
+    // SAFETY: as above.
+    let st = unsafe { qk_quantize_multiplier(0.5, QK_REQUANT_SINGLE_ROUNDING, &mut m, null_mut()) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`shift`");
+    assert_eq!(m, 5, "outputs are untouched on failure");
+    // The same pointer for both outputs.
+    // SAFETY: a valid pointer; the aliasing is the error under test and is refused
+    // before any write.
+    let st = unsafe { qk_quantize_multiplier(0.5, QK_REQUANT_SINGLE_ROUNDING, &mut m, &mut m as *mut i32) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "overlaps");
+    // A misaligned pointer.
+    let mut buf = [0i32; 2];
+    let odd = (buf.as_mut_ptr() as *mut u8).wrapping_add(1) as *mut i32;
+    // SAFETY: the misalignment is refused before any access.
+    let st = unsafe { qk_quantize_multiplier(0.5, QK_REQUANT_SINGLE_ROUNDING, odd, &mut m) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "aligned");
+
+    for mode in [3, -1, 42, i32::MIN, i32::MAX] {
+        let (st, gm, gs) = qmul(0.5, mode);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "not a qk_requant_mode");
+        assert_eq!((gm, gs), (-7, -7));
+    }
+    let (st, ..) = qmul(0.5, QK_REQUANT_FP32);
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "QK_REQUANT_FP32");
+    for real in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.5, -f64::MIN_POSITIVE] {
+        let (st, gm, gs) = qmul(real, QK_REQUANT_TFLITE_DOUBLE_ROUNDING);
+        expect_err(st, QK_ERR_SCALE, F, "`real`");
+        assert_eq!((gm, gs), (-7, -7));
+    }
+}
+
+#[test]
+fn multiply_by_quantized_multiplier_values() {
+    const D: i32 = QK_REQUANT_TFLITE_DOUBLE_ROUNDING;
+    const S: i32 = QK_REQUANT_SINGLE_ROUNDING;
+    let half = 1 << 30; // 0.5 in Q0.31
+    // By hand: x · M · 2^(shift − 31).
+    for (x, m, s, mode, want) in [
+        (100, half, 0, D, 50),
+        (100, half, 0, S, 50),
+        (-6, half, -1, D, -2), // -1.5: RoundingDivideByPOT rounds ties away from zero
+        (-6, half, -1, S, -1), // -1.5: single rounding rounds ties upward
+        (6, half, -1, D, 2),   // 1.5
+        (6, half, -1, S, 2),
+        (1000, half, 2, D, 2000),
+        (i32::MIN, half, 0, D, -(1 << 30)),
+        (i32::MAX, 0, 0, S, 0),
+        (2, i32::MAX, 30, S, i32::MAX), // (2·(2^31 − 1) + 1) >> 1: just inside int32
+        (-2, i32::MAX, 30, S, -i32::MAX),
+    ] {
+        let (st, got) = mbqm(x, m, s, mode);
+        assert_eq!(st, QK_OK, "{}", last_error());
+        assert_eq!(got, want, "({x}, {m}, {s}, mode {mode})");
+    }
+    // Against the reference over a sweep of inputs where TFLite's i32 arithmetic is
+    // defined (x·2^left fits): the C entry point must pass the mode through unchanged.
+    use qkern_kernels::reference::requant as r;
+    let xs = [0, 1, -1, 2, -2, 3, 5, -5, 127, -128, 255, 1000, -1000, 65_535, -65_536, 1 << 20, -(1 << 20), i32::MAX, i32::MIN];
+    for real in [0.001, 0.1, 0.3, 0.5, 0.999, 1.0, 1.7, 3.0, 1e-9] {
+        for (mode_c, mode) in [(D, RequantMode::TfliteDoubleRounding), (S, RequantMode::SingleRounding)] {
+            let qm = r::quantize_multiplier(real, mode);
+            for &x in &xs {
+                let left = qm.shift.max(0);
+                if (x as i64) << left != ((x as i64) << left) as i32 as i64 {
+                    continue;
+                }
+                let want = match mode {
+                    RequantMode::SingleRounding => r::multiply_by_quantized_multiplier_single_rounding(x, qm),
+                    _ => r::multiply_by_quantized_multiplier_double_rounding(x, qm),
+                };
+                let (st, got) = mbqm(x, qm.multiplier, qm.shift, mode_c);
+                assert_eq!(st, QK_OK, "{}", last_error());
+                assert_eq!(got, want, "x = {x}, real = {real}, {mode:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn multiply_by_quantized_multiplier_bad_input() {
+    const F: &str = "qk_multiply_by_quantized_multiplier";
+    // SAFETY: NULL is the error under test.
+    let st = unsafe { qk_multiply_by_quantized_multiplier(1, 1 << 30, 0, QK_REQUANT_SINGLE_ROUNDING, null_mut()) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`out`");
+    for mode in [3, -1, i32::MIN, i32::MAX] {
+        let (st, out) = mbqm(1, 1 << 30, 0, mode);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "not a qk_requant_mode");
+        assert_eq!(out, -7);
+    }
+    let (st, _) = mbqm(1, 1 << 30, 0, QK_REQUANT_FP32);
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "QK_REQUANT_FP32");
+    let (st, _) = mbqm(1, -1, 0, QK_REQUANT_SINGLE_ROUNDING);
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`multiplier`");
+    for shift in [31, -32, i32::MAX, i32::MIN] {
+        let (st, _) = mbqm(1, 1 << 30, shift, QK_REQUANT_TFLITE_DOUBLE_ROUNDING);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`shift`");
+    }
+    // Results outside int32 are an error, not a wrapped or clamped value.
+    for mode in [QK_REQUANT_TFLITE_DOUBLE_ROUNDING, QK_REQUANT_SINGLE_ROUNDING] {
+        let (st, out) = mbqm(i32::MAX, i32::MAX, 30, mode);
+        expect_err(st, QK_ERR_OVERFLOW, F, "outside int32_t");
+        assert_eq!(out, -7);
+        let (st, _) = mbqm(8, i32::MAX, 30, mode);
+        expect_err(st, QK_ERR_OVERFLOW, F, "outside int32_t");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Prepacked GEMM
+
+const K: usize = 7;
+const N: usize = 5;
+const M: usize = 3;
+
+fn b_i8() -> Vec<i8> {
+    (0..K * N).map(|i| ((i * 37 + 11) % 256) as u8 as i8).collect()
+}
+fn a_u8() -> Vec<u8> {
+    (0..M * K).map(|i| ((i * 53 + 7) % 256) as u8).collect()
+}
+
+/// Owns a handle; frees it on drop.
+struct Weights(*mut qk_gemm_weights);
+impl Drop for Weights {
+    fn drop(&mut self) {
+        // SAFETY: a live handle from qk_gemm_weights_create, freed once.
+        assert_eq!(unsafe { qk_gemm_weights_free(self.0) }, QK_OK);
+    }
+}
+
+fn create(b: &[i8], dtype: i32, k: usize, n: usize, ldb: usize, zp: &[i32], scale: &[f32]) -> (qk_status, *mut qk_gemm_weights) {
+    let mut out = 0x10 as *mut qk_gemm_weights; // a non-NULL sentinel, never dereferenced
+    let scale_ptr = if scale.is_empty() { null() } else { scale.as_ptr() };
+    // SAFETY: the slices are valid for their lengths; `out` is writable.
+    let st = unsafe {
+        qk_gemm_weights_create(b.as_ptr().cast(), dtype, b.len(), k, n, ldb, zp.as_ptr(), zp.len(), scale_ptr, scale.len(), &mut out)
+    };
+    if st != QK_OK {
+        assert!(out.is_null(), "the handle is NULL after a failure");
+    }
+    (st, out)
+}
+
+fn weights(zp: &[i32], scale: &[f32]) -> Weights {
+    let (st, w) = create(&b_i8(), QK_I8, K, N, N, zp, scale);
+    assert_eq!(st, QK_OK, "{}", last_error());
+    assert!(!w.is_null());
+    Weights(w)
+}
+
+/// The exact GEMM, in i64, from the definition.
+fn oracle(a: &[u8], za: i32, b: &[i8], zb: &[i32], bias: Option<&[i32]>, m: usize) -> Vec<i64> {
+    let mut c = vec![0i64; m * N];
+    for i in 0..m {
+        for j in 0..N {
+            let mut acc = bias.map_or(0, |b| b[j] as i64);
+            for p in 0..K {
+                acc += (a[i * K + p] as i64 - za as i64) * (b[p * N + j] as i64 - zb[j] as i64);
+            }
+            c[i * N + j] = acc;
+        }
+    }
+    c
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_i32(w: *const qk_gemm_weights, a: &[u8], dtype: i32, m: usize, lda: usize, za: i32, bias: Option<&[i32]>, c: &mut [i32], ldc: usize) -> qk_status {
+    let (bp, bn) = bias.map_or((null(), 0), |b| (b.as_ptr(), b.len()));
+    // SAFETY: every slice is valid for its length and distinct.
+    unsafe { qk_gemm_i32(w, a.as_ptr().cast(), dtype, a.len(), m, lda, za, bp, bn, c.as_mut_ptr(), c.len(), ldc) }
+}
+
+#[test]
+fn gemm_i32_matches_the_definition() {
+    let zb = [0, 1, -2, 127, -128];
+    let w = weights(&zb, &[]);
+    let a = a_u8();
+    let bias = [5, -6, 1 << 20, -(1 << 20), 0];
+    for (za, bias) in [(0, None), (128, Some(&bias[..])), (255, Some(&bias[..]))] {
+        let mut c = vec![0i32; M * N];
+        expect_ok(gemm_i32(w.0, &a, QK_U8, M, K, za, bias, &mut c, N));
+        let want: Vec<i32> = oracle(&a, za, &b_i8(), &zb, bias, M).into_iter().map(|v| v as i32).collect();
+        assert_eq!(c, want, "za = {za}");
+    }
+    // i8 activations are the same bytes reinterpreted; per-tensor zero point.
+    let w1 = weights(&[3], &[]);
+    let a_i8: Vec<i8> = a.iter().map(|&v| v as i8).collect();
+    let mut c = vec![0i32; M * N];
+    // SAFETY: valid slices.
+    let st = unsafe { qk_gemm_i32(w1.0, a_i8.as_ptr().cast(), QK_I8, a_i8.len(), M, K, -5, null(), 0, c.as_mut_ptr(), c.len(), N) };
+    expect_ok(st);
+    for i in 0..M {
+        for j in 0..N {
+            let want: i32 = (0..K).map(|p| (a_i8[i * K + p] as i32 + 5) * (b_i8()[p * N + j] as i32 - 3)).sum();
+            assert_eq!(c[i * N + j], want);
+        }
+    }
+    // Strided A and C: padding columns are neither read into the result nor written.
+    let lda = K + 3;
+    let ldc = N + 2;
+    let mut a_pad = vec![0xEEu8; (M - 1) * lda + K];
+    for i in 0..M {
+        a_pad[i * lda..i * lda + K].copy_from_slice(&a[i * K..(i + 1) * K]);
+    }
+    let mut c = vec![i32::MIN; (M - 1) * ldc + N];
+    expect_ok(gemm_i32(w.0, &a_pad, QK_U8, M, lda, 128, None, &mut c, ldc));
+    let want = oracle(&a, 128, &b_i8(), &zb, None, M);
+    for i in 0..M {
+        for j in 0..ldc {
+            if i * ldc + j >= c.len() {
+                break;
+            }
+            if j < N {
+                assert_eq!(c[i * ldc + j] as i64, want[i * N + j]);
+            } else {
+                assert_eq!(c[i * ldc + j], i32::MIN, "padding written at ({i}, {j})");
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_shape_query() {
+    let w = weights(&[0], &[1.0]);
+    let (mut k, mut n, mut d) = (0usize, 0usize, 0i32);
+    // SAFETY: valid handle and out-pointers.
+    expect_ok(unsafe { qk_gemm_weights_shape(w.0, &mut k, &mut n, &mut d) });
+    assert_eq!((k, n, d), (K, N, QK_I8));
+    // SAFETY: NULL is the error under test.
+    let st = unsafe { qk_gemm_weights_shape(null(), &mut k, &mut n, &mut d) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_gemm_weights_shape", "`weights`");
+    // SAFETY: as above.
+    let st = unsafe { qk_gemm_weights_shape(w.0, &mut k, null_mut(), &mut d) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_gemm_weights_shape", "`n`");
+}
+
+#[test]
+fn gemm_f32_and_requantize_match_the_rust_api() {
+    let zb = [0, 1, -2, 7, -9];
+    let sb = [0.5f32, 0.25, 0.125, 0.0625, 0.03125];
+    let w = weights(&zb, &sb);
+    let b = b_i8();
+    let packed = PackedWeights::new(MatrixRef::new(&b, K, N), WeightQuant::per_column(&zb, &sb)).unwrap();
+    let a = a_u8();
+    let (za, sa) = (100u8, 0.02f32);
+    let bias = [1000, -1000, 0, 7, 123_456];
+
+    // f32 output, f32 bias.
+    let fbias = [0.5f32, -0.25, 0.0, 1e3, -7.0];
+    let mut c = vec![0f32; M * N];
+    // SAFETY: valid slices.
+    let st = unsafe {
+        qk_gemm_f32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, za as i32, sa, fbias.as_ptr(), N, c.as_mut_ptr(), c.len(), N)
+    };
+    expect_ok(st);
+    let mut want = vec![0f32; M * N];
+    qkern::gemm::gemm_f32(Activations::new(MatrixRef::new(&a, M, K), za, sa), &packed, Some(&fbias), MatrixMut::new(&mut want, M, N)).unwrap();
+    assert_eq!(c.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+
+    // Requantized, every mode, both output types, with a clamp.
+    for (mode_c, mode) in [
+        (QK_REQUANT_FP32, RequantMode::Fp32),
+        (QK_REQUANT_TFLITE_DOUBLE_ROUNDING, RequantMode::TfliteDoubleRounding),
+        (QK_REQUANT_SINGLE_ROUNDING, RequantMode::SingleRounding),
+    ] {
+        let (so, zo) = (0.37f32, 3);
+        let mut q = vec![0u8; M * N];
+        // SAFETY: valid slices.
+        let st = unsafe {
+            qk_gemm_requantize(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, za as i32, sa, bias.as_ptr(), N, so, zo, mode_c, 10, 250, q.as_mut_ptr().cast(), QK_U8, q.len(), N)
+        };
+        expect_ok(st);
+        let mut want = vec![0u8; M * N];
+        let rq = Requantize::new(so, zo as u8).mode(mode).bias(&bias).clamp(10, 250);
+        qkern::gemm::gemm_requantize(Activations::new(MatrixRef::new(&a, M, K), za, sa), &packed, &rq, MatrixMut::new(&mut want, M, N)).unwrap();
+        assert_eq!(q, want, "{mode:?} u8");
+        assert!(q.iter().all(|&v| (10..=250).contains(&v)));
+
+        let mut q = vec![0i8; M * N];
+        // SAFETY: valid slices.
+        let st = unsafe {
+            qk_gemm_requantize(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, za as i32, sa, null(), 0, so, -zo, mode_c, -128, 127, q.as_mut_ptr().cast(), QK_I8, q.len(), N)
+        };
+        expect_ok(st);
+        let mut want = vec![0i8; M * N];
+        let rq = Requantize::new(so, -zo as i8).mode(mode);
+        qkern::gemm::gemm_requantize(Activations::new(MatrixRef::new(&a, M, K), za, sa), &packed, &rq, MatrixMut::new(&mut want, M, N)).unwrap();
+        assert_eq!(q, want, "{mode:?} i8");
+    }
+}
+
+#[test]
+fn gemm_zero_and_degenerate_sizes() {
+    let w = weights(&[0], &[]);
+    let a = a_u8();
+    // m = 0: nothing to do, nothing written; the buffers must still be non-NULL.
+    let mut c = [i32::MIN; 1];
+    expect_ok(gemm_i32(w.0, &a[..0], QK_U8, 0, K, 0, None, &mut c[..0], N));
+    // SAFETY: NULL is the error under test.
+    let st = unsafe { qk_gemm_i32(w.0, null(), QK_U8, 0, 0, K, 0, null(), 0, c.as_mut_ptr(), 0, N) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_gemm_i32", "`a`");
+
+    // K = 0: C = bias.
+    let (st, w0) = create(&[], QK_I8, 0, N, N, &[0], &[]);
+    assert_eq!(st, QK_OK, "{}", last_error());
+    let w0 = Weights(w0);
+    let bias = [1, 2, 3, 4, 5];
+    let mut c = vec![-1i32; 2 * N];
+    expect_ok(gemm_i32(w0.0, &[0u8; 0], QK_U8, 2, 0, 0, Some(&bias), &mut c, N));
+    assert_eq!(c, [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]);
+
+    // N = 0.
+    let (st, wn) = create(&[], QK_I8, K, 0, 0, &[0], &[]);
+    assert_eq!(st, QK_OK, "{}", last_error());
+    let wn = Weights(wn);
+    let mut c = [0i32; 1];
+    expect_ok(gemm_i32(wn.0, &a, QK_U8, M, K, 0, None, &mut c[..0], 0));
+}
+
+#[test]
+fn gemm_weights_create_bad_input() {
+    const F: &str = "qk_gemm_weights_create";
+    let b = b_i8();
+    let mut out = null_mut();
+    // NULLs.
+    // SAFETY: NULL `b` is the error under test; the rest is valid.
+    let st = unsafe { qk_gemm_weights_create(null(), QK_I8, b.len(), K, N, N, [0].as_ptr(), 1, null(), 0, &mut out) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`b`");
+    // SAFETY: as above, for `zero_point`.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, b.len(), K, N, N, null(), 1, null(), 0, &mut out) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`zero_point`");
+    // SAFETY: as above, for `out`.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, b.len(), K, N, N, [0].as_ptr(), 1, null(), 0, null_mut()) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`out`");
+    // SAFETY: NULL `scale` with a non-zero count.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, b.len(), K, N, N, [0].as_ptr(), 1, null(), N, &mut out) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`scale`");
+
+    // Dtypes: unknown values are invalid, known ones the GEMM does not take unsupported.
+    for d in [0, 7, 99, -1, i32::MIN, i32::MAX] {
+        let (st, _) = create(&b, d, K, N, N, &[0], &[]);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "not a qk_dtype");
+    }
+    for d in [QK_F32, QK_U16, QK_I16, QK_I32, QK_INT4, QK_UINT4] {
+        let (st, _) = create(&b, d, K, N, N, &[0], &[]);
+        expect_err(st, QK_ERR_UNSUPPORTED, F, "`b_dtype`");
+    }
+    // Shapes, strides, sizes.
+    let (st, _) = create(&b, QK_I8, K, N, N, &[0, 0, 0], &[]);
+    expect_err(st, QK_ERR_SHAPE, F, "`zero_point` has 3 values");
+    let (st, _) = create(&b, QK_I8, K, N, N, &[0], &[1.0, 1.0]);
+    expect_err(st, QK_ERR_SHAPE, F, "`scale` has 2 values");
+    let (st, _) = create(&b, QK_I8, K, N, N, &[], &[]);
+    expect_err(st, QK_ERR_SHAPE, F, "`zero_point` has 0 values");
+    let (st, _) = create(&b, QK_I8, K, N, N - 1, &[0], &[]);
+    expect_err(st, QK_ERR_INVALID_STRIDE, F, "stride");
+    let (st, _) = create(&b[..b.len() - 1], QK_I8, K, N, N, &[0], &[]);
+    expect_err(st, QK_ERR_BUFFER_TOO_SMALL, F, "needs 35");
+    let (st, _) = create(&b, QK_I8, K + 1, N, N, &[0], &[]);
+    expect_err(st, QK_ERR_BUFFER_TOO_SMALL, F, "needs 40");
+    // Huge sizes: the extent overflows size_t, or the count exceeds the address space.
+    let (st, _) = create(&b, QK_I8, usize::MAX / 2, N, N, &[0], &[]);
+    expect_err(st, QK_ERR_OVERFLOW, F, "overflow size_t");
+    let (st, _) = create(&b, QK_I8, 2, usize::MAX, usize::MAX, &[0], &[]);
+    expect_err(st, QK_ERR_OVERFLOW, F, "overflow size_t");
+    // SAFETY: the oversized count is refused before a slice is made.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, usize::MAX, K, N, N, [0].as_ptr(), 1, null(), 0, &mut out) };
+    expect_err(st, QK_ERR_OVERFLOW, F, "address space");
+    // SAFETY: as above, for a 4-byte element type.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, b.len(), K, N, N, [0].as_ptr(), usize::MAX / 2, null(), 0, &mut out) };
+    expect_err(st, QK_ERR_OVERFLOW, F, "`zero_point`");
+    // Values.
+    let (st, _) = create(&b, QK_I8, K, N, N, &[128], &[]);
+    expect_err(st, QK_ERR_ZERO_POINT, F, "128");
+    let (st, _) = create(&b, QK_U8, K, N, N, &[-1], &[]);
+    expect_err(st, QK_ERR_ZERO_POINT, F, "-1");
+    for s in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        let (st, _) = create(&b, QK_I8, K, N, N, &[0], &[s]);
+        expect_err(st, QK_ERR_SCALE, F, "scale");
+    }
+    // A misaligned zero_point pointer.
+    let zp = [0i32; 2];
+    let odd = (zp.as_ptr() as *const u8).wrapping_add(2) as *const i32;
+    // SAFETY: refused before any read.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, b.len(), K, N, N, odd, 1, null(), 0, &mut out) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "aligned");
+}
+
+#[test]
+fn gemm_run_bad_input() {
+    const F: &str = "qk_gemm_i32";
+    let w = weights(&[0], &[]);
+    let a = a_u8();
+    let mut c = vec![0i32; M * N];
+    let bias = [0i32; N];
+
+    // NULLs.
+    expect_err(gemm_i32(null(), &a, QK_U8, M, K, 0, None, &mut c, N), QK_ERR_NULL_POINTER, F, "`weights`");
+    // SAFETY: NULL `a`.
+    let st = unsafe { qk_gemm_i32(w.0, null(), QK_U8, a.len(), M, K, 0, null(), 0, c.as_mut_ptr(), c.len(), N) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`a`");
+    // SAFETY: NULL `c`.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, null(), 0, null_mut(), c.len(), N) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`c`");
+    // SAFETY: NULL `bias` with a count.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, null(), N, c.as_mut_ptr(), c.len(), N) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`bias`");
+
+    // Dtypes.
+    for d in [0, 8, -3, i32::MAX] {
+        expect_err(gemm_i32(w.0, &a, d, M, K, 0, None, &mut c, N), QK_ERR_INVALID_PARAMETER, F, "`a_dtype`");
+    }
+    expect_err(gemm_i32(w.0, &a, QK_F32, M, K, 0, None, &mut c, N), QK_ERR_UNSUPPORTED, F, "`a_dtype`");
+
+    // Shapes.
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K - 1, 0, None, &mut c, N), QK_ERR_INVALID_STRIDE, F, "`a`");
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K, 0, None, &mut c, N - 1), QK_ERR_INVALID_STRIDE, F, "`c`");
+    expect_err(gemm_i32(w.0, &a, QK_U8, M + 1, K, 0, None, &mut c, N), QK_ERR_BUFFER_TOO_SMALL, F, "`a`");
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K, 0, None, &mut c[..M * N - 1], N), QK_ERR_BUFFER_TOO_SMALL, F, "`c`");
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K, 0, Some(&bias[..N - 1]), &mut c, N), QK_ERR_SHAPE, F, "bias");
+    expect_err(gemm_i32(w.0, &a, QK_U8, usize::MAX, K, 0, None, &mut c, N), QK_ERR_OVERFLOW, F, "overflow size_t");
+    expect_err(gemm_i32(w.0, &a, QK_U8, 2, usize::MAX, 0, None, &mut c, N), QK_ERR_OVERFLOW, F, "overflow size_t");
+    // SAFETY: the oversized counts are refused before any slice is made.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, usize::MAX, M, K, 0, null(), 0, c.as_mut_ptr(), c.len(), N) };
+    expect_err(st, QK_ERR_OVERFLOW, F, "`a`");
+    // SAFETY: as above.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, null(), 0, c.as_mut_ptr(), usize::MAX / 4 + 1, N) };
+    expect_err(st, QK_ERR_OVERFLOW, F, "`c`");
+
+    // Zero points.
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K, 256, None, &mut c, N), QK_ERR_ZERO_POINT, F, "a_zero_point");
+    expect_err(gemm_i32(w.0, &a, QK_I8, M, K, 128, None, &mut c, N), QK_ERR_ZERO_POINT, F, "a_zero_point");
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K, -1, None, &mut c, N), QK_ERR_ZERO_POINT, F, "a_zero_point");
+
+    // The output overlapping an input.
+    let mut buf = vec![0i32; M * N + 8];
+    let (bp, cp) = (buf.as_ptr(), buf.as_mut_ptr());
+    // SAFETY: `a` and `c` overlap on purpose; refused before any slice is made.
+    let st = unsafe { qk_gemm_i32(w.0, bp.cast(), QK_U8, M * K, M, K, 0, null(), 0, cp, M * N, N) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`c` overlaps `a`");
+    // SAFETY: `bias` and `c` overlap on purpose.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, bp.wrapping_add(3), N, cp, M * N, N) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`c` overlaps `bias`");
+    // A misaligned `c`.
+    let odd = (cp as *mut u8).wrapping_add(1) as *mut i32;
+    // SAFETY: refused before any access.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, null(), 0, odd, M * N, N) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "aligned");
+    assert!(buf.iter().all(|&v| v == 0), "nothing written on failure");
+    assert!(c.iter().all(|&v| v == 0), "nothing written on failure");
+}
+
+#[test]
+fn gemm_f32_and_requantize_bad_input() {
+    let no_scale = weights(&[0], &[]);
+    let w = weights(&[0], &[0.5]);
+    let a = a_u8();
+    let mut cf = vec![0f32; M * N];
+    let mut q = vec![0u8; M * N];
+    let f32_call = |w: *const qk_gemm_weights, sa: f32, cf: &mut [f32]| {
+        // SAFETY: valid slices.
+        unsafe { qk_gemm_f32(w, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, sa, null(), 0, cf.as_mut_ptr(), cf.len(), N) }
+    };
+    expect_err(f32_call(no_scale.0, 1.0, &mut cf), QK_ERR_INVALID_PARAMETER, "qk_gemm_f32", "weight scales");
+    for sa in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        expect_err(f32_call(w.0, sa, &mut cf), QK_ERR_SCALE, "qk_gemm_f32", "activation scale");
+    }
+    // SAFETY: NULL `bias` with a count.
+    let st = unsafe { qk_gemm_f32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, 1.0, null(), 1, cf.as_mut_ptr(), cf.len(), N) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_gemm_f32", "`bias`");
+
+    const F: &str = "qk_gemm_requantize";
+    #[allow(clippy::too_many_arguments)]
+    fn rq(w: *const qk_gemm_weights, a: &[u8], sa: f32, so: f32, zo: i32, mode: i32, lo: i32, hi: i32, q: &mut [u8], c_dtype: i32) -> qk_status {
+        // SAFETY: valid slices.
+        unsafe { qk_gemm_requantize(w, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, sa, null(), 0, so, zo, mode, lo, hi, q.as_mut_ptr().cast(), c_dtype, q.len(), N) }
+    }
+    expect_ok(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8));
+    expect_err(rq(no_scale.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8), QK_ERR_INVALID_PARAMETER, F, "weight scales");
+    for mode in [3, -1, i32::MIN] {
+        expect_err(rq(w.0, &a, 1.0, 1.0, 0, mode, 0, 255, &mut q, QK_U8), QK_ERR_INVALID_PARAMETER, F, "`mode`");
+    }
+    for d in [0, 4242] {
+        expect_err(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 0, 255, &mut q, d), QK_ERR_INVALID_PARAMETER, F, "`c_dtype`");
+    }
+    expect_err(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_I32), QK_ERR_UNSUPPORTED, F, "`c_dtype`");
+    expect_err(rq(w.0, &a, 1.0, 1.0, 256, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8), QK_ERR_ZERO_POINT, F, "out_zero_point");
+    expect_err(rq(w.0, &a, 1.0, 1.0, -129, QK_REQUANT_FP32, -128, 127, &mut q, QK_I8), QK_ERR_ZERO_POINT, F, "out_zero_point");
+    expect_err(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, -1, 255, &mut q, QK_U8), QK_ERR_INVALID_PARAMETER, F, "`out_min`");
+    expect_err(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 0, 256, &mut q, QK_U8), QK_ERR_INVALID_PARAMETER, F, "`out_max`");
+    expect_err(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 200, 100, &mut q, QK_U8), QK_ERR_INVALID_PARAMETER, F, "greater than");
+    for s in [0.0, -2.0, f32::NAN, f32::NEG_INFINITY] {
+        expect_err(rq(w.0, &a, 1.0, s, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8), QK_ERR_SCALE, F, "output scale");
+        expect_err(rq(w.0, &a, s, 1.0, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8), QK_ERR_SCALE, F, "activation scale");
+    }
+    // A multiplier sa·sb/so that overflows f32 is refused, not saturated silently.
+    expect_err(rq(w.0, &a, 1e30, 1e-30, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8), QK_ERR_SCALE, F, "multiplier");
+    // The output overlapping the input (u8 in, u8 out: the in-place mistake).
+    let mut buf = a.clone();
+    let p = buf.as_mut_ptr();
+    // SAFETY: `a` and `c` overlap on purpose; refused before any slice is made.
+    let st = unsafe { qk_gemm_requantize(w.0, p.cast_const().cast(), QK_U8, M * K, M, K, 0, 1.0, null(), 0, 1.0, 0, QK_REQUANT_FP32, 0, 255, p.cast(), QK_U8, M * N, N) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`c` overlaps `a`");
+    assert_eq!(buf, a, "nothing written on failure");
+}
+
+#[test]
+fn gemm_weights_free_null_is_ok_and_handles_are_shareable() {
+    // SAFETY: NULL is documented as a no-op.
+    expect_ok(unsafe { qk_gemm_weights_free(null_mut()) });
+    let zb = [0, 1, 2, 3, 4];
+    let w = weights(&zb, &[]);
+    let handle = w.0 as usize; // handles are immutable, so sharing across threads is allowed
+    let want: Vec<i32> = oracle(&a_u8(), 9, &b_i8(), &zb, None, M).into_iter().map(|v| v as i32).collect();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let want = &want;
+            s.spawn(move || {
+                for _ in 0..50 {
+                    let mut c = vec![0i32; M * N];
+                    expect_ok(gemm_i32(handle as *const qk_gemm_weights, &a_u8(), QK_U8, M, K, 9, None, &mut c, N));
+                    assert_eq!(&c, want);
+                }
+            });
+        }
+    });
+}
