@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod dispatch;
 pub mod error;
 #[allow(unsafe_code)]

@@ -1,4 +1,360 @@
 //! `qkern`: the command-line tool.
-fn main() {
+//!
+//! * `qkern info` — version, CPU features, the ISA tiers available and the kernel chosen
+//!   for each family at each tier.
+//! * `qkern bench` — the int8 GEMM (u8 × i8 → i32, prepacked weights) on the shapes of
+//!   DESIGN.md §7, as GOPS and as a fraction of the path's peak.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use qkern::bench::{self, GemmCase, Shape};
+use qkern::dispatch::{self, KernelTable};
+use qkern::{Context, Isa};
+
+#[derive(Parser)]
+#[command(name = "qkern", version, about = "SIMD CPU kernels for quantized inference: CPU report and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CPU features detected and the kernel chosen for each family per ISA.
+    Info,
+    /// Time the int8 GEMM (u8 activations × i8 prepacked weights → i32) on benchmark shapes.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// A shape as MxNxK or by name (sq1024, dec4096, ...); repeatable. Default: all of
+    /// DESIGN.md §7's shapes.
+    #[arg(long = "shape", value_name = "MxNxK|NAME", value_parser = parse_shape)]
+    shapes: Vec<Shape>,
+    /// Threads for each GEMM call (the %peak column scales the per-core peak by them).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: u32,
+    /// Cap the kernels at this ISA tier (default: the best this CPU has, or QKERN_MAX_ISA).
+    #[arg(long, value_name = "NAME", value_parser = parse_isa)]
+    isa: Option<Isa>,
+    /// Print a JSON array instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Short timings (0.05 s per shape) for smoke tests; overrides --min-time.
+    #[arg(long)]
+    quick: bool,
+    /// Minimum time spent on each shape, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_secs)]
+    min_time: Duration,
+    /// List the named shapes and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn parse_shape(s: &str) -> Result<Shape, String> {
+    bench::find_shape(s).map_err(|e| e.to_string())
+}
+
+fn available_isas() -> String {
+    dispatch::cpu().isas.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+}
+
+fn parse_isa(s: &str) -> Result<Isa, String> {
+    let isa = Isa::from_name(s.trim()).ok_or_else(|| {
+        format!(
+            "unknown ISA; known: {}; this CPU has: {}",
+            Isa::ALL.iter().map(|i| i.name()).collect::<Vec<_>>().join(", "),
+            available_isas()
+        )
+    })?;
+    if !dispatch::cpu().has(isa) {
+        return Err(format!("this CPU does not support {}; available: {}", isa.name(), available_isas()));
+    }
+    Ok(isa)
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("not a number of seconds ({e})"))?;
+    if !v.is_finite() || v <= 0.0 || v > 3600.0 {
+        return Err("must be more than 0 and at most 3600 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info => info(),
+        Command::Bench(args) => run_bench(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            // Flush what was printed so the error comes last.
+            let _ = std::io::stdout().flush();
+            eprintln!("qkern: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn info() -> Result<(), String> {
+    let cpu = dispatch::cpu();
     println!("qkern {}", qkern::VERSION);
+    println!("arch:          {}", std::env::consts::ARCH);
+    let flags = if cpu.flags.is_empty() { "(none)".to_string() } else { cpu.flags.join(" ") };
+    println!("cpu features:  {flags}");
+    println!("isas:          {}", available_isas());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("cpus:          {cores}");
+    let env = std::env::var("QKERN_MAX_ISA").ok();
+    println!("QKERN_MAX_ISA: {}", env.as_deref().unwrap_or("(unset)"));
+    // An invalid QKERN_MAX_ISA, or one naming a tier this CPU lacks, makes the library
+    // refuse to run; report it after the rest so the table is still shown.
+    let default = dispatch::default_table();
+    let default_isa = default.as_ref().ok().map(|t| t.isa);
+    println!();
+    println!("{:<12} {:<8} kernel", "isa", "family");
+    for &isa in &cpu.isas {
+        let table = KernelTable::for_isa(isa).map_err(|e| e.to_string())?;
+        for (family, kernel) in table.chosen() {
+            let mark = if Some(isa) == default_isa { "  (default)" } else { "" };
+            println!("{:<12} {:<8} {kernel}{mark}", isa.name(), family);
+        }
+    }
+    match default {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("no default kernel table: {e}")),
+    }
+}
+
+/// One row of `qkern bench`.
+struct Row {
+    shape: Shape,
+    isa: Isa,
+    kernel: &'static str,
+    threads: usize,
+    timing: bench::Timing,
+    peak: Option<f64>,
+}
+
+impl Row {
+    fn gops(&self) -> f64 {
+        bench::gops(self.shape.ops(), self.timing.median)
+    }
+    fn peak_fraction(&self) -> Option<f64> {
+        self.peak.map(|p| self.gops() / p)
+    }
+}
+
+fn run_bench(args: BenchArgs) -> Result<(), String> {
+    if args.list {
+        println!("{:<14} {:<18} origin", "name", "MxNxK");
+        for s in bench::SHAPES {
+            println!("{:<14} {:<18} {}", s.name, s.dims(), s.origin);
+        }
+        return Ok(());
+    }
+    let shapes: Vec<Shape> = if args.shapes.is_empty() { bench::SHAPES.to_vec() } else { args.shapes };
+    let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let threads = args.threads as usize;
+    let ctx = match args.isa {
+        Some(isa) => Context::for_isa(isa),
+        None => Context::new(),
+    }
+    .and_then(|c| c.with_threads(threads))
+    .map_err(|e| e.to_string())?;
+    // The peak is per core; more threads than cores do not raise it.
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let peak_scale = threads.min(cores) as f64;
+
+    let total = shapes.len();
+    let started = Instant::now();
+    let (mut done_ops, mut done_secs) = (0.0f64, 0.0f64);
+    let progress = total > 2 || std::io::stderr().is_terminal();
+    let mut rows = Vec::with_capacity(total);
+    for (i, shape) in shapes.iter().enumerate() {
+        if progress {
+            // After the first shape, estimate what is left from the rate so far: each
+            // shape costs at least `min_time`, or a warm-up plus one call when slower.
+            let left: f64 = shapes[i..]
+                .iter()
+                .map(|s| {
+                    let call = if done_secs > 0.0 { s.ops() * done_secs / done_ops } else { 0.0 };
+                    if call >= min_time.as_secs_f64() { call } else { min_time.as_secs_f64() + call }
+                })
+                .sum();
+            eprintln!("[{}/{total}] {} {} … (about {left:.0} s left)", i + 1, shape.name, shape.dims());
+        }
+        let mut case = GemmCase::new(&ctx, shape, 0x9e37_79b9 + i as u64).map_err(|e| format!("{shape}: {e}"))?;
+        let timing = bench::time(min_time, || case.run()).map_err(|e| format!("{shape}: {e}"))?;
+        case.check().map_err(|e| format!("{shape}: wrong result: {e}"))?;
+        let kernel = case.kernel();
+        done_ops += shape.ops() * timing.calls as f64;
+        done_secs += timing.total.as_secs_f64();
+        rows.push(Row {
+            shape: shape.clone(),
+            isa: ctx.kernels().isa,
+            kernel: kernel.name,
+            threads,
+            timing,
+            peak: bench::peak_for_kernel(&kernel).map(|p| p.gops_per_core * peak_scale),
+        });
+    }
+    if progress {
+        eprintln!("done: {total} shapes in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    if args.json {
+        print_json(&rows);
+    } else {
+        print_table(&rows);
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<14} {:>16} {:<26} {:>3} {:>10} {:>8} {:>6}  {:>17}",
+        "shape", "MxNxK", "kernel", "thr", "time/call", "GOPS", "%peak", "GOPS min-max"
+    );
+    for r in rows {
+        let peak = match r.peak_fraction() {
+            Some(f) => format!("{:.1}", 100.0 * f),
+            None => "-".into(),
+        };
+        let (lo, hi) = (bench::gops(r.shape.ops(), r.timing.max), bench::gops(r.shape.ops(), r.timing.min));
+        println!(
+            "{:<14} {:>16} {:<26} {:>3} {:>10} {:>8.2} {:>6}  {:>8.2}-{:<8.2}",
+            r.shape.name,
+            r.shape.dims(),
+            r.kernel,
+            r.threads,
+            human_secs(r.timing.median),
+            r.gops(),
+            peak,
+            lo,
+            hi
+        );
+    }
+    let isa = rows.first().map(|r| r.isa.name()).unwrap_or("-");
+    println!(
+        "u8 (zero point 128) x i8 (prepacked) -> i32; isa cap {isa}; GOPS = 2*M*N*K / median time; \
+         %peak = GOPS / (per-core peak of the kernel's path x threads), '-' where no peak is known"
+    );
+}
+
+/// Seconds with a unit that keeps three or four significant digits.
+fn human_secs(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.3} s")
+    } else if s >= 1e-3 {
+        format!("{:.3} ms", s * 1e3)
+    } else if s >= 1e-6 {
+        format!("{:.3} us", s * 1e6)
+    } else {
+        format!("{:.0} ns", s * 1e9)
+    }
+}
+
+/// A JSON string literal (shape names may come from the command line).
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A JSON number, or `null` for a value JSON cannot hold.
+fn json_num(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x}"),
+        _ => "null".into(),
+    }
+}
+
+fn print_json(rows: &[Row]) {
+    // Field names follow ../shared/tools/peer_bench.py's records where they overlap.
+    println!("[");
+    for (i, r) in rows.iter().enumerate() {
+        let ops = r.shape.ops();
+        let fields = [
+            ("op", json_str("gemm_u8i8_i32")),
+            ("shape", json_str(&r.shape.name)),
+            ("m", r.shape.m.to_string()),
+            ("n", r.shape.n.to_string()),
+            ("k", r.shape.k.to_string()),
+            ("isa", json_str(r.isa.name())),
+            ("kernel", json_str(r.kernel)),
+            ("threads", r.threads.to_string()),
+            ("seconds_median", json_num(Some(r.timing.median))),
+            ("gops_median", json_num(Some(r.gops()))),
+            ("gops_min", json_num(Some(bench::gops(ops, r.timing.max)))),
+            ("gops_max", json_num(Some(bench::gops(ops, r.timing.min)))),
+            ("samples", r.timing.samples.to_string()),
+            ("calls", r.timing.calls.to_string()),
+            ("peak_gops", json_num(r.peak)),
+            ("peak_fraction", json_num(r.peak_fraction())),
+            ("check", json_str("ok")),
+        ];
+        let body = fields.iter().map(|(k, v)| format!("{}: {v}", json_str(k))).collect::<Vec<_>>().join(", ");
+        println!("  {{{body}}}{}", if i + 1 < rows.len() { "," } else { "" });
+    }
+    println!("]");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsers_reject_bad_values() {
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("nan").is_err());
+        assert!(parse_secs("inf").is_err());
+        assert!(parse_secs("x").is_err());
+        assert_eq!(parse_secs("0.25"), Ok(Duration::from_millis(250)));
+        assert!(parse_isa("foo").unwrap_err().contains("scalar"));
+        assert_eq!(parse_isa("SCALAR"), Ok(Isa::Scalar));
+        assert!(parse_shape("0x1x1").is_err());
+        assert_eq!(parse_shape("dec4096").map(|s| (s.m, s.n, s.k)), Ok((1, 4096, 4096)));
+    }
+
+    #[test]
+    fn isa_missing_from_cpu_is_an_error_listing_the_available_ones() {
+        for isa in Isa::ALL {
+            if !dispatch::cpu().has(isa) {
+                let e = parse_isa(isa.name()).unwrap_err();
+                assert!(e.contains("available: scalar"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn json_helpers() {
+        assert_eq!(json_str("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
+        assert_eq!(json_num(Some(1.5)), "1.5");
+        assert_eq!(json_num(Some(f64::NAN)), "null");
+        assert_eq!(json_num(None), "null");
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_secs(2.5), "2.500 s");
+        assert_eq!(human_secs(0.0123), "12.300 ms");
+        assert_eq!(human_secs(8.6e-5), "86.000 us");
+        assert_eq!(human_secs(2.1e-7), "210 ns");
+    }
 }

@@ -1,0 +1,472 @@
+//! Benchmark support shared by `qkern bench` and `cargo bench`: the one list of shapes
+//! (DESIGN.md §7), the per-ISA peak table the results are quoted against, a ready-made
+//! GEMM case, and a small timing helper.
+//!
+//! ```
+//! use qkern::bench::{self, GemmCase};
+//! use std::time::Duration;
+//!
+//! let ctx = qkern::Context::new().unwrap().with_threads(1).unwrap();
+//! let shape = bench::find_shape("64x64x64").unwrap();
+//! let mut case = GemmCase::new(&ctx, &shape, 1).unwrap();
+//! let t = bench::time(Duration::from_millis(5), || case.run()).unwrap();
+//! case.check().unwrap();
+//! assert!(t.median > 0.0 && bench::gops(shape.ops(), t.median) > 0.0);
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use qkern_kernels::{GemmUkernel, Isa};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::dispatch::Context;
+use crate::error::{Error, Result};
+use crate::gemm::{Activations, MatrixMut, MatrixRef, PackedWeights, WeightQuant};
+
+/// One GEMM problem: `C[M×N] = A[M×K] · B[K×N]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Short name (the same as `../shared/tools/peer_bench.py` uses), or `MxNxK` for a
+    /// shape given on the command line.
+    pub name: Cow<'static, str>,
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// The reduction length.
+    pub k: usize,
+    /// Where the shape comes from, for reports.
+    pub origin: &'static str,
+}
+
+impl Shape {
+    const fn named(name: &'static str, m: usize, n: usize, k: usize, origin: &'static str) -> Shape {
+        Shape { name: Cow::Borrowed(name), m, n, k, origin }
+    }
+
+    /// Operations of one call, `2·M·N·K` (a multiply and an add per MAC), as `f64` so
+    /// the product cannot overflow.
+    pub fn ops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+
+    /// `MxNxK`.
+    pub fn dims(&self) -> String {
+        format!("{}x{}x{}", self.m, self.n, self.k)
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.dims())
+    }
+}
+
+/// The default benchmark shapes (DESIGN.md §7), in the order and with the names of
+/// `../shared/tools/peer_bench.py`, so the two tools' rows line up.
+pub const SHAPES: &[Shape] = &[
+    Shape::named("sq256", 256, 256, 256, "square"),
+    Shape::named("sq512", 512, 512, 512, "square"),
+    Shape::named("sq1024", 1024, 1024, 1024, "square"),
+    Shape::named("sq2048", 2048, 2048, 2048, "square"),
+    Shape::named("dec4096", 1, 4096, 4096, "LLM decode (GEMV)"),
+    Shape::named("dec11008", 1, 11008, 4096, "LLM decode (GEMV), MLP up"),
+    Shape::named("b16_4096", 16, 4096, 4096, "LLM batch 16"),
+    Shape::named("b64_4096", 64, 4096, 4096, "LLM batch 64"),
+    Shape::named("bert_qkv", 128, 768, 768, "BERT-base, seq 128"),
+    Shape::named("bert_ffn1", 128, 3072, 768, "BERT-base, seq 128"),
+    Shape::named("bert_ffn2", 128, 768, 3072, "BERT-base, seq 128"),
+    Shape::named("b128_4096", 128, 4096, 4096, "LLM batch 128"),
+    Shape::named("r50_conv2_3x3", 3136, 64, 576, "ResNet-50 conv-as-GEMM"),
+    Shape::named("r50_conv3_3x3", 784, 128, 1152, "ResNet-50 conv-as-GEMM"),
+    Shape::named("r50_conv5_3x3", 49, 512, 4608, "ResNet-50 conv-as-GEMM"),
+    Shape::named("mbv2_pw_24", 3136, 24, 96, "MobileNet-v2 pointwise"),
+    Shape::named("mbv2_pw_384", 196, 384, 64, "MobileNet-v2 pointwise"),
+];
+
+/// Largest total size of one benchmark case's buffers (A, packed B, C), so that a typo
+/// on the command line is an error, not an out-of-memory kill.
+pub const MAX_CASE_BYTES: u64 = 8 << 30;
+
+/// A shape by name (from [`SHAPES`], case-insensitive) or as `MxNxK` (`x`, `X` or `×`
+/// between the numbers). Every dimension must be at least 1.
+pub fn find_shape(s: &str) -> Result<Shape> {
+    let s = s.trim();
+    if let Some(shape) = SHAPES.iter().find(|sh| sh.name.eq_ignore_ascii_case(s)) {
+        return Ok(shape.clone());
+    }
+    let parts: Vec<&str> = s.split(['x', 'X', '×']).collect();
+    if parts.len() != 3 || !s.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(Error::InvalidParameter(format!(
+            "shape {s:?} is neither MxNxK nor a known name ({})",
+            SHAPES.iter().map(|sh| sh.name.as_ref()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let mut dims = [0usize; 3];
+    for (d, (p, what)) in dims.iter_mut().zip(parts.iter().zip(["M", "N", "K"])) {
+        *d = p.trim().parse::<usize>().map_err(|e| {
+            Error::InvalidParameter(format!("shape {s:?}: {what} = {p:?} is not a number ({e})"))
+        })?;
+        if *d == 0 {
+            return Err(Error::InvalidParameter(format!("shape {s:?}: {what} must be at least 1")));
+        }
+    }
+    let [m, n, k] = dims;
+    let shape = Shape { name: Cow::Owned(format!("{m}x{n}x{k}")), m, n, k, origin: "command line" };
+    case_bytes(&shape)?;
+    Ok(shape)
+}
+
+/// Bytes a [`GemmCase`] of `shape` allocates (A, B before and after packing, C), or an
+/// error if that exceeds [`MAX_CASE_BYTES`].
+pub fn case_bytes(shape: &Shape) -> Result<u64> {
+    let (m, n, k) = (shape.m as u128, shape.n as u128, shape.k as u128);
+    // A (1 byte), B twice (source and packed, padded to a few columns), C (4 bytes).
+    let bytes = m * k + 2 * (k + 64) * (n + 64) + 4 * m * n;
+    if bytes > MAX_CASE_BYTES as u128 {
+        return Err(Error::InvalidParameter(format!(
+            "shape {} needs about {} MiB of buffers; the benchmark limit is {} MiB",
+            shape.dims(),
+            bytes >> 20,
+            MAX_CASE_BYTES >> 20
+        )));
+    }
+    Ok(bytes as u64)
+}
+
+/// The instruction path a peak was measured for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Peak {
+    /// Short name of the path, e.g. `avx2-exact`.
+    pub path: &'static str,
+    /// The tier whose kernels use it.
+    pub isa: Isa,
+    /// Measured int8 multiply-add limit, GOPS (2 ops per MAC) on one core.
+    pub gops_per_core: f64,
+    /// The instruction sequence.
+    pub note: &'static str,
+}
+
+/// Physical limits of one core of the 2-core Sapphire-Rapids-class reference host
+/// (DESIGN.md §7). Results are quoted as a fraction of the limit of the path used.
+/// Scalar and ARM tiers have no entry: their `%peak` is shown as `-`.
+pub const PEAKS: &[Peak] = &[
+    Peak { path: "avx2-exact", isa: Isa::Avx2, gops_per_core: 183.0, note: "sign-extend + vpmaddwd" },
+    Peak { path: "avx2-maddubs", isa: Isa::Avx2, gops_per_core: 237.0, note: "vpmaddubsw (i16 pair bound proved by the packer)" },
+    Peak { path: "avxvnni", isa: Isa::AvxVnni, gops_per_core: 513.0, note: "vpdpbusd ymm" },
+    Peak { path: "avx512vnni", isa: Isa::Avx512Vnni, gops_per_core: 959.0, note: "vpdpbusd zmm" },
+    Peak { path: "amx", isa: Isa::Amx, gops_per_core: 7180.0, note: "tdpbusd" },
+];
+
+/// The peak of the path `kernel` runs on, or `None` (scalar/generic and ARM kernels).
+///
+/// AVX2 has two paths: a kernel whose name contains `maddubs` uses the saturating
+/// `vpmaddubsw` path, any other AVX2 kernel the exact `vpmaddwd` one.
+pub fn peak_for_kernel(kernel: &GemmUkernel) -> Option<&'static Peak> {
+    let path = match kernel.isa {
+        Isa::Avx2 if kernel.name.contains("maddubs") => "avx2-maddubs",
+        Isa::Avx2 => "avx2-exact",
+        other => other.name(),
+    };
+    PEAKS.iter().find(|p| p.path == path && p.isa == kernel.isa)
+}
+
+/// `ops / seconds` in GOPS.
+pub fn gops(ops: f64, seconds: f64) -> f64 {
+    ops / seconds / 1e9
+}
+
+/// The result of [`time`]: seconds per call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timing {
+    /// Median over the samples.
+    pub median: f64,
+    /// Fastest sample.
+    pub min: f64,
+    /// Slowest sample.
+    pub max: f64,
+    /// Samples taken (each the mean of `calls_per_sample` calls).
+    pub samples: usize,
+    /// Calls per sample.
+    pub calls_per_sample: usize,
+    /// Calls made in all, the warm-up included.
+    pub calls: usize,
+    /// Wall time spent, the warm-up included.
+    pub total: Duration,
+}
+
+/// Each sample lasts at least this long, so that timer overhead and jitter stay small
+/// for tiny shapes.
+const SAMPLE_TARGET: f64 = 1e-3;
+/// Enough for a stable median; more only costs memory.
+const MAX_SAMPLES: usize = 10_000;
+
+/// Times `f`: one warm-up call, then samples until `min_time` has passed (warm-up
+/// included) or 10,000 samples were taken; returns the median, min and max seconds
+/// per call. A sample is the mean of enough calls to last about a millisecond.
+///
+/// At least one call is made. When the warm-up alone takes `min_time` or longer (a
+/// slow kernel on a large shape), it is the only sample, so a slow run costs one call
+/// per shape, not two. The first error from `f` is returned.
+pub fn time<E>(min_time: Duration, mut f: impl FnMut() -> std::result::Result<(), E>) -> std::result::Result<Timing, E> {
+    let start = Instant::now();
+    f()?;
+    let warm = start.elapsed().as_secs_f64();
+    if start.elapsed() >= min_time {
+        return Ok(Timing { median: warm, min: warm, max: warm, samples: 1, calls_per_sample: 1, calls: 1, total: start.elapsed() });
+    }
+    // The warm-up is slower than a steady call (page faults, cold caches), so this
+    // errs toward fewer calls per sample.
+    let per_sample = ((SAMPLE_TARGET / warm.max(1e-9)).ceil() as usize).clamp(1, 1 << 20);
+    let mut samples = Vec::new();
+    loop {
+        let t = Instant::now();
+        for _ in 0..per_sample {
+            f()?;
+        }
+        samples.push(t.elapsed().as_secs_f64() / per_sample as f64);
+        if start.elapsed() >= min_time || samples.len() >= MAX_SAMPLES {
+            break;
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    let median = if n % 2 == 1 { samples[n / 2] } else { 0.5 * (samples[n / 2 - 1] + samples[n / 2]) };
+    Ok(Timing {
+        median,
+        min: samples[0],
+        max: samples[n - 1],
+        samples: n,
+        calls_per_sample: per_sample,
+        calls: 1 + n * per_sample,
+        total: start.elapsed(),
+    })
+}
+
+/// The benchmarked operation: `C (i32) = (A − 128)·B`, u8 activations (zero point 128)
+/// × i8 weights (zero point 0, prepacked), pseudo-random data from a fixed seed.
+#[derive(Debug)]
+pub struct GemmCase {
+    shape: Shape,
+    ctx: Context,
+    a: Vec<u8>,
+    b: Vec<i8>,
+    w: PackedWeights,
+    c: Vec<i32>,
+}
+
+/// Activation zero point of [`GemmCase`] (onnxruntime's dynamic-quantization default,
+/// also what `peer_bench.py` uses).
+pub const A_ZERO_POINT: u8 = 128;
+
+fn try_vec<T: Clone>(what: &str, len: usize, fill: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| Error::InvalidParameter(format!("cannot allocate {len} elements for {what}")))?;
+    v.resize(len, fill);
+    Ok(v)
+}
+
+impl GemmCase {
+    /// Allocates and fills A and B from `seed`, packs B for `ctx`'s GEMM kernel.
+    pub fn new(ctx: &Context, shape: &Shape, seed: u64) -> Result<GemmCase> {
+        let (m, n, k) = (shape.m, shape.n, shape.k);
+        if m == 0 || n == 0 || k == 0 {
+            return Err(Error::InvalidParameter(format!("shape {}: every dimension must be at least 1", shape.dims())));
+        }
+        case_bytes(shape)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut a = try_vec("A", m * k, 0u8)?;
+        rng.fill_bytes(&mut a);
+        let mut b_bits = try_vec("B", k * n, 0u8)?;
+        rng.fill_bytes(&mut b_bits);
+        let b: Vec<i8> = bytemuck::cast_slice(&b_bits).to_vec();
+        drop(b_bits);
+        let w = PackedWeights::new_in(ctx, MatrixRef::new(&b, k, n), WeightQuant::per_tensor(0, 0.01))?;
+        // Non-zero so the pages are mapped now, not during the first timed call.
+        let c = try_vec("C", m * n, 1i32)?;
+        Ok(GemmCase { shape: shape.clone(), ctx: ctx.clone(), a, b, w, c })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// The GEMM microkernel that runs.
+    pub fn kernel(&self) -> GemmUkernel {
+        self.ctx.kernels().gemm
+    }
+
+    /// One GEMM call.
+    pub fn run(&mut self) -> Result<()> {
+        let (m, n, k) = (self.shape.m, self.shape.n, self.shape.k);
+        let a = Activations::new(MatrixRef::new(&self.a, m, k), A_ZERO_POINT, 0.02);
+        self.ctx.gemm_i32(a, &self.w, None, MatrixMut::new(&mut self.c, m, n))
+    }
+
+    /// Checks up to 64 entries of the last result (corners and pseudo-random ones)
+    /// against an exact i64 dot product, so a benchmark never reports the speed of a
+    /// wrong kernel.
+    pub fn check(&self) -> Result<()> {
+        let (m, n, k) = (self.shape.m, self.shape.n, self.shape.k);
+        let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+        let mut points = vec![(0, 0), (m - 1, n - 1), (0, n - 1), (m - 1, 0)];
+        while points.len() < 64.min(m * n) {
+            let r = rng.next_u64() as usize;
+            points.push((r % m, (r >> 32) % n));
+        }
+        for (i, j) in points {
+            let want: i64 = (0..k)
+                .map(|kk| (self.a[i * k + kk] as i64 - A_ZERO_POINT as i64) * self.b[kk * n + j] as i64)
+                .sum();
+            let got = self.c[i * n + j] as i64;
+            if got != want {
+                return Err(Error::Internal(format!(
+                    "{} on {}: C[{i}][{j}] = {got}, the exact result is {want}",
+                    self.ctx.kernels().gemm.name,
+                    self.shape.dims()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The README's code blocks, run as doc tests so its example stays correct.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qkern_kernels::PackFormat;
+
+    #[test]
+    fn shapes_parse_by_name_and_dims() {
+        let s = find_shape("SQ1024").unwrap();
+        assert_eq!((s.name.as_ref(), s.m, s.n, s.k), ("sq1024", 1024, 1024, 1024));
+        let s = find_shape(" 3x5X7 ").unwrap();
+        assert_eq!((s.name.as_ref(), s.m, s.n, s.k), ("3x5x7", 3, 5, 7));
+        let s = find_shape("2×4×8").unwrap();
+        assert_eq!((s.m, s.n, s.k), (2, 4, 8));
+        assert_eq!(s.ops(), 128.0);
+        for bad in ["", "foo", "1x2", "1x2x3x4", "0x1x1", "1x0x1", "1x1x0", "-1x2x3", "1x2xq", "x1x1", "99999999999999999999x1x1"] {
+            assert!(find_shape(bad).is_err(), "{bad:?} was accepted");
+        }
+        let e = find_shape("1x0x1").unwrap_err().to_string();
+        assert!(e.contains("N must be at least 1"), "{e}");
+        let e = find_shape("100000x100000x100000").unwrap_err().to_string();
+        assert!(e.contains("MiB"), "{e}");
+    }
+
+    #[test]
+    fn shape_list_is_design_section_7() {
+        let dims: Vec<(usize, usize, usize)> = SHAPES.iter().map(|s| (s.m, s.n, s.k)).collect();
+        let mut want = vec![(256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048)];
+        want.extend([(1, 4096, 4096), (1, 11008, 4096), (16, 4096, 4096), (64, 4096, 4096)]);
+        want.extend([(128, 768, 768), (128, 3072, 768), (128, 768, 3072), (128, 4096, 4096)]);
+        want.extend([(3136, 64, 576), (784, 128, 1152), (49, 512, 4608), (3136, 24, 96), (196, 384, 64)]);
+        assert_eq!(dims, want);
+        let mut names: Vec<&str> = SHAPES.iter().map(|s| s.name.as_ref()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SHAPES.len(), "duplicate shape names");
+    }
+
+    /// The names and dimensions must match `peer_bench.py`'s table, so rows line up.
+    #[test]
+    fn shape_names_match_peer_bench() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tools/peer_bench.py");
+        let Ok(src) = std::fs::read_to_string(path) else {
+            eprintln!("skipped: {path} not found");
+            return;
+        };
+        // Lines like `    ("sq256", 256, 256, 256),` inside `SHAPES = [ ... ]`.
+        let table = src.split("SHAPES = [").nth(1).and_then(|t| t.split(']').next()).expect("SHAPES table in peer_bench.py");
+        let mut peer = Vec::new();
+        for line in table.lines() {
+            let line = line.trim().trim_end_matches(',');
+            let Some(inner) = line.strip_prefix('(').and_then(|l| l.strip_suffix(')')) else { continue };
+            let f: Vec<&str> = inner.split(',').map(|x| x.trim().trim_matches('"')).collect();
+            let d = |i: usize| f[i].parse::<usize>().expect("a number");
+            peer.push((f[0].to_string(), d(1), d(2), d(3)));
+        }
+        let ours: Vec<(String, usize, usize, usize)> = SHAPES.iter().map(|s| (s.name.to_string(), s.m, s.n, s.k)).collect();
+        assert_eq!(ours, peer);
+    }
+
+    fn kernel(name: &'static str, isa: Isa) -> GemmUkernel {
+        GemmUkernel { name, isa, mr: 4, format: PackFormat { nr: 16, kr: 4 }, run: [[None; 2]; 2] }
+    }
+
+    #[test]
+    fn peaks_by_path() {
+        let p = |name, isa| peak_for_kernel(&kernel(name, isa)).map(|p| p.gops_per_core);
+        assert_eq!(p("qx8_gemm_4x16c4__generic", Isa::Scalar), None);
+        assert_eq!(p("qs8_gemm_4x8c8__avx2", Isa::Avx2), Some(183.0));
+        assert_eq!(p("qs8_gemm_4x8c2_maddubs__avx2", Isa::Avx2), Some(237.0));
+        assert_eq!(p("qs8_gemm_4x16c4__avxvnni", Isa::AvxVnni), Some(513.0));
+        assert_eq!(p("qs8_gemm_4x16c4__avx512vnni", Isa::Avx512Vnni), Some(959.0));
+        assert_eq!(p("qs8_gemm_16x64__amx", Isa::Amx), Some(7180.0));
+        for isa in [Isa::Neon, Isa::Dotprod, Isa::I8mm] {
+            assert_eq!(p("k", isa), None);
+        }
+    }
+
+    #[test]
+    fn timing_makes_at_least_one_call_and_respects_min_time() {
+        // A call slower than min_time: the warm-up is the only call and sample.
+        let mut calls = 0;
+        let t = time(Duration::from_millis(1), || {
+            calls += 1;
+            std::thread::sleep(Duration::from_millis(3));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!((calls, t.calls, t.samples), (1, 1, 1));
+        assert!(t.median >= 0.003 && t.min == t.median && t.max == t.median);
+
+        // A 50 µs call: several calls per ~1 ms sample, samples until min_time.
+        let mut calls = 0;
+        let t = time(Duration::from_millis(20), || {
+            calls += 1;
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_micros(50) {}
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(t.calls, calls);
+        assert!(t.calls_per_sample > 1 && t.samples > 1, "{t:?}");
+        assert!(t.total >= Duration::from_millis(20), "{t:?}");
+        assert!(t.min <= t.median && t.median <= t.max && t.min >= 50e-6, "{t:?}");
+
+        assert!(t.min <= t.median && t.median <= t.max);
+
+        // The first error stops the timing and is returned.
+        let mut calls = 0;
+        let r = time(Duration::from_secs(10), || {
+            calls += 1;
+            if calls == 3 { Err("boom") } else { Ok(()) }
+        });
+        assert_eq!((r, calls), (Err("boom"), 3));
+    }
+
+    #[test]
+    fn gemm_case_runs_and_check_catches_a_wrong_entry() {
+        let ctx = Context::for_isa(Isa::Scalar).unwrap().with_threads(1).unwrap();
+        for dims in ["1x1x1", "5x17x9", "33x20x70"] {
+            let shape = find_shape(dims).unwrap();
+            let mut case = GemmCase::new(&ctx, &shape, 7).unwrap();
+            case.run().unwrap();
+            case.check().unwrap();
+            let last = case.c.len() - 1;
+            case.c[last] = case.c[last].wrapping_add(1);
+            assert!(case.check().is_err(), "{dims}: a wrong C[M-1][N-1] passed the check");
+        }
+    }
+}
