@@ -347,7 +347,7 @@ qk_status qk_gemm_requantize(const struct qk_gemm_weights *weights,
  * `QK_REQUANT_TFLITE_DOUBLE_ROUNDING` or `QK_REQUANT_SINGLE_ROUNDING` (the latter caps
  * the shift at 30, as TFLite built with `TFLITE_SINGLE_ROUNDING`); `QK_REQUANT_FP32`
  * or an unknown value is `QK_ERR_INVALID_PARAMETER`. The outputs are written only on
- * success.
+ * success. Over `qkern::requant::quantize_multiplier`.
  *
  * # Safety
  *
@@ -364,13 +364,15 @@ qk_status qk_quantize_multiplier(double real,
  * `mode`: `x · multiplier · 2^(shift − 31)`, rounded as gemmlowp
  * (`QK_REQUANT_TFLITE_DOUBLE_ROUNDING`: SaturatingRoundingDoublingHighMul then
  * RoundingDivideByPOT) or ruy (`QK_REQUANT_SINGLE_ROUNDING`: one rounding, ties
- * upward).
+ * toward +∞). Over `qkern::requant::multiply_by_quantized_multiplier`.
  *
- * `multiplier` must be ≥ 0 and `shift` in `[-31, 30]` (the range where TFLite's
- * arithmetic is defined), else `QK_ERR_INVALID_PARAMETER`. The result is computed
- * exactly: it equals TFLite's wherever TFLite's intermediate values do not overflow,
- * and a result outside `int32_t` is `QK_ERR_OVERFLOW` rather than a wrapped value.
- * `*out` is written only on success.
+ * `multiplier` must be 0 or in `[2^30, 2^31)` and `shift` in `[-31, 31]` (double
+ * rounding) or `[-31, 30]` (single rounding), else `QK_ERR_INVALID_PARAMETER`;
+ * `QK_REQUANT_FP32` or an unknown mode is `QK_ERR_INVALID_PARAMETER` too. The result is
+ * TFLite's, bit for bit. Where TFLite's `int32_t` arithmetic would overflow (double
+ * rounding: `x · 2^shift` for `shift > 0` outside `int32_t`, which TFLite wraps; single
+ * rounding: a result outside `int32_t`) this returns `QK_ERR_OVERFLOW` instead of a
+ * wrapped value. `*out` is written only on success.
  *
  * # Safety
  *

@@ -234,10 +234,10 @@ fn quantize_multiplier_bad_input() {
         assert_eq!((gm, gs), (-7, -7));
     }
     let (st, ..) = qmul(0.5, QK_REQUANT_FP32);
-    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "QK_REQUANT_FP32");
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "Fp32");
     for real in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.5, -f64::MIN_POSITIVE] {
         let (st, gm, gs) = qmul(real, QK_REQUANT_TFLITE_DOUBLE_ROUNDING);
-        expect_err(st, QK_ERR_SCALE, F, "`real`");
+        expect_err(st, QK_ERR_SCALE, F, "real");
         assert_eq!((gm, gs), (-7, -7));
     }
 }
@@ -252,7 +252,7 @@ fn multiply_by_quantized_multiplier_values() {
         (100, half, 0, D, 50),
         (100, half, 0, S, 50),
         (-6, half, -1, D, -2), // -1.5: RoundingDivideByPOT rounds ties away from zero
-        (-6, half, -1, S, -1), // -1.5: single rounding rounds ties upward
+        (-6, half, -1, S, -1), // -1.5: single rounding rounds ties toward +inf
         (6, half, -1, D, 2),   // 1.5
         (6, half, -1, S, 2),
         (1000, half, 2, D, 2000),
@@ -265,25 +265,24 @@ fn multiply_by_quantized_multiplier_values() {
         assert_eq!(st, QK_OK, "{}", last_error());
         assert_eq!(got, want, "({x}, {m}, {s}, mode {mode})");
     }
-    // Against the reference over a sweep of inputs where TFLite's i32 arithmetic is
-    // defined (x·2^left fits): the C entry point must pass the mode through unchanged.
-    use qkern_kernels::reference::requant as r;
+    // Against the safe Rust API over a sweep (including the overflowing inputs, which
+    // must give the same error): the C entry point passes everything through unchanged.
+    use qkern::requant as r;
     let xs = [0, 1, -1, 2, -2, 3, 5, -5, 127, -128, 255, 1000, -1000, 65_535, -65_536, 1 << 20, -(1 << 20), i32::MAX, i32::MIN];
     for real in [0.001, 0.1, 0.3, 0.5, 0.999, 1.0, 1.7, 3.0, 1e-9] {
         for (mode_c, mode) in [(D, RequantMode::TfliteDoubleRounding), (S, RequantMode::SingleRounding)] {
-            let qm = r::quantize_multiplier(real, mode);
+            let qm = r::quantize_multiplier(real, mode).unwrap();
+            let (st, m, s) = qmul(real, mode_c);
+            assert_eq!((st, m, s), (QK_OK, qm.multiplier, qm.shift));
             for &x in &xs {
-                let left = qm.shift.max(0);
-                if (x as i64) << left != ((x as i64) << left) as i32 as i64 {
-                    continue;
-                }
-                let want = match mode {
-                    RequantMode::SingleRounding => r::multiply_by_quantized_multiplier_single_rounding(x, qm),
-                    _ => r::multiply_by_quantized_multiplier_double_rounding(x, qm),
-                };
                 let (st, got) = mbqm(x, qm.multiplier, qm.shift, mode_c);
-                assert_eq!(st, QK_OK, "{}", last_error());
-                assert_eq!(got, want, "x = {x}, real = {real}, {mode:?}");
+                match r::multiply_by_quantized_multiplier(x, qm, mode) {
+                    Ok(want) => assert_eq!((st, got), (QK_OK, want), "x = {x}, real = {real}, {mode:?}: {}", last_error()),
+                    Err(e) => {
+                        assert_eq!(st, QK_ERR_OVERFLOW, "x = {x}, real = {real}, {mode:?}");
+                        assert_eq!(last_error(), format!("qk_multiply_by_quantized_multiplier: {e}"));
+                    }
+                }
             }
         }
     }
@@ -301,20 +300,31 @@ fn multiply_by_quantized_multiplier_bad_input() {
         assert_eq!(out, -7);
     }
     let (st, _) = mbqm(1, 1 << 30, 0, QK_REQUANT_FP32);
-    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "QK_REQUANT_FP32");
-    let (st, _) = mbqm(1, -1, 0, QK_REQUANT_SINGLE_ROUNDING);
-    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`multiplier`");
-    for shift in [31, -32, i32::MAX, i32::MIN] {
-        let (st, _) = mbqm(1, 1 << 30, shift, QK_REQUANT_TFLITE_DOUBLE_ROUNDING);
-        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`shift`");
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "Fp32");
+    // The multiplier is 0 or a normalised Q0.31 mantissa in [2^30, 2^31).
+    for m in [-1, 1, (1 << 30) - 1, i32::MIN] {
+        let (st, _) = mbqm(1, m, 0, QK_REQUANT_SINGLE_ROUNDING);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "multiplier");
     }
-    // Results outside int32 are an error, not a wrapped or clamped value.
+    for (shift, mode) in [
+        (31, QK_REQUANT_SINGLE_ROUNDING),
+        (32, QK_REQUANT_TFLITE_DOUBLE_ROUNDING),
+        (-32, QK_REQUANT_TFLITE_DOUBLE_ROUNDING),
+        (-32, QK_REQUANT_SINGLE_ROUNDING),
+        (i32::MAX, QK_REQUANT_TFLITE_DOUBLE_ROUNDING),
+        (i32::MIN, QK_REQUANT_SINGLE_ROUNDING),
+    ] {
+        let (st, _) = mbqm(1, 1 << 30, shift, mode);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "shift");
+    }
+    // Where TFLite's int32 arithmetic would overflow: an error, not a wrapped or clamped
+    // value.
     for mode in [QK_REQUANT_TFLITE_DOUBLE_ROUNDING, QK_REQUANT_SINGLE_ROUNDING] {
         let (st, out) = mbqm(i32::MAX, i32::MAX, 30, mode);
-        expect_err(st, QK_ERR_OVERFLOW, F, "outside int32_t");
+        expect_err(st, QK_ERR_OVERFLOW, F, "overflow");
         assert_eq!(out, -7);
         let (st, _) = mbqm(8, i32::MAX, 30, mode);
-        expect_err(st, QK_ERR_OVERFLOW, F, "outside int32_t");
+        expect_err(st, QK_ERR_OVERFLOW, F, "overflow");
     }
 }
 

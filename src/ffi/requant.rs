@@ -1,23 +1,10 @@
 //! Fixed-point requantization from C: TFLite's `QuantizeMultiplier` and
 //! `MultiplyByQuantizedMultiplier`, with the mode as an argument.
 
-use qkern_kernels::reference::requant::{quantize_multiplier, requantize_fixed};
-use qkern_kernels::{QuantizedMultiplier, RequantMode};
-
 use super::util::{check_outputs_disjoint, span};
-use super::{Failure, guard, qk_requant_mode, qk_status, requant_mode_from_c};
-
-/// The fixed-point modes only: `QK_REQUANT_FP32` multiplies by a float scale and has no
-/// fixed-point multiplier.
-fn fixed_mode(mode: qk_requant_mode) -> Result<RequantMode, Failure> {
-    match requant_mode_from_c(mode, "mode")? {
-        RequantMode::Fp32 => Err(Failure::invalid(
-            "`mode` = QK_REQUANT_FP32 has no fixed-point multiplier (it multiplies by a float scale); \
-             use QK_REQUANT_TFLITE_DOUBLE_ROUNDING or QK_REQUANT_SINGLE_ROUNDING",
-        )),
-        m => Ok(m),
-    }
-}
+use super::{guard, qk_requant_mode, qk_status, requant_mode_from_c};
+use crate::QuantizedMultiplier;
+use crate::requant;
 
 /// TFLite's `QuantizeMultiplier`: finds `multiplier` (Q0.31, in `[2^30, 2^31)`) and
 /// `shift` with `real ≈ multiplier · 2^(shift − 31)`.
@@ -27,7 +14,7 @@ fn fixed_mode(mode: qk_requant_mode) -> Result<RequantMode, Failure> {
 /// `QK_REQUANT_TFLITE_DOUBLE_ROUNDING` or `QK_REQUANT_SINGLE_ROUNDING` (the latter caps
 /// the shift at 30, as TFLite built with `TFLITE_SINGLE_ROUNDING`); `QK_REQUANT_FP32`
 /// or an unknown value is `QK_ERR_INVALID_PARAMETER`. The outputs are written only on
-/// success.
+/// success. Over `qkern::requant::quantize_multiplier`.
 ///
 /// # Safety
 ///
@@ -44,14 +31,8 @@ pub unsafe extern "C" fn qk_quantize_multiplier(
         let m_span = span(multiplier.cast_const(), 1, "multiplier")?;
         let s_span = span(shift.cast_const(), 1, "shift")?;
         check_outputs_disjoint(&[&m_span, &s_span])?;
-        let mode = fixed_mode(mode)?;
-        if !(real.is_finite() && real >= 0.0) {
-            return Err(Failure::new(
-                qk_status::QK_ERR_SCALE,
-                format!("invalid scale: `real` is {real}, must be finite and non-negative"),
-            ));
-        }
-        let qm = quantize_multiplier(real, mode);
+        let mode = requant_mode_from_c(mode, "mode")?;
+        let qm = requant::quantize_multiplier(real, mode)?;
         // SAFETY: both pointers were checked non-null, aligned and distinct; the caller
         // guarantees they point to writable int32_t.
         unsafe {
@@ -66,13 +47,15 @@ pub unsafe extern "C" fn qk_quantize_multiplier(
 /// `mode`: `x · multiplier · 2^(shift − 31)`, rounded as gemmlowp
 /// (`QK_REQUANT_TFLITE_DOUBLE_ROUNDING`: SaturatingRoundingDoublingHighMul then
 /// RoundingDivideByPOT) or ruy (`QK_REQUANT_SINGLE_ROUNDING`: one rounding, ties
-/// upward).
+/// toward +∞). Over `qkern::requant::multiply_by_quantized_multiplier`.
 ///
-/// `multiplier` must be ≥ 0 and `shift` in `[-31, 30]` (the range where TFLite's
-/// arithmetic is defined), else `QK_ERR_INVALID_PARAMETER`. The result is computed
-/// exactly: it equals TFLite's wherever TFLite's intermediate values do not overflow,
-/// and a result outside `int32_t` is `QK_ERR_OVERFLOW` rather than a wrapped value.
-/// `*out` is written only on success.
+/// `multiplier` must be 0 or in `[2^30, 2^31)` and `shift` in `[-31, 31]` (double
+/// rounding) or `[-31, 30]` (single rounding), else `QK_ERR_INVALID_PARAMETER`;
+/// `QK_REQUANT_FP32` or an unknown mode is `QK_ERR_INVALID_PARAMETER` too. The result is
+/// TFLite's, bit for bit. Where TFLite's `int32_t` arithmetic would overflow (double
+/// rounding: `x · 2^shift` for `shift > 0` outside `int32_t`, which TFLite wraps; single
+/// rounding: a result outside `int32_t`) this returns `QK_ERR_OVERFLOW` instead of a
+/// wrapped value. `*out` is written only on success.
 ///
 /// # Safety
 ///
@@ -87,17 +70,8 @@ pub unsafe extern "C" fn qk_multiply_by_quantized_multiplier(
 ) -> qk_status {
     guard("qk_multiply_by_quantized_multiplier", || {
         span(out.cast_const(), 1, "out")?;
-        let mode = fixed_mode(mode)?;
-        if multiplier < 0 {
-            return Err(Failure::invalid(format!("`multiplier` is {multiplier}, must be non-negative")));
-        }
-        if !(-31..=30).contains(&shift) {
-            return Err(Failure::invalid(format!("`shift` is {shift}, must be in [-31, 30]")));
-        }
-        let v = requantize_fixed(x as i64, QuantizedMultiplier { multiplier, shift }, mode, 0);
-        let v = i32::try_from(v).map_err(|_| {
-            Failure::overflow(format!("{x} · {multiplier} · 2^({shift} − 31) rounds to {v}, outside int32_t"))
-        })?;
+        let mode = requant_mode_from_c(mode, "mode")?;
+        let v = requant::multiply_by_quantized_multiplier(x, QuantizedMultiplier { multiplier, shift }, mode)?;
         // SAFETY: `out` was checked non-null and aligned; the caller guarantees it is writable.
         unsafe { out.write(v) };
         Ok(())
