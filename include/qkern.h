@@ -339,6 +339,192 @@ qk_status qk_gemm_requantize(const struct qk_gemm_weights *weights,
                              size_t ldc);
 
 /**
+ * MatMulInteger (ONNX opset 10): `y = (a − a_zero_point)·(b − b_zero_point)` in
+ * `int32_t`, exact, with `numpy.matmul` shapes (1-D operands promoted, batch dimensions
+ * broadcast). `QK_ERR_OVERFLOW` if a result does not fit `int32_t` (only possible for
+ * very long K).
+ *
+ * * `a`: dtype `a_dtype` (`QK_U8`/`QK_I8`), shape `a_shape[a_rank]` (`[..., M, K]` or `[K]`).
+ * * `a_zero_point`: optional (NULL with count 0 means 0), `a_dtype`; 1 value (per
+ *   tensor), M values (per row), or M per batch matrix (`[..., M, 1]`).
+ * * `b`: dtype `b_dtype` (`QK_U8`/`QK_I8`), shape `[..., K, N]` or `[K]`.
+ * * `b_zero_point`: optional, `b_dtype`; 1, N (per column) or N per batch matrix.
+ * * `y`: `y_count` elements, which must equal the element count of the output shape
+ *   (see [`qk_matmul_output_shape`]); must not overlap an input.
+ *
+ * # Safety
+ *
+ * Each data pointer must be NULL (an error, unless optional) or point to at least its
+ * count of readable elements (`y`: writable), the shape arrays to `rank` readable
+ * `int64_t` (NULL allowed for rank 0); no other thread may write the inputs or access
+ * `y` during the call.
+ */
+qk_status qk_matmul_integer(const void *a,
+                            qk_dtype a_dtype,
+                            const int64_t *a_shape,
+                            size_t a_rank,
+                            const void *a_zero_point,
+                            size_t a_zero_point_count,
+                            const void *b,
+                            qk_dtype b_dtype,
+                            const int64_t *b_shape,
+                            size_t b_rank,
+                            const void *b_zero_point,
+                            size_t b_zero_point_count,
+                            int32_t *y,
+                            size_t y_count);
+
+/**
+ * QLinearMatMul (ONNX opset 21):
+ * `y = saturate(round_half_even(((a − a_zero_point)·(b − b_zero_point)) · m) + y_zero_point)`
+ * with `m = a_scale · b_scale / y_scale` in `float` (onnxruntime's arithmetic), and
+ * `numpy.matmul` shapes.
+ *
+ * * `a`, `b`, `y`: `QK_U8` or `QK_I8` each, in any combination; shapes as
+ *   [`qk_matmul_integer`]; `y_count` must equal the output's element count.
+ * * Scales (finite, > 0) and zero points (the dtype of their tensor), all required,
+ *   each scale with as many values as its zero point: `a_*` and `y_*` 1 value (per
+ *   tensor), M (per row) or M per batch matrix; `b_*` 1, N (per column) or N per batch
+ *   matrix.
+ *
+ * # Safety
+ *
+ * As [`qk_matmul_integer`].
+ */
+qk_status qk_qlinear_matmul(const void *a,
+                            qk_dtype a_dtype,
+                            const int64_t *a_shape,
+                            size_t a_rank,
+                            const float *a_scale,
+                            size_t a_scale_count,
+                            const void *a_zero_point,
+                            size_t a_zero_point_count,
+                            const void *b,
+                            qk_dtype b_dtype,
+                            const int64_t *b_shape,
+                            size_t b_rank,
+                            const float *b_scale,
+                            size_t b_scale_count,
+                            const void *b_zero_point,
+                            size_t b_zero_point_count,
+                            const float *y_scale,
+                            size_t y_scale_count,
+                            const void *y_zero_point,
+                            size_t y_zero_point_count,
+                            void *y,
+                            qk_dtype y_dtype,
+                            size_t y_count);
+
+/**
+ * QuantizeLinear (ONNX opset 25): `y = saturate(round_half_even(x / y_scale) + y_zero_point)`
+ * with a true `float` division. NaN gives the type's minimum; ±inf saturate.
+ *
+ * * `x`: `float`, shape `x_shape[x_rank]`.
+ * * `y_scale`: finite, > 0; `y_scale_count` values: 1 (per tensor); without blocks
+ *   (`block_size` 0), `x_shape[axis]` values (per axis); with `block_size > 0`, x's
+ *   shape with `ceil(x_shape[axis] / block_size)` along `axis`, row-major (blocked).
+ * * `y_zero_point`: optional (NULL with count 0 means 0), dtype `y_dtype`, as many
+ *   values as `y_scale`.
+ * * `axis`: ONNX's attribute (default 1; negative counts from the back);
+ *   `block_size`: ONNX's attribute (0: not blocked).
+ * * `y`: dtype `y_dtype` (`QK_U8`, `QK_I8`, `QK_U16`, `QK_I16`, `QK_UINT4`,
+ *   `QK_INT4`), `y_count` = x's element count.
+ *
+ * # Safety
+ *
+ * As [`qk_matmul_integer`]; 4-bit buffers hold `(count + 1) / 2` bytes.
+ */
+qk_status qk_quantize_linear(const float *x,
+                             const int64_t *x_shape,
+                             size_t x_rank,
+                             const float *y_scale,
+                             size_t y_scale_count,
+                             const void *y_zero_point,
+                             size_t y_zero_point_count,
+                             int64_t axis,
+                             int64_t block_size,
+                             void *y,
+                             qk_dtype y_dtype,
+                             size_t y_count);
+
+/**
+ * DequantizeLinear (ONNX opset 25): `y = (x − x_zero_point) · x_scale` in `float`, the
+ * subtraction exact and one rounding for the product.
+ *
+ * * `x`: dtype `x_dtype` (`QK_U8`, `QK_I8`, `QK_U16`, `QK_I16`, `QK_I32`, `QK_UINT4`,
+ *   `QK_INT4`), shape `x_shape[x_rank]`.
+ * * `x_scale`, `axis`, `block_size`: as `y_scale` of [`qk_quantize_linear`].
+ * * `x_zero_point`: optional (NULL with count 0 means 0), dtype `x_dtype`, as many values
+ *   as `x_scale`; for `QK_I32` only zeros are allowed (ONNX has no int32 zero point).
+ * * `y`: `float`, `y_count` = x's element count.
+ *
+ * # Safety
+ *
+ * As [`qk_matmul_integer`]; 4-bit buffers hold `(count + 1) / 2` bytes.
+ */
+qk_status qk_dequantize_linear(const void *x,
+                               qk_dtype x_dtype,
+                               const int64_t *x_shape,
+                               size_t x_rank,
+                               const float *x_scale,
+                               size_t x_scale_count,
+                               const void *x_zero_point,
+                               size_t x_zero_point_count,
+                               int64_t axis,
+                               int64_t block_size,
+                               float *y,
+                               size_t y_count);
+
+/**
+ * DynamicQuantizeLinear (ONNX opset 11), `uint8_t` output:
+ * `scale = (max(0, max(x)) − min(0, min(x))) / 255`,
+ * `zero_point = round_half_even(clamp(−min / scale, 0, 255))`,
+ * `y = saturate(round_half_even(x / scale) + zero_point)`. An all-zero or empty x
+ * gives scale 1 and zero point 0.
+ *
+ * * `x`: `float`, shape `x_shape[x_rank]`, finite.
+ * * `y`: `y_count` = x's element count.
+ * * `y_scale`, `y_zero_point`: one value each.
+ *
+ * # Safety
+ *
+ * As [`qk_matmul_integer`]; `y_scale` and `y_zero_point` point to one writable value
+ * each.
+ */
+qk_status qk_dynamic_quantize_linear(const float *x,
+                                     const int64_t *x_shape,
+                                     size_t x_rank,
+                                     uint8_t *y,
+                                     size_t y_count,
+                                     float *y_scale,
+                                     uint8_t *y_zero_point);
+
+/**
+ * The shape of `numpy.matmul(a, b)` (the output of [`qk_matmul_integer`] and
+ * [`qk_qlinear_matmul`]): the broadcast batch dimensions, then M (unless a is 1-D),
+ * then N (unless b is 1-D).
+ *
+ * * `y_shape`: room for `y_shape_capacity` dims; `max(a_rank, b_rank)` always suffices.
+ * * `y_rank`: receives the output's rank.
+ *
+ * `QK_ERR_SHAPE` if the operands do not multiply; `QK_ERR_BUFFER_TOO_SMALL` if the rank
+ * exceeds `y_shape_capacity`.
+ *
+ * # Safety
+ *
+ * The shape arrays must hold `rank` readable `int64_t` (NULL allowed for rank 0);
+ * `y_shape` must be NULL (an error) or hold `y_shape_capacity` writable `int64_t`, and
+ * `y_rank` must be NULL (an error) or point to a writable `size_t`.
+ */
+qk_status qk_matmul_output_shape(const int64_t *a_shape,
+                                 size_t a_rank,
+                                 const int64_t *b_shape,
+                                 size_t b_rank,
+                                 int64_t *y_shape,
+                                 size_t y_shape_capacity,
+                                 size_t *y_rank);
+
+/**
  * TFLite's `QuantizeMultiplier`: finds `multiplier` (Q0.31, in `[2^30, 2^31)`) and
  * `shift` with `real ≈ multiplier · 2^(shift − 31)`.
  *

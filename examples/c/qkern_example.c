@@ -107,6 +107,25 @@ int main(void) {
     QK_TRY(qk_gemm_weights_free(w));
     QK_TRY(qk_gemm_weights_free(NULL)); /* freeing NULL is a no-op */
 
+    /* --- ONNX MatMulInteger on the same data: tensors as data + dtype + shape + rank,
+     * zero points as data + count (1 per tensor, or M per row / N per column). */
+    const int64_t a_shape[2] = {M, K}, b_shape[2] = {K, N};
+    int64_t y_shape[2] = {0, 0};
+    size_t y_rank = 0;
+    QK_TRY(qk_matmul_output_shape(a_shape, 2, b_shape, 2, y_shape, 2, &y_rank));
+    CHECK(y_rank == 2 && y_shape[0] == M && y_shape[1] == N);
+    const uint8_t a_zp_u8 = (uint8_t)a_zp;
+    int8_t b_zp_i8[N];
+    for (int j = 0; j < N; j++) {
+        b_zp_i8[j] = (int8_t)b_zp[j];
+    }
+    int32_t y[M * N];
+    QK_TRY(qk_matmul_integer(a, QK_U8, a_shape, 2, &a_zp_u8, 1, b, QK_I8, b_shape, 2, b_zp_i8, N, y, M * N));
+    for (int i = 0; i < M * N; i++) {
+        CHECK(y[i] == expect[i] - bias[i % N]); /* MatMulInteger has no bias */
+    }
+    printf("matmul_integer: Y[0][0..3] = %d %d %d %d\n", y[0], y[1], y[2], y[3]);
+
     /* --- TFLite QuantizeMultiplier / MultiplyByQuantizedMultiplier. */
     int32_t mult = 0, shift = 0;
     QK_TRY(qk_quantize_multiplier(0.5, QK_REQUANT_TFLITE_DOUBLE_ROUNDING, &mult, &shift));

@@ -14,14 +14,17 @@
 //! * Enumerations that come from C ([`qk_dtype`], [`qk_requant_mode`]) are plain
 //!   `int32_t` in the signatures and are validated here: an out-of-range value is
 //!   `QK_ERR_INVALID_PARAMETER`, never undefined behaviour.
-//! * Outputs are written only on success, except that a handle out-parameter is set to
-//!   NULL first.
+//! * On failure, scalar out-parameters are left untouched and a handle out-parameter is
+//!   NULL; the contents of output buffers are unspecified (an error found while
+//!   computing, such as an `int32_t` overflow, may come after part of the output was
+//!   written).
 //!
 //! Threads: every function may be called from any thread; the error message is
 //! per thread. A [`qk_gemm_weights`] handle is immutable after creation and may be used
 //! by several threads at once.
 
 mod gemm;
+mod onnx;
 mod requant;
 mod util;
 
@@ -32,6 +35,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use crate::error::Error;
 
 pub use gemm::*;
+pub use onnx::*;
 pub use requant::*;
 
 /// Status code returned by every qkern C function. `QK_OK` is 0; every other value is

@@ -119,12 +119,6 @@ pub(crate) unsafe fn slice_mut<'a, T>(ptr: *mut T, len: usize, _s: &Span) -> &'a
     unsafe { std::slice::from_raw_parts_mut(ptr, len) }
 }
 
-/// `a · b`, or an overflow failure naming the product.
-#[allow(dead_code)] // used by the ONNX entry points
-pub(crate) fn mul(a: usize, b: usize, what: &str) -> Result<usize, Failure> {
-    a.checked_mul(b).ok_or_else(|| Failure::overflow(format!("{what} = {a} · {b} overflows size_t")))
-}
-
 /// Refuses a `rows × cols` matrix with row stride `ld` whose extent
 /// `(rows − 1)·ld + cols` overflows `size_t`, as `QK_ERR_OVERFLOW` (the library checks
 /// the rest: stride ≥ cols, buffer long enough).
