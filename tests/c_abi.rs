@@ -620,6 +620,8 @@ fn gemm_run_bad_input() {
 
     // NULLs.
     expect_err(gemm_i32(null(), &a, QK_U8, M, K, 0, None, &mut c, N), QK_ERR_NULL_POINTER, F, "`weights`");
+    let odd = (w.0 as *const u8).wrapping_add(1).cast::<qk_gemm_weights>();
+    expect_err(gemm_i32(odd, &a, QK_U8, M, K, 0, None, &mut c, N), QK_ERR_INVALID_PARAMETER, F, "`weights` is misaligned");
     // SAFETY: NULL `a`.
     let st = unsafe { qk_gemm_i32(w.0, null(), QK_U8, a.len(), M, K, 0, null(), 0, c.as_mut_ptr(), c.len(), N) };
     expect_err(st, QK_ERR_NULL_POINTER, F, "`a`");

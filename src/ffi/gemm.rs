@@ -167,7 +167,10 @@ fn weights_ref<'a>(w: *const qk_gemm_weights) -> Result<&'a qk_gemm_weights, Fai
     if w.is_null() {
         return Err(Failure::null("weights"));
     }
-    // SAFETY: non-null; every extern fn taking a handle requires a live handle from
+    if !w.is_aligned() {
+        return Err(Failure::invalid("`weights` is misaligned: not a handle from qk_gemm_weights_create"));
+    }
+    // SAFETY: non-null and aligned; every extern fn taking a handle requires a live handle from
     // `qk_gemm_weights_create` (documented in its `# Safety`), which is never mutated.
     Ok(unsafe { &*w })
 }
