@@ -298,7 +298,7 @@ impl GemmCase {
 
     /// The GEMM microkernel that runs.
     pub fn kernel(&self) -> GemmUkernel {
-        self.ctx.kernels().gemm
+        self.w.kernel()
     }
 
     /// One GEMM call.
@@ -327,7 +327,7 @@ impl GemmCase {
             if got != want {
                 return Err(Error::Internal(format!(
                     "{} on {}: C[{i}][{j}] = {got}, the exact result is {want}",
-                    self.ctx.kernels().gemm.name,
+                    self.w.kernel_name(),
                     self.shape.dims()
                 )));
             }
@@ -401,7 +401,16 @@ mod tests {
     }
 
     fn kernel(name: &'static str, isa: Isa) -> GemmUkernel {
-        GemmUkernel { name, isa, mr: 4, format: PackFormat { nr: 16, kr: 4 }, run: [[None; 2]; 2] }
+        GemmUkernel {
+            name,
+            isa,
+            mr: 4,
+            format: PackFormat { nr: 16, kr: 4 },
+            a_offset: [0; 2],
+            b_offset: [0; 2],
+            max_abs_stored_b: None,
+            run: [[None; 2]; 2],
+        }
     }
 
     #[test]

@@ -85,13 +85,27 @@ pub fn cpu() -> &'static CpuFeatures {
 /// Parses `QKERN_MAX_ISA`. `Ok(None)` when unset or empty.
 pub fn max_isa_from_env() -> Result<Option<Isa>> {
     match std::env::var("QKERN_MAX_ISA") {
-        Ok(s) if !s.trim().is_empty() => Isa::from_name(s.trim()).map(Some).ok_or_else(|| {
-            Error::InvalidParameter(format!(
-                "QKERN_MAX_ISA={s:?} is not one of scalar, avx2, avxvnni, avx512vnni, amx, neon, dotprod, i8mm"
-            ))
-        }),
-        _ => Ok(None),
+        Ok(s) => parse_max_isa(&s),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        // Not silently ignored: a set but unreadable cap is as wrong as a misspelt one.
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(Error::InvalidParameter(format!("QKERN_MAX_ISA={v:?} is not valid UTF-8")))
+        }
     }
+}
+
+/// Parses a `QKERN_MAX_ISA` value: an ISA name (case-insensitive, surrounding blanks
+/// ignored), or `Ok(None)` when blank. Pure, so tests need not touch the environment.
+pub fn parse_max_isa(value: &str) -> Result<Option<Isa>> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    Isa::from_name(v).map(Some).ok_or_else(|| {
+        Error::InvalidParameter(format!(
+            "QKERN_MAX_ISA={value:?} is not one of scalar, avx2, avxvnni, avx512vnni, amx, neon, dotprod, i8mm"
+        ))
+    })
 }
 
 /// The kernel chosen for each family at one ISA cap.
@@ -99,8 +113,11 @@ pub fn max_isa_from_env() -> Result<Option<Isa>> {
 pub struct KernelTable {
     /// The cap the table was built for (the best tier ≤ the request that this CPU has).
     pub isa: Isa,
-    /// Int8 GEMM microkernel.
+    /// The int8 GEMM microkernel that takes any weights (reports name this one).
     pub gemm: GemmUkernel,
+    /// Every GEMM microkernel the packer may pick, best first: a kernel with a
+    /// precondition on the weights (`max_abs_stored_b`) is used only where it holds.
+    pub gemm_candidates: Vec<GemmUkernel>,
 }
 
 /// Every GEMM microkernel compiled into this build, in preference order (best last).
@@ -118,12 +135,14 @@ impl KernelTable {
                 cpu().isas.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
             )));
         }
-        let gemm = gemm_kernels()
-            .into_iter()
-            .filter(|k| k.isa.within(cap) && cpu().has(k.isa))
-            .next_back()
-            .ok_or_else(|| Error::Internal("no GEMM kernel registered".into()))?;
-        Ok(KernelTable { isa: cap, gemm })
+        let gemm_candidates: Vec<GemmUkernel> =
+            gemm_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && cpu().has(k.isa)).collect();
+        let gemm = gemm_candidates
+            .iter()
+            .copied()
+            .find(|k| k.max_abs_stored_b.is_none())
+            .ok_or_else(|| Error::Internal("no unconditional GEMM kernel registered".into()))?;
+        Ok(KernelTable { isa: cap, gemm, gemm_candidates })
     }
 
     /// `(family, kernel name)` for every family, for `qkern info` and tests.
@@ -180,6 +199,23 @@ impl Context {
             .map_err(|e| Error::Internal(format!("cannot start {threads} threads: {e}")))?;
         self.pool = Some(Arc::new(pool));
         self.threads = threads;
+        Ok(self)
+    }
+
+    /// The same context with one GEMM microkernel forced (by name, from this context's
+    /// candidates): for tests and benchmarks that compare kernels.
+    pub fn with_gemm_kernel(mut self, name: &str) -> Result<Context> {
+        let k = self.table.gemm_candidates.iter().copied().find(|k| k.name == name).ok_or_else(|| {
+            Error::InvalidParameter(format!(
+                "no GEMM kernel named {name:?} at {} (candidates: {})",
+                self.table.isa.name(),
+                self.table.gemm_candidates.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        self.table.gemm_candidates = vec![k];
+        if k.max_abs_stored_b.is_none() {
+            self.table.gemm = k;
+        }
         Ok(self)
     }
 

@@ -296,6 +296,19 @@ pub struct GemmUkernel {
     pub mr: usize,
     /// Packed format of B (columns per tile = `format.nr`).
     pub format: PackFormat,
+    /// Added by the kernel to every activation before it multiplies, indexed by
+    /// `a_signed as usize` (e.g. 128 when i8 activations are flipped to u8 with `XOR 0x80`
+    /// for a u8×s8 instruction). The driver presents `za + a_offset` as the zero point and
+    /// row sums of the offset values, so `(a − za)` is unchanged.
+    pub a_offset: [i32; 2],
+    /// Subtracted from every weight by the packer, indexed by `b_signed as usize` (e.g. 128
+    /// when u8 weights are stored as i8). The driver uses `zb − b_offset` as the zero point
+    /// and column sums of the stored values, so `(b − zb)` is unchanged.
+    pub b_offset: [i32; 2],
+    /// `Some(x)`: the kernel is exact only when every stored weight satisfies `|b| ≤ x`
+    /// (e.g. `vpmaddubsw`'s saturating i16 pairs: `2·255·x ≤ 32767`). The packer chooses
+    /// such a kernel only after measuring the weights. `None`: exact for any weights.
+    pub max_abs_stored_b: Option<i32>,
     /// Entry points indexed `[a_signed as usize][b_signed as usize]`; `None` where the
     /// kernel does not handle that combination.
     pub run: [[Option<GemmUkernelFn>; 2]; 2],
@@ -306,4 +319,27 @@ impl GemmUkernel {
     pub const fn nr(&self) -> usize {
         self.format.nr
     }
+    /// The activation offset for activations of type `A`.
+    pub const fn a_offset_for(&self, a_signed: bool) -> i32 {
+        self.a_offset[a_signed as usize]
+    }
+    /// The weight offset for weights of type `B`.
+    pub const fn b_offset_for(&self, b_signed: bool) -> i32 {
+        self.b_offset[b_signed as usize]
+    }
+}
+
+/// Σ (a + a_offset) over one activation row, modulo 2^32: the `a_row_sum` a kernel
+/// with that activation offset expects.
+#[inline]
+pub fn gemm_row_sum<A: Int8>(row: &[A], a_offset: i32) -> i32 {
+    row.iter().fold(0i32, |s, v| s.wrapping_add(v.to_i32().wrapping_add(a_offset)))
+}
+
+/// The per-column term of [`OutputStage::col_offset`] for a K range of length `k`:
+/// `K·za·zb − za·Σb + bias` modulo 2^32, where `za`, `zb` and `Σb` are as the kernel
+/// sees them (`za + a_offset`, `zb − b_offset`, Σ of stored weights).
+#[inline]
+pub fn gemm_col_term(k: usize, za: i32, zb: i32, col_sum: i32, bias: i32) -> i32 {
+    (k as u32 as i32).wrapping_mul(za).wrapping_mul(zb).wrapping_sub(za.wrapping_mul(col_sum)).wrapping_add(bias)
 }

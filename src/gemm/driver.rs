@@ -3,7 +3,7 @@
 //! a kernel, hence the only `unsafe` outside the C ABI.
 
 use qkern_kernels::reference::{RefOutput, output_stage_ref, quantize_multiplier};
-use qkern_kernels::{GemmArgs, Int8, OutputKind, OutputStage, QuantizedMultiplier, RequantMode};
+use qkern_kernels::{GemmArgs, Int8, OutputKind, OutputStage, QuantizedMultiplier, RequantMode, gemm_col_term, gemm_row_sum};
 use rayon::prelude::*;
 
 use super::{Activations, K_CHUNK, MatrixMut, PackedWeights, Requantize};
@@ -102,15 +102,12 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
         return Err(Error::ShapeMismatch(format!("C is {c_rows}×{c_cols} but A·B is {m}×{n}")));
     }
     check_matrix("c", c_len, m, n, ldc)?;
-    if let Some(b) = stage.bias_i32() {
-        if b.len() != n {
-            return Err(Error::ShapeMismatch(format!("bias has {} values, N = {n}", b.len())));
-        }
-    }
-    if let Stage::F32 { bias: Some(b), .. } = &stage {
-        if b.len() != n {
-            return Err(Error::ShapeMismatch(format!("bias has {} values, N = {n}", b.len())));
-        }
+    let bias_len = match &stage {
+        Stage::F32 { bias, .. } => bias.map(<[f32]>::len),
+        _ => stage.bias_i32().map(<[i32]>::len),
+    };
+    if let Some(len) = bias_len.filter(|&len| len != n) {
+        return Err(Error::ShapeMismatch(format!("bias has {len} values, N = {n}")));
     }
     let kernel = w.kernel;
     if !cpu().has(kernel.isa) || !kernel.isa.within(ctx.kernels().isa) {
@@ -138,19 +135,22 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
 
     // Per-row raw sums of A (only needed for nonzero weight zero points).
     let a_data = a.matrix.data;
-    let lda = a.matrix.stride;
-    let row_sum = |i: usize, k0: usize, k1: usize| -> i32 {
-        a_data[i * lda + k0..i * lda + k1].iter().fold(0i32, |s, v| s.wrapping_add(v.to_i32()))
-    };
+    // With K = 0, A may be empty whatever its stride (`check_matrix` accepts that): a
+    // zero stride keeps every row slice below in bounds.
+    let lda = if k == 0 { 0 } else { a.matrix.stride };
+    // The kernel sees activations a + a_offset and weights b − b_offset; the zero
+    // points move with them, so every (a − za)·(b − zb) is unchanged.
+    let a_off = kernel.a_offset_for(A::SIGNED);
+    let za_k = za + a_off;
+    let row_sum = |i: usize, k0: usize, k1: usize| gemm_row_sum(&a_data[i * lda + k0..i * lda + k1], a_off);
     let a_row_sum: Vec<i32> = if w.any_zero_point && exact_i32 { (0..m).map(|i| row_sum(i, 0, k)).collect() } else { Vec::new() };
 
-    // Per-column term: −za·Σb + K·za·zb + bias, modulo 2^32.
-    let kz = (k as u32 as i32).wrapping_mul(za);
+    // Per-column term: K·za·zb − za·Σb + bias, modulo 2^32.
     let bias = stage.bias_i32();
     let col_offset: Vec<i32> = (0..n)
         .map(|j| {
             let b = if exact_i32 { bias.map_or(0, |b| b[j]) } else { 0 };
-            kz.wrapping_mul(w.zero_point[j]).wrapping_sub(za.wrapping_mul(w.col_sum[j])).wrapping_add(b)
+            gemm_col_term(k, za_k, w.stored_zero_point[j], w.col_sum[j], b)
         })
         .collect();
 
@@ -192,7 +192,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
     let tiles_m = m.div_ceil(mr);
     let tiles_n = n.div_ceil(nr);
     let cptr = Shared(c_ptr);
-    let zb_for = |j0: usize| if w.any_zero_point { w.zero_point[j0..].as_ptr() } else { std::ptr::null() };
+    let zb_for = |j0: usize| if w.any_zero_point { w.stored_zero_point[j0..].as_ptr() } else { std::ptr::null() };
 
     // One task: a block of row tiles × column tiles.
     let exact_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| {
@@ -261,14 +261,13 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
                 acc.fill(0);
                 for (c, k0) in (0..k).step_by(K_CHUNK).enumerate() {
                     let kc = K_CHUNK.min(k - k0);
-                    let kcz = (kc as i32).wrapping_mul(za);
-                    for jj in 0..nn {
+                    for (jj, off) in col_off.iter_mut().enumerate().take(nn) {
                         let j = j0 + jj;
-                        col_off[jj] = kcz.wrapping_mul(w.zero_point[j]).wrapping_sub(za.wrapping_mul(w.chunk_col_sum[c * n + j]));
+                        *off = gemm_col_term(kc, za_k, w.stored_zero_point[j], w.chunk_col_sum[c * n + j], 0);
                     }
                     if w.any_zero_point {
-                        for ii in 0..mm {
-                            rsum[ii] = row_sum(i0 + ii, k0, k0 + kc);
+                        for (ii, r) in rsum.iter_mut().enumerate().take(mm) {
+                            *r = row_sum(i0 + ii, k0, k0 + kc);
                         }
                     }
                     let mut st = stage_for(j0, col_off.as_ptr());

@@ -209,10 +209,16 @@ impl Context {
     /// `C (f32) = sa·sb[n]·((A − za)·(B − zb)) + bias`. See [`gemm_f32`].
     pub fn gemm_f32<A: Int8>(&self, a: Activations<'_, A>, w: &PackedWeights, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) -> Result<()> {
         check_scale("activation scale", a.scale)?;
-        if w.scale.is_empty() {
+        // One scale per column; `is_empty` would also reject scales given for N = 0.
+        if w.scale.len() != w.n {
             return Err(Error::InvalidParameter("f32 output needs weight scales; the weights were packed without".into()));
         }
         let scale: Vec<f32> = w.scale.iter().map(|&s| a.scale * s).collect();
+        // Valid factors can still under- or overflow in f32 (as the requantization
+        // multiplier is checked in `Stage::requant`): that would be silently 0 or inf/NaN.
+        if let Some(&s) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(Error::InvalidScale { what: "dequantization scale sa·sb", value: s as f64 });
+        }
         let stage = driver::Stage::F32 { scale, bias };
         driver::run(self, &a, w, stage, driver::Out::F32(c))
     }
@@ -221,7 +227,8 @@ impl Context {
     pub fn gemm_requantize<A: Int8, O: Int8>(&self, a: Activations<'_, A>, w: &PackedWeights, rq: &Requantize<'_, O>, c: MatrixMut<'_, O>) -> Result<()> {
         check_scale("activation scale", a.scale)?;
         check_scale("output scale", rq.scale)?;
-        if w.scale.is_empty() {
+        // One scale per column; `is_empty` would also reject scales given for N = 0.
+        if w.scale.len() != w.n {
             return Err(Error::InvalidParameter("requantized output needs weight scales; the weights were packed without".into()));
         }
         let (qmin, qmax) = (rq.min.to_i32(), rq.max.to_i32());

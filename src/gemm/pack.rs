@@ -20,14 +20,17 @@ pub struct PackedWeights {
     pub(crate) n: usize,
     pub(crate) signed: bool,
     pub(crate) data: Vec<u8>,
-    /// Per column zero point (length n).
+    /// Per column zero point (length n), as given.
     pub(crate) zero_point: Vec<i32>,
+    /// Per column zero point as the kernel sees it: `zb − b_offset`.
+    pub(crate) stored_zero_point: Vec<i32>,
+    /// Whether any stored zero point is nonzero (the kernel then needs row sums).
     pub(crate) any_zero_point: bool,
     /// Per column scale (length n), or empty when no scales were given.
     pub(crate) scale: Vec<f32>,
-    /// Σ_k B[k][n] over each K chunk: `chunk_col_sum[c·n + j]` (raw values).
+    /// Σ_k (B[k][n] − b_offset) over each K chunk: `chunk_col_sum[c·n + j]`.
     pub(crate) chunk_col_sum: Vec<i32>,
-    /// Σ_k B[k][n] over all K, wrapping (exact modulo 2^32, which is all the kernels need).
+    /// The same over all K, wrapping (exact modulo 2^32, which is all the kernels need).
     pub(crate) col_sum: Vec<i32>,
     /// max over k, n of |B[k][n] − zb[n]| (the bound the overflow policy uses).
     pub(crate) max_abs_centered: i32,
@@ -64,26 +67,64 @@ impl PackedWeights {
         for &s in &scale {
             check_scale("weight scale", s)?;
         }
-        let kernel = ctx.kernels().gemm;
-        let packed_len = kernel.format.packed_bytes(k, n);
-        let mut data = vec![0u8; packed_len];
-        pack_b_kgroups(kernel.format, b.data, k, n, b.stride, &mut data);
-
+        // Measure B once: raw column sums per K chunk, the range of its values, and the
+        // largest centred magnitude (the overflow policy's bound).
         let chunks = k.div_ceil(K_CHUNK).max(1);
         let mut chunk_col_sum = vec![0i32; chunks * n];
-        let mut col_sum = vec![0i32; n];
-        let mut max_abs_centered = 0i32;
-        for kk in 0..k {
+        let (mut bmin, mut bmax, mut max_abs_centered) = (i32::MAX, i32::MIN, 0i32);
+        // With N = 0, B may be empty whatever its stride and K (`check_matrix` accepts
+        // that): no rows to read, and none to loop over.
+        for kk in 0..if n == 0 { 0 } else { k } {
             let c = kk / K_CHUNK;
             let row = &b.data[kk * b.stride..kk * b.stride + n];
             for (j, v) in row.iter().enumerate() {
                 let v = v.to_i32();
                 chunk_col_sum[c * n + j] += v; // ≤ 8192·255: no overflow
-                col_sum[j] = col_sum[j].wrapping_add(v);
+                (bmin, bmax) = (bmin.min(v), bmax.max(v));
                 max_abs_centered = max_abs_centered.max((v - zero_point[j]).abs());
             }
         }
-        let any_zero_point = zero_point.iter().any(|&z| z != 0);
+
+        if bmin > bmax {
+            (bmin, bmax) = (0, 0); // no weights at all
+        }
+        // The first candidate (best first) that handles this weight type and whose
+        // precondition on the stored weights holds.
+        let kernel = ctx
+            .kernels()
+            .gemm_candidates
+            .iter()
+            .copied()
+            .find(|kn| {
+                let off = kn.b_offset_for(B::SIGNED);
+                let handles = kn.run[0][B::SIGNED as usize].is_some() || kn.run[1][B::SIGNED as usize].is_some();
+                handles && kn.max_abs_stored_b.is_none_or(|lim| (bmin - off).abs().max((bmax - off).abs()) <= lim)
+            })
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "no GEMM kernel in this context takes these {} weights (values {bmin}..={bmax})",
+                    B::NAME
+                ))
+            })?;
+
+        // Everything below is in the stored domain: b − b_offset, zb − b_offset.
+        let off = kernel.b_offset_for(B::SIGNED);
+        let stored_zero_point: Vec<i32> = zero_point.iter().map(|&z| z - off).collect();
+        for (c, sums) in chunk_col_sum.chunks_mut(n.max(1)).enumerate() {
+            let kc = K_CHUNK.min(k.saturating_sub(c * K_CHUNK)) as i32;
+            sums.iter_mut().for_each(|s| *s -= kc * off); // |Σ(b − off)| ≤ 8192·255
+        }
+        let col_sum: Vec<i32> = (0..n)
+            .map(|j| (0..chunks).fold(0i32, |s, c| s.wrapping_add(chunk_col_sum[c * n + j])))
+            .collect();
+
+        // N = 0 admits any K, even one whose padded panel size overflows usize: no panels.
+        let packed_len = if n == 0 { 0 } else { kernel.format.packed_bytes(k, n) };
+        let mut data = vec![0u8; packed_len];
+        if n > 0 {
+            pack_b_kgroups(kernel.format, b.data, k, n, b.stride, off, &mut data);
+        }
+        let any_zero_point = stored_zero_point.iter().any(|&z| z != 0);
         Ok(PackedWeights {
             kernel,
             k,
@@ -91,6 +132,7 @@ impl PackedWeights {
             signed: B::SIGNED,
             data,
             zero_point,
+            stored_zero_point,
             any_zero_point,
             scale,
             chunk_col_sum,
@@ -114,6 +156,10 @@ impl PackedWeights {
     /// The microkernel these weights were packed for.
     pub fn kernel_name(&self) -> &'static str {
         self.kernel.name
+    }
+    /// The microkernel descriptor these weights were packed for.
+    pub fn kernel(&self) -> GemmUkernel {
+        self.kernel
     }
     /// Per-column zero points.
     pub fn zero_points(&self) -> &[i32] {

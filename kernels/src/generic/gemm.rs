@@ -87,17 +87,67 @@ pub unsafe fn gemm_tile<A: Int8, B: Int8, const MR: usize, const NR: usize, cons
     unsafe { store_tile::<MR, NR>(args, &acc) }
 }
 
+/// The u8×s8 form of [`gemm_tile`], as the VNNI instructions compute: activations are
+/// read as u8 after `XOR 0x80` when `A_FLIP` (i8 activations, `a_offset` 128), and the
+/// packed weights are always i8 (u8 weights stored as `b − 128` by the packer).
+///
+/// # Safety
+/// As [`gemm_tile`].
+pub unsafe fn gemm_tile_u8s8<const A_FLIP: bool, const MR: usize, const NR: usize, const KR: usize>(args: &GemmArgs) {
+    let mut acc = [[0i32; NR]; MR];
+    let flip = if A_FLIP { 0x80 } else { 0 };
+    for g in 0..args.k.div_ceil(KR) {
+        let k0 = g * KR;
+        let kn = KR.min(args.k - k0);
+        // SAFETY: group `g` of the panel holds NR·KR bytes (contract).
+        let blk = unsafe { core::slice::from_raw_parts(args.b.add(g * NR * KR), NR * KR) };
+        for (i, acc_row) in acc.iter_mut().enumerate().take(args.m) {
+            // SAFETY: row i has `k` readable elements from `a + i·lda` (contract).
+            let arow = unsafe { core::slice::from_raw_parts(args.a.add(i * args.lda + k0), kn) };
+            for (r, &abits) in arow.iter().enumerate() {
+                let av = (abits ^ flip) as i32;
+                for (j, accv) in acc_row.iter_mut().enumerate() {
+                    *accv = accv.wrapping_add(av * blk[j * KR + r] as i8 as i32);
+                }
+            }
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { store_tile::<MR, NR>(args, &acc) }
+}
+
+/// `qu8s8_gemm_4x16c4__generic`: the operand transformation of the VNNI kernels
+/// (`a_offset`/`b_offset` 128) in portable code, so the driver's and the tester's
+/// handling of offsets is exercised on every CPU.
+pub const QU8S8_GEMM_4X16C4__GENERIC: GemmUkernel = GemmUkernel {
+    name: "qu8s8_gemm_4x16c4__generic",
+    isa: Isa::Scalar,
+    mr: 4,
+    format: PackFormat { nr: 16, kr: 4 },
+    a_offset: [0, 128],
+    b_offset: [128, 0],
+    max_abs_stored_b: None,
+    run: [
+        [Some(gemm_tile_u8s8::<false, 4, 16, 4>), Some(gemm_tile_u8s8::<false, 4, 16, 4>)],
+        [Some(gemm_tile_u8s8::<true, 4, 16, 4>), Some(gemm_tile_u8s8::<true, 4, 16, 4>)],
+    ],
+};
+
 /// `qx8_gemm_4x16c4__generic`: all four u8/i8 combinations, 4×16 tiles, K groups of 4.
 pub const QX8_GEMM_4X16C4__GENERIC: GemmUkernel = GemmUkernel {
     name: "qx8_gemm_4x16c4__generic",
     isa: Isa::Scalar,
     mr: 4,
     format: PackFormat { nr: 16, kr: 4 },
+    a_offset: [0, 0],
+    b_offset: [0, 0],
+    max_abs_stored_b: None,
     run: [
         [Some(gemm_tile::<u8, u8, 4, 16, 4>), Some(gemm_tile::<u8, i8, 4, 16, 4>)],
         [Some(gemm_tile::<i8, u8, 4, 16, 4>), Some(gemm_tile::<i8, i8, 4, 16, 4>)],
     ],
 };
 
-/// Every portable GEMM kernel (the dispatch table, the tests and the benches read this).
-pub const GEMM_KERNELS: &[GemmUkernel] = &[QX8_GEMM_4X16C4__GENERIC];
+/// Every portable GEMM kernel, least preferred first (the dispatch table, the tests and
+/// the benches read this).
+pub const GEMM_KERNELS: &[GemmUkernel] = &[QU8S8_GEMM_4X16C4__GENERIC, QX8_GEMM_4X16C4__GENERIC];

@@ -1,0 +1,69 @@
+//! Helpers shared by the integration-test binaries (`mod common;` in each).
+//!
+//! Not every binary uses every helper.
+#![allow(dead_code)]
+
+use std::io::Write;
+
+use qkern::Isa;
+
+/// The ISAs listed in `QKERN_REQUIRE_ISA` (comma-separated, case-insensitive). Panics on
+/// a name that is not an ISA: a typo there would otherwise turn a required tier into a
+/// silent skip.
+pub fn required_isas() -> Vec<Isa> {
+    let Ok(list) = std::env::var("QKERN_REQUIRE_ISA") else {
+        return Vec::new();
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| Isa::from_name(s).unwrap_or_else(|| panic!("QKERN_REQUIRE_ISA names an unknown ISA {s:?}")))
+        .collect()
+}
+
+/// Whether `isa` runs on this CPU. If not, prints `SKIP <what>: <isa> not available on
+/// this CPU` and returns false — or panics when `QKERN_REQUIRE_ISA` lists `isa`, so CI on
+/// a host that must have the tier fails instead of skipping.
+///
+/// The message goes straight to the process's stderr, past the test harness's capture,
+/// so skips are visible in an ordinary `cargo test` run.
+pub fn isa_or_skip(what: &str, isa: Isa) -> bool {
+    if qkern::dispatch::cpu().has(isa) {
+        return true;
+    }
+    if required_isas().contains(&isa) {
+        panic!(
+            "{what}: {} is required by QKERN_REQUIRE_ISA but not available on this CPU",
+            isa.name()
+        );
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {what}: {} not available on this CPU",
+        isa.name()
+    );
+    false
+}
+
+/// Whether `isa` belongs to the architecture this binary was built for (scalar belongs
+/// to all): tiers of another architecture are not "skipped", they do not exist here.
+pub fn native_arch(isa: Isa) -> bool {
+    let arch = (isa as u8) >> 4; // the `Isa` discriminants group tiers by architecture
+    isa == Isa::Scalar || (cfg!(target_arch = "x86_64") && arch == 0) || (cfg!(target_arch = "aarch64") && arch == 1)
+}
+
+/// Every tier of this architecture that this CPU runs (at least `Scalar`), for tests that
+/// sweep the tiers. The first call prints a SKIP line (or fails, per `QKERN_REQUIRE_ISA`)
+/// for each tier it lacks; later calls reuse the answer quietly.
+pub fn available_isas() -> Vec<Isa> {
+    static ISAS: std::sync::OnceLock<Vec<Isa>> = std::sync::OnceLock::new();
+    ISAS.get_or_init(|| {
+        let what = concat!("tier sweep in tests/", env!("CARGO_CRATE_NAME"), ".rs");
+        Isa::ALL
+            .iter()
+            .copied()
+            .filter(|&i| native_arch(i) && isa_or_skip(what, i))
+            .collect()
+    })
+    .clone()
+}

@@ -1,0 +1,207 @@
+//! Every registered microkernel through the shared tester (DESIGN.md §6), and the
+//! dispatch table and its `QKERN_MAX_ISA` cap (DESIGN.md §5).
+
+mod common;
+
+use std::time::Instant;
+
+use qkern::dispatch::{self, KernelTable, cpu, parse_max_isa};
+use qkern::{Context, Error, Isa};
+
+#[test]
+fn every_gemm_kernel_matches_the_reference() {
+    let kernels = dispatch::gemm_kernels();
+    assert!(!kernels.is_empty(), "no GEMM kernel registered");
+    let mut ran = 0;
+    for k in &kernels {
+        if !common::isa_or_skip(&format!("gemm kernel {}", k.name), k.isa) {
+            continue;
+        }
+        let t0 = Instant::now();
+        // SAFETY: `isa_or_skip` just confirmed that this CPU runs `k.isa`, and `k` comes
+        // from the registered list, whose entry points implement the `GemmUkernelFn`
+        // contract. The tester builds only arguments within that contract.
+        let s = unsafe { qkern_kernels::testing::check_gemm_ukernel(k) };
+        eprintln!(
+            "{}: {} combos, {} cases, {} calls in {:?}",
+            s.kernel,
+            s.combos,
+            s.cases,
+            s.calls,
+            t0.elapsed()
+        );
+        assert_eq!(s.kernel, k.name);
+        let have = k.run.iter().flatten().filter(|f| f.is_some()).count();
+        assert_eq!(s.combos, have, "{}: every signedness entry must be tested", k.name);
+        assert!(s.cases > 0 && s.calls >= s.cases, "{}: the tester ran nothing", k.name);
+        ran += 1;
+    }
+    // The portable kernel runs everywhere.
+    assert!(ran >= 1);
+}
+
+#[test]
+fn gemm_kernels_are_well_formed() {
+    let kernels = dispatch::gemm_kernels();
+    for (i, k) in kernels.iter().enumerate() {
+        assert!(k.mr >= 1 && k.nr() >= 1 && k.format.kr >= 1, "{}: empty tile", k.name);
+        assert!(
+            kernels[..i].iter().all(|o| o.name != k.name),
+            "{}: registered twice",
+            k.name
+        );
+        // XNNPACK-style names carry the tile, so reports and benches name it right.
+        let tile = format!("{}x{}c{}", k.mr, k.nr(), k.format.kr);
+        let tile_c1 = format!("{}x{}_", k.mr, k.nr());
+        assert!(
+            k.name.contains(&tile) || (k.format.kr == 1 && k.name.contains(&tile_c1)),
+            "{}: name does not carry the tile {tile}",
+            k.name
+        );
+        assert!(
+            k.run.iter().flatten().any(Option::is_some),
+            "{}: no entry point",
+            k.name
+        );
+    }
+    // The portable kernel handles every combination: it is what every CPU falls back to.
+    let generic = kernels
+        .iter()
+        .find(|k| k.isa == Isa::Scalar)
+        .expect("a scalar GEMM kernel");
+    assert!(
+        generic.run.iter().flatten().all(Option::is_some),
+        "{} lacks a signedness combination",
+        generic.name
+    );
+}
+
+#[test]
+fn cpu_features_are_consistent() {
+    let c = cpu();
+    assert_eq!(c.isas.first(), Some(&Isa::Scalar), "scalar must always be available");
+    assert!(
+        c.isas.windows(2).all(|w| w[0] < w[1]),
+        "tiers out of order: {:?}",
+        c.isas
+    );
+    assert_eq!(c.best(), *c.isas.last().unwrap());
+    assert!(
+        c.isas.iter().all(|&i| common::native_arch(i)),
+        "a tier of another architecture: {:?}",
+        c.isas
+    );
+}
+
+#[test]
+fn kernel_table_picks_the_best_kernel_within_the_cap() {
+    let kernels = dispatch::gemm_kernels();
+    for cap in Isa::ALL {
+        match KernelTable::for_isa(cap) {
+            Ok(t) => {
+                assert!(cpu().has(cap), "for_isa({cap:?}) succeeded on a CPU without it");
+                assert_eq!(t.isa, cap);
+                assert!(
+                    t.gemm.isa.within(cap),
+                    "{}: {:?} is above the cap {cap:?}",
+                    t.gemm.name,
+                    t.gemm.isa
+                );
+                assert!(cpu().has(t.gemm.isa));
+                let best = kernels.iter().rfind(|k| k.isa.within(cap) && cpu().has(k.isa)).unwrap();
+                assert_eq!(t.gemm.name, best.name, "cap {cap:?}: not the best eligible kernel");
+                assert_eq!(t.chosen(), vec![("gemm", best.name)]);
+                let ctx = Context::for_isa(cap).unwrap();
+                assert_eq!(ctx.kernels().gemm.name, best.name);
+                assert_eq!(ctx.kernels().isa, cap);
+            }
+            Err(e) => {
+                assert!(matches!(e, Error::IsaUnavailable(_)), "for_isa({cap:?}): {e:?}");
+                assert!(!cpu().has(cap), "for_isa({cap:?}) failed on a CPU that has it: {e}");
+                assert!(matches!(Context::for_isa(cap), Err(Error::IsaUnavailable(_))));
+                if common::native_arch(cap) {
+                    common::isa_or_skip("KernelTable::for_isa", cap);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn max_isa_parser_accepts_every_tier_name() {
+    for isa in Isa::ALL {
+        let name = isa.name();
+        assert_eq!(parse_max_isa(name), Ok(Some(isa)));
+        assert_eq!(parse_max_isa(&name.to_ascii_uppercase()), Ok(Some(isa)));
+        assert_eq!(parse_max_isa(&format!("  {name}\t\n")), Ok(Some(isa)));
+        assert_eq!(Isa::from_name(name), Some(isa));
+    }
+    assert_eq!(parse_max_isa(""), Ok(None));
+    assert_eq!(parse_max_isa(" \t "), Ok(None));
+}
+
+#[test]
+fn max_isa_parser_rejects_bad_names() {
+    for bad in [
+        "avx",
+        "avx512",
+        "avx-512",
+        "avx512_vnni",
+        "avx512vnni2",
+        "sse4.2",
+        "x86_64",
+        "native",
+        "0",
+        "avx2,avx512vnni",
+        "avx2 neon",
+        "avx2;",
+        "\"avx2\"",
+        "avx2\0",
+        "ａvx2", // full-width letter: not an ASCII case variant
+        "scalär",
+    ] {
+        match parse_max_isa(bad) {
+            Err(Error::InvalidParameter(msg)) => {
+                assert!(
+                    msg.contains("QKERN_MAX_ISA"),
+                    "{bad:?}: message does not name the variable: {msg}"
+                );
+                assert!(
+                    msg.contains(&format!("{bad:?}")),
+                    "{bad:?}: message does not quote the value: {msg}"
+                );
+            }
+            other => panic!("QKERN_MAX_ISA={bad:?} gave {other:?}, expected InvalidParameter"),
+        }
+    }
+}
+
+/// Reads (never sets) the environment, so it cannot race other tests: whatever
+/// `QKERN_MAX_ISA` says in this run, the default context must follow it.
+#[test]
+fn default_context_follows_qkern_max_isa() {
+    let raw = std::env::var("QKERN_MAX_ISA").ok();
+    let parsed = dispatch::max_isa_from_env();
+    if let Some(raw) = &raw {
+        assert_eq!(parsed, parse_max_isa(raw));
+    } else {
+        assert_eq!(parsed, Ok(None));
+    }
+    match parsed {
+        Ok(None) => assert_eq!(Context::new().unwrap().kernels().isa, cpu().best()),
+        Ok(Some(cap)) if cpu().has(cap) => {
+            let ctx = Context::new().unwrap();
+            assert_eq!(ctx.kernels().isa, cap);
+            assert!(ctx.kernels().gemm.isa.within(cap));
+        }
+        Ok(Some(_)) => assert!(matches!(Context::new(), Err(Error::IsaUnavailable(_)))),
+        Err(e) => assert_eq!(Context::new().unwrap_err(), e),
+    }
+}
+
+#[test]
+fn required_isas_are_available() {
+    for isa in common::required_isas() {
+        assert!(common::isa_or_skip("QKERN_REQUIRE_ISA", isa));
+    }
+}
