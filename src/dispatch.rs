@@ -122,7 +122,11 @@ pub struct KernelTable {
 
 /// Every GEMM microkernel compiled into this build, in preference order (best last).
 pub fn gemm_kernels() -> Vec<GemmUkernel> {
-    qkern_kernels::generic::GEMM_KERNELS.to_vec()
+    #[allow(unused_mut)]
+    let mut v = qkern_kernels::generic::GEMM_KERNELS.to_vec();
+    #[cfg(target_arch = "x86_64")]
+    v.extend(qkern_kernels::x86_64::gemm_kernels());
+    v
 }
 
 impl KernelTable {

@@ -20,6 +20,8 @@ pub mod generic;
 pub mod pack;
 pub mod reference;
 pub mod types;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
 
 #[cfg(feature = "testing")]
 pub mod testing;
