@@ -1,0 +1,1471 @@
+//! The C ABI: the C example compiled with `cc` against the static (and shared) library
+//! and run, and every extern function called directly with bad input (null pointers,
+//! zero and huge sizes, inconsistent shapes, invalid enum values, overlapping buffers):
+//! always a status and a message, never a crash.
+
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::ptr::{null, null_mut};
+
+use qkern::ffi::*;
+use qkern::ffi::qk_status::*;
+use qkern::{Activations, MatrixMut, MatrixRef, PackedWeights, Requantize, RequantMode, WeightQuant};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn last_error() -> String {
+    // SAFETY: never NULL, valid until the next qkern call on this thread; copied at once.
+    unsafe { CStr::from_ptr(qk_last_error()) }.to_str().expect("UTF-8 message").to_owned()
+}
+
+/// Asserts a status and that the message names the function and contains `needle`.
+#[track_caller]
+fn expect_err(st: qk_status, want: qk_status, func: &str, needle: &str) {
+    let msg = last_error();
+    assert_eq!(st, want, "status (message: {msg})");
+    assert!(msg.starts_with(&format!("{func}: ")), "message should name {func}: {msg}");
+    assert!(msg.contains(needle), "message should contain {needle:?}: {msg}");
+}
+
+#[track_caller]
+fn expect_ok(st: qk_status) {
+    let msg = last_error();
+    assert_eq!(st, QK_OK, "{msg}");
+    assert_eq!(msg, "", "a success clears the message");
+}
+
+/// target/<profile>, from this test executable's path (target/<profile>/deps/c_abi-…).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<exe>").to_path_buf()
+}
+
+/// The library file `name` (libqkern.a or libqkern.so) built from the same sources as
+/// this test.
+///
+/// `cargo test` compiles the library once with all its crate types (rlib, cdylib,
+/// staticlib) into target/<profile>/deps/ and does not copy them up to
+/// target/<profile>/ (only `cargo build` does), so deps/ holds the one made with the rlib
+/// this test links. If it is missing or older than that rlib (someone deleted it), build
+/// it with `cargo build --lib` into the same target dir.
+fn library(name: &str) -> PathBuf {
+    let dir = profile_dir();
+    let in_deps = dir.join("deps").join(name);
+    let rlib = dir.join("deps/libqkern.rlib");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(lib), Some(r)) = (mtime(&in_deps), mtime(&rlib)) {
+        // Written by the same rustc invocation, a few ms apart.
+        if lib + std::time::Duration::from_secs(60) >= r {
+            return in_deps;
+        }
+    }
+    let profile = dir.file_name().and_then(|s| s.to_str()).expect("profile dir name").to_owned();
+    let target = dir.parent().expect("target dir");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).env("CARGO_TARGET_DIR", target).args(["build", "--lib"]);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        p => {
+            cmd.args(["--profile", p]);
+        }
+    }
+    let st = cmd.status().expect("run cargo build --lib");
+    assert!(st.success(), "cargo build --lib failed");
+    let built = dir.join(name);
+    assert!(built.exists(), "{} not found after cargo build --lib", built.display());
+    built
+}
+
+/// Compiles examples/c/qkern_example.c with `$CC` (default `cc`) and the given link
+/// arguments, runs it and checks its output.
+fn build_and_run_example(out_name: &str, link: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = profile_dir().join("c-example");
+    std::fs::create_dir_all(&out_dir).expect("create the output dir");
+    let exe = out_dir.join(out_name);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let output = Command::new(&cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O1"])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("examples/c/qkern_example.c"))
+        .args(link)
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(
+        output.status.success(),
+        "compiling the C example failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run = Command::new(&exe).output().expect("run the C example");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    print!("{stdout}");
+    assert!(run.status.success(), "the C example failed ({}):\n{stdout}\n{stderr}", run.status);
+    assert!(stdout.contains(&format!("qkern {}", env!("CARGO_PKG_VERSION"))), "{stdout}");
+    assert!(stdout.contains("expected error 1: qk_gemm_i32: null pointer: `weights`"), "{stdout}");
+    assert!(stdout.contains("matmul_integer: Y[0][0..3] = "), "{stdout}");
+    assert!(stdout.contains("expected error 8: qk_quantize_multiplier:"), "{stdout}");
+    assert!(stdout.contains("expected error 5: qk_gemm_weights_create:"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("qkern_example: all checks passed"), "{stdout}");
+    assert!(stderr.is_empty(), "unexpected stderr: {stderr}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The C program
+
+#[test]
+fn c_example_against_the_static_library() {
+    let lib = library("libqkern.a");
+    build_and_run_example("qkern_example_static", &[lib.to_str().expect("UTF-8 path")]);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn c_example_against_the_shared_library() {
+    let lib = library("libqkern.so");
+    let dir = lib.parent().expect("lib dir").to_str().expect("UTF-8 path").to_owned();
+    // Link that exact file (deps/ also holds other libqkern* files), found at run time
+    // through the rpath.
+    build_and_run_example("qkern_example_shared", &[lib.to_str().expect("UTF-8 path"), &format!("-Wl,-rpath,{dir}")]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Version and the error message
+
+#[test]
+fn version_is_the_crate_version() {
+    // SAFETY: static NUL-terminated string.
+    let v = unsafe { CStr::from_ptr(qk_version()) };
+    assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn last_error_is_empty_at_first_and_per_thread() {
+    std::thread::spawn(|| {
+        assert_eq!(last_error(), "");
+        // SAFETY: testing the NULL check.
+        let st = unsafe { qk_multiply_by_quantized_multiplier(1, 1 << 30, 0, QK_REQUANT_SINGLE_ROUNDING, null_mut()) };
+        expect_err(st, QK_ERR_NULL_POINTER, "qk_multiply_by_quantized_multiplier", "`out`");
+        // Another thread does not see this thread's message.
+        std::thread::spawn(|| assert_eq!(last_error(), "")).join().unwrap();
+        assert!(!last_error().is_empty());
+        // Reading the message or the version does not clear it.
+        let _ = qk_version();
+        assert!(last_error().contains("`out`"));
+    })
+    .join()
+    .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// qk_quantize_multiplier / qk_multiply_by_quantized_multiplier
+
+fn qmul(real: f64, mode: i32) -> (qk_status, i32, i32) {
+    let (mut m, mut s) = (-7, -7);
+    // SAFETY: two distinct valid out-pointers.
+    let st = unsafe { qk_quantize_multiplier(real, mode, &mut m, &mut s) };
+    (st, m, s)
+}
+
+fn mbqm(x: i32, m: i32, s: i32, mode: i32) -> (qk_status, i32) {
+    let mut out = -7;
+    // SAFETY: a valid out-pointer.
+    let st = unsafe { qk_multiply_by_quantized_multiplier(x, m, s, mode, &mut out) };
+    (st, out)
+}
+
+#[test]
+fn quantize_multiplier_values() {
+    const D: i32 = QK_REQUANT_TFLITE_DOUBLE_ROUNDING;
+    const S: i32 = QK_REQUANT_SINGLE_ROUNDING;
+    // real = multiplier · 2^(shift − 31), multiplier in [2^30, 2^31), by hand.
+    for (real, mode, m, s) in [
+        (0.5, D, 1 << 30, 0),
+        (1.0, D, 1 << 30, 1),
+        (0.25, S, 1 << 30, -1),
+        (0.75, D, 1_610_612_736, 0),
+        (0.0, D, 0, 0),
+        (2f64.powi(-32), D, 1 << 30, -31),  // the smallest shift kept
+        (2f64.powi(-33), D, 0, 0),          // below it: zero
+        (1.0 - 2f64.powi(-40), D, 1 << 30, 1), // rounds up to 2^31: halved, shift + 1
+        (2f64.powi(31), D, 1 << 30, 32),    // double rounding keeps the large shift
+        (2f64.powi(31), S, i32::MAX, 30),   // single rounding caps it at 30
+    ] {
+        let (st, gm, gs) = qmul(real, mode);
+        assert_eq!(st, QK_OK, "{real}: {}", last_error());
+        assert_eq!((gm, gs), (m, s), "quantize_multiplier({real}, mode {mode})");
+    }
+}
+
+#[test]
+fn quantize_multiplier_bad_input() {
+    const F: &str = "qk_quantize_multiplier";
+    let mut m = 5;
+    // SAFETY: NULL out-pointers are the error under test; the other is valid.
+    let st = unsafe { qk_quantize_multiplier(0.5, QK_REQUANT_SINGLE_ROUNDING, null_mut(), &mut m) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`multiplier`");
+    // SAFETY: as above.
+    let st = unsafe { qk_quantize_multiplier(0.5, QK_REQUANT_SINGLE_ROUNDING, &mut m, null_mut()) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`shift`");
+    assert_eq!(m, 5, "outputs are untouched on failure");
+    // The same pointer for both outputs.
+    // SAFETY: a valid pointer; the aliasing is the error under test and is refused
+    // before any write.
+    let st = unsafe { qk_quantize_multiplier(0.5, QK_REQUANT_SINGLE_ROUNDING, &mut m, &mut m as *mut i32) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "overlaps");
+    // A misaligned pointer.
+    let mut buf = [0i32; 2];
+    let odd = (buf.as_mut_ptr() as *mut u8).wrapping_add(1) as *mut i32;
+    // SAFETY: the misalignment is refused before any access.
+    let st = unsafe { qk_quantize_multiplier(0.5, QK_REQUANT_SINGLE_ROUNDING, odd, &mut m) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "aligned");
+
+    for mode in [3, -1, 42, i32::MIN, i32::MAX] {
+        let (st, gm, gs) = qmul(0.5, mode);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "not a qk_requant_mode");
+        assert_eq!((gm, gs), (-7, -7));
+    }
+    let (st, ..) = qmul(0.5, QK_REQUANT_FP32);
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "Fp32");
+    for real in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.5, -f64::MIN_POSITIVE] {
+        let (st, gm, gs) = qmul(real, QK_REQUANT_TFLITE_DOUBLE_ROUNDING);
+        expect_err(st, QK_ERR_SCALE, F, "real");
+        assert_eq!((gm, gs), (-7, -7));
+    }
+}
+
+#[test]
+fn multiply_by_quantized_multiplier_values() {
+    const D: i32 = QK_REQUANT_TFLITE_DOUBLE_ROUNDING;
+    const S: i32 = QK_REQUANT_SINGLE_ROUNDING;
+    let half = 1 << 30; // 0.5 in Q0.31
+    // By hand: x · M · 2^(shift − 31).
+    for (x, m, s, mode, want) in [
+        (100, half, 0, D, 50),
+        (100, half, 0, S, 50),
+        (-6, half, -1, D, -2), // -1.5: RoundingDivideByPOT rounds ties away from zero
+        (-6, half, -1, S, -1), // -1.5: single rounding rounds ties toward +inf
+        (6, half, -1, D, 2),   // 1.5
+        (6, half, -1, S, 2),
+        (1000, half, 2, D, 2000),
+        (i32::MIN, half, 0, D, -(1 << 30)),
+        (i32::MAX, 0, 0, S, 0),
+        (2, i32::MAX, 30, S, i32::MAX), // (2·(2^31 − 1) + 1) >> 1: just inside int32
+        (-2, i32::MAX, 30, S, -i32::MAX),
+    ] {
+        let (st, got) = mbqm(x, m, s, mode);
+        assert_eq!(st, QK_OK, "{}", last_error());
+        assert_eq!(got, want, "({x}, {m}, {s}, mode {mode})");
+    }
+    // Against the safe Rust API over a sweep (including the overflowing inputs, which
+    // must give the same error): the C entry point passes everything through unchanged.
+    use qkern::requant as r;
+    let xs = [0, 1, -1, 2, -2, 3, 5, -5, 127, -128, 255, 1000, -1000, 65_535, -65_536, 1 << 20, -(1 << 20), i32::MAX, i32::MIN];
+    for real in [0.001, 0.1, 0.3, 0.5, 0.999, 1.0, 1.7, 3.0, 1e-9] {
+        for (mode_c, mode) in [(D, RequantMode::TfliteDoubleRounding), (S, RequantMode::SingleRounding)] {
+            let qm = r::quantize_multiplier(real, mode).unwrap();
+            let (st, m, s) = qmul(real, mode_c);
+            assert_eq!((st, m, s), (QK_OK, qm.multiplier, qm.shift));
+            for &x in &xs {
+                let (st, got) = mbqm(x, qm.multiplier, qm.shift, mode_c);
+                match r::multiply_by_quantized_multiplier(x, qm, mode) {
+                    Ok(want) => assert_eq!((st, got), (QK_OK, want), "x = {x}, real = {real}, {mode:?}: {}", last_error()),
+                    Err(e) => {
+                        assert_eq!(st, QK_ERR_OVERFLOW, "x = {x}, real = {real}, {mode:?}");
+                        assert_eq!(last_error(), format!("qk_multiply_by_quantized_multiplier: {e}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn multiply_by_quantized_multiplier_bad_input() {
+    const F: &str = "qk_multiply_by_quantized_multiplier";
+    // SAFETY: NULL is the error under test.
+    let st = unsafe { qk_multiply_by_quantized_multiplier(1, 1 << 30, 0, QK_REQUANT_SINGLE_ROUNDING, null_mut()) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`out`");
+    for mode in [3, -1, i32::MIN, i32::MAX] {
+        let (st, out) = mbqm(1, 1 << 30, 0, mode);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "not a qk_requant_mode");
+        assert_eq!(out, -7);
+    }
+    let (st, _) = mbqm(1, 1 << 30, 0, QK_REQUANT_FP32);
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "Fp32");
+    // The multiplier is 0 or a normalised Q0.31 mantissa in [2^30, 2^31).
+    for m in [-1, 1, (1 << 30) - 1, i32::MIN] {
+        let (st, _) = mbqm(1, m, 0, QK_REQUANT_SINGLE_ROUNDING);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "multiplier");
+    }
+    for (shift, mode) in [
+        (31, QK_REQUANT_SINGLE_ROUNDING),
+        (32, QK_REQUANT_TFLITE_DOUBLE_ROUNDING),
+        (-32, QK_REQUANT_TFLITE_DOUBLE_ROUNDING),
+        (-32, QK_REQUANT_SINGLE_ROUNDING),
+        (i32::MAX, QK_REQUANT_TFLITE_DOUBLE_ROUNDING),
+        (i32::MIN, QK_REQUANT_SINGLE_ROUNDING),
+    ] {
+        let (st, _) = mbqm(1, 1 << 30, shift, mode);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "shift");
+    }
+    // Where TFLite's int32 arithmetic would overflow: an error, not a wrapped or clamped
+    // value.
+    for mode in [QK_REQUANT_TFLITE_DOUBLE_ROUNDING, QK_REQUANT_SINGLE_ROUNDING] {
+        let (st, out) = mbqm(i32::MAX, i32::MAX, 30, mode);
+        expect_err(st, QK_ERR_OVERFLOW, F, "overflow");
+        assert_eq!(out, -7);
+        let (st, _) = mbqm(8, i32::MAX, 30, mode);
+        expect_err(st, QK_ERR_OVERFLOW, F, "overflow");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Prepacked GEMM
+
+const K: usize = 7;
+const N: usize = 5;
+const M: usize = 3;
+
+fn b_i8() -> Vec<i8> {
+    (0..K * N).map(|i| ((i * 37 + 11) % 256) as u8 as i8).collect()
+}
+fn a_u8() -> Vec<u8> {
+    (0..M * K).map(|i| ((i * 53 + 7) % 256) as u8).collect()
+}
+
+/// Owns a handle; frees it on drop.
+struct Weights(*mut qk_gemm_weights);
+impl Drop for Weights {
+    fn drop(&mut self) {
+        // SAFETY: a live handle from qk_gemm_weights_create, freed once.
+        assert_eq!(unsafe { qk_gemm_weights_free(self.0) }, QK_OK);
+    }
+}
+
+fn create(b: &[i8], dtype: i32, k: usize, n: usize, ldb: usize, zp: &[i32], scale: &[f32]) -> (qk_status, *mut qk_gemm_weights) {
+    let mut out = 0x10 as *mut qk_gemm_weights; // a non-NULL sentinel, never dereferenced
+    let scale_ptr = if scale.is_empty() { null() } else { scale.as_ptr() };
+    // SAFETY: the slices are valid for their lengths; `out` is writable.
+    let st = unsafe {
+        qk_gemm_weights_create(b.as_ptr().cast(), dtype, b.len(), k, n, ldb, zp.as_ptr(), zp.len(), scale_ptr, scale.len(), &mut out)
+    };
+    if st != QK_OK {
+        assert!(out.is_null(), "the handle is NULL after a failure");
+    }
+    (st, out)
+}
+
+fn weights(zp: &[i32], scale: &[f32]) -> Weights {
+    let (st, w) = create(&b_i8(), QK_I8, K, N, N, zp, scale);
+    assert_eq!(st, QK_OK, "{}", last_error());
+    assert!(!w.is_null());
+    Weights(w)
+}
+
+/// The exact GEMM, in i64, from the definition.
+fn oracle(a: &[u8], za: i32, b: &[i8], zb: &[i32], bias: Option<&[i32]>, m: usize) -> Vec<i64> {
+    let mut c = vec![0i64; m * N];
+    for i in 0..m {
+        for j in 0..N {
+            let mut acc = bias.map_or(0, |b| b[j] as i64);
+            for p in 0..K {
+                acc += (a[i * K + p] as i64 - za as i64) * (b[p * N + j] as i64 - zb[j] as i64);
+            }
+            c[i * N + j] = acc;
+        }
+    }
+    c
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_i32(w: *const qk_gemm_weights, a: &[u8], dtype: i32, m: usize, lda: usize, za: i32, bias: Option<&[i32]>, c: &mut [i32], ldc: usize) -> qk_status {
+    let (bp, bn) = bias.map_or((null(), 0), |b| (b.as_ptr(), b.len()));
+    // SAFETY: every slice is valid for its length and distinct.
+    unsafe { qk_gemm_i32(w, a.as_ptr().cast(), dtype, a.len(), m, lda, za, bp, bn, c.as_mut_ptr(), c.len(), ldc) }
+}
+
+#[test]
+fn gemm_i32_matches_the_definition() {
+    let zb = [0, 1, -2, 127, -128];
+    let w = weights(&zb, &[]);
+    let a = a_u8();
+    let bias = [5, -6, 1 << 20, -(1 << 20), 0];
+    for (za, bias) in [(0, None), (128, Some(&bias[..])), (255, Some(&bias[..]))] {
+        let mut c = vec![0i32; M * N];
+        expect_ok(gemm_i32(w.0, &a, QK_U8, M, K, za, bias, &mut c, N));
+        let want: Vec<i32> = oracle(&a, za, &b_i8(), &zb, bias, M).into_iter().map(|v| v as i32).collect();
+        assert_eq!(c, want, "za = {za}");
+    }
+    // i8 activations are the same bytes reinterpreted; per-tensor zero point.
+    let w1 = weights(&[3], &[]);
+    let a_i8: Vec<i8> = a.iter().map(|&v| v as i8).collect();
+    let mut c = vec![0i32; M * N];
+    // SAFETY: valid slices.
+    let st = unsafe { qk_gemm_i32(w1.0, a_i8.as_ptr().cast(), QK_I8, a_i8.len(), M, K, -5, null(), 0, c.as_mut_ptr(), c.len(), N) };
+    expect_ok(st);
+    for i in 0..M {
+        for j in 0..N {
+            let want: i32 = (0..K).map(|p| (a_i8[i * K + p] as i32 + 5) * (b_i8()[p * N + j] as i32 - 3)).sum();
+            assert_eq!(c[i * N + j], want);
+        }
+    }
+    // Strided A and C: padding columns are neither read into the result nor written.
+    let lda = K + 3;
+    let ldc = N + 2;
+    let mut a_pad = vec![0xEEu8; (M - 1) * lda + K];
+    for i in 0..M {
+        a_pad[i * lda..i * lda + K].copy_from_slice(&a[i * K..(i + 1) * K]);
+    }
+    let mut c = vec![i32::MIN; (M - 1) * ldc + N];
+    expect_ok(gemm_i32(w.0, &a_pad, QK_U8, M, lda, 128, None, &mut c, ldc));
+    let want = oracle(&a, 128, &b_i8(), &zb, None, M);
+    for i in 0..M {
+        for j in 0..ldc {
+            if i * ldc + j >= c.len() {
+                break;
+            }
+            if j < N {
+                assert_eq!(c[i * ldc + j] as i64, want[i * N + j]);
+            } else {
+                assert_eq!(c[i * ldc + j], i32::MIN, "padding written at ({i}, {j})");
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_shape_query() {
+    let w = weights(&[0], &[1.0]);
+    let (mut k, mut n, mut d) = (0usize, 0usize, 0i32);
+    // SAFETY: valid handle and out-pointers.
+    expect_ok(unsafe { qk_gemm_weights_shape(w.0, &mut k, &mut n, &mut d) });
+    assert_eq!((k, n, d), (K, N, QK_I8));
+    // SAFETY: NULL is the error under test.
+    let st = unsafe { qk_gemm_weights_shape(null(), &mut k, &mut n, &mut d) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_gemm_weights_shape", "`weights`");
+    // SAFETY: as above.
+    let st = unsafe { qk_gemm_weights_shape(w.0, &mut k, null_mut(), &mut d) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_gemm_weights_shape", "`n`");
+}
+
+#[test]
+fn gemm_f32_and_requantize_match_the_rust_api() {
+    let zb = [0, 1, -2, 7, -9];
+    let sb = [0.5f32, 0.25, 0.125, 0.0625, 0.03125];
+    let w = weights(&zb, &sb);
+    let b = b_i8();
+    let packed = PackedWeights::new(MatrixRef::new(&b, K, N), WeightQuant::per_column(&zb, &sb)).unwrap();
+    let a = a_u8();
+    let (za, sa) = (100u8, 0.02f32);
+    let bias = [1000, -1000, 0, 7, 123_456];
+
+    // f32 output, f32 bias.
+    let fbias = [0.5f32, -0.25, 0.0, 1e3, -7.0];
+    let mut c = vec![0f32; M * N];
+    // SAFETY: valid slices.
+    let st = unsafe {
+        qk_gemm_f32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, za as i32, sa, fbias.as_ptr(), N, c.as_mut_ptr(), c.len(), N)
+    };
+    expect_ok(st);
+    let mut want = vec![0f32; M * N];
+    qkern::gemm::gemm_f32(Activations::new(MatrixRef::new(&a, M, K), za, sa), &packed, Some(&fbias), MatrixMut::new(&mut want, M, N)).unwrap();
+    assert_eq!(c.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+
+    // Requantized, every mode, both output types, with a clamp.
+    for (mode_c, mode) in [
+        (QK_REQUANT_FP32, RequantMode::Fp32),
+        (QK_REQUANT_TFLITE_DOUBLE_ROUNDING, RequantMode::TfliteDoubleRounding),
+        (QK_REQUANT_SINGLE_ROUNDING, RequantMode::SingleRounding),
+    ] {
+        let (so, zo) = (0.37f32, 3);
+        let mut q = vec![0u8; M * N];
+        // SAFETY: valid slices.
+        let st = unsafe {
+            qk_gemm_requantize(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, za as i32, sa, bias.as_ptr(), N, so, zo, mode_c, 10, 250, q.as_mut_ptr().cast(), QK_U8, q.len(), N)
+        };
+        expect_ok(st);
+        let mut want = vec![0u8; M * N];
+        let rq = Requantize::new(so, zo as u8).mode(mode).bias(&bias).clamp(10, 250);
+        qkern::gemm::gemm_requantize(Activations::new(MatrixRef::new(&a, M, K), za, sa), &packed, &rq, MatrixMut::new(&mut want, M, N)).unwrap();
+        assert_eq!(q, want, "{mode:?} u8");
+        assert!(q.iter().all(|&v| (10..=250).contains(&v)));
+
+        let mut q = vec![0i8; M * N];
+        // SAFETY: valid slices.
+        let st = unsafe {
+            qk_gemm_requantize(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, za as i32, sa, null(), 0, so, -zo, mode_c, -128, 127, q.as_mut_ptr().cast(), QK_I8, q.len(), N)
+        };
+        expect_ok(st);
+        let mut want = vec![0i8; M * N];
+        let rq = Requantize::new(so, -zo as i8).mode(mode);
+        qkern::gemm::gemm_requantize(Activations::new(MatrixRef::new(&a, M, K), za, sa), &packed, &rq, MatrixMut::new(&mut want, M, N)).unwrap();
+        assert_eq!(q, want, "{mode:?} i8");
+    }
+}
+
+#[test]
+fn gemm_zero_and_degenerate_sizes() {
+    let w = weights(&[0], &[]);
+    let a = a_u8();
+    // m = 0: nothing to do, nothing written; the buffers must still be non-NULL.
+    let mut c = [i32::MIN; 1];
+    expect_ok(gemm_i32(w.0, &a[..0], QK_U8, 0, K, 0, None, &mut c[..0], N));
+    // SAFETY: NULL is the error under test.
+    let st = unsafe { qk_gemm_i32(w.0, null(), QK_U8, 0, 0, K, 0, null(), 0, c.as_mut_ptr(), 0, N) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_gemm_i32", "`a`");
+
+    // K = 0: C = bias.
+    let (st, w0) = create(&[], QK_I8, 0, N, N, &[0], &[]);
+    assert_eq!(st, QK_OK, "{}", last_error());
+    let w0 = Weights(w0);
+    let bias = [1, 2, 3, 4, 5];
+    let mut c = vec![-1i32; 2 * N];
+    expect_ok(gemm_i32(w0.0, &[0u8; 0], QK_U8, 2, 0, 0, Some(&bias), &mut c, N));
+    assert_eq!(c, [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]);
+
+    // N = 0.
+    let (st, wn) = create(&[], QK_I8, K, 0, 0, &[0], &[]);
+    assert_eq!(st, QK_OK, "{}", last_error());
+    let wn = Weights(wn);
+    let mut c = [0i32; 1];
+    expect_ok(gemm_i32(wn.0, &a, QK_U8, M, K, 0, None, &mut c[..0], 0));
+}
+
+#[test]
+fn gemm_weights_create_bad_input() {
+    const F: &str = "qk_gemm_weights_create";
+    let b = b_i8();
+    let mut out = null_mut();
+    // NULLs.
+    // SAFETY: NULL `b` is the error under test; the rest is valid.
+    let st = unsafe { qk_gemm_weights_create(null(), QK_I8, b.len(), K, N, N, [0].as_ptr(), 1, null(), 0, &mut out) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`b`");
+    // SAFETY: as above, for `zero_point`.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, b.len(), K, N, N, null(), 1, null(), 0, &mut out) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`zero_point`");
+    // SAFETY: as above, for `out`.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, b.len(), K, N, N, [0].as_ptr(), 1, null(), 0, null_mut()) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`out`");
+    // SAFETY: NULL `scale` with a non-zero count.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, b.len(), K, N, N, [0].as_ptr(), 1, null(), N, &mut out) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`scale`");
+
+    // Dtypes: unknown values are invalid, known ones the GEMM does not take unsupported.
+    for d in [0, 7, 99, -1, i32::MIN, i32::MAX] {
+        let (st, _) = create(&b, d, K, N, N, &[0], &[]);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "not a qk_dtype");
+    }
+    for d in [QK_F32, QK_U16, QK_I16, QK_I32, QK_INT4, QK_UINT4] {
+        let (st, _) = create(&b, d, K, N, N, &[0], &[]);
+        expect_err(st, QK_ERR_UNSUPPORTED, F, "`b_dtype`");
+    }
+    // Shapes, strides, sizes.
+    let (st, _) = create(&b, QK_I8, K, N, N, &[0, 0, 0], &[]);
+    expect_err(st, QK_ERR_SHAPE, F, "`zero_point` has 3 values");
+    let (st, _) = create(&b, QK_I8, K, N, N, &[0], &[1.0, 1.0]);
+    expect_err(st, QK_ERR_SHAPE, F, "`scale` has 2 values");
+    let (st, _) = create(&b, QK_I8, K, N, N, &[], &[]);
+    expect_err(st, QK_ERR_SHAPE, F, "`zero_point` has 0 values");
+    let (st, _) = create(&b, QK_I8, K, N, N - 1, &[0], &[]);
+    expect_err(st, QK_ERR_INVALID_STRIDE, F, "stride");
+    let (st, _) = create(&b[..b.len() - 1], QK_I8, K, N, N, &[0], &[]);
+    expect_err(st, QK_ERR_BUFFER_TOO_SMALL, F, "needs 35");
+    let (st, _) = create(&b, QK_I8, K + 1, N, N, &[0], &[]);
+    expect_err(st, QK_ERR_BUFFER_TOO_SMALL, F, "needs 40");
+    // Huge sizes: the extent overflows size_t, or the count exceeds the address space.
+    let (st, _) = create(&b, QK_I8, usize::MAX / 2, N, N, &[0], &[]);
+    expect_err(st, QK_ERR_OVERFLOW, F, "overflow size_t");
+    let (st, _) = create(&b, QK_I8, 2, usize::MAX, usize::MAX, &[0], &[]);
+    expect_err(st, QK_ERR_OVERFLOW, F, "overflow size_t");
+    // SAFETY: the oversized count is refused before a slice is made.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, usize::MAX, K, N, N, [0].as_ptr(), 1, null(), 0, &mut out) };
+    expect_err(st, QK_ERR_OVERFLOW, F, "address space");
+    // SAFETY: as above, for a 4-byte element type.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, b.len(), K, N, N, [0].as_ptr(), usize::MAX / 2, null(), 0, &mut out) };
+    expect_err(st, QK_ERR_OVERFLOW, F, "`zero_point`");
+    // Values.
+    let (st, _) = create(&b, QK_I8, K, N, N, &[128], &[]);
+    expect_err(st, QK_ERR_ZERO_POINT, F, "128");
+    let (st, _) = create(&b, QK_U8, K, N, N, &[-1], &[]);
+    expect_err(st, QK_ERR_ZERO_POINT, F, "-1");
+    for s in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        let (st, _) = create(&b, QK_I8, K, N, N, &[0], &[s]);
+        expect_err(st, QK_ERR_SCALE, F, "scale");
+    }
+    // A misaligned zero_point pointer.
+    let zp = [0i32; 2];
+    let odd = (zp.as_ptr() as *const u8).wrapping_add(2) as *const i32;
+    // SAFETY: refused before any read.
+    let st = unsafe { qk_gemm_weights_create(b.as_ptr().cast(), QK_I8, b.len(), K, N, N, odd, 1, null(), 0, &mut out) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "aligned");
+}
+
+#[test]
+fn gemm_run_bad_input() {
+    const F: &str = "qk_gemm_i32";
+    let w = weights(&[0], &[]);
+    let a = a_u8();
+    let mut c = vec![0i32; M * N];
+    let bias = [0i32; N];
+
+    // NULLs.
+    expect_err(gemm_i32(null(), &a, QK_U8, M, K, 0, None, &mut c, N), QK_ERR_NULL_POINTER, F, "`weights`");
+    let odd = (w.0 as *const u8).wrapping_add(1).cast::<qk_gemm_weights>();
+    expect_err(gemm_i32(odd, &a, QK_U8, M, K, 0, None, &mut c, N), QK_ERR_INVALID_PARAMETER, F, "`weights` is misaligned");
+    // SAFETY: NULL `a`.
+    let st = unsafe { qk_gemm_i32(w.0, null(), QK_U8, a.len(), M, K, 0, null(), 0, c.as_mut_ptr(), c.len(), N) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`a`");
+    // SAFETY: NULL `c`.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, null(), 0, null_mut(), c.len(), N) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`c`");
+    // SAFETY: NULL `bias` with a count.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, null(), N, c.as_mut_ptr(), c.len(), N) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`bias`");
+
+    // Dtypes.
+    for d in [0, 8, -3, i32::MAX] {
+        expect_err(gemm_i32(w.0, &a, d, M, K, 0, None, &mut c, N), QK_ERR_INVALID_PARAMETER, F, "`a_dtype`");
+    }
+    expect_err(gemm_i32(w.0, &a, QK_F32, M, K, 0, None, &mut c, N), QK_ERR_UNSUPPORTED, F, "`a_dtype`");
+
+    // Shapes.
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K - 1, 0, None, &mut c, N), QK_ERR_INVALID_STRIDE, F, "`a`");
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K, 0, None, &mut c, N - 1), QK_ERR_INVALID_STRIDE, F, "`c`");
+    expect_err(gemm_i32(w.0, &a, QK_U8, M + 1, K, 0, None, &mut c, N), QK_ERR_BUFFER_TOO_SMALL, F, "`a`");
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K, 0, None, &mut c[..M * N - 1], N), QK_ERR_BUFFER_TOO_SMALL, F, "`c`");
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K, 0, Some(&bias[..N - 1]), &mut c, N), QK_ERR_SHAPE, F, "bias");
+    expect_err(gemm_i32(w.0, &a, QK_U8, usize::MAX, K, 0, None, &mut c, N), QK_ERR_OVERFLOW, F, "overflow size_t");
+    expect_err(gemm_i32(w.0, &a, QK_U8, 2, usize::MAX, 0, None, &mut c, N), QK_ERR_OVERFLOW, F, "overflow size_t");
+    // SAFETY: the oversized counts are refused before any slice is made.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, usize::MAX, M, K, 0, null(), 0, c.as_mut_ptr(), c.len(), N) };
+    expect_err(st, QK_ERR_OVERFLOW, F, "`a`");
+    // SAFETY: as above.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, null(), 0, c.as_mut_ptr(), usize::MAX / 4 + 1, N) };
+    expect_err(st, QK_ERR_OVERFLOW, F, "`c`");
+
+    // Zero points.
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K, 256, None, &mut c, N), QK_ERR_ZERO_POINT, F, "a_zero_point");
+    expect_err(gemm_i32(w.0, &a, QK_I8, M, K, 128, None, &mut c, N), QK_ERR_ZERO_POINT, F, "a_zero_point");
+    expect_err(gemm_i32(w.0, &a, QK_U8, M, K, -1, None, &mut c, N), QK_ERR_ZERO_POINT, F, "a_zero_point");
+
+    // The output overlapping an input.
+    let mut buf = vec![0i32; M * N + 8];
+    let (bp, cp) = (buf.as_ptr(), buf.as_mut_ptr());
+    // SAFETY: `a` and `c` overlap on purpose; refused before any slice is made.
+    let st = unsafe { qk_gemm_i32(w.0, bp.cast(), QK_U8, M * K, M, K, 0, null(), 0, cp, M * N, N) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`c` overlaps `a`");
+    // SAFETY: `bias` and `c` overlap on purpose.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, bp.wrapping_add(3), N, cp, M * N, N) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`c` overlaps `bias`");
+    // A misaligned `c`.
+    let odd = (cp as *mut u8).wrapping_add(1) as *mut i32;
+    // SAFETY: refused before any access.
+    let st = unsafe { qk_gemm_i32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, null(), 0, odd, M * N, N) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "aligned");
+    assert!(buf.iter().all(|&v| v == 0), "nothing written on failure");
+    assert!(c.iter().all(|&v| v == 0), "nothing written on failure");
+}
+
+#[test]
+fn gemm_f32_and_requantize_bad_input() {
+    let no_scale = weights(&[0], &[]);
+    let w = weights(&[0], &[0.5]);
+    let a = a_u8();
+    let mut cf = vec![0f32; M * N];
+    let mut q = vec![0u8; M * N];
+    let f32_call = |w: *const qk_gemm_weights, sa: f32, cf: &mut [f32]| {
+        // SAFETY: valid slices.
+        unsafe { qk_gemm_f32(w, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, sa, null(), 0, cf.as_mut_ptr(), cf.len(), N) }
+    };
+    expect_err(f32_call(no_scale.0, 1.0, &mut cf), QK_ERR_INVALID_PARAMETER, "qk_gemm_f32", "weight scales");
+    for sa in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        expect_err(f32_call(w.0, sa, &mut cf), QK_ERR_SCALE, "qk_gemm_f32", "activation scale");
+    }
+    // SAFETY: NULL `bias` with a count.
+    let st = unsafe { qk_gemm_f32(w.0, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, 1.0, null(), 1, cf.as_mut_ptr(), cf.len(), N) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_gemm_f32", "`bias`");
+
+    const F: &str = "qk_gemm_requantize";
+    #[allow(clippy::too_many_arguments)]
+    fn rq(w: *const qk_gemm_weights, a: &[u8], sa: f32, so: f32, zo: i32, mode: i32, lo: i32, hi: i32, q: &mut [u8], c_dtype: i32) -> qk_status {
+        // SAFETY: valid slices.
+        unsafe { qk_gemm_requantize(w, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, sa, null(), 0, so, zo, mode, lo, hi, q.as_mut_ptr().cast(), c_dtype, q.len(), N) }
+    }
+    expect_ok(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8));
+    expect_err(rq(no_scale.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8), QK_ERR_INVALID_PARAMETER, F, "weight scales");
+    for mode in [3, -1, i32::MIN] {
+        expect_err(rq(w.0, &a, 1.0, 1.0, 0, mode, 0, 255, &mut q, QK_U8), QK_ERR_INVALID_PARAMETER, F, "`mode`");
+    }
+    for d in [0, 4242] {
+        expect_err(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 0, 255, &mut q, d), QK_ERR_INVALID_PARAMETER, F, "`c_dtype`");
+    }
+    expect_err(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_I32), QK_ERR_UNSUPPORTED, F, "`c_dtype`");
+    expect_err(rq(w.0, &a, 1.0, 1.0, 256, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8), QK_ERR_ZERO_POINT, F, "out_zero_point");
+    expect_err(rq(w.0, &a, 1.0, 1.0, -129, QK_REQUANT_FP32, -128, 127, &mut q, QK_I8), QK_ERR_ZERO_POINT, F, "out_zero_point");
+    expect_err(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, -1, 255, &mut q, QK_U8), QK_ERR_INVALID_PARAMETER, F, "`out_min`");
+    expect_err(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 0, 256, &mut q, QK_U8), QK_ERR_INVALID_PARAMETER, F, "`out_max`");
+    expect_err(rq(w.0, &a, 1.0, 1.0, 0, QK_REQUANT_FP32, 200, 100, &mut q, QK_U8), QK_ERR_INVALID_PARAMETER, F, "greater than");
+    for s in [0.0, -2.0, f32::NAN, f32::NEG_INFINITY] {
+        expect_err(rq(w.0, &a, 1.0, s, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8), QK_ERR_SCALE, F, "output scale");
+        expect_err(rq(w.0, &a, s, 1.0, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8), QK_ERR_SCALE, F, "activation scale");
+    }
+    // A multiplier sa·sb/so that overflows f32 is refused, not saturated silently.
+    expect_err(rq(w.0, &a, 1e30, 1e-30, 0, QK_REQUANT_FP32, 0, 255, &mut q, QK_U8), QK_ERR_SCALE, F, "multiplier");
+    // The output overlapping the input (u8 in, u8 out: the in-place mistake).
+    let mut buf = a.clone();
+    let p = buf.as_mut_ptr();
+    // SAFETY: `a` and `c` overlap on purpose; refused before any slice is made.
+    let st = unsafe { qk_gemm_requantize(w.0, p.cast_const().cast(), QK_U8, M * K, M, K, 0, 1.0, null(), 0, 1.0, 0, QK_REQUANT_FP32, 0, 255, p.cast(), QK_U8, M * N, N) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`c` overlaps `a`");
+    assert_eq!(buf, a, "nothing written on failure");
+}
+
+#[test]
+fn gemm_weights_free_null_is_ok_and_handles_are_shareable() {
+    // SAFETY: NULL is documented as a no-op.
+    expect_ok(unsafe { qk_gemm_weights_free(null_mut()) });
+    let zb = [0, 1, 2, 3, 4];
+    let w = weights(&zb, &[]);
+    let handle = w.0 as usize; // handles are immutable, so sharing across threads is allowed
+    let want: Vec<i32> = oracle(&a_u8(), 9, &b_i8(), &zb, None, M).into_iter().map(|v| v as i32).collect();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let want = &want;
+            s.spawn(move || {
+                for _ in 0..50 {
+                    let mut c = vec![0i32; M * N];
+                    expect_ok(gemm_i32(handle as *const qk_gemm_weights, &a_u8(), QK_U8, M, K, 9, None, &mut c, N));
+                    assert_eq!(&c, want);
+                }
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// ONNX operators: the conformance cases replayed through the C entry points
+
+mod conformance {
+    use super::*;
+    use serde_json::Value;
+    use std::ffi::c_void;
+
+    /// An array loaded from .npy, in its element type (4-bit types: unpacked, as stored).
+    pub enum Buf {
+        U8(Vec<u8>),
+        I8(Vec<i8>),
+        U16(Vec<u16>),
+        I16(Vec<i16>),
+        I32(Vec<i32>),
+        F32(Vec<f32>),
+    }
+
+    impl Buf {
+        pub fn ptr(&self) -> *const c_void {
+            match self {
+                Buf::U8(v) => v.as_ptr().cast(),
+                Buf::I8(v) => v.as_ptr().cast(),
+                Buf::U16(v) => v.as_ptr().cast(),
+                Buf::I16(v) => v.as_ptr().cast(),
+                Buf::I32(v) => v.as_ptr().cast(),
+                Buf::F32(v) => v.as_ptr().cast(),
+            }
+        }
+        pub fn len(&self) -> usize {
+            match self {
+                Buf::U8(v) => v.len(),
+                Buf::I8(v) => v.len(),
+                Buf::U16(v) => v.len(),
+                Buf::I16(v) => v.len(),
+                Buf::I32(v) => v.len(),
+                Buf::F32(v) => v.len(),
+            }
+        }
+        pub fn f32(&self) -> &[f32] {
+            match self {
+                Buf::F32(v) => v,
+                _ => panic!("expected float data"),
+            }
+        }
+        /// The values as i64 (for comparisons of integer outputs).
+        pub fn ints(&self) -> Vec<i64> {
+            match self {
+                Buf::U8(v) => v.iter().map(|&x| x as i64).collect(),
+                Buf::I8(v) => v.iter().map(|&x| x as i64).collect(),
+                Buf::U16(v) => v.iter().map(|&x| x as i64).collect(),
+                Buf::I16(v) => v.iter().map(|&x| x as i64).collect(),
+                Buf::I32(v) => v.iter().map(|&x| x as i64).collect(),
+                Buf::F32(_) => panic!("expected integer data"),
+            }
+        }
+    }
+
+    /// A tensor of a case: data, shape and ONNX dtype name.
+    pub struct Tensor {
+        pub buf: Buf,
+        pub shape: Vec<i64>,
+        pub onnx: String,
+    }
+
+    impl Tensor {
+        pub fn dtype(&self) -> i32 {
+            match self.onnx.as_str() {
+                "FLOAT" | "FLOAT16" => QK_F32,
+                "UINT8" => QK_U8,
+                "INT8" => QK_I8,
+                "UINT16" => QK_U16,
+                "INT16" => QK_I16,
+                "INT32" => QK_I32,
+                "UINT4" => QK_UINT4,
+                "INT4" => QK_INT4,
+                d => panic!("no qk_dtype for {d}"),
+            }
+        }
+        /// The buffer as the C ABI takes it: 4-bit types packed two per byte, low first.
+        pub fn c_bytes(&self) -> Option<Vec<u8>> {
+            if !matches!(self.onnx.as_str(), "UINT4" | "INT4") {
+                return None;
+            }
+            let v: Vec<u8> = self.buf.ints().iter().map(|&x| (x as u8) & 0x0F).collect();
+            Some(v.chunks(2).map(|c| c[0] | (c.get(1).copied().unwrap_or(0) << 4)).collect())
+        }
+    }
+
+    fn load(dir: &Path, spec: &Value) -> Tensor {
+        let file = spec["file"].as_str().expect("file");
+        let bytes = std::fs::read(dir.join(file)).expect("read .npy");
+        let npy = npyz::NpyFile::new(&bytes[..]).expect("parse .npy");
+        let shape: Vec<i64> = npy.shape().iter().map(|&d| d as i64).collect();
+        let descr = match npy.dtype() {
+            npyz::DType::Plain(ts) => ts.to_string(),
+            d => panic!("{file}: dtype {d:?}"),
+        };
+        let n = npy.len() as usize;
+        let buf = match descr.as_str() {
+            "|u1" => Buf::U8(npy.into_vec().unwrap()),
+            "|i1" => Buf::I8(npy.into_vec().unwrap()),
+            "<u2" => Buf::U16(npy.into_vec().unwrap()),
+            "<i2" => Buf::I16(npy.into_vec().unwrap()),
+            "<i4" => Buf::I32(npy.into_vec().unwrap()),
+            "<f4" => Buf::F32(npy.into_vec().unwrap()),
+            // Half-float scales, widened to f32 (exact) as an engine would before calling
+            // qkern. npy has no trailer: the data are the file's last 2·n bytes.
+            "<f2" => Buf::F32(bytes[bytes.len() - 2 * n..].chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+            d => panic!("{file}: npy dtype {d}"),
+        };
+        Tensor { buf, shape, onnx: spec["onnx_dtype"].as_str().unwrap_or("").to_string() }
+    }
+
+    pub struct Case {
+        pub name: String,
+        dir: PathBuf,
+        json: Value,
+    }
+
+    impl Case {
+        pub fn op(&self) -> &str {
+            self.json["op"].as_str().unwrap_or("")
+        }
+        pub fn input(&self, idx: usize) -> Option<Tensor> {
+            let spec = self.json["inputs"].as_array()?.iter().find(|i| i["op_input_index"].as_u64() == Some(idx as u64))?;
+            Some(load(&self.dir, spec))
+        }
+        pub fn output(&self, idx: usize) -> Tensor {
+            load(&self.dir, &self.json["outputs"][idx])
+        }
+        pub fn attr(&self, name: &str) -> i64 {
+            self.json["attributes_with_schema_defaults"][name].as_i64().unwrap_or(0)
+        }
+        /// Why the C ABI does not run this case, if it does not.
+        pub fn unsupported(&self) -> Option<String> {
+            const OPS: [&str; 5] = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulInteger"];
+            if !OPS.contains(&self.op()) {
+                return Some(format!("{} is not one of the C ABI's operators", self.op()));
+            }
+            const DTYPES: [&str; 9] = ["FLOAT", "FLOAT16", "UINT8", "INT8", "UINT16", "INT16", "INT32", "UINT4", "INT4"];
+            let mut bad: Vec<String> = ["inputs", "outputs"]
+                .iter()
+                .flat_map(|k| self.json[*k].as_array().cloned().unwrap_or_default())
+                .filter_map(|t| t["onnx_dtype"].as_str().map(str::to_string))
+                .filter(|d| !DTYPES.contains(&d.as_str()))
+                .collect();
+            bad.sort();
+            bad.dedup();
+            if !bad.is_empty() {
+                return Some(format!("dtype {} has no qk_dtype", bad.join(", ")));
+            }
+            // QuantizeLinear divides by the scale in its own precision: an f16 scale
+            // widened to f32 is a different computation.
+            if self.op() == "QuantizeLinear" && self.input(1).is_some_and(|s| s.onnx != "FLOAT") {
+                return Some("QuantizeLinear with a non-float scale".into());
+            }
+            None
+        }
+    }
+
+    pub fn cases() -> Vec<Case> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/onnx");
+        let mut cases: Vec<Case> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("ONNX conformance data not found at {}: {e}", dir.display()))
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .map(|e| {
+                let dir = e.path();
+                let json = serde_json::from_str(&std::fs::read_to_string(dir.join("test.json")).expect("test.json")).expect("test.json parses");
+                Case { name: e.file_name().to_string_lossy().into_owned(), dir, json }
+            })
+            .collect();
+        cases.sort_by(|a, b| a.name.cmp(&b.name));
+        cases
+    }
+
+    /// The pointer and count of an optional input (NULL, 0 when absent), with 4-bit data
+    /// packed into `keep`.
+    fn opt_ptr(t: &Option<Tensor>, keep: &mut Vec<Vec<u8>>) -> (*const c_void, usize) {
+        match t {
+            None => (null(), 0),
+            Some(t) => ptr(t, keep),
+        }
+    }
+
+    fn ptr(t: &Tensor, keep: &mut Vec<Vec<u8>>) -> (*const c_void, usize) {
+        match t.c_bytes() {
+            Some(packed) => {
+                keep.push(packed);
+                (keep.last().unwrap().as_ptr().cast(), t.buf.len())
+            }
+            None => (t.buf.ptr(), t.buf.len()),
+        }
+    }
+
+    fn check(st: qk_status) -> Result<(), String> {
+        if st == QK_OK { Ok(()) } else { Err(format!("status {st:?}: {}", last_error())) }
+    }
+
+    fn same_ints(what: &str, got: &[i64], want: &[i64]) -> Result<(), String> {
+        if got == want { Ok(()) } else { Err(format!("{what}: got {got:?}, want {want:?}")) }
+    }
+
+    fn same_f32(what: &str, got: &[f32], want: &[f32]) -> Result<(), String> {
+        let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+        let w: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+        if g == w { Ok(()) } else { Err(format!("{what}: got {got:?}, want {want:?}")) }
+    }
+
+    /// An output buffer of `n` elements of ONNX dtype `onnx` (4-bit: packed bytes).
+    fn out_buf(onnx: &str, n: usize) -> Buf {
+        match onnx {
+            "UINT8" => Buf::U8(vec![0xA5; n]),
+            "INT8" => Buf::I8(vec![0x5A; n]),
+            "UINT16" => Buf::U16(vec![0xA5A5; n]),
+            "INT16" => Buf::I16(vec![0x5A5A; n]),
+            "UINT4" | "INT4" => Buf::U8(vec![0xA5; n.div_ceil(2)]),
+            d => panic!("output dtype {d}"),
+        }
+    }
+
+    /// Integer values of an output buffer (4-bit: unpacked, signed for INT4).
+    fn out_ints(onnx: &str, b: &Buf, n: usize) -> Vec<i64> {
+        match (onnx, b) {
+            ("UINT4", Buf::U8(v)) => (0..n).map(|i| ((v[i / 2] >> (4 * (i % 2))) & 0x0F) as i64).collect(),
+            ("INT4", Buf::U8(v)) => (0..n).map(|i| ((((v[i / 2] >> (4 * (i % 2))) << 4) as i8) >> 4) as i64).collect(),
+            _ => b.ints(),
+        }
+    }
+
+    fn out_ptr(b: &mut Buf) -> *mut c_void {
+        b.ptr() as *mut c_void
+    }
+
+    pub fn run(case: &Case) -> Result<(), String> {
+        let mut keep = Vec::new();
+        match case.op() {
+            "QuantizeLinear" => {
+                let x = case.input(0).ok_or("x")?;
+                let s = case.input(1).ok_or("y_scale")?;
+                let z = case.input(2);
+                let y = case.output(0);
+                let (zp, zn) = opt_ptr(&z, &mut keep);
+                let n = y.buf.len();
+                let mut got = out_buf(&y.onnx, n);
+                // SAFETY: every pointer is valid for its count; `got` is distinct.
+                let st = unsafe {
+                    qk_quantize_linear(
+                        x.buf.f32().as_ptr(), x.shape.as_ptr(), x.shape.len(),
+                        s.buf.f32().as_ptr(), s.buf.len(), zp, zn,
+                        case.attr("axis"), case.attr("block_size"),
+                        out_ptr(&mut got), y.dtype(), n,
+                    )
+                };
+                check(st)?;
+                same_ints("y", &out_ints(&y.onnx, &got, n), &y.buf.ints())
+            }
+            "DequantizeLinear" => {
+                let x = case.input(0).ok_or("x")?;
+                let s = case.input(1).ok_or("x_scale")?;
+                let z = case.input(2);
+                let y = case.output(0);
+                let (xp, xn) = ptr(&x, &mut keep);
+                let (zp, zn) = opt_ptr(&z, &mut keep);
+                let mut got = vec![f32::NAN; y.buf.len()];
+                // SAFETY: as above.
+                let st = unsafe {
+                    qk_dequantize_linear(
+                        xp, x.dtype(), x.shape.as_ptr(), x.shape.len(),
+                        s.buf.f32().as_ptr(), s.buf.len(), zp, zn,
+                        case.attr("axis"), case.attr("block_size"),
+                        got.as_mut_ptr(), got.len(),
+                    )
+                };
+                assert_eq!(xn, x.buf.len());
+                check(st)?;
+                same_f32("y", &got, y.buf.f32())
+            }
+            "DynamicQuantizeLinear" => {
+                let x = case.input(0).ok_or("x")?;
+                let (y, ys, yz) = (case.output(0), case.output(1), case.output(2));
+                let mut got = vec![0xA5u8; y.buf.len()];
+                let (mut scale, mut zp) = (f32::NAN, 0xA5u8);
+                // SAFETY: as above.
+                let st = unsafe {
+                    qk_dynamic_quantize_linear(x.buf.f32().as_ptr(), x.shape.as_ptr(), x.shape.len(), got.as_mut_ptr(), got.len(), &mut scale, &mut zp)
+                };
+                check(st)?;
+                same_ints("y", &got.iter().map(|&v| v as i64).collect::<Vec<_>>(), &y.buf.ints())?;
+                same_f32("y_scale", &[scale], ys.buf.f32())?;
+                same_ints("y_zero_point", &[zp as i64], &yz.buf.ints())
+            }
+            "MatMulInteger" => {
+                let (a, b) = (case.input(0).ok_or("A")?, case.input(1).ok_or("B")?);
+                let (za, zb) = (case.input(2), case.input(3));
+                let y = case.output(0);
+                let (zap, zan) = opt_ptr(&za, &mut keep);
+                let (zbp, zbn) = opt_ptr(&zb, &mut keep);
+                let mut got = vec![i32::MIN; y.buf.len()];
+                // SAFETY: as above.
+                let st = unsafe {
+                    qk_matmul_integer(
+                        a.buf.ptr(), a.dtype(), a.shape.as_ptr(), a.shape.len(), zap, zan,
+                        b.buf.ptr(), b.dtype(), b.shape.as_ptr(), b.shape.len(), zbp, zbn,
+                        got.as_mut_ptr(), got.len(),
+                    )
+                };
+                check(st)?;
+                same_ints("Y", &got.iter().map(|&v| v as i64).collect::<Vec<_>>(), &y.buf.ints())
+            }
+            "QLinearMatMul" => {
+                let t: Vec<Tensor> = (0..8).map(|i| case.input(i).ok_or(format!("input {i}"))).collect::<Result<_, _>>()?;
+                let y = case.output(0);
+                let mut got = out_buf(&y.onnx, y.buf.len());
+                // SAFETY: as above.
+                let st = unsafe {
+                    qk_qlinear_matmul(
+                        t[0].buf.ptr(), t[0].dtype(), t[0].shape.as_ptr(), t[0].shape.len(),
+                        t[1].buf.f32().as_ptr(), t[1].buf.len(), t[2].buf.ptr(), t[2].buf.len(),
+                        t[3].buf.ptr(), t[3].dtype(), t[3].shape.as_ptr(), t[3].shape.len(),
+                        t[4].buf.f32().as_ptr(), t[4].buf.len(), t[5].buf.ptr(), t[5].buf.len(),
+                        t[6].buf.f32().as_ptr(), t[6].buf.len(), t[7].buf.ptr(), t[7].buf.len(),
+                        out_ptr(&mut got), y.dtype(), y.buf.len(),
+                    )
+                };
+                check(st)?;
+                same_ints("y", &got.ints(), &y.buf.ints())
+            }
+            op => Err(format!("no runner for {op}")),
+        }
+    }
+}
+
+#[test]
+fn onnx_conformance_through_the_c_abi() {
+    let (mut passed, mut failed, mut skipped) = (0, Vec::new(), 0);
+    let mut per_op = std::collections::BTreeMap::<String, usize>::new();
+    for case in conformance::cases() {
+        if let Some(why) = case.unsupported() {
+            println!("UNSUPPORTED {}: {why}", case.name);
+            skipped += 1;
+            continue;
+        }
+        match conformance::run(&case) {
+            Ok(()) => {
+                println!("PASS {} ({})", case.name, case.op());
+                *per_op.entry(case.op().to_string()).or_default() += 1;
+                passed += 1;
+            }
+            Err(e) => {
+                println!("FAIL {}: {e}", case.name);
+                failed.push(case.name.clone());
+            }
+        }
+    }
+    println!("C ABI ONNX conformance: {passed} passed, {} failed, {skipped} unsupported; per operator {per_op:?}", failed.len());
+    assert!(failed.is_empty(), "failed: {failed:?}");
+    // Every operator of the C ABI ran at least one case (the data set has them all).
+    for op in ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulInteger"] {
+        assert!(per_op.get(op).copied().unwrap_or(0) > 0, "no {op} case ran");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ONNX operators: parameters given by count, and bad input
+
+use std::ffi::c_void;
+
+use qkern::onnx::{QLinearInput, TensorRef};
+
+#[allow(clippy::too_many_arguments)]
+fn mmi(
+    a: &[u8], a_dtype: i32, a_shape: &[i64], za: Option<&[u8]>,
+    b: &[u8], b_dtype: i32, b_shape: &[i64], zb: Option<&[u8]>,
+    y: &mut [i32],
+) -> qk_status {
+    let (zap, zan) = za.map_or((null(), 0), |z| (z.as_ptr().cast::<c_void>(), z.len()));
+    let (zbp, zbn) = zb.map_or((null(), 0), |z| (z.as_ptr().cast::<c_void>(), z.len()));
+    // SAFETY: every slice is valid for its length; `y` is distinct from the inputs.
+    unsafe {
+        qk_matmul_integer(
+            a.as_ptr().cast(), a_dtype, a_shape.as_ptr(), a_shape.len(), zap, zan,
+            b.as_ptr().cast(), b_dtype, b_shape.as_ptr(), b_shape.len(), zbp, zbn,
+            y.as_mut_ptr(), y.len(),
+        )
+    }
+}
+
+#[test]
+fn matmul_integer_per_row_and_per_column_zero_points() {
+    // a: 2 batches × 3 × 4 (u8), b: 4 × 5 (i8), per-row a zero points (3 values, or 2·3
+    // per batch matrix) and per-column b zero points (5 values).
+    let a: Vec<u8> = (0..24).map(|i| (i * 11 % 256) as u8).collect();
+    let b: Vec<i8> = (0..20).map(|i| (i * 29 % 256) as u8 as i8).collect();
+    let b_bytes: Vec<u8> = b.iter().map(|&v| v as u8).collect();
+    let za3 = [1u8, 200, 77];
+    let za6 = [1u8, 200, 77, 5, 6, 7];
+    let zb: Vec<u8> = [-3i8, 0, 4, 127, -128].iter().map(|&v| v as u8).collect();
+    let zb_i8: Vec<i8> = zb.iter().map(|&v| v as i8).collect();
+    for za in [&za3[..], &za6[..]] {
+        let mut y = vec![0i32; 2 * 3 * 5];
+        expect_ok(mmi(&a, QK_U8, &[2, 3, 4], Some(za), &b_bytes, QK_I8, &[4, 5], Some(&zb), &mut y));
+        for t in 0..2 {
+            for i in 0..3 {
+                let zrow = za[(t * 3 + i) % za.len()] as i32;
+                for j in 0..5 {
+                    let want: i32 = (0..4).map(|p| (a[t * 12 + i * 4 + p] as i32 - zrow) * (b[p * 5 + j] as i32 - zb_i8[j] as i32)).sum();
+                    assert_eq!(y[(t * 3 + i) * 5 + j], want, "za has {} values: batch {t} ({i}, {j})", za.len());
+                }
+            }
+        }
+    }
+    // 1-D operands: a (K) · b (K) is a scalar.
+    let mut y = [0i32; 1];
+    expect_ok(mmi(&a[..4], QK_U8, &[4], None, &a[4..8], QK_U8, &[4], None, &mut y));
+    assert_eq!(y[0], (0..4).map(|p| a[p] as i32 * a[4 + p] as i32).sum::<i32>());
+}
+
+#[test]
+fn qlinear_matmul_parameter_counts_match_the_rust_api_shapes() {
+    // a: [2, 3, 4] i8, b: [2, 4, 5] u8 (batched), y u8. a and y per row per batch matrix
+    // (6 values → [2, 3, 1]), b per column per batch matrix (10 values → [2, 1, 5]).
+    let a: Vec<i8> = (0..24).map(|i| ((i * 37) % 256) as u8 as i8).collect();
+    let b: Vec<u8> = (0..40).map(|i| ((i * 53 + 3) % 256) as u8).collect();
+    let sa: Vec<f32> = (0..6).map(|i| 0.01 + i as f32 * 0.003).collect();
+    let za: Vec<i8> = (0..6).map(|i| i as i8 * 7 - 20).collect();
+    let sb: Vec<f32> = (0..10).map(|i| 0.02 + i as f32 * 0.001).collect();
+    let zb: Vec<u8> = (0..10).map(|i| 100 + i as u8 * 9).collect();
+    let sy: Vec<f32> = (0..6).map(|i| 0.05 + i as f32 * 0.01).collect();
+    let zy: Vec<u8> = (0..6).map(|i| 120 + i as u8).collect();
+    let mut got = vec![0u8; 30];
+    // SAFETY: valid slices; `got` distinct.
+    let st = unsafe {
+        qk_qlinear_matmul(
+            a.as_ptr().cast(), QK_I8, [2i64, 3, 4].as_ptr(), 3, sa.as_ptr(), 6, za.as_ptr().cast(), 6,
+            b.as_ptr().cast(), QK_U8, [2i64, 4, 5].as_ptr(), 3, sb.as_ptr(), 10, zb.as_ptr().cast(), 10,
+            sy.as_ptr(), 6, zy.as_ptr().cast(), 6, got.as_mut_ptr().cast(), QK_U8, 30,
+        )
+    };
+    expect_ok(st);
+    let mut want = vec![0u8; 30];
+    qkern::onnx::qlinear_matmul(
+        QLinearInput::new(TensorRef::new(&a, &[2, 3, 4]), TensorRef::new(&sa, &[2, 3, 1]), TensorRef::new(&za, &[2, 3, 1])),
+        QLinearInput::new(TensorRef::new(&b, &[2, 4, 5]), TensorRef::new(&sb, &[2, 1, 5]), TensorRef::new(&zb, &[2, 1, 5])),
+        TensorRef::new(&sy, &[2, 3, 1]),
+        TensorRef::new(&zy, &[2, 3, 1]),
+        &mut want,
+    )
+    .unwrap();
+    assert_eq!(got, want);
+
+    // Per row (3) and per column (5), shared by the batch.
+    // SAFETY: as above.
+    let st = unsafe {
+        qk_qlinear_matmul(
+            a.as_ptr().cast(), QK_I8, [2i64, 3, 4].as_ptr(), 3, sa.as_ptr(), 3, za.as_ptr().cast(), 3,
+            b.as_ptr().cast(), QK_U8, [2i64, 4, 5].as_ptr(), 3, sb.as_ptr(), 5, zb.as_ptr().cast(), 5,
+            sy.as_ptr(), 1, zy.as_ptr().cast(), 1, got.as_mut_ptr().cast(), QK_U8, 30,
+        )
+    };
+    expect_ok(st);
+    qkern::onnx::qlinear_matmul(
+        QLinearInput::new(TensorRef::new(&a, &[2, 3, 4]), TensorRef::new(&sa[..3], &[3]), TensorRef::new(&za[..3], &[3])),
+        QLinearInput::new(TensorRef::new(&b, &[2, 4, 5]), TensorRef::new(&sb[..5], &[5]), TensorRef::new(&zb[..5], &[5])),
+        TensorRef::new(&sy[..1], &[]),
+        TensorRef::new(&zy[..1], &[]),
+        &mut want,
+    )
+    .unwrap();
+    assert_eq!(got, want);
+
+    // Bad counts and parameters.
+    const F: &str = "qk_qlinear_matmul";
+    let call = |sa_n: usize, za_n: usize, sb_n: usize, sy_s: &[f32], y_dtype: i32, y_n: usize, got: &mut [u8]| {
+        // SAFETY: counts within the buffers; `got` distinct.
+        unsafe {
+            qk_qlinear_matmul(
+                a.as_ptr().cast(), QK_I8, [2i64, 3, 4].as_ptr(), 3, sa.as_ptr(), sa_n, za.as_ptr().cast(), za_n,
+                b.as_ptr().cast(), QK_U8, [2i64, 4, 5].as_ptr(), 3, sb.as_ptr(), sb_n, zb.as_ptr().cast(), sb_n,
+                sy_s.as_ptr(), sy_s.len(), zy.as_ptr().cast(), sy_s.len(), got.as_mut_ptr().cast(), y_dtype, y_n,
+            )
+        }
+    };
+    expect_err(call(3, 1, 5, &sy[..1], QK_U8, 30, &mut got), QK_ERR_SHAPE, F, "`a_zero_point` has 1");
+    expect_err(call(2, 2, 5, &sy[..1], QK_U8, 30, &mut got), QK_ERR_SHAPE, F, "`a_scale` has 2 values");
+    expect_err(call(1, 1, 4, &sy[..1], QK_U8, 30, &mut got), QK_ERR_SHAPE, F, "`b_scale` has 4 values");
+    expect_err(call(1, 1, 1, &sy[..1], QK_U8, 29, &mut got), QK_ERR_SHAPE, F, "`y` has 29 elements");
+    expect_err(call(1, 1, 1, &[0.0], QK_U8, 30, &mut got), QK_ERR_SCALE, F, "y_scale");
+    expect_err(call(1, 1, 1, &[f32::NAN], QK_U8, 30, &mut got), QK_ERR_SCALE, F, "y_scale");
+    expect_err(call(1, 1, 1, &sy[..1], QK_U16, 30, &mut got), QK_ERR_UNSUPPORTED, F, "`y_dtype`");
+    expect_err(call(1, 1, 1, &sy[..1], 1234, 30, &mut got), QK_ERR_INVALID_PARAMETER, F, "`y_dtype`");
+    // SAFETY: a NULL scale is the error under test.
+    let st = unsafe {
+        qk_qlinear_matmul(
+            a.as_ptr().cast(), QK_I8, [2i64, 3, 4].as_ptr(), 3, null(), 1, za.as_ptr().cast(), 1,
+            b.as_ptr().cast(), QK_U8, [2i64, 4, 5].as_ptr(), 3, sb.as_ptr(), 1, zb.as_ptr().cast(), 1,
+            sy.as_ptr(), 1, zy.as_ptr().cast(), 1, got.as_mut_ptr().cast(), QK_U8, 30,
+        )
+    };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`a_scale`");
+    // y overlapping b.
+    let mut bb = b.clone();
+    let p = bb.as_mut_ptr();
+    // SAFETY: the overlap is refused before any slice is made.
+    let st = unsafe {
+        qk_qlinear_matmul(
+            a.as_ptr().cast(), QK_I8, [2i64, 3, 4].as_ptr(), 3, sa.as_ptr(), 1, za.as_ptr().cast(), 1,
+            p.cast_const().cast(), QK_U8, [2i64, 4, 5].as_ptr(), 3, sb.as_ptr(), 1, zb.as_ptr().cast(), 1,
+            sy.as_ptr(), 1, zy.as_ptr().cast(), 1, p.wrapping_add(5).cast(), QK_U8, 30,
+        )
+    };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`y` overlaps `b`");
+    assert_eq!(bb, b);
+}
+
+#[test]
+fn matmul_integer_bad_input() {
+    const F: &str = "qk_matmul_integer";
+    let a = [1u8; 12];
+    let b = [2u8; 20];
+    let mut y = [0i32; 15];
+    let ok = |y: &mut [i32]| mmi(&a, QK_U8, &[3, 4], None, &b, QK_U8, &[4, 5], None, y);
+    expect_ok(ok(&mut y));
+    assert!(y.iter().all(|&v| v == 8));
+    // Shapes.
+    expect_err(mmi(&a, QK_U8, &[4, 3], None, &b, QK_U8, &[4, 5], None, &mut y), QK_ERR_SHAPE, F, "K");
+    expect_err(mmi(&a, QK_U8, &[3, -4], None, &b, QK_U8, &[4, 5], None, &mut y), QK_ERR_SHAPE, F, "negative");
+    expect_err(mmi(&a, QK_U8, &[], None, &b, QK_U8, &[4, 5], None, &mut y), QK_ERR_SHAPE, F, "rank");
+    expect_err(mmi(&a, QK_U8, &[3, 4], None, &b, QK_U8, &[4, 5], None, &mut y[..14]), QK_ERR_SHAPE, F, "`y` has 14");
+    expect_err(
+        mmi(&a, QK_U8, &[i64::MAX, i64::MAX, 4], None, &b, QK_U8, &[4, 5], None, &mut y),
+        QK_ERR_OVERFLOW, F, "a_shape",
+    );
+    // Zero points: 2 values for M = 3 rows, 3 for N = 5 columns.
+    expect_err(mmi(&a, QK_U8, &[3, 4], Some(&[1, 2]), &b, QK_U8, &[4, 5], None, &mut y), QK_ERR_SHAPE, F, "`a_zero_point` has 2");
+    expect_err(mmi(&a, QK_U8, &[3, 4], None, &b, QK_U8, &[4, 5], Some(&[1, 2, 3]), &mut y), QK_ERR_SHAPE, F, "`b_zero_point` has 3");
+    // Dtypes.
+    expect_err(mmi(&a, QK_F32, &[3, 4], None, &b, QK_U8, &[4, 5], None, &mut y), QK_ERR_UNSUPPORTED, F, "`a_dtype`");
+    expect_err(mmi(&a, QK_U8, &[3, 4], None, &b, -7, &[4, 5], None, &mut y), QK_ERR_INVALID_PARAMETER, F, "`b_dtype`");
+    // Rank too large, NULL shape with a rank, NULL data, NULL zero point with a count.
+    let big = [1i64; 65];
+    expect_err(mmi(&a, QK_U8, &big, None, &b, QK_U8, &[4, 5], None, &mut y), QK_ERR_INVALID_PARAMETER, F, "rank 65");
+    // SAFETY: the NULLs are the errors under test; everything else is valid.
+    unsafe {
+        let st = qk_matmul_integer(a.as_ptr().cast(), QK_U8, null(), 2, null(), 0, b.as_ptr().cast(), QK_U8, [4i64, 5].as_ptr(), 2, null(), 0, y.as_mut_ptr(), 15);
+        expect_err(st, QK_ERR_NULL_POINTER, F, "`a_shape`");
+        let st = qk_matmul_integer(null(), QK_U8, [3i64, 4].as_ptr(), 2, null(), 0, b.as_ptr().cast(), QK_U8, [4i64, 5].as_ptr(), 2, null(), 0, y.as_mut_ptr(), 15);
+        expect_err(st, QK_ERR_NULL_POINTER, F, "`a`");
+        let st = qk_matmul_integer(a.as_ptr().cast(), QK_U8, [3i64, 4].as_ptr(), 2, null(), 3, b.as_ptr().cast(), QK_U8, [4i64, 5].as_ptr(), 2, null(), 0, y.as_mut_ptr(), 15);
+        expect_err(st, QK_ERR_NULL_POINTER, F, "`a_zero_point`");
+        let st = qk_matmul_integer(a.as_ptr().cast(), QK_U8, [3i64, 4].as_ptr(), 2, null(), 0, b.as_ptr().cast(), QK_U8, [4i64, 5].as_ptr(), 2, null(), 0, null_mut(), 15);
+        expect_err(st, QK_ERR_NULL_POINTER, F, "`y`");
+        // y overlapping a.
+        let mut buf = [0i32; 16];
+        let p = buf.as_mut_ptr();
+        let st = qk_matmul_integer(p.cast_const().cast(), QK_U8, [3i64, 4].as_ptr(), 2, null(), 0, b.as_ptr().cast(), QK_U8, [4i64, 5].as_ptr(), 2, null(), 0, p.wrapping_add(1), 15);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`y` overlaps `a`");
+        // A misaligned y.
+        let st = qk_matmul_integer(a.as_ptr().cast(), QK_U8, [3i64, 4].as_ptr(), 2, null(), 0, b.as_ptr().cast(), QK_U8, [4i64, 5].as_ptr(), 2, null(), 0, (p as *mut u8).wrapping_add(2).cast(), 15);
+        expect_err(st, QK_ERR_INVALID_PARAMETER, F, "aligned");
+        assert!(buf.iter().all(|&v| v == 0));
+    }
+    // Zero sizes: M = 0 and K = 0.
+    expect_ok(mmi(&a, QK_U8, &[0, 4], None, &b, QK_U8, &[4, 5], None, &mut y[..0]));
+    let mut y6 = [7i32; 6];
+    expect_ok(mmi(&a, QK_U8, &[2, 0], None, &b, QK_U8, &[0, 3], None, &mut y6));
+    assert_eq!(y6, [0; 6]);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn q(x: &[f32], shape: &[i64], s: &[f32], z: Option<(&[u8], usize)>, axis: i64, block: i64, y: &mut [u8], y_dtype: i32, y_count: usize) -> qk_status {
+    let (zp, zn) = z.map_or((null(), 0), |(z, n)| (z.as_ptr().cast::<c_void>(), n));
+    // SAFETY: the tests pass buffers at least as long as the counts say.
+    unsafe { qk_quantize_linear(x.as_ptr(), shape.as_ptr(), shape.len(), s.as_ptr(), s.len(), zp, zn, axis, block, y.as_mut_ptr().cast(), y_dtype, y_count) }
+}
+
+#[test]
+fn quantize_linear_four_bit_packing_and_bad_input() {
+    const F: &str = "qk_quantize_linear";
+    // Five int4 values: an odd count, so the last byte has a zero high nibble.
+    let x = [-8.0f32, -1.0, 0.0, 3.0, 100.0];
+    let mut y = [0xFFu8; 3];
+    expect_ok(q(&x, &[5], &[1.0], None, 1, 0, &mut y, QK_INT4, 5));
+    // -8 → 0x8, -1 → 0xF, 0 → 0x0, 3 → 0x3, 100 saturates to 7.
+    assert_eq!(y, [0xF8, 0x30, 0x07]);
+    // uint4 with a zero point of 2 (packed: one element in the low nibble).
+    let mut y = [0xFFu8; 3];
+    expect_ok(q(&x, &[5], &[1.0], Some((&[0x02], 1)), 1, 0, &mut y, QK_UINT4, 5));
+    // -8+2 → 0, -1+2 → 1, 2, 5, 15.
+    assert_eq!(y, [0x10, 0x52, 0x0F]);
+
+    let mut y = [0u8; 8];
+    for d in [QK_F32, QK_I32] {
+        expect_err(q(&x, &[5], &[1.0], None, 1, 0, &mut y, d, 5), QK_ERR_UNSUPPORTED, F, "`y_dtype`");
+    }
+    for d in [0, 7, 25, -1] {
+        expect_err(q(&x, &[5], &[1.0], None, 1, 0, &mut y, d, 5), QK_ERR_INVALID_PARAMETER, F, "`y_dtype`");
+    }
+    expect_err(q(&x, &[5], &[1.0], None, 1, 0, &mut y, QK_U8, 4), QK_ERR_SHAPE, F, "`y` has 4");
+    expect_err(q(&x, &[5], &[0.0], None, 1, 0, &mut y, QK_U8, 5), QK_ERR_SCALE, F, "y_scale");
+    expect_err(q(&x, &[5], &[-1.0], None, 1, 0, &mut y, QK_U8, 5), QK_ERR_SCALE, F, "y_scale");
+    expect_err(q(&x, &[5], &[1.0], Some((&[1, 2], 2)), 1, 0, &mut y, QK_U8, 5), QK_ERR_SHAPE, F, "`y_zero_point` has 2");
+    // Per axis: 2 scales for an axis of length 5.
+    expect_err(q(&x, &[5], &[1.0, 2.0], None, 0, 0, &mut y, QK_U8, 5), QK_ERR_SHAPE, F, "y_scale");
+    // Blocked: axis out of range, wrong count, negative block size.
+    let x6 = [1.0f32; 6];
+    expect_err(q(&x6, &[2, 3], &[1.0, 1.0, 1.0, 1.0], None, 2, 2, &mut y, QK_U8, 6), QK_ERR_INVALID_PARAMETER, F, "`axis`");
+    expect_err(q(&x6, &[2, 3], &[1.0; 3], None, 1, 2, &mut y, QK_U8, 6), QK_ERR_SHAPE, F, "needs 4");
+    expect_ok(q(&x6, &[2, 3], &[1.0; 4], None, 1, 2, &mut y, QK_U8, 6));
+    expect_err(q(&x6, &[2, 3], &[1.0; 3], None, 1, -1, &mut y, QK_U8, 6), QK_ERR_INVALID_PARAMETER, F, "block_size");
+    // Misaligned u16 output.
+    let mut wide = [0u16; 8];
+    let odd = (wide.as_mut_ptr() as *mut u8).wrapping_add(1);
+    // SAFETY: refused before any access.
+    let st = unsafe { qk_quantize_linear(x.as_ptr(), [5i64].as_ptr(), 1, [1.0f32].as_ptr(), 1, null(), 0, 1, 0, odd.cast(), QK_U16, 5) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "aligned");
+    // An empty tensor: nothing to do, pointers still required.
+    expect_ok(q(&x, &[0], &[1.0], None, 1, 0, &mut y, QK_U8, 0));
+    // SAFETY: NULL x is the error under test.
+    let st = unsafe { qk_quantize_linear(null(), [5i64].as_ptr(), 1, [1.0f32].as_ptr(), 1, null(), 0, 1, 0, y.as_mut_ptr().cast(), QK_U8, 5) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`x`");
+    // y (4-bit: 3 bytes) overlapping x.
+    let mut xs = [0.5f32; 4];
+    let p = xs.as_mut_ptr();
+    // SAFETY: the overlap is refused before any slice is made.
+    let st = unsafe { qk_quantize_linear(p.cast_const(), [4i64].as_ptr(), 1, [1.0f32].as_ptr(), 1, null(), 0, 1, 0, p.cast::<u8>().wrapping_add(15).cast(), QK_INT4, 4) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`y` overlaps `x`");
+}
+
+#[test]
+fn dequantize_linear_bad_input() {
+    const F: &str = "qk_dequantize_linear";
+    let dq = |x: *const c_void, d: i32, shape: &[i64], s: &[f32], z: *const c_void, zn: usize, y: &mut [f32]| {
+        // SAFETY: the tests pass buffers at least as long as the counts say.
+        unsafe { qk_dequantize_linear(x, d, shape.as_ptr(), shape.len(), s.as_ptr(), s.len(), z, zn, 1, 0, y.as_mut_ptr(), y.len()) }
+    };
+    let x = [10i32, -20, 30, 0];
+    let mut y = [0f32; 4];
+    expect_ok(dq(x.as_ptr().cast(), QK_I32, &[4], &[0.5], null(), 0, &mut y));
+    assert_eq!(y, [5.0, -10.0, 15.0, 0.0]);
+    // int32 has no zero point in ONNX: zeros are accepted, anything else is not.
+    expect_ok(dq(x.as_ptr().cast(), QK_I32, &[4], &[0.5], [0i32].as_ptr().cast(), 1, &mut y));
+    expect_err(dq(x.as_ptr().cast(), QK_I32, &[4], &[0.5], [3i32].as_ptr().cast(), 1, &mut y), QK_ERR_INVALID_PARAMETER, F, "int32");
+    // int4, packed: 0xF8 = [-8, -1], 0x07 = [7, (pad)].
+    let p4 = [0xF8u8, 0x07];
+    let mut y3 = [0f32; 3];
+    expect_ok(dq(p4.as_ptr().cast(), QK_INT4, &[3], &[2.0], [0x01u8].as_ptr().cast(), 1, &mut y3));
+    assert_eq!(y3, [-18.0, -4.0, 12.0]);
+    expect_ok(dq(p4.as_ptr().cast(), QK_UINT4, &[3], &[2.0], null(), 0, &mut y3));
+    assert_eq!(y3, [16.0, 30.0, 14.0]);
+
+    expect_err(dq(x.as_ptr().cast(), QK_F32, &[4], &[0.5], null(), 0, &mut y), QK_ERR_UNSUPPORTED, F, "`x_dtype`");
+    expect_err(dq(x.as_ptr().cast(), 99, &[4], &[0.5], null(), 0, &mut y), QK_ERR_INVALID_PARAMETER, F, "`x_dtype`");
+    expect_err(dq(x.as_ptr().cast(), QK_I32, &[4], &[f32::INFINITY], null(), 0, &mut y), QK_ERR_SCALE, F, "x_scale");
+    expect_err(dq(x.as_ptr().cast(), QK_I32, &[2, 2], &[0.5], null(), 0, &mut y[..3]), QK_ERR_SHAPE, F, "`y` has 3");
+    expect_err(dq(x.as_ptr().cast(), QK_U8, &[4], &[0.5], [1u8, 2].as_ptr().cast(), 2, &mut y), QK_ERR_SHAPE, F, "`x_zero_point` has 2");
+    expect_err(dq(x.as_ptr().cast(), QK_U8, &[4], &[0.5], null(), 1, &mut y), QK_ERR_NULL_POINTER, F, "`x_zero_point`");
+    let odd = (x.as_ptr() as *const u8).wrapping_add(1);
+    expect_err(dq(odd.cast(), QK_I16, &[2], &[0.5], null(), 0, &mut y[..2]), QK_ERR_INVALID_PARAMETER, F, "aligned");
+    expect_err(dq(x.as_ptr().cast(), QK_U8, &[i64::MAX, 4], &[0.5], null(), 0, &mut y), QK_ERR_OVERFLOW, F, "x_shape");
+    // y overlapping x.
+    let mut buf = [0f32; 8];
+    let p = buf.as_mut_ptr();
+    // SAFETY: the overlap is refused before any slice is made.
+    let st = unsafe { qk_dequantize_linear(p.cast_const().cast(), QK_U8, [4i64].as_ptr(), 1, [1.0f32].as_ptr(), 1, null(), 0, 1, 0, p, 4) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`y` overlaps `x`");
+}
+
+#[test]
+fn dynamic_quantize_linear_bad_input() {
+    const F: &str = "qk_dynamic_quantize_linear";
+    let x = [0.0f32, 2.55, -2.55];
+    let (mut s, mut z) = (0f32, 0u8);
+    let mut y = [0u8; 3];
+    // SAFETY: valid, distinct buffers.
+    expect_ok(unsafe { qk_dynamic_quantize_linear(x.as_ptr(), [3i64].as_ptr(), 1, y.as_mut_ptr(), 3, &mut s, &mut z) });
+    assert_eq!(s, (2.55f32 - -2.55f32) / 255.0);
+    // SAFETY: as above (a NaN input is the error).
+    let st = unsafe { qk_dynamic_quantize_linear([f32::NAN].as_ptr(), [1i64].as_ptr(), 1, y.as_mut_ptr(), 1, &mut s, &mut z) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "finite");
+    // SAFETY: as above (wrong count).
+    let st = unsafe { qk_dynamic_quantize_linear(x.as_ptr(), [3i64].as_ptr(), 1, y.as_mut_ptr(), 2, &mut s, &mut z) };
+    expect_err(st, QK_ERR_SHAPE, F, "`y` has 2");
+    // SAFETY: NULL outputs are the errors under test.
+    let st = unsafe { qk_dynamic_quantize_linear(x.as_ptr(), [3i64].as_ptr(), 1, y.as_mut_ptr(), 3, null_mut(), &mut z) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`y_scale`");
+    // SAFETY: as above.
+    let st = unsafe { qk_dynamic_quantize_linear(x.as_ptr(), [3i64].as_ptr(), 1, y.as_mut_ptr(), 3, &mut s, null_mut()) };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`y_zero_point`");
+    // The zero point inside y.
+    // SAFETY: the overlap is refused before any write.
+    let st = unsafe { qk_dynamic_quantize_linear(x.as_ptr(), [3i64].as_ptr(), 1, y.as_mut_ptr(), 3, &mut s, y.as_mut_ptr().wrapping_add(1)) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "overlaps");
+}
+
+#[test]
+fn matmul_output_shape_query() {
+    const F: &str = "qk_matmul_output_shape";
+    let shape = |a: &[i64], b: &[i64], cap: usize| {
+        let mut out = [-1i64; 8];
+        let mut rank = usize::MAX;
+        // SAFETY: valid buffers; `cap` ≤ 8.
+        let st = unsafe { qk_matmul_output_shape(a.as_ptr(), a.len(), b.as_ptr(), b.len(), out.as_mut_ptr(), cap, &mut rank) };
+        (st, out[..rank.min(8)].to_vec())
+    };
+    assert_eq!(shape(&[2, 3, 4], &[4, 5], 8), (QK_OK, vec![2, 3, 5]));
+    assert_eq!(shape(&[7, 1, 3, 4], &[6, 4, 5], 4), (QK_OK, vec![7, 6, 3, 5]));
+    assert_eq!(shape(&[4], &[4, 5], 8), (QK_OK, vec![5]));
+    assert_eq!(shape(&[4], &[4], 8), (QK_OK, vec![]));
+    let (st, _) = shape(&[2, 3, 4], &[4, 5], 2);
+    expect_err(st, QK_ERR_BUFFER_TOO_SMALL, F, "needs 3");
+    let (st, _) = shape(&[3, 4], &[5, 5], 8);
+    expect_err(st, QK_ERR_SHAPE, F, "K");
+    let (st, _) = shape(&[2, 3, 4], &[3, 4, 5], 8);
+    expect_err(st, QK_ERR_SHAPE, F, "broadcast");
+}
