@@ -555,8 +555,12 @@ fn family(ops: &[&str]) {
         }
     }
     report += &format!("{}: {} cases, {} passed, {} failures", ops.join("/"), cases.len(), passed.len(), failures.len());
-    // Leading newline: the harness has already printed "test <name> ... " on this line.
-    println!("\n{report}");
+    // Straight to the process's stderr, past the harness's capture, so every case shows
+    // by name in a plain `cargo test` run (CI's log included).
+    {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "\n{report}");
+    }
     assert!(failures.is_empty(), "{} {ops:?} failure(s):\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -616,5 +620,6 @@ fn onnx_other_operators_listed() {
             }
         }
     }
-    print!("\n{report}");
+    use std::io::Write as _;
+    let _ = write!(std::io::stderr(), "\n{report}");
 }
