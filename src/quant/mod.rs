@@ -22,15 +22,23 @@
 //! [`Scheme`] is that common shape, for code that wants to compare schemes. The later
 //! non-uniform schemes (log / PoT / APoT / PWLQ / codebook) sit beside [`uniform`].
 
+pub mod apot;
 pub mod calibration;
+pub mod codebook;
 mod layout;
 pub mod metrics;
+pub mod packed;
+pub mod pot;
 pub mod reference;
 mod simd;
 pub mod uniform;
 
+pub use apot::{ApotFormat, ApotRole, build_power_value};
 pub use calibration::{Calibration, min_max, percentile};
+pub use codebook::{CodeAssignment, Grid, LevelParams, LevelQuantizer, LevelRange, LevelSet, LevelTensor};
 pub use metrics::{ErrorStats, max_abs_error, mse, sqnr_db};
+pub use packed::{PACK_K_BLOCK, PackedCodes, PackedHeader};
+pub use pot::{PotBase, PotFormat};
 pub use uniform::{Granularity, IntFormat, Mapping, QuantParams, QuantizedTensor, Rounding, UniformQuantizer};
 
 use crate::error::Result;
