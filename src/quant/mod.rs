@@ -25,6 +25,7 @@
 pub mod calibration;
 mod layout;
 pub mod metrics;
+pub mod pwlq;
 pub mod reference;
 mod simd;
 pub mod uniform;
