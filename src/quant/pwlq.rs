@@ -19,7 +19,8 @@
 //!
 //! # Codes
 //!
-//! A quantized weight is an `i16` *level index* `j`, monotone in the value:
+//! A quantized weight is an `i16` *level index* `j`, ordered like its value (up to the f32
+//! rounding of the boundary level ±p, which centre `±Q` and tail `±(Q+1)` both stand for):
 //!
 //! * `|j| ≤ Q`: centre, `ŵ = j · s1`;
 //! * `Q < |j| ≤ 2Q + 1`: tail with `q = |j| − Q − 1`, `ŵ = sign(j) · (p + q · s2)`.
