@@ -29,6 +29,7 @@ mod layout;
 pub mod metrics;
 pub mod packed;
 pub mod pot;
+pub mod pwlq;
 pub mod reference;
 mod simd;
 pub mod uniform;
