@@ -1,8 +1,8 @@
 //! The C ABI: the C example compiled with `cc` (`aarch64-linux-gnu-gcc` in an aarch64
 //! build, run under qemu-user when the host cannot run it) against the static (and
-//! shared) library and run, and every extern function called directly with bad input (null pointers,
-//! zero and huge sizes, inconsistent shapes, invalid enum values, overlapping buffers):
-//! always a status and a message, never a crash.
+//! shared) library and run, and every extern function called directly with bad input
+//! (null pointers, zero and huge sizes, inconsistent shapes, invalid enum values,
+//! overlapping buffers): always a status and a message, never a crash.
 
 use std::ffi::CStr;
 use std::io::Write;
