@@ -60,14 +60,24 @@ fn detect_uncached() -> CpuFeatures {
     }
     #[cfg(target_arch = "aarch64")]
     {
-        if std::arch::is_aarch64_feature_detected!("neon") {
-            flags.push("neon");
+        // Linux reports these through HWCAP/HWCAP2 (qemu-user sets them per `-cpu` model).
+        macro_rules! flag {
+            ($f:tt) => {{
+                let on = std::arch::is_aarch64_feature_detected!($f);
+                if on {
+                    flags.push($f);
+                }
+                on
+            }};
+        }
+        let (neon, dotprod, i8mm) = (flag!("neon"), flag!("dotprod"), flag!("i8mm"));
+        // Each tier includes the ones below it (a capped table may pick any of their
+        // kernels), so a tier is listed only when every feature below it is present too.
+        if neon {
             isas.push(Isa::Neon);
-            if std::arch::is_aarch64_feature_detected!("dotprod") {
-                flags.push("dotprod");
+            if dotprod {
                 isas.push(Isa::Dotprod);
-                if std::arch::is_aarch64_feature_detected!("i8mm") {
-                    flags.push("i8mm");
+                if i8mm {
                     isas.push(Isa::I8mm);
                 }
             }
@@ -126,6 +136,8 @@ pub fn gemm_kernels() -> Vec<GemmUkernel> {
     let mut v = qkern_kernels::generic::GEMM_KERNELS.to_vec();
     #[cfg(target_arch = "x86_64")]
     v.extend(qkern_kernels::x86_64::gemm_kernels());
+    #[cfg(target_arch = "aarch64")]
+    v.extend(qkern_kernels::aarch64::gemm_kernels());
     v
 }
 

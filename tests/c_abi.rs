@@ -1,9 +1,11 @@
-//! The C ABI: the C example compiled with `cc` against the static (and shared) library
-//! and run, and every extern function called directly with bad input (null pointers,
-//! zero and huge sizes, inconsistent shapes, invalid enum values, overlapping buffers):
-//! always a status and a message, never a crash.
+//! The C ABI: the C example compiled with `cc` (`aarch64-linux-gnu-gcc` in an aarch64
+//! build, run under qemu-user when the host cannot run it) against the static (and
+//! shared) library and run, and every extern function called directly with bad input
+//! (null pointers, zero and huge sizes, inconsistent shapes, invalid enum values,
+//! overlapping buffers): always a status and a message, never a crash.
 
 use std::ffi::CStr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::ptr::{null, null_mut};
@@ -62,10 +64,17 @@ fn library(name: &str) -> PathBuf {
         }
     }
     let profile = dir.file_name().and_then(|s| s.to_str()).expect("profile dir name").to_owned();
-    let target = dir.parent().expect("target dir");
+    let mut target = dir.parent().expect("target dir");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).env("CARGO_TARGET_DIR", target).args(["build", "--lib"]);
+    // A `--target` build lives in <target dir>/<triple>/<profile>: rebuild it for that triple.
+    if let Some(triple) = CROSS_TRIPLE.filter(|t| target.file_name().is_some_and(|n| n == *t)) {
+        target = target.parent().expect("target dir");
+        cmd.args(["build", "--lib", "--target", triple]);
+    } else {
+        cmd.args(["build", "--lib"]);
+    }
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).env("CARGO_TARGET_DIR", target);
     match profile.as_str() {
         "debug" => {}
         "release" => {
@@ -82,14 +91,68 @@ fn library(name: &str) -> PathBuf {
     built
 }
 
-/// Compiles examples/c/qkern_example.c with `$CC` (default `cc`) and the given link
-/// arguments, runs it and checks its output.
+/// The target triple of a build that may be a cross build (tested under qemu-user), as
+/// cargo names its `--target` directory.
+const CROSS_TRIPLE: Option<&str> =
+    if cfg!(all(target_arch = "aarch64", target_os = "linux", target_env = "gnu")) { Some("aarch64-unknown-linux-gnu") } else { None };
+
+/// The C compiler for the architecture this test was built for. In an aarch64 build:
+/// `$CC_aarch64_unknown_linux_gnu` (cc-rs's convention), else Debian's
+/// `aarch64-linux-gnu-gcc` when it is on PATH (the cross compiler on an x86-64 host, the
+/// native gcc on Debian arm64) — the host's `cc` would link an x86-64 program against an
+/// aarch64 library. Otherwise, and as the fallback, `$CC` or `cc`.
+fn c_compiler() -> String {
+    if let Some(triple) = CROSS_TRIPLE {
+        if let Ok(cc) = std::env::var(format!("CC_{}", triple.replace('-', "_"))) {
+            return cc;
+        }
+        let cross = "aarch64-linux-gnu-gcc";
+        let on_path = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cross).is_file()));
+        if on_path {
+            return cross.into();
+        }
+    }
+    std::env::var("CC").unwrap_or_else(|_| "cc".into())
+}
+
+/// Runs the compiled C program: directly, or — in an aarch64 build on a host of another
+/// architecture (this test itself runs under qemu-user) — under the same runner cargo
+/// used for this test: `$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER` (how .ci/run
+/// picks the CPU model), else `qemu-aarch64 -L /usr/aarch64-linux-gnu` with qemu's default
+/// CPU (or `$QEMU_CPU`).
+fn run_program(exe: &Path) -> std::process::Output {
+    let emulated = CROSS_TRIPLE.filter(|_| {
+        // qemu-user tells this process it runs on aarch64, but a host program it starts
+        // runs natively and sees the real machine. (Trying the program and looking for
+        // ENOEXEC does not work: under qemu the spawn failure comes back as exit 127.)
+        let host = Command::new("uname").arg("-m").output().expect("run `uname -m`");
+        let host = String::from_utf8_lossy(&host.stdout).trim().to_owned();
+        !host.is_empty() && host != "aarch64" && host != "arm64"
+    });
+    let Some(triple) = emulated else {
+        return Command::new(exe).output().unwrap_or_else(|e| panic!("cannot run the C example {}: {e}", exe.display()));
+    };
+    let var = format!("CARGO_TARGET_{}_RUNNER", triple.to_uppercase().replace('-', "_"));
+    let runner = std::env::var(&var).unwrap_or_else(|_| "qemu-aarch64 -L /usr/aarch64-linux-gnu".into());
+    let mut words = runner.split_whitespace();
+    let prog = words.next().unwrap_or_else(|| panic!("{var} is empty"));
+    let _ = writeln!(std::io::stderr(), "note: the host cannot run the aarch64 C example; running it under `{runner}`");
+    Command::new(prog)
+        .args(words)
+        .arg(exe)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C example under `{runner}`: {e}"))
+}
+
+/// Compiles examples/c/qkern_example.c with [`c_compiler`] and the given link arguments,
+/// runs it and checks its output.
 fn build_and_run_example(out_name: &str, link: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out_dir = profile_dir().join("c-example");
     std::fs::create_dir_all(&out_dir).expect("create the output dir");
     let exe = out_dir.join(out_name);
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let cc = c_compiler();
     let output = Command::new(&cc)
         .args(["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O1"])
         .arg("-I")
@@ -105,7 +168,7 @@ fn build_and_run_example(out_name: &str, link: &[&str]) {
         "compiling the C example failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let run = Command::new(&exe).output().expect("run the C example");
+    let run = run_program(&exe);
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     print!("{stdout}");

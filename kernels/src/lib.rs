@@ -22,6 +22,8 @@ pub mod reference;
 pub mod types;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 
 #[cfg(feature = "testing")]
 pub mod testing;
