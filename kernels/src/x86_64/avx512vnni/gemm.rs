@@ -36,11 +36,13 @@ fn col_mask(n: usize, v: usize) -> __mmask16 {
     }
 }
 
-/// The u8×s8 tile: `MR` rows × `16·NV` columns.
+/// The u8×s8 tile: `MR` rows × `16·NV` columns (`NV ≥ 2`: the narrow-tile paths
+/// instantiate 1 and 2 zmm columns).
 ///
-/// Reads exactly: `m` rows of `k` activation bytes from `a` (stride `lda`) — the last,
+/// Reads only: `m` rows of `k` activation bytes from `a` (stride `lda`) — the last,
 /// partial K group with a masked load, so not one byte past `k` — and the panel's
-/// `k.div_ceil(4)·16·NV·4` bytes from `b`; the per-column tables for the `n` columns
+/// `k.div_ceil(4)·16·NV·4` bytes from `b` (of each K group, only the zmm columns that
+/// hold one of the `n` columns); the per-column tables for the `n` columns
 /// (`scale`/`bias_f32`/`qmult` only when the output stage uses them); `a_row_sum` for
 /// `m` rows and `b_zero_point` for `n` columns when both are non-null. Writes only the
 /// `m × n` output tile. No pointer needs any alignment.
@@ -51,6 +53,27 @@ fn col_mask(n: usize, v: usize) -> __mmask16 {
 /// AVX-512 F/BW/VL/VNNI.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn gemm_tile<const MR: usize, const NV: usize, const A_FLIP: bool>(args: &GemmArgs) {
+    // A narrow tile (the last panel of an N that is not a multiple of NR) multiplies only
+    // the zmm columns it stores: the K loop's cost follows n, not NR.
+    // SAFETY (each arm): forwarded contract; n ≤ 16·NU, and NU ≤ NV by each guard.
+    unsafe {
+        match args.n.div_ceil(16) {
+            1 if NV > 1 => tile::<MR, NV, 1, A_FLIP>(args),
+            2 if NV > 2 => tile::<MR, NV, 2, A_FLIP>(args),
+            _ => tile::<MR, NV, NV, A_FLIP>(args),
+        }
+    }
+}
+
+/// [`gemm_tile`] with only the first `NU` of the panel's `NV` zmm columns computed (the
+/// others stay zero and are not stored: `n ≤ 16·NU`).
+///
+/// # Safety
+/// As [`gemm_tile`], and `args.n ≤ 16·NU`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn tile<const MR: usize, const NV: usize, const NU: usize, const A_FLIP: bool>(args: &GemmArgs) {
+    const { assert!(NU >= 1 && NU <= NV) };
     let (m, k) = (args.m, args.k);
     // Rows past `m` re-read row m−1 (always valid memory) instead of branching in the
     // loop; their accumulators are never stored.
@@ -67,7 +90,7 @@ pub unsafe fn gemm_tile<const MR: usize, const NV: usize, const A_FLIP: bool>(ar
     let mut bp = args.b;
     let mut off = 0usize;
     for _ in 0..k / 4 {
-        let mut bv = [_mm512_setzero_si512(); NV];
+        let mut bv = [_mm512_setzero_si512(); NU];
         for (v, b) in bv.iter_mut().enumerate() {
             // SAFETY: group `off/4` of the panel holds 64·NV bytes (contract).
             *b = unsafe { _mm512_loadu_si512(bp.add(64 * v).cast()) };
@@ -79,7 +102,7 @@ pub unsafe fn gemm_tile<const MR: usize, const NV: usize, const A_FLIP: bool>(ar
             if A_FLIP {
                 a = _mm512_xor_si512(a, flip);
             }
-            for v in 0..NV {
+            for v in 0..NU {
                 acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], a, bv[v]);
             }
         }
@@ -93,7 +116,7 @@ pub unsafe fn gemm_tile<const MR: usize, const NV: usize, const A_FLIP: bool>(ar
         // more (and faults on none of the rest). The packer zero-padded B's group, so the
         // missing lanes (0, or 0x80 once flipped) multiply zeros.
         let amask = ((1u32 << rem) - 1) as __mmask16;
-        let mut bv = [_mm512_setzero_si512(); NV];
+        let mut bv = [_mm512_setzero_si512(); NU];
         for (v, b) in bv.iter_mut().enumerate() {
             // SAFETY: the last group of the panel holds 64·NV bytes (contract).
             *b = unsafe { _mm512_loadu_si512(bp.add(64 * v).cast()) };
@@ -105,7 +128,7 @@ pub unsafe fn gemm_tile<const MR: usize, const NV: usize, const A_FLIP: bool>(ar
             if A_FLIP {
                 a = _mm512_xor_si512(a, flip);
             }
-            for v in 0..NV {
+            for v in 0..NU {
                 acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], a, bv[v]);
             }
         }
