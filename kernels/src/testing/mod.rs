@@ -10,7 +10,9 @@
 //! The tester stays inside the kernel contract ([`GemmArgs`]): the true accumulator plus
 //! bias always fits in i32 — with cases exactly at `i32::MAX` and `i32::MIN` — because
 //! going past it is the driver's job (K chunks carried in i64), tested through the public
-//! API instead.
+//! API instead. Likewise a kernel with a precondition on its weights
+//! (`max_abs_stored_b`, e.g. AVX2 `vpmaddubsw`) is fed only weights that satisfy it, with
+//! its weight extremes at the bound: the packer never gives it others.
 
 use alloc::format;
 use alloc::string::String;
@@ -266,6 +268,30 @@ fn dedup(v: &mut Vec<usize>) {
 }
 
 impl Tester<'_> {
+    /// The weight values the kernel may be given: B's whole range, or for a kernel with
+    /// a precondition (`max_abs_stored_b`) the values whose stored form `b − b_offset`
+    /// satisfies it — the packer never hands it others (DESIGN.md §2).
+    fn b_range<B: Int8>(&self) -> (i32, i32) {
+        match self.kernel.max_abs_stored_b {
+            None => (B::MIN, B::MAX),
+            Some(lim) => {
+                let off = self.kernel.b_offset_for(B::SIGNED);
+                ((off - lim).max(B::MIN), (off + lim).min(B::MAX))
+            }
+        }
+    }
+
+    /// A random weight within [`Self::b_range`] (uniform bits when that is all of B, so
+    /// unconditional kernels see the same sequence as before).
+    fn random_b<B: Int8>(&mut self) -> B {
+        let (lo, hi) = self.b_range::<B>();
+        if (lo, hi) == (B::MIN, B::MAX) {
+            B::from_bits(self.rng.next_u64() as u8)
+        } else {
+            B::saturate_from(self.rng.range_i32(lo, hi))
+        }
+    }
+
     /// Every family for one (A, B) combination.
     ///
     /// # Safety
@@ -292,7 +318,8 @@ impl Tester<'_> {
         let k = 200_000;
         // The operand value of largest magnitude: 255 for u8, −128 for i8.
         let big = |signed: bool| if signed { -128 } else { 255 };
-        let (av, bv) = (big(A::SIGNED), big(B::SIGNED));
+        let (blo, bhi) = self.b_range::<B>();
+        let (av, bv) = (big(A::SIGNED), if B::SIGNED { blo } else { bhi });
         let za = av;
         let step = if A::SIGNED { 1 } else { -1 }; // stays inside the type
         for (m, n) in [(mr, nr), (1 + self.rng.below(mr), 1 + self.rng.below(nr))] {
@@ -308,7 +335,7 @@ impl Tester<'_> {
             }
             for x in &mut case.b {
                 if self.rng.chance(1, 8) {
-                    *x = B::from_bits(self.rng.next_u64() as u8);
+                    *x = self.random_b();
                 }
             }
             // SAFETY: forwarded contract.
@@ -386,6 +413,8 @@ impl Tester<'_> {
     /// Builds one random case; `style` rotates the data, zero-point and bias patterns so
     /// that every shape family sees each of them.
     fn random_case<A: Int8, B: Int8>(&mut self, m: usize, n: usize, k: usize, style: usize) -> Case<A, B> {
+        let (blo, bhi) = self.b_range::<B>();
+        let b_full = (blo, bhi) == (B::MIN, B::MAX);
         let rng = &mut self.rng;
         let gap = |rng: &mut Rng| match rng.below(3) {
             0 => 0,
@@ -408,9 +437,11 @@ impl Tester<'_> {
         };
         let val_b = |rng: &mut Rng| {
             if extreme_b {
-                B::saturate_from(rng.pick(&[B::MIN, B::MAX]))
-            } else {
+                B::saturate_from(rng.pick(&[blo, bhi]))
+            } else if b_full {
                 B::from_bits(rng.next_u64() as u8)
+            } else {
+                B::saturate_from(rng.range_i32(blo, bhi))
             }
         };
         let a_len = if m == 0 { 0 } else { (m - 1) * lda + k } + TAIL;
@@ -534,7 +565,7 @@ impl Tester<'_> {
         let zbs = zero_point_edges::<B>();
         for av in [A::MIN, A::MAX] {
             for &za in &zas {
-                for bv in [B::MIN, B::MAX] {
+                for bv in <[i32; 2]>::from(self.b_range::<B>()) {
                     for &zb in &zbs {
                         for (m, n, k) in [
                             (mr, nr, 2 * kr + 1),
@@ -563,7 +594,7 @@ impl Tester<'_> {
         let mut seen: Vec<(i32, i32)> = Vec::new();
         for av in [A::MIN, A::MAX] {
             for za in zero_point_edges::<A>() {
-                for bv in [B::MIN, B::MAX] {
+                for bv in <[i32; 2]>::from(self.b_range::<B>()) {
                     for zb in zero_point_edges::<B>() {
                         let (da, db) = (av - za, bv - zb);
                         if da == 0 || db == 0 || seen.contains(&(da, db)) {

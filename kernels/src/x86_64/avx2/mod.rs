@@ -1,6 +1,13 @@
 //! AVX2 kernels.
 
+pub mod gemm;
+pub mod peak;
+
 use crate::types::GemmUkernel;
 
-/// AVX2 GEMM microkernels, least preferred first.
-pub const GEMM_KERNELS: &[GemmUkernel] = &[];
+pub use gemm::{QX8_GEMM_4X16C4_MADDUBS__AVX2, QX8_GEMM_6X16C2__AVX2};
+
+/// AVX2 GEMM microkernels, least preferred first: the exact `vpmaddwd` kernel (any
+/// weights), then the faster `vpmaddubsw` one (weights within ±64 only; the packer
+/// picks it only when that holds).
+pub const GEMM_KERNELS: &[GemmUkernel] = &[QX8_GEMM_6X16C2__AVX2, QX8_GEMM_4X16C4_MADDUBS__AVX2];
