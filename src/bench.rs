@@ -151,7 +151,9 @@ pub struct Peak {
 }
 
 /// Physical limits of one core of the 2-core Sapphire-Rapids-class reference host
-/// (DESIGN.md §7). Results are quoted as a fraction of the limit of the path used.
+/// (DESIGN.md §7), for reference. `qkern bench` quotes results against the peaks
+/// measured on the running host instead ([`crate::peak::measured_gops`]): other CPUs
+/// (e.g. AMD Zen 4, where `vpdpbusd zmm` issues once per cycle) differ.
 /// Scalar and ARM tiers have no entry: their `%peak` is shown as `-`.
 pub const PEAKS: &[Peak] = &[
     Peak { path: "avx2-exact", isa: Isa::Avx2, gops_per_core: 183.0, note: "sign-extend + vpmaddwd" },

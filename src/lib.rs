@@ -25,6 +25,7 @@ pub mod error;
 pub mod ffi;
 pub mod gemm;
 pub mod onnx;
+pub mod peak;
 pub mod quant;
 pub mod requant;
 

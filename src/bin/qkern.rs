@@ -126,6 +126,13 @@ fn info() -> Result<(), String> {
             println!("{:<12} {:<8} {kernel}{mark}", isa.name(), family);
         }
     }
+    println!();
+    println!("measured per-core peaks (int8 GOPS, probe loops of independent multiply-adds):");
+    for path in ["avx2-exact", "avx2-maddubs", "avx512vnni"] {
+        if let Some(g) = qkern::peak::measured_gops(path) {
+            println!("  {path:<14} {g:8.1}");
+        }
+    }
     match default {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("no default kernel table: {e}")),
@@ -202,7 +209,7 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
             kernel: kernel.name,
             threads,
             timing,
-            peak: bench::peak_for_kernel(&kernel).map(|p| p.gops_per_core * peak_scale),
+            peak: qkern::peak::path_of(&kernel).and_then(qkern::peak::measured_gops).map(|p| p * peak_scale),
         });
     }
     if progress {
@@ -243,7 +250,7 @@ fn print_table(rows: &[Row]) {
     let isa = rows.first().map(|r| r.isa.name()).unwrap_or("-");
     println!(
         "u8 (zero point 128) x i8 (prepacked) -> i32; isa cap {isa}; GOPS = 2*M*N*K / median time; \
-         %peak = GOPS / (per-core peak of the kernel's path x threads), '-' where no peak is known"
+         %peak = GOPS / (per-core peak of the kernel's path, measured on this host by a probe, x threads), '-' where no probe exists"
     );
 }
 

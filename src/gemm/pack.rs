@@ -85,9 +85,7 @@ impl PackedWeights {
             }
         }
 
-        if bmin > bmax {
-            (bmin, bmax) = (0, 0); // no weights at all
-        }
+        let empty = bmin > bmax; // no weights at all: any kernel's precondition holds
         // The first candidate (best first) that handles this weight type and whose
         // precondition on the stored weights holds.
         let kernel = ctx
@@ -98,7 +96,7 @@ impl PackedWeights {
             .find(|kn| {
                 let off = kn.b_offset_for(B::SIGNED);
                 let handles = kn.run[0][B::SIGNED as usize].is_some() || kn.run[1][B::SIGNED as usize].is_some();
-                handles && kn.max_abs_stored_b.is_none_or(|lim| (bmin - off).abs().max((bmax - off).abs()) <= lim)
+                handles && (empty || kn.max_abs_stored_b.is_none_or(|lim| (bmin - off).abs().max((bmax - off).abs()) <= lim))
             })
             .ok_or_else(|| {
                 Error::Unsupported(format!(
