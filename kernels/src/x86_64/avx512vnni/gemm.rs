@@ -184,12 +184,20 @@ unsafe fn tile<const R: usize, const NV: usize, const NU: usize, const G: usize,
             }
         }
     }
-    let acc = &*acc;
-
     // The epilogue is a separate function: inlined here, LLVM keeps the accumulators in
-    // memory throughout the K loop (the epilogue indexes them by the runtime `m`).
-    // SAFETY: forwarded contract.
-    unsafe { epilogue::<R, NV>(args, acc) }
+    // memory throughout the K loop (the epilogue indexes them by the runtime `m`). It
+    // receives them in a fresh, uninitialised array written once here: handing it `accs`
+    // itself made LLVM zero that array in memory on entry, a measurable cost on short K.
+    let mut fin = core::mem::MaybeUninit::<[[__m512i; NV]; R]>::uninit();
+    let fp = fin.as_mut_ptr().cast::<__m512i>();
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &x) in row.iter().enumerate() {
+            // SAFETY: element (i, v) of the R × NV array `fin`, each written exactly once.
+            unsafe { fp.add(i * NV + v).write(x) };
+        }
+    }
+    // SAFETY: every element was written just above; forwarded contract.
+    unsafe { epilogue::<R, NV>(args, fin.assume_init_ref()) }
 }
 
 /// Adds the column and row terms and runs the output stage on the `m × n` tile. Masked
