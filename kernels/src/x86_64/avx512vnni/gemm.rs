@@ -58,27 +58,54 @@ pub unsafe fn gemm_tile<const MR: usize, const NV: usize, const A_FLIP: bool>(ar
     // SAFETY (each arm): forwarded contract; n ≤ 16·NU, and NU ≤ NV by each guard.
     unsafe {
         match args.n.div_ceil(16) {
-            1 if NV > 1 => tile::<MR, NV, 1, A_FLIP>(args),
-            2 if NV > 2 => tile::<MR, NV, 2, A_FLIP>(args),
-            _ => tile::<MR, NV, NV, A_FLIP>(args),
+            1 if NV > 1 => rows::<MR, NV, 1, A_FLIP>(args),
+            2 if NV > 2 => rows::<MR, NV, 2, A_FLIP>(args),
+            _ => rows::<MR, NV, NV, A_FLIP>(args),
         }
     }
 }
 
-/// [`gemm_tile`] with only the first `NU` of the panel's `NV` zmm columns computed (the
-/// others stay zero and are not stored: `n ≤ 16·NU`).
+/// Picks the row count the K loop computes: a short tile (GEMV, `m ≤ 4`) runs only
+/// `R ≥ m` rows instead of all `MR` (rows past `m` would otherwise cost as much as real
+/// ones), and splits K over `G` independent accumulator sets so that consecutive
+/// `vpdpbusd` do not wait on each other's latency (with `m = 1` the full tile would have
+/// only `NU` accumulators in flight).
 ///
 /// # Safety
 /// As [`gemm_tile`], and `args.n ≤ 16·NU`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn tile<const MR: usize, const NV: usize, const NU: usize, const A_FLIP: bool>(args: &GemmArgs) {
-    const { assert!(NU >= 1 && NU <= NV) };
+unsafe fn rows<const MR: usize, const NV: usize, const NU: usize, const A_FLIP: bool>(args: &GemmArgs) {
+    // SAFETY (each arm): forwarded contract; m ≤ R in each arm (R ≤ MR by the guards).
+    unsafe {
+        match args.m {
+            1 if MR > 1 => tile::<1, NV, NU, 4, A_FLIP>(args),
+            2 if MR > 2 => tile::<2, NV, NU, 2, A_FLIP>(args),
+            3 | 4 if MR > 4 => tile::<4, NV, NU, 1, A_FLIP>(args),
+            _ => tile::<MR, NV, NU, 1, A_FLIP>(args),
+        }
+    }
+}
+
+/// [`gemm_tile`] computing `R` rows (`m ≤ R`) and only the first `NU` of the panel's `NV`
+/// zmm columns (the others stay zero and are not stored: `n ≤ 16·NU`), with `G`
+/// accumulator sets: set `g` takes the K groups `≡ g (mod G)` of the main loop, and the
+/// sets are summed (wrapping, as `vpdpbusd` itself adds) before the epilogue, so the
+/// result is the same i32 modulo 2^32.
+///
+/// # Safety
+/// As [`gemm_tile`], and `args.m ≤ R`, `args.n ≤ 16·NU`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn tile<const R: usize, const NV: usize, const NU: usize, const G: usize, const A_FLIP: bool>(
+    args: &GemmArgs,
+) {
+    const { assert!(NU >= 1 && NU <= NV && G >= 1 && R >= 1) };
     let (m, k) = (args.m, args.k);
     // Rows past `m` re-read row m−1 (always valid memory) instead of branching in the
     // loop; their accumulators are never stored.
-    let mut rows = [args.a; MR];
-    for i in 1..MR {
+    let mut rows = [args.a; R];
+    for i in 1..R {
         rows[i] = if i < m {
             args.a.wrapping_add(i * args.lda)
         } else {
@@ -86,16 +113,19 @@ unsafe fn tile<const MR: usize, const NV: usize, const NU: usize, const A_FLIP: 
         };
     }
     let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
-    let mut acc = [[_mm512_setzero_si512(); NV]; MR];
+    let mut accs = [[[_mm512_setzero_si512(); NV]; R]; G];
     let mut bp = args.b;
     let mut off = 0usize;
-    for _ in 0..k / 4 {
+    // One K group (4 bytes of each row, 64·NV packed bytes) into accumulator set `acc`.
+    // Its reads are sound only for a full group of the K range (`off + 4 ≤ k`, `bp` at
+    // group `off/4` of the panel): each call below says why that holds.
+    let group = |acc: &mut [[__m512i; NV]; R], bp: *const u8, off: usize| {
         let mut bv = [_mm512_setzero_si512(); NU];
         for (v, b) in bv.iter_mut().enumerate() {
             // SAFETY: group `off/4` of the panel holds 64·NV bytes (contract).
             *b = unsafe { _mm512_loadu_si512(bp.add(64 * v).cast()) };
         }
-        for i in 0..MR {
+        for i in 0..R {
             // SAFETY: row i (or row m−1 standing in for it) has k ≥ off + 4 bytes.
             let x = unsafe { rows[i].add(off).cast::<i32>().read_unaligned() };
             let mut a = _mm512_set1_epi32(x);
@@ -106,9 +136,30 @@ unsafe fn tile<const MR: usize, const NV: usize, const NU: usize, const A_FLIP: 
                 acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], a, bv[v]);
             }
         }
-        // SAFETY: stays within the panel (or one past its end after the last group).
-        bp = unsafe { bp.add(64 * NV) };
+    };
+    let groups = k / 4;
+    for _ in 0..groups / G {
+        for (g, acc) in accs.iter_mut().enumerate() {
+            // Full groups: groups off/4 .. off/4 + G all lie within `groups`.
+            group(acc, bp.wrapping_add(64 * NV * g), off + 4 * g);
+        }
+        // Within the panel (or one past its end after the last group).
+        bp = bp.wrapping_add(64 * NV * G);
+        off += 4 * G;
+    }
+    let (acc, rest) = accs.split_first_mut().expect("G ≥ 1");
+    for _ in 0..groups % G {
+        // Full groups: the `groups % G` left after the main loop.
+        group(acc, bp, off);
+        bp = bp.wrapping_add(64 * NV);
         off += 4;
+    }
+    for r in rest.iter() {
+        for i in 0..R {
+            for v in 0..NU {
+                acc[i][v] = _mm512_add_epi32(acc[i][v], r[i][v]);
+            }
+        }
     }
     let rem = k % 4;
     if rem != 0 {
@@ -121,7 +172,7 @@ unsafe fn tile<const MR: usize, const NV: usize, const NU: usize, const A_FLIP: 
             // SAFETY: the last group of the panel holds 64·NV bytes (contract).
             *b = unsafe { _mm512_loadu_si512(bp.add(64 * v).cast()) };
         }
-        for i in 0..MR {
+        for i in 0..R {
             // SAFETY: row i has bytes off..off+rem (k = off + rem); the rest are masked.
             let x = unsafe { _mm_maskz_loadu_epi8(amask, rows[i].add(off).cast()) };
             let mut a = _mm512_broadcastd_epi32(x);
@@ -133,11 +184,20 @@ unsafe fn tile<const MR: usize, const NV: usize, const NU: usize, const A_FLIP: 
             }
         }
     }
-
     // The epilogue is a separate function: inlined here, LLVM keeps the accumulators in
-    // memory throughout the K loop (the epilogue indexes them by the runtime `m`).
-    // SAFETY: forwarded contract.
-    unsafe { epilogue::<MR, NV>(args, &acc) }
+    // memory throughout the K loop (the epilogue indexes them by the runtime `m`). It
+    // receives them in a fresh, uninitialised array written once here: handing it `accs`
+    // itself made LLVM zero that array in memory on entry, a measurable cost on short K.
+    let mut fin = core::mem::MaybeUninit::<[[__m512i; NV]; R]>::uninit();
+    let fp = fin.as_mut_ptr().cast::<__m512i>();
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &x) in row.iter().enumerate() {
+            // SAFETY: element (i, v) of the R × NV array `fin`, each written exactly once.
+            unsafe { fp.add(i * NV + v).write(x) };
+        }
+    }
+    // SAFETY: every element was written just above; forwarded contract.
+    unsafe { epilogue::<R, NV>(args, fin.assume_init_ref()) }
 }
 
 /// Adds the column and row terms and runs the output stage on the `m × n` tile. Masked

@@ -160,3 +160,100 @@ fn output_stages_match_the_reference_at_the_extremes() {
         }
     }
 }
+
+/// The short-tile (GEMV) paths, which split K over several accumulator sets: every
+/// `m ≤ MR` (each row count class), K residues modulo every set count and the K-group
+/// step, and K long enough for the i32 sums to wrap (all-extreme inputs: 255 × −128),
+/// against a scalar wrapping dot product; and no write outside the tile.
+#[test]
+#[allow(clippy::needless_range_loop)]
+fn short_tiles_split_k_exactly() {
+    if !have_isa() {
+        std::eprintln!("skipped: no AVX-512 VNNI on this CPU");
+        return;
+    }
+    let mut rng = Rng(0x9e7d_0001);
+    const GUARD: usize = 64;
+    for kernel in GEMM_KERNELS {
+        let (mr, nr) = (kernel.mr, kernel.nr());
+        for &k in &[1usize, 4, 5, 12, 15, 16, 17, 31, 33, 36, 63, 64, 67, 1023, 4096, 4097, 70_001] {
+            let k4 = k.div_ceil(4);
+            for extreme in [false, true] {
+                // Activation bytes as stored (either entry point reads bit patterns) and
+                // stored weights (i8), packed [k/4][nr][4], zero-padded.
+                let lda = k + 5;
+                let a: Vec<u8> =
+                    (0..mr * lda).map(|_| if extreme { 0xff } else { rng.next() as u8 }).collect();
+                let bw: Vec<i8> =
+                    (0..k * nr).map(|_| if extreme { -128 } else { rng.next() as i8 }).collect();
+                let mut packed = vec![0u8; k4 * nr * 4];
+                for kk in 0..k {
+                    for j in 0..nr {
+                        packed[(kk / 4) * nr * 4 + j * 4 + kk % 4] = bw[kk * nr + j] as u8;
+                    }
+                }
+                let zeros = vec![0i32; nr];
+                for m in 1..=mr {
+                    for &n in &[nr, nr - 1, 17, 16, 1] {
+                        for flip in [false, true] {
+                            let run = kernel.run[flip as usize][1].unwrap();
+                            let ldc = n + 3;
+                            let mut c = vec![0x5a5a_5a5au32 as i32; GUARD + m * ldc + GUARD];
+                            let args = GemmArgs {
+                                m,
+                                n,
+                                k,
+                                a: a.as_ptr(),
+                                lda,
+                                b: packed.as_ptr(),
+                                a_row_sum: core::ptr::null(),
+                                b_zero_point: core::ptr::null(),
+                                c: c[GUARD..].as_mut_ptr().cast(),
+                                ldc,
+                                out: OutputStage {
+                                    kind: OutputKind::I32,
+                                    mode: RequantMode::Fp32,
+                                    col_offset: zeros.as_ptr(),
+                                    scale: core::ptr::null(),
+                                    bias_f32: core::ptr::null(),
+                                    qmult: core::ptr::null(),
+                                    out_zero_point: 0,
+                                    qmin: 0,
+                                    qmax: 0,
+                                },
+                            };
+                            // SAFETY: the CPU has the ISA; rows 0..m of A hold k bytes
+                            // (stride lda); the panel holds k4·nr·4 bytes; col_offset has
+                            // nr ≥ n entries; C holds the m × n tile at stride ldc.
+                            unsafe { run(&args) };
+                            for i in 0..m {
+                                for j in 0..ldc {
+                                    let got = c[GUARD + i * ldc + j];
+                                    if j < n {
+                                        let want = (0..k).fold(0i32, |s, kk| {
+                                            let x = a[i * lda + kk] ^ if flip { 0x80 } else { 0 };
+                                            s.wrapping_add(x as i32 * bw[kk * nr + j] as i32)
+                                        });
+                                        assert_eq!(
+                                            got, want,
+                                            "{}: m={m} n={n} k={k} flip={flip} extreme={extreme} i={i} j={j}",
+                                            kernel.name
+                                        );
+                                    } else {
+                                        assert_eq!(got, 0x5a5a_5a5a, "{}: wrote past column {n}", kernel.name);
+                                    }
+                                }
+                            }
+                            assert!(c[..GUARD].iter().all(|&v| v == 0x5a5a_5a5a), "{}: wrote before the tile", kernel.name);
+                            assert!(
+                                c[GUARD + m * ldc..].iter().all(|&v| v == 0x5a5a_5a5a),
+                                "{}: wrote after the tile",
+                                kernel.name
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
