@@ -184,6 +184,15 @@ unsafe fn tile<const R: usize, const NV: usize, const NU: usize, const G: usize,
             }
         }
     }
+    if args.out.kind == OutputKind::I32 {
+        // The i32 output finishes here, with the accumulators still in registers: every
+        // index below is a compile-time constant (the runtime `m` only guards stores),
+        // so LLVM need not spill them. On short K (pointwise convolutions, K = 64) the
+        // round trip through the epilogue's array cost as much as the stores themselves.
+        // SAFETY: forwarded contract; m ≤ R, n ≤ 16·NU.
+        unsafe { store_i32::<R, NV, NU>(args, acc) };
+        return;
+    }
     // The epilogue is a separate function: inlined here, LLVM keeps the accumulators in
     // memory throughout the K loop (the epilogue indexes them by the runtime `m`). It
     // receives them in a fresh, uninitialised array written once here: handing it `accs`
@@ -198,6 +207,66 @@ unsafe fn tile<const R: usize, const NV: usize, const NU: usize, const G: usize,
     }
     // SAFETY: every element was written just above; forwarded contract.
     unsafe { epilogue::<R, NV>(args, fin.assume_init_ref()) }
+}
+
+/// The I32 output stage of [`tile`]: adds the column and row terms (as [`epilogue`]) and
+/// stores the `m × n` tile; the columns past `16·NU` hold nothing to store.
+///
+/// Always inlined into [`tile`] (hence no `#[target_feature]`, which forbids that: the
+/// features come from the caller), so that the accumulators stay in registers.
+///
+/// # Safety
+/// As [`gemm_tile`], and `args.m ≤ R`, `args.n ≤ 16·NU`; called only from a function
+/// compiled with AVX-512 F/BW/VL/VNNI enabled.
+#[inline(always)]
+// Index loops over the NU column vectors address several parallel arrays at once.
+#[allow(clippy::needless_range_loop)]
+unsafe fn store_i32<const R: usize, const NV: usize, const NU: usize>(
+    args: &GemmArgs,
+    acc: &[[__m512i; NV]; R],
+) {
+    let (m, n) = (args.m, args.n);
+    let masks: [__mmask16; NU] = core::array::from_fn(|v| col_mask(n, v));
+    // SAFETY: the CPU features hold (caller). Memory: col_offset and b_zero_point (when
+    // non-null) have n entries, a_row_sum (when non-null) m; row i < m of the tile holds
+    // n i32 from c + i·ldc elements (contract). Masked-off lanes are neither read nor
+    // written, so the wrapping addresses of fully masked vectors are never touched.
+    unsafe {
+        let mut colo = [_mm512_setzero_si512(); NU];
+        for v in 0..NU {
+            colo[v] = _mm512_maskz_loadu_epi32(masks[v], args.out.col_offset.wrapping_add(16 * v));
+        }
+        let c0 = args.c.cast::<i32>();
+        if args.b_zero_point.is_null() || args.a_row_sum.is_null() {
+            for i in 0..R {
+                if i < m {
+                    let c = c0.wrapping_add(i * args.ldc);
+                    for v in 0..NU {
+                        let r = _mm512_add_epi32(acc[i][v], colo[v]);
+                        _mm512_mask_storeu_epi32(c.wrapping_add(16 * v), masks[v], r);
+                    }
+                }
+            }
+        } else {
+            let mut zb = [_mm512_setzero_si512(); NU];
+            for v in 0..NU {
+                zb[v] = _mm512_maskz_loadu_epi32(masks[v], args.b_zero_point.wrapping_add(16 * v));
+            }
+            for i in 0..R {
+                if i < m {
+                    let rs = _mm512_set1_epi32(*args.a_row_sum.add(i));
+                    let c = c0.wrapping_add(i * args.ldc);
+                    for v in 0..NU {
+                        let r = _mm512_sub_epi32(
+                            _mm512_add_epi32(acc[i][v], colo[v]),
+                            _mm512_mullo_epi32(zb[v], rs),
+                        );
+                        _mm512_mask_storeu_epi32(c.wrapping_add(16 * v), masks[v], r);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Adds the column and row terms and runs the output stage on the `m × n` tile. Masked
