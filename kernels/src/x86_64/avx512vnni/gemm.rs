@@ -57,10 +57,17 @@ pub unsafe fn gemm_tile<const MR: usize, const NV: usize, const A_FLIP: bool>(ar
     // the zmm columns it stores: the K loop's cost follows n, not NR.
     // SAFETY (each arm): forwarded contract; n ≤ 16·NU, and NU ≤ NV by each guard.
     unsafe {
-        match args.n.div_ceil(16) {
-            1 if NV > 1 => rows::<MR, NV, 1, A_FLIP>(args),
-            2 if NV > 2 => rows::<MR, NV, 2, A_FLIP>(args),
-            _ => rows::<MR, NV, NV, A_FLIP>(args),
+        // A last zmm column holding at most 8 of the n columns multiplies as a ymm: on
+        // cores that split zmm ops in two (Zen 4) or issue ymm `vpdpbusd` on two ports
+        // (Intel), that halves its cost (n = 24: 1.5 instead of 2 zmm per row).
+        let half = matches!(args.n % 16, 1..=8);
+        match (args.n.div_ceil(16), half) {
+            (1, false) if NV > 1 => rows::<MR, NV, 1, A_FLIP, false>(args),
+            (1, true) if NV > 1 => rows::<MR, NV, 1, A_FLIP, true>(args),
+            (2, false) if NV > 2 => rows::<MR, NV, 2, A_FLIP, false>(args),
+            (2, true) if NV > 2 => rows::<MR, NV, 2, A_FLIP, true>(args),
+            (_, false) => rows::<MR, NV, NV, A_FLIP, false>(args),
+            (_, true) => rows::<MR, NV, NV, A_FLIP, true>(args),
         }
     }
 }
@@ -75,14 +82,55 @@ pub unsafe fn gemm_tile<const MR: usize, const NV: usize, const A_FLIP: bool>(ar
 /// As [`gemm_tile`], and `args.n ≤ 16·NU`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn rows<const MR: usize, const NV: usize, const NU: usize, const A_FLIP: bool>(args: &GemmArgs) {
+unsafe fn rows<const MR: usize, const NV: usize, const NU: usize, const A_FLIP: bool, const HALF: bool>(
+    args: &GemmArgs,
+) {
     // SAFETY (each arm): forwarded contract; m ≤ R in each arm (R ≤ MR by the guards).
     unsafe {
         match args.m {
-            1 if MR > 1 => tile::<1, NV, NU, 4, A_FLIP>(args),
-            2 if MR > 2 => tile::<2, NV, NU, 2, A_FLIP>(args),
-            3 | 4 if MR > 4 => tile::<4, NV, NU, 1, A_FLIP>(args),
-            _ => tile::<MR, NV, NU, 1, A_FLIP>(args),
+            1 if MR > 1 => tile::<1, NV, NU, 4, A_FLIP, HALF>(args),
+            2 if MR > 2 => tile::<2, NV, NU, 2, A_FLIP, HALF>(args),
+            3 | 4 if MR > 4 => tile::<4, NV, NU, 1, A_FLIP, HALF>(args),
+            _ => tile::<MR, NV, NU, 1, A_FLIP, HALF>(args),
+        }
+    }
+}
+
+/// The 64 packed bytes of one zmm column of a K group; with `HALF` and `last`, only
+/// the first 32 (the 8 columns a half column multiplies), the rest zero.
+///
+/// # Safety
+/// `p` is valid for 64 bytes of reads (32 with `HALF && last`); the CPU features hold
+/// (caller, into which this is always inlined).
+#[inline(always)]
+unsafe fn load_b<const HALF: bool>(p: *const u8, last: bool) -> __m512i {
+    // SAFETY: forwarded.
+    unsafe {
+        if HALF && last {
+            _mm512_zextsi256_si512(_mm256_loadu_si256(p.cast()))
+        } else {
+            _mm512_loadu_si512(p.cast())
+        }
+    }
+}
+
+/// `vpdpbusd` of one zmm column; with `HALF` and `last`, of its low 8 lanes only, as a
+/// ymm (the upper lanes of the result are zero and never stored).
+///
+/// # Safety
+/// The CPU features hold (caller, into which this is always inlined).
+#[inline(always)]
+unsafe fn dpbusd<const HALF: bool>(acc: __m512i, a: __m512i, b: __m512i, last: bool) -> __m512i {
+    // SAFETY: register-only intrinsics; the features are the caller's.
+    unsafe {
+        if HALF && last {
+            _mm512_zextsi256_si512(_mm256_dpbusd_epi32(
+                _mm512_castsi512_si256(acc),
+                _mm512_castsi512_si256(a),
+                _mm512_castsi512_si256(b),
+            ))
+        } else {
+            _mm512_dpbusd_epi32(acc, a, b)
         }
     }
 }
@@ -97,7 +145,14 @@ unsafe fn rows<const MR: usize, const NV: usize, const NU: usize, const A_FLIP: 
 /// As [`gemm_tile`], and `args.m ≤ R`, `args.n ≤ 16·NU`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn tile<const R: usize, const NV: usize, const NU: usize, const G: usize, const A_FLIP: bool>(
+unsafe fn tile<
+    const R: usize,
+    const NV: usize,
+    const NU: usize,
+    const G: usize,
+    const A_FLIP: bool,
+    const HALF: bool,
+>(
     args: &GemmArgs,
 ) {
     const { assert!(NU >= 1 && NU <= NV && G >= 1 && R >= 1) };
@@ -123,7 +178,7 @@ unsafe fn tile<const R: usize, const NV: usize, const NU: usize, const G: usize,
         let mut bv = [_mm512_setzero_si512(); NU];
         for (v, b) in bv.iter_mut().enumerate() {
             // SAFETY: group `off/4` of the panel holds 64·NV bytes (contract).
-            *b = unsafe { _mm512_loadu_si512(bp.add(64 * v).cast()) };
+            *b = unsafe { load_b::<HALF>(bp.add(64 * v), v + 1 == NU) };
         }
         for i in 0..R {
             // SAFETY: row i (or row m−1 standing in for it) has k ≥ off + 4 bytes.
@@ -133,7 +188,8 @@ unsafe fn tile<const R: usize, const NV: usize, const NU: usize, const G: usize,
                 a = _mm512_xor_si512(a, flip);
             }
             for v in 0..NU {
-                acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], a, bv[v]);
+                // SAFETY: this function has the CPU features.
+                acc[i][v] = unsafe { dpbusd::<HALF>(acc[i][v], a, bv[v], v + 1 == NU) };
             }
         }
     };
@@ -170,7 +226,7 @@ unsafe fn tile<const R: usize, const NV: usize, const NU: usize, const G: usize,
         let mut bv = [_mm512_setzero_si512(); NU];
         for (v, b) in bv.iter_mut().enumerate() {
             // SAFETY: the last group of the panel holds 64·NV bytes (contract).
-            *b = unsafe { _mm512_loadu_si512(bp.add(64 * v).cast()) };
+            *b = unsafe { load_b::<HALF>(bp.add(64 * v), v + 1 == NU) };
         }
         for i in 0..R {
             // SAFETY: row i has bytes off..off+rem (k = off + rem); the rest are masked.
@@ -180,7 +236,8 @@ unsafe fn tile<const R: usize, const NV: usize, const NU: usize, const G: usize,
                 a = _mm512_xor_si512(a, flip);
             }
             for v in 0..NU {
-                acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], a, bv[v]);
+                // SAFETY: this function has the CPU features.
+                acc[i][v] = unsafe { dpbusd::<HALF>(acc[i][v], a, bv[v], v + 1 == NU) };
             }
         }
     }
