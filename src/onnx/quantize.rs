@@ -89,6 +89,39 @@ enum Granularity {
     Blocked { outer: usize, dim: usize, inner: usize, block: usize, nblocks: usize },
 }
 
+/// Writes `out[e] = f(x[e], p)` for every element `e`, where `p` is the index of the
+/// element's scale and zero point under `g` (quantize and dequantize share this walk).
+fn map_with_params<X: Copy, Y>(g: Granularity, x: &[X], out: &mut [Y], mut f: impl FnMut(X, usize) -> Y) {
+    match g {
+        Granularity::Tensor => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = f(v, 0);
+            }
+        }
+        Granularity::Axis { outer, dim, inner } => {
+            for o in 0..outer {
+                for d in 0..dim {
+                    let base = (o * dim + d) * inner;
+                    for (q, &v) in out[base..base + inner].iter_mut().zip(&x[base..base + inner]) {
+                        *q = f(v, d);
+                    }
+                }
+            }
+        }
+        Granularity::Blocked { outer, dim, inner, block, nblocks } => {
+            for o in 0..outer {
+                for d in 0..dim {
+                    let base = (o * dim + d) * inner;
+                    let p = (o * nblocks + d / block) * inner;
+                    for r in 0..inner {
+                        out[base + r] = f(x[base + r], p + r);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Whether a scale or zero point of this shape is ONNX's per-tensor form: a scalar or a
 /// 1-element vector (onnxruntime's `IsScalarOr1ElementVector`).
 fn is_per_tensor(shape: &[usize]) -> bool {
@@ -283,37 +316,7 @@ fn quantize_typed<S: Elem>(
     let (lo, hi) = qt.range();
     let (lo, hi) = (lo as i64, hi as i64);
     let zat = |i: usize| zp.as_ref().map_or(0, |z| z.data[i].to_i64());
-    let x = x.data;
-    match g {
-        Granularity::Tensor => {
-            let (s, z) = (scale.data[0], zat(0));
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = S::from_i64(quantize_one(v, s, z, lo, hi));
-            }
-        }
-        Granularity::Axis { outer, dim, inner } => {
-            for o in 0..outer {
-                for d in 0..dim {
-                    let (s, z) = (scale.data[d], zat(d));
-                    let base = (o * dim + d) * inner;
-                    for (q, &v) in out[base..base + inner].iter_mut().zip(&x[base..base + inner]) {
-                        *q = S::from_i64(quantize_one(v, s, z, lo, hi));
-                    }
-                }
-            }
-        }
-        Granularity::Blocked { outer, dim, inner, block, nblocks } => {
-            for o in 0..outer {
-                for d in 0..dim {
-                    let base = (o * dim + d) * inner;
-                    let p = (o * nblocks + d / block) * inner;
-                    for r in 0..inner {
-                        out[base + r] = S::from_i64(quantize_one(x[base + r], scale.data[p + r], zat(p + r), lo, hi));
-                    }
-                }
-            }
-        }
-    }
+    map_with_params(g, x.data, out, |v, i| S::from_i64(quantize_one(v, scale.data[i], zat(i), lo, hi)));
     Ok(())
 }
 
@@ -384,37 +387,7 @@ fn dequantize_typed<S: Elem>(
         return Err(Error::InvalidParameter(format!("`x` holds {v}, outside the {} range [{lo}, {hi}]", qt.name())));
     }
     let zat = |i: usize| zp.as_ref().map_or(0, |z| z.data[i].to_i64());
-    let x = x.data;
-    match g {
-        Granularity::Tensor => {
-            let (s, z) = (scale.data[0], zat(0));
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = dequantize_one(v.to_i64(), z, s);
-            }
-        }
-        Granularity::Axis { outer, dim, inner } => {
-            for o in 0..outer {
-                for d in 0..dim {
-                    let (s, z) = (scale.data[d], zat(d));
-                    let base = (o * dim + d) * inner;
-                    for (q, &v) in out[base..base + inner].iter_mut().zip(&x[base..base + inner]) {
-                        *q = dequantize_one(v.to_i64(), z, s);
-                    }
-                }
-            }
-        }
-        Granularity::Blocked { outer, dim, inner, block, nblocks } => {
-            for o in 0..outer {
-                for d in 0..dim {
-                    let base = (o * dim + d) * inner;
-                    let p = (o * nblocks + d / block) * inner;
-                    for r in 0..inner {
-                        out[base + r] = dequantize_one(x[base + r].to_i64(), zat(p + r), scale.data[p + r]);
-                    }
-                }
-            }
-        }
-    }
+    map_with_params(g, x.data, out, |v, i| dequantize_one(v.to_i64(), zat(i), scale.data[i]));
     Ok(())
 }
 
