@@ -163,16 +163,10 @@ pub const PEAKS: &[Peak] = &[
     Peak { path: "amx", isa: Isa::Amx, gops_per_core: 7180.0, note: "tdpbusd" },
 ];
 
-/// The peak of the path `kernel` runs on, or `None` (scalar/generic and ARM kernels).
-///
-/// AVX2 has two paths: a kernel whose name contains `maddubs` uses the saturating
-/// `vpmaddubsw` path, any other AVX2 kernel the exact `vpmaddwd` one.
+/// The reference-host peak of the path `kernel` runs on ([`crate::peak::path_of`]), or
+/// `None` (portable and ARM kernels).
 pub fn peak_for_kernel(kernel: &GemmUkernel) -> Option<&'static Peak> {
-    let path = match kernel.isa {
-        Isa::Avx2 if kernel.name.contains("maddubs") => "avx2-maddubs",
-        Isa::Avx2 => "avx2-exact",
-        other => other.name(),
-    };
+    let path = crate::peak::path_of(kernel)?;
     PEAKS.iter().find(|p| p.path == path && p.isa == kernel.isa)
 }
 

@@ -11,13 +11,16 @@ use qkern_kernels::{GemmUkernel, Isa};
 
 use crate::dispatch::cpu;
 
-/// The instruction path a kernel's inner loop runs on (`None`: no probe, e.g. scalar).
+/// The instruction path a kernel's inner loop runs on (`None` for the portable kernels).
+/// AVX2 has two: a kernel whose name contains `maddubs` uses the saturating
+/// `vpmaddubsw` path, any other AVX2 kernel the exact `vpmaddwd` one; every other tier
+/// has one path, named after the tier.
 pub fn path_of(kernel: &GemmUkernel) -> Option<&'static str> {
     match kernel.isa {
+        Isa::Scalar => None,
         Isa::Avx2 if kernel.name.contains("maddubs") => Some("avx2-maddubs"),
         Isa::Avx2 => Some("avx2-exact"),
-        Isa::Avx512Vnni => Some("avx512vnni"),
-        _ => None,
+        other => Some(other.name()),
     }
 }
 
