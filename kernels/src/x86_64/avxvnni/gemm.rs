@@ -1,7 +1,7 @@
 //! `vpdpbusd` ymm GEMM tiles, written once and compiled twice.
 //!
 //! AVX-VNNI's VEX `vpdpbusd ymm` (`_mm256_dpbusd_avx_epi32`) and AVX-512 VNNI+VL's EVEX
-//! `vpdpbusd ymm` (`_mm256_dpbusd_epi32`) compute the same thing. [`ymm_vnni_gemm!`]
+//! `vpdpbusd ymm` (`_mm256_dpbusd_epi32`) compute the same thing. `ymm_vnni_gemm!`
 //! holds the whole kernel — K loop, edge tiles, every output stage — with the
 //! instruction and the `#[target_feature]` list as its two parameters, and is
 //! instantiated as [`vex`] (the AVX-VNNI tier) and [`evex`] (a twin registered in the
@@ -9,18 +9,19 @@
 //! (AVX-512 Ice Lake, Zen 4), which no emulator runs (qemu TCG lacks AVX-VNNI).
 //!
 //! The body uses AVX2 intrinsics only, apart from the multiply-add, so the VEX instance
-//! never needs a mask register or a register above ymm15 (AVX-VNNI cores have 16 ymm).
-//! Compiled with AVX-512 enabled, the twin may still get EVEX encodings and ymm16–31 in
-//! places (LLVM's choice); its K loop is the same instruction sequence otherwise. To see
-//! both (the `{vex}` prefix marks the VEX form):
+//! needs no mask register and no register above ymm15 (AVX-VNNI cores have 16 ymm). The
+//! twin, compiled with AVX-512 enabled, may still get EVEX encodings, mask compares and
+//! ymm16–31 in its epilogue (LLVM's choice; fine on its tier), but its K loops are the
+//! VEX instance's instruction for instruction. `tools/check_vex.py` (run after
+//! `cargo build --release`) disassembles the binary and checks exactly that: every
+//! function of the VEX instance holds `{vex} vpdpbusd` and no EVEX-only instruction, no
+//! K loop of it touches the stack, and each K loop of the twin is the same instruction
+//! sequence once the `{vex}` prefix and register numbers are ignored. By hand:
 //!
 //! ```text
-//! cargo build --release
-//! objdump -d --no-show-raw-insn -M intel target/release/qkern | \
-//!   grep -c '{vex} vpdpbusd'   # the avxvnni instance
+//! objdump -d --no-show-raw-insn -M intel -C target/release/qkern |
+//!   grep -c '{vex} vpdpbusd'
 //! ```
-//!
-//! `tools/check_vex.sh` (in the worktree) runs the full comparison.
 //!
 //! The tile: `MR` rows × `8·NV` columns, `MR·NV` ymm accumulators kept in registers over
 //! the whole K loop. Per K group of 4: `NV` loads of 32 packed weight bytes, `MR`
@@ -143,16 +144,28 @@ macro_rules! ymm_vnni_gemm {
             let mut accs = [[[_mm256_setzero_si256(); NU]; R]; G];
             let mut bp = args.b;
             let mut off = 0usize;
-            // One K group: `words[i]` the 4 activation bytes of row i, `bp` the group's
-            // 32·NV packed bytes (the caller says why they are readable).
-            let group = |acc: &mut [[__m256i; NU]; R], bp: *const u8, words: [i32; R]| {
+            // One K group at byte `off` of every row, `bp` the group's 32·NV packed bytes.
+            // `tail: Some(rem)` for the last, partial group: only its `rem` (1..=3)
+            // bytes of each row exist, read into a zeroed word; the packer zero-padded
+            // B's group, so the zero bytes above them (0x80 once flipped) multiply zeros.
+            // Each call says why its reads are sound. (The word is read at its use, so
+            // that LLVM broadcasts it straight from memory.)
+            let group = |acc: &mut [[__m256i; NU]; R], bp: *const u8, off: usize, tail: Option<usize>| {
                 let mut bv = [_mm256_setzero_si256(); NU];
                 for (v, b) in bv.iter_mut().enumerate() {
-                    // SAFETY: each call passes a K group of the panel (32·NV bytes).
+                    // SAFETY: the group's 32·NV bytes lie in the panel (each call).
                     *b = unsafe { _mm256_loadu_si256(bp.add(32 * v).cast()) };
                 }
                 for i in 0..R {
-                    let mut a = _mm256_set1_epi32(words[i]);
+                    // SAFETY: row i (or row m−1 standing in for it) has bytes
+                    // off..off+4 (full group) or off..off+rem (tail) (each call).
+                    let x = unsafe {
+                        match tail {
+                            None => rows[i].add(off).cast::<i32>().read_unaligned(),
+                            Some(rem) => tail_word(rows[i].add(off), rem),
+                        }
+                    };
+                    let mut a = _mm256_set1_epi32(x);
                     if A_FLIP {
                         a = _mm256_xor_si256(a, flip);
                     }
@@ -162,15 +175,11 @@ macro_rules! ymm_vnni_gemm {
                     }
                 }
             };
-            // SAFETY (of the word reads below): row i (or row m−1 standing in for it)
-            // has k bytes; a full group reads bytes off..off+4 ≤ k.
-            let word = |i: usize, off: usize| unsafe { rows[i].add(off).cast::<i32>().read_unaligned() };
             let groups = k / 4;
             for _ in 0..groups / G {
                 for (g, acc) in accs.iter_mut().enumerate() {
-                    // Full groups off/4 + g < groups; panel group off/4 + g.
-                    let o = off + 4 * g;
-                    group(acc, bp.wrapping_add(32 * NV * g), core::array::from_fn(|i| word(i, o)));
+                    // Full groups off/4 + g < groups of the rows and of the panel.
+                    group(acc, bp.wrapping_add(32 * NV * g), off + 4 * g, None);
                 }
                 bp = bp.wrapping_add(32 * NV * G);
                 off += 4 * G;
@@ -178,7 +187,7 @@ macro_rules! ymm_vnni_gemm {
             let (acc, rest) = accs.split_first_mut().expect("G ≥ 1");
             for _ in 0..groups % G {
                 // The `groups % G` full groups left after the main loop.
-                group(acc, bp, core::array::from_fn(|i| word(i, off)));
+                group(acc, bp, off, None);
                 bp = bp.wrapping_add(32 * NV);
                 off += 4;
             }
@@ -191,13 +200,8 @@ macro_rules! ymm_vnni_gemm {
             }
             let rem = k % 4;
             if rem != 0 {
-                // The last group: only `rem` bytes of each row exist, and only they are
-                // read. The packer zero-padded B's group, so the zero bytes above them
-                // (0x80 once flipped) multiply zeros.
-                // SAFETY: row i has bytes off..off+rem (k = off + rem); the panel's last
-                // group holds 32·NV bytes.
-                let words = core::array::from_fn(|i| unsafe { tail_word(rows[i].add(off), rem) });
-                group(acc, bp, words);
+                // Rows have bytes off..off + rem (k = off + rem); the panel's last group.
+                group(acc, bp, off, Some(rem));
             }
             if args.out.kind == OutputKind::I32 {
                 // The i32 output finishes here, accumulators still in registers (every

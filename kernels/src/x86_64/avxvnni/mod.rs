@@ -36,15 +36,10 @@ macro_rules! entry {
     };
 }
 
-
 entry!(vex_6x16c4_u8a, vex, 6, 2, false, "AVX2 and AVX-VNNI", "6×16 tile, u8 activations, VEX.");
 entry!(vex_6x16c4_i8a, vex, 6, 2, true, "AVX2 and AVX-VNNI", "6×16 tile, i8 activations (flipped to u8), VEX.");
-entry!(vex_4x24c4_u8a, vex, 4, 3, false, "AVX2 and AVX-VNNI", "4×24 tile, u8 activations, VEX.");
-entry!(vex_4x24c4_i8a, vex, 4, 3, true, "AVX2 and AVX-VNNI", "4×24 tile, i8 activations (flipped to u8), VEX.");
 entry!(evex_6x16c4_u8a, evex, 6, 2, false, "AVX-512 F/BW/VL/VNNI", "6×16 tile, u8 activations, EVEX twin.");
 entry!(evex_6x16c4_i8a, evex, 6, 2, true, "AVX-512 F/BW/VL/VNNI", "6×16 tile, i8 activations (flipped to u8), EVEX twin.");
-entry!(evex_4x24c4_u8a, evex, 4, 3, false, "AVX-512 F/BW/VL/VNNI", "4×24 tile, u8 activations, EVEX twin.");
-entry!(evex_4x24c4_i8a, evex, 4, 3, true, "AVX-512 F/BW/VL/VNNI", "4×24 tile, i8 activations (flipped to u8), EVEX twin.");
 
 /// A u8×s8 `vpdpbusd` kernel descriptor: i8 activations get `+128` (`XOR 0x80`), u8
 /// weights are stored as i8 (`−128`); one entry point per activation signedness serves
@@ -63,7 +58,10 @@ const fn qu8s8(name: &'static str, isa: Isa, mr: usize, nr: usize, u8a: GemmUker
 }
 
 /// `qu8s8_gemm_6x16c4__avxvnni`: 6 rows × 16 columns (two ymm), 12 accumulators — per K
-/// group 2 weight loads and 6 broadcasts feed 12 `vpdpbusd`, within AVX-VNNI's 16 ymm.
+/// group 2 weight loads and 6 broadcasts feed 12 `vpdpbusd`: 15 of AVX-VNNI's 16 ymm,
+/// the 16th holding the `0x80` flip of i8 activations. (A 4×24 tile, also 12
+/// accumulators, needs 16 plus the flip: compiled for 16 registers its K loop spilled and
+/// shuffled accumulators, and it measured slower through its EVEX twin.)
 pub const QU8S8_GEMM_6X16C4__AVXVNNI: GemmUkernel = qu8s8(
     "qu8s8_gemm_6x16c4__avxvnni",
     Isa::AvxVnni,
@@ -71,17 +69,6 @@ pub const QU8S8_GEMM_6X16C4__AVXVNNI: GemmUkernel = qu8s8(
     16,
     vex_6x16c4_u8a,
     vex_6x16c4_i8a,
-);
-
-/// `qu8s8_gemm_4x24c4__avxvnni`: 4 rows × 24 columns (three ymm), 12 accumulators — one
-/// load fewer per 12 `vpdpbusd` than 6×16, but 24 columns fit fewer layer widths.
-pub const QU8S8_GEMM_4X24C4__AVXVNNI: GemmUkernel = qu8s8(
-    "qu8s8_gemm_4x24c4__avxvnni",
-    Isa::AvxVnni,
-    4,
-    24,
-    vex_4x24c4_u8a,
-    vex_4x24c4_i8a,
 );
 
 /// `qu8s8_gemm_6x16c4__avx512vnni_ymm`: [`QU8S8_GEMM_6X16C4__AVXVNNI`] with the EVEX
@@ -95,21 +82,9 @@ pub const QU8S8_GEMM_6X16C4__AVX512VNNI_YMM: GemmUkernel = qu8s8(
     evex_6x16c4_i8a,
 );
 
-/// `qu8s8_gemm_4x24c4__avx512vnni_ymm`: [`QU8S8_GEMM_4X24C4__AVXVNNI`] with the EVEX
-/// instruction, in the AVX-512 VNNI tier.
-pub const QU8S8_GEMM_4X24C4__AVX512VNNI_YMM: GemmUkernel = qu8s8(
-    "qu8s8_gemm_4x24c4__avx512vnni_ymm",
-    Isa::Avx512Vnni,
-    4,
-    24,
-    evex_4x24c4_u8a,
-    evex_4x24c4_i8a,
-);
-
 /// AVX-VNNI GEMM microkernels, least preferred first.
-pub const GEMM_KERNELS: &[GemmUkernel] = &[QU8S8_GEMM_4X24C4__AVXVNNI, QU8S8_GEMM_6X16C4__AVXVNNI];
+pub const GEMM_KERNELS: &[GemmUkernel] = &[QU8S8_GEMM_6X16C4__AVXVNNI];
 
 /// The EVEX twins of [`GEMM_KERNELS`], in the same order; registered in the AVX-512
 /// VNNI tier before (below) its zmm kernels.
-pub const AVX512_TWIN_KERNELS: &[GemmUkernel] =
-    &[QU8S8_GEMM_4X24C4__AVX512VNNI_YMM, QU8S8_GEMM_6X16C4__AVX512VNNI_YMM];
+pub const AVX512_TWIN_KERNELS: &[GemmUkernel] = &[QU8S8_GEMM_6X16C4__AVX512VNNI_YMM];

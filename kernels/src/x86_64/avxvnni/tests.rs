@@ -29,22 +29,28 @@ fn have_avxvnni() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni")
 }
 
-/// The kernels this CPU runs, printing a SKIP line for each instance it cannot (or
-/// panicking, when `QKERN_REQUIRE_ISA` requires that instance's tier).
-fn runnable(what: &str) -> Vec<&'static GemmUkernel> {
-    let required = std::env::var("QKERN_REQUIRE_ISA").unwrap_or_default().to_ascii_lowercase();
-    let requires = |isa: &str| required.split(',').any(|s| s.trim() == isa);
-    let mut v = Vec::new();
-    for (have, isa, list) in [(have_avx512(), "avx512vnni", AVX512_TWIN_KERNELS), (have_avxvnni(), "avxvnni", GEMM_KERNELS)] {
-        if have {
-            v.extend(list.iter());
-        } else if requires(isa) {
-            panic!("{what}: {isa} is required by QKERN_REQUIRE_ISA but not available on this CPU");
-        } else {
-            std::eprintln!("SKIP {what}: {isa} not available on this CPU");
+/// The kernels this CPU runs. The first call prints a SKIP line for each instance the CPU
+/// cannot run — or panics, when `QKERN_REQUIRE_ISA` requires that instance's tier.
+fn runnable() -> Vec<&'static GemmUkernel> {
+    static LIST: std::sync::OnceLock<Vec<&'static GemmUkernel>> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        let required = std::env::var("QKERN_REQUIRE_ISA").unwrap_or_default().to_ascii_lowercase();
+        let requires = |isa: &str| required.split(',').any(|s| s.trim() == isa);
+        let mut v = Vec::new();
+        for (have, isa, list) in
+            [(have_avx512(), "avx512vnni", AVX512_TWIN_KERNELS), (have_avxvnni(), "avxvnni", GEMM_KERNELS)]
+        {
+            if have {
+                v.extend(list.iter());
+            } else if requires(isa) {
+                panic!("{isa} is required by QKERN_REQUIRE_ISA but not available on this CPU");
+            } else {
+                std::eprintln!("SKIP avxvnni::tests for {}: {isa} not available on this CPU", list[0].name);
+            }
         }
-    }
-    v
+        v
+    })
+    .clone()
 }
 
 /// Tile widths that reach every edge case of an `nr`-column tile: full, each 8-column
@@ -90,7 +96,7 @@ const ZPS: &[i32] = &[-128, 0, 127, 255, 1, -1, i32::MIN, i32::MAX, 1 << 24, -(1
 fn check_stage(kind: OutputKind, mode: RequantMode, accs: &[i32], scale: &[f32], bias: Option<&[f32]>, qm: &[QuantizedMultiplier], zp: i32, qmin: i32, qmax: i32) {
     let n_max = accs.len();
     let dummy = [0u8; 64];
-    for kernel in runnable("output stages") {
+    for kernel in runnable() {
         let (mr, nr) = (kernel.mr, kernel.nr());
         assert!(nr <= n_max);
         for n in widths(nr) {
@@ -209,7 +215,7 @@ fn output_stages_match_the_reference_at_the_extremes() {
 fn short_tiles_split_k_exactly() {
     let mut rng = Rng(0x9e7d_0256);
     const GUARD: usize = 64;
-    for kernel in runnable("short tiles") {
+    for kernel in runnable() {
         let (mr, nr) = (kernel.mr, kernel.nr());
         for &k in &[1usize, 4, 5, 12, 15, 16, 17, 31, 33, 36, 63, 64, 67, 1023, 4096, 4097, 70_001] {
             let k4 = k.div_ceil(4);
