@@ -298,3 +298,30 @@ fn short_tiles_split_k_exactly() {
         }
     }
 }
+
+/// The twins are the VEX kernels' exact mirrors (tile, format, offsets), and the
+/// registration keeps each tier's default: the VEX kernel is the best of the AVX-VNNI
+/// tier, and the AVX-512 VNNI tier lists its twins before (below) every zmm kernel.
+/// Runs on any CPU: it only reads the descriptors.
+#[test]
+fn twins_mirror_the_vex_kernels_and_stay_below_the_zmm_default() {
+    use crate::types::Isa;
+    assert_eq!(GEMM_KERNELS.len(), AVX512_TWIN_KERNELS.len());
+    for (v, e) in GEMM_KERNELS.iter().zip(AVX512_TWIN_KERNELS) {
+        assert_eq!(v.isa, Isa::AvxVnni, "{}", v.name);
+        assert_eq!(e.isa, Isa::Avx512Vnni, "{}", e.name);
+        assert_eq!((v.mr, v.format, v.a_offset, v.b_offset, v.max_abs_stored_b), (e.mr, e.format, e.a_offset, e.b_offset, e.max_abs_stored_b));
+        assert_eq!(e.name, v.name.replace("__avxvnni", "__avx512vnni_ymm"));
+        assert!(v.run.iter().flatten().chain(e.run.iter().flatten()).all(Option::is_some));
+    }
+    let all: Vec<GemmUkernel> = crate::x86_64::gemm_kernels().collect();
+    let best = |isa: Isa| all.iter().rfind(|k| k.isa == isa && k.max_abs_stored_b.is_none()).unwrap().name;
+    assert_eq!(best(Isa::AvxVnni), "qu8s8_gemm_6x16c4__avxvnni");
+    assert!(!best(Isa::Avx512Vnni).ends_with("_ymm"), "a twin became the AVX-512 VNNI default");
+    let pos = |name: &str| all.iter().position(|k| k.name == name).unwrap();
+    for twin in AVX512_TWIN_KERNELS {
+        for zmm in all.iter().filter(|k| k.isa == Isa::Avx512Vnni && !k.name.ends_with("_ymm")) {
+            assert!(pos(twin.name) < pos(zmm.name), "{} must be registered before {}", twin.name, zmm.name);
+        }
+    }
+}
