@@ -159,6 +159,8 @@ pub const PEAKS: &[Peak] = &[
     Peak { path: "avx2-exact", isa: Isa::Avx2, gops_per_core: 183.0, note: "sign-extend + vpmaddwd" },
     Peak { path: "avx2-maddubs", isa: Isa::Avx2, gops_per_core: 237.0, note: "vpmaddubsw (i16 pair bound proved by the packer)" },
     Peak { path: "avxvnni", isa: Isa::AvxVnni, gops_per_core: 513.0, note: "vpdpbusd ymm" },
+    // The EVEX ymm form issues like the VEX one there (the AVX-VNNI kernels' twins).
+    Peak { path: "avx512vnni-ymm", isa: Isa::Avx512Vnni, gops_per_core: 513.0, note: "vpdpbusd ymm (EVEX)" },
     Peak { path: "avx512vnni", isa: Isa::Avx512Vnni, gops_per_core: 959.0, note: "vpdpbusd zmm" },
     Peak { path: "amx", isa: Isa::Amx, gops_per_core: 7180.0, note: "tdpbusd" },
 ];
@@ -417,6 +419,7 @@ mod tests {
         assert_eq!(p("qs8_gemm_4x8c2_maddubs__avx2", Isa::Avx2), Some(237.0));
         assert_eq!(p("qs8_gemm_4x16c4__avxvnni", Isa::AvxVnni), Some(513.0));
         assert_eq!(p("qs8_gemm_4x16c4__avx512vnni", Isa::Avx512Vnni), Some(959.0));
+        assert_eq!(p("qu8s8_gemm_6x16c4__avx512vnni_ymm", Isa::Avx512Vnni), Some(513.0));
         assert_eq!(p("qs8_gemm_16x64__amx", Isa::Amx), Some(7180.0));
         for isa in [Isa::Neon, Isa::Dotprod, Isa::I8mm] {
             assert_eq!(p("k", isa), None);

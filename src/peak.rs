@@ -14,11 +14,13 @@ use crate::dispatch::cpu;
 /// The instruction path a kernel's inner loop runs on (`None` for the portable kernels).
 /// AVX2 has two: a kernel whose name contains `maddubs` uses the saturating
 /// `vpmaddubsw` path, any other AVX2 kernel the exact `vpmaddwd` one; every other tier
-/// has one path, named after the tier.
+/// has one path, named after the tier — except the AVX-512 VNNI tier's ymm kernels (the
+/// AVX-VNNI kernels' EVEX twins, named `…_ymm`), whose path is `avx512vnni-ymm`.
 pub fn path_of(kernel: &GemmUkernel) -> Option<&'static str> {
     match kernel.isa {
         Isa::Scalar => None,
         Isa::Avx2 if kernel.name.contains("maddubs") => Some("avx2-maddubs"),
+        Isa::Avx512Vnni if kernel.name.ends_with("_ymm") => Some("avx512vnni-ymm"),
         Isa::Avx2 => Some("avx2-exact"),
         other => Some(other.name()),
     }
@@ -29,12 +31,14 @@ pub fn path_of(kernel: &GemmUkernel) -> Option<&'static str> {
 fn probe(path: &str) -> Option<fn(u64) -> u64> {
     #[cfg(target_arch = "x86_64")]
     {
-        use qkern_kernels::x86_64::{avx2, avx512vnni};
+        use qkern_kernels::x86_64::{avx2, avx512vnni, avxvnni};
         match path {
-            // SAFETY (all three): the probe needs the tier's ISA, checked just before.
+            // SAFETY (all five): the probe needs the tier's ISA, checked just before.
             "avx2-exact" if cpu().has(Isa::Avx2) => Some(|n| unsafe { avx2::peak::exact_path(n) }),
             "avx2-maddubs" if cpu().has(Isa::Avx2) => Some(|n| unsafe { avx2::peak::maddubs_path(n) }),
             "avx512vnni" if cpu().has(Isa::Avx512Vnni) => Some(|n| unsafe { avx512vnni::peak::vpdpbusd_zmm_peak(n) }),
+            "avx512vnni-ymm" if cpu().has(Isa::Avx512Vnni) => Some(|n| unsafe { avx512vnni::peak::vpdpbusd_ymm_peak(n) }),
+            "avxvnni" if cpu().has(Isa::AvxVnni) => Some(|n| unsafe { avxvnni::peak::vpdpbusd_ymm_vex_peak(n) }),
             _ => None,
         }
     }

@@ -41,6 +41,10 @@ struct BenchArgs {
     /// Cap the kernels at this ISA tier (default: the best this CPU has, or QKERN_MAX_ISA).
     #[arg(long, value_name = "NAME", value_parser = parse_isa)]
     isa: Option<Isa>,
+    /// Force one GEMM microkernel by name (one of the tier's candidates; `qkern info`
+    /// lists the defaults), e.g. `qu8s8_gemm_6x16c4__avx512vnni_ymm` with `--isa avx512vnni`.
+    #[arg(long, value_name = "NAME")]
+    kernel: Option<String>,
     /// Print a JSON array instead of the table.
     #[arg(long)]
     json: bool,
@@ -128,7 +132,7 @@ fn info() -> Result<(), String> {
     }
     println!();
     println!("measured per-core peaks (int8 GOPS, probe loops of independent multiply-adds):");
-    for path in ["avx2-exact", "avx2-maddubs", "avx512vnni"] {
+    for path in ["avx2-exact", "avx2-maddubs", "avxvnni", "avx512vnni-ymm", "avx512vnni"] {
         if let Some(g) = qkern::peak::measured_gops(path) {
             println!("  {path:<14} {g:8.1}");
         }
@@ -174,6 +178,10 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         None => Context::new(),
     }
     .and_then(|c| c.with_threads(threads))
+    .and_then(|c| match &args.kernel {
+        Some(name) => c.with_gemm_kernel(name),
+        None => Ok(c),
+    })
     .map_err(|e| e.to_string())?;
     // The peak is per core; more threads than cores do not raise it.
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

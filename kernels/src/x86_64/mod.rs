@@ -3,10 +3,17 @@
 
 pub mod avx2;
 pub mod avx512vnni;
+pub mod avxvnni;
 
 use crate::types::GemmUkernel;
 
-/// Every x86-64 GEMM microkernel in this build, least preferred first.
+/// Every x86-64 GEMM microkernel in this build, least preferred first. The AVX-VNNI
+/// kernels' EVEX twins belong to the AVX-512 VNNI tier, below its zmm kernels.
 pub fn gemm_kernels() -> impl Iterator<Item = GemmUkernel> {
-    avx2::GEMM_KERNELS.iter().chain(avx512vnni::GEMM_KERNELS).copied()
+    avx2::GEMM_KERNELS
+        .iter()
+        .chain(avxvnni::GEMM_KERNELS)
+        .chain(avxvnni::AVX512_TWIN_KERNELS)
+        .chain(avx512vnni::GEMM_KERNELS)
+        .copied()
 }
