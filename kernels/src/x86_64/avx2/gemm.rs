@@ -20,7 +20,7 @@ use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
 use crate::generic::gemm::output_value;
-use crate::types::{GemmArgs, GemmUkernel, Isa, OutputKind, PackFormat, RequantMode};
+use crate::types::{GemmArgs, GemmUkernel, Isa, OutputKind, PackFormat, PackedA, RequantMode};
 
 /// Rows per tile of the exact kernel.
 const MR_EXACT: usize = 6;
@@ -30,12 +30,13 @@ const MR_FAST: usize = 4;
 const NR: usize = 16;
 /// 8-lane i32 vectors per tile row.
 const NV: usize = NR / 8;
-/// K elements widened to i16 at a time by the exact kernel (even, so chunks start on a
-/// K pair; a multiple of 16 keeps the widening vectorised). Measured
-/// on Zen 4, one tile in L1: 128 gave 156 GOPS, 96 gave 155, 192 and 256 gave 144–152,
-/// 64 gave 133 (the widening stores of a chunk must overlap the previous chunk's
-/// arithmetic without delaying its loads).
+/// K elements widened to i16 at a time by the raw-row entry of the exact kernel, into a
+/// stack buffer (even, so chunks start on a K pair; a multiple of 16 keeps the widening
+/// vectorised). Measured on Zen 4, one tile in L1: 128 gave 156 GOPS, 96 gave 155, 192
+/// and 256 gave 144–152, 64 gave 133. The packed-A entry (the driver's) has no chunks.
 const KC: usize = 128;
+/// Bytes of one K pair of a packed A tile: `MR_EXACT` rows of one i32 (two i16) each.
+const A_PAIR_BYTES: usize = MR_EXACT * 4;
 /// K elements of i8 activations flipped to u8 at a time by the `vpmaddubsw` kernel (a
 /// multiple of 4, so chunks start on a K group). Measured likewise: 256 gave 212 GOPS (i8 × i8), 128 gave 207.
 const KC4: usize = 256;
@@ -61,41 +62,97 @@ unsafe fn row_pointers<const MR: usize>(args: &GemmArgs) -> [*const u8; MR] {
 // ---------------------------------------------------------------------------------------
 // Exact kernel: i16 widening + vpmaddwd.
 
-/// Widens bytes `k0..k0 + kc` of every row to i16 into `dst` (row `r` at `dst + r·KC`),
-/// with a zero after them when `kc` is odd (that K pair is half padding, whose packed
-/// weight is 0 anyway). One loop over all rows, so its overhead is shared.
-///
-/// # Safety
-/// Every row is readable for `k0 + kc` bytes; `dst` is writable for `MR·KC` i16 and
-/// `kc ≤ KC`, with `kc < KC` when `kc` is odd.
+/// Transposes 8 vectors of 8 i32 (`v[r]` lane `p` → `out[p]` lane `r`).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn widen_rows<const MR: usize, const SIGNED: bool>(rows: &[*const u8; MR], k0: usize, kc: usize, dst: *mut i16) {
+fn transpose8x8(v: [__m256i; 8]) -> [__m256i; 8] {
+    let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+    let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+    let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
+    let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
+    let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    // u0 = rows 0–3 of columns 0 | 4, u1 = 1 | 5, u2 = 2 | 6, u3 = 3 | 7; u4–u7 rows 4–7.
+    let u0 = _mm256_unpacklo_epi64(t0, t2);
+    let u1 = _mm256_unpackhi_epi64(t0, t2);
+    let u2 = _mm256_unpacklo_epi64(t1, t3);
+    let u3 = _mm256_unpackhi_epi64(t1, t3);
+    let u4 = _mm256_unpacklo_epi64(t4, t6);
+    let u5 = _mm256_unpackhi_epi64(t4, t6);
+    let u6 = _mm256_unpacklo_epi64(t5, t7);
+    let u7 = _mm256_unpackhi_epi64(t5, t7);
+    [
+        _mm256_permute2x128_si256::<0x20>(u0, u4),
+        _mm256_permute2x128_si256::<0x20>(u1, u5),
+        _mm256_permute2x128_si256::<0x20>(u2, u6),
+        _mm256_permute2x128_si256::<0x20>(u3, u7),
+        _mm256_permute2x128_si256::<0x31>(u0, u4),
+        _mm256_permute2x128_si256::<0x31>(u1, u5),
+        _mm256_permute2x128_si256::<0x31>(u2, u6),
+        _mm256_permute2x128_si256::<0x31>(u3, u7),
+    ]
+}
+
+/// Packs `m ≤ MR_EXACT` rows of `k` activations into the exact kernel's A layout: per K
+/// pair, `MR_EXACT` i32, each the row's two values widened to i16 (sign- or
+/// zero-extended per type), so the K loop broadcasts a ready operand with one load.
+/// Rows past `m` and the half pair past an odd `k` are zero. Writes exactly
+/// `k.div_ceil(2)·A_PAIR_BYTES` bytes.
+///
+/// 16 K at a time: 6 rows widened, transposed as 8×8 i32 (two rows of zeros), stored
+/// pair by pair with overlapping 32-byte stores (each pair's 8 trailing bytes are the
+/// next pair's first 8, rewritten by it; the last pair is stored as 16 + 8 bytes).
+///
+/// # Safety
+/// `m ≥ 1` rows of `k` bytes are readable from `a`, `lda` apart; `dst` is writable for
+/// `k.div_ceil(2)·A_PAIR_BYTES` bytes.
+#[target_feature(enable = "avx2")]
+unsafe fn pack_a_pairs<const SIGNED: bool>(a: *const u8, lda: usize, m: usize, k: usize, dst: *mut u8) {
+    let m = m.min(MR_EXACT);
     let mut t = 0;
-    while t + 16 <= kc {
-        for (r, row) in rows.iter().enumerate() {
-            // SAFETY: bytes k0+t..k0+t+16 ≤ k0+kc of the row are readable; row r of dst
-            // has room for entries t..t+16 ≤ kc ≤ KC.
-            unsafe {
-                let x = _mm_loadu_si128(row.add(k0 + t).cast());
-                let w = if SIGNED { _mm256_cvtepi8_epi16(x) } else { _mm256_cvtepu8_epi16(x) };
-                _mm256_storeu_si256(dst.add(r * KC + t).cast(), w);
+    let mut out = dst;
+    while t + 16 <= k {
+        let mut v = [_mm256_setzero_si256(); 8];
+        for (r, x) in v.iter_mut().enumerate().take(m) {
+            // SAFETY: r < m: bytes t..t+16 ≤ k of row r are readable.
+            let bytes = unsafe { _mm_loadu_si128(a.add(r * lda + t).cast()) };
+            *x = if SIGNED { _mm256_cvtepi8_epi16(bytes) } else { _mm256_cvtepu8_epi16(bytes) };
+        }
+        let p = transpose8x8(v);
+        // SAFETY: the 8 pairs t/2..t/2+8 (t + 16 ≤ k) own bytes `out..out + 8·24` of dst;
+        // the 32-byte stores of pairs 0–6 end at 6·24 + 32 = 176 ≤ 192, pair 7's two
+        // stores at 7·24 + 24 = 192.
+        unsafe {
+            for (i, x) in p.iter().enumerate().take(7) {
+                _mm256_storeu_si256(out.add(i * A_PAIR_BYTES).cast(), *x);
             }
+            let last = out.add(7 * A_PAIR_BYTES);
+            _mm_storeu_si128(last.cast(), _mm256_castsi256_si128(p[7]));
+            _mm_storel_epi64(last.add(16).cast(), _mm256_extracti128_si256::<1>(p[7]));
+            out = out.add(8 * A_PAIR_BYTES);
         }
         t += 16;
     }
-    for (r, row) in rows.iter().enumerate() {
-        for u in t..kc {
-            // SAFETY: u < kc, inside the row and the buffer row.
-            unsafe {
-                let v = *row.add(k0 + u);
-                *dst.add(r * KC + u) = if SIGNED { v as i8 as i16 } else { v as i16 };
-            }
+    // The last (at most 7 full and one half) pairs, element by element.
+    let widen = |r: usize, u: usize| -> u16 {
+        if r >= m || u >= k {
+            return 0;
         }
-        if kc % 2 == 1 {
-            // SAFETY: kc < KC when odd: entry kc is inside the buffer row.
-            unsafe { *dst.add(r * KC + kc) = 0 };
+        // SAFETY: r < m and u < k: inside row r.
+        let v = unsafe { *a.add(r * lda + u) };
+        if SIGNED { v as i8 as i16 as u16 } else { v as u16 }
+    };
+    while t < k {
+        for r in 0..MR_EXACT {
+            let pair = widen(r, t) as u32 | (widen(r, t + 1) as u32) << 16;
+            // SAFETY: pair t/2 < k.div_ceil(2) owns bytes out..out + 24.
+            unsafe { out.add(4 * r).cast::<u32>().write_unaligned(pair) };
         }
+        // SAFETY: at most one past the last pair's bytes (not dereferenced).
+        out = unsafe { out.add(A_PAIR_BYTES) };
+        t += 2;
     }
 }
 
@@ -111,50 +168,85 @@ unsafe fn load_b16<const SIGNED: bool>(p: *const u8) -> __m256i {
     if SIGNED { _mm256_cvtepi8_epi16(x) } else { _mm256_cvtepu8_epi16(x) }
 }
 
-/// The exact tile: A rows widened to i16 `KC` elements at a time into a stack buffer
-/// (as broadcastable pairs), B widened 16 bytes at a time, `vpmaddwd` + `vpaddd`, over
-/// the first `NVA` (1 or 2) blocks of 8 columns (1 serves tiles of `n ≤ 8`).
+/// The exact K loop over `pairs` K pairs: per pair, B widened 16 bytes at a time, each
+/// row's packed pair broadcast, `vpmaddwd` + `vpaddd` into the first `NVA` (1 or 2)
+/// blocks of 8 columns of `c`.
+///
+/// # Safety
+/// `a` holds `pairs·A_PAIR_BYTES` packed bytes, `b` `pairs·32` panel bytes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn exact_k_loop<const NVA: usize, const B_SIGNED: bool>(
+    c: &mut Acc<MR_EXACT>,
+    mut a: *const u8,
+    mut b: *const u8,
+    pairs: usize,
+) {
+    for _ in 0..pairs {
+        // SAFETY: one pair of A and of B, inside their ranges (contract).
+        unsafe {
+            let mut bv = [_mm256_setzero_si256(); NVA];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = load_b16::<B_SIGNED>(b.add(16 * v));
+            }
+            for (r, cr) in c.iter_mut().enumerate() {
+                let av = _mm256_set1_epi32(a.add(4 * r).cast::<i32>().read_unaligned());
+                for (x, y) in cr.iter_mut().zip(&bv) {
+                    *x = _mm256_add_epi32(*x, _mm256_madd_epi16(av, *y));
+                }
+            }
+            a = a.add(A_PAIR_BYTES);
+            b = b.add(NR * 2);
+        }
+    }
+}
+
+/// The exact tile on packed A (`args.a` as written by [`pack_a_pairs`]): the whole K
+/// loop with the accumulators in registers, then the epilogue.
+///
+/// Reads `k.div_ceil(2)·24` bytes of packed A and the panel's `k.div_ceil(2)·16·2`
+/// bytes; nothing past them.
+///
+/// # Safety
+/// The CPU supports AVX2; `args` satisfies the [`GemmArgs`] contract with `m ≤ 6`,
+/// `n ≤ 8·NVA`, a panel in the `{nr: 16, kr: 2}` format and `a` a packed A tile.
+#[target_feature(enable = "avx2")]
+unsafe fn exact_packed_tile<const NVA: usize, const B_SIGNED: bool>(args: &GemmArgs) {
+    let mut c: Acc<MR_EXACT> = [[_mm256_setzero_si256(); NV]; MR_EXACT];
+    // SAFETY: forwarded contract: k.div_ceil(2) pairs of packed A and of the panel.
+    unsafe {
+        exact_k_loop::<NVA, B_SIGNED>(&mut c, args.a, args.b, args.k.div_ceil(2));
+        store_tile(args, c)
+    }
+}
+
+/// The exact tile on raw rows: A packed `KC` elements at a time into a stack buffer,
+/// then the same K loop as [`exact_packed_tile`].
 ///
 /// Reads `m` rows of `k` bytes of A (stride `lda`) and the panel's
 /// `k.div_ceil(2)·16·2` bytes; nothing past them.
 ///
 /// # Safety
-/// The CPU supports AVX2; `args` satisfies the [`GemmArgs`] contract with `m ≤ MR`,
+/// The CPU supports AVX2; `args` satisfies the [`GemmArgs`] contract with `m ≤ 6`,
 /// `n ≤ 8·NVA` and a panel in the `{nr: 16, kr: 2}` format.
 #[target_feature(enable = "avx2")]
-unsafe fn exact_tile<const MR: usize, const NVA: usize, const A_SIGNED: bool, const B_SIGNED: bool>(args: &GemmArgs) {
-    // SAFETY: m ≥ 1 rows of A (contract).
-    let rows = unsafe { row_pointers::<MR>(args) };
-    let mut acc: Acc<MR> = [[_mm256_setzero_si256(); NV]; MR];
-    // Pairs of widened activations, one i32 (two i16) per K pair. Only the pairs written
-    // for the current chunk are read.
-    let mut buf = [[MaybeUninit::<i32>::uninit(); KC / 2]; MR];
+unsafe fn exact_tile<const NVA: usize, const A_SIGNED: bool, const B_SIGNED: bool>(args: &GemmArgs) {
+    let mut acc: Acc<MR_EXACT> = [[_mm256_setzero_si256(); NV]; MR_EXACT];
+    let mut buf = [MaybeUninit::<u8>::uninit(); KC / 2 * A_PAIR_BYTES];
     let mut bp = args.b;
     let mut k0 = 0;
     while k0 < args.k {
         let kc = KC.min(args.k - k0);
-        // SAFETY: every row holds k ≥ k0 + kc bytes; buf holds MR rows of KC i16, and
-        // kc is odd only for the last chunk, shorter than KC.
-        unsafe { widen_rows::<MR, A_SIGNED>(&rows, k0, kc, buf.as_mut_ptr().cast()) };
         // A local copy the compiler keeps in registers (the tile itself escapes to the
         // epilogue, which made it spill every accumulator on every iteration).
         let mut c = acc;
-        for p in 0..kc.div_ceil(2) {
-            // SAFETY: K group p of this chunk lies inside the panel (k.div_ceil(2)
-            // groups of 32 bytes); buf[r][p], p < kc.div_ceil(2) ≤ KC/2, was written above.
-            unsafe {
-                let mut b = [_mm256_setzero_si256(); NVA];
-                for (v, bv) in b.iter_mut().enumerate() {
-                    *bv = load_b16::<B_SIGNED>(bp.add(16 * v));
-                }
-                for (r, cr) in c.iter_mut().enumerate() {
-                    let a = _mm256_set1_epi32(buf.get_unchecked(r).get_unchecked(p).assume_init());
-                    for (x, bv) in cr.iter_mut().zip(&b) {
-                        *x = _mm256_add_epi32(*x, _mm256_madd_epi16(a, *bv));
-                    }
-                }
-                bp = bp.add(NR * 2);
-            }
+        // SAFETY: m rows of k ≥ k0 + kc bytes (contract); buf holds KC/2 ≥ kc.div_ceil(2)
+        // pairs; the chunk's pairs of the panel follow bp (KC is even, so every chunk
+        // but the last is whole pairs).
+        unsafe {
+            pack_a_pairs::<A_SIGNED>(args.a.add(k0), args.lda, args.m, kc, buf.as_mut_ptr().cast());
+            exact_k_loop::<NVA, B_SIGNED>(&mut c, buf.as_ptr().cast(), bp, kc.div_ceil(2));
+            bp = bp.add(kc.div_ceil(2) * NR * 2);
         }
         acc = c;
         k0 += kc;
@@ -469,7 +561,7 @@ unsafe fn store_tile<const MR: usize>(args: &GemmArgs, acc: Acc<MR>) {
 // ---------------------------------------------------------------------------------------
 // Entry points and registration.
 
-/// Entry point of the exact kernel for one (A, B) signedness pair.
+/// Entry point of the exact kernel on raw rows, for one (A, B) signedness pair.
 ///
 /// # Safety
 /// The CPU supports AVX2; `args` satisfies the [`GemmArgs`] contract for a tile of at
@@ -481,11 +573,33 @@ unsafe fn qx8_gemm_6x16c2__avx2<const A_SIGNED: bool, const B_SIGNED: bool>(args
     // N = 24): half the work, same result.
     unsafe {
         if args.n <= 8 {
-            exact_tile::<MR_EXACT, 1, A_SIGNED, B_SIGNED>(args)
+            exact_tile::<1, A_SIGNED, B_SIGNED>(args)
         } else {
-            exact_tile::<MR_EXACT, NV, A_SIGNED, B_SIGNED>(args)
+            exact_tile::<NV, A_SIGNED, B_SIGNED>(args)
         }
     }
+}
+
+/// Entry point of the exact kernel on A packed by [`pack_a_pairs`] (already widened, so
+/// only the weights' signedness matters).
+///
+/// # Safety
+/// As [`qx8_gemm_6x16c2__avx2`], with `args.a` a packed A tile (see [`PackedA`]).
+#[allow(non_snake_case)] // the kernel's XNNPACK-style name (DESIGN.md §4)
+unsafe fn qx8_gemm_6x16c2__avx2_packed_a<const B_SIGNED: bool>(args: &GemmArgs) {
+    // SAFETY: forwarded.
+    unsafe {
+        if args.n <= 8 { exact_packed_tile::<1, B_SIGNED>(args) } else { exact_packed_tile::<NV, B_SIGNED>(args) }
+    }
+}
+
+/// The exact kernel's A packer for one activation signedness (see [`pack_a_pairs`]).
+///
+/// # Safety
+/// The CPU supports AVX2; as [`APackFn`](crate::types::APackFn).
+unsafe fn pack_a_6x_pairs<const SIGNED: bool>(a: *const u8, lda: usize, m: usize, k: usize, dst: *mut u8) {
+    // SAFETY: forwarded.
+    unsafe { pack_a_pairs::<SIGNED>(a, lda, m, k, dst) }
 }
 
 /// Entry point of the `vpmaddubsw` kernel; `A_FLIP` for i8 activations.
@@ -517,6 +631,16 @@ pub const QX8_GEMM_6X16C2__AVX2: GemmUkernel = GemmUkernel {
         [Some(qx8_gemm_6x16c2__avx2::<false, false>), Some(qx8_gemm_6x16c2__avx2::<false, true>)],
         [Some(qx8_gemm_6x16c2__avx2::<true, false>), Some(qx8_gemm_6x16c2__avx2::<true, true>)],
     ],
+    // Widening A to i16 once per row tile instead of once per 16 columns.
+    packed_a: Some(PackedA {
+        kr: 2,
+        group_bytes: A_PAIR_BYTES,
+        pack: [pack_a_6x_pairs::<false>, pack_a_6x_pairs::<true>],
+        run: [
+            [Some(qx8_gemm_6x16c2__avx2_packed_a::<false>), Some(qx8_gemm_6x16c2__avx2_packed_a::<true>)],
+            [Some(qx8_gemm_6x16c2__avx2_packed_a::<false>), Some(qx8_gemm_6x16c2__avx2_packed_a::<true>)],
+        ],
+    }),
 };
 
 /// The largest stored weight magnitude for which no `vpmaddubsw` pair saturates:
@@ -538,6 +662,7 @@ pub const QX8_GEMM_4X16C4_MADDUBS__AVX2: GemmUkernel = GemmUkernel {
         [Some(qx8_gemm_4x16c4_maddubs__avx2::<false>), Some(qx8_gemm_4x16c4_maddubs__avx2::<false>)],
         [Some(qx8_gemm_4x16c4_maddubs__avx2::<true>), Some(qx8_gemm_4x16c4_maddubs__avx2::<true>)],
     ],
+    packed_a: None,
 };
 
 #[cfg(test)]
