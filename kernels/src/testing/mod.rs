@@ -311,9 +311,12 @@ impl Tester<'_> {
     /// As [`check_gemm_ukernel`], for `f`.
     unsafe fn combo<A: Int8, B: Int8>(&mut self, f: GemmUkernelFn) {
         let (mr, nr, kr) = (self.kernel.mr, self.kernel.format.nr, self.kernel.format.kr);
+        // Packed A has its own K groups: the K lengths come from the coarser of the two
+        // (a multiple of both when they nest, as 2 and 16 do), so both kinds of edge occur.
+        let kr_random = self.packed_a.map_or(kr, |(p, _)| p.kr.max(kr));
         // SAFETY (all three): forwarded contract.
         unsafe {
-            self.random_family::<A, B>(f, mr, nr, kr);
+            self.random_family::<A, B>(f, mr, nr, kr_random);
             self.extreme_family::<A, B>(f, mr, nr, kr);
             self.bound_family::<A, B>(f, mr, nr);
             self.wrap_family::<A, B>(f, mr, nr);

@@ -31,12 +31,13 @@ const NR: usize = 16;
 /// 8-lane i32 vectors per tile row.
 const NV: usize = NR / 8;
 /// K elements widened to i16 at a time by the raw-row entry of the exact kernel, into a
-/// stack buffer (even, so chunks start on a K pair; a multiple of 16 keeps the widening
-/// vectorised). Measured on Zen 4, one tile in L1: 128 gave 156 GOPS, 96 gave 155, 192
+/// stack buffer (a multiple of 16, so chunks start on a packed block). Measured on Zen 4, one tile in L1: 128 gave 156 GOPS, 96 gave 155, 192
 /// and 256 gave 144–152, 64 gave 133. The packed-A entry (the driver's) has no chunks.
 const KC: usize = 128;
-/// Bytes of one K pair of a packed A tile: `MR_EXACT` rows of one i32 (two i16) each.
-const A_PAIR_BYTES: usize = MR_EXACT * 4;
+/// K elements per block of a packed A tile: one 32-byte vector of 16 i16 per row.
+const A_BLOCK_K: usize = 16;
+/// Bytes of one K block of a packed A tile (`MR_EXACT` rows).
+const A_BLOCK_BYTES: usize = MR_EXACT * A_BLOCK_K * 2;
 /// K elements of i8 activations flipped to u8 at a time by the `vpmaddubsw` kernel (a
 /// multiple of 4, so chunks start on a K group). Measured likewise: 256 gave 212 GOPS (i8 × i8), 128 gave 207.
 const KC4: usize = 256;
@@ -62,97 +63,53 @@ unsafe fn row_pointers<const MR: usize>(args: &GemmArgs) -> [*const u8; MR] {
 // ---------------------------------------------------------------------------------------
 // Exact kernel: i16 widening + vpmaddwd.
 
-/// Transposes 8 vectors of 8 i32 (`v[r]` lane `p` → `out[p]` lane `r`).
-#[target_feature(enable = "avx2")]
-#[inline]
-fn transpose8x8(v: [__m256i; 8]) -> [__m256i; 8] {
-    let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
-    let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
-    let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
-    let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
-    let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
-    let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
-    let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
-    let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
-    // u0 = rows 0–3 of columns 0 | 4, u1 = 1 | 5, u2 = 2 | 6, u3 = 3 | 7; u4–u7 rows 4–7.
-    let u0 = _mm256_unpacklo_epi64(t0, t2);
-    let u1 = _mm256_unpackhi_epi64(t0, t2);
-    let u2 = _mm256_unpacklo_epi64(t1, t3);
-    let u3 = _mm256_unpackhi_epi64(t1, t3);
-    let u4 = _mm256_unpacklo_epi64(t4, t6);
-    let u5 = _mm256_unpackhi_epi64(t4, t6);
-    let u6 = _mm256_unpacklo_epi64(t5, t7);
-    let u7 = _mm256_unpackhi_epi64(t5, t7);
-    [
-        _mm256_permute2x128_si256::<0x20>(u0, u4),
-        _mm256_permute2x128_si256::<0x20>(u1, u5),
-        _mm256_permute2x128_si256::<0x20>(u2, u6),
-        _mm256_permute2x128_si256::<0x20>(u3, u7),
-        _mm256_permute2x128_si256::<0x31>(u0, u4),
-        _mm256_permute2x128_si256::<0x31>(u1, u5),
-        _mm256_permute2x128_si256::<0x31>(u2, u6),
-        _mm256_permute2x128_si256::<0x31>(u3, u7),
-    ]
-}
-
-/// Packs `m ≤ MR_EXACT` rows of `k` activations into the exact kernel's A layout: per K
-/// pair, `MR_EXACT` i32, each the row's two values widened to i16 (sign- or
-/// zero-extended per type), so the K loop broadcasts a ready operand with one load.
-/// Rows past `m` and the half pair past an odd `k` are zero. Writes exactly
-/// `k.div_ceil(2)·A_PAIR_BYTES` bytes.
+/// Packs `m ≤ MR_EXACT` rows of `k` activations into the exact kernel's A layout: K in
+/// blocks of 16; per block, each of the `MR_EXACT` rows as 16 i16 (sign- or
+/// zero-extended per type) in one 32-byte vector, so the i32 at `4p` of row `r` is the
+/// row's K pair `p` of the block, ready to broadcast with one load. Rows past `m` and K
+/// past `k` are zero. Writes exactly `k.div_ceil(16)·A_BLOCK_BYTES` bytes.
 ///
-/// 16 K at a time: 6 rows widened, transposed as 8×8 i32 (two rows of zeros), stored
-/// pair by pair with overlapping 32-byte stores (each pair's 8 trailing bytes are the
-/// next pair's first 8, rewritten by it; the last pair is stored as 16 + 8 bytes).
+/// (A pair-major layout, `[k/2][MR]` i32, would need an 8×8 transpose per block: it
+/// measured 2.7 cycles per K pair, 4–5 % of the GEMM time where A is packed once for
+/// 8–16 column tiles; this one is a load, a widening and a store per row and block.)
 ///
 /// # Safety
 /// `m ≥ 1` rows of `k` bytes are readable from `a`, `lda` apart; `dst` is writable for
-/// `k.div_ceil(2)·A_PAIR_BYTES` bytes.
+/// `k.div_ceil(16)·A_BLOCK_BYTES` bytes.
 #[target_feature(enable = "avx2")]
-unsafe fn pack_a_pairs<const SIGNED: bool>(a: *const u8, lda: usize, m: usize, k: usize, dst: *mut u8) {
+unsafe fn pack_a_blocks<const SIGNED: bool>(a: *const u8, lda: usize, m: usize, k: usize, dst: *mut u8) {
     let m = m.min(MR_EXACT);
-    let mut t = 0;
-    let mut out = dst;
-    while t + 16 <= k {
-        let mut v = [_mm256_setzero_si256(); 8];
-        for (r, x) in v.iter_mut().enumerate().take(m) {
-            // SAFETY: r < m: bytes t..t+16 ≤ k of row r are readable.
-            let bytes = unsafe { _mm_loadu_si128(a.add(r * lda + t).cast()) };
-            *x = if SIGNED { _mm256_cvtepi8_epi16(bytes) } else { _mm256_cvtepu8_epi16(bytes) };
-        }
-        let p = transpose8x8(v);
-        // SAFETY: the 8 pairs t/2..t/2+8 (t + 16 ≤ k) own bytes `out..out + 8·24` of dst;
-        // the 32-byte stores of pairs 0–6 end at 6·24 + 32 = 176 ≤ 192, pair 7's two
-        // stores at 7·24 + 24 = 192.
-        unsafe {
-            for (i, x) in p.iter().enumerate().take(7) {
-                _mm256_storeu_si256(out.add(i * A_PAIR_BYTES).cast(), *x);
+    let widen = |x: __m128i| if SIGNED { _mm256_cvtepi8_epi16(x) } else { _mm256_cvtepu8_epi16(x) };
+    // The driver packs row tiles one after another, and rows of a few hundred bytes are
+    // too short for the hardware prefetcher to learn: while this tile is packed, the
+    // next tile's rows are requested, one line per block. A prefetch never faults, so
+    // it may name rows past the end of A (it only wastes a request there).
+    let next = a.wrapping_add(MR_EXACT * lda);
+    for blk in 0..k.div_ceil(A_BLOCK_K) {
+        let t = blk * A_BLOCK_K;
+        if t % 64 == 0 {
+            for r in 0..MR_EXACT {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(r * lda + t).cast());
             }
-            let last = out.add(7 * A_PAIR_BYTES);
-            _mm_storeu_si128(last.cast(), _mm256_castsi256_si128(p[7]));
-            _mm_storel_epi64(last.add(16).cast(), _mm256_extracti128_si256::<1>(p[7]));
-            out = out.add(8 * A_PAIR_BYTES);
         }
-        t += 16;
-    }
-    // The last (at most 7 full and one half) pairs, element by element.
-    let widen = |r: usize, u: usize| -> u16 {
-        if r >= m || u >= k {
-            return 0;
-        }
-        // SAFETY: r < m and u < k: inside row r.
-        let v = unsafe { *a.add(r * lda + u) };
-        if SIGNED { v as i8 as i16 as u16 } else { v as u16 }
-    };
-    while t < k {
+        let len = A_BLOCK_K.min(k - t);
         for r in 0..MR_EXACT {
-            let pair = widen(r, t) as u32 | (widen(r, t + 1) as u32) << 16;
-            // SAFETY: pair t/2 < k.div_ceil(2) owns bytes out..out + 24.
-            unsafe { out.add(4 * r).cast::<u32>().write_unaligned(pair) };
+            let v = if r >= m {
+                _mm256_setzero_si256()
+            } else if len == A_BLOCK_K {
+                // SAFETY: r < m: bytes t..t+16 ≤ k of row r are readable.
+                widen(unsafe { _mm_loadu_si128(a.add(r * lda + t).cast()) })
+            } else {
+                // The last, partial block: only its `len` bytes are read.
+                let mut bytes = [0u8; A_BLOCK_K];
+                // SAFETY: bytes t..t+len = k of row r are readable; `bytes` holds 16.
+                unsafe { core::ptr::copy_nonoverlapping(a.add(r * lda + t), bytes.as_mut_ptr(), len) };
+                // SAFETY: 16 bytes.
+                widen(unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) })
+            };
+            // SAFETY: block blk < k.div_ceil(16) of dst, row r's 32 bytes.
+            unsafe { _mm256_storeu_si256(dst.add(blk * A_BLOCK_BYTES + r * 32).cast(), v) };
         }
-        // SAFETY: at most one past the last pair's bytes (not dereferenced).
-        out = unsafe { out.add(A_PAIR_BYTES) };
-        t += 2;
     }
 }
 
@@ -168,12 +125,35 @@ unsafe fn load_b16<const SIGNED: bool>(p: *const u8) -> __m256i {
     if SIGNED { _mm256_cvtepi8_epi16(x) } else { _mm256_cvtepu8_epi16(x) }
 }
 
-/// The exact K loop over `pairs` K pairs: per pair, B widened 16 bytes at a time, each
-/// row's packed pair broadcast, `vpmaddwd` + `vpaddd` into the first `NVA` (1 or 2)
-/// blocks of 8 columns of `c`.
+/// One K pair of the exact loop: B widened 16 bytes at a time, each row's packed pair
+/// (`a + 32r`) broadcast, `vpmaddwd` + `vpaddd` into the first `NVA` (1 or 2) blocks of
+/// 8 columns of `c`.
 ///
 /// # Safety
-/// `a` holds `pairs·A_PAIR_BYTES` packed bytes, `b` `pairs·32` panel bytes.
+/// `a + 32r` is readable for 4 bytes for every row `r < MR_EXACT`, `b` for `16·NVA`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn exact_pair<const NVA: usize, const B_SIGNED: bool>(c: &mut Acc<MR_EXACT>, a: *const u8, b: *const u8) {
+    // SAFETY: forwarded.
+    unsafe {
+        let mut bv = [_mm256_setzero_si256(); NVA];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = load_b16::<B_SIGNED>(b.add(16 * v));
+        }
+        for (r, cr) in c.iter_mut().enumerate() {
+            let av = _mm256_set1_epi32(a.add(32 * r).cast::<i32>().read_unaligned());
+            for (x, y) in cr.iter_mut().zip(&bv) {
+                *x = _mm256_add_epi32(*x, _mm256_madd_epi16(av, *y));
+            }
+        }
+    }
+}
+
+/// The exact K loop over `pairs` K pairs of packed A ([`pack_a_blocks`]) and of the
+/// panel: whole blocks of 8 pairs unrolled (constant offsets), then the last pairs.
+///
+/// # Safety
+/// `a` holds `pairs.div_ceil(8)·A_BLOCK_BYTES` packed bytes, `b` `pairs·32` panel bytes.
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn exact_k_loop<const NVA: usize, const B_SIGNED: bool>(
@@ -182,29 +162,27 @@ unsafe fn exact_k_loop<const NVA: usize, const B_SIGNED: bool>(
     mut b: *const u8,
     pairs: usize,
 ) {
-    for _ in 0..pairs {
-        // SAFETY: one pair of A and of B, inside their ranges (contract).
+    const PAIRS: usize = A_BLOCK_K / 2;
+    for _ in 0..pairs / PAIRS {
+        // SAFETY: a whole block of A and its 8 pairs of the panel (contract).
         unsafe {
-            let mut bv = [_mm256_setzero_si256(); NVA];
-            for (v, x) in bv.iter_mut().enumerate() {
-                *x = load_b16::<B_SIGNED>(b.add(16 * v));
+            for p in 0..PAIRS {
+                exact_pair::<NVA, B_SIGNED>(c, a.add(4 * p), b.add(NR * 2 * p));
             }
-            for (r, cr) in c.iter_mut().enumerate() {
-                let av = _mm256_set1_epi32(a.add(4 * r).cast::<i32>().read_unaligned());
-                for (x, y) in cr.iter_mut().zip(&bv) {
-                    *x = _mm256_add_epi32(*x, _mm256_madd_epi16(av, *y));
-                }
-            }
-            a = a.add(A_PAIR_BYTES);
-            b = b.add(NR * 2);
+            a = a.add(A_BLOCK_BYTES);
+            b = b.add(NR * 2 * PAIRS);
         }
+    }
+    for p in 0..pairs % PAIRS {
+        // SAFETY: pair p of the last, partial block, inside both (contract).
+        unsafe { exact_pair::<NVA, B_SIGNED>(c, a.add(4 * p), b.add(NR * 2 * p)) };
     }
 }
 
-/// The exact tile on packed A (`args.a` as written by [`pack_a_pairs`]): the whole K
+/// The exact tile on packed A (`args.a` as written by [`pack_a_blocks`]): the whole K
 /// loop with the accumulators in registers, then the epilogue.
 ///
-/// Reads `k.div_ceil(2)·24` bytes of packed A and the panel's `k.div_ceil(2)·16·2`
+/// Reads `k.div_ceil(16)·192` bytes of packed A and the panel's `k.div_ceil(2)·16·2`
 /// bytes; nothing past them.
 ///
 /// # Safety
@@ -232,7 +210,7 @@ unsafe fn exact_packed_tile<const NVA: usize, const B_SIGNED: bool>(args: &GemmA
 #[target_feature(enable = "avx2")]
 unsafe fn exact_tile<const NVA: usize, const A_SIGNED: bool, const B_SIGNED: bool>(args: &GemmArgs) {
     let mut acc: Acc<MR_EXACT> = [[_mm256_setzero_si256(); NV]; MR_EXACT];
-    let mut buf = [MaybeUninit::<u8>::uninit(); KC / 2 * A_PAIR_BYTES];
+    let mut buf = [MaybeUninit::<u8>::uninit(); KC / A_BLOCK_K * A_BLOCK_BYTES];
     let mut bp = args.b;
     let mut k0 = 0;
     while k0 < args.k {
@@ -240,11 +218,11 @@ unsafe fn exact_tile<const NVA: usize, const A_SIGNED: bool, const B_SIGNED: boo
         // A local copy the compiler keeps in registers (the tile itself escapes to the
         // epilogue, which made it spill every accumulator on every iteration).
         let mut c = acc;
-        // SAFETY: m rows of k ≥ k0 + kc bytes (contract); buf holds KC/2 ≥ kc.div_ceil(2)
-        // pairs; the chunk's pairs of the panel follow bp (KC is even, so every chunk
-        // but the last is whole pairs).
+        // SAFETY: m rows of k ≥ k0 + kc bytes (contract); buf holds KC/16 ≥ kc.div_ceil(16)
+        // blocks; the chunk's pairs of the panel follow bp (KC is a multiple of 16, so
+        // every chunk but the last is whole blocks).
         unsafe {
-            pack_a_pairs::<A_SIGNED>(args.a.add(k0), args.lda, args.m, kc, buf.as_mut_ptr().cast());
+            pack_a_blocks::<A_SIGNED>(args.a.add(k0), args.lda, args.m, kc, buf.as_mut_ptr().cast());
             exact_k_loop::<NVA, B_SIGNED>(&mut c, buf.as_ptr().cast(), bp, kc.div_ceil(2));
             bp = bp.add(kc.div_ceil(2) * NR * 2);
         }
@@ -580,7 +558,7 @@ unsafe fn qx8_gemm_6x16c2__avx2<const A_SIGNED: bool, const B_SIGNED: bool>(args
     }
 }
 
-/// Entry point of the exact kernel on A packed by [`pack_a_pairs`] (already widened, so
+/// Entry point of the exact kernel on A packed by [`pack_a_blocks`] (already widened, so
 /// only the weights' signedness matters).
 ///
 /// # Safety
@@ -593,13 +571,13 @@ unsafe fn qx8_gemm_6x16c2__avx2_packed_a<const B_SIGNED: bool>(args: &GemmArgs) 
     }
 }
 
-/// The exact kernel's A packer for one activation signedness (see [`pack_a_pairs`]).
+/// The exact kernel's A packer for one activation signedness (see [`pack_a_blocks`]).
 ///
 /// # Safety
 /// The CPU supports AVX2; as [`APackFn`](crate::types::APackFn).
-unsafe fn pack_a_6x_pairs<const SIGNED: bool>(a: *const u8, lda: usize, m: usize, k: usize, dst: *mut u8) {
+unsafe fn pack_a_6x16_blocks<const SIGNED: bool>(a: *const u8, lda: usize, m: usize, k: usize, dst: *mut u8) {
     // SAFETY: forwarded.
-    unsafe { pack_a_pairs::<SIGNED>(a, lda, m, k, dst) }
+    unsafe { pack_a_blocks::<SIGNED>(a, lda, m, k, dst) }
 }
 
 /// Entry point of the `vpmaddubsw` kernel; `A_FLIP` for i8 activations.
@@ -633,9 +611,9 @@ pub const QX8_GEMM_6X16C2__AVX2: GemmUkernel = GemmUkernel {
     ],
     // Widening A to i16 once per row tile instead of once per 16 columns.
     packed_a: Some(PackedA {
-        kr: 2,
-        group_bytes: A_PAIR_BYTES,
-        pack: [pack_a_6x_pairs::<false>, pack_a_6x_pairs::<true>],
+        kr: A_BLOCK_K,
+        group_bytes: A_BLOCK_BYTES,
+        pack: [pack_a_6x16_blocks::<false>, pack_a_6x16_blocks::<true>],
         run: [
             [Some(qx8_gemm_6x16c2__avx2_packed_a::<false>), Some(qx8_gemm_6x16c2__avx2_packed_a::<true>)],
             [Some(qx8_gemm_6x16c2__avx2_packed_a::<false>), Some(qx8_gemm_6x16c2__avx2_packed_a::<true>)],
