@@ -194,7 +194,33 @@ unsafe fn exact_packed_tile<const NVA: usize, const B_SIGNED: bool>(args: &GemmA
     // SAFETY: forwarded contract: k.div_ceil(2) pairs of packed A and of the panel.
     unsafe {
         exact_k_loop::<NVA, B_SIGNED>(&mut c, args.a, args.b, args.k.div_ceil(2));
-        store_tile(args, c)
+        if args.out.kind == OutputKind::I32 && (args.a_row_sum.is_null() || args.b_zero_point.is_null()) {
+            store_i32_plain::<NVA>(args, &c)
+        } else {
+            store_tile(args, c)
+        }
+    }
+}
+
+/// The I32 output without weight zero points, from registers: what [`store_tile`]
+/// does in that case, kept inline so the accumulators need not go through memory.
+///
+/// # Safety
+/// As [`store_tile`], with `n ≤ 8·NVA`, kind I32 and no row-sum terms.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn store_i32_plain<const NVA: usize>(args: &GemmArgs, c: &Acc<MR_EXACT>) {
+    for v in 0..NVA {
+        if 8 * v >= args.n {
+            break;
+        }
+        // SAFETY: col_offset has n entries; row i < m of the output tile, columns 8v.. < n.
+        unsafe {
+            let off = load_cols(args.out.col_offset, args.n, v);
+            for (i, row) in c.iter().enumerate().take(args.m) {
+                store_cols(args.c.cast::<i32>().add(i * args.ldc + 8 * v), _mm256_add_epi32(row[v], off), args.n, v);
+            }
+        }
     }
 }
 
