@@ -125,15 +125,15 @@ unsafe fn load_b16<const SIGNED: bool>(p: *const u8) -> __m256i {
     if SIGNED { _mm256_cvtepi8_epi16(x) } else { _mm256_cvtepu8_epi16(x) }
 }
 
-/// One K pair of the exact loop: B widened 16 bytes at a time, each row's packed pair
-/// (`a + 32r`) broadcast, `vpmaddwd` + `vpaddd` into the first `NVA` (1 or 2) blocks of
-/// 8 columns of `c`.
+/// One K pair of the exact loop: B widened 16 bytes at a time, each of the first `MR`
+/// rows' packed pair (`a + 32r`) broadcast, `vpmaddwd` + `vpaddd` into the first `NVA`
+/// (1 or 2) blocks of 8 columns of `c`.
 ///
 /// # Safety
-/// `a + 32r` is readable for 4 bytes for every row `r < MR_EXACT`, `b` for `16·NVA`.
+/// `a + 32r` is readable for 4 bytes for every row `r < MR`, `b` for `16·NVA`.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn exact_pair<const NVA: usize, const B_SIGNED: bool>(c: &mut Acc<MR_EXACT>, a: *const u8, b: *const u8) {
+unsafe fn exact_pair<const MR: usize, const NVA: usize, const B_SIGNED: bool>(c: &mut Acc<MR>, a: *const u8, b: *const u8) {
     // SAFETY: forwarded.
     unsafe {
         let mut bv = [_mm256_setzero_si256(); NVA];
@@ -156,8 +156,8 @@ unsafe fn exact_pair<const NVA: usize, const B_SIGNED: bool>(c: &mut Acc<MR_EXAC
 /// `a` holds `pairs.div_ceil(8)·A_BLOCK_BYTES` packed bytes, `b` `pairs·32` panel bytes.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn exact_k_loop<const NVA: usize, const B_SIGNED: bool>(
-    c: &mut Acc<MR_EXACT>,
+unsafe fn exact_k_loop<const MR: usize, const NVA: usize, const B_SIGNED: bool>(
+    c: &mut Acc<MR>,
     mut a: *const u8,
     mut b: *const u8,
     pairs: usize,
@@ -167,7 +167,7 @@ unsafe fn exact_k_loop<const NVA: usize, const B_SIGNED: bool>(
         // SAFETY: a whole block of A and its 8 pairs of the panel (contract).
         unsafe {
             for p in 0..PAIRS {
-                exact_pair::<NVA, B_SIGNED>(c, a.add(4 * p), b.add(NR * 2 * p));
+                exact_pair::<MR, NVA, B_SIGNED>(c, a.add(4 * p), b.add(NR * 2 * p));
             }
             a = a.add(A_BLOCK_BYTES);
             b = b.add(NR * 2 * PAIRS);
@@ -175,27 +175,28 @@ unsafe fn exact_k_loop<const NVA: usize, const B_SIGNED: bool>(
     }
     for p in 0..pairs % PAIRS {
         // SAFETY: pair p of the last, partial block, inside both (contract).
-        unsafe { exact_pair::<NVA, B_SIGNED>(c, a.add(4 * p), b.add(NR * 2 * p)) };
+        unsafe { exact_pair::<MR, NVA, B_SIGNED>(c, a.add(4 * p), b.add(NR * 2 * p)) };
     }
 }
 
-/// The exact tile on packed A (`args.a` as written by [`pack_a_blocks`]): the whole K
-/// loop with the accumulators in registers, then the epilogue.
+/// The exact tile on packed A (`args.a` as written by [`pack_a_blocks`]) for its first
+/// `MR` (2, 4 or 6) rows: the whole K loop with the accumulators in registers, then the
+/// epilogue. A short tile (e.g. the last 2 rows of M = 128) runs only the rows it has.
 ///
-/// Reads `k.div_ceil(16)·192` bytes of packed A and the panel's `k.div_ceil(2)·16·2`
-/// bytes; nothing past them.
+/// Reads `k.div_ceil(16)·192` bytes of packed A (at most) and the panel's
+/// `k.div_ceil(2)·16·2` bytes; nothing past them.
 ///
 /// # Safety
-/// The CPU supports AVX2; `args` satisfies the [`GemmArgs`] contract with `m ≤ 6`,
+/// The CPU supports AVX2; `args` satisfies the [`GemmArgs`] contract with `m ≤ MR ≤ 6`,
 /// `n ≤ 8·NVA`, a panel in the `{nr: 16, kr: 2}` format and `a` a packed A tile.
 #[target_feature(enable = "avx2")]
-unsafe fn exact_packed_tile<const NVA: usize, const B_SIGNED: bool>(args: &GemmArgs) {
-    let mut c: Acc<MR_EXACT> = [[_mm256_setzero_si256(); NV]; MR_EXACT];
+unsafe fn exact_packed_tile<const MR: usize, const NVA: usize, const B_SIGNED: bool>(args: &GemmArgs) {
+    let mut c: Acc<MR> = [[_mm256_setzero_si256(); NV]; MR];
     // SAFETY: forwarded contract: k.div_ceil(2) pairs of packed A and of the panel.
     unsafe {
-        exact_k_loop::<NVA, B_SIGNED>(&mut c, args.a, args.b, args.k.div_ceil(2));
+        exact_k_loop::<MR, NVA, B_SIGNED>(&mut c, args.a, args.b, args.k.div_ceil(2));
         if args.out.kind == OutputKind::I32 && (args.a_row_sum.is_null() || args.b_zero_point.is_null()) {
-            store_i32_plain::<NVA>(args, &c)
+            store_i32_plain::<MR, NVA>(args, &c)
         } else {
             store_tile(args, c)
         }
@@ -209,7 +210,7 @@ unsafe fn exact_packed_tile<const NVA: usize, const B_SIGNED: bool>(args: &GemmA
 /// As [`store_tile`], with `n ≤ 8·NVA`, kind I32 and no row-sum terms.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn store_i32_plain<const NVA: usize>(args: &GemmArgs, c: &Acc<MR_EXACT>) {
+unsafe fn store_i32_plain<const MR: usize, const NVA: usize>(args: &GemmArgs, c: &Acc<MR>) {
     for v in 0..NVA {
         if 8 * v >= args.n {
             break;
@@ -249,7 +250,7 @@ unsafe fn exact_tile<const NVA: usize, const A_SIGNED: bool, const B_SIGNED: boo
         // every chunk but the last is whole blocks).
         unsafe {
             pack_a_blocks::<A_SIGNED>(args.a.add(k0), args.lda, args.m, kc, buf.as_mut_ptr().cast());
-            exact_k_loop::<NVA, B_SIGNED>(&mut c, buf.as_ptr().cast(), bp, kc.div_ceil(2));
+            exact_k_loop::<MR_EXACT, NVA, B_SIGNED>(&mut c, buf.as_ptr().cast(), bp, kc.div_ceil(2));
             bp = bp.add(kc.div_ceil(2) * NR * 2);
         }
         acc = c;
@@ -592,8 +593,17 @@ unsafe fn qx8_gemm_6x16c2__avx2<const A_SIGNED: bool, const B_SIGNED: bool>(args
 #[allow(non_snake_case)] // the kernel's XNNPACK-style name (DESIGN.md §4)
 unsafe fn qx8_gemm_6x16c2__avx2_packed_a<const B_SIGNED: bool>(args: &GemmArgs) {
     // SAFETY: forwarded.
+    // Tiles of at most 8 columns compute only those; tiles of at most 2 or 4 rows only
+    // those rows (the packed rows past m are zeros, never read then).
     unsafe {
-        if args.n <= 8 { exact_packed_tile::<1, B_SIGNED>(args) } else { exact_packed_tile::<NV, B_SIGNED>(args) }
+        match (args.m, args.n <= 8) {
+            (..=2, true) => exact_packed_tile::<2, 1, B_SIGNED>(args),
+            (..=2, false) => exact_packed_tile::<2, NV, B_SIGNED>(args),
+            (3..=4, true) => exact_packed_tile::<4, 1, B_SIGNED>(args),
+            (3..=4, false) => exact_packed_tile::<4, NV, B_SIGNED>(args),
+            (_, true) => exact_packed_tile::<MR_EXACT, 1, B_SIGNED>(args),
+            (_, false) => exact_packed_tile::<MR_EXACT, NV, B_SIGNED>(args),
+        }
     }
 }
 
