@@ -366,7 +366,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
 /// `b_signed`, with its packer, if it has one (and its K groups divide the overflow
 /// chunks, which must start on a group).
 fn packed_a_entry<A: Int8>(packed_a: &Option<PackedA>, b_signed: bool) -> Option<(PackedA, GemmUkernelFn)> {
-    packed_a.filter(|p| p.kr >= 1 && K_CHUNK % p.kr == 0).and_then(|p| p.run[A::SIGNED as usize][b_signed as usize].map(|f| (p, f)))
+    packed_a.filter(|p| p.kr >= 1 && K_CHUNK.is_multiple_of(p.kr)).and_then(|p| p.run[A::SIGNED as usize][b_signed as usize].map(|f| (p, f)))
 }
 
 /// The packed-A workspace of one thread (or rayon split) for one call, reused by its

@@ -709,7 +709,7 @@ impl Tester<'_> {
         pack_b_kgroups(format, &case.b, k, n, ldb, b_off, &mut packed[case.b_offset..]);
         // For a packed-A entry point: A packed by the kernel's packer, poison after it
         // (and before it, at a random offset: the driver promises no alignment).
-        let mut a_packed: Vec<u8> = Vec::new();
+        let mut a_packed: Vec<u8>;
         let a_ptr = match self.packed_a {
             None => case.a.as_ptr().cast::<u8>(),
             Some((p, pack)) => {

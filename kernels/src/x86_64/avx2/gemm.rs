@@ -87,7 +87,7 @@ unsafe fn pack_a_blocks<const SIGNED: bool>(a: *const u8, lda: usize, m: usize, 
     let next = a.wrapping_add(MR_EXACT * lda);
     for blk in 0..k.div_ceil(A_BLOCK_K) {
         let t = blk * A_BLOCK_K;
-        if t % 64 == 0 {
+        if t.is_multiple_of(64) {
             for r in 0..MR_EXACT {
                 _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(r * lda + t).cast());
             }
