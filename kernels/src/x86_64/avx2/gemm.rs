@@ -4,7 +4,12 @@
 //! * [`QX8_GEMM_6X16C2__AVX2`] — exact for every input: both operands widened to i16
 //!   (sign- or zero-extended per type), `vpmaddwd` sums pairs of i16 products into i32.
 //!   A product is at most `255·255` in magnitude and a pair `2·255·255 = 130050`, far
-//!   inside i32; accumulation wraps modulo 2^32 as the contract asks.
+//!   inside i32; accumulation wraps modulo 2^32 as the contract asks. Its packed-A entry
+//!   points ([`PackedA`]) take A already widened by `pack_a_blocks`, which the driver
+//!   runs once per row tile instead of once per 16 columns; the raw-row ones widen a
+//!   chunk at a time into a stack buffer. Per K pair the loop is 2 B widenings, 6
+//!   broadcasts, 12 `vpmaddwd` + 12 `vpaddd`: 26 vector ALU ops on Zen 4's 4 pipes, so
+//!   at most 24/26 ≈ 92 % of the `vpmaddwd + vpaddd` probe (measured 92 % in asm).
 //! * [`QX8_GEMM_4X16C4_MADDUBS__AVX2`] — `vpmaddubsw` (u8 × s8 pairs summed to i16 with
 //!   signed saturation) + `vpmaddwd` by ones. Exact only while a pair cannot saturate:
 //!   `2·255·|b| ≤ 32767`, i.e. stored `|b| ≤ 64` (`2·255·64 = 32640`; 65 gives 33150).
@@ -31,8 +36,9 @@ const NR: usize = 16;
 /// 8-lane i32 vectors per tile row.
 const NV: usize = NR / 8;
 /// K elements widened to i16 at a time by the raw-row entry of the exact kernel, into a
-/// stack buffer (a multiple of 16, so chunks start on a packed block). Measured on Zen 4, one tile in L1: 128 gave 156 GOPS, 96 gave 155, 192
-/// and 256 gave 144–152, 64 gave 133. The packed-A entry (the driver's) has no chunks.
+/// stack buffer (a multiple of 16, so chunks start on a packed block). Tuned for the
+/// earlier per-tile widening (Zen 4, one tile in L1: 128 gave 156 GOPS, 96 gave 155,
+/// 192–256 gave 144–152, 64 gave 133); the packed-A entry, the driver's, has no chunks.
 const KC: usize = 128;
 /// K elements per block of a packed A tile: one 32-byte vector of 16 i16 per row.
 const A_BLOCK_K: usize = 16;
