@@ -494,6 +494,21 @@ fn random_shapes_i8_i8() {
     random_shapes::<i8, i8>(4);
 }
 
+/// Panels so long that the driver splits N into column blocks (and M into row blocks):
+/// tasks on the same rows reuse the activations a kernel packed (`GemmUkernel::packed_a`)
+/// — in a row on one thread, split between two.
+#[test]
+fn packed_activations_reused_across_column_blocks() {
+    let mut r = rng(5);
+    for ctx in contexts() {
+        for threads in [1, 2] {
+            let ctx = ctx.clone().with_threads(threads).unwrap();
+            let p = Problem::<u8, i8>::random(&mut r, 70, 80, 8000, true, true);
+            check_all_outputs(&ctx, &p, &mut r, &format!("column blocks, {threads} threads"));
+        }
+    }
+}
+
 /// Every operand and zero point at its edges: the largest |a−za|·|b−zb| there is.
 #[test]
 fn extreme_values_all_combinations() {

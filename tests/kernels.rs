@@ -31,7 +31,9 @@ fn every_gemm_kernel_matches_the_reference() {
             t0.elapsed()
         );
         assert_eq!(s.kernel, k.name);
-        let have = k.run.iter().flatten().filter(|f| f.is_some()).count();
+        let entries = |run: &[[Option<qkern_kernels::GemmUkernelFn>; 2]; 2]| run.iter().flatten().filter(|f| f.is_some()).count();
+        // Raw-row entry points, plus the packed-A ones where the kernel has them.
+        let have = entries(&k.run) + k.packed_a.as_ref().map_or(0, |p| entries(&p.run));
         assert_eq!(s.combos, have, "{}: every signedness entry must be tested", k.name);
         assert!(s.cases > 0 && s.calls >= s.cases, "{}: the tester ran nothing", k.name);
         ran += 1;

@@ -310,8 +310,50 @@ pub struct GemmUkernel {
     /// such a kernel only after measuring the weights. `None`: exact for any weights.
     pub max_abs_stored_b: Option<i32>,
     /// Entry points indexed `[a_signed as usize][b_signed as usize]`; `None` where the
-    /// kernel does not handle that combination.
+    /// kernel does not handle that combination. They read raw rows of A.
     pub run: [[Option<GemmUkernelFn>; 2]; 2],
+    /// `Some`: the kernel also has entry points that read A already packed by its own
+    /// packer (e.g. widened to i16), which a driver packs once per row tile and reuses
+    /// across every column tile instead of letting the kernel redo it per tile. `None`
+    /// (most kernels): raw rows only.
+    pub packed_a: Option<PackedA>,
+}
+
+/// Packs up to `mr` rows of raw A (`m` rows of `k` elements, `lda` apart, from `a`) into
+/// `dst`, in the layout of one [`PackedA`].
+///
+/// # Safety
+/// `1 ≤ m ≤ mr` rows of `k` elements are readable from `a`, `lda` apart; `dst` is writable
+/// for [`PackedA::tile_bytes`]`(k)` bytes; the CPU supports the kernel's ISA.
+pub type APackFn = unsafe fn(a: *const u8, lda: usize, m: usize, k: usize, dst: *mut u8);
+
+/// Entry points of a kernel that read A pre-packed by the kernel's own packer
+/// ([`GemmUkernel::packed_a`]).
+///
+/// The packed tile is K-group-major: group `g` (K elements `g·kr..g·kr + kr`, zero past
+/// K) of all `mr` rows (zero past `m`) takes `group_bytes` bytes at offset
+/// `g·group_bytes`. So the K range starting at a multiple of `kr` is addressed by
+/// offsetting the pointer, as the packed weights are. A packed entry point takes the
+/// same [`GemmArgs`] as the raw one except that `a` points at such a packed tile (or at
+/// the group where its K range starts) and `lda` is ignored; it reads
+/// `args.k.div_ceil(kr)·group_bytes` bytes from `a`.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedA {
+    /// K elements per group (K is zero-padded to a multiple).
+    pub kr: usize,
+    /// Bytes of one K group of a packed tile (all `mr` rows).
+    pub group_bytes: usize,
+    /// The packer, indexed `[a_signed as usize]`.
+    pub pack: [APackFn; 2],
+    /// Entry points indexed as [`GemmUkernel::run`], reading packed A.
+    pub run: [[Option<GemmUkernelFn>; 2]; 2],
+}
+
+impl PackedA {
+    /// Bytes of one packed row tile for a K range of length `k`.
+    pub const fn tile_bytes(&self, k: usize) -> usize {
+        k.div_ceil(self.kr) * self.group_bytes
+    }
 }
 
 impl GemmUkernel {

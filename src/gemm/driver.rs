@@ -3,7 +3,9 @@
 //! a kernel, hence the only `unsafe` outside the C ABI.
 
 use qkern_kernels::reference::{RefOutput, output_stage_ref, quantize_multiplier};
-use qkern_kernels::{GemmArgs, Int8, OutputKind, OutputStage, QuantizedMultiplier, RequantMode, gemm_col_term, gemm_row_sum};
+use qkern_kernels::{
+    GemmArgs, GemmUkernelFn, Int8, OutputKind, OutputStage, PackedA, QuantizedMultiplier, RequantMode, gemm_col_term, gemm_row_sum,
+};
 use rayon::prelude::*;
 
 use super::{Activations, K_CHUNK, MatrixMut, PackedWeights, Requantize};
@@ -124,6 +126,9 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
     if m == 0 || n == 0 {
         return Ok(());
     }
+    // Kernels that widen A per tile may prefer it packed once per row tile.
+    let packed_a = packed_a_entry::<A>(&kernel.packed_a, w.signed);
+    let ukernel = packed_a.map_or(ukernel, |(_, f)| f);
 
     // Overflow policy (DESIGN.md §2): whole-K i32 accumulation is exact while
     // K·max|a−za|·max|b−zb| + max|bias| fits in i32; otherwise chunk K and carry i64.
@@ -195,8 +200,9 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
     let zb_for = |j0: usize| if w.any_zero_point { w.stored_zero_point[j0..].as_ptr() } else { std::ptr::null() };
 
     // One task: a block of row tiles × column tiles.
-    let exact_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| {
+    let exact_task = |ws: &mut AWorkspace, ti0: usize, ti1: usize, tj0: usize, tj1: usize| {
         let cptr = cptr.get();
+        let a_tile = pack_a_tiles(packed_a.map(|(p, _)| p), a_data, lda, m, mr, k, ti0, ti1, ws);
         for tj in tj0..tj1 {
             let j0 = tj * nr;
             let nn = nr.min(n - j0);
@@ -207,7 +213,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
                     m: mm,
                     n: nn,
                     k,
-                    a: a_data[i0 * lda..].as_ptr().cast(),
+                    a: a_tile(&ws.buf, ti, 0),
                     lda,
                     b: w.data[tj * panel_bytes..].as_ptr(),
                     a_row_sum: if a_row_sum.is_empty() { std::ptr::null() } else { a_row_sum[i0..].as_ptr() },
@@ -245,8 +251,9 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
         qmin,
         qmax,
     };
-    let chunked_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| -> Result<()> {
+    let chunked_task = |ws: &mut AWorkspace, ti0: usize, ti1: usize, tj0: usize, tj1: usize| -> Result<()> {
         let cptr = cptr.get();
+        let a_tile = pack_a_tiles(packed_a.map(|(p, _)| p), a_data, lda, m, mr, k, ti0, ti1, ws);
         let ro = ref_out(bias);
         let mut tile = vec![0i32; mr * nr];
         let mut acc = vec![0i64; mr * nr];
@@ -276,7 +283,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
                         m: mm,
                         n: nn,
                         k: kc,
-                        a: a_data[i0 * lda + k0..].as_ptr().cast(),
+                        a: a_tile(&ws.buf, ti, k0),
                         lda,
                         b: w.data[tj * panel_bytes + (k0 / kernel.format.kr) * nr * kernel.format.kr..].as_ptr(),
                         a_row_sum: if w.any_zero_point { rsum.as_ptr() } else { std::ptr::null() },
@@ -328,22 +335,95 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
     // enough tasks for the threads.
     let cb = (512 * 1024 / panel_bytes.max(1)).clamp(1, tiles_n);
     let rb = (64 / mr).clamp(1, tiles_m);
-    let tasks: Vec<(usize, usize, usize, usize)> = (0..tiles_n)
+    let mut tasks: Vec<(usize, usize, usize, usize)> = (0..tiles_n)
         .step_by(cb)
         .flat_map(|tj| (0..tiles_m).step_by(rb).map(move |ti| (ti, (ti + rb).min(tiles_m), tj, (tj + cb).min(tiles_n))))
         .collect();
+    if packed_a.is_some() {
+        // Row blocks outermost, so consecutive tasks reuse the packed A (`pack_a_tiles`).
+        tasks.sort_by_key(|&(ti0, _, tj0, _)| (ti0, tj0));
+    }
     let work = m as u128 * n as u128 * k.max(1) as u128;
     let parallel = ctx.threads() > 1 && tasks.len() > 1 && work >= 1 << 18;
+    // `ws`: the packed-A workspace, one per thread (or per rayon split), reused by its tasks.
     if exact_i32 {
         if parallel {
-            ctx.install(|| tasks.par_iter().for_each(|&(a0, a1, b0, b1)| exact_task(a0, a1, b0, b1)));
+            ctx.install(|| tasks.par_iter().for_each_init(AWorkspace::default, |ws, &(a0, a1, b0, b1)| exact_task(ws, a0, a1, b0, b1)));
         } else {
-            tasks.iter().for_each(|&(a0, a1, b0, b1)| exact_task(a0, a1, b0, b1));
+            let mut ws = AWorkspace::default();
+            tasks.iter().for_each(|&(a0, a1, b0, b1)| exact_task(&mut ws, a0, a1, b0, b1));
         }
         Ok(())
     } else if parallel {
-        ctx.install(|| tasks.par_iter().try_for_each(|&(a0, a1, b0, b1)| chunked_task(a0, a1, b0, b1)))
+        ctx.install(|| tasks.par_iter().try_for_each_init(AWorkspace::default, |ws, &(a0, a1, b0, b1)| chunked_task(ws, a0, a1, b0, b1)))
     } else {
-        tasks.iter().try_for_each(|&(a0, a1, b0, b1)| chunked_task(a0, a1, b0, b1))
+        let mut ws = AWorkspace::default();
+        tasks.iter().try_for_each(|&(a0, a1, b0, b1)| chunked_task(&mut ws, a0, a1, b0, b1))
+    }
+}
+
+/// The kernel's packed-A entry point for activations `A` and weights of signedness
+/// `b_signed`, with its packer, if it has one (and its K groups divide the overflow
+/// chunks, which must start on a group).
+fn packed_a_entry<A: Int8>(packed_a: &Option<PackedA>, b_signed: bool) -> Option<(PackedA, GemmUkernelFn)> {
+    packed_a.filter(|p| p.kr >= 1 && K_CHUNK.is_multiple_of(p.kr)).and_then(|p| p.run[A::SIGNED as usize][b_signed as usize].map(|f| (p, f)))
+}
+
+/// The packed-A workspace of one thread (or rayon split) for one call, reused by its
+/// tasks: allocated once, grown as needed, never per tile.
+#[derive(Default)]
+struct AWorkspace {
+    buf: Vec<u8>,
+    /// The row tiles `buf` holds (packed during this call), so that a task on the same
+    /// rows skips packing.
+    rows: Option<(usize, usize)>,
+}
+
+/// Packs the row tiles `ti0..ti1` of A (rows of `k` elements, `lda` apart, `mr` rows per
+/// tile) with the kernel's A packer into `ws`, unless it holds them already, so that
+/// every column tile of the task (and of the next tasks on the same rows) reuses them.
+/// Returns the function giving the `a` pointer of row tile `ti` at K offset `k0` (a
+/// multiple of the packer's `kr`, or of 1 without a packer) from `ws.buf`: packed when
+/// there is a packer, else the raw row.
+#[allow(clippy::too_many_arguments)]
+fn pack_a_tiles<'a, A: Int8>(
+    packer: Option<PackedA>,
+    a: &'a [A],
+    lda: usize,
+    m: usize,
+    mr: usize,
+    k: usize,
+    ti0: usize,
+    ti1: usize,
+    ws: &mut AWorkspace,
+) -> impl Fn(&[u8], usize, usize) -> *const u8 + use<'a, A> {
+    let tile_bytes = packer.map_or(0, |p| p.tile_bytes(k));
+    if let Some(p) = packer.filter(|_| ws.rows != Some((ti0, ti1))) {
+        ws.rows = Some((ti0, ti1));
+        let ws = &mut ws.buf;
+        let need = (ti1 - ti0) * tile_bytes;
+        if ws.len() < need {
+            ws.resize(need, 0);
+        }
+        for ti in ti0..ti1 {
+            let i0 = ti * mr;
+            let mm = mr.min(m - i0);
+            // SAFETY: rows i0..i0+mm of A hold k elements `lda` apart (validated by the
+            // caller); the destination is this tile's `tile_bytes` inside `ws`; the
+            // packer belongs to the kernel whose ISA the caller checked.
+            unsafe {
+                (p.pack[A::SIGNED as usize])(
+                    a[i0 * lda..].as_ptr().cast(),
+                    lda,
+                    mm,
+                    k,
+                    ws[(ti - ti0) * tile_bytes..].as_mut_ptr(),
+                )
+            };
+        }
+    }
+    move |ws: &[u8], ti: usize, k0: usize| match packer {
+        Some(p) => ws[(ti - ti0) * tile_bytes + k0 / p.kr * p.group_bytes..].as_ptr(),
+        None => a[ti * mr * lda + k0..].as_ptr().cast(),
     }
 }

@@ -131,6 +131,7 @@ pub const QU8S8_GEMM_4X16C4__GENERIC: GemmUkernel = GemmUkernel {
         [Some(gemm_tile_u8s8::<false, 4, 16, 4>), Some(gemm_tile_u8s8::<false, 4, 16, 4>)],
         [Some(gemm_tile_u8s8::<true, 4, 16, 4>), Some(gemm_tile_u8s8::<true, 4, 16, 4>)],
     ],
+    packed_a: None,
 };
 
 /// `qx8_gemm_4x16c4__generic`: all four u8/i8 combinations, 4×16 tiles, K groups of 4.
@@ -146,6 +147,7 @@ pub const QX8_GEMM_4X16C4__GENERIC: GemmUkernel = GemmUkernel {
         [Some(gemm_tile::<u8, u8, 4, 16, 4>), Some(gemm_tile::<u8, i8, 4, 16, 4>)],
         [Some(gemm_tile::<i8, u8, 4, 16, 4>), Some(gemm_tile::<i8, i8, 4, 16, 4>)],
     ],
+    packed_a: None,
 };
 
 /// Every portable GEMM kernel, least preferred first (the dispatch table, the tests and

@@ -22,7 +22,8 @@ use alloc::vec::Vec;
 use crate::pack::pack_b_kgroups;
 use crate::reference::{RefOutput, gemm_i64, output_stage_ref, quantize_multiplier};
 use crate::types::{
-    GemmArgs, GemmUkernel, GemmUkernelFn, Int8, OutputKind, OutputStage, QuantizedMultiplier, RequantMode,
+    APackFn, GemmArgs, GemmUkernel, GemmUkernelFn, Int8, OutputKind, OutputStage, PackedA, QuantizedMultiplier,
+    RequantMode,
 };
 
 /// A small deterministic generator (SplitMix64): the kernels crate has no `rand`, and a
@@ -228,12 +229,22 @@ pub unsafe fn check_gemm_ukernel(kernel: &GemmUkernel) -> GemmTestSummary {
             kernel: kernel.name,
             ..GemmTestSummary::default()
         },
+        packed_a: None,
     };
-    for a_signed in [false, true] {
-        for b_signed in [false, true] {
-            let Some(f) = kernel.run[a_signed as usize][b_signed as usize] else {
+    // The raw-row entry points, then the packed-A ones (A packed by the kernel's packer).
+    for (packed_a, a_signed, b_signed) in core::iter::once(None)
+        .chain(kernel.packed_a.map(Some))
+        .flat_map(|p| [(p, false, false), (p, false, true), (p, true, false), (p, true, true)])
+    {
+        let (f, pack) = match packed_a {
+            None => (kernel.run[a_signed as usize][b_signed as usize], None),
+            Some(p) => (p.run[a_signed as usize][b_signed as usize], Some((p, p.pack[a_signed as usize]))),
+        };
+        {
+            let Some(f) = f else {
                 continue;
             };
+            t.packed_a = pack;
             t.summary.combos += 1;
             // SAFETY: forwarded from this function's contract; `f` is one of `kernel`'s
             // entry points, and the tester only builds arguments that satisfy `GemmArgs`.
@@ -254,6 +265,8 @@ struct Tester<'k> {
     kernel: &'k GemmUkernel,
     rng: Rng,
     summary: GemmTestSummary,
+    /// Set while testing packed-A entry points: A is packed by this packer first.
+    packed_a: Option<(PackedA, APackFn)>,
 }
 
 /// The distinct values of `v`, in order.
@@ -298,9 +311,12 @@ impl Tester<'_> {
     /// As [`check_gemm_ukernel`], for `f`.
     unsafe fn combo<A: Int8, B: Int8>(&mut self, f: GemmUkernelFn) {
         let (mr, nr, kr) = (self.kernel.mr, self.kernel.format.nr, self.kernel.format.kr);
+        // Packed A has its own K groups: the K lengths come from the coarser of the two
+        // (a multiple of both when they nest, as 2 and 16 do), so both kinds of edge occur.
+        let kr_random = self.packed_a.map_or(kr, |(p, _)| p.kr.max(kr));
         // SAFETY (all three): forwarded contract.
         unsafe {
-            self.random_family::<A, B>(f, mr, nr, kr);
+            self.random_family::<A, B>(f, mr, nr, kr_random);
             self.extreme_family::<A, B>(f, mr, nr, kr);
             self.bound_family::<A, B>(f, mr, nr);
             self.wrap_family::<A, B>(f, mr, nr);
@@ -691,6 +707,22 @@ impl Tester<'_> {
             .map(|_| self.rng.next_u64() as u8)
             .collect();
         pack_b_kgroups(format, &case.b, k, n, ldb, b_off, &mut packed[case.b_offset..]);
+        // For a packed-A entry point: A packed by the kernel's packer, poison after it
+        // (and before it, at a random offset: the driver promises no alignment).
+        let mut a_packed: Vec<u8>;
+        let a_ptr = match self.packed_a {
+            None => case.a.as_ptr().cast::<u8>(),
+            Some((p, pack)) => {
+                let at = self.rng.below(8);
+                let len = at + p.tile_bytes(k) + TAIL;
+                a_packed = (0..len).map(|_| self.rng.next_u64() as u8).collect();
+                // SAFETY: the packer is sound on this CPU (function contract); m ≤ MR rows
+                // of k elements `lda` apart are inside `case.a`; `a_packed` holds
+                // tile_bytes(k) bytes from `at`.
+                unsafe { pack(case.a.as_ptr().cast(), lda, m, k, a_packed.as_mut_ptr().add(at)) };
+                a_packed.as_ptr().wrapping_add(at)
+            }
+        };
 
         // Per-column output-stage parameters.
         let rng = &mut self.rng;
@@ -844,7 +876,7 @@ impl Tester<'_> {
                 m,
                 n,
                 k,
-                a: case.a.as_ptr().cast::<u8>(),
+                a: a_ptr,
                 lda,
                 b: packed[case.b_offset..].as_ptr(),
                 a_row_sum: if zb_null {

@@ -4,7 +4,12 @@
 //! * [`QX8_GEMM_6X16C2__AVX2`] — exact for every input: both operands widened to i16
 //!   (sign- or zero-extended per type), `vpmaddwd` sums pairs of i16 products into i32.
 //!   A product is at most `255·255` in magnitude and a pair `2·255·255 = 130050`, far
-//!   inside i32; accumulation wraps modulo 2^32 as the contract asks.
+//!   inside i32; accumulation wraps modulo 2^32 as the contract asks. Its packed-A entry
+//!   points ([`PackedA`]) take A already widened by `pack_a_blocks`, which the driver
+//!   runs once per row tile instead of once per 16 columns; the raw-row ones widen a
+//!   chunk at a time into a stack buffer. Per K pair the loop is 2 B widenings, 6
+//!   broadcasts, 12 `vpmaddwd` + 12 `vpaddd`: 26 vector ALU ops on Zen 4's 4 pipes, so
+//!   at most 24/26 ≈ 92 % of the `vpmaddwd + vpaddd` probe (measured 92 % in asm).
 //! * [`QX8_GEMM_4X16C4_MADDUBS__AVX2`] — `vpmaddubsw` (u8 × s8 pairs summed to i16 with
 //!   signed saturation) + `vpmaddwd` by ones. Exact only while a pair cannot saturate:
 //!   `2·255·|b| ≤ 32767`, i.e. stored `|b| ≤ 64` (`2·255·64 = 32640`; 65 gives 33150).
@@ -20,7 +25,7 @@ use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
 use crate::generic::gemm::output_value;
-use crate::types::{GemmArgs, GemmUkernel, Isa, OutputKind, PackFormat, RequantMode};
+use crate::types::{GemmArgs, GemmUkernel, Isa, OutputKind, PackFormat, PackedA, RequantMode};
 
 /// Rows per tile of the exact kernel.
 const MR_EXACT: usize = 6;
@@ -30,12 +35,15 @@ const MR_FAST: usize = 4;
 const NR: usize = 16;
 /// 8-lane i32 vectors per tile row.
 const NV: usize = NR / 8;
-/// K elements widened to i16 at a time by the exact kernel (even, so chunks start on a
-/// K pair; a multiple of 16 keeps the widening vectorised). Measured
-/// on Zen 4, one tile in L1: 128 gave 156 GOPS, 96 gave 155, 192 and 256 gave 144–152,
-/// 64 gave 133 (the widening stores of a chunk must overlap the previous chunk's
-/// arithmetic without delaying its loads).
+/// K elements widened to i16 at a time by the raw-row entry of the exact kernel, into a
+/// stack buffer (a multiple of 16, so chunks start on a packed block). Tuned for the
+/// earlier per-tile widening (Zen 4, one tile in L1: 128 gave 156 GOPS, 96 gave 155,
+/// 192–256 gave 144–152, 64 gave 133); the packed-A entry, the driver's, has no chunks.
 const KC: usize = 128;
+/// K elements per block of a packed A tile: one 32-byte vector of 16 i16 per row.
+const A_BLOCK_K: usize = 16;
+/// Bytes of one K block of a packed A tile (`MR_EXACT` rows).
+const A_BLOCK_BYTES: usize = MR_EXACT * A_BLOCK_K * 2;
 /// K elements of i8 activations flipped to u8 at a time by the `vpmaddubsw` kernel (a
 /// multiple of 4, so chunks start on a K group). Measured likewise: 256 gave 212 GOPS (i8 × i8), 128 gave 207.
 const KC4: usize = 256;
@@ -61,40 +69,52 @@ unsafe fn row_pointers<const MR: usize>(args: &GemmArgs) -> [*const u8; MR] {
 // ---------------------------------------------------------------------------------------
 // Exact kernel: i16 widening + vpmaddwd.
 
-/// Widens bytes `k0..k0 + kc` of every row to i16 into `dst` (row `r` at `dst + r·KC`),
-/// with a zero after them when `kc` is odd (that K pair is half padding, whose packed
-/// weight is 0 anyway). One loop over all rows, so its overhead is shared.
+/// Packs `m ≤ MR_EXACT` rows of `k` activations into the exact kernel's A layout: K in
+/// blocks of 16; per block, each of the `MR_EXACT` rows as 16 i16 (sign- or
+/// zero-extended per type) in one 32-byte vector, so the i32 at `4p` of row `r` is the
+/// row's K pair `p` of the block, ready to broadcast with one load. Rows past `m` and K
+/// past `k` are zero. Writes exactly `k.div_ceil(16)·A_BLOCK_BYTES` bytes.
+///
+/// (A pair-major layout, `[k/2][MR]` i32, would need an 8×8 transpose per block: it
+/// measured 2.7 cycles per K pair, 4–5 % of the GEMM time where A is packed once for
+/// 8–16 column tiles; this one is a load, a widening and a store per row and block.)
 ///
 /// # Safety
-/// Every row is readable for `k0 + kc` bytes; `dst` is writable for `MR·KC` i16 and
-/// `kc ≤ KC`, with `kc < KC` when `kc` is odd.
+/// `m ≥ 1` rows of `k` bytes are readable from `a`, `lda` apart; `dst` is writable for
+/// `k.div_ceil(16)·A_BLOCK_BYTES` bytes.
 #[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn widen_rows<const MR: usize, const SIGNED: bool>(rows: &[*const u8; MR], k0: usize, kc: usize, dst: *mut i16) {
-    let mut t = 0;
-    while t + 16 <= kc {
-        for (r, row) in rows.iter().enumerate() {
-            // SAFETY: bytes k0+t..k0+t+16 ≤ k0+kc of the row are readable; row r of dst
-            // has room for entries t..t+16 ≤ kc ≤ KC.
-            unsafe {
-                let x = _mm_loadu_si128(row.add(k0 + t).cast());
-                let w = if SIGNED { _mm256_cvtepi8_epi16(x) } else { _mm256_cvtepu8_epi16(x) };
-                _mm256_storeu_si256(dst.add(r * KC + t).cast(), w);
+unsafe fn pack_a_blocks<const SIGNED: bool>(a: *const u8, lda: usize, m: usize, k: usize, dst: *mut u8) {
+    let m = m.min(MR_EXACT);
+    let widen = |x: __m128i| if SIGNED { _mm256_cvtepi8_epi16(x) } else { _mm256_cvtepu8_epi16(x) };
+    // The driver packs row tiles one after another, and rows of a few hundred bytes are
+    // too short for the hardware prefetcher to learn: while this tile is packed, the
+    // next tile's rows are requested, one line per block. A prefetch never faults, so
+    // it may name rows past the end of A (it only wastes a request there).
+    let next = a.wrapping_add(MR_EXACT * lda);
+    for blk in 0..k.div_ceil(A_BLOCK_K) {
+        let t = blk * A_BLOCK_K;
+        if t.is_multiple_of(64) {
+            for r in 0..MR_EXACT {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(r * lda + t).cast());
             }
         }
-        t += 16;
-    }
-    for (r, row) in rows.iter().enumerate() {
-        for u in t..kc {
-            // SAFETY: u < kc, inside the row and the buffer row.
-            unsafe {
-                let v = *row.add(k0 + u);
-                *dst.add(r * KC + u) = if SIGNED { v as i8 as i16 } else { v as i16 };
-            }
-        }
-        if kc % 2 == 1 {
-            // SAFETY: kc < KC when odd: entry kc is inside the buffer row.
-            unsafe { *dst.add(r * KC + kc) = 0 };
+        let len = A_BLOCK_K.min(k - t);
+        for r in 0..MR_EXACT {
+            let v = if r >= m {
+                _mm256_setzero_si256()
+            } else if len == A_BLOCK_K {
+                // SAFETY: r < m: bytes t..t+16 ≤ k of row r are readable.
+                widen(unsafe { _mm_loadu_si128(a.add(r * lda + t).cast()) })
+            } else {
+                // The last, partial block: only its `len` bytes are read.
+                let mut bytes = [0u8; A_BLOCK_K];
+                // SAFETY: bytes t..t+len = k of row r are readable; `bytes` holds 16.
+                unsafe { core::ptr::copy_nonoverlapping(a.add(r * lda + t), bytes.as_mut_ptr(), len) };
+                // SAFETY: 16 bytes.
+                widen(unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) })
+            };
+            // SAFETY: block blk < k.div_ceil(16) of dst, row r's 32 bytes.
+            unsafe { _mm256_storeu_si256(dst.add(blk * A_BLOCK_BYTES + r * 32).cast(), v) };
         }
     }
 }
@@ -111,50 +131,133 @@ unsafe fn load_b16<const SIGNED: bool>(p: *const u8) -> __m256i {
     if SIGNED { _mm256_cvtepi8_epi16(x) } else { _mm256_cvtepu8_epi16(x) }
 }
 
-/// The exact tile: A rows widened to i16 `KC` elements at a time into a stack buffer
-/// (as broadcastable pairs), B widened 16 bytes at a time, `vpmaddwd` + `vpaddd`, over
-/// the first `NVA` (1 or 2) blocks of 8 columns (1 serves tiles of `n ≤ 8`).
+/// One K pair of the exact loop: B widened 16 bytes at a time, each of the first `MR`
+/// rows' packed pair (`a + 32r`) broadcast, `vpmaddwd` + `vpaddd` into the first `NVA`
+/// (1 or 2) blocks of 8 columns of `c`.
+///
+/// # Safety
+/// `a + 32r` is readable for 4 bytes for every row `r < MR`, `b` for `16·NVA`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn exact_pair<const MR: usize, const NVA: usize, const B_SIGNED: bool>(c: &mut Acc<MR>, a: *const u8, b: *const u8) {
+    // SAFETY: forwarded.
+    unsafe {
+        let mut bv = [_mm256_setzero_si256(); NVA];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = load_b16::<B_SIGNED>(b.add(16 * v));
+        }
+        for (r, cr) in c.iter_mut().enumerate() {
+            let av = _mm256_set1_epi32(a.add(32 * r).cast::<i32>().read_unaligned());
+            for (x, y) in cr.iter_mut().zip(&bv) {
+                *x = _mm256_add_epi32(*x, _mm256_madd_epi16(av, *y));
+            }
+        }
+    }
+}
+
+/// The exact K loop over `pairs` K pairs of packed A ([`pack_a_blocks`]) and of the
+/// panel: whole blocks of 8 pairs unrolled (constant offsets), then the last pairs.
+///
+/// # Safety
+/// `a` holds `pairs.div_ceil(8)·A_BLOCK_BYTES` packed bytes, `b` `pairs·32` panel bytes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn exact_k_loop<const MR: usize, const NVA: usize, const B_SIGNED: bool>(
+    c: &mut Acc<MR>,
+    mut a: *const u8,
+    mut b: *const u8,
+    pairs: usize,
+) {
+    const PAIRS: usize = A_BLOCK_K / 2;
+    for _ in 0..pairs / PAIRS {
+        // SAFETY: a whole block of A and its 8 pairs of the panel (contract).
+        unsafe {
+            for p in 0..PAIRS {
+                exact_pair::<MR, NVA, B_SIGNED>(c, a.add(4 * p), b.add(NR * 2 * p));
+            }
+            a = a.add(A_BLOCK_BYTES);
+            b = b.add(NR * 2 * PAIRS);
+        }
+    }
+    for p in 0..pairs % PAIRS {
+        // SAFETY: pair p of the last, partial block, inside both (contract).
+        unsafe { exact_pair::<MR, NVA, B_SIGNED>(c, a.add(4 * p), b.add(NR * 2 * p)) };
+    }
+}
+
+/// The exact tile on packed A (`args.a` as written by [`pack_a_blocks`]) for its first
+/// `MR` (2, 4 or 6) rows: the whole K loop with the accumulators in registers, then the
+/// epilogue. A short tile (e.g. the last 2 rows of M = 128) runs only the rows it has.
+///
+/// Reads `k.div_ceil(16)·192` bytes of packed A (at most) and the panel's
+/// `k.div_ceil(2)·16·2` bytes; nothing past them.
+///
+/// # Safety
+/// The CPU supports AVX2; `args` satisfies the [`GemmArgs`] contract with `m ≤ MR ≤ 6`,
+/// `n ≤ 8·NVA`, a panel in the `{nr: 16, kr: 2}` format and `a` a packed A tile.
+#[target_feature(enable = "avx2")]
+unsafe fn exact_packed_tile<const MR: usize, const NVA: usize, const B_SIGNED: bool>(args: &GemmArgs) {
+    let mut c: Acc<MR> = [[_mm256_setzero_si256(); NV]; MR];
+    // SAFETY: forwarded contract: k.div_ceil(2) pairs of packed A and of the panel.
+    unsafe {
+        exact_k_loop::<MR, NVA, B_SIGNED>(&mut c, args.a, args.b, args.k.div_ceil(2));
+        if args.out.kind == OutputKind::I32 && (args.a_row_sum.is_null() || args.b_zero_point.is_null()) {
+            store_i32_plain::<MR, NVA>(args, &c)
+        } else {
+            store_tile(args, c)
+        }
+    }
+}
+
+/// The I32 output without weight zero points, from registers: what [`store_tile`]
+/// does in that case, kept inline so the accumulators need not go through memory.
+///
+/// # Safety
+/// As [`store_tile`], with `n ≤ 8·NVA`, kind I32 and no row-sum terms.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn store_i32_plain<const MR: usize, const NVA: usize>(args: &GemmArgs, c: &Acc<MR>) {
+    for v in 0..NVA {
+        if 8 * v >= args.n {
+            break;
+        }
+        // SAFETY: col_offset has n entries; row i < m of the output tile, columns 8v.. < n.
+        unsafe {
+            let off = load_cols(args.out.col_offset, args.n, v);
+            for (i, row) in c.iter().enumerate().take(args.m) {
+                store_cols(args.c.cast::<i32>().add(i * args.ldc + 8 * v), _mm256_add_epi32(row[v], off), args.n, v);
+            }
+        }
+    }
+}
+
+/// The exact tile on raw rows: A packed `KC` elements at a time into a stack buffer,
+/// then the same K loop as [`exact_packed_tile`].
 ///
 /// Reads `m` rows of `k` bytes of A (stride `lda`) and the panel's
 /// `k.div_ceil(2)·16·2` bytes; nothing past them.
 ///
 /// # Safety
-/// The CPU supports AVX2; `args` satisfies the [`GemmArgs`] contract with `m ≤ MR`,
+/// The CPU supports AVX2; `args` satisfies the [`GemmArgs`] contract with `m ≤ 6`,
 /// `n ≤ 8·NVA` and a panel in the `{nr: 16, kr: 2}` format.
 #[target_feature(enable = "avx2")]
-unsafe fn exact_tile<const MR: usize, const NVA: usize, const A_SIGNED: bool, const B_SIGNED: bool>(args: &GemmArgs) {
-    // SAFETY: m ≥ 1 rows of A (contract).
-    let rows = unsafe { row_pointers::<MR>(args) };
-    let mut acc: Acc<MR> = [[_mm256_setzero_si256(); NV]; MR];
-    // Pairs of widened activations, one i32 (two i16) per K pair. Only the pairs written
-    // for the current chunk are read.
-    let mut buf = [[MaybeUninit::<i32>::uninit(); KC / 2]; MR];
+unsafe fn exact_tile<const NVA: usize, const A_SIGNED: bool, const B_SIGNED: bool>(args: &GemmArgs) {
+    let mut acc: Acc<MR_EXACT> = [[_mm256_setzero_si256(); NV]; MR_EXACT];
+    let mut buf = [MaybeUninit::<u8>::uninit(); KC / A_BLOCK_K * A_BLOCK_BYTES];
     let mut bp = args.b;
     let mut k0 = 0;
     while k0 < args.k {
         let kc = KC.min(args.k - k0);
-        // SAFETY: every row holds k ≥ k0 + kc bytes; buf holds MR rows of KC i16, and
-        // kc is odd only for the last chunk, shorter than KC.
-        unsafe { widen_rows::<MR, A_SIGNED>(&rows, k0, kc, buf.as_mut_ptr().cast()) };
         // A local copy the compiler keeps in registers (the tile itself escapes to the
         // epilogue, which made it spill every accumulator on every iteration).
         let mut c = acc;
-        for p in 0..kc.div_ceil(2) {
-            // SAFETY: K group p of this chunk lies inside the panel (k.div_ceil(2)
-            // groups of 32 bytes); buf[r][p], p < kc.div_ceil(2) ≤ KC/2, was written above.
-            unsafe {
-                let mut b = [_mm256_setzero_si256(); NVA];
-                for (v, bv) in b.iter_mut().enumerate() {
-                    *bv = load_b16::<B_SIGNED>(bp.add(16 * v));
-                }
-                for (r, cr) in c.iter_mut().enumerate() {
-                    let a = _mm256_set1_epi32(buf.get_unchecked(r).get_unchecked(p).assume_init());
-                    for (x, bv) in cr.iter_mut().zip(&b) {
-                        *x = _mm256_add_epi32(*x, _mm256_madd_epi16(a, *bv));
-                    }
-                }
-                bp = bp.add(NR * 2);
-            }
+        // SAFETY: m rows of k ≥ k0 + kc bytes (contract); buf holds KC/16 ≥ kc.div_ceil(16)
+        // blocks; the chunk's pairs of the panel follow bp (KC is a multiple of 16, so
+        // every chunk but the last is whole blocks).
+        unsafe {
+            pack_a_blocks::<A_SIGNED>(args.a.add(k0), args.lda, args.m, kc, buf.as_mut_ptr().cast());
+            exact_k_loop::<MR_EXACT, NVA, B_SIGNED>(&mut c, buf.as_ptr().cast(), bp, kc.div_ceil(2));
+            bp = bp.add(kc.div_ceil(2) * NR * 2);
         }
         acc = c;
         k0 += kc;
@@ -469,7 +572,7 @@ unsafe fn store_tile<const MR: usize>(args: &GemmArgs, acc: Acc<MR>) {
 // ---------------------------------------------------------------------------------------
 // Entry points and registration.
 
-/// Entry point of the exact kernel for one (A, B) signedness pair.
+/// Entry point of the exact kernel on raw rows, for one (A, B) signedness pair.
 ///
 /// # Safety
 /// The CPU supports AVX2; `args` satisfies the [`GemmArgs`] contract for a tile of at
@@ -481,11 +584,42 @@ unsafe fn qx8_gemm_6x16c2__avx2<const A_SIGNED: bool, const B_SIGNED: bool>(args
     // N = 24): half the work, same result.
     unsafe {
         if args.n <= 8 {
-            exact_tile::<MR_EXACT, 1, A_SIGNED, B_SIGNED>(args)
+            exact_tile::<1, A_SIGNED, B_SIGNED>(args)
         } else {
-            exact_tile::<MR_EXACT, NV, A_SIGNED, B_SIGNED>(args)
+            exact_tile::<NV, A_SIGNED, B_SIGNED>(args)
         }
     }
+}
+
+/// Entry point of the exact kernel on A packed by [`pack_a_blocks`] (already widened, so
+/// only the weights' signedness matters).
+///
+/// # Safety
+/// As [`qx8_gemm_6x16c2__avx2`], with `args.a` a packed A tile (see [`PackedA`]).
+#[allow(non_snake_case)] // the kernel's XNNPACK-style name (DESIGN.md §4)
+unsafe fn qx8_gemm_6x16c2__avx2_packed_a<const B_SIGNED: bool>(args: &GemmArgs) {
+    // SAFETY: forwarded.
+    // Tiles of at most 8 columns compute only those; tiles of at most 2 or 4 rows only
+    // those rows (the packed rows past m are zeros, never read then).
+    unsafe {
+        match (args.m, args.n <= 8) {
+            (..=2, true) => exact_packed_tile::<2, 1, B_SIGNED>(args),
+            (..=2, false) => exact_packed_tile::<2, NV, B_SIGNED>(args),
+            (3..=4, true) => exact_packed_tile::<4, 1, B_SIGNED>(args),
+            (3..=4, false) => exact_packed_tile::<4, NV, B_SIGNED>(args),
+            (_, true) => exact_packed_tile::<MR_EXACT, 1, B_SIGNED>(args),
+            (_, false) => exact_packed_tile::<MR_EXACT, NV, B_SIGNED>(args),
+        }
+    }
+}
+
+/// The exact kernel's A packer for one activation signedness (see [`pack_a_blocks`]).
+///
+/// # Safety
+/// The CPU supports AVX2; as [`APackFn`](crate::types::APackFn).
+unsafe fn pack_a_6x16_blocks<const SIGNED: bool>(a: *const u8, lda: usize, m: usize, k: usize, dst: *mut u8) {
+    // SAFETY: forwarded.
+    unsafe { pack_a_blocks::<SIGNED>(a, lda, m, k, dst) }
 }
 
 /// Entry point of the `vpmaddubsw` kernel; `A_FLIP` for i8 activations.
@@ -517,6 +651,16 @@ pub const QX8_GEMM_6X16C2__AVX2: GemmUkernel = GemmUkernel {
         [Some(qx8_gemm_6x16c2__avx2::<false, false>), Some(qx8_gemm_6x16c2__avx2::<false, true>)],
         [Some(qx8_gemm_6x16c2__avx2::<true, false>), Some(qx8_gemm_6x16c2__avx2::<true, true>)],
     ],
+    // Widening A to i16 once per row tile instead of once per 16 columns.
+    packed_a: Some(PackedA {
+        kr: A_BLOCK_K,
+        group_bytes: A_BLOCK_BYTES,
+        pack: [pack_a_6x16_blocks::<false>, pack_a_6x16_blocks::<true>],
+        run: [
+            [Some(qx8_gemm_6x16c2__avx2_packed_a::<false>), Some(qx8_gemm_6x16c2__avx2_packed_a::<true>)],
+            [Some(qx8_gemm_6x16c2__avx2_packed_a::<false>), Some(qx8_gemm_6x16c2__avx2_packed_a::<true>)],
+        ],
+    }),
 };
 
 /// The largest stored weight magnitude for which no `vpmaddubsw` pair saturates:
@@ -538,6 +682,7 @@ pub const QX8_GEMM_4X16C4_MADDUBS__AVX2: GemmUkernel = GemmUkernel {
         [Some(qx8_gemm_4x16c4_maddubs__avx2::<false>), Some(qx8_gemm_4x16c4_maddubs__avx2::<false>)],
         [Some(qx8_gemm_4x16c4_maddubs__avx2::<true>), Some(qx8_gemm_4x16c4_maddubs__avx2::<true>)],
     ],
+    packed_a: None,
 };
 
 #[cfg(test)]

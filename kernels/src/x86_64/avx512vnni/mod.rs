@@ -48,6 +48,7 @@ const fn qu8s8(name: &'static str, mr: usize, nr: usize, u8a: GemmUkernelFn, i8a
         b_offset: [128, 0],
         max_abs_stored_b: None,
         run: [[Some(u8a), Some(u8a)], [Some(i8a), Some(i8a)]],
+        packed_a: None,
     }
 }
 
