@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use qkern_kernels::{GemmUkernel, Isa};
+use qkern_kernels::{CodebookUkernel, GemmUkernel, Isa};
 
 use crate::error::{Error, Result};
 
@@ -128,6 +128,19 @@ pub struct KernelTable {
     /// Every GEMM microkernel the packer may pick, best first: a kernel with a
     /// precondition on the weights (`max_abs_stored_b`) is used only where it holds.
     pub gemm_candidates: Vec<GemmUkernel>,
+    /// Every codebook microkernel (lookup and shift families) usable at this tier, best
+    /// first; the packer picks the first of the requested family whose table bound holds.
+    pub codebook_candidates: Vec<CodebookUkernel>,
+}
+
+/// Every codebook microkernel compiled into this build, least preferred first: the one
+/// registration list the dispatch table, the tests and the benches read.
+pub fn codebook_kernels() -> Vec<CodebookUkernel> {
+    #[allow(unused_mut)]
+    let mut v = qkern_kernels::generic::CODEBOOK_KERNELS.to_vec();
+    #[cfg(target_arch = "x86_64")]
+    v.extend(qkern_kernels::x86_64::codebook_kernels());
+    v
 }
 
 /// Every GEMM microkernel compiled into this build, in preference order (best last).
@@ -158,12 +171,18 @@ impl KernelTable {
             .copied()
             .find(|k| k.max_abs_stored_b.is_none())
             .ok_or_else(|| Error::Internal("no unconditional GEMM kernel registered".into()))?;
-        Ok(KernelTable { isa: cap, gemm, gemm_candidates })
+        let codebook_candidates =
+            codebook_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && cpu().has(k.isa)).collect();
+        Ok(KernelTable { isa: cap, gemm, gemm_candidates, codebook_candidates })
     }
 
     /// `(family, kernel name)` for every family, for `qkern info` and tests.
     pub fn chosen(&self) -> Vec<(&'static str, &'static str)> {
-        vec![("gemm", self.gemm.name)]
+        let mut v = vec![("gemm", self.gemm.name)];
+        if let Some(k) = self.codebook_candidates.iter().find(|k| k.max_abs_table.is_none()) {
+            v.push(("codebook", k.name));
+        }
+        v
     }
 }
 

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod codebook;
 pub mod dispatch;
 pub mod error;
 #[allow(unsafe_code)]

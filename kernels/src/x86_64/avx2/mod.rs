@@ -1,5 +1,6 @@
 //! AVX2 kernels.
 
+pub mod codebook;
 pub mod gemm;
 pub mod peak;
 

@@ -4,6 +4,7 @@
 //!   fused and vectorised.
 //! * [`peak`] — the instruction's throughput probe, the limit results are quoted against.
 
+pub mod codebook;
 pub mod gemm;
 pub mod peak;
 

@@ -1,0 +1,133 @@
+//! Table-lookup codebook tiles on AVX2: nibble split + `vpshufb` decode (as the AVX-512
+//! tiles), then `vpmaddubsw` (u8 activations × i8 weights → i16 pairs) and `vpmaddwd`
+//! by ones into i32.
+//!
+//! `vpmaddubsw` saturates its i16 pair sums. The kernel is registered with
+//! `max_abs_table: Some(64)`: with every table value within ±64 a pair is at most
+//! `2·255·64 = 32640 ≤ 32767` (DESIGN.md §2), so nothing saturates and the result is
+//! exact; the driver picks it only for such tables (PoT-4: 64, APoT-4: 10).
+
+use core::arch::x86_64::*;
+
+use crate::generic::codebook::store_tile;
+use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, Isa};
+use crate::x86_64::avx512vnni::codebook::a_tail_words;
+
+/// The `MR × 16` tile (two ymm columns of 8).
+///
+/// Reads `m` rows of `k` activation bytes (not one past `k`), the panel's
+/// `k.div_ceil(8)·64` bytes, 16 table bytes; writes the `m × n` tile.
+///
+/// # Safety
+/// `args` satisfies the [`CodebookArgs`] contract, `m ≤ MR`, `n ≤ 16`, every table value
+/// within ±64; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn codebook_tile<const MR: usize, const FLIP: bool>(args: &CodebookArgs) {
+    // SAFETY (each arm): forwarded, m ≤ the row count.
+    unsafe {
+        match args.m {
+            1 => tile::<1, FLIP>(args),
+            2 => tile::<2, FLIP>(args),
+            _ => tile::<MR, FLIP>(args),
+        }
+    }
+}
+
+/// # Safety
+/// As [`codebook_tile`], `m ≤ R`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn tile<const R: usize, const FLIP: bool>(args: &CodebookArgs) {
+    const NV: usize = 2;
+    const NR: usize = 16;
+    // SAFETY: reads stay within the contract's ranges (full groups: 8 bytes at
+    // k0 ≤ k − 8; tail: k − k0 bytes; the panel's groups of 64 bytes); rows < m only.
+    unsafe {
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast()));
+        let mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let flip = _mm256_set1_epi8(if FLIP { -128 } else { 0 });
+        let zero = _mm256_setzero_si256();
+        let mut acc = [[zero; NV]; R];
+        let full = args.k / 8;
+        let m = args.m;
+        let decode = |p: *const u8, wlo: &mut [__m256i; NV], whi: &mut [__m256i; NV]| {
+            for v in 0..NV {
+                let raw = _mm256_loadu_si256(p.add(32 * v).cast());
+                wlo[v] = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, mask));
+                whi[v] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask));
+            }
+        };
+        let step = |acc: &mut [__m256i; NV], alo: __m256i, ahi: __m256i, wlo: &[__m256i; NV], whi: &[__m256i; NV]| {
+            for v in 0..NV {
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(alo, wlo[v]), ones);
+                let q = _mm256_madd_epi16(_mm256_maddubs_epi16(ahi, whi[v]), ones);
+                acc[v] = _mm256_add_epi32(acc[v], _mm256_add_epi32(p, q));
+            }
+        };
+        let mut wlo = [zero; NV];
+        let mut whi = [zero; NV];
+        for g in 0..full {
+            decode(args.b.add(g * NR * 4), &mut wlo, &mut whi);
+            for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
+                let p = args.a.add(r * args.lda + 8 * g);
+                let mut alo = _mm256_set1_epi32(p.cast::<i32>().read_unaligned());
+                let mut ahi = _mm256_set1_epi32(p.add(4).cast::<i32>().read_unaligned());
+                if FLIP {
+                    alo = _mm256_xor_si256(alo, flip);
+                    ahi = _mm256_xor_si256(ahi, flip);
+                }
+                step(acc_r, alo, ahi, &wlo, &whi);
+            }
+        }
+        let kn = args.k - 8 * full;
+        if kn > 0 {
+            decode(args.b.add(full * NR * 4), &mut wlo, &mut whi);
+            for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
+                let (lo, hi) = a_tail_words::<FLIP>(args.a.add(r * args.lda + 8 * full), kn);
+                step(acc_r, _mm256_set1_epi32(lo), _mm256_set1_epi32(hi), &wlo, &whi);
+            }
+        }
+        let mut out = [[0i32; NR]; R];
+        for r in 0..R.min(m) {
+            for v in 0..NV {
+                _mm256_storeu_si256(out[r][8 * v..].as_mut_ptr().cast(), acc[r][v]);
+            }
+        }
+        store_tile::<R, NR>(args, &out);
+    }
+}
+
+/// 4×16 tile, u8 activations.
+///
+/// # Safety
+/// [`codebook_tile`]'s contract for a 4×16 tile.
+pub unsafe fn qx8_codebook4_gemm_4x16c8_maddubs_u8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { codebook_tile::<4, false>(args) }
+}
+
+/// 4×16 tile, i8 activations (flipped to u8).
+///
+/// # Safety
+/// [`codebook_tile`]'s contract for a 4×16 tile.
+pub unsafe fn qx8_codebook4_gemm_4x16c8_maddubs_i8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { codebook_tile::<4, true>(args) }
+}
+
+/// `qx8_codebook4_gemm_4x16c8_maddubs__avx2`: 4 rows × 16 columns; tables within ±64 only.
+pub const QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_gemm_4x16c8_maddubs__avx2",
+    family: CodebookFamily::Lut,
+    isa: Isa::Avx2,
+    bits: 4,
+    mr: 4,
+    format: CodebookFormat { nr: 16 },
+    a_offset: [0, 128],
+    max_abs_table: Some(64),
+    run: [qx8_codebook4_gemm_4x16c8_maddubs_u8a, qx8_codebook4_gemm_4x16c8_maddubs_i8a],
+};
+
+/// AVX2 codebook kernels, least preferred first.
+pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2];
