@@ -57,6 +57,11 @@ struct BenchArgs {
     /// List the named shapes and exit.
     #[arg(long)]
     list: bool,
+    /// The operation: `gemm` (int8) or `codebook` (4-bit PoT-4 / APoT-4 / codebook-4
+    /// weights through the table-lookup kernels, next to the int8 GEMM on the same shapes;
+    /// default shapes: GEMV 4096² and 11008×4096, GEMM M = 16 / 128 with N = K = 4096).
+    #[arg(long, value_name = "OP", default_value = "gemm", value_parser = ["gemm", "codebook"])]
+    op: String,
 }
 
 fn parse_shape(s: &str) -> Result<Shape, String> {
@@ -170,6 +175,9 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         }
         return Ok(());
     }
+    if args.op == "codebook" {
+        return run_codebook_bench(args);
+    }
     let shapes: Vec<Shape> = if args.shapes.is_empty() { bench::SHAPES.to_vec() } else { args.shapes };
     let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
     let threads = args.threads as usize;
@@ -227,6 +235,52 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         print_json(&rows);
     } else {
         print_table(&rows);
+    }
+    Ok(())
+}
+
+/// `qkern bench --op codebook`: per shape, the int8 GEMM then each 4-bit scheme, timed
+/// back to back (so the ratios compare runs of the same minute), medians.
+fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
+    let shapes: Vec<Shape> = if args.shapes.is_empty() {
+        bench::CODEBOOK_SHAPES.iter().map(|s| bench::find_shape(s)).collect::<Result<_, _>>().map_err(|e| e.to_string())?
+    } else {
+        args.shapes
+    };
+    let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let ctx = match args.isa {
+        Some(isa) => Context::for_isa(isa),
+        None => Context::new(),
+    }
+    .and_then(|c| c.with_threads(args.threads as usize))
+    .map_err(|e| e.to_string())?;
+    println!("{:<10} {:<16} {:<10} {:<42} {:>10} {:>8} {:>8}", "shape", "MxNxK", "weights", "kernel", "median", "GOPS", "vs int8");
+    for (i, shape) in shapes.iter().enumerate() {
+        let seed = 0x9e37_79b9 + i as u64;
+        let mut g = GemmCase::new(&ctx, shape, seed).map_err(|e| format!("{shape}: {e}"))?;
+        let tg = bench::time(min_time, || g.run()).map_err(|e| format!("{shape}: {e}"))?;
+        g.check().map_err(|e| format!("{shape}: wrong result: {e}"))?;
+        let base = bench::gops(shape.ops(), tg.median);
+        let line = |w: &str, kernel: &str, t: &bench::Timing| {
+            let r = bench::gops(shape.ops(), t.median);
+            println!(
+                "{:<10} {:<16} {:<10} {:<42} {:>10} {:>8.1} {:>7.2}x",
+                shape.name,
+                shape.dims(),
+                w,
+                kernel,
+                human_secs(t.median),
+                r,
+                r / base
+            );
+        };
+        line("int8", g.kernel().name, &tg);
+        for scheme in bench::CODEBOOK_SCHEMES {
+            let mut c = bench::CodebookCase::new(&ctx, shape, scheme, seed).map_err(|e| format!("{shape} {scheme}: {e}"))?;
+            let t = bench::time(min_time, || c.run()).map_err(|e| format!("{shape} {scheme}: {e}"))?;
+            c.check().map_err(|e| format!("{shape} {scheme}: wrong result: {e}"))?;
+            line(scheme, c.kernel_name(), &t);
+        }
     }
     Ok(())
 }
