@@ -409,7 +409,8 @@ pub struct CodebookArgs {
     pub lda: usize,
     /// Start of this tile's packed code panel.
     pub b: *const u8,
-    /// The 16-entry table: the integer grid value of each 4-bit code, as i8.
+    /// The table: the integer grid value of each code, as i8 (16 entries for 4-bit
+    /// kernels, 32 for 5-bit ones).
     pub table: *const i8,
     /// Output tile origin.
     pub c: *mut u8,
@@ -432,18 +433,30 @@ pub type CodebookUkernelFn = unsafe fn(args: &CodebookArgs);
 /// holding the code of `k = 8g + t` in its low nibble and of `k = 8g + 4 + t` in its high
 /// nibble. So one nibble split of a 64-byte load gives two `vpdpbusd` operands (16
 /// columns × 4 consecutive K each) without any shuffle of weights or activations.
+///
+/// 5-bit codes (`bits = 5`): each group is followed by `nr` bytes of bit 4 of its codes,
+/// two bitmaps of `nr·4` bits: the first has bit `4j + t` = bit 4 of the low-nibble code
+/// at byte `(j, t)`, the second the same for the high-nibble codes. So the 64 bytes of 16
+/// columns come with one u64 mask for each half (`kmovq` + a masked blend of two
+/// 16-entry lookups, or `vpermb`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CodebookFormat {
     /// Columns per panel.
     pub nr: usize,
+    /// Code width: 4, or 5 (nibbles plus a bit plane per group).
+    pub bits: u32,
 }
 
 impl CodebookFormat {
     /// K elements per group.
     pub const KR: usize = 8;
+    /// Bytes of one K group of a panel (`nr·4`, or `nr·5` with the bit plane).
+    pub const fn group_bytes(&self) -> usize {
+        self.nr * if self.bits == 5 { 5 } else { 4 }
+    }
     /// Bytes of one panel for `k` rows.
     pub const fn panel_bytes(&self, k: usize) -> usize {
-        k.div_ceil(Self::KR) * self.nr * 4
+        k.div_ceil(Self::KR) * self.group_bytes()
     }
     /// Total packed bytes for `k × n`.
     pub const fn packed_bytes(&self, k: usize, n: usize) -> usize {
@@ -480,7 +493,7 @@ pub struct CodebookUkernel {
     pub family: CodebookFamily,
     /// The tier the kernel needs.
     pub isa: Isa,
-    /// Code width the kernel decodes (4).
+    /// Code width the kernel decodes (4 or 5; the same as `format.bits`).
     pub bits: u32,
     /// Rows per tile.
     pub mr: usize,

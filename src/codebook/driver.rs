@@ -172,7 +172,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
                         k: K_CHUNK.min(k - k0),
                         a: a_data[i0 * lda + k0..].as_ptr().cast(),
                         lda,
-                        b: w.data[tj * panel_bytes + k0 / CodebookFormat::KR * nr * 4..].as_ptr(),
+                        b: w.data[tj * panel_bytes + k0 / CodebookFormat::KR * fmt.group_bytes()..].as_ptr(),
                         table: table.get(),
                         c: tile.as_mut_ptr().cast(),
                         ldc: nr,

@@ -1,5 +1,5 @@
 //! Codebook GEMM / GEMV: activations (u8/i8, zero point, scale) times weights stored as
-//! 4-bit codes of a level set with an integer grid (PoT-4, APoT-4, a learned codebook),
+//! 4- or 5-bit codes of a level set with an integer grid (PoT-4, APoT-4, a learned codebook),
 //! computed exactly in integers by the table-lookup kernels (DESIGN.md §2).
 //!
 //! `C[m][n] = Σ_k (A[m][k] − za) · grid[code(k, n)]` (+ bias), where `grid` is the level
@@ -73,7 +73,9 @@ pub struct CodebookWeights {
     pub(crate) k: usize,
     pub(crate) n: usize,
     pub(crate) data: Vec<u8>,
-    pub(crate) table: [i8; 16],
+    /// The 32-entry table (entries past the code count are 0; 4-bit kernels read 16).
+    pub(crate) table: [i8; 32],
+    pub(crate) bits: u32,
     pub(crate) grid_max: u16,
     pub(crate) grid_scales: Vec<f32>,
     /// `Σ_{k<K} grid[code(k, n)]` per column.
@@ -106,7 +108,7 @@ impl CodebookWeights {
         }
         let kernel = cands
             .into_iter()
-            .find(|k| k.bits == 4 && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x))
+            .find(|k| k.bits == codes.level_set().bits().max(4) && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x))
             .ok_or_else(|| Error::Internal("no unconditional codebook kernel registered".into()))?;
         Ok(Self::pack(kernel, codes, table, grid_max))
     }
@@ -122,6 +124,10 @@ impl CodebookWeights {
                 ctx.kernels().codebook_candidates.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
             ))
         })?;
+        let bits = codes.level_set().bits().max(4);
+        if kernel.bits != bits {
+            return Err(Error::Unsupported(format!("{name} decodes {}-bit codes; these codes need the {bits}-bit layout", kernel.bits)));
+        }
         if let Some(x) = kernel.max_abs_table.filter(|&x| grid_max as i32 > x) {
             return Err(Error::Unsupported(format!(
                 "{name} is exact only for grids within ±{x}; this level set's grid reaches {grid_max}"
@@ -130,17 +136,21 @@ impl CodebookWeights {
         Ok(Self::pack(kernel, codes, table, grid_max))
     }
 
-    fn pack(kernel: CodebookUkernel, codes: &PackedCodes, table: [i8; 16], grid_max: u16) -> Self {
+    fn pack(kernel: CodebookUkernel, codes: &PackedCodes, table: [i8; 32], grid_max: u16) -> Self {
         let (k, n) = (codes.k(), codes.n());
         let fmt: CodebookFormat = kernel.format;
         let mut data = vec![0u8; fmt.packed_bytes(k, n)];
         let nib = codes.nibbles();
         let col = codes.k_padded() / 2;
-        let code = |kk: usize, j: usize| (nib[j * col + kk / 2] >> (4 * (kk & 1))) & 0x0F;
-        qkern_kernels::pack::pack_codebook4(fmt, k, n, code, &mut data);
+        let five = fmt.bits == 5;
+        // Straight from the nibble plane (and, for 5 bits, the checked accessor).
+        let code = |kk: usize, j: usize| {
+            if five { codes.code(kk, j).unwrap_or(0) } else { (nib[j * col + kk / 2] >> (4 * (kk & 1))) & 0x0F }
+        };
+        qkern_kernels::pack::pack_codebook(fmt, k, n, code, &mut data);
         let col_sum = (0..n).map(|j| (0..k).map(|kk| table[code(kk, j) as usize] as i64).sum()).collect();
         let grid_scales = codes.grid_scales().map(<[f32]>::to_vec).unwrap_or_default();
-        CodebookWeights { kernel, k, n, data, table, grid_max, grid_scales, col_sum, has_offsets: codes.offsets().is_some() }
+        CodebookWeights { kernel, k, n, data, table, bits: fmt.bits, grid_max, grid_scales, col_sum, has_offsets: codes.offsets().is_some() }
     }
 
     /// The kernel these weights were packed for.
@@ -158,9 +168,10 @@ impl CodebookWeights {
         self.n
     }
 
-    /// The 16-entry integer table the kernel decodes through.
-    pub fn table(&self) -> [i8; 16] {
-        self.table
+    /// The integer table the kernel decodes through (16 entries for 4-bit codes, 32 for
+    /// 5-bit), indexed by code.
+    pub fn table(&self) -> &[i8] {
+        &self.table[..1 << self.bits]
     }
 
     /// Packed bytes (the codes in the kernel's layout).
@@ -169,16 +180,10 @@ impl CodebookWeights {
     }
 }
 
-/// The 16-entry i8 table of `codes` and its largest magnitude, or why the lookup
+/// The 32-entry i8 table of `codes` and its largest magnitude, or why the lookup
 /// kernels cannot run them.
-fn table_of(codes: &PackedCodes) -> Result<([i8; 16], u16)> {
+fn table_of(codes: &PackedCodes) -> Result<([i8; 32], u16)> {
     let set = codes.level_set();
-    if set.bits() > 4 {
-        return Err(Error::Unsupported(format!(
-            "{}-bit codes: the table-lookup kernels decode 4-bit codes (the 5-bit layout is not built yet)",
-            set.bits()
-        )));
-    }
     let grid = set.grid().ok_or_else(|| {
         Error::Unsupported("the level set has no integer grid (e.g. base-√2 PoT); only the float paths apply".into())
     })?;
@@ -188,9 +193,7 @@ fn table_of(codes: &PackedCodes) -> Result<([i8; 16], u16)> {
             grid.max_abs()
         )));
     }
-    let t32 = codes.int_levels_i8().ok_or_else(|| Error::Internal("grid fits i8 but no i8 table".into()))?;
-    let mut t = [0i8; 16];
-    t.copy_from_slice(&t32[..16]);
+    let t = codes.int_levels_i8().ok_or_else(|| Error::Internal("grid fits i8 but no i8 table".into()))?;
     Ok((t, grid.max_abs()))
 }
 

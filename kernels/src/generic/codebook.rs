@@ -36,15 +36,16 @@ pub unsafe fn store_tile<const MR: usize, const NR: usize>(args: &CodebookArgs, 
 ///
 /// # Safety
 /// `args` satisfies the [`CodebookArgs`] contract; `m ≤ MR`, `n ≤ NR`, panel of `NR` columns.
-pub unsafe fn codebook_tile<A: Int8, const MR: usize, const NR: usize>(args: &CodebookArgs) {
-    // SAFETY: 16 table entries (contract).
-    let table = unsafe { core::slice::from_raw_parts(args.table, 16) };
+pub unsafe fn codebook_tile<A: Int8, const MR: usize, const NR: usize, const BITS: u32>(args: &CodebookArgs) {
+    let gb = CodebookFormat { nr: NR, bits: BITS }.group_bytes();
+    // SAFETY: 2^BITS table entries (contract).
+    let table = unsafe { core::slice::from_raw_parts(args.table, 1 << BITS) };
     let mut acc = [[0i32; NR]; MR];
     for g in 0..args.k.div_ceil(8) {
         let k0 = 8 * g;
         let kn = 8.min(args.k - k0);
-        // SAFETY: group g of the panel holds NR·4 bytes (contract).
-        let blk = unsafe { core::slice::from_raw_parts(args.b.add(g * NR * 4), NR * 4) };
+        // SAFETY: group g of the panel holds `gb` bytes (contract).
+        let blk = unsafe { core::slice::from_raw_parts(args.b.add(g * gb), gb) };
         for (i, acc_row) in acc.iter_mut().enumerate().take(args.m) {
             // SAFETY: row i has `k` elements from `a + i·lda` (contract).
             let arow = unsafe { core::slice::from_raw_parts(args.a.add(i * args.lda + k0), kn) };
@@ -52,7 +53,11 @@ pub unsafe fn codebook_tile<A: Int8, const MR: usize, const NR: usize>(args: &Co
                 let av = A::from_bits(abits).to_i32();
                 let (t, shift) = (r % 4, 4 * (r / 4));
                 for (j, accv) in acc_row.iter_mut().enumerate() {
-                    let code = (blk[4 * j + t] >> shift) & 0x0F;
+                    let mut code = (blk[4 * j + t] >> shift) & 0x0F;
+                    if BITS == 5 {
+                        let bit = (r / 4) * NR * 4 + 4 * j + t;
+                        code |= ((blk[NR * 4 + bit / 8] >> (bit % 8)) & 1) << 4;
+                    }
                     *accv = accv.wrapping_add(av * table[code as usize] as i32);
                 }
             }
@@ -69,11 +74,24 @@ pub const QX8_CODEBOOK4_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel 
     isa: Isa::Scalar,
     bits: 4,
     mr: 4,
-    format: CodebookFormat { nr: 16 },
+    format: CodebookFormat { nr: 16, bits: 4 },
     a_offset: [0, 0],
     max_abs_table: None,
-    run: [codebook_tile::<u8, 4, 16>, codebook_tile::<i8, 4, 16>],
+    run: [codebook_tile::<u8, 4, 16, 4>, codebook_tile::<i8, 4, 16, 4>],
+};
+
+/// `qx8_codebook5_gemm_4x16c8__generic`: 5-bit codes, any 32-entry i8 table.
+pub const QX8_CODEBOOK5_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook5_gemm_4x16c8__generic",
+    family: CodebookFamily::Lut,
+    isa: Isa::Scalar,
+    bits: 5,
+    mr: 4,
+    format: CodebookFormat { nr: 16, bits: 5 },
+    a_offset: [0, 0],
+    max_abs_table: None,
+    run: [codebook_tile::<u8, 4, 16, 5>, codebook_tile::<i8, 4, 16, 5>],
 };
 
 /// Every portable codebook kernel, least preferred first.
-pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[QX8_CODEBOOK4_GEMM_4X16C8__GENERIC];
+pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[QX8_CODEBOOK4_GEMM_4X16C8__GENERIC, QX8_CODEBOOK5_GEMM_4X16C8__GENERIC];

@@ -4,5 +4,5 @@
 pub mod codebook;
 pub mod gemm;
 
-pub use codebook::{CODEBOOK_KERNELS, QX8_CODEBOOK4_GEMM_4X16C8__GENERIC};
+pub use codebook::{CODEBOOK_KERNELS, QX8_CODEBOOK4_GEMM_4X16C8__GENERIC, QX8_CODEBOOK5_GEMM_4X16C8__GENERIC};
 pub use gemm::*;

@@ -2,7 +2,7 @@
 
 pub mod codebook;
 
-pub use codebook::pack_codebook4;
+pub use codebook::{pack_codebook, pack_codebook4};
 
 use crate::types::{Int8, PackFormat};
 
