@@ -339,8 +339,9 @@ impl GemmCase {
 pub const CODEBOOK_SHAPES: &[&str] = &["dec4096", "dec11008", "b16_4096", "b128_4096"];
 
 /// The 4-bit schemes `qkern bench --op codebook` times: PoT-4, APoT-4 weights, and
-/// `codebook4` = llama.cpp's IQ4_NL learned table (grid up to 127).
-pub const CODEBOOK_SCHEMES: &[&str] = &["pot4", "apot4", "codebook4"];
+/// `codebook4` = llama.cpp's IQ4_NL learned table (grid up to 127), and 5-bit APoT
+/// weights (`apot5`, grid 48).
+pub const CODEBOOK_SCHEMES: &[&str] = &["pot4", "apot4", "codebook4", "apot5"];
 
 /// The level set of a [`CODEBOOK_SCHEMES`] name.
 pub fn codebook_scheme(name: &str) -> Result<crate::quant::LevelSet> {
@@ -348,6 +349,7 @@ pub fn codebook_scheme(name: &str) -> Result<crate::quant::LevelSet> {
     match name {
         "pot4" => Ok(PotFormat::signed(4)?.level_set()),
         "apot4" => Ok(ApotFormat::weight(4)?.level_set()),
+        "apot5" => Ok(ApotFormat::weight(5)?.level_set()),
         "codebook4" => LevelSet::codebook_i16(4, &[-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]),
         _ => Err(Error::InvalidParameter(format!("codebook scheme {name:?} is not one of {}", CODEBOOK_SCHEMES.join(", ")))),
     }

@@ -176,13 +176,18 @@ impl KernelTable {
         Ok(KernelTable { isa: cap, gemm, gemm_candidates, codebook_candidates })
     }
 
+    /// The lookup-family codebook kernel that runs any table of `bits`-bit codes at this
+    /// tier (a kernel with a table bound, e.g. AVX2 `vpmaddubsw`, is preferred by the
+    /// packer where the bound holds).
+    pub fn codebook_kernel(&self, bits: u32) -> Option<&CodebookUkernel> {
+        self.codebook_candidates
+            .iter()
+            .find(|k| k.family == qkern_kernels::CodebookFamily::Lut && k.bits == bits && k.max_abs_table.is_none())
+    }
+
     /// `(family, kernel name)` for every family, for `qkern info` and tests.
     pub fn chosen(&self) -> Vec<(&'static str, &'static str)> {
-        let mut v = vec![("gemm", self.gemm.name)];
-        if let Some(k) = self.codebook_candidates.iter().find(|k| k.max_abs_table.is_none()) {
-            v.push(("codebook", k.name));
-        }
-        v
+        vec![("gemm", self.gemm.name)]
     }
 }
 

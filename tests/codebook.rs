@@ -232,7 +232,7 @@ fn errors_name_the_argument() {
     let sqrt2 = PotFormat::signed(4).unwrap().with_base(qkern::quant::PotBase::Sqrt2).level_set();
     let pot5 = PotFormat::signed(5).unwrap().level_set();
     for s in [sqrt2, pot5] {
-        let p = PackedCodes::pack(&vec![0u8; 8], 4, 2, &LevelParams::new(s, Granularity::PerTensor, vec![1.0]).unwrap()).unwrap();
+        let p = PackedCodes::pack(&[0u8; 8], 4, 2, &LevelParams::new(s, Granularity::PerTensor, vec![1.0]).unwrap()).unwrap();
         let e = CodebookWeights::new_in(&ctx, &p);
         assert!(matches!(e, Err(Error::Unsupported(_))), "{e:?}");
     }

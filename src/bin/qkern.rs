@@ -134,6 +134,11 @@ fn info() -> Result<(), String> {
             let mark = if Some(isa) == default_isa { "  (default)" } else { "" };
             println!("{:<12} {:<8} {kernel}{mark}", isa.name(), family);
         }
+        for bits in [4, 5] {
+            if let Some(k) = table.codebook_kernel(bits) {
+                println!("{:<12} {:<8} {}", isa.name(), format!("cb{bits}"), k.name);
+            }
+        }
     }
     println!();
     println!("measured per-core peaks (int8 GOPS, probe loops of independent multiply-adds):");

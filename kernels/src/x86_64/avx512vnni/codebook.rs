@@ -132,10 +132,10 @@ unsafe fn tile<const R: usize, const NV: usize, const NR: usize, const FLIP: boo
             }
         }
         let mut out = [[0i32; NR]; R];
-        for r in 0..R.min(m) {
+        for ((o, a1), a2) in out.iter_mut().zip(&acc).zip(&acc2).take(m) {
             for v in 0..NV {
-                let s = if SPLIT { _mm512_add_epi32(acc[r][v], acc2[r][v]) } else { acc[r][v] };
-                _mm512_storeu_si512(out[r][16 * v..].as_mut_ptr().cast(), s);
+                let s = if SPLIT { _mm512_add_epi32(a1[v], a2[v]) } else { a1[v] };
+                _mm512_storeu_si512(o[16 * v..].as_mut_ptr().cast(), s);
             }
         }
         store_tile::<R, NR>(args, &out);
