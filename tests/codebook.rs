@@ -193,13 +193,13 @@ fn dispatch_picks_the_best_exact_kernel_per_tier() {
             let five = set.bits() == 5;
             assert!(k.max_abs_table.is_none_or(|x| gmax <= x), "{name}: {} picked beyond its bound", k.name);
             // Within its bound the faster `vpmaddubsw` kernel is preferred on AVX2.
-            if matches!(isa, Isa::Avx2 | Isa::AvxVnni) && !five {
+            if matches!(isa, Isa::Avx2 | Isa::AvxVnni) && (!five || gmax <= 64) {
                 assert_eq!(k.max_abs_table.is_some(), gmax <= 64, "{name} at {}: {}", isa.name(), k.name);
             }
             let expect_isa = match isa {
                 Isa::Avx512Vnni => Isa::Avx512Vnni,
-                // No AVX2 5-bit kernel yet: the portable one.
-                Isa::Avx2 | Isa::AvxVnni if five => Isa::Scalar,
+                // AVX2 5-bit: only the `vpmaddubsw` kernel (grid ≤ 64), else the portable one.
+                Isa::Avx2 | Isa::AvxVnni if five && gmax > 64 => Isa::Scalar,
                 Isa::Avx2 | Isa::AvxVnni => Isa::Avx2,
                 _ => k.isa,
             };

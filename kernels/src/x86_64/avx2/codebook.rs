@@ -26,28 +26,44 @@ use crate::x86_64::avx512vnni::codebook::a_tail_words;
 /// `args` satisfies the [`CodebookArgs`] contract, `m ≤ MR`, `n ≤ 16`, every table value
 /// within ±64; the CPU supports AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn codebook_tile<const MR: usize, const FLIP: bool>(args: &CodebookArgs) {
+pub unsafe fn codebook_tile<const MR: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) {
     // SAFETY (each arm): forwarded, m ≤ the row count.
     unsafe {
         match args.m {
-            1 => tile::<1, FLIP>(args),
-            2 => tile::<2, FLIP>(args),
-            _ => tile::<MR, FLIP>(args),
+            1 => tile::<1, FLIP, B5>(args),
+            2 => tile::<2, FLIP, B5>(args),
+            _ => tile::<MR, FLIP, B5>(args),
         }
     }
+}
+
+/// 32 bits of a bit plane (bit `i` for byte `i` of a ymm) expanded to a byte mask.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn expand_bits(bits: u32) -> __m256i {
+    // Byte i takes mask byte i / 8, then tests its bit i % 8.
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+    );
+    let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let v = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
+    _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel)
 }
 
 /// # Safety
 /// As [`codebook_tile`], `m ≤ R`.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn tile<const R: usize, const FLIP: bool>(args: &CodebookArgs) {
+unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) {
     const NV: usize = 2;
     const NR: usize = 16;
+    // 5-bit groups carry their bit plane after the nibbles.
+    let gb = CodebookFormat { nr: NR, bits: if B5 { 5 } else { 4 } }.group_bytes();
     // SAFETY: reads stay within the contract's ranges (full groups: 8 bytes at
     // k0 ≤ k − 8; tail: k − k0 bytes; the panel's groups of 64 bytes); rows < m only.
     unsafe {
         let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast()));
+        let table_hi = if B5 { _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.add(16).cast())) } else { table };
         let mask = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let flip = _mm256_set1_epi8(if FLIP { -128 } else { 0 });
@@ -58,8 +74,17 @@ unsafe fn tile<const R: usize, const FLIP: bool>(args: &CodebookArgs) {
         let decode = |p: *const u8, wlo: &mut [__m256i; NV], whi: &mut [__m256i; NV]| {
             for v in 0..NV {
                 let raw = _mm256_loadu_si256(p.add(32 * v).cast());
-                wlo[v] = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, mask));
-                whi[v] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask));
+                let il = _mm256_and_si256(raw, mask);
+                let ih = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+                wlo[v] = _mm256_shuffle_epi8(table, il);
+                whi[v] = _mm256_shuffle_epi8(table, ih);
+                if B5 {
+                    let plane = p.add(NR * 4);
+                    let ml = expand_bits(plane.add(4 * v).cast::<u32>().read_unaligned());
+                    let mh = expand_bits(plane.add(NR / 2 + 4 * v).cast::<u32>().read_unaligned());
+                    wlo[v] = _mm256_blendv_epi8(wlo[v], _mm256_shuffle_epi8(table_hi, il), ml);
+                    whi[v] = _mm256_blendv_epi8(whi[v], _mm256_shuffle_epi8(table_hi, ih), mh);
+                }
             }
         };
         let step = |acc: &mut [__m256i; NV], alo: __m256i, ahi: __m256i, wlo: &[__m256i; NV], whi: &[__m256i; NV]| {
@@ -72,7 +97,7 @@ unsafe fn tile<const R: usize, const FLIP: bool>(args: &CodebookArgs) {
         let mut wlo = [zero; NV];
         let mut whi = [zero; NV];
         for g in 0..full {
-            decode(args.b.add(g * NR * 4), &mut wlo, &mut whi);
+            decode(args.b.add(g * gb), &mut wlo, &mut whi);
             for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
                 let p = args.a.add(r * args.lda + 8 * g);
                 let mut alo = _mm256_set1_epi32(p.cast::<i32>().read_unaligned());
@@ -86,7 +111,7 @@ unsafe fn tile<const R: usize, const FLIP: bool>(args: &CodebookArgs) {
         }
         let kn = args.k - 8 * full;
         if kn > 0 {
-            decode(args.b.add(full * NR * 4), &mut wlo, &mut whi);
+            decode(args.b.add(full * gb), &mut wlo, &mut whi);
             for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
                 let (lo, hi) = a_tail_words::<FLIP>(args.a.add(r * args.lda + 8 * full), kn);
                 step(acc_r, _mm256_set1_epi32(lo), _mm256_set1_epi32(hi), &wlo, &whi);
@@ -108,7 +133,7 @@ unsafe fn tile<const R: usize, const FLIP: bool>(args: &CodebookArgs) {
 /// [`codebook_tile`]'s contract for a 4×16 tile.
 pub unsafe fn qx8_codebook4_gemm_4x16c8_maddubs_u8a(args: &CodebookArgs) {
     // SAFETY: forwarded.
-    unsafe { codebook_tile::<4, false>(args) }
+    unsafe { codebook_tile::<4, false, false>(args) }
 }
 
 /// 4×16 tile, i8 activations (flipped to u8).
@@ -117,7 +142,7 @@ pub unsafe fn qx8_codebook4_gemm_4x16c8_maddubs_u8a(args: &CodebookArgs) {
 /// [`codebook_tile`]'s contract for a 4×16 tile.
 pub unsafe fn qx8_codebook4_gemm_4x16c8_maddubs_i8a(args: &CodebookArgs) {
     // SAFETY: forwarded.
-    unsafe { codebook_tile::<4, true>(args) }
+    unsafe { codebook_tile::<4, true, false>(args) }
 }
 
 /// `qx8_codebook4_gemm_4x16c8_maddubs__avx2`: 4 rows × 16 columns; tables within ±64 only.
@@ -246,5 +271,38 @@ pub const QX8_CODEBOOK4_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel {
     run: [qx8_codebook4_gemm_4x8c8_u8a, qx8_codebook4_gemm_4x8c8_i8a],
 };
 
+/// 5-bit 4×16 tile, u8 activations.
+///
+/// # Safety
+/// [`codebook_tile`]'s contract for a 4×16 tile of 5-bit codes (32-entry table).
+pub unsafe fn qx8_codebook5_gemm_4x16c8_maddubs_u8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { codebook_tile::<4, false, true>(args) }
+}
+
+/// 5-bit 4×16 tile, i8 activations (flipped to u8).
+///
+/// # Safety
+/// [`codebook_tile`]'s contract for a 4×16 tile of 5-bit codes (32-entry table).
+pub unsafe fn qx8_codebook5_gemm_4x16c8_maddubs_i8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { codebook_tile::<4, true, true>(args) }
+}
+
+/// `qx8_codebook5_gemm_4x16c8_maddubs__avx2`: 5-bit codes (APoT-5: grid 48); the bit
+/// plane expanded to byte masks picks between two 16-entry lookups. Tables within ±64.
+pub const QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook5_gemm_4x16c8_maddubs__avx2",
+    family: CodebookFamily::Lut,
+    isa: Isa::Avx2,
+    bits: 5,
+    mr: 4,
+    format: CodebookFormat { nr: 16, bits: 5 },
+    a_offset: [0, 128],
+    max_abs_table: Some(64),
+    run: [qx8_codebook5_gemm_4x16c8_maddubs_u8a, qx8_codebook5_gemm_4x16c8_maddubs_i8a],
+};
+
 /// AVX2 codebook kernels, least preferred first.
-pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[QX8_CODEBOOK4_GEMM_4X8C8__AVX2, QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2];
+pub const CODEBOOK_KERNELS: &[CodebookUkernel] =
+    &[QX8_CODEBOOK4_GEMM_4X8C8__AVX2, QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2, QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2];
