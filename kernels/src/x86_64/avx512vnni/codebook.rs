@@ -123,11 +123,11 @@ unsafe fn tile<const R: usize, const NV: usize, const NR: usize, const FLIP: boo
         let kn = args.k - 8 * full;
         if kn > 0 {
             decode(args.b.add(full * gb), &mut wlo, &mut whi);
-            for r in 0..R.min(m) {
+            for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
                 let (lo, hi) = a_tail_words::<FLIP>(args.a.add(r * args.lda + 8 * full), kn);
                 for v in 0..NV {
-                    acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], _mm512_set1_epi32(lo), wlo[v]);
-                    acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], _mm512_set1_epi32(hi), whi[v]);
+                    acc_r[v] = _mm512_dpbusd_epi32(acc_r[v], _mm512_set1_epi32(lo), wlo[v]);
+                    acc_r[v] = _mm512_dpbusd_epi32(acc_r[v], _mm512_set1_epi32(hi), whi[v]);
                 }
             }
         }
