@@ -124,6 +124,9 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
     if m == 0 || n == 0 {
         return Ok(());
     }
+    // GEMV (m ≤ 4): its own kernel on the same packed weights, and its own tiling.
+    let gemv = gemv_kernel::<A>(ctx, w, m);
+    let (tile_mr, ukernel) = gemv.unwrap_or((kernel.mr, ukernel));
 
     // Overflow policy (DESIGN.md §2): whole-K i32 accumulation is exact while
     // K·max|a−za|·max|b−zb| + max|bias| fits in i32; otherwise chunk K and carry i64.
@@ -187,7 +190,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
         }
     };
 
-    let (mr, nr) = (kernel.mr, kernel.nr());
+    let (mr, nr) = (tile_mr, kernel.nr());
     let panel_bytes = kernel.format.panel_bytes(k);
     let tiles_m = m.div_ceil(mr);
     let tiles_n = n.div_ceil(nr);
@@ -328,10 +331,14 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
     // enough tasks for the threads.
     let cb = (512 * 1024 / panel_bytes.max(1)).clamp(1, tiles_n);
     let rb = (64 / mr).clamp(1, tiles_m);
-    let tasks: Vec<(usize, usize, usize, usize)> = (0..tiles_n)
-        .step_by(cb)
-        .flat_map(|tj| (0..tiles_m).step_by(rb).map(move |ti| (ti, (ti + rb).min(tiles_m), tj, (tj + cb).min(tiles_n))))
-        .collect();
+    let tasks: Vec<(usize, usize, usize, usize)> = if gemv.is_some() {
+        gemv_tasks(tiles_n, ctx.threads())
+    } else {
+        (0..tiles_n)
+            .step_by(cb)
+            .flat_map(|tj| (0..tiles_m).step_by(rb).map(move |ti| (ti, (ti + rb).min(tiles_m), tj, (tj + cb).min(tiles_n))))
+            .collect()
+    };
     let work = m as u128 * n as u128 * k.max(1) as u128;
     let parallel = ctx.threads() > 1 && tasks.len() > 1 && work >= 1 << 18;
     if exact_i32 {
@@ -346,4 +353,22 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
     } else {
         tasks.iter().try_for_each(|&(a0, a1, b0, b1)| chunked_task(a0, a1, b0, b1))
     }
+}
+
+/// The GEMV kernel (and its entry for activations `A`) for a call of `m` rows on `w`,
+/// when the context has one that reads `w`'s packed format (`KernelTable::gemv_for`).
+fn gemv_kernel<A: Int8>(ctx: &Context, w: &PackedWeights, m: usize) -> Option<(usize, qkern_kernels::GemmUkernelFn)> {
+    let g = ctx.kernels().gemv_for(&w.kernel, m)?;
+    if !cpu().has(g.isa) {
+        return None;
+    }
+    Some((g.mr, g.run[A::SIGNED as usize][w.signed as usize]?))
+}
+
+/// The tasks of a GEMV (one row tile): the column panels in one contiguous range per
+/// thread, so that each thread streams its part of the packed weights once, strictly
+/// sequentially (panels are adjacent in memory), and the threads split N evenly.
+fn gemv_tasks(tiles_n: usize, threads: usize) -> Vec<(usize, usize, usize, usize)> {
+    let parts = threads.clamp(1, tiles_n);
+    (0..parts).map(|p| (0, 1, p * tiles_n / parts, (p + 1) * tiles_n / parts)).collect()
 }
