@@ -76,31 +76,32 @@ pub fn measured_gops(path: &str) -> Option<f64> {
     v
 }
 
-/// One cache line of the probe buffer: 64-byte alignment, so no load splits a line.
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
-
-/// A buffer for [`read_bandwidth`]: 64-byte aligned and filled with nonzero bytes, so
-/// every page is really mapped (a fresh zeroed allocation may share the kernel's zero
-/// page and read at a speed no real data has).
+/// A buffer for [`read_bandwidth`]: 64-byte aligned (no load splits a line) and filled
+/// with nonzero bytes, so every page is really mapped (a fresh zeroed allocation may
+/// share the kernel's zero page and read at a speed no real data has).
 pub struct StreamBuffer {
-    lines: Vec<Line>,
+    raw: Vec<u8>,
+    start: usize,
     len: usize,
 }
 
 impl StreamBuffer {
-    /// A buffer of `bytes` bytes (rounded up to 64 internally; [`Self::bytes`] is exact).
+    /// A buffer of `bytes` bytes, backed by huge pages where the OS grants them, as
+    /// packed weights are (`PackedWeights` advises them so): the probe and a GEMV then
+    /// stream the same kind of memory.
     pub fn new(bytes: usize) -> StreamBuffer {
-        let mut lines = vec![Line([0; 64]); bytes.div_ceil(64)];
-        for (i, l) in lines.iter_mut().enumerate() {
-            l.0.fill((i as u8) | 1);
+        // Zeroed by the allocator, untouched until the fill below (after the advice).
+        let mut raw = vec![0u8; bytes + 64];
+        let start = raw.as_ptr().align_offset(64).min(64);
+        crate::gemm::advise_huge_pages(&mut raw[start..start + bytes]);
+        for (i, line) in raw[start..start + bytes].chunks_mut(64).enumerate() {
+            line.fill((i as u8) | 1);
         }
-        StreamBuffer { lines, len: bytes }
+        StreamBuffer { raw, start, len: bytes }
     }
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice::<Line, u8>(&self.lines)[..self.len]
+        &self.raw[self.start..self.start + self.len]
     }
 }
 
