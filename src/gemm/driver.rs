@@ -1,6 +1,11 @@
 //! The GEMM driver: validates, applies the overflow policy, splits the work into
 //! tiles across threads and calls the microkernel. The only code in `qkern` that calls
 //! a kernel, hence the only `unsafe` outside the C ABI.
+//!
+//! Calls of at most 4 rows (GEMV, memory-bound) run the context's GEMV kernel on the
+//! same packed weights when one reads their format (`gemv_kernel`), with their own
+//! tiling (`gemv_tasks`: one contiguous run of panels per thread, N split between
+//! threads, so each thread streams its weights once, in order).
 
 use qkern_kernels::reference::{RefOutput, output_stage_ref, quantize_multiplier};
 use qkern_kernels::{GemmArgs, Int8, OutputKind, OutputStage, QuantizedMultiplier, RequantMode, gemm_col_term, gemm_row_sum};

@@ -10,10 +10,16 @@
 //! in order. The driver walks the panels in order too (they are adjacent), so a call is
 //! one sequential stream per thread, which the hardware prefetchers follow.
 //!
-//! Software prefetch was measured (`prefetcht0/t1/t2/nta`, 1–32 KiB ahead, on a read
-//! stream of 16 MiB (L3) and 45 MiB and 256 MiB (DRAM)) and was never faster than the
-//! hardware prefetchers alone on this Zen 4 host (up to 30 % slower at short
-//! distances), so these tiles issue none.
+//! Software prefetch was measured and is not used: on a plain read stream (4 KiB
+//! pages) `prefetcht0/t1/t2/nta` 1–32 KiB ahead was never faster than the hardware
+//! prefetchers alone on this Zen 4 host, at 16, 45 and 256 MiB (up to 30 % slower at
+//! short distances); on huge pages it cost 10 % at 16 MiB and gained 0–10 % at 43 MiB;
+//! inside this K loop (`prefetcht1` 4 KiB ahead, every line) dec4096 lost 10 %
+//! (73 → 66 GB/s) and dec11008 gained nothing (44 → 44 GB/s), interleaved runs.
+//!
+//! What does matter is the page size of the packed weights: `PackedWeights` asks for
+//! transparent huge pages (see the driver's `advise_huge_pages`), which doubled the
+//! rate of a stream past the L3 here.
 
 use super::gemm::tile;
 use crate::types::GemmArgs;
