@@ -5,8 +5,8 @@
 //! bytes it has `m` multiply-adds to do. What matters is that the K loop (a) computes
 //! only the `m` rows that exist — `m = 3` as 3 rows, not as the GEMM tile's 4 (on Zen 4
 //! four rows are already `vpdpbusd`-bound at ~59 GB/s of weights, three are not), and
-//! (b) keeps 16 or more independent accumulators in flight by splitting K over `G`
-//! accumulator sets (long unrolled loops, many loads in flight), and (c) reads the panel strictly
+//! (b) keeps 8 or more independent accumulators in flight by splitting K over `G`
+//! accumulator sets (unrolled loops, many loads in flight), and (c) reads the panel strictly
 //! in order. The driver walks the panels in order too (they are adjacent), so a call is
 //! one sequential stream per thread, which the hardware prefetchers follow.
 //!
@@ -49,13 +49,17 @@ pub unsafe fn gemv_tile<const A_FLIP: bool>(args: &GemmArgs) {
     }
 }
 
-/// Picks `R = m` and the accumulator sets `G`: 16 accumulators for `m ≤ 2`, 24 for
-/// `m = 3`, 16 for `m = 4` (within the 32 zmm registers with the weight and broadcast
-/// vectors). Measured on dec4096 (16 MiB of weights, L3) against the read probe on
-/// huge pages: `m = 1` with `G = 4` (8 accumulators, 512 bytes per loop) streamed
-/// 68 GB/s (85 % of the probe), with `G = 8` (1 KiB per loop) 72–75 GB/s (90–93 %);
-/// `m = 2, 3` gain 3–8 % from `G = 4` over `G = 2`. `m = 4` is bound by `vpdpbusd`
-/// itself (4 per 64 weight bytes: ~59 GB/s at this host's ~470 GOPS).
+/// Picks `R = m` and the accumulator sets `G`: 8 accumulators for `m = 1` (the same
+/// K loop as the GEMM tile's short-row path: 4 K groups, 512 weight bytes per
+/// iteration), 16 for `m = 2`, 24 for `m = 3`, 16 for `m = 4` (within the 32 zmm
+/// registers with the weight and broadcast vectors).
+///
+/// Measured (interleaved runs, dec4096 = 16 MiB of weights in L3, against the read
+/// probe on huge pages, ~80 GB/s): `m = 1` with `G = 4` streamed 72–76 GB/s and with
+/// `G = 8` 69–75 GB/s, within the noise of each other, so the shorter loop stays; `m = 3`
+/// as 3 rows instead of the GEMM tile's 4 went from ~54 to ~64 GB/s; `m = 2, 3` gain
+/// 3–8 % from `G = 4` over `G = 2`. `m = 4` is bound by `vpdpbusd` itself (4 per 64
+/// weight bytes: ~59 GB/s at this host's ~470 GOPS), and `m = 3` nearly (~79 GB/s).
 ///
 /// # Safety
 /// As [`gemv_tile`], and `args.n ≤ 16·NU`.
@@ -65,7 +69,7 @@ unsafe fn rows<const NU: usize, const A_FLIP: bool, const HALF: bool>(args: &Gem
     // SAFETY (each arm): forwarded contract with m ≤ R.
     unsafe {
         match args.m {
-            1 => tile::<1, 2, NU, 8, A_FLIP, HALF>(args),
+            1 => tile::<1, 2, NU, 4, A_FLIP, HALF>(args),
             2 => tile::<2, 2, NU, 4, A_FLIP, HALF>(args),
             3 => tile::<3, 2, NU, 4, A_FLIP, HALF>(args),
             _ => tile::<4, 2, NU, 2, A_FLIP, HALF>(args),
