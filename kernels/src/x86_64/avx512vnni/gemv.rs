@@ -49,17 +49,17 @@ pub unsafe fn gemv_tile<const A_FLIP: bool>(args: &GemmArgs) {
     }
 }
 
-/// Picks `R = m` and the accumulator sets `G`: 8 accumulators for `m = 1` (the same
-/// K loop as the GEMM tile's short-row path: 4 K groups, 512 weight bytes per
-/// iteration), 16 for `m = 2`, 24 for `m = 3`, 16 for `m = 4` (within the 32 zmm
-/// registers with the weight and broadcast vectors).
+/// Picks `R = m` and the accumulator sets `G`: 8 accumulators for `m = 1` and `m = 2`
+/// (the same K loops as the GEMM tile's short-row paths), 24 for `m = 3`, 16 for
+/// `m = 4` (within the 32 zmm registers with the weight and broadcast vectors).
 ///
-/// Measured (interleaved runs, dec4096 = 16 MiB of weights in L3, against the read
-/// probe on huge pages, ~80 GB/s): `m = 1` with `G = 4` streamed 72–76 GB/s and with
-/// `G = 8` 69–75 GB/s, within the noise of each other, so the shorter loop stays; `m = 3`
-/// as 3 rows instead of the GEMM tile's 4 went from ~54 to ~64 GB/s; `m = 2, 3` gain
-/// 3–8 % from `G = 4` over `G = 2`. `m = 4` is bound by `vpdpbusd` itself (4 per 64
-/// weight bytes: ~59 GB/s at this host's ~470 GOPS), and `m = 3` nearly (~79 GB/s).
+/// Measured (interleaved runs, 16 MiB of weights in L3, against the read probe on huge
+/// pages, ~80 GB/s): `m = 1` with `G = 4` streamed 72–76 GB/s and with `G = 8` 69–75,
+/// `m = 2` with `G = 2` 62–67 and with `G = 4` 55–65: no gain from more sets, so the
+/// shorter loops stay. `m = 3` as 3 rows instead of the GEMM tile's 4 went from ~52 to
+/// ~63 GB/s (312 → 380 GOPS); `m = 4` with `G = 2` 400 → 420 GOPS over `G = 1`. `m = 4`
+/// is bound by `vpdpbusd` itself (4 per 64 weight bytes: ~59 GB/s at this host's
+/// ~470 GOPS), `m = 3` nearly (~79 GB/s).
 ///
 /// # Safety
 /// As [`gemv_tile`], and `args.n ≤ 16·NU`.
@@ -70,7 +70,7 @@ unsafe fn rows<const NU: usize, const A_FLIP: bool, const HALF: bool>(args: &Gem
     unsafe {
         match args.m {
             1 => tile::<1, 2, NU, 4, A_FLIP, HALF>(args),
-            2 => tile::<2, 2, NU, 4, A_FLIP, HALF>(args),
+            2 => tile::<2, 2, NU, 2, A_FLIP, HALF>(args),
             3 => tile::<3, 2, NU, 4, A_FLIP, HALF>(args),
             _ => tile::<4, 2, NU, 2, A_FLIP, HALF>(args),
         }
