@@ -294,9 +294,20 @@ impl GemmCase {
         &self.shape
     }
 
-    /// The GEMM microkernel that runs.
+    /// The GEMM microkernel the weights were packed for.
     pub fn kernel(&self) -> GemmUkernel {
         self.w.kernel()
+    }
+
+    /// The name of the kernel that runs this shape: the GEMV kernel for `M ≤ 4` where
+    /// the context has one for the weights' packed format, else [`Self::kernel`]'s.
+    pub fn kernel_name(&self) -> &'static str {
+        self.ctx.gemm_kernel_for(&self.w, self.shape.m).name
+    }
+
+    /// Bytes of packed weights one call streams (for memory-bound shapes, GB/s).
+    pub fn weight_bytes(&self) -> usize {
+        self.w.packed_bytes()
     }
 
     /// One GEMM call.

@@ -128,6 +128,11 @@ pub struct KernelTable {
     /// Every GEMM microkernel the packer may pick, best first: a kernel with a
     /// precondition on the weights (`max_abs_stored_b`) is used only where it holds.
     pub gemm_candidates: Vec<GemmUkernel>,
+    /// GEMV microkernels (`mr ≤ 4`), best first: a call of at most `mr` rows runs on the
+    /// first whose packed format and offsets match the weights' kernel (so the same
+    /// packed weights serve it); other calls, or weights no GEMV kernel reads, use the
+    /// GEMM kernel the weights were packed for.
+    pub gemv: Vec<GemmUkernel>,
 }
 
 /// Every GEMM microkernel compiled into this build, in preference order (best last).
@@ -139,6 +144,26 @@ pub fn gemm_kernels() -> Vec<GemmUkernel> {
     #[cfg(target_arch = "aarch64")]
     v.extend(qkern_kernels::aarch64::gemm_kernels());
     v
+}
+
+/// Every GEMV microkernel compiled into this build, in preference order (best last).
+pub fn gemv_kernels() -> Vec<GemmUkernel> {
+    #[allow(unused_mut)]
+    let mut v = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    v.extend(qkern_kernels::x86_64::gemv_kernels());
+    v
+}
+
+/// Whether `gemv` can run weights packed for `packed`: the same packed format and the
+/// same operand offsets (what the packer stored and the driver's sums assume), no
+/// stricter precondition on the weights, and an entry for each signedness `packed` has.
+pub fn gemv_reads(gemv: &GemmUkernel, packed: &GemmUkernel) -> bool {
+    gemv.format == packed.format
+        && gemv.a_offset == packed.a_offset
+        && gemv.b_offset == packed.b_offset
+        && gemv.max_abs_stored_b.is_none_or(|g| packed.max_abs_stored_b.is_some_and(|p| p <= g))
+        && (0..2).all(|a| (0..2).all(|b| packed.run[a][b].is_none() || gemv.run[a][b].is_some()))
 }
 
 impl KernelTable {
@@ -158,12 +183,21 @@ impl KernelTable {
             .copied()
             .find(|k| k.max_abs_stored_b.is_none())
             .ok_or_else(|| Error::Internal("no unconditional GEMM kernel registered".into()))?;
-        Ok(KernelTable { isa: cap, gemm, gemm_candidates })
+        let gemv = gemv_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && cpu().has(k.isa)).collect();
+        Ok(KernelTable { isa: cap, gemm, gemm_candidates, gemv })
     }
 
-    /// `(family, kernel name)` for every family, for `qkern info` and tests.
+    /// The GEMV kernel for a call of `m` rows on weights packed for `packed`, if any.
+    pub fn gemv_for(&self, packed: &GemmUkernel, m: usize) -> Option<GemmUkernel> {
+        self.gemv.iter().copied().find(|g| m <= g.mr && gemv_reads(g, packed))
+    }
+
+    /// `(family, kernel name)` for every family, for `qkern info` and tests. `gemv` is
+    /// the kernel for calls of at most 4 rows on weights packed for `gemm` (that kernel
+    /// itself where no GEMV kernel reads its format).
     pub fn chosen(&self) -> Vec<(&'static str, &'static str)> {
-        vec![("gemm", self.gemm.name)]
+        let gemv = self.gemv_for(&self.gemm, 1).unwrap_or(self.gemm);
+        vec![("gemm", self.gemm.name), ("gemv", gemv.name)]
     }
 }
 
@@ -233,6 +267,19 @@ impl Context {
             self.table.gemm = k;
         }
         Ok(self)
+    }
+
+    /// The same context without GEMV kernels: every call runs the GEMM kernel its
+    /// weights were packed for (to compare the two paths, in tests and benchmarks).
+    pub fn without_gemv(mut self) -> Context {
+        self.table.gemv.clear();
+        self
+    }
+
+    /// The microkernel a call of `m` rows on `w` runs: the GEMV kernel
+    /// ([`KernelTable::gemv_for`]) or the one `w` was packed for.
+    pub fn gemm_kernel_for(&self, w: &crate::gemm::PackedWeights, m: usize) -> GemmUkernel {
+        self.table.gemv_for(&w.kernel(), m).unwrap_or(w.kernel())
     }
 
     /// The kernel table.

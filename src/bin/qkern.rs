@@ -57,6 +57,10 @@ struct BenchArgs {
     /// List the named shapes and exit.
     #[arg(long)]
     list: bool,
+    /// Run shapes of at most 4 rows on the GEMM kernel instead of the GEMV kernel (to
+    /// compare the two paths).
+    #[arg(long)]
+    no_gemv: bool,
 }
 
 fn parse_shape(s: &str) -> Result<Shape, String> {
@@ -137,6 +141,13 @@ fn info() -> Result<(), String> {
             println!("  {path:<14} {g:8.1}");
         }
     }
+    println!();
+    println!("single-core read bandwidth (one stream, {} loads, buffer read once per repetition; median GB/s):", qkern::peak::stream_loads());
+    for (level, bytes) in qkern::peak::probe_sizes() {
+        if let Some(bw) = qkern::peak::read_bandwidth(bytes, Duration::from_millis(300)) {
+            println!("  {level:<5} {:>9.1} MiB {:8.1} GB/s  (best {:.1})", bytes as f64 / (1 << 20) as f64, bw.gbps_median, bw.gbps_best);
+        }
+    }
     match default {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("no default kernel table: {e}")),
@@ -151,7 +162,13 @@ struct Row {
     threads: usize,
     timing: bench::Timing,
     peak: Option<f64>,
+    /// Memory-bound rows (M ≤ GEMV_ROWS): packed weight bytes per call and the read
+    /// probe's median GB/s on a buffer of that size, measured around the GEMM timing.
+    bandwidth: Option<(usize, f64)>,
 }
+
+/// Shapes of at most this many rows are memory-bound: reported in GB/s of weights too.
+const GEMV_ROWS: usize = 4;
 
 impl Row {
     fn gops(&self) -> f64 {
@@ -159,6 +176,14 @@ impl Row {
     }
     fn peak_fraction(&self) -> Option<f64> {
         self.peak.map(|p| self.gops() / p)
+    }
+    /// GB/s of packed weights streamed (memory-bound rows).
+    fn gbps(&self) -> Option<f64> {
+        self.bandwidth.map(|(bytes, _)| bytes as f64 / self.timing.median / 1e9)
+    }
+    /// That as a fraction of the read probe at the same byte size.
+    fn bandwidth_fraction(&self) -> Option<f64> {
+        Some(self.gbps()? / self.bandwidth?.1)
     }
 }
 
@@ -182,6 +207,7 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         Some(name) => c.with_gemm_kernel(name),
         None => Ok(c),
     })
+    .map(|c| if args.no_gemv { c.without_gemv() } else { c })
     .map_err(|e| e.to_string())?;
     // The peak is per core; more threads than cores do not raise it.
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -206,17 +232,29 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
             eprintln!("[{}/{total}] {} {} … (about {left:.0} s left)", i + 1, shape.name, shape.dims());
         }
         let mut case = GemmCase::new(&ctx, shape, 0x9e37_79b9 + i as u64).map_err(|e| format!("{shape}: {e}"))?;
+        // Memory-bound shapes: the read probe on a buffer the size of the packed weights,
+        // for half the time before and half after the GEMM (the mean of the two medians),
+        // so both see the same machine state.
+        let probe_buf = (shape.m <= GEMV_ROWS).then(|| qkern::peak::StreamBuffer::new(case.weight_bytes()));
+        let probe = |buf: &Option<qkern::peak::StreamBuffer>| {
+            buf.as_ref().and_then(|b| qkern::peak::read_bandwidth_of(b, min_time / 2)).map(|bw| bw.gbps_median)
+        };
+        let before = probe(&probe_buf);
         let timing = bench::time(min_time, || case.run()).map_err(|e| format!("{shape}: {e}"))?;
+        let after = probe(&probe_buf);
+        drop(probe_buf);
         case.check().map_err(|e| format!("{shape}: wrong result: {e}"))?;
+        let bandwidth = before.zip(after).map(|(b, a)| (case.weight_bytes(), 0.5 * (b + a)));
         let kernel = case.kernel();
         done_ops += shape.ops() * timing.calls as f64;
         done_secs += timing.total.as_secs_f64();
         rows.push(Row {
             shape: shape.clone(),
             isa: ctx.kernels().isa,
-            kernel: kernel.name,
+            kernel: case.kernel_name(),
             threads,
             timing,
+            bandwidth,
             peak: qkern::peak::path_of(&kernel).and_then(qkern::peak::measured_gops).map(|p| p * peak_scale),
         });
     }
@@ -253,6 +291,28 @@ fn print_table(rows: &[Row]) {
             peak,
             lo,
             hi
+        );
+    }
+    if rows.iter().any(|r| r.bandwidth.is_some()) {
+        println!();
+        println!("{:<14} {:>16} {:>10} {:>8} {:>11} {:>7}", "shape", "MxNxK", "weight MiB", "GB/s", "probe GB/s", "%probe");
+        for r in rows {
+            if let (Some((bytes, probe)), Some(gbps), Some(f)) = (r.bandwidth, r.gbps(), r.bandwidth_fraction()) {
+                println!(
+                    "{:<14} {:>16} {:>10.1} {:>8.1} {:>11.1} {:>7.1}",
+                    r.shape.name,
+                    r.shape.dims(),
+                    bytes as f64 / (1 << 20) as f64,
+                    gbps,
+                    probe,
+                    100.0 * f
+                );
+            }
+        }
+        println!(
+            "GB/s = packed weight bytes / median time; probe = single-core read bandwidth on a buffer of the same \
+             size ({} loads), measured just before and after the GEMM; %probe = GB/s / probe",
+            qkern::peak::stream_loads()
         );
     }
     let isa = rows.first().map(|r| r.isa.name()).unwrap_or("-");
@@ -321,6 +381,10 @@ fn print_json(rows: &[Row]) {
             ("calls", r.timing.calls.to_string()),
             ("peak_gops", json_num(r.peak)),
             ("peak_fraction", json_num(r.peak_fraction())),
+            ("weight_bytes", json_num(r.bandwidth.map(|b| b.0 as f64))),
+            ("gbps_median", json_num(r.gbps())),
+            ("probe_gbps", json_num(r.bandwidth.map(|b| b.1))),
+            ("probe_fraction", json_num(r.bandwidth_fraction())),
             ("check", json_str("ok")),
         ];
         let body = fields.iter().map(|(k, v)| format!("{}: {v}", json_str(k))).collect::<Vec<_>>().join(", ");

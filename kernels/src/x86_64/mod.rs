@@ -4,6 +4,7 @@
 pub mod avx2;
 pub mod avx512vnni;
 pub mod avxvnni;
+pub mod bandwidth;
 
 use crate::types::GemmUkernel;
 
@@ -16,4 +17,11 @@ pub fn gemm_kernels() -> impl Iterator<Item = GemmUkernel> {
         .chain(avxvnni::AVX512_TWIN_KERNELS)
         .chain(avx512vnni::GEMM_KERNELS)
         .copied()
+}
+
+/// Every x86-64 GEMV microkernel (short tiles, `mr ≤ 4`, for memory-bound calls of at
+/// most `mr` rows) in this build, least preferred first. Each reads the packed format of
+/// a GEMM kernel, so weights packed for GEMM run through it unchanged.
+pub fn gemv_kernels() -> impl Iterator<Item = GemmUkernel> {
+    avx512vnni::GEMV_KERNELS.iter().copied()
 }

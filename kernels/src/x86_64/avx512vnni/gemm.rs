@@ -145,7 +145,7 @@ unsafe fn dpbusd<const HALF: bool>(acc: __m512i, a: __m512i, b: __m512i, last: b
 /// As [`gemm_tile`], and `args.m ≤ R`, `args.n ≤ 16·NU`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn tile<
+pub(super) unsafe fn tile<
     const R: usize,
     const NV: usize,
     const NU: usize,
