@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use qkern_kernels::{GemmUkernel, Isa};
+use qkern_kernels::{DwconvUkernel, GemmUkernel, Isa};
 
 use crate::error::{Error, Result};
 
@@ -128,6 +128,24 @@ pub struct KernelTable {
     /// Every GEMM microkernel the packer may pick, best first: a kernel with a
     /// precondition on the weights (`max_abs_stored_b`) is used only where it holds.
     pub gemm_candidates: Vec<GemmUkernel>,
+    /// Every depthwise microkernel this CPU runs within the cap, best first; the first
+    /// that handles a filter's tap count runs it ([`KernelTable::dwconv_for`]).
+    pub dwconv_candidates: Vec<DwconvUkernel>,
+}
+
+/// Every depthwise microkernel compiled into this build, in preference order (best last;
+/// at one tier the specialised ones come after the any-size one).
+pub fn dwconv_kernels() -> Vec<DwconvUkernel> {
+    #[allow(unused_mut)]
+    let mut v = qkern_kernels::generic::DWCONV_KERNELS.to_vec();
+    #[cfg(target_arch = "x86_64")]
+    v.extend(qkern_kernels::x86_64::dwconv_kernels());
+    v
+}
+
+/// Whether this CPU runs `k`: its tier and its `extra_features` (e.g. `avx512vbmi`).
+pub fn dwconv_runs_here(k: &DwconvUkernel) -> bool {
+    cpu().has(k.isa) && k.extra_features.iter().all(|f| cpu().flags.contains(f))
 }
 
 /// Every GEMM microkernel compiled into this build, in preference order (best last).
@@ -158,12 +176,27 @@ impl KernelTable {
             .copied()
             .find(|k| k.max_abs_stored_b.is_none())
             .ok_or_else(|| Error::Internal("no unconditional GEMM kernel registered".into()))?;
-        Ok(KernelTable { isa: cap, gemm, gemm_candidates })
+        let dwconv_candidates: Vec<DwconvUkernel> =
+            dwconv_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && dwconv_runs_here(k)).collect();
+        Ok(KernelTable { isa: cap, gemm, gemm_candidates, dwconv_candidates })
     }
 
     /// `(family, kernel name)` for every family, for `qkern info` and tests.
     pub fn chosen(&self) -> Vec<(&'static str, &'static str)> {
-        vec![("gemm", self.gemm.name)]
+        let mut v = vec![("gemm", self.gemm.name)];
+        for (family, taps) in [("dwconv", 7 * 7), ("dwconv3x3", 9), ("dwconv5x5", 25)] {
+            if let Some(k) = self.dwconv_for(taps) {
+                v.push((family, k.name));
+            }
+        }
+        v
+    }
+
+    /// The depthwise kernel for a filter of `taps` taps: the best candidate that handles
+    /// that count (a specialised kernel of the best tier before its any-size one).
+    pub fn dwconv_for(&self, taps: usize) -> Option<DwconvUkernel> {
+        // Best first, and within a tier the specialised kernels before the any-size one.
+        self.dwconv_candidates.iter().copied().find(|k| k.handles_taps(taps))
     }
 }
 

@@ -30,3 +30,40 @@ pub fn pack_b_kgroups<B: Int8>(format: PackFormat, b: &[B], k: usize, n: usize, 
         }
     }
 }
+
+/// Packs a depthwise filter `w[c][t]` (`channels × taps`, the OHWI layout with one input
+/// channel per group) into `format` ([`DwPackFormat`](crate::DwPackFormat)): centred
+/// weights `w − zw[c]` as little-endian i16, channel tiles of `ct`, taps in pairs,
+/// zero-padded. `zw` holds one zero point (per tensor) or `channels`. Also writes
+/// `sums[c] = Σ_t (w[c][t] − zw[c])` (the driver folds `−za·sums[c]` into `col_offset`).
+/// `out` must hold `format.packed_bytes(channels, taps)` bytes, `sums` `channels`.
+///
+/// Panics if a slice is too short (the driver validates first).
+pub fn pack_dwconv<B: Int8>(
+    format: crate::DwPackFormat,
+    w: &[B],
+    channels: usize,
+    taps: usize,
+    zw: &[i32],
+    out: &mut [u8],
+    sums: &mut [i32],
+) {
+    assert!(zw.len() == 1 || zw.len() == channels, "zw must have 1 or `channels` entries");
+    let ct = format.ct;
+    let pairs = format.pairs(taps);
+    let out = &mut out[..format.packed_bytes(channels, taps)];
+    out.fill(0);
+    for c in 0..channels {
+        let z = if zw.len() == 1 { zw[0] } else { zw[c] };
+        let (tile, cc) = (c / ct, c % ct);
+        let mut sum = 0i32;
+        for t in 0..taps {
+            let v = w[c * taps + t].to_i32() - z;
+            sum += v;
+            let (p, h) = (t / 2, t % 2);
+            let at = ((tile * pairs + p) * ct + cc) * 4 + 2 * h;
+            out[at..at + 2].copy_from_slice(&(v as i16).to_le_bytes());
+        }
+        sums[c] = sum;
+    }
+}

@@ -2,8 +2,10 @@
 //!
 //! * [`gemm`] — u8×s8 GEMM tiles on the `[k/4][NR][4]` packed format, the output stage
 //!   fused and vectorised.
+//! * [`dwconv`] — depthwise convolution, 64-channel tiles, `vpermt2b` + `vpdpwssd`.
 //! * [`peak`] — the instruction's throughput probe, the limit results are quoted against.
 
+pub mod dwconv;
 pub mod gemm;
 pub mod peak;
 
@@ -65,3 +67,5 @@ pub const QU8S8_GEMM_8X32C4__AVX512VNNI: GemmUkernel =
 
 /// AVX-512 VNNI GEMM microkernels, least preferred first.
 pub const GEMM_KERNELS: &[GemmUkernel] = &[QU8S8_GEMM_4X64C4__AVX512VNNI, QU8S8_GEMM_8X32C4__AVX512VNNI];
+
+pub use dwconv::DWCONV_KERNELS;
