@@ -11,6 +11,8 @@
 //!   single rounding) and TFLite's multiplier derivation.
 //! * [`onnx`] — ONNX operator semantics, bit for bit: QLinearMatMul, MatMulInteger,
 //!   QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear.
+//! * [`conv`] — convolution on NHWC tensors: depthwise (prepacked filters, indirection
+//!   buffers, 3×3 / 5×5 specialised kernels).
 //! * [`dispatch`] — CPU detection, the kernel table, `QKERN_MAX_ISA`.
 //! * [`ffi`] — the C ABI (`include/qkern.h`).
 //!
@@ -19,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod conv;
 pub mod dispatch;
 pub mod error;
 #[allow(unsafe_code)]

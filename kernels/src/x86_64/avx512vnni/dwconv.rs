@@ -29,19 +29,23 @@ const CT: usize = 64;
 /// Pixels per block.
 const PX: usize = 4;
 
-/// The `vpermt2b` index of accumulator vector `r` (channels `16r .. 16r+16`): dword `i`
-/// takes byte `16r + i` of the first tap row (byte 0) and of the second (byte 2, index
-/// `64 + …`); bytes 1 and 3 are zeroed by the mask [`PAIR_MASK`].
-#[inline(always)]
-fn pair_index(r: usize) -> __m512i {
-    let mut b = [0u8; 64];
-    for i in 0..16 {
-        b[4 * i] = (16 * r + i) as u8;
-        b[4 * i + 2] = (64 + 16 * r + i) as u8;
+/// The `vpermt2b` indexes of the accumulator vectors: for vector `r` (channels
+/// `16r .. 16r+16`), dword `i` takes byte `16r + i` of the first tap row (byte 0) and of
+/// the second (byte 2, index `64 + …`); bytes 1 and 3 are zeroed by [`PAIR_MASK`].
+static PAIR_INDEX: [[u8; 64]; 4] = {
+    let mut t = [[0u8; 64]; 4];
+    let mut r = 0;
+    while r < 4 {
+        let mut i = 0;
+        while i < 16 {
+            t[r][4 * i] = (16 * r + i) as u8;
+            t[r][4 * i + 2] = (64 + 16 * r + i) as u8;
+            i += 1;
+        }
+        r += 1;
     }
-    // SAFETY: reads 64 bytes of the local array.
-    unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }
-}
+    t
+};
 
 /// Bytes 0 and 2 of every dword.
 const PAIR_MASK: __mmask64 = 0x5555_5555_5555_5555;
@@ -116,9 +120,16 @@ unsafe fn block<const T: usize, const NU: usize, const FLIP: bool>(
     wt: *const u8,
 ) {
     let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
-    let idx: [__m512i; NU] = core::array::from_fn(pair_index);
+    let mut idx = [_mm512_setzero_si512(); NU];
+    for (r, x) in idx.iter_mut().enumerate() {
+        // SAFETY: 64 bytes of the static table.
+        *x = unsafe { _mm512_loadu_si512(PAIR_INDEX[r].as_ptr().cast()) };
+    }
     let flip = _mm512_set1_epi8(0x80u8 as i8);
-    let pix: [usize; PX] = core::array::from_fn(|i| p0 + i.min(npx - 1));
+    let mut pix = [p0; PX];
+    for (i, p) in pix.iter_mut().enumerate() {
+        *p = p0 + i.min(npx - 1);
+    }
     let mut acc = [[_mm512_setzero_si512(); NU]; PX];
     let pairs = taps.div_ceil(2);
     for pr in 0..pairs {
@@ -165,13 +176,22 @@ unsafe fn epilogue<const NU: usize>(
     acc: &[[__m512i; NU]; PX],
 ) {
     let out = &args.out;
-    let masks: [__mmask16; NU] = core::array::from_fn(|v| lane_mask(rem, v));
+    let mut masks = [0 as __mmask16; NU];
+    for (v, m) in masks.iter_mut().enumerate() {
+        *m = lane_mask(rem, v);
+    }
     let mut colo = [_mm512_setzero_si512(); NU];
     for v in 0..NU {
         // SAFETY: col_offset has `channels` entries; masked-off lanes are not read.
         colo[v] = unsafe { _mm512_maskz_loadu_epi32(masks[v], out.col_offset.wrapping_add(c0 + 16 * v)) };
     }
-    let row = |i: usize| -> [__m512i; NU] { core::array::from_fn(|v| _mm512_add_epi32(acc[i][v], colo[v])) };
+    let row = |i: usize| -> [__m512i; NU] {
+        let mut r = acc[i];
+        for v in 0..NU {
+            r[v] = _mm512_add_epi32(r[v], colo[v]);
+        }
+        r
+    };
     let stride = args.output_pixel_stride;
     match (out.kind, out.mode) {
         (OutputKind::I32, _) => {
