@@ -184,19 +184,20 @@ impl KernelTable {
     /// `(family, kernel name)` for every family, for `qkern info` and tests.
     pub fn chosen(&self) -> Vec<(&'static str, &'static str)> {
         let mut v = vec![("gemm", self.gemm.name)];
+        // For a typical filter: i8 weights, zero point 0.
         for (family, taps) in [("dwconv", 7 * 7), ("dwconv3x3", 9), ("dwconv5x5", 25)] {
-            if let Some(k) = self.dwconv_for(taps) {
+            if let Some(k) = self.dwconv_for(taps, -128, 127) {
                 v.push((family, k.name));
             }
         }
         v
     }
 
-    /// The depthwise kernel for a filter of `taps` taps: the best candidate that handles
-    /// that count (a specialised kernel of the best tier before its any-size one).
-    pub fn dwconv_for(&self, taps: usize) -> Option<DwconvUkernel> {
-        // Best first, and within a tier the specialised kernels before the any-size one.
-        self.dwconv_candidates.iter().copied().find(|k| k.handles_taps(taps))
+    /// The depthwise kernel for a filter of `taps` taps whose centred weights
+    /// `w − zw` lie in `[lo, hi]`: the best candidate that takes both (at the best tier,
+    /// an i8-weight kernel before an i16 one, a specialised one before the any-size one).
+    pub fn dwconv_for(&self, taps: usize, lo: i32, hi: i32) -> Option<DwconvUkernel> {
+        self.dwconv_candidates.iter().copied().find(|k| k.handles_taps(taps) && k.takes_weights(lo, hi))
     }
 }
 

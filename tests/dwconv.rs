@@ -39,9 +39,10 @@ fn dwconv_kernels_are_well_formed() {
     for (i, k) in kernels.iter().enumerate() {
         assert!(kernels[..i].iter().all(|o| o.name != k.name), "{}: registered twice", k.name);
         assert!(k.format.ct >= 1);
+        let kr = if k.format.kr == 4 { "c4" } else { "" };
         let tile = match k.taps {
-            Some(t) => format!("_{t}p{}__", k.format.ct),
-            None => format!("_up{}__", k.format.ct),
+            Some(t) => format!("_{t}p{}{kr}__", k.format.ct),
+            None => format!("_up{}{kr}__", k.format.ct),
         };
         assert!(k.name.contains(&tile), "{}: name does not carry {tile}", k.name);
         let suffix = if k.isa == qkern::Isa::Scalar { "generic" } else { k.isa.name() };

@@ -356,30 +356,39 @@ pub const DW_ZERO_TAP: usize = usize::MAX;
 /// keep the true result (with the bias) within i32, or split the work.
 pub const DW_MAX_TAPS: usize = 33025;
 
-/// Packed layout of a depthwise filter: the weights centred (`w − zw[c]`, as i16 in
-/// `[−255, 255]`), channel tiles of `ct` channels, taps in pairs:
-/// `[c/ct][t/2][ct][2] × i16` (little-endian), i.e. for each tile and tap pair, one dword
-/// per channel holding `(wc[2p][c], wc[2p+1][c])`. Channels past `C` and the second tap of
-/// an odd last pair are 0. A `vpmaddwd`/`vpdpwssd` of such a dword with the dword
-/// `(x[2p][c], x[2p+1][c])` is that channel's contribution of the pair.
+/// Packed layout of a depthwise filter: the weights centred (`wc = w − zw[c]`), channel
+/// tiles of `ct` channels, taps in groups of `kr`, `[c/ct][t/kr][ct][kr]`, zero-padded
+/// (channels past `C`, taps past the count).
+///
+/// * `kr = 2`: little-endian i16 (`wc ∈ [−255, 255]`, any filter): one dword per channel
+///   and tap pair, `(wc[2p][c], wc[2p+1][c])`, for `vpmaddwd`/`vpdpwssd` with the dword
+///   `(x[2p][c], x[2p+1][c])` of widened activations.
+/// * `kr = 4`: i8, only for filters whose centred weights all lie in `[−128, 127]` (e.g.
+///   i8 weights with zero point 0): one dword per channel and tap quad, for `vpdpbusd`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DwPackFormat {
     /// Channels per tile.
     pub ct: usize,
+    /// Taps per group: 2 (i16 weights) or 4 (i8 weights).
+    pub kr: usize,
 }
 
 impl DwPackFormat {
-    /// Tap pairs (`taps.div_ceil(2)`).
-    pub const fn pairs(&self, taps: usize) -> usize {
-        taps.div_ceil(2)
+    /// Tap groups (`taps.div_ceil(kr)`).
+    pub const fn groups(&self, taps: usize) -> usize {
+        taps.div_ceil(self.kr)
     }
-    /// Bytes of one channel tile.
+    /// Bytes of one channel tile (4 bytes per channel and tap group in both layouts).
     pub const fn tile_bytes(&self, taps: usize) -> usize {
-        self.pairs(taps) * self.ct * 4
+        self.groups(taps) * self.ct * 4
     }
     /// Total packed bytes for `channels × taps`.
     pub const fn packed_bytes(&self, channels: usize, taps: usize) -> usize {
         channels.div_ceil(self.ct) * self.tile_bytes(taps)
+    }
+    /// Whether the layout can hold a centred weight `wc`.
+    pub const fn holds(&self, wc: i32) -> bool {
+        if self.kr == 4 { wc >= -128 && wc <= 127 } else { wc >= -32768 && wc <= 32767 }
     }
 }
 
@@ -439,7 +448,9 @@ pub struct DwconvUkernel {
     /// `Some(t)`: the kernel handles exactly `t` taps (specialised); `None`: any count
     /// in `1..=DW_MAX_TAPS`.
     pub taps: Option<usize>,
-    /// Packed filter layout (channels per tile = `format.ct`).
+    /// Packed filter layout (channels per tile = `format.ct`). With `kr = 4` the kernel
+    /// takes only filters whose centred weights all fit in i8 ([`DwPackFormat::holds`]):
+    /// dispatch checks the filter first.
     pub format: DwPackFormat,
     /// Added by the kernel to every activation (indexed `a_signed as usize`), e.g. 128
     /// for i8 activations flipped to u8 with `XOR 0x80`. The driver uses
@@ -451,6 +462,10 @@ pub struct DwconvUkernel {
 }
 
 impl DwconvUkernel {
+    /// Whether the kernel takes a filter whose centred weights lie in `[lo, hi]`.
+    pub const fn takes_weights(&self, lo: i32, hi: i32) -> bool {
+        self.format.holds(lo) && self.format.holds(hi)
+    }
     /// Whether the kernel handles `taps` taps.
     pub const fn handles_taps(&self, taps: usize) -> bool {
         match self.taps {

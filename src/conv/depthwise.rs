@@ -235,18 +235,16 @@ impl DepthwiseFilter {
         for &s in &scale {
             check_scale("weight scale", s)?;
         }
-        let kernel = ctx.kernels().dwconv_for(taps).ok_or_else(|| {
+        let centred = |i: usize, w: &B| w.to_i32() - zw[i / taps];
+        let lo = weights.iter().enumerate().map(|(i, w)| centred(i, w)).min().unwrap_or(0);
+        let hi = weights.iter().enumerate().map(|(i, w)| centred(i, w)).max().unwrap_or(0);
+        let kernel = ctx.kernels().dwconv_for(taps, lo, hi).ok_or_else(|| {
             Error::Internal(format!("no depthwise kernel for {taps} taps at {}", ctx.kernels().isa.name()))
         })?;
         let mut packed = vec![0u8; kernel.format.packed_bytes(channels, taps)];
         let mut sums = vec![0i32; channels];
         pack_dwconv(kernel.format, weights, channels, taps, &zw, &mut packed, &mut sums);
-        let max_abs_centered = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (w.to_i32() - zw[i / taps]).abs())
-            .max()
-            .unwrap_or(0);
+        let max_abs_centered = lo.abs().max(hi.abs());
         Ok(DepthwiseFilter { channels, kernel_h, kernel_w, kernel, packed, sums, max_abs_centered, scale })
     }
 

@@ -44,7 +44,7 @@ pub(crate) unsafe fn store_one(args: &DwconvArgs, p: usize, c: usize, acc: i32) 
 /// `args` satisfies the [`DwconvArgs`] contract, weights packed with `ct = 16`.
 pub unsafe fn dwconv_generic<A: Int8>(args: &DwconvArgs) {
     let (c_all, taps) = (args.channels, args.taps);
-    let fmt = DwPackFormat { ct: CT };
+    let fmt = DwPackFormat { ct: CT, kr: 2 };
     for p in 0..args.pixels {
         for tile in 0..c_all.div_ceil(CT) {
             let c0 = tile * CT;
@@ -80,7 +80,7 @@ pub const QX8_DWCONV_UP16__GENERIC: DwconvUkernel = DwconvUkernel {
     isa: Isa::Scalar,
     extra_features: &[],
     taps: None,
-    format: DwPackFormat { ct: CT },
+    format: DwPackFormat { ct: CT, kr: 2 },
     a_offset: [0, 0],
     run: [Some(dwconv_generic::<u8>), Some(dwconv_generic::<i8>)],
 };

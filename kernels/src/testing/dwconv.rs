@@ -145,8 +145,31 @@ impl DwTester<'_> {
             }
         };
         let mut input: Vec<A> = (0..rows * row_stride + 64).map(|_| A::from_bits(rng.next_u64() as u8)).collect();
+        // The weights the kernel may be given: centred values its format holds (i8
+        // kernels: within [−128, 127] of the channel's zero point).
+        let fmt = kernel.format;
+        let wrange = |z: i32| -> (i32, i32) {
+            let (mut lo, mut hi) = (B::MIN, B::MAX);
+            while !fmt.holds(lo - z) {
+                lo += 1;
+            }
+            while !fmt.holds(hi - z) {
+                hi -= 1;
+            }
+            (lo, hi)
+        };
+        let zw_of = |i: usize| if zw.len() == 1 { zw[0] } else { zw[i / taps] };
         let weights: Vec<B> = match data {
-            Data::Random => (0..ch * taps).map(|_| B::from_bits(rng.next_u64() as u8)).collect(),
+            Data::Random => (0..ch * taps)
+                .map(|i| {
+                    let (lo, hi) = wrange(zw_of(i));
+                    if (lo, hi) == (B::MIN, B::MAX) {
+                        B::from_bits(rng.next_u64() as u8)
+                    } else {
+                        B::saturate_from(rng.range_i32(lo, hi))
+                    }
+                })
+                .collect(),
             Data::Extreme => {
                 // Each channel's weights at the end farthest from its zero point, or
                 // alternating ends; activations at the end farthest from za.
@@ -159,9 +182,10 @@ impl DwTester<'_> {
                 let alt = rng.chance(1, 2);
                 (0..ch * taps)
                     .map(|i| {
-                        let z = if zw.len() == 1 { zw[0] } else { zw[i / taps] };
-                        let far = if z - B::MIN > B::MAX - z { B::MIN } else { B::MAX };
-                        let v = if alt && i % 2 == 1 { B::MIN + B::MAX - far } else { far };
+                        let z = zw_of(i);
+                        let (lo, hi) = wrange(z);
+                        let far = if z - lo > hi - z { lo } else { hi };
+                        let v = if alt && i % 2 == 1 { lo + hi - far } else { far };
                         B::saturate_from(v)
                     })
                     .collect()
@@ -201,7 +225,6 @@ impl DwTester<'_> {
             .collect();
 
         // What the driver computes: the packed filter and col_offset = −za'·Σwc + bias.
-        let fmt = kernel.format;
         let boff = rng.below(4);
         let mut packed = vec![0u8; boff + fmt.packed_bytes(ch, taps) + 64];
         for b in packed.iter_mut() {

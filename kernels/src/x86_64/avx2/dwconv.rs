@@ -56,7 +56,7 @@ unsafe fn load_row(p: *const u8, rem: usize) -> __m128i {
 #[target_feature(enable = "avx2")]
 pub unsafe fn dwconv<const T: usize, const SIGNED: bool>(args: &DwconvArgs) {
     let taps = if T > 0 { T } else { args.taps };
-    let tile_bytes = DwPackFormat { ct: CT }.tile_bytes(taps);
+    let tile_bytes = DwPackFormat { ct: CT, kr: 2 }.tile_bytes(taps);
     let mut p0 = 0;
     while p0 < args.pixels {
         let npx = PX.min(args.pixels - p0);
@@ -251,7 +251,7 @@ const fn desc(name: &'static str, taps: Option<usize>, u8a: crate::DwconvUkernel
         isa: Isa::Avx2,
         extra_features: &[],
         taps,
-        format: DwPackFormat { ct: CT },
+        format: DwPackFormat { ct: CT, kr: 2 },
         a_offset: [0, 0],
         run: [Some(u8a), Some(i8a)],
     }

@@ -15,6 +15,9 @@
 //! is vectorised (i32, f32, the three requantization modes; the fixed-point ones reuse the
 //! GEMM kernels' i64-lane code) and bit-exact with `generic::gemm::output_value`.
 //!
+//! Kernels named `…c4` take filters whose centred weights fit in i8 (e.g. i8 weights with
+//! zero point 0): four taps per dword, `vpdpbusd` (see [`block_quad`]).
+//!
 //! Needs AVX-512 VBMI besides F/BW/VL/VNNI (`vpermt2b`): the descriptors list it in
 //! `extra_features`.
 
@@ -73,37 +76,143 @@ fn lane_mask(rem: usize, v: usize) -> __mmask16 {
 /// `args` satisfies the [`DwconvArgs`] contract (with `args.taps == T` when `T > 0`); the
 /// CPU supports AVX-512 F/BW/VL/VNNI/VBMI.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-pub unsafe fn dwconv<const T: usize, const FLIP: bool>(args: &DwconvArgs) {
+pub unsafe fn dwconv<const T: usize, const KR: usize, const FLIP: bool>(args: &DwconvArgs) {
     let taps = if T > 0 { T } else { args.taps };
-    let tile_bytes = DwPackFormat { ct: CT }.tile_bytes(taps);
-    let c_all = args.channels;
+    let tile_bytes = DwPackFormat { ct: CT, kr: KR }.tile_bytes(taps);
+    let mut c0 = 0;
+    let mut wt = args.weights;
+    // Channel tiles outside, pixels inside: the tile's output-stage parameters are set up
+    // once per call, not once per pixel block.
+    while c0 < args.channels {
+        let rem = CT.min(args.channels - c0);
+        // SAFETY (each arm): forwarded contract; NU = rem.div_ceil(16) vectors cover the
+        // tile's channels, `wt` is its packed tile.
+        unsafe {
+            match rem.div_ceil(16) {
+                1 => tile::<T, KR, 1, FLIP>(args, taps, c0, rem, wt),
+                2 => tile::<T, KR, 2, FLIP>(args, taps, c0, rem, wt),
+                3 => tile::<T, KR, 3, FLIP>(args, taps, c0, rem, wt),
+                _ => tile::<T, KR, 4, FLIP>(args, taps, c0, rem, wt),
+            }
+        }
+        c0 += CT;
+        wt = wt.wrapping_add(tile_bytes);
+    }
+}
+
+/// Every pixel of the call for channels `c0 .. c0 + rem` (`rem ≤ 16·NU`), `PX` at a
+/// time. The i32 output and the `Fp32` requantization (the common stages) finish here
+/// with their per-channel parameters hoisted out of the pixel loop; the others go through
+/// [`epilogue`].
+///
+/// # Safety
+/// As [`dwconv`]; `wt` is the packed tile of channel `c0`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: bool>(
+    args: &DwconvArgs,
+    taps: usize,
+    c0: usize,
+    rem: usize,
+    wt: *const u8,
+) {
+    let out = &args.out;
+    let mut masks = [0 as __mmask16; NU];
+    let mut colo = [_mm512_setzero_si512(); NU];
+    let mut scale = [_mm512_setzero_ps(); NU];
+    for v in 0..NU {
+        masks[v] = lane_mask(rem, v);
+        // SAFETY: col_offset has `channels` entries; masked-off lanes are not read.
+        colo[v] = unsafe { _mm512_maskz_loadu_epi32(masks[v], out.col_offset.wrapping_add(c0 + 16 * v)) };
+    }
+    let requant = matches!(out.kind, OutputKind::U8 | OutputKind::I8);
+    let (lo, hi) = (out.qmin as i64 - out.out_zero_point as i64, out.qmax as i64 - out.out_zero_point as i64);
+    // The vectorised Fp32 path's conditions (as in `epilogue`), and finite scales (then no
+    // product is NaN and the NaN fix-up is not needed).
+    let fast_fp32 = requant
+        && out.mode == RequantMode::Fp32
+        && out.qmin <= out.qmax
+        && (-(1 << 24)..=(1 << 24)).contains(&lo)
+        && hi <= 1 << 24
+        && {
+            for v in 0..NU {
+                // SAFETY: scale has `channels` entries in Fp32 mode; masked lanes unread.
+                scale[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], out.scale.wrapping_add(c0 + 16 * v)) };
+            }
+            scale.iter().all(|&s| _mm512_cmp_ps_mask::<_CMP_ORD_Q>(_mm512_sub_ps(s, s), s) == 0xffff)
+        };
+    let fast_i32 = out.kind == OutputKind::I32;
+    let lo_f = _mm512_set1_ps(lo as f32);
+    let hi_f = _mm512_set1_ps(hi as f32);
+    let zp16 = _mm512_set1_epi16(out.out_zero_point as i16);
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
+    let signed = out.kind == OutputKind::I8;
+    let stride = args.output_pixel_stride;
     let mut p0 = 0;
     while p0 < args.pixels {
         let npx = PX.min(args.pixels - p0);
-        let mut c0 = 0;
-        let mut wt = args.weights;
-        while c0 < c_all {
-            let rem = CT.min(c_all - c0);
-            // SAFETY (each arm): forwarded contract; NU = rem.div_ceil(16) vectors cover
-            // the tile's channels, `wt` is its packed tile.
-            unsafe {
-                match rem.div_ceil(16) {
-                    1 => block::<T, 1, FLIP>(args, taps, p0, npx, c0, rem, wt),
-                    2 => block::<T, 2, FLIP>(args, taps, p0, npx, c0, rem, wt),
-                    3 => block::<T, 3, FLIP>(args, taps, p0, npx, c0, rem, wt),
-                    _ => block::<T, 4, FLIP>(args, taps, p0, npx, c0, rem, wt),
+        // SAFETY: forwarded contract; npx ≥ 1 pixels from p0.
+        let acc = unsafe {
+            if KR == 2 {
+                block::<T, NU, FLIP>(args, taps, p0, npx, c0, rem, wt)
+            } else {
+                block_quad::<T, NU, FLIP>(args, taps, p0, npx, c0, rem, wt)
+            }
+        };
+        if fast_fp32 {
+            // Results within [lo, hi] ⊂ [−383, 383] pack exactly to i16, take the zero
+            // point there and pack to bytes (values in [qmin, qmax], inside the output
+            // type); one `vpermd` restores the channel order the in-lane packs
+            // interleave; one store per pixel (masked only in a partial tile).
+            for i in 0..PX {
+                if i >= npx {
+                    break;
+                }
+                let mut q = [_mm512_setzero_si512(); 4];
+                for v in 0..NU {
+                    let x = _mm512_cvtepi32_ps(_mm512_add_epi32(acc[i][v], colo[v]));
+                    let x = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, scale[v]), lo_f), hi_f);
+                    q[v] = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+                }
+                let ab = _mm512_add_epi16(_mm512_packs_epi32(q[0], q[1]), zp16);
+                let cd = _mm512_add_epi16(_mm512_packs_epi32(q[2], q[3]), zp16);
+                let bytes = if signed { _mm512_packs_epi16(ab, cd) } else { _mm512_packus_epi16(ab, cd) };
+                let bytes = _mm512_permutexvar_epi32(order, bytes);
+                let c = args.output.wrapping_add((p0 + i) * stride + c0);
+                // SAFETY: pixel p0+i, channels c0 .. c0 + rem < channels (masked past).
+                unsafe {
+                    if rem >= 64 {
+                        _mm512_storeu_si512(c.cast(), bytes)
+                    } else {
+                        _mm512_mask_storeu_epi8(c.cast(), lmask, bytes)
+                    }
                 }
             }
-            c0 += CT;
-            wt = wt.wrapping_add(tile_bytes);
+        } else if fast_i32 {
+            for i in 0..PX {
+                if i >= npx {
+                    break;
+                }
+                let c = args.output.cast::<i32>().wrapping_add((p0 + i) * stride + c0);
+                for v in 0..NU {
+                    // SAFETY: pixel p0+i, channels c0+16v.. < channels (masked).
+                    unsafe {
+                        _mm512_mask_storeu_epi32(c.wrapping_add(16 * v), masks[v], _mm512_add_epi32(acc[i][v], colo[v]))
+                    };
+                }
+            }
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { epilogue::<NU>(args, p0, npx, c0, rem, &acc) };
         }
         p0 += PX;
     }
 }
 
-/// Pixels `p0 .. p0 + npx` (`npx ≤ PX`) × channels `c0 .. c0 + rem` (`rem ≤ 16·NU`).
-/// Pixels past `npx` recompute the last one (no branch in the tap loop); only `npx`
-/// are stored.
+/// The raw sums of pixels `p0 .. p0 + npx` (`npx ≤ PX`) × channels `c0 .. c0 + rem`
+/// (`rem ≤ 16·NU`), without `col_offset`. Pixels past `npx` recompute the last one (no
+/// branch in the tap loop); the caller stores only `npx`.
 ///
 /// # Safety
 /// As [`dwconv`]; `wt` is the packed tile of channel `c0`.
@@ -118,7 +227,7 @@ unsafe fn block<const T: usize, const NU: usize, const FLIP: bool>(
     c0: usize,
     rem: usize,
     wt: *const u8,
-) {
+) -> [[__m512i; NU]; PX] {
     let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
     let mut idx = [_mm512_setzero_si512(); NU];
     for (r, x) in idx.iter_mut().enumerate() {
@@ -156,8 +265,98 @@ unsafe fn block<const T: usize, const NU: usize, const FLIP: bool>(
             }
         }
     }
-    // SAFETY: forwarded contract.
-    unsafe { epilogue::<NU>(args, p0, npx, c0, rem, &acc) }
+    acc
+}
+
+/// The `vpermt2b` indexes of the i8 (`kr = 4`) path: for half `h` (channels `32h ..
+/// 32h+32`), word `w` of the result holds `(x[t][ch], x[t+1][ch])` with `ch` chosen so
+/// that `vpunpcklwd`/`vpunpckhwd` of the two pair vectors (taps `t, t+1` and `t+2, t+3`)
+/// give dwords `(x[t..t+4][c])` for channels `32h + d` and `32h + 16 + d` in order: in
+/// 128-bit lane `L`, words `j < 4` take channel `4L + j`, words `4 + j` channel
+/// `16 + 4L + j`.
+static QUAD_INDEX: [[u8; 64]; 2] = {
+    let mut t = [[0u8; 64]; 2];
+    let mut h = 0;
+    while h < 2 {
+        let mut w = 0;
+        while w < 32 {
+            let (l, j) = (w / 8, w % 8);
+            let ch = 32 * h + if j < 4 { 4 * l + j } else { 16 + 4 * l + (j - 4) };
+            t[h][2 * w] = ch as u8;
+            t[h][2 * w + 1] = (64 + ch) as u8;
+            w += 1;
+        }
+        h += 1;
+    }
+    t
+};
+
+/// [`block`] on the i8 (`kr = 4`) format: per tap quad, the four rows' bytes are paired
+/// by `vpermt2b` (taps `t, t+1` and `t+2, t+3`), interleaved by word into dwords
+/// `(x[t][c], …, x[t+3][c])` and multiplied by the packed i8 weights with `vpdpbusd`
+/// (u8 × s8, four products summed into i32 without saturation) — two instructions
+/// fewer per 16 channels and two taps than the i16 path.
+///
+/// # Safety
+/// As [`block`], with a `kr = 4` packed tile.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[inline]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
+    args: &DwconvArgs,
+    taps: usize,
+    p0: usize,
+    npx: usize,
+    c0: usize,
+    rem: usize,
+    wt: *const u8,
+) -> [[__m512i; NU]; PX] {
+    let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
+    const HALVES: [usize; 4] = [1, 1, 2, 2];
+    let halves = HALVES[NU - 1];
+    let mut idx = [_mm512_setzero_si512(); 2];
+    for (h, x) in idx.iter_mut().enumerate().take(halves) {
+        // SAFETY: 64 bytes of the static table.
+        *x = unsafe { _mm512_loadu_si512(QUAD_INDEX[h].as_ptr().cast()) };
+    }
+    let flip = _mm512_set1_epi8(0x80u8 as i8);
+    let mut pix = [p0; PX];
+    for (i, p) in pix.iter_mut().enumerate() {
+        *p = p0 + i.min(npx - 1);
+    }
+    let mut acc = [[_mm512_setzero_si512(); NU]; PX];
+    for q in 0..taps.div_ceil(4) {
+        // Taps past the count re-read the quad's first row (their weights are 0).
+        let tq: [usize; 4] = core::array::from_fn(|j| if 4 * q + j < taps { 4 * q + j } else { 4 * q });
+        let mut w = [_mm512_setzero_si512(); NU];
+        for r in 0..NU {
+            // SAFETY: quad `q` of the tile holds 64 dwords (256 bytes).
+            w[r] = unsafe { _mm512_loadu_si512(wt.add(q * 4 * CT + 64 * r).cast()) };
+        }
+        for i in 0..PX {
+            let mut x = [_mm512_setzero_si512(); 4];
+            for j in 0..4 {
+                // SAFETY: pix[i] < pixels, tq[j] < taps; bytes c0 .. c0 + rem of the row
+                // are readable, the rest masked.
+                x[j] = unsafe {
+                    _mm512_maskz_loadu_epi8(lmask, tap_row(args, pix[i], tq[j]).wrapping_add(c0).cast())
+                };
+                if FLIP {
+                    x[j] = _mm512_xor_si512(x[j], flip);
+                }
+            }
+            for h in 0..halves {
+                let p = _mm512_permutex2var_epi8(x[0], idx[h], x[1]);
+                let qv = _mm512_permutex2var_epi8(x[2], idx[h], x[3]);
+                acc[i][2 * h] = _mm512_dpbusd_epi32(acc[i][2 * h], _mm512_unpacklo_epi16(p, qv), w[2 * h]);
+                if 2 * h + 1 < NU {
+                    acc[i][2 * h + 1] =
+                        _mm512_dpbusd_epi32(acc[i][2 * h + 1], _mm512_unpackhi_epi16(p, qv), w[2 * h + 1]);
+                }
+            }
+        }
+    }
+    acc
 }
 
 /// Adds `col_offset` and runs the output stage on `npx` pixels × `rem` channels.
@@ -252,7 +451,6 @@ unsafe fn epilogue<const NU: usize>(
                 // before converting (rounding is monotone), NaN → 0.
                 let lo_f = _mm512_set1_ps(lo as f32);
                 let hi_f = _mm512_set1_ps(hi as f32);
-                let zpv = _mm512_set1_epi32(out.out_zero_point);
                 let mut scale = [_mm512_setzero_ps(); NU];
                 for v in 0..NU {
                     // SAFETY: scale has `channels` entries in Fp32 mode.
@@ -260,9 +458,18 @@ unsafe fn epilogue<const NU: usize>(
                 }
                 let all_finite =
                     scale.iter().all(|&s| _mm512_cmp_ps_mask::<_CMP_ORD_Q>(_mm512_sub_ps(s, s), s) == 0xffff);
+                // The four vectors' results, all within [lo, hi] ⊂ [−383, 383], pack
+                // exactly to i16, take the zero point there, and pack to bytes (values
+                // in [qmin, qmax], inside the output type); one `vpermd` restores the
+                // channel order the in-lane packs interleave. One store per pixel (masked
+                // only in a partial tile).
+                let zp16 = _mm512_set1_epi16(out.out_zero_point as i16);
+                let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+                let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
+                let signed = out.kind == OutputKind::I8;
                 for i in 0..npx {
                     let r = row(i);
-                    let c = args.output.wrapping_add((p0 + i) * stride + c0);
+                    let mut q = [_mm512_setzero_si512(); 4];
                     for v in 0..NU {
                         let x = _mm512_mul_ps(_mm512_cvtepi32_ps(r[v]), scale[v]);
                         let x = if all_finite {
@@ -271,10 +478,20 @@ unsafe fn epilogue<const NU: usize>(
                             _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(x, x), x)
                         };
                         let x = _mm512_min_ps(_mm512_max_ps(x, lo_f), hi_f);
-                        let q = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
-                        let bytes = _mm512_cvtepi32_epi8(_mm512_add_epi32(q, zpv));
-                        // SAFETY: pixel p0+i, channels c0+16v.. < channels (masked).
-                        unsafe { _mm_mask_storeu_epi8(c.wrapping_add(16 * v).cast(), masks[v], bytes) };
+                        q[v] = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+                    }
+                    let ab = _mm512_add_epi16(_mm512_packs_epi32(q[0], q[1]), zp16);
+                    let cd = _mm512_add_epi16(_mm512_packs_epi32(q[2], q[3]), zp16);
+                    let bytes = if signed { _mm512_packs_epi16(ab, cd) } else { _mm512_packus_epi16(ab, cd) };
+                    let bytes = _mm512_permutexvar_epi32(order, bytes);
+                    let c = args.output.wrapping_add((p0 + i) * stride + c0);
+                    // SAFETY: pixel p0+i, channels c0 .. c0 + rem < channels (masked past).
+                    unsafe {
+                        if rem >= 64 {
+                            _mm512_storeu_si512(c.cast(), bytes)
+                        } else {
+                            _mm512_mask_storeu_epi8(c.cast(), lmask, bytes)
+                        }
                     }
                 }
                 return;
@@ -321,50 +538,77 @@ unsafe fn epilogue<const NU: usize>(
 
 /// Declares the plain entry points around the `#[target_feature]` kernel.
 macro_rules! entry {
-    ($name:ident, $t:literal, $flip:literal, $doc:literal) => {
+    ($name:ident, $t:literal, $kr:literal, $flip:literal, $doc:literal) => {
         #[doc = $doc]
         ///
         /// # Safety
-        /// `args` satisfies the [`DwconvArgs`] contract for the `ct = 64` packed format
-        /// (and the tap count the kernel is specialised for), and the CPU supports
-        /// AVX-512 F/BW/VL/VNNI/VBMI (dispatch registers the kernel only then).
+        /// `args` satisfies the [`DwconvArgs`] contract for the kernel's packed format
+        /// (and the tap count it is specialised for), and the CPU supports AVX-512
+        /// F/BW/VL/VNNI/VBMI (dispatch registers the kernel only then).
         pub unsafe fn $name(args: &DwconvArgs) {
             // SAFETY: forwarded contract, which includes the CPU features.
-            unsafe { dwconv::<$t, $flip>(args) }
+            unsafe { dwconv::<$t, $kr, $flip>(args) }
         }
     };
 }
 
-entry!(dw_up64_u8a, 0, false, "Any tap count, u8 activations.");
-entry!(dw_up64_i8a, 0, true, "Any tap count, i8 activations.");
-entry!(dw_9p64_u8a, 9, false, "9 taps (3×3), u8 activations.");
-entry!(dw_9p64_i8a, 9, true, "9 taps (3×3), i8 activations.");
-entry!(dw_25p64_u8a, 25, false, "25 taps (5×5), u8 activations.");
-entry!(dw_25p64_i8a, 25, true, "25 taps (5×5), i8 activations.");
+entry!(dw_up64_u8a, 0, 2, false, "Any tap count, i16 weights, u8 activations.");
+entry!(dw_up64_i8a, 0, 2, true, "Any tap count, i16 weights, i8 activations.");
+entry!(dw_9p64_u8a, 9, 2, false, "9 taps (3×3), i16 weights, u8 activations.");
+entry!(dw_9p64_i8a, 9, 2, true, "9 taps (3×3), i16 weights, i8 activations.");
+entry!(dw_25p64_u8a, 25, 2, false, "25 taps (5×5), i16 weights, u8 activations.");
+entry!(dw_25p64_i8a, 25, 2, true, "25 taps (5×5), i16 weights, i8 activations.");
+entry!(dw_up64c4_u8a, 0, 4, false, "Any tap count, i8 weights, u8 activations.");
+entry!(dw_up64c4_i8a, 0, 4, true, "Any tap count, i8 weights, i8 activations.");
+entry!(dw_9p64c4_u8a, 9, 4, false, "9 taps (3×3), i8 weights, u8 activations.");
+entry!(dw_9p64c4_i8a, 9, 4, true, "9 taps (3×3), i8 weights, i8 activations.");
+entry!(dw_25p64c4_u8a, 25, 4, false, "25 taps (5×5), i8 weights, u8 activations.");
+entry!(dw_25p64c4_i8a, 25, 4, true, "25 taps (5×5), i8 weights, i8 activations.");
 
-const fn desc(name: &'static str, taps: Option<usize>, u8a: crate::DwconvUkernelFn, i8a: crate::DwconvUkernelFn) -> DwconvUkernel {
+const fn desc(
+    name: &'static str,
+    taps: Option<usize>,
+    kr: usize,
+    u8a: crate::DwconvUkernelFn,
+    i8a: crate::DwconvUkernelFn,
+) -> DwconvUkernel {
     DwconvUkernel {
         name,
         isa: Isa::Avx512Vnni,
         extra_features: &["avx512vbmi"],
         taps,
-        format: DwPackFormat { ct: CT },
+        format: DwPackFormat { ct: CT, kr },
         a_offset: [0, 128],
         run: [Some(u8a), Some(i8a)],
     }
 }
 
-/// `qx8_dwconv_up64__avx512vnni`: any tap count, 64-channel tiles.
+/// `qx8_dwconv_up64__avx512vnni`: any tap count, 64-channel tiles, any weights.
 pub const QX8_DWCONV_UP64__AVX512VNNI: DwconvUkernel =
-    desc("qx8_dwconv_up64__avx512vnni", None, dw_up64_u8a, dw_up64_i8a);
-/// `qx8_dwconv_9p64__avx512vnni`: 3×3 filters (the tap loop unrolled).
+    desc("qx8_dwconv_up64__avx512vnni", None, 2, dw_up64_u8a, dw_up64_i8a);
+/// `qx8_dwconv_9p64__avx512vnni`: 3×3 filters (the tap loop unrolled), any weights.
 pub const QX8_DWCONV_9P64__AVX512VNNI: DwconvUkernel =
-    desc("qx8_dwconv_9p64__avx512vnni", Some(9), dw_9p64_u8a, dw_9p64_i8a);
-/// `qx8_dwconv_25p64__avx512vnni`: 5×5 filters.
+    desc("qx8_dwconv_9p64__avx512vnni", Some(9), 2, dw_9p64_u8a, dw_9p64_i8a);
+/// `qx8_dwconv_25p64__avx512vnni`: 5×5 filters, any weights.
 pub const QX8_DWCONV_25P64__AVX512VNNI: DwconvUkernel =
-    desc("qx8_dwconv_25p64__avx512vnni", Some(25), dw_25p64_u8a, dw_25p64_i8a);
+    desc("qx8_dwconv_25p64__avx512vnni", Some(25), 2, dw_25p64_u8a, dw_25p64_i8a);
+/// `qx8_dwconv_up64c4__avx512vnni`: any tap count, centred weights within i8.
+pub const QX8_DWCONV_UP64C4__AVX512VNNI: DwconvUkernel =
+    desc("qx8_dwconv_up64c4__avx512vnni", None, 4, dw_up64c4_u8a, dw_up64c4_i8a);
+/// `qx8_dwconv_9p64c4__avx512vnni`: 3×3 filters, centred weights within i8.
+pub const QX8_DWCONV_9P64C4__AVX512VNNI: DwconvUkernel =
+    desc("qx8_dwconv_9p64c4__avx512vnni", Some(9), 4, dw_9p64c4_u8a, dw_9p64c4_i8a);
+/// `qx8_dwconv_25p64c4__avx512vnni`: 5×5 filters, centred weights within i8.
+pub const QX8_DWCONV_25P64C4__AVX512VNNI: DwconvUkernel =
+    desc("qx8_dwconv_25p64c4__avx512vnni", Some(25), 4, dw_25p64c4_u8a, dw_25p64c4_i8a);
 
-/// AVX-512 depthwise kernels, least preferred first (specialised ones last: dispatch
-/// takes the last that handles the tap count).
-pub const DWCONV_KERNELS: &[DwconvUkernel] =
-    &[QX8_DWCONV_UP64__AVX512VNNI, QX8_DWCONV_9P64__AVX512VNNI, QX8_DWCONV_25P64__AVX512VNNI];
+/// AVX-512 depthwise kernels, least preferred first (dispatch takes the last one that
+/// handles the tap count and the filter's weights).
+pub const DWCONV_KERNELS: &[DwconvUkernel] = &[
+    QX8_DWCONV_UP64__AVX512VNNI,
+    QX8_DWCONV_9P64__AVX512VNNI,
+    QX8_DWCONV_25P64__AVX512VNNI,
+    QX8_DWCONV_UP64C4__AVX512VNNI,
+    QX8_DWCONV_9P64C4__AVX512VNNI,
+    QX8_DWCONV_25P64C4__AVX512VNNI,
+];
