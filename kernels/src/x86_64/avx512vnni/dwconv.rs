@@ -148,6 +148,10 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
     let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
     let signed = out.kind == OutputKind::I8;
+    // Every scale below 1: the float clamp is not needed (see the Fp32 path below).
+    let below_one = fast_fp32 && scale.iter().all(|&s| _mm512_cmp_ps_mask::<_CMP_LT_OQ>(s, _mm512_set1_ps(1.0)) == 0xffff);
+    let full_range = if signed { (out.qmin, out.qmax) == (-128, 127) } else { (out.qmin, out.qmax) == (0, 255) };
+    let (qmin8, qmax8) = (_mm512_set1_epi8(out.qmin as i8), _mm512_set1_epi8(out.qmax as i8));
     let stride = args.output_pixel_stride;
     let mut p0 = 0;
     while p0 < args.pixels {
@@ -155,29 +159,38 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
         // SAFETY: forwarded contract; npx ≥ 1 pixels from p0.
         let acc = unsafe {
             if KR == 2 {
-                block::<T, NU, FLIP>(args, taps, p0, npx, c0, rem, wt)
+                block::<T, NU, FLIP>(args, taps, p0, npx, c0, rem, wt, &colo)
             } else {
-                block_quad::<T, NU, FLIP>(args, taps, p0, npx, c0, rem, wt)
+                block_quad::<T, NU, FLIP>(args, taps, p0, npx, c0, rem, wt, &colo)
             }
         };
         if fast_fp32 {
-            // Results within [lo, hi] ⊂ [−383, 383] pack exactly to i16, take the zero
-            // point there and pack to bytes (values in [qmin, qmax], inside the output
-            // type); one `vpermd` restores the channel order the in-lane packs
-            // interleave; one store per pixel (masked only in a partial tile).
+            // Results within [lo, hi] ⊂ [−383, 383] (or, with every scale below 1, the
+            // exact i32 of round(acc·s): |acc·s| < 2^31) pack with saturation to i16,
+            // take the zero point with a saturating add, pack with saturation to bytes
+            // and clamp there: every saturation is monotone and its range contains
+            // [qmin, qmax] (shifted by the zero point), so the result is
+            // clamp(round(acc·s) + zp, qmin, qmax) exactly. One `vpermd` restores the
+            // channel order the in-lane packs interleave; one store per pixel.
             for i in 0..PX {
                 if i >= npx {
                     break;
                 }
                 let mut q = [_mm512_setzero_si512(); 4];
                 for v in 0..NU {
-                    let x = _mm512_cvtepi32_ps(_mm512_add_epi32(acc[i][v], colo[v]));
-                    let x = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, scale[v]), lo_f), hi_f);
+                    let x = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][v]), scale[v]);
+                    let x = if below_one { x } else { _mm512_min_ps(_mm512_max_ps(x, lo_f), hi_f) };
                     q[v] = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
                 }
-                let ab = _mm512_add_epi16(_mm512_packs_epi32(q[0], q[1]), zp16);
-                let cd = _mm512_add_epi16(_mm512_packs_epi32(q[2], q[3]), zp16);
-                let bytes = if signed { _mm512_packs_epi16(ab, cd) } else { _mm512_packus_epi16(ab, cd) };
+                let ab = _mm512_adds_epi16(_mm512_packs_epi32(q[0], q[1]), zp16);
+                let cd = _mm512_adds_epi16(_mm512_packs_epi32(q[2], q[3]), zp16);
+                let bytes = if signed {
+                    let b = _mm512_packs_epi16(ab, cd);
+                    if full_range { b } else { _mm512_min_epi8(_mm512_max_epi8(b, qmin8), qmax8) }
+                } else {
+                    let b = _mm512_packus_epi16(ab, cd);
+                    if full_range { b } else { _mm512_min_epu8(_mm512_max_epu8(b, qmin8), qmax8) }
+                };
                 let bytes = _mm512_permutexvar_epi32(order, bytes);
                 let c = args.output.wrapping_add((p0 + i) * stride + c0);
                 // SAFETY: pixel p0+i, channels c0 .. c0 + rem < channels (masked past).
@@ -198,7 +211,7 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
                 for v in 0..NU {
                     // SAFETY: pixel p0+i, channels c0+16v.. < channels (masked).
                     unsafe {
-                        _mm512_mask_storeu_epi32(c.wrapping_add(16 * v), masks[v], _mm512_add_epi32(acc[i][v], colo[v]))
+                        _mm512_mask_storeu_epi32(c.wrapping_add(16 * v), masks[v], acc[i][v])
                     };
                 }
             }
@@ -210,8 +223,8 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
     }
 }
 
-/// The raw sums of pixels `p0 .. p0 + npx` (`npx ≤ PX`) × channels `c0 .. c0 + rem`
-/// (`rem ≤ 16·NU`), without `col_offset`. Pixels past `npx` recompute the last one (no
+/// The sums plus `col_offset` (`colo`, the accumulators' start) of pixels
+/// `p0 .. p0 + npx` (`npx ≤ PX`) × channels `c0 .. c0 + rem` (`rem ≤ 16·NU`). Pixels past `npx` recompute the last one (no
 /// branch in the tap loop); the caller stores only `npx`.
 ///
 /// # Safety
@@ -227,6 +240,7 @@ unsafe fn block<const T: usize, const NU: usize, const FLIP: bool>(
     c0: usize,
     rem: usize,
     wt: *const u8,
+    colo: &[__m512i; NU],
 ) -> [[__m512i; NU]; PX] {
     let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
     let mut idx = [_mm512_setzero_si512(); NU];
@@ -239,7 +253,7 @@ unsafe fn block<const T: usize, const NU: usize, const FLIP: bool>(
     for (i, p) in pix.iter_mut().enumerate() {
         *p = p0 + i.min(npx - 1);
     }
-    let mut acc = [[_mm512_setzero_si512(); NU]; PX];
+    let mut acc = [*colo; PX];
     let pairs = taps.div_ceil(2);
     for pr in 0..pairs {
         let t0 = 2 * pr;
@@ -310,6 +324,7 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
     c0: usize,
     rem: usize,
     wt: *const u8,
+    colo: &[__m512i; NU],
 ) -> [[__m512i; NU]; PX] {
     let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
     const HALVES: [usize; 4] = [1, 1, 2, 2];
@@ -324,10 +339,9 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
     for (i, p) in pix.iter_mut().enumerate() {
         *p = p0 + i.min(npx - 1);
     }
-    let mut acc = [[_mm512_setzero_si512(); NU]; PX];
-    for q in 0..taps.div_ceil(4) {
-        // Taps past the count re-read the quad's first row (their weights are 0).
-        let tq: [usize; 4] = core::array::from_fn(|j| if 4 * q + j < taps { 4 * q + j } else { 4 * q });
+    let mut acc = [*colo; PX];
+    let full = taps / 4;
+    for q in 0..full {
         let mut w = [_mm512_setzero_si512(); NU];
         for r in 0..NU {
             // SAFETY: quad `q` of the tile holds 64 dwords (256 bytes).
@@ -336,10 +350,61 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
         for i in 0..PX {
             let mut x = [_mm512_setzero_si512(); 4];
             for j in 0..4 {
-                // SAFETY: pix[i] < pixels, tq[j] < taps; bytes c0 .. c0 + rem of the row
-                // are readable, the rest masked.
+                // SAFETY: pix[i] < pixels, 4q + j < taps; bytes c0 .. c0 + rem of the
+                // row are readable, the rest masked.
                 x[j] = unsafe {
-                    _mm512_maskz_loadu_epi8(lmask, tap_row(args, pix[i], tq[j]).wrapping_add(c0).cast())
+                    _mm512_maskz_loadu_epi8(lmask, tap_row(args, pix[i], 4 * q + j).wrapping_add(c0).cast())
+                };
+                if FLIP {
+                    x[j] = _mm512_xor_si512(x[j], flip);
+                }
+            }
+            for h in 0..halves {
+                let p = _mm512_permutex2var_epi8(x[0], idx[h], x[1]);
+                let qv = _mm512_permutex2var_epi8(x[2], idx[h], x[3]);
+                acc[i][2 * h] = _mm512_dpbusd_epi32(acc[i][2 * h], _mm512_unpacklo_epi16(p, qv), w[2 * h]);
+                if 2 * h + 1 < NU {
+                    acc[i][2 * h + 1] =
+                        _mm512_dpbusd_epi32(acc[i][2 * h + 1], _mm512_unpackhi_epi16(p, qv), w[2 * h + 1]);
+                }
+            }
+        }
+    }
+    let left = taps - 4 * full;
+    if left > 0 {
+        let q = full;
+        let mut w = [_mm512_setzero_si512(); NU];
+        for r in 0..NU {
+            // SAFETY: the last quad of the tile holds 64 dwords (256 bytes).
+            w[r] = unsafe { _mm512_loadu_si512(wt.add(q * 4 * CT + 64 * r).cast()) };
+        }
+        for i in 0..PX {
+            if left == 1 {
+                // One tap (9 and 25 taps end so): its bytes zero-extended to dwords
+                // `(x, 0, 0, 0)`, 16 channels per `vpmovzxbd`, against weights `(w, 0, 0, 0)`.
+                // SAFETY: as above, for tap 4q.
+                let row = unsafe { tap_row(args, pix[i], 4 * q).wrapping_add(c0) };
+                for r in 0..NU {
+                    let m16 = (lmask >> (16 * r)) as __mmask16;
+                    // SAFETY: bytes of channels < rem only (masked).
+                    let mut b = unsafe { _mm_maskz_loadu_epi8(m16, row.wrapping_add(16 * r).cast()) };
+                    if FLIP {
+                        b = _mm_xor_si128(b, _mm512_castsi512_si128(flip));
+                    }
+                    acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], _mm512_cvtepu8_epi32(b), w[r]);
+                }
+                continue;
+            }
+            let mut x = [_mm512_setzero_si512(); 4];
+            for j in 0..4 {
+                if j >= left {
+                    // Past the count: any bytes (their weights are 0); reuse the first row.
+                    x[j] = x[0];
+                    continue;
+                }
+                // SAFETY: as above, for tap 4q + j < taps.
+                x[j] = unsafe {
+                    _mm512_maskz_loadu_epi8(lmask, tap_row(args, pix[i], 4 * q + j).wrapping_add(c0).cast())
                 };
                 if FLIP {
                     x[j] = _mm512_xor_si512(x[j], flip);
@@ -359,7 +424,7 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
     acc
 }
 
-/// Adds `col_offset` and runs the output stage on `npx` pixels × `rem` channels.
+/// Runs the output stage on `npx` pixels × `rem` channels (`col_offset` already added).
 ///
 /// # Safety
 /// As [`block`].
@@ -379,18 +444,8 @@ unsafe fn epilogue<const NU: usize>(
     for (v, m) in masks.iter_mut().enumerate() {
         *m = lane_mask(rem, v);
     }
-    let mut colo = [_mm512_setzero_si512(); NU];
-    for v in 0..NU {
-        // SAFETY: col_offset has `channels` entries; masked-off lanes are not read.
-        colo[v] = unsafe { _mm512_maskz_loadu_epi32(masks[v], out.col_offset.wrapping_add(c0 + 16 * v)) };
-    }
-    let row = |i: usize| -> [__m512i; NU] {
-        let mut r = acc[i];
-        for v in 0..NU {
-            r[v] = _mm512_add_epi32(r[v], colo[v]);
-        }
-        r
-    };
+    // `col_offset` is already in the accumulators.
+    let row = |i: usize| -> [__m512i; NU] { acc[i] };
     let stride = args.output_pixel_stride;
     match (out.kind, out.mode) {
         (OutputKind::I32, _) => {
