@@ -56,41 +56,35 @@ mod api {
     use super::common;
     use qkern::conv::{Conv2dGeometry, DepthwiseConv, DepthwiseFilter};
     use qkern::{Activations, Context, Error, Int8, MatrixMut, MatrixRef, RequantMode, Requantize, WeightQuant};
-    use qkern_kernels::reference::{RefOutput, output_stage_ref, quantize_multiplier};
+    use qkern_kernels::reference::{RefConvShape, RefOutput, conv2d_i64, output_stage_ref, quantize_multiplier};
     use qkern_kernels::OutputKind;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// The direct 7-loop depthwise convolution, exact in i64: NHWC input, `[c][ky][kx]`
-    /// weights, padding reads the zero point (contributes 0).
+    /// The direct 7-loop reference convolution (`reference::conv2d_i64`, exact in i64)
+    /// with groups = channels: NHWC input, OHWI weights `[c][ky][kx][1]`.
     fn reference<A: Int8, B: Int8>(g: &Conv2dGeometry, x: &[A], za: i32, w: &[B], zw: &[i32]) -> (usize, usize, Vec<i64>) {
-        let eff = |k: usize, d: usize| (k - 1) * d + 1;
-        let oh = (g.in_h + g.pad_top + g.pad_bottom - eff(g.kernel_h, g.dilation_h)) / g.stride_h + 1;
-        let ow = (g.in_w + g.pad_left + g.pad_right - eff(g.kernel_w, g.dilation_w)) / g.stride_w + 1;
-        let c = g.in_c;
-        let mut y = vec![0i64; g.batch * oh * ow * c];
-        for n in 0..g.batch {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    for ch in 0..c {
-                        let mut acc = 0i64;
-                        for ky in 0..g.kernel_h {
-                            for kx in 0..g.kernel_w {
-                                let iy = (oy * g.stride_h + ky * g.dilation_h) as i64 - g.pad_top as i64;
-                                let ix = (ox * g.stride_w + kx * g.dilation_w) as i64 - g.pad_left as i64;
-                                if iy < 0 || ix < 0 || iy >= g.in_h as i64 || ix >= g.in_w as i64 {
-                                    continue;
-                                }
-                                let xv = x[((n * g.in_h + iy as usize) * g.in_w + ix as usize) * c + ch].to_i32() - za;
-                                let wv = w[(ch * g.kernel_h + ky) * g.kernel_w + kx].to_i32() - zw[ch];
-                                acc += xv as i64 * wv as i64;
-                            }
-                        }
-                        y[((n * oh + oy) * ow + ox) * c + ch] = acc;
-                    }
-                }
-            }
-        }
+        let s = RefConvShape {
+            batch: g.batch,
+            in_h: g.in_h,
+            in_w: g.in_w,
+            in_c: g.in_c,
+            out_c: g.out_c,
+            kernel_h: g.kernel_h,
+            kernel_w: g.kernel_w,
+            stride_h: g.stride_h,
+            stride_w: g.stride_w,
+            dilation_h: g.dilation_h,
+            dilation_w: g.dilation_w,
+            pad_top: g.pad_top,
+            pad_left: g.pad_left,
+            pad_bottom: g.pad_bottom,
+            pad_right: g.pad_right,
+            groups: g.groups,
+        };
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let mut y = vec![0i64; g.batch * oh * ow * g.out_c];
+        conv2d_i64(&s, x, za, w, zw, &mut y);
         (oh, ow, y)
     }
 
@@ -125,7 +119,7 @@ mod api {
     }
 
     /// One random case on one context: every output stage against the reference.
-    fn case<A: Int8, B: Int8>(ctx: &Context, rng: &mut ChaCha8Rng, g: &Conv2dGeometry, extreme: bool) {
+    fn case<A: Int8, B: Int8>(ctx: &Context, rng: &mut ChaCha8Rng, g: &Conv2dGeometry, extreme: bool, symmetric: bool) {
         let c = g.in_c;
         let taps = g.kernel_h * g.kernel_w;
         let in_px = g.batch * g.in_h * g.in_w;
@@ -134,9 +128,15 @@ mod api {
         let x: Vec<A> = (0..(in_px - 1) * xstride + c).map(|_| A::saturate_from(pick(rng, A::MIN, A::MAX))).collect();
         let w: Vec<B> = (0..c * taps).map(|_| B::saturate_from(pick(rng, B::MIN, B::MAX))).collect();
         let za = pick(rng, A::MIN, A::MAX);
-        let zw: Vec<i32> = if rng.random_bool(0.5) { vec![pick(rng, B::MIN, B::MAX); c] } else { (0..c).map(|_| pick(rng, B::MIN, B::MAX)).collect() };
+        let zw: Vec<i32> = if symmetric {
+            // Centred weights within i8: the `…c4` kernels where the tier has them.
+            vec![if B::SIGNED { 0 } else { 128 }; c]
+        } else if rng.random_bool(0.5) { vec![pick(rng, B::MIN, B::MAX); c] } else { (0..c).map(|_| pick(rng, B::MIN, B::MAX)).collect() };
         let sw: Vec<f32> = (0..c).map(|_| rng.random_range(0.001f32..0.05)).collect();
         let filter = DepthwiseFilter::new_in(ctx, &w, c, g.kernel_h, g.kernel_w, WeightQuant::per_column(&zw, &sw)).unwrap();
+        if symmetric && ctx.kernels().isa == qkern::Isa::Avx512Vnni && qkern::dispatch::dwconv_runs_here(&filter.kernel()) {
+            assert!(filter.kernel_name().contains("c4"), "{}: not the i8-weight kernel", filter.kernel_name());
+        }
         let mut conv = DepthwiseConv::new(filter, g).unwrap();
         // The reference over a dense copy of the (possibly strided) input.
         let dense: Vec<A> = (0..in_px).flat_map(|p| x[p * xstride..p * xstride + c].to_vec()).collect();
@@ -242,11 +242,12 @@ mod api {
                 for j in 0..6 {
                     let g = geometry(&mut rng, c);
                     let extreme = j % 3 == 2;
+                    let sym = j % 2 == 1;
                     match (i + j) % 4 {
-                        0 => case::<u8, i8>(&ctx, &mut rng, &g, extreme),
-                        1 => case::<u8, u8>(&ctx, &mut rng, &g, extreme),
-                        2 => case::<i8, i8>(&ctx, &mut rng, &g, extreme),
-                        _ => case::<i8, u8>(&ctx, &mut rng, &g, extreme),
+                        0 => case::<u8, i8>(&ctx, &mut rng, &g, extreme, sym),
+                        1 => case::<u8, u8>(&ctx, &mut rng, &g, extreme, sym),
+                        2 => case::<i8, i8>(&ctx, &mut rng, &g, extreme, sym),
+                        _ => case::<i8, u8>(&ctx, &mut rng, &g, extreme, sym),
                     }
                 }
                 // The specialised tap counts.
@@ -254,7 +255,8 @@ mod api {
                     let mut g = geometry(&mut rng, c);
                     (g.kernel_h, g.kernel_w, g.dilation_h, g.dilation_w) = (k, k, 1, 1);
                     (g.in_h, g.in_w) = (g.in_h.max(k), g.in_w.max(k));
-                    case::<u8, i8>(&ctx, &mut rng, &g, i % 2 == 0);
+                    case::<u8, i8>(&ctx, &mut rng, &g, i % 2 == 0, true);
+                    case::<i8, u8>(&ctx, &mut rng, &g, i % 2 == 1, i % 3 == 0);
                 }
             }
         }

@@ -85,6 +85,7 @@ fn out_size(axis: &str, input: usize, k: usize, s: usize, d: usize, p0: usize, p
 
 impl Dw {
     fn new(g: &Conv2dGeometry) -> Result<Dw> {
+        g.validate()?;
         for (what, v) in [
             ("batch", g.batch),
             ("in_h", g.in_h),
