@@ -79,42 +79,120 @@ fn lane_mask(rem: usize, v: usize) -> __mmask16 {
 pub unsafe fn dwconv<const T: usize, const KR: usize, const FLIP: bool>(args: &DwconvArgs) {
     let taps = if T > 0 { T } else { args.taps };
     let tile_bytes = DwPackFormat { ct: CT, kr: KR }.tile_bytes(taps);
-    let mut c0 = 0;
-    let mut wt = args.weights;
-    // Channel tiles outside, pixels inside: the tile's output-stage parameters are set up
-    // once per call, not once per pixel block.
-    while c0 < args.channels {
-        let rem = CT.min(args.channels - c0);
-        // SAFETY (each arm): forwarded contract; NU = rem.div_ceil(16) vectors cover the
-        // tile's channels, `wt` is its packed tile.
-        unsafe {
-            match rem.div_ceil(16) {
-                1 => tile::<T, KR, 1, FLIP>(args, taps, c0, rem, wt),
-                2 => tile::<T, KR, 2, FLIP>(args, taps, c0, rem, wt),
-                3 => tile::<T, KR, 3, FLIP>(args, taps, c0, rem, wt),
-                _ => tile::<T, KR, 4, FLIP>(args, taps, c0, rem, wt),
+    // SAFETY: forwarded contract.
+    let stage = unsafe { Stage::new(args) };
+    // SAFETY (each call below): forwarded contract; NU = rem.div_ceil(16) vectors cover
+    // the tile's channels, `wt` is its packed tile, `row(i, t)` is tap t's row of pixel i
+    // of the block (pixels past npx repeat the last one).
+    macro_rules! tiles {
+        ($p0:expr, $npx:expr, $row:expr) => {{
+            let mut c0 = 0;
+            let mut wt = args.weights;
+            while c0 < args.channels {
+                let rem = CT.min(args.channels - c0);
+                unsafe {
+                    match rem.div_ceil(16) {
+                        1 => tile::<T, KR, 1, FLIP>(args, &stage, taps, $p0, $npx, c0, rem, wt, $row),
+                        2 => tile::<T, KR, 2, FLIP>(args, &stage, taps, $p0, $npx, c0, rem, wt, $row),
+                        3 => tile::<T, KR, 3, FLIP>(args, &stage, taps, $p0, $npx, c0, rem, wt, $row),
+                        _ => tile::<T, KR, 4, FLIP>(args, &stage, taps, $p0, $npx, c0, rem, wt, $row),
+                    }
+                }
+                c0 += CT;
+                wt = wt.wrapping_add(tile_bytes);
             }
+        }};
+    }
+    let mut p0 = 0;
+    while p0 < args.pixels {
+        let npx = PX.min(args.pixels - p0);
+        if T > 0 {
+            // Specialised tap counts: each tap row resolved once per pixel block, for
+            // every channel tile (the indirection's scalar work does not grow with C).
+            let mut rows = [[core::ptr::null::<u8>(); T]; PX];
+            for (i, r) in rows.iter_mut().enumerate() {
+                for (t, x) in r.iter_mut().enumerate() {
+                    // SAFETY: pixel p0 + min(i, npx − 1) < pixels, t < taps.
+                    *x = unsafe { tap_row(args, p0 + i.min(npx - 1), t) };
+                }
+            }
+            let row = |i: usize, t: usize| rows[i][t];
+            tiles!(p0, npx, row);
+        } else {
+            // SAFETY: as above.
+            let row = |i: usize, t: usize| unsafe { tap_row(args, p0 + i.min(npx - 1), t) };
+            tiles!(p0, npx, row);
         }
-        c0 += CT;
-        wt = wt.wrapping_add(tile_bytes);
+        p0 += PX;
     }
 }
 
-/// Every pixel of the call for channels `c0 .. c0 + rem` (`rem ≤ 16·NU`), `PX` at a
-/// time. The i32 output and the `Fp32` requantization (the common stages) finish here
-/// with their per-channel parameters hoisted out of the pixel loop; the others go through
-/// [`epilogue`].
+/// The output stage's call-wide facts, derived once per call.
+struct Stage {
+    /// The vectorised `Fp32` requantization applies (u8/i8 output, clamp bounds within
+    /// ±2^24 of the zero point, every scale finite: then no product is NaN).
+    fast_fp32: bool,
+    /// ... and every scale is below 1 (no float clamp needed, see [`tile`]).
+    below_one: bool,
+    /// The clamp is the output type's whole range.
+    full_range: bool,
+}
+
+impl Stage {
+    /// # Safety
+    /// `args` satisfies the [`DwconvArgs`] contract.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    unsafe fn new(args: &DwconvArgs) -> Stage {
+        let out = &args.out;
+        let requant = matches!(out.kind, OutputKind::U8 | OutputKind::I8);
+        let (lo, hi) = (out.qmin as i64 - out.out_zero_point as i64, out.qmax as i64 - out.out_zero_point as i64);
+        let mut fast_fp32 = requant
+            && out.mode == RequantMode::Fp32
+            && out.qmin <= out.qmax
+            && (-(1 << 24)..=(1 << 24)).contains(&lo)
+            && hi <= 1 << 24;
+        let mut below_one = fast_fp32;
+        if fast_fp32 {
+            let one = _mm512_set1_ps(1.0);
+            let mut c = 0;
+            while c < args.channels {
+                let m = lane_mask(args.channels - c, 0);
+                // SAFETY: scale has `channels` entries in Fp32 mode; masked lanes unread.
+                let s = unsafe { _mm512_maskz_loadu_ps(m, out.scale.wrapping_add(c)) };
+                fast_fp32 &= _mm512_mask_cmp_ps_mask::<_CMP_ORD_Q>(m, _mm512_sub_ps(s, s), s) == m;
+                below_one &= _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(m, s, one) == m;
+                c += 16;
+            }
+        }
+        let full_range = if out.kind == OutputKind::I8 {
+            (out.qmin, out.qmax) == (-128, 127)
+        } else {
+            (out.qmin, out.qmax) == (0, 255)
+        };
+        Stage { fast_fp32, below_one: below_one && fast_fp32, full_range }
+    }
+}
+
+/// One pixel block × one channel tile: the sums (from `col_offset`) and the output
+/// stage. The i32 output and the `Fp32` requantization (the common stages) finish here;
+/// the others go through [`epilogue`].
 ///
 /// # Safety
-/// As [`dwconv`]; `wt` is the packed tile of channel `c0`.
+/// As [`dwconv`]; `wt` is the packed tile of channel `c0`, `rem ≤ 16·NU`, `npx ≤ PX`,
+/// `row(i, t)` the row of tap `t` of pixel `p0 + min(i, npx − 1)`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-#[allow(clippy::needless_range_loop)]
+#[inline]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: bool>(
     args: &DwconvArgs,
+    stage: &Stage,
     taps: usize,
+    p0: usize,
+    npx: usize,
     c0: usize,
     rem: usize,
     wt: *const u8,
+    row: impl Fn(usize, usize) -> *const u8 + Copy,
 ) {
     let out = &args.out;
     let mut masks = [0 as __mmask16; NU];
@@ -125,43 +203,30 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
         // SAFETY: col_offset has `channels` entries; masked-off lanes are not read.
         colo[v] = unsafe { _mm512_maskz_loadu_epi32(masks[v], out.col_offset.wrapping_add(c0 + 16 * v)) };
     }
-    let requant = matches!(out.kind, OutputKind::U8 | OutputKind::I8);
-    let (lo, hi) = (out.qmin as i64 - out.out_zero_point as i64, out.qmax as i64 - out.out_zero_point as i64);
-    // The vectorised Fp32 path's conditions (as in `epilogue`), and finite scales (then no
-    // product is NaN and the NaN fix-up is not needed).
-    let fast_fp32 = requant
-        && out.mode == RequantMode::Fp32
-        && out.qmin <= out.qmax
-        && (-(1 << 24)..=(1 << 24)).contains(&lo)
-        && hi <= 1 << 24
-        && {
-            for v in 0..NU {
-                // SAFETY: scale has `channels` entries in Fp32 mode; masked lanes unread.
-                scale[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], out.scale.wrapping_add(c0 + 16 * v)) };
-            }
-            scale.iter().all(|&s| _mm512_cmp_ps_mask::<_CMP_ORD_Q>(_mm512_sub_ps(s, s), s) == 0xffff)
-        };
+    let (fast_fp32, below_one, full_range) = (stage.fast_fp32, stage.below_one, stage.full_range);
+    if fast_fp32 {
+        for v in 0..NU {
+            // SAFETY: scale has `channels` entries in Fp32 mode; masked lanes unread.
+            scale[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], out.scale.wrapping_add(c0 + 16 * v)) };
+        }
+    }
     let fast_i32 = out.kind == OutputKind::I32;
+    let (lo, hi) = (out.qmin - out.out_zero_point, out.qmax - out.out_zero_point);
     let lo_f = _mm512_set1_ps(lo as f32);
     let hi_f = _mm512_set1_ps(hi as f32);
     let zp16 = _mm512_set1_epi16(out.out_zero_point as i16);
     let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
     let signed = out.kind == OutputKind::I8;
-    // Every scale below 1: the float clamp is not needed (see the Fp32 path below).
-    let below_one = fast_fp32 && scale.iter().all(|&s| _mm512_cmp_ps_mask::<_CMP_LT_OQ>(s, _mm512_set1_ps(1.0)) == 0xffff);
-    let full_range = if signed { (out.qmin, out.qmax) == (-128, 127) } else { (out.qmin, out.qmax) == (0, 255) };
     let (qmin8, qmax8) = (_mm512_set1_epi8(out.qmin as i8), _mm512_set1_epi8(out.qmax as i8));
     let stride = args.output_pixel_stride;
-    let mut p0 = 0;
-    while p0 < args.pixels {
-        let npx = PX.min(args.pixels - p0);
-        // SAFETY: forwarded contract; npx ≥ 1 pixels from p0.
+    {
+        // SAFETY: forwarded contract.
         let acc = unsafe {
             if KR == 2 {
-                block::<T, NU, FLIP>(args, taps, p0, npx, c0, rem, wt, &colo)
+                block::<T, NU, FLIP>(taps, c0, rem, wt, &colo, row)
             } else {
-                block_quad::<T, NU, FLIP>(args, taps, p0, npx, c0, rem, wt, &colo)
+                block_quad::<T, NU, FLIP>(taps, c0, rem, wt, &colo, row)
             }
         };
         if fast_fp32 {
@@ -219,7 +284,6 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
             // SAFETY: forwarded contract.
             unsafe { epilogue::<NU>(args, p0, npx, c0, rem, &acc) };
         }
-        p0 += PX;
     }
 }
 
@@ -233,14 +297,12 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
 #[inline]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn block<const T: usize, const NU: usize, const FLIP: bool>(
-    args: &DwconvArgs,
     taps: usize,
-    p0: usize,
-    npx: usize,
     c0: usize,
     rem: usize,
     wt: *const u8,
     colo: &[__m512i; NU],
+    row: impl Fn(usize, usize) -> *const u8,
 ) -> [[__m512i; NU]; PX] {
     let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
     let mut idx = [_mm512_setzero_si512(); NU];
@@ -249,10 +311,6 @@ unsafe fn block<const T: usize, const NU: usize, const FLIP: bool>(
         *x = unsafe { _mm512_loadu_si512(PAIR_INDEX[r].as_ptr().cast()) };
     }
     let flip = _mm512_set1_epi8(0x80u8 as i8);
-    let mut pix = [p0; PX];
-    for (i, p) in pix.iter_mut().enumerate() {
-        *p = p0 + i.min(npx - 1);
-    }
     let mut acc = [*colo; PX];
     let pairs = taps.div_ceil(2);
     for pr in 0..pairs {
@@ -268,8 +326,8 @@ unsafe fn block<const T: usize, const NU: usize, const FLIP: bool>(
             // SAFETY: pix[i] < pixels, t0, t1 < taps; each row has `channels` bytes from
             // its start, so bytes c0 .. c0 + rem are readable (the rest masked).
             let (a, b) = unsafe {
-                let r0 = tap_row(args, pix[i], t0).wrapping_add(c0);
-                let r1 = tap_row(args, pix[i], t1).wrapping_add(c0);
+                let r0 = row(i, t0).wrapping_add(c0);
+                let r1 = row(i, t1).wrapping_add(c0);
                 (_mm512_maskz_loadu_epi8(lmask, r0.cast()), _mm512_maskz_loadu_epi8(lmask, r1.cast()))
             };
             let (a, b) = if FLIP { (_mm512_xor_si512(a, flip), _mm512_xor_si512(b, flip)) } else { (a, b) };
@@ -317,14 +375,12 @@ static QUAD_INDEX: [[u8; 64]; 2] = {
 #[inline]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
-    args: &DwconvArgs,
     taps: usize,
-    p0: usize,
-    npx: usize,
     c0: usize,
     rem: usize,
     wt: *const u8,
     colo: &[__m512i; NU],
+    row: impl Fn(usize, usize) -> *const u8,
 ) -> [[__m512i; NU]; PX] {
     let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
     const HALVES: [usize; 4] = [1, 1, 2, 2];
@@ -335,10 +391,6 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
         *x = unsafe { _mm512_loadu_si512(QUAD_INDEX[h].as_ptr().cast()) };
     }
     let flip = _mm512_set1_epi8(0x80u8 as i8);
-    let mut pix = [p0; PX];
-    for (i, p) in pix.iter_mut().enumerate() {
-        *p = p0 + i.min(npx - 1);
-    }
     let mut acc = [*colo; PX];
     let full = taps / 4;
     for q in 0..full {
@@ -353,7 +405,7 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
                 // SAFETY: pix[i] < pixels, 4q + j < taps; bytes c0 .. c0 + rem of the
                 // row are readable, the rest masked.
                 x[j] = unsafe {
-                    _mm512_maskz_loadu_epi8(lmask, tap_row(args, pix[i], 4 * q + j).wrapping_add(c0).cast())
+                    _mm512_maskz_loadu_epi8(lmask, row(i, 4 * q + j).wrapping_add(c0).cast())
                 };
                 if FLIP {
                     x[j] = _mm512_xor_si512(x[j], flip);
@@ -383,7 +435,7 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
                 // One tap (9 and 25 taps end so): its bytes zero-extended to dwords
                 // `(x, 0, 0, 0)`, 16 channels per `vpmovzxbd`, against weights `(w, 0, 0, 0)`.
                 // SAFETY: as above, for tap 4q.
-                let row = unsafe { tap_row(args, pix[i], 4 * q).wrapping_add(c0) };
+                let row = row(i, 4 * q).wrapping_add(c0);
                 for r in 0..NU {
                     let m16 = (lmask >> (16 * r)) as __mmask16;
                     // SAFETY: bytes of channels < rem only (masked).
@@ -404,7 +456,7 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
                 }
                 // SAFETY: as above, for tap 4q + j < taps.
                 x[j] = unsafe {
-                    _mm512_maskz_loadu_epi8(lmask, tap_row(args, pix[i], 4 * q + j).wrapping_add(c0).cast())
+                    _mm512_maskz_loadu_epi8(lmask, row(i, 4 * q + j).wrapping_add(c0).cast())
                 };
                 if FLIP {
                     x[j] = _mm512_xor_si512(x[j], flip);
