@@ -84,31 +84,25 @@ pub unsafe fn dwconv<const T: usize, const KR: usize, const FLIP: bool>(args: &D
     // SAFETY (each call below): forwarded contract; NU = rem.div_ceil(16) vectors cover
     // the tile's channels, `wt` is its packed tile, `row(i, t)` is tap t's row of pixel i
     // of the block (pixels past npx repeat the last one).
-    macro_rules! tiles {
-        ($p0:expr, $npx:expr, $row:expr) => {{
-            let mut c0 = 0;
-            let mut wt = args.weights;
-            while c0 < args.channels {
-                let rem = CT.min(args.channels - c0);
-                unsafe {
-                    match rem.div_ceil(16) {
-                        1 => tile::<T, KR, 1, FLIP>(args, &stage, taps, $p0, $npx, c0, rem, wt, $row),
-                        2 => tile::<T, KR, 2, FLIP>(args, &stage, taps, $p0, $npx, c0, rem, wt, $row),
-                        3 => tile::<T, KR, 3, FLIP>(args, &stage, taps, $p0, $npx, c0, rem, wt, $row),
-                        _ => tile::<T, KR, 4, FLIP>(args, &stage, taps, $p0, $npx, c0, rem, wt, $row),
-                    }
+    macro_rules! one_tile {
+        ($p0:expr, $npx:expr, $c0:expr, $wt:expr, $row:expr) => {{
+            let rem = CT.min(args.channels - $c0);
+            unsafe {
+                match rem.div_ceil(16) {
+                    1 => tile::<T, KR, 1, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
+                    2 => tile::<T, KR, 2, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
+                    3 => tile::<T, KR, 3, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
+                    _ => tile::<T, KR, 4, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
                 }
-                c0 += CT;
-                wt = wt.wrapping_add(tile_bytes);
             }
         }};
     }
-    let mut p0 = 0;
-    while p0 < args.pixels {
-        let npx = PX.min(args.pixels - p0);
-        if T > 0 {
-            // Specialised tap counts: each tap row resolved once per pixel block, for
-            // every channel tile (the indirection's scalar work does not grow with C).
+    if T > 0 && T <= 9 {
+        // Short filters: pixel blocks outside, each tap row resolved once per block for
+        // every channel tile (the indirection's scalar work does not grow with C).
+        let mut p0 = 0;
+        while p0 < args.pixels {
+            let npx = PX.min(args.pixels - p0);
             let mut rows = [[core::ptr::null::<u8>(); T]; PX];
             for (i, r) in rows.iter_mut().enumerate() {
                 for (t, x) in r.iter_mut().enumerate() {
@@ -117,13 +111,30 @@ pub unsafe fn dwconv<const T: usize, const KR: usize, const FLIP: bool>(args: &D
                 }
             }
             let row = |i: usize, t: usize| rows[i][t];
-            tiles!(p0, npx, row);
-        } else {
-            // SAFETY: as above.
-            let row = |i: usize, t: usize| unsafe { tap_row(args, p0 + i.min(npx - 1), t) };
-            tiles!(p0, npx, row);
+            let (mut c0, mut wt) = (0, args.weights);
+            while c0 < args.channels {
+                one_tile!(p0, npx, c0, wt, row);
+                c0 += CT;
+                wt = wt.wrapping_add(tile_bytes);
+            }
+            p0 += PX;
         }
-        p0 += PX;
+    } else {
+        // Long or any-size filters: channel tiles outside (measured faster for 5×5: the
+        // tile's weights and tables stay hot), rows resolved as they are read.
+        let (mut c0, mut wt) = (0, args.weights);
+        while c0 < args.channels {
+            let mut p0 = 0;
+            while p0 < args.pixels {
+                let npx = PX.min(args.pixels - p0);
+                // SAFETY: as above.
+                let row = |i: usize, t: usize| unsafe { tap_row(args, p0 + i.min(npx - 1), t) };
+                one_tile!(p0, npx, c0, wt, row);
+                p0 += PX;
+            }
+            c0 += CT;
+            wt = wt.wrapping_add(tile_bytes);
+        }
     }
 }
 
@@ -363,6 +374,28 @@ static QUAD_INDEX: [[u8; 64]; 2] = {
     t
 };
 
+/// The `vpermt2b` indexes of the i8 path with pre-joined rows: the first table holds 32
+/// channels of taps `t` (low half) and `t+1` (high half), the second of `t+2` and `t+3`;
+/// for `r` = 0 or 1 (channels `16r .. 16r+16` of the 32), dword `i` gathers the four
+/// taps' bytes of channel `16r + i`.
+static JOIN_INDEX: [[u8; 64]; 2] = {
+    let mut t = [[0u8; 64]; 2];
+    let mut r = 0;
+    while r < 2 {
+        let mut i = 0;
+        while i < 16 {
+            let c = 16 * r + i;
+            t[r][4 * i] = c as u8;
+            t[r][4 * i + 1] = (32 + c) as u8;
+            t[r][4 * i + 2] = (64 + c) as u8;
+            t[r][4 * i + 3] = (96 + c) as u8;
+            i += 1;
+        }
+        r += 1;
+    }
+    t
+};
+
 /// [`block`] on the i8 (`kr = 4`) format: per tap quad, the four rows' bytes are paired
 /// by `vpermt2b` (taps `t, t+1` and `t+2, t+3`), interleaved by word into dwords
 /// `(x[t][c], …, x[t+3][c])` and multiplied by the packed i8 weights with `vpdpbusd`
@@ -393,6 +426,31 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
     let flip = _mm512_set1_epi8(0x80u8 as i8);
     let mut acc = [*colo; PX];
     let full = taps / 4;
+    let mut jidx = [_mm512_setzero_si512(); 2];
+    for (r, x) in jidx.iter_mut().enumerate() {
+        // SAFETY: 64 bytes of the static table.
+        *x = unsafe { _mm512_loadu_si512(JOIN_INDEX[r].as_ptr().cast()) };
+    }
+    // Two rows' 32 channels of one half in one zmm (low: `a`, high: `b`); masked past
+    // the tile's channels.
+    let join = |a: *const u8, b: *const u8, h: usize| -> __m512i {
+        let m = (lmask >> (32 * h)) as __mmask32;
+        // SAFETY: bytes of channels < rem only (masked; unmasked only for a full tile).
+        let v = unsafe {
+            if rem >= 64 {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(a.add(32 * h).cast())),
+                    _mm256_loadu_si256(b.add(32 * h).cast()),
+                )
+            } else {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_maskz_loadu_epi8(m, a.wrapping_add(32 * h).cast())),
+                    _mm256_maskz_loadu_epi8(m, b.wrapping_add(32 * h).cast()),
+                )
+            }
+        };
+        if FLIP { _mm512_xor_si512(v, flip) } else { v }
+    };
     for q in 0..full {
         let mut w = [_mm512_setzero_si512(); NU];
         for r in 0..NU {
@@ -400,24 +458,15 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
             w[r] = unsafe { _mm512_loadu_si512(wt.add(q * 4 * CT + 64 * r).cast()) };
         }
         for i in 0..PX {
-            let mut x = [_mm512_setzero_si512(); 4];
-            for j in 0..4 {
-                // SAFETY: pix[i] < pixels, 4q + j < taps; bytes c0 .. c0 + rem of the
-                // row are readable, the rest masked.
-                x[j] = unsafe {
-                    _mm512_maskz_loadu_epi8(lmask, row(i, 4 * q + j).wrapping_add(c0).cast())
-                };
-                if FLIP {
-                    x[j] = _mm512_xor_si512(x[j], flip);
-                }
-            }
+            let rows: [*const u8; 4] = core::array::from_fn(|j| row(i, 4 * q + j).wrapping_add(c0));
             for h in 0..halves {
-                let p = _mm512_permutex2var_epi8(x[0], idx[h], x[1]);
-                let qv = _mm512_permutex2var_epi8(x[2], idx[h], x[3]);
-                acc[i][2 * h] = _mm512_dpbusd_epi32(acc[i][2 * h], _mm512_unpacklo_epi16(p, qv), w[2 * h]);
-                if 2 * h + 1 < NU {
-                    acc[i][2 * h + 1] =
-                        _mm512_dpbusd_epi32(acc[i][2 * h + 1], _mm512_unpackhi_epi16(p, qv), w[2 * h + 1]);
+                let a = join(rows[0], rows[1], h);
+                let b = join(rows[2], rows[3], h);
+                for r in 0..2 {
+                    if 2 * h + r < NU {
+                        let x = _mm512_permutex2var_epi8(a, jidx[r], b);
+                        acc[i][2 * h + r] = _mm512_dpbusd_epi32(acc[i][2 * h + r], x, w[2 * h + r]);
+                    }
                 }
             }
         }
