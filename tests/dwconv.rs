@@ -109,7 +109,7 @@ mod api {
                 pad_right: rng.random_range(0..=3),
                 groups: c,
             };
-            let ok = |i: usize, k: usize, d: usize, p: usize| i + p >= (k - 1) * d + 1;
+            let ok = |i: usize, k: usize, d: usize, p: usize| i + p > (k - 1) * d;
             if ok(g.in_h, g.kernel_h, g.dilation_h, g.pad_top + g.pad_bottom)
                 && ok(g.in_w, g.kernel_w, g.dilation_w, g.pad_left + g.pad_right)
             {

@@ -110,7 +110,7 @@ impl Dw {
         }
         let oh = out_size("height", g.in_h, g.kernel_h, g.stride_h, g.dilation_h, g.pad_top, g.pad_bottom)?;
         let ow = out_size("width", g.in_w, g.kernel_w, g.stride_w, g.dilation_w, g.pad_left, g.pad_right)?;
-        let taps = g.kernel_h.checked_mul(g.kernel_w).unwrap_or(usize::MAX);
+        let taps = g.kernel_h.saturating_mul(g.kernel_w);
         if taps > DW_MAX_TAPS {
             return Err(Error::Unsupported(format!(
                 "a {}×{} depthwise filter has {taps} taps; at most {DW_MAX_TAPS} keep the i32 sums exact",
