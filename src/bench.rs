@@ -345,6 +345,158 @@ impl GemmCase {
     }
 }
 
+/// A depthwise convolution benchmark layer (batch 1, square kernel, symmetric padding),
+/// named as in `../shared/tools/peer_bench.py`'s `CONVS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DwShape {
+    /// The name `peer_bench.py` uses.
+    pub name: &'static str,
+    /// Channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Kernel size.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding on every side.
+    pub pad: usize,
+}
+
+/// The depthwise layers of DESIGN.md §7 and issue 4.
+pub const DW_SHAPES: &[DwShape] = &[
+    DwShape { name: "mbv2_dw3x3_56x56x144", c: 144, h: 56, w: 56, k: 3, stride: 1, pad: 1 },
+    DwShape { name: "mbv2_dw3x3_s2_112x112x96", c: 96, h: 112, w: 112, k: 3, stride: 2, pad: 1 },
+    DwShape { name: "dw5x5_28x28x192", c: 192, h: 28, w: 28, k: 5, stride: 1, pad: 2 },
+];
+
+impl DwShape {
+    /// The convolution geometry.
+    pub fn geometry(&self) -> crate::conv::Conv2dGeometry {
+        crate::conv::Conv2dGeometry {
+            batch: 1,
+            in_h: self.h,
+            in_w: self.w,
+            in_c: self.c,
+            out_c: self.c,
+            kernel_h: self.k,
+            kernel_w: self.k,
+            stride_h: self.stride,
+            stride_w: self.stride,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: self.pad,
+            pad_left: self.pad,
+            pad_bottom: self.pad,
+            pad_right: self.pad,
+            groups: self.c,
+        }
+    }
+    /// Output height (= width).
+    pub fn out_size(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// `2·MACs` of one call.
+    pub fn ops(&self) -> f64 {
+        2.0 * (self.out_size() * self.out_size() * self.c * self.k * self.k) as f64
+    }
+}
+
+/// A depthwise layer by name (case-insensitive).
+pub fn find_dw_shape(s: &str) -> Result<DwShape> {
+    DW_SHAPES.iter().copied().find(|d| d.name.eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
+        Error::InvalidParameter(format!(
+            "depthwise layer {s:?} is not one of {}",
+            DW_SHAPES.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// The benchmarked depthwise operation, as `peer_bench.py`'s NHWC `QLinearConv`: u8
+/// activations (zero point 128, scale 0.02), i8 weights (zero point 0, scale 0.01),
+/// u8 output requantized in `Fp32` mode (zero point 128, scale `0.0002·k·100`).
+#[derive(Debug)]
+pub struct DwconvCase {
+    shape: DwShape,
+    ctx: Context,
+    x: Vec<u8>,
+    w: Vec<i8>,
+    conv: crate::conv::DepthwiseConv,
+    y: Vec<u8>,
+    y_scale: f32,
+}
+
+impl DwconvCase {
+    /// Random input and filter from `seed`, the filter packed for `ctx`.
+    pub fn new(ctx: &Context, shape: &DwShape, seed: u64) -> Result<DwconvCase> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut x = vec![0u8; shape.h * shape.w * shape.c];
+        rng.fill_bytes(&mut x);
+        // Weights in [−127, 127], as peer_bench.py draws them.
+        let w: Vec<i8> = (0..shape.c * shape.k * shape.k).map(|_| ((rng.next_u32() % 255) as i32 - 127) as i8).collect();
+        let f = crate::conv::DepthwiseFilter::new_in(ctx, &w, shape.c, shape.k, shape.k, WeightQuant::per_tensor(0, 0.01))?;
+        let conv = crate::conv::DepthwiseConv::new(f, &shape.geometry())?;
+        let o = shape.out_size();
+        let y = vec![1u8; o * o * shape.c];
+        let y_scale = 0.02 * 0.01 * (shape.k as f32) * 100.0;
+        Ok(DwconvCase { shape: *shape, ctx: ctx.clone(), x, w, conv, y, y_scale })
+    }
+
+    /// The microkernel that runs.
+    pub fn kernel_name(&self) -> &'static str {
+        self.conv.filter().kernel_name()
+    }
+
+    /// One convolution.
+    pub fn run(&mut self) -> Result<()> {
+        let s = &self.shape;
+        let o = s.out_size();
+        let a = Activations::new(MatrixRef::new(&self.x, s.h * s.w, s.c), A_ZERO_POINT, 0.02);
+        let rq = crate::gemm::Requantize::new(self.y_scale, 128u8);
+        self.conv.run_requantize(&self.ctx, a, &rq, MatrixMut::new(&mut self.y, o * o, s.c))
+    }
+
+    /// Checks 256 outputs (corners and pseudo-random) against a direct i64 convolution
+    /// and the reference requantization.
+    pub fn check(&self) -> Result<()> {
+        let s = &self.shape;
+        let o = s.out_size();
+        let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+        let mut pts = vec![(0, 0, 0), (o - 1, o - 1, s.c - 1), (0, o - 1, 0), (o - 1, 0, s.c - 1)];
+        while pts.len() < 256 {
+            let r = rng.next_u64() as usize;
+            pts.push((r % o, (r >> 20) % o, (r >> 40) % s.c));
+        }
+        let mult = (0.02f32 * 0.01) / self.y_scale;
+        for (oy, ox, c) in pts {
+            let mut acc = 0i64;
+            for ky in 0..s.k {
+                for kx in 0..s.k {
+                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                    let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                    if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                        continue;
+                    }
+                    let xv = self.x[(iy as usize * s.w + ix as usize) * s.c + c] as i64 - A_ZERO_POINT as i64;
+                    acc += xv * self.w[(c * s.k + ky) * s.k + kx] as i64;
+                }
+            }
+            let want = qkern_kernels::reference::requantize_fp32(acc, mult, 128).clamp(0, 255);
+            let got = self.y[(oy * o + ox) * s.c + c] as i64;
+            if got != want {
+                return Err(Error::Internal(format!(
+                    "{} on {}: y[{oy}][{ox}][{c}] = {got}, the exact result is {want} (acc {acc})",
+                    self.kernel_name(),
+                    s.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The README's code blocks, run as doc tests so its example stays correct.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use qkern_kernels::{GemmUkernel, Isa};
+use qkern_kernels::{DwconvUkernel, GemmUkernel, Isa};
 
 use crate::error::{Error, Result};
 
@@ -133,6 +133,24 @@ pub struct KernelTable {
     /// packed weights serve it); other calls, or weights no GEMV kernel reads, use the
     /// GEMM kernel the weights were packed for.
     pub gemv: Vec<GemmUkernel>,
+    /// Every depthwise microkernel this CPU runs within the cap, best first; the first
+    /// that handles a filter's tap count runs it ([`KernelTable::dwconv_for`]).
+    pub dwconv_candidates: Vec<DwconvUkernel>,
+}
+
+/// Every depthwise microkernel compiled into this build, in preference order (best last;
+/// at one tier the specialised ones come after the any-size one).
+pub fn dwconv_kernels() -> Vec<DwconvUkernel> {
+    #[allow(unused_mut)]
+    let mut v = qkern_kernels::generic::DWCONV_KERNELS.to_vec();
+    #[cfg(target_arch = "x86_64")]
+    v.extend(qkern_kernels::x86_64::dwconv_kernels());
+    v
+}
+
+/// Whether this CPU runs `k`: its tier and its `extra_features` (e.g. `avx512vbmi`).
+pub fn dwconv_runs_here(k: &DwconvUkernel) -> bool {
+    cpu().has(k.isa) && k.extra_features.iter().all(|f| cpu().flags.contains(f))
 }
 
 /// Every GEMM microkernel compiled into this build, in preference order (best last).
@@ -184,7 +202,9 @@ impl KernelTable {
             .find(|k| k.max_abs_stored_b.is_none())
             .ok_or_else(|| Error::Internal("no unconditional GEMM kernel registered".into()))?;
         let gemv = gemv_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && cpu().has(k.isa)).collect();
-        Ok(KernelTable { isa: cap, gemm, gemm_candidates, gemv })
+        let dwconv_candidates: Vec<DwconvUkernel> =
+            dwconv_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && dwconv_runs_here(k)).collect();
+        Ok(KernelTable { isa: cap, gemm, gemm_candidates, gemv, dwconv_candidates })
     }
 
     /// The GEMV kernel for a call of `m` rows on weights packed for `packed`, if any.
@@ -197,7 +217,21 @@ impl KernelTable {
     /// itself where no GEMV kernel reads its format).
     pub fn chosen(&self) -> Vec<(&'static str, &'static str)> {
         let gemv = self.gemv_for(&self.gemm, 1).unwrap_or(self.gemm);
-        vec![("gemm", self.gemm.name), ("gemv", gemv.name)]
+        let mut v = vec![("gemm", self.gemm.name), ("gemv", gemv.name)];
+        // For a typical filter: i8 weights, zero point 0.
+        for (family, taps) in [("dwconv", 7 * 7), ("dwconv3x3", 9), ("dwconv5x5", 25)] {
+            if let Some(k) = self.dwconv_for(taps, -128, 127) {
+                v.push((family, k.name));
+            }
+        }
+        v
+    }
+
+    /// The depthwise kernel for a filter of `taps` taps whose centred weights
+    /// `w − zw` lie in `[lo, hi]`: the best candidate that takes both (at the best tier,
+    /// an i8-weight kernel before an i16 one, a specialised one before the any-size one).
+    pub fn dwconv_for(&self, taps: usize, lo: i32, hi: i32) -> Option<DwconvUkernel> {
+        self.dwconv_candidates.iter().copied().find(|k| k.handles_taps(taps) && k.takes_weights(lo, hi))
     }
 }
 

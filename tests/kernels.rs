@@ -150,7 +150,7 @@ fn kernel_table_picks_the_best_kernel_within_the_cap() {
                     .into_iter()
                     .rfind(|k| k.isa.within(cap) && cpu().has(k.isa) && dispatch::gemv_reads(k, best))
                     .map_or(best.name, |k| k.name);
-                assert_eq!(t.chosen(), vec![("gemm", best.name), ("gemv", gemv)]);
+                assert_eq!(t.chosen()[..2], [("gemm", best.name), ("gemv", gemv)]);
                 let ctx = Context::for_isa(cap).unwrap();
                 assert_eq!(ctx.kernels().gemm.name, best.name);
                 assert_eq!(ctx.kernels().isa, cap);

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use qkern::bench::{self, GemmCase, Shape};
+use qkern::bench::{self, DwShape, DwconvCase, GemmCase, Shape};
 use qkern::dispatch::{self, KernelTable};
 use qkern::{Context, Isa};
 
@@ -61,6 +61,52 @@ struct BenchArgs {
     /// compare the two paths).
     #[arg(long)]
     no_gemv: bool,
+    /// The operation: `gemm` (default) or `dwconv` (depthwise convolution layers, u8
+    /// requantized output as onnxruntime's NHWC QLinearConv in peer_bench.py).
+    #[arg(long, value_name = "OP", default_value = "gemm", value_parser = ["gemm", "dwconv"])]
+    op: String,
+    /// A depthwise layer by name (with `--op dwconv`); repeatable. Default: all of them.
+    #[arg(long = "conv", value_name = "NAME", value_parser = parse_dw)]
+    convs: Vec<DwShape>,
+}
+
+fn parse_dw(s: &str) -> Result<DwShape, String> {
+    bench::find_dw_shape(s).map_err(|e| e.to_string())
+}
+
+/// `qkern bench --op dwconv`: the depthwise layers, one table row each.
+fn run_dw_bench(args: BenchArgs) -> Result<(), String> {
+    let layers: Vec<DwShape> = if args.convs.is_empty() { bench::DW_SHAPES.to_vec() } else { args.convs };
+    let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let threads = args.threads as usize;
+    let ctx = match args.isa {
+        Some(isa) => Context::for_isa(isa),
+        None => Context::new(),
+    }
+    .and_then(|c| c.with_threads(threads))
+    .map_err(|e| e.to_string())?;
+    println!("{:<26} {:<30} {:>3} {:>10} {:>8}  {:>17}", "layer", "kernel", "thr", "time/call", "GOPS", "GOPS min-max");
+    for (i, l) in layers.iter().enumerate() {
+        let mut case = DwconvCase::new(&ctx, l, 0x9e37_79b9 + i as u64).map_err(|e| format!("{}: {e}", l.name))?;
+        let t = bench::time(min_time, || case.run()).map_err(|e| format!("{}: {e}", l.name))?;
+        case.check().map_err(|e| format!("{}: wrong result: {e}", l.name))?;
+        let g = |s: f64| bench::gops(l.ops(), s);
+        println!(
+            "{:<26} {:<30} {:>3} {:>10} {:>8.2}  {:>8.2}-{:<8.2}",
+            l.name,
+            case.kernel_name(),
+            threads,
+            human_secs(t.median),
+            g(t.median),
+            g(t.max),
+            g(t.min)
+        );
+    }
+    println!(
+        "u8 (zero point 128) x i8 depthwise filter -> u8 requantized (fp32 mode); isa cap {}; GOPS = 2*MACs / median time",
+        ctx.kernels().isa.name()
+    );
+    Ok(())
 }
 
 fn parse_shape(s: &str) -> Result<Shape, String> {
@@ -188,6 +234,9 @@ impl Row {
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {
+    if args.op == "dwconv" {
+        return run_dw_bench(args);
+    }
     if args.list {
         println!("{:<14} {:<18} origin", "name", "MxNxK");
         for s in bench::SHAPES {

@@ -6,7 +6,7 @@ pub mod avx512vnni;
 pub mod avxvnni;
 pub mod bandwidth;
 
-use crate::types::GemmUkernel;
+use crate::types::{DwconvUkernel, GemmUkernel};
 
 /// Every x86-64 GEMM microkernel in this build, least preferred first. The AVX-VNNI
 /// kernels' EVEX twins belong to the AVX-512 VNNI tier, below its zmm kernels.
@@ -24,4 +24,9 @@ pub fn gemm_kernels() -> impl Iterator<Item = GemmUkernel> {
 /// a GEMM kernel, so weights packed for GEMM run through it unchanged.
 pub fn gemv_kernels() -> impl Iterator<Item = GemmUkernel> {
     avx512vnni::GEMV_KERNELS.iter().copied()
+}
+
+/// Every x86-64 depthwise microkernel in this build, least preferred first.
+pub fn dwconv_kernels() -> impl Iterator<Item = DwconvUkernel> {
+    avx2::DWCONV_KERNELS.iter().chain(avx512vnni::DWCONV_KERNELS).copied()
 }

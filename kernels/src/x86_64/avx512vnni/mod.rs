@@ -4,8 +4,10 @@
 //!   fused and vectorised.
 //! * [`gemv`] — short tiles (`m ≤ 4`) on the same packed format, for memory-bound
 //!   calls: the weights streamed once, sequentially.
+//! * [`dwconv`] — depthwise convolution, 64-channel tiles, `vpermt2b` + `vpdpwssd`.
 //! * [`peak`] — the instruction's throughput probe, the limit results are quoted against.
 
+pub mod dwconv;
 pub mod gemm;
 pub mod gemv;
 pub mod peak;
@@ -97,3 +99,4 @@ pub const QU8S8_GEMV_4X32C4__AVX512VNNI: GemmUkernel =
 
 /// AVX-512 VNNI GEMV microkernels (`mr ≤ 4`), least preferred first.
 pub const GEMV_KERNELS: &[GemmUkernel] = &[QU8S8_GEMV_4X32C4__AVX512VNNI];
+pub use dwconv::DWCONV_KERNELS;
