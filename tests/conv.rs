@@ -334,3 +334,156 @@ fn bad_parameters() {
     let rq = Requantize::new(1.0, 0u8).clamp(10, 5);
     assert!(qkern::conv::conv2d_requantize(&f, ConvInput::new(&x, 0, 1.0), &rq, &mut oq).is_err());
 }
+
+// ---------------------------------------------------------------------------------------
+// ONNX adapters (NCHW): every auto_pad mode, groups, dilations, strides, 1-D, against the
+// NHWC reference with the padding derived here from the ONNX formulas.
+
+use qkern::onnx::{AutoPad, ConvAttrs, TensorRef, conv_integer_in, conv_output_shape, qlinear_conv_in};
+
+fn nchw_to_nhwc<T: Copy + Default>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<T> {
+    let mut o = vec![T::default(); x.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for p in 0..hw {
+                o[(b * hw + p) * c + ch] = x[(b * c + ch) * hw + p];
+            }
+        }
+    }
+    o
+}
+
+/// (begin, end) padding of one axis per ONNX's auto_pad.
+fn onnx_pads(auto: AutoPad, input: usize, k: usize, s: usize, d: usize, explicit: (usize, usize)) -> (usize, usize) {
+    match auto {
+        AutoPad::NotSet => explicit,
+        AutoPad::Valid => (0, 0),
+        AutoPad::SameUpper | AutoPad::SameLower => {
+            let out = input.div_ceil(s);
+            let need = ((out - 1) * s + (k - 1) * d + 1).saturating_sub(input);
+            if auto == AutoPad::SameUpper { (need / 2, need - need / 2) } else { (need - need / 2, need / 2) }
+        }
+    }
+}
+
+#[test]
+fn onnx_conv_integer_and_qlinear_conv_attrs() {
+    let mut r = rng(11);
+    let autos = [AutoPad::NotSet, AutoPad::SameUpper, AutoPad::SameLower, AutoPad::Valid];
+    for ctx in contexts() {
+        for case in 0..60usize {
+            let auto = autos[case % 4];
+            let one_d = case % 5 == 4;
+            let group = [1, 2, 3][case % 3];
+            let (c, m) = (group * r.random_range(1..=4), group * r.random_range(1..=4));
+            let (kh, kw) = if one_d { (1, r.random_range(1..=4)) } else { (r.random_range(1..=4), r.random_range(1..=4)) };
+            let (sh, sw) = if one_d { (1, r.random_range(1..=3)) } else { (r.random_range(1..=3), r.random_range(1..=3)) };
+            let (dh, dw) = if one_d { (1, r.random_range(1..=2)) } else { (r.random_range(1..=2), r.random_range(1..=2)) };
+            let h = if one_d { 1 } else { (kh - 1) * dh + 1 + r.random_range(0..=4) };
+            let w = (kw - 1) * dw + 1 + r.random_range(0..=4);
+            let explicit: Vec<usize> = (0..4).map(|_| r.random_range(0..=2)).collect();
+            let (pt, pb) = if one_d { (0, 0) } else { onnx_pads(auto, h, kh, sh, dh, (explicit[0], explicit[2])) };
+            let (pl, pr) = onnx_pads(auto, w, kw, sw, dw, (explicit[1], explicit[3]));
+            let n = 1 + case % 2;
+            let (xshape, wshape, attrs) = if one_d {
+                (
+                    vec![n, c, w],
+                    vec![m, c / group, kw],
+                    ConvAttrs { auto_pad: auto, dilations: vec![dw], group, kernel_shape: vec![kw], pads: if auto == AutoPad::NotSet { vec![explicit[1], explicit[3]] } else { vec![] }, strides: vec![sw] },
+                )
+            } else {
+                (
+                    vec![n, c, h, w],
+                    vec![m, c / group, kh, kw],
+                    ConvAttrs { auto_pad: auto, dilations: vec![dh, dw], group, kernel_shape: vec![], pads: if auto == AutoPad::NotSet { explicit.clone() } else { vec![] }, strides: vec![sh, sw] },
+                )
+            };
+            let g = Conv2dGeometry::new(n, h, w, c, m, kh, kw).stride(sh, sw).dilation(dh, dw).padding(pt, pl, pb, pr).groups(group);
+            g.validate().unwrap();
+            let (oh, ow) = (g.out_h(), g.out_w());
+            let want_shape = if one_d { vec![n, m, ow] } else { vec![n, m, oh, ow] };
+            assert_eq!(conv_output_shape(&xshape, &wshape, &attrs).unwrap(), want_shape, "{attrs:?}");
+            let x: Vec<u8> = (0..n * c * h * w).map(|_| r.random()).collect();
+            let wt: Vec<i8> = (0..m * (c / group) * kh * kw).map(|_| r.random()).collect();
+            let zx: u8 = r.random();
+            let zw: Vec<i8> = (0..m).map(|_| r.random()).collect();
+            let mut acc = vec![0i64; g.output_len()];
+            let zw32: Vec<i32> = zw.iter().map(|&v| v as i32).collect();
+            conv2d_i64(&g.to_reference(), &nchw_to_nhwc(&x, n, c, h * w), zx as i32, &nchw_to_nhwc(&wt, m, c / group, kh * kw), &zw32, &mut acc);
+            // Reference back to NCHW.
+            let hw = oh * ow;
+            let at = |b: usize, ch: usize, p: usize| acc[(b * hw + p) * m + ch];
+            let zshape = [m];
+            let mut y = vec![0i32; g.output_len()];
+            conv_integer_in(&ctx, TensorRef::new(&x, &xshape), TensorRef::new(&wt, &wshape), Some(TensorRef::scalar(&zx)), Some(TensorRef::new(&zw, &zshape)), &attrs, &mut y).unwrap();
+            for b in 0..n {
+                for ch in 0..m {
+                    for p in 0..hw {
+                        assert_eq!(y[(b * m + ch) * hw + p] as i64, at(b, ch, p), "ConvInteger {attrs:?} {g:?}");
+                    }
+                }
+            }
+            // QLinearConv with per-channel scales and a bias.
+            let (sx, sy) = (0.05f32, 0.9f32);
+            let sw: Vec<f32> = (0..m).map(|_| r.random_range(0.001..0.02)).collect();
+            let bias: Vec<i32> = (0..m).map(|_| r.random_range(-2000..2000)).collect();
+            let zy: i8 = r.random();
+            let mut yq = vec![0i8; g.output_len()];
+            qlinear_conv_in(
+                &ctx,
+                TensorRef::new(&x, &xshape),
+                TensorRef::scalar(&sx),
+                TensorRef::scalar(&zx),
+                TensorRef::new(&wt, &wshape),
+                TensorRef::new(&sw, &zshape),
+                TensorRef::new(&zw, &zshape),
+                TensorRef::scalar(&sy),
+                TensorRef::scalar(&zy),
+                Some(TensorRef::new(&bias, &zshape)),
+                &attrs,
+                &mut yq,
+            )
+            .unwrap();
+            for b in 0..n {
+                for ch in 0..m {
+                    for p in 0..hw {
+                        let mult = (sx * sw[ch]) / sy;
+                        let v = qkern_kernels::reference::requantize_fp32(at(b, ch, p) + bias[ch] as i64, mult, zy as i32).clamp(-128, 127);
+                        assert_eq!(yq[(b * m + ch) * hw + p] as i64, v, "QLinearConv {attrs:?} {g:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn onnx_conv_bad_parameters() {
+    let x = vec![0u8; 2 * 4 * 5 * 5];
+    let w = vec![0i8; 6 * 2 * 3 * 3];
+    let xs = [2, 4, 5, 5];
+    let ws = [6, 2, 3, 3];
+    let run = |attrs: &ConvAttrs, ws: &[usize], w: &[i8], ylen: usize| {
+        let mut y = vec![0i32; ylen];
+        conv_integer_in(&Context::new().unwrap(), TensorRef::new(&x, &xs), TensorRef::new(w, ws), None, None, attrs, &mut y)
+    };
+    let ok = ConvAttrs { group: 2, ..ConvAttrs::default() };
+    assert!(run(&ok, &ws, &w, 2 * 6 * 3 * 3).is_ok());
+    // Group not dividing the channels / not matching w.
+    assert!(run(&ConvAttrs { group: 3, ..ConvAttrs::default() }, &ws, &w, 2 * 6 * 9).is_err());
+    assert!(run(&ConvAttrs::default(), &ws, &w, 2 * 6 * 9).is_err());
+    assert!(run(&ConvAttrs { group: 0, ..ConvAttrs::default() }, &ws, &w, 2 * 6 * 9).is_err());
+    // Output ≤ 0: a dilated kernel larger than the input.
+    assert!(run(&ConvAttrs { dilations: vec![3, 3], ..ok.clone() }, &ws, &w, 0).is_err());
+    // Wrong y length, wrong attribute lengths, kernel_shape disagreeing, zero stride.
+    assert!(run(&ok, &ws, &w, 7).is_err());
+    assert!(run(&ConvAttrs { strides: vec![1], ..ok.clone() }, &ws, &w, 2 * 6 * 9).is_err());
+    assert!(run(&ConvAttrs { pads: vec![1, 1], ..ok.clone() }, &ws, &w, 2 * 6 * 9).is_err());
+    assert!(run(&ConvAttrs { kernel_shape: vec![2, 2], ..ok.clone() }, &ws, &w, 2 * 6 * 9).is_err());
+    assert!(run(&ConvAttrs { strides: vec![0, 1], ..ok.clone() }, &ws, &w, 2 * 6 * 9).is_err());
+    // w data not matching its shape; 3-D conv unsupported.
+    assert!(run(&ok, &ws, &w[1..], 2 * 6 * 9).is_err());
+    let e = conv_output_shape(&[1, 1, 2, 2, 2], &[1, 1, 1, 1, 1], &ConvAttrs::default()).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    assert!(AutoPad::from_onnx("SAME").is_err());
+}
