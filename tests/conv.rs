@@ -180,7 +180,7 @@ fn family(seed: u64) -> Vec<(Conv2dGeometry, bool, Values)> {
                     let p = |bit: usize, r: &mut ChaCha8Rng| if pads >> bit & 1 == 1 { r.random_range(1..=k.max(2)) } else { 0 };
                     let (pt, pl, pb, pr) = (p(0, &mut r), p(1, &mut r), p(2, &mut r), p(3, &mut r));
                     // Rectangular kernels too: kw from 1..=7 around k.
-                    let kw = if n % 3 == 0 { r.random_range(1..=7) } else { k };
+                    let kw = if n.is_multiple_of(3) { r.random_range(1..=7) } else { k };
                     let eff_h = (k - 1) * d + 1;
                     let eff_w = (kw - 1) * d + 1;
                     let min_h = eff_h.saturating_sub(pt + pb).max(1);
@@ -189,10 +189,10 @@ fn family(seed: u64) -> Vec<(Conv2dGeometry, bool, Values)> {
                     let w = min_w + r.random_range(0..=3);
                     let groups = [1, 2, usize::MAX][n % 3];
                     let (ic, oc, grp) = channels(&mut r, groups);
-                    let batch = 1 + (n % 5 == 0) as usize;
+                    let batch = 1 + n.is_multiple_of(5) as usize;
                     let g = Conv2dGeometry::new(batch, h, w, ic, oc, k, kw).stride(s, s + (n % 2) * (s < 3) as usize).dilation(d, d).padding(pt, pl, pb, pr).groups(grp);
                     let v = [Values::Full, Values::SmallWeights, Values::Extreme, Values::Full][n % 4];
-                    out.push((g, n % 2 == 0, v));
+                    out.push((g, n.is_multiple_of(2), v));
                 }
             }
         }

@@ -95,7 +95,7 @@ fn geometry(x_shape: &[usize], w_shape: &[usize], attrs: &ConvAttrs) -> Result<C
         return Err(Error::InvalidParameter("conv `group` must be at least 1".into()));
     }
     let (n, c, m) = (x_shape[0], x_shape[1], w_shape[0]);
-    if c % attrs.group != 0 || w_shape[1].checked_mul(attrs.group) != Some(c) {
+    if !c.is_multiple_of(attrs.group) || w_shape[1].checked_mul(attrs.group) != Some(c) {
         return Err(Error::ShapeMismatch(format!(
             "conv x has {c} channels; with group = {} w's second dimension must be {} (w is {w_shape:?})",
             attrs.group,
