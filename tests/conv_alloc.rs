@@ -43,7 +43,14 @@ fn counted(f: impl FnOnce()) -> (usize, usize) {
     (COUNT.load(Relaxed) - c0, BYTES.load(Relaxed) - b0)
 }
 
+/// One test function: the counter is global, so a second test running in parallel would
+/// be counted too.
 #[test]
+fn allocations_per_call() {
+    second_call_allocates_only_driver_tables();
+    pointwise_call_allocates_no_image_sized_buffer();
+}
+
 fn second_call_allocates_only_driver_tables() {
     let ctx = Context::new().unwrap().with_threads(1).unwrap();
     let g = Conv2dGeometry::new(1, 56, 56, 64, 64, 3, 3).padding(1, 1, 1, 1);
@@ -64,7 +71,6 @@ fn second_call_allocates_only_driver_tables() {
     assert!(b2 < 16 * 1024, "second call allocated {b2} bytes in {c2} allocations");
 }
 
-#[test]
 fn pointwise_call_allocates_no_image_sized_buffer() {
     let ctx = Context::new().unwrap().with_threads(1).unwrap();
     let g = Conv2dGeometry::new(1, 56, 56, 256, 64, 1, 1);
