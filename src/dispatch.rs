@@ -326,6 +326,12 @@ impl Context {
         self.threads
     }
 
+    /// The same kernels, run on the caller's thread only: for work items that are
+    /// already spread over the pool (conv row blocks) and must not fan out again.
+    pub(crate) fn serial(&self) -> Context {
+        Context { table: self.table.clone(), pool: None, threads: 1 }
+    }
+
     /// Runs `f` on this context's pool.
     pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {

@@ -12,7 +12,7 @@
 //! * [`requant`] — the three requantization modes (ONNX fp32, TFLite double rounding,
 //!   single rounding) and TFLite's multiplier derivation.
 //! * [`onnx`] — ONNX operator semantics, bit for bit: QLinearMatMul, MatMulInteger,
-//!   QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear.
+//!   QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearConv, ConvInteger.
 //! * [`dispatch`] — CPU detection, the kernel table, `QKERN_MAX_ISA`.
 //! * [`ffi`] — the C ABI (`include/qkern.h`).
 //!

@@ -33,8 +33,13 @@ enum Command {
 struct BenchArgs {
     /// A shape as MxNxK or by name (sq1024, dec4096, ...); repeatable. Default: all of
     /// DESIGN.md §7's shapes.
-    #[arg(long = "shape", value_name = "MxNxK|NAME", value_parser = parse_shape)]
-    shapes: Vec<Shape>,
+    /// With `--op conv`: a layer name from `qkern bench --op conv --list`.
+    #[arg(long = "shape", value_name = "MxNxK|NAME")]
+    shapes: Vec<String>,
+    /// What to time: the int8 GEMM, or the conv layers (u8 NHWC × i8 prepacked filter →
+    /// u8 requantized, as peer_bench.py's QLinearConv).
+    #[arg(long, value_enum, default_value_t = Op::Gemm)]
+    op: Op,
     /// Threads for each GEMM call (the %peak column scales the per-core peak by them).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
@@ -61,11 +66,8 @@ struct BenchArgs {
     /// compare the two paths).
     #[arg(long)]
     no_gemv: bool,
-    /// The operation: `gemm` (default) or `dwconv` (depthwise convolution layers, u8
-    /// requantized output as onnxruntime's NHWC QLinearConv in peer_bench.py).
-    #[arg(long, value_name = "OP", default_value = "gemm", value_parser = ["gemm", "dwconv"])]
-    op: String,
-    /// A depthwise layer by name (with `--op dwconv`); repeatable. Default: all of them.
+    /// A depthwise layer by name (with `--op dwconv`; `--shape` works too); repeatable.
+    /// Default: all of them.
     #[arg(long = "conv", value_name = "NAME", value_parser = parse_dw)]
     convs: Vec<DwShape>,
 }
@@ -76,7 +78,13 @@ fn parse_dw(s: &str) -> Result<DwShape, String> {
 
 /// `qkern bench --op dwconv`: the depthwise layers, one table row each.
 fn run_dw_bench(args: BenchArgs) -> Result<(), String> {
-    let layers: Vec<DwShape> = if args.convs.is_empty() { bench::DW_SHAPES.to_vec() } else { args.convs };
+    let mut layers = args.convs;
+    for s in &args.shapes {
+        layers.push(parse_dw(s)?);
+    }
+    if layers.is_empty() {
+        layers = bench::DW_SHAPES.to_vec();
+    }
     let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
     let threads = args.threads as usize;
     let ctx = match args.isa {
@@ -107,6 +115,17 @@ fn run_dw_bench(args: BenchArgs) -> Result<(), String> {
         ctx.kernels().isa.name()
     );
     Ok(())
+}
+
+/// The operation `qkern bench` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Op {
+    /// int8 GEMM → i32.
+    Gemm,
+    /// conv2d → u8 (the peer_bench.py CONVS layers).
+    Conv,
+    /// The depthwise layers on the depthwise kernels directly → u8.
+    Dwconv,
 }
 
 fn parse_shape(s: &str) -> Result<Shape, String> {
@@ -234,8 +253,10 @@ impl Row {
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {
-    if args.op == "dwconv" {
-        return run_dw_bench(args);
+    match args.op {
+        Op::Conv => return run_bench_conv(args),
+        Op::Dwconv => return run_dw_bench(args),
+        Op::Gemm => {}
     }
     if args.list {
         println!("{:<14} {:<18} origin", "name", "MxNxK");
@@ -244,7 +265,11 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    let shapes: Vec<Shape> = if args.shapes.is_empty() { bench::SHAPES.to_vec() } else { args.shapes };
+    let shapes: Vec<Shape> = if args.shapes.is_empty() {
+        bench::SHAPES.to_vec()
+    } else {
+        args.shapes.iter().map(|s| parse_shape(s)).collect::<Result<_, _>>()?
+    };
     let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
     let threads = args.threads as usize;
     let ctx = match args.isa {
@@ -314,6 +339,88 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         print_json(&rows);
     } else {
         print_table(&rows);
+    }
+    Ok(())
+}
+
+/// `qkern bench --op conv`: the peer_bench.py conv layers, checked against the reference.
+fn run_bench_conv(args: BenchArgs) -> Result<(), String> {
+    if args.list {
+        println!("{:<26} {:<30}", "name", "layer");
+        for s in bench::CONV_SHAPES {
+            println!("{:<26} {:<30}", s.name, s.dims());
+        }
+        return Ok(());
+    }
+    let shapes: Vec<bench::ConvShape> = if args.shapes.is_empty() {
+        bench::CONV_SHAPES.to_vec()
+    } else {
+        args.shapes.iter().map(|s| bench::find_conv_shape(s).map_err(|e| e.to_string())).collect::<Result<_, _>>()?
+    };
+    let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let threads = args.threads as usize;
+    let ctx = match args.isa {
+        Some(isa) => Context::for_isa(isa),
+        None => Context::new(),
+    }
+    .and_then(|c| c.with_threads(threads))
+    .map_err(|e| e.to_string())?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let peak_scale = threads.min(cores) as f64;
+    let mut out = Vec::new();
+    if !args.json {
+        println!(
+            "{:<26} {:<28} {:<26} {:>3} {:>10} {:>8} {:>6}  {:>17}",
+            "layer", "HxWxCin->Cout", "kernel", "thr", "time/call", "GOPS", "%peak", "GOPS min-max"
+        );
+    }
+    for (i, shape) in shapes.iter().enumerate() {
+        let mut case = bench::ConvCase::new(&ctx, shape, 0x9e37_79b9 + i as u64).map_err(|e| format!("{}: {e}", shape.name))?;
+        let t = bench::time(min_time, || case.run()).map_err(|e| format!("{}: {e}", shape.name))?;
+        case.check().map_err(|e| format!("{}: wrong result: {e}", shape.name))?;
+        let ops = shape.ops();
+        let kernel = ctx.kernels().gemm_candidates.iter().copied().find(|k| k.name == case.kernel_name());
+        let peak = kernel.and_then(|k| qkern::peak::path_of(&k)).and_then(qkern::peak::measured_gops).map(|p| p * peak_scale);
+        let gops = bench::gops(ops, t.median);
+        if args.json {
+            let fields = [
+                ("op", json_str("conv_u8i8_u8")),
+                ("shape", json_str(shape.name)),
+                ("isa", json_str(ctx.kernels().isa.name())),
+                ("kernel", json_str(case.kernel_name())),
+                ("threads", threads.to_string()),
+                ("seconds_median", json_num(Some(t.median))),
+                ("gops_median", json_num(Some(gops))),
+                ("gops_min", json_num(Some(bench::gops(ops, t.max)))),
+                ("gops_max", json_num(Some(bench::gops(ops, t.min)))),
+                ("peak_gops", json_num(peak)),
+                ("peak_fraction", json_num(peak.map(|p| gops / p))),
+                ("check", json_str("ok")),
+            ];
+            out.push(format!("  {{{}}}", fields.iter().map(|(k, v)| format!("{}: {v}", json_str(k))).collect::<Vec<_>>().join(", ")));
+        } else {
+            let pk = peak.map_or("-".to_string(), |p| format!("{:.1}", 100.0 * gops / p));
+            println!(
+                "{:<26} {:<28} {:<26} {:>3} {:>10} {:>8.2} {:>6}  {:>8.2}-{:<8.2}",
+                shape.name,
+                shape.dims(),
+                case.kernel_name(),
+                threads,
+                human_secs(t.median),
+                gops,
+                pk,
+                bench::gops(ops, t.max),
+                bench::gops(ops, t.min)
+            );
+        }
+    }
+    if args.json {
+        println!("[\n{}\n]", out.join(",\n"));
+    } else {
+        println!(
+            "u8 NHWC (zero point 128) x i8 OHWI (prepacked) -> u8 requantized; GOPS = 2*MACs / median time; \
+             %peak = GOPS / (per-core peak of the GEMM kernel's path measured on this host x threads); every result checked against the reference"
+        );
     }
     Ok(())
 }

@@ -177,13 +177,13 @@ impl Conv2dGeometry {
                 return Err(Error::InvalidParameter(format!("conv2d: `{name}` must be at least 1, got 0")));
             }
         }
-        if self.in_c % self.groups != 0 {
+        if !self.in_c.is_multiple_of(self.groups) {
             return Err(Error::InvalidParameter(format!(
                 "conv2d: `groups` ({}) must divide the input channels `in_c` ({})",
                 self.groups, self.in_c
             )));
         }
-        if self.out_c % self.groups != 0 {
+        if !self.out_c.is_multiple_of(self.groups) {
             return Err(Error::InvalidParameter(format!(
                 "conv2d: `groups` ({}) must divide the output channels `out_c` ({})",
                 self.groups, self.out_c
