@@ -294,9 +294,20 @@ impl GemmCase {
         &self.shape
     }
 
-    /// The GEMM microkernel that runs.
+    /// The GEMM microkernel the weights were packed for.
     pub fn kernel(&self) -> GemmUkernel {
         self.w.kernel()
+    }
+
+    /// The name of the kernel that runs this shape: the GEMV kernel for `M ≤ 4` where
+    /// the context has one for the weights' packed format, else [`Self::kernel`]'s.
+    pub fn kernel_name(&self) -> &'static str {
+        self.ctx.gemm_kernel_for(&self.w, self.shape.m).name
+    }
+
+    /// Bytes of packed weights one call streams (for memory-bound shapes, GB/s).
+    pub fn weight_bytes(&self) -> usize {
+        self.w.packed_bytes()
     }
 
     /// One GEMM call.
@@ -327,6 +338,158 @@ impl GemmCase {
                     "{} on {}: C[{i}][{j}] = {got}, the exact result is {want}",
                     self.w.kernel_name(),
                     self.shape.dims()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A depthwise convolution benchmark layer (batch 1, square kernel, symmetric padding),
+/// named as in `../shared/tools/peer_bench.py`'s `CONVS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DwShape {
+    /// The name `peer_bench.py` uses.
+    pub name: &'static str,
+    /// Channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Kernel size.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding on every side.
+    pub pad: usize,
+}
+
+/// The depthwise layers of DESIGN.md §7 and issue 4.
+pub const DW_SHAPES: &[DwShape] = &[
+    DwShape { name: "mbv2_dw3x3_56x56x144", c: 144, h: 56, w: 56, k: 3, stride: 1, pad: 1 },
+    DwShape { name: "mbv2_dw3x3_s2_112x112x96", c: 96, h: 112, w: 112, k: 3, stride: 2, pad: 1 },
+    DwShape { name: "dw5x5_28x28x192", c: 192, h: 28, w: 28, k: 5, stride: 1, pad: 2 },
+];
+
+impl DwShape {
+    /// The convolution geometry.
+    pub fn geometry(&self) -> crate::conv::Conv2dGeometry {
+        crate::conv::Conv2dGeometry {
+            batch: 1,
+            in_h: self.h,
+            in_w: self.w,
+            in_c: self.c,
+            out_c: self.c,
+            kernel_h: self.k,
+            kernel_w: self.k,
+            stride_h: self.stride,
+            stride_w: self.stride,
+            dilation_h: 1,
+            dilation_w: 1,
+            pad_top: self.pad,
+            pad_left: self.pad,
+            pad_bottom: self.pad,
+            pad_right: self.pad,
+            groups: self.c,
+        }
+    }
+    /// Output height (= width).
+    pub fn out_size(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// `2·MACs` of one call.
+    pub fn ops(&self) -> f64 {
+        2.0 * (self.out_size() * self.out_size() * self.c * self.k * self.k) as f64
+    }
+}
+
+/// A depthwise layer by name (case-insensitive).
+pub fn find_dw_shape(s: &str) -> Result<DwShape> {
+    DW_SHAPES.iter().copied().find(|d| d.name.eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
+        Error::InvalidParameter(format!(
+            "depthwise layer {s:?} is not one of {}",
+            DW_SHAPES.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// The benchmarked depthwise operation, as `peer_bench.py`'s NHWC `QLinearConv`: u8
+/// activations (zero point 128, scale 0.02), i8 weights (zero point 0, scale 0.01),
+/// u8 output requantized in `Fp32` mode (zero point 128, scale `0.0002·k·100`).
+#[derive(Debug)]
+pub struct DwconvCase {
+    shape: DwShape,
+    ctx: Context,
+    x: Vec<u8>,
+    w: Vec<i8>,
+    conv: crate::conv::DepthwiseConv,
+    y: Vec<u8>,
+    y_scale: f32,
+}
+
+impl DwconvCase {
+    /// Random input and filter from `seed`, the filter packed for `ctx`.
+    pub fn new(ctx: &Context, shape: &DwShape, seed: u64) -> Result<DwconvCase> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut x = vec![0u8; shape.h * shape.w * shape.c];
+        rng.fill_bytes(&mut x);
+        // Weights in [−127, 127], as peer_bench.py draws them.
+        let w: Vec<i8> = (0..shape.c * shape.k * shape.k).map(|_| ((rng.next_u32() % 255) as i32 - 127) as i8).collect();
+        let f = crate::conv::DepthwiseFilter::new_in(ctx, &w, shape.c, shape.k, shape.k, WeightQuant::per_tensor(0, 0.01))?;
+        let conv = crate::conv::DepthwiseConv::new(f, &shape.geometry())?;
+        let o = shape.out_size();
+        let y = vec![1u8; o * o * shape.c];
+        let y_scale = 0.02 * 0.01 * (shape.k as f32) * 100.0;
+        Ok(DwconvCase { shape: *shape, ctx: ctx.clone(), x, w, conv, y, y_scale })
+    }
+
+    /// The microkernel that runs.
+    pub fn kernel_name(&self) -> &'static str {
+        self.conv.filter().kernel_name()
+    }
+
+    /// One convolution.
+    pub fn run(&mut self) -> Result<()> {
+        let s = &self.shape;
+        let o = s.out_size();
+        let a = Activations::new(MatrixRef::new(&self.x, s.h * s.w, s.c), A_ZERO_POINT, 0.02);
+        let rq = crate::gemm::Requantize::new(self.y_scale, 128u8);
+        self.conv.run_requantize(&self.ctx, a, &rq, MatrixMut::new(&mut self.y, o * o, s.c))
+    }
+
+    /// Checks 256 outputs (corners and pseudo-random) against a direct i64 convolution
+    /// and the reference requantization.
+    pub fn check(&self) -> Result<()> {
+        let s = &self.shape;
+        let o = s.out_size();
+        let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+        let mut pts = vec![(0, 0, 0), (o - 1, o - 1, s.c - 1), (0, o - 1, 0), (o - 1, 0, s.c - 1)];
+        while pts.len() < 256 {
+            let r = rng.next_u64() as usize;
+            pts.push((r % o, (r >> 20) % o, (r >> 40) % s.c));
+        }
+        let mult = (0.02f32 * 0.01) / self.y_scale;
+        for (oy, ox, c) in pts {
+            let mut acc = 0i64;
+            for ky in 0..s.k {
+                for kx in 0..s.k {
+                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                    let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                    if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                        continue;
+                    }
+                    let xv = self.x[(iy as usize * s.w + ix as usize) * s.c + c] as i64 - A_ZERO_POINT as i64;
+                    acc += xv * self.w[(c * s.k + ky) * s.k + kx] as i64;
+                }
+            }
+            let want = qkern_kernels::reference::requantize_fp32(acc, mult, 128).clamp(0, 255);
+            let got = self.y[(oy * o + ox) * s.c + c] as i64;
+            if got != want {
+                return Err(Error::Internal(format!(
+                    "{} on {}: y[{oy}][{ox}][{c}] = {got}, the exact result is {want} (acc {acc})",
+                    self.kernel_name(),
+                    s.name
                 )));
             }
         }
@@ -433,6 +596,148 @@ impl CodebookCase {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// One convolution layer of `../shared/tools/peer_bench.py`'s `CONVS` (batch 1, square
+/// kernel, symmetric padding), same names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Name, as in `peer_bench.py`.
+    pub name: &'static str,
+    /// Input channels.
+    pub in_c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub out_c: usize,
+    /// Kernel size.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding on every side.
+    pub pad: usize,
+    /// Groups.
+    pub groups: usize,
+}
+
+impl ConvShape {
+    /// The NHWC geometry.
+    pub fn geometry(&self) -> crate::conv::Conv2dGeometry {
+        let p = self.pad;
+        crate::conv::Conv2dGeometry::new(1, self.h, self.w, self.in_c, self.out_c, self.k, self.k)
+            .stride(self.stride, self.stride)
+            .padding(p, p, p, p)
+            .groups(self.groups)
+    }
+    /// `2·MACs`, the op count GOPS are quoted on (as `peer_bench.py`).
+    pub fn ops(&self) -> f64 {
+        2.0 * self.geometry().macs() as f64
+    }
+    /// `HxWxCin->Cout kKsS pP gG`.
+    pub fn dims(&self) -> String {
+        format!("{}x{}x{}->{} k{}s{}p{} g{}", self.h, self.w, self.in_c, self.out_c, self.k, self.stride, self.pad, self.groups)
+    }
+}
+
+/// The conv layers `peer_bench.py` times onnxruntime on (its `CONVS`, same order).
+pub const CONV_SHAPES: &[ConvShape] = &[
+    ConvShape { name: "r50_3x3_56x56x64", in_c: 64, h: 56, w: 56, out_c: 64, k: 3, stride: 1, pad: 1, groups: 1 },
+    ConvShape { name: "r50_1x1_56x56x256", in_c: 256, h: 56, w: 56, out_c: 64, k: 1, stride: 1, pad: 0, groups: 1 },
+    ConvShape { name: "r50_3x3_s2_56x56x128", in_c: 128, h: 56, w: 56, out_c: 128, k: 3, stride: 2, pad: 1, groups: 1 },
+    ConvShape { name: "grp4_3x3_56x56x128", in_c: 128, h: 56, w: 56, out_c: 128, k: 3, stride: 1, pad: 1, groups: 4 },
+    ConvShape { name: "mbv2_dw3x3_56x56x144", in_c: 144, h: 56, w: 56, out_c: 144, k: 3, stride: 1, pad: 1, groups: 144 },
+    ConvShape { name: "mbv2_dw3x3_s2_112x112x96", in_c: 96, h: 112, w: 112, out_c: 96, k: 3, stride: 2, pad: 1, groups: 96 },
+    ConvShape { name: "dw5x5_28x28x192", in_c: 192, h: 28, w: 28, out_c: 192, k: 5, stride: 1, pad: 2, groups: 192 },
+];
+
+/// A [`CONV_SHAPES`] entry by name.
+pub fn find_conv_shape(name: &str) -> Result<ConvShape> {
+    CONV_SHAPES.iter().copied().find(|c| c.name == name).ok_or_else(|| {
+        Error::InvalidParameter(format!(
+            "unknown conv shape {name:?}; known: {}",
+            CONV_SHAPES.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// The benchmarked convolution, as `peer_bench.py`'s QLinearConv: u8 NHWC input (zero
+/// point 128, scale 0.02) × i8 OHWI weights (zero point 0, scale 0.01, prepacked) →
+/// u8 requantized (scale from the layer's K, zero point 128), ONNX fp32 rounding.
+#[derive(Debug)]
+pub struct ConvCase {
+    shape: ConvShape,
+    ctx: Context,
+    x: Vec<u8>,
+    w: Vec<i8>,
+    filter: crate::conv::Conv2d,
+    y_scale: f32,
+    y: Vec<u8>,
+}
+
+impl ConvCase {
+    /// Allocates and fills input and weights from `seed`, packs the filter for `ctx`.
+    pub fn new(ctx: &Context, shape: &ConvShape, seed: u64) -> Result<ConvCase> {
+        let g = shape.geometry();
+        g.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut x = try_vec("input", g.input_len(), 0u8)?;
+        rng.fill_bytes(&mut x);
+        let mut wb = try_vec("weights", g.weight_len(), 0u8)?;
+        rng.fill_bytes(&mut wb);
+        let w: Vec<i8> = bytemuck::cast_slice(&wb).to_vec();
+        let filter = crate::conv::Conv2d::new_in(ctx, g, &w, WeightQuant::per_tensor(0, 0.01))?;
+        let k = (g.kernel_h * g.kernel_w * g.group_in_c()) as f32;
+        // About one standard deviation of the accumulator per 32 output steps.
+        let y_scale = 0.02 * 0.01 * k.sqrt() * 74.0 * 74.0 / 32.0;
+        let y = try_vec("output", g.output_len(), 1u8)?;
+        Ok(ConvCase { shape: *shape, ctx: ctx.clone(), x, w, filter, y_scale, y })
+    }
+
+    /// The layer.
+    pub fn shape(&self) -> &ConvShape {
+        &self.shape
+    }
+
+    /// The GEMM microkernel that runs.
+    pub fn kernel_name(&self) -> &'static str {
+        self.filter.kernel_name()
+    }
+
+    /// One conv call.
+    pub fn run(&mut self) -> Result<()> {
+        let rq = crate::gemm::Requantize::new(self.y_scale, 128u8);
+        self.ctx.conv2d_requantize(&self.filter, crate::conv::ConvInput::new(&self.x, A_ZERO_POINT, 0.02), &rq, &mut self.y)
+    }
+
+    /// Checks the whole last result against the reference convolution and output stage.
+    pub fn check(&self) -> Result<()> {
+        use qkern_kernels::reference::{RefOutput, conv2d_i64, output_stage_ref};
+        let g = self.filter.geometry();
+        let mut acc = vec![0i64; g.output_len()];
+        conv2d_i64(&g.to_reference(), &self.x, A_ZERO_POINT as i32, &self.w, &[0], &mut acc);
+        let scale = vec![(0.02f32 * 0.01) / self.y_scale; g.out_c];
+        let ro = RefOutput {
+            kind: qkern_kernels::OutputKind::U8,
+            mode: crate::RequantMode::Fp32,
+            bias_i32: None,
+            scale: &scale,
+            bias_f32: None,
+            qmult: &[],
+            out_zero_point: 128,
+            qmin: 0,
+            qmax: 255,
+        };
+        for (i, (&y, &a)) in self.y.iter().zip(&acc).enumerate() {
+            let want = output_stage_ref(a, i % g.out_c, &ro);
+            if y as i64 != want {
+                return Err(Error::Internal(format!("conv {}: y[{i}] = {y}, the reference gives {want}", self.shape.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use qkern_kernels::{CodebookUkernel, GemmUkernel, Isa};
+use qkern_kernels::{CodebookUkernel, DwconvUkernel, GemmUkernel, Isa};
 
 use crate::error::{Error, Result};
 
@@ -128,6 +128,14 @@ pub struct KernelTable {
     /// Every GEMM microkernel the packer may pick, best first: a kernel with a
     /// precondition on the weights (`max_abs_stored_b`) is used only where it holds.
     pub gemm_candidates: Vec<GemmUkernel>,
+    /// GEMV microkernels (`mr ≤ 4`), best first: a call of at most `mr` rows runs on the
+    /// first whose packed format and offsets match the weights' kernel (so the same
+    /// packed weights serve it); other calls, or weights no GEMV kernel reads, use the
+    /// GEMM kernel the weights were packed for.
+    pub gemv: Vec<GemmUkernel>,
+    /// Every depthwise microkernel this CPU runs within the cap, best first; the first
+    /// that handles a filter's tap count runs it ([`KernelTable::dwconv_for`]).
+    pub dwconv_candidates: Vec<DwconvUkernel>,
     /// Every codebook microkernel (lookup and shift families) usable at this tier, best
     /// first; the packer picks the first of the requested family whose table bound holds.
     pub codebook_candidates: Vec<CodebookUkernel>,
@@ -143,6 +151,21 @@ pub fn codebook_kernels() -> Vec<CodebookUkernel> {
     v
 }
 
+/// Every depthwise microkernel compiled into this build, in preference order (best last;
+/// at one tier the specialised ones come after the any-size one).
+pub fn dwconv_kernels() -> Vec<DwconvUkernel> {
+    #[allow(unused_mut)]
+    let mut v = qkern_kernels::generic::DWCONV_KERNELS.to_vec();
+    #[cfg(target_arch = "x86_64")]
+    v.extend(qkern_kernels::x86_64::dwconv_kernels());
+    v
+}
+
+/// Whether this CPU runs `k`: its tier and its `extra_features` (e.g. `avx512vbmi`).
+pub fn dwconv_runs_here(k: &DwconvUkernel) -> bool {
+    cpu().has(k.isa) && k.extra_features.iter().all(|f| cpu().flags.contains(f))
+}
+
 /// Every GEMM microkernel compiled into this build, in preference order (best last).
 pub fn gemm_kernels() -> Vec<GemmUkernel> {
     #[allow(unused_mut)]
@@ -152,6 +175,26 @@ pub fn gemm_kernels() -> Vec<GemmUkernel> {
     #[cfg(target_arch = "aarch64")]
     v.extend(qkern_kernels::aarch64::gemm_kernels());
     v
+}
+
+/// Every GEMV microkernel compiled into this build, in preference order (best last).
+pub fn gemv_kernels() -> Vec<GemmUkernel> {
+    #[allow(unused_mut)]
+    let mut v = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    v.extend(qkern_kernels::x86_64::gemv_kernels());
+    v
+}
+
+/// Whether `gemv` can run weights packed for `packed`: the same packed format and the
+/// same operand offsets (what the packer stored and the driver's sums assume), no
+/// stricter precondition on the weights, and an entry for each signedness `packed` has.
+pub fn gemv_reads(gemv: &GemmUkernel, packed: &GemmUkernel) -> bool {
+    gemv.format == packed.format
+        && gemv.a_offset == packed.a_offset
+        && gemv.b_offset == packed.b_offset
+        && gemv.max_abs_stored_b.is_none_or(|g| packed.max_abs_stored_b.is_some_and(|p| p <= g))
+        && (0..2).all(|a| (0..2).all(|b| packed.run[a][b].is_none() || gemv.run[a][b].is_some()))
 }
 
 impl KernelTable {
@@ -171,9 +214,12 @@ impl KernelTable {
             .copied()
             .find(|k| k.max_abs_stored_b.is_none())
             .ok_or_else(|| Error::Internal("no unconditional GEMM kernel registered".into()))?;
+        let gemv = gemv_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && cpu().has(k.isa)).collect();
+        let dwconv_candidates: Vec<DwconvUkernel> =
+            dwconv_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && dwconv_runs_here(k)).collect();
         let codebook_candidates =
             codebook_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && cpu().has(k.isa)).collect();
-        Ok(KernelTable { isa: cap, gemm, gemm_candidates, codebook_candidates })
+        Ok(KernelTable { isa: cap, gemm, gemm_candidates, gemv, dwconv_candidates, codebook_candidates })
     }
 
     /// The lookup-family codebook kernel that runs any table of `bits`-bit codes at this
@@ -185,9 +231,31 @@ impl KernelTable {
             .find(|k| k.family == qkern_kernels::CodebookFamily::Lut && k.bits == bits && k.max_abs_table.is_none())
     }
 
-    /// `(family, kernel name)` for every family, for `qkern info` and tests.
+    /// The GEMV kernel for a call of `m` rows on weights packed for `packed`, if any.
+    pub fn gemv_for(&self, packed: &GemmUkernel, m: usize) -> Option<GemmUkernel> {
+        self.gemv.iter().copied().find(|g| m <= g.mr && gemv_reads(g, packed))
+    }
+
+    /// `(family, kernel name)` for every family, for `qkern info` and tests. `gemv` is
+    /// the kernel for calls of at most 4 rows on weights packed for `gemm` (that kernel
+    /// itself where no GEMV kernel reads its format).
     pub fn chosen(&self) -> Vec<(&'static str, &'static str)> {
-        vec![("gemm", self.gemm.name)]
+        let gemv = self.gemv_for(&self.gemm, 1).unwrap_or(self.gemm);
+        let mut v = vec![("gemm", self.gemm.name), ("gemv", gemv.name)];
+        // For a typical filter: i8 weights, zero point 0.
+        for (family, taps) in [("dwconv", 7 * 7), ("dwconv3x3", 9), ("dwconv5x5", 25)] {
+            if let Some(k) = self.dwconv_for(taps, -128, 127) {
+                v.push((family, k.name));
+            }
+        }
+        v
+    }
+
+    /// The depthwise kernel for a filter of `taps` taps whose centred weights
+    /// `w − zw` lie in `[lo, hi]`: the best candidate that takes both (at the best tier,
+    /// an i8-weight kernel before an i16 one, a specialised one before the any-size one).
+    pub fn dwconv_for(&self, taps: usize, lo: i32, hi: i32) -> Option<DwconvUkernel> {
+        self.dwconv_candidates.iter().copied().find(|k| k.handles_taps(taps) && k.takes_weights(lo, hi))
     }
 }
 
@@ -259,6 +327,19 @@ impl Context {
         Ok(self)
     }
 
+    /// The same context without GEMV kernels: every call runs the GEMM kernel its
+    /// weights were packed for (to compare the two paths, in tests and benchmarks).
+    pub fn without_gemv(mut self) -> Context {
+        self.table.gemv.clear();
+        self
+    }
+
+    /// The microkernel a call of `m` rows on `w` runs: the GEMV kernel
+    /// ([`KernelTable::gemv_for`]) or the one `w` was packed for.
+    pub fn gemm_kernel_for(&self, w: &crate::gemm::PackedWeights, m: usize) -> GemmUkernel {
+        self.table.gemv_for(&w.kernel(), m).unwrap_or(w.kernel())
+    }
+
     /// The kernel table.
     pub fn kernels(&self) -> &KernelTable {
         &self.table
@@ -267,6 +348,12 @@ impl Context {
     /// Number of threads a call may use.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// The same kernels, run on the caller's thread only: for work items that are
+    /// already spread over the pool (conv row blocks) and must not fan out again.
+    pub(crate) fn serial(&self) -> Context {
+        Context { table: self.table.clone(), pool: None, threads: 1 }
     }
 
     /// Runs `f` on this context's pool.

@@ -5,12 +5,14 @@
 //!
 //! * [`gemm`] — int8 GEMM: u8/i8 activations × i8/u8 prepacked weights, zero points,
 //!   per-tensor / per-column scales, fused output stages (i32, f32, requantized u8/i8).
+//! * [`conv`] — NHWC conv2d (geometry, prepacked filters, indirection); depthwise
+//!   convolution with 3×3 / 5×5 specialised kernels.
 //! * [`quant`] — quantizers: uniform symmetric/affine at 1–8 bits, per tensor / channel /
 //!   group, rounding modes, calibration, error metrics.
 //! * [`requant`] — the three requantization modes (ONNX fp32, TFLite double rounding,
 //!   single rounding) and TFLite's multiplier derivation.
 //! * [`onnx`] — ONNX operator semantics, bit for bit: QLinearMatMul, MatMulInteger,
-//!   QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear.
+//!   QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearConv, ConvInteger.
 //! * [`dispatch`] — CPU detection, the kernel table, `QKERN_MAX_ISA`.
 //! * [`ffi`] — the C ABI (`include/qkern.h`).
 //!
@@ -20,6 +22,7 @@
 
 pub mod bench;
 pub mod codebook;
+pub mod conv;
 pub mod dispatch;
 pub mod error;
 #[allow(unsafe_code)]

@@ -720,6 +720,103 @@ fn weights_from_another_tier() {
 }
 
 // ---------------------------------------------------------------------------------------
+// GEMV (M ≤ 4): its own kernel and tiling in the driver, on the same packed weights.
+
+/// Whether a call of `m` rows on `w` runs a GEMV kernel on `ctx`, which must be so for
+/// M ≤ 4 whenever the context has a GEMV kernel that reads the weights' format.
+fn runs_gemv(ctx: &Context, w: &PackedWeights, m: usize) -> bool {
+    let k = ctx.gemm_kernel_for(w, m);
+    let expected = ctx.kernels().gemv_for(&w.kernel(), m).is_some();
+    assert_eq!(k.name != w.kernel_name(), expected, "M={m}: {} for weights of {}", k.name, w.kernel_name());
+    if expected {
+        assert!(m <= k.mr && k.name.contains("gemv"), "M={m} runs {}", k.name);
+    }
+    expected
+}
+
+/// M = 1..4 through the GEMV path of every context, every signedness, per-tensor and
+/// per-column zero points, strided A and C, N across panel edges, and K below, at and
+/// far past the i32-safe bound (so the chunked path runs): every output stage exact.
+fn gemv_shapes<A: Int8, B: Int8>(seed: u64) {
+    let mut r = rng(seed);
+    let mut ran_gemv = 0;
+    for ctx in contexts() {
+        for m in 1..=4 {
+            for (i, &(n, k)) in [(1, 1), (17, 3), (32, 64), (33, 257), (100, 1001), (75, 40_000)].iter().enumerate() {
+                let p = Problem::<A, B>::random(&mut r, m, n, k, (i + m) % 2 == 0, i % 3 != 2);
+                let p = p.fit_to(&ctx);
+                ran_gemv += runs_gemv(&ctx, &p.pack(&ctx), m) as usize;
+                check_all_outputs(&ctx, &p, &mut r, "gemv");
+            }
+        }
+    }
+    // On a CPU with a GEMV kernel, some context must have run it.
+    let have = common::available_isas().iter().any(|&i| !Context::for_isa(i).unwrap().kernels().gemv.is_empty());
+    assert_eq!(ran_gemv > 0, have, "GEMV kernels available: {have}, GEMV cases run: {ran_gemv}");
+}
+
+#[test]
+fn gemv_rows_1_to_4_u8_u8() {
+    gemv_shapes::<u8, u8>(21);
+}
+#[test]
+fn gemv_rows_1_to_4_u8_i8() {
+    gemv_shapes::<u8, i8>(22);
+}
+#[test]
+fn gemv_rows_1_to_4_i8_u8() {
+    gemv_shapes::<i8, u8>(23);
+}
+#[test]
+fn gemv_rows_1_to_4_i8_i8() {
+    gemv_shapes::<i8, i8>(24);
+}
+
+/// The GEMV path and the GEMM path give identical results, for 1 and 2 threads (the
+/// GEMV splits N between threads), on whole-K and on chunked K, and M = 5 leaves the
+/// GEMV path.
+#[test]
+fn gemv_matches_gemm_path_and_threads() {
+    let mut r = rng(25);
+    for isa in common::available_isas() {
+        let c1 = Context::for_isa(isa).unwrap().with_threads(1).unwrap();
+        let c2 = Context::for_isa(isa).unwrap().with_threads(2).unwrap();
+        let no_gemv = c1.clone().without_gemv();
+        for &(m, n, k) in &[(1usize, 1000usize, 4096usize), (3, 333, 2000), (4, 97, 50_000), (2, 40, 70_000), (5, 64, 100)] {
+            let p = Problem::<u8, i8>::random(&mut r, m, n, k, true, true).fit_to(&c1);
+            let w = p.pack(&c1);
+            let gemv = runs_gemv(&c1, &w, m);
+            assert!(!gemv || m <= 4);
+            assert_eq!(no_gemv.gemm_kernel_for(&w, m).name, w.kernel_name());
+            let acc = p.exact();
+            let what = format!("{isa:?} {} gemv={gemv}", p.label());
+            for mode in RequantMode::ALL {
+                let amax = acc.iter().map(|v| v.unsigned_abs()).max().unwrap().max(1) as f32;
+                let rq = Requantize::new(p.sa * 0.05 * amax / 100.0, 3u8).mode(mode);
+                let outs: Vec<Vec<u8>> = [&c1, &c2, &no_gemv]
+                    .iter()
+                    .map(|ctx| {
+                        let mut q = COut::<u8>::new(m, n, 2, 0);
+                        ctx.gemm_requantize(p.acts(), &w, &rq, q.view()).unwrap();
+                        q.check(&format!("{what} {}", mode.name()), &p.expect_requant(&acc, &rq));
+                        q.data
+                    })
+                    .collect();
+                assert!(outs.iter().all(|o| *o == outs[0]), "{what}: paths differ");
+            }
+            let expected = p.expect_i32(&acc, None);
+            if fits_i32(&expected) {
+                for ctx in [&c1, &c2, &no_gemv] {
+                    let mut c = COut::<i32>::new(m, n, 1, 1);
+                    ctx.gemm_i32(p.acts(), &w, None, c.view()).unwrap();
+                    c.check(&format!("{what} i32 threads={}", ctx.threads()), &expected);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Overflow policy (DESIGN.md §2): exact i32 or Error::Overflow; f32 and requantized
 // outputs from the exact i64 accumulator.
 

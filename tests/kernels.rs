@@ -42,6 +42,34 @@ fn every_gemm_kernel_matches_the_reference() {
     assert!(ran >= 1);
 }
 
+/// The GEMV kernels (`mr ≤ 4`, used for calls of at most 4 rows) through the same
+/// tester, and each reads the packed weights of some registered GEMM kernel (else the
+/// driver could never pick it).
+#[test]
+fn every_gemv_kernel_matches_the_reference() {
+    let gemm = dispatch::gemm_kernels();
+    for k in &dispatch::gemv_kernels() {
+        assert!(k.mr >= 1 && k.mr <= 4, "{}: a GEMV kernel has at most 4 rows", k.name);
+        assert!(k.name.contains(&format!("{}x{}c{}", k.mr, k.nr(), k.format.kr)), "{}: name lacks its tile", k.name);
+        assert!(
+            gemm.iter().any(|g| g.isa == k.isa && dispatch::gemv_reads(k, g)),
+            "{}: reads no GEMM kernel's packed weights",
+            k.name
+        );
+        if !common::isa_or_skip(&format!("gemv kernel {}", k.name), k.isa) {
+            continue;
+        }
+        let t0 = Instant::now();
+        // SAFETY: as in `every_gemm_kernel_matches_the_reference`: the CPU runs `k.isa`
+        // and `k` is a registered kernel implementing the `GemmUkernelFn` contract.
+        let s = unsafe { qkern_kernels::testing::check_gemm_ukernel(k) };
+        eprintln!("{}: {} combos, {} cases, {} calls in {:?}", s.kernel, s.combos, s.cases, s.calls, t0.elapsed());
+        let have = k.run.iter().flatten().filter(|f| f.is_some()).count();
+        assert_eq!(s.combos, have, "{}: every signedness entry must be tested", k.name);
+        assert!(s.cases > 0 && s.calls >= s.cases, "{}: the tester ran nothing", k.name);
+    }
+}
+
 #[test]
 fn gemm_kernels_are_well_formed() {
     let kernels = dispatch::gemm_kernels();
@@ -117,7 +145,12 @@ fn kernel_table_picks_the_best_kernel_within_the_cap() {
                     .rfind(|k| k.isa.within(cap) && cpu().has(k.isa) && k.max_abs_stored_b.is_none())
                     .unwrap();
                 assert_eq!(t.gemm.name, best.name, "cap {cap:?}: not the best eligible kernel");
-                assert_eq!(t.chosen(), vec![("gemm", best.name)]);
+                // `gemv`: the best GEMV kernel that reads `gemm`'s packed weights, else `gemm`.
+                let gemv = dispatch::gemv_kernels()
+                    .into_iter()
+                    .rfind(|k| k.isa.within(cap) && cpu().has(k.isa) && dispatch::gemv_reads(k, best))
+                    .map_or(best.name, |k| k.name);
+                assert_eq!(t.chosen()[..2], [("gemm", best.name), ("gemv", gemv)]);
                 let ctx = Context::for_isa(cap).unwrap();
                 assert_eq!(ctx.kernels().gemm.name, best.name);
                 assert_eq!(ctx.kernels().isa, cap);

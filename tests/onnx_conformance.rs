@@ -9,11 +9,14 @@
 //!
 //! Run: `cargo test --release --test onnx_conformance -- --nocapture`.
 
+mod common;
+
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
-use qkern::Int8;
+use qkern::{Context, Int8};
 use qkern::onnx::{
+    AutoPad, ConvAttrs, conv_integer_in, conv_output_shape, qlinear_conv_in,
     DequantizeAttrs, QLinearInput, QuantSliceMut, QuantTensor, QuantType, QuantizeAttrs, TensorRef, dequantize_linear,
     dynamic_quantize_linear, matmul_integer, matmul_output_shape, qlinear_matmul, quantize_linear, quantize_output_type,
 };
@@ -22,6 +25,9 @@ use serde_json::Value;
 /// The cases of the five operators, by name, as listed in INDEX.md. The dtype rule below
 /// also requires any case added later; this list guards against cases disappearing.
 const REQUIRED: &[&str] = &[
+    "test_convinteger_with_padding",
+    "test_convinteger_without_padding",
+    "test_qlinearconv",
     "test_dequantizelinear",
     "test_dequantizelinear_axis",
     "test_dequantizelinear_blocked",
@@ -105,8 +111,10 @@ impl Case {
     /// Whether qkern must pass this case: one of the five operators, every tensor of a
     /// supported dtype.
     fn required(&self) -> bool {
-        matches!(self.op(), "QuantizeLinear" | "DequantizeLinear" | "DynamicQuantizeLinear" | "QLinearMatMul" | "MatMulInteger")
-            && self.dtypes().iter().all(|d| SUPPORTED_DTYPES.contains(&d.as_str()))
+        matches!(
+            self.op(),
+            "QuantizeLinear" | "DequantizeLinear" | "DynamicQuantizeLinear" | "QLinearMatMul" | "MatMulInteger" | "QLinearConv" | "ConvInteger"
+        ) && self.dtypes().iter().all(|d| SUPPORTED_DTYPES.contains(&d.as_str()))
     }
 
     fn load(&self, spec: &Value) -> Result<Npy, String> {
@@ -306,8 +314,7 @@ fn view<'a>(o: &'a Owned, shape: &'a [usize], qt: QuantType) -> Result<QuantTens
 /// The reason a case is outside qkern, or None.
 fn unsupported_reason(case: &Case) -> Option<String> {
     match case.op() {
-        "ConvInteger" | "QLinearConv" => return Some(format!("{} comes with the convolution issue", case.op())),
-        "QuantizeLinear" | "DequantizeLinear" | "DynamicQuantizeLinear" | "QLinearMatMul" | "MatMulInteger" => {}
+        "QuantizeLinear" | "DequantizeLinear" | "DynamicQuantizeLinear" | "QLinearMatMul" | "MatMulInteger" | "ConvInteger" | "QLinearConv" => {}
         op => return Some(format!("operator {op} is not one of qkern's")),
     }
     let bad: Vec<String> = case.dtypes().into_iter().filter(|d| !SUPPORTED_DTYPES.contains(&d.as_str())).collect();
@@ -504,6 +511,126 @@ fn mmi<A: Int8 + FromData, B: Int8 + FromData>(case: &Case) -> Result<(), String
     compare("Y", &y, &want)
 }
 
+/// The conv attributes of a case (schema defaults where absent).
+fn conv_attrs(case: &Case) -> Result<ConvAttrs, String> {
+    let a = &case.json["attributes_with_schema_defaults"];
+    let list = |name: &str| -> Result<Vec<usize>, String> {
+        match a.get(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(v)) => v.iter().map(|x| x.as_u64().map(|x| x as usize).ok_or(format!("{name}: {x}"))).collect(),
+            Some(other) => Err(format!("attribute {name} = {other}")),
+        }
+    };
+    let auto_pad = AutoPad::from_onnx(a.get("auto_pad").and_then(Value::as_str).unwrap_or("NOTSET")).map_err(|e| e.to_string())?;
+    Ok(ConvAttrs {
+        auto_pad,
+        dilations: list("dilations")?,
+        group: case.attr_i64("group").unwrap_or(1) as usize,
+        kernel_shape: list("kernel_shape")?,
+        pads: list("pads")?,
+        strides: list("strides")?,
+    })
+}
+
+/// The conv cases run through every ISA tier this CPU has.
+fn tier_contexts() -> Vec<Context> {
+    common::available_isas().into_iter().map(|i| Context::for_isa(i).unwrap()).collect()
+}
+
+fn run_qlinear_conv(case: &Case) -> Result<(), String> {
+    let t = |i: usize| case.input(i).and_then(|s| s["npy_dtype"].as_str()).unwrap_or("");
+    let out = case.output(0)?["npy_dtype"].as_str().unwrap_or("");
+    match (t(0), t(3), out) {
+        ("uint8", "uint8", "uint8") => qlc::<u8, u8, u8>(case),
+        ("uint8", "uint8", "int8") => qlc::<u8, u8, i8>(case),
+        ("uint8", "int8", "uint8") => qlc::<u8, i8, u8>(case),
+        ("uint8", "int8", "int8") => qlc::<u8, i8, i8>(case),
+        ("int8", "uint8", "uint8") => qlc::<i8, u8, u8>(case),
+        ("int8", "uint8", "int8") => qlc::<i8, u8, i8>(case),
+        ("int8", "int8", "uint8") => qlc::<i8, i8, u8>(case),
+        ("int8", "int8", "int8") => qlc::<i8, i8, i8>(case),
+        other => Err(format!("dtype combination {other:?}")),
+    }
+}
+
+fn qlc<A: Int8 + FromData, B: Int8 + FromData, Y: Int8 + FromData>(case: &Case) -> Result<(), String> {
+    let need = |i: usize, what: &str| case.input_npy(i)?.ok_or(format!("no {what}"));
+    let (x, xsh) = need(0, "x")?.typed::<A>()?;
+    let (sx, sxsh) = need(1, "x_scale")?.f32()?;
+    let (zx, zxsh) = need(2, "x_zero_point")?.typed::<A>()?;
+    let (w, wsh) = need(3, "w")?.typed::<B>()?;
+    let (sw, swsh) = need(4, "w_scale")?.f32()?;
+    let (zw, zwsh) = need(5, "w_zero_point")?.typed::<B>()?;
+    let (sy, sysh) = need(6, "y_scale")?.f32()?;
+    let (zy, zysh) = need(7, "y_zero_point")?.typed::<Y>()?;
+    let bias = case.input_npy(8)?.map(|n| n.typed::<i32>()).transpose()?;
+    let attrs = conv_attrs(case)?;
+    let (want, ysh) = case.load(case.output(0)?)?.typed::<Y>()?;
+    let shape = conv_output_shape(&xsh, &wsh, &attrs).map_err(|e| e.to_string())?;
+    if shape != ysh {
+        return Err(format!("output shape {shape:?}, expected {ysh:?}"));
+    }
+    for ctx in tier_contexts() {
+        let mut y = vec![Y::default(); want.len()];
+        qlinear_conv_in(
+            &ctx,
+            TensorRef::new(&x, &xsh),
+            TensorRef::new(&sx, &sxsh),
+            TensorRef::new(&zx, &zxsh),
+            TensorRef::new(&w, &wsh),
+            TensorRef::new(&sw, &swsh),
+            TensorRef::new(&zw, &zwsh),
+            TensorRef::new(&sy, &sysh),
+            TensorRef::new(&zy, &zysh),
+            bias.as_ref().map(|(v, s)| TensorRef::new(v, s)),
+            &attrs,
+            &mut y,
+        )
+        .map_err(|e| format!("{}: {e}", ctx.kernels().isa.name()))?;
+        compare(&format!("y ({})", ctx.kernels().isa.name()), &y, &want)?;
+    }
+    Ok(())
+}
+
+fn run_conv_integer(case: &Case) -> Result<(), String> {
+    let t = |i: usize| case.input(i).and_then(|s| s["npy_dtype"].as_str()).unwrap_or("");
+    match (t(0), t(1)) {
+        ("uint8", "uint8") => ci::<u8, u8>(case),
+        ("uint8", "int8") => ci::<u8, i8>(case),
+        ("int8", "uint8") => ci::<i8, u8>(case),
+        ("int8", "int8") => ci::<i8, i8>(case),
+        other => Err(format!("dtype combination {other:?}")),
+    }
+}
+
+fn ci<A: Int8 + FromData, B: Int8 + FromData>(case: &Case) -> Result<(), String> {
+    let (x, xsh) = case.input_npy(0)?.ok_or("no x")?.typed::<A>()?;
+    let (w, wsh) = case.input_npy(1)?.ok_or("no w")?.typed::<B>()?;
+    let zx = case.input_npy(2)?.map(|n| n.typed::<A>()).transpose()?;
+    let zw = case.input_npy(3)?.map(|n| n.typed::<B>()).transpose()?;
+    let attrs = conv_attrs(case)?;
+    let (want, ysh) = case.load(case.output(0)?)?.typed::<i32>()?;
+    let shape = conv_output_shape(&xsh, &wsh, &attrs).map_err(|e| e.to_string())?;
+    if shape != ysh {
+        return Err(format!("output shape {shape:?}, expected {ysh:?}"));
+    }
+    for ctx in tier_contexts() {
+        let mut y = vec![0i32; want.len()];
+        conv_integer_in(
+            &ctx,
+            TensorRef::new(&x, &xsh),
+            TensorRef::new(&w, &wsh),
+            zx.as_ref().map(|(v, s)| TensorRef::new(v, s)),
+            zw.as_ref().map(|(v, s)| TensorRef::new(v, s)),
+            &attrs,
+            &mut y,
+        )
+        .map_err(|e| format!("{}: {e}", ctx.kernels().isa.name()))?;
+        compare(&format!("y ({})", ctx.kernels().isa.name()), &y, &want)?;
+    }
+    Ok(())
+}
+
 fn run_case(case: &Case) -> Outcome {
     if let Some(reason) = unsupported_reason(case) {
         return Outcome::Unsupported(reason);
@@ -514,6 +641,8 @@ fn run_case(case: &Case) -> Outcome {
         "DynamicQuantizeLinear" => run_dynamic(case),
         "QLinearMatMul" => run_qlinear_matmul(case),
         "MatMulInteger" => run_matmul_integer(case),
+        "QLinearConv" => run_qlinear_conv(case),
+        "ConvInteger" => run_conv_integer(case),
         op => Err(format!("no runner for {op}")),
     };
     match r {
@@ -573,6 +702,8 @@ fn required_op_of(name: &str, ops: &[&str]) -> bool {
         "DynamicQuantizeLinear" => "test_dynamicquantizelinear",
         "QLinearMatMul" => "test_qlinearmatmul",
         "MatMulInteger" => "test_matmulinteger",
+        "QLinearConv" => "test_qlinearconv",
+        "ConvInteger" => "test_convinteger",
         _ => "\u{0}",
     };
     ops.iter().any(|op| name.starts_with(prefix(op)))
@@ -603,23 +734,22 @@ fn onnx_dynamicquantizelinear() {
     family(&["DynamicQuantizeLinear"]);
 }
 
-/// The operators that are not this issue's (convolutions), listed by name, and a check
-/// that every folder belongs to a known operator.
 #[test]
-fn onnx_other_operators_listed() {
+fn onnx_qlinearconv() {
+    family(&["QLinearConv"]);
+}
+
+#[test]
+fn onnx_convinteger() {
+    family(&["ConvInteger"]);
+}
+
+/// Every folder belongs to a known operator.
+#[test]
+fn onnx_every_case_is_a_known_operator() {
     const KNOWN: &[&str] =
         &["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QLinearConv"];
-    let cases = all_cases();
-    let mut report = String::new();
-    for case in &cases {
+    for case in &all_cases() {
         assert!(KNOWN.contains(&case.op()), "{}: unknown operator {:?}", case.name, case.op());
-        if matches!(case.op(), "ConvInteger" | "QLinearConv") {
-            match run_case(case) {
-                Outcome::Unsupported(r) => report += &format!("UNSUPPORTED {}: {r}\n", case.name),
-                _ => panic!("{}: expected UNSUPPORTED", case.name),
-            }
-        }
     }
-    use std::io::Write as _;
-    let _ = write!(std::io::stderr(), "\n{report}");
 }

@@ -386,6 +386,137 @@ pub fn gemm_col_term(k: usize, za: i32, zb: i32, col_sum: i32, bias: i32) -> i32
     (k as u32 as i32).wrapping_mul(za).wrapping_mul(zb).wrapping_sub(za.wrapping_mul(col_sum)).wrapping_add(bias)
 }
 
+// ---------------------------------------------------------------------------------------
+// Depthwise convolution (depth multiplier 1: one filter per channel).
+
+/// The [`DwconvArgs::indirection`] value that stands for a padding tap: the kernel reads
+/// [`DwconvArgs::zero`] (a row of activation zero points) instead of the input.
+pub const DW_ZERO_TAP: usize = usize::MAX;
+
+/// The largest tap count for which any centred filter keeps the raw sum in i32:
+/// `taps · 255 · 255 ≤ 2^31 − 1` (`33025 · 65025 = 2 147 450 625`). The driver must also
+/// keep the true result (with the bias) within i32, or split the work.
+pub const DW_MAX_TAPS: usize = 33025;
+
+/// Packed layout of a depthwise filter: the weights centred (`wc = w − zw[c]`), channel
+/// tiles of `ct` channels, taps in groups of `kr`, `[c/ct][t/kr][ct][kr]`, zero-padded
+/// (channels past `C`, taps past the count).
+///
+/// * `kr = 2`: little-endian i16 (`wc ∈ [−255, 255]`, any filter): one dword per channel
+///   and tap pair, `(wc[2p][c], wc[2p+1][c])`, for `vpmaddwd`/`vpdpwssd` with the dword
+///   `(x[2p][c], x[2p+1][c])` of widened activations.
+/// * `kr = 4`: i8, only for filters whose centred weights all lie in `[−128, 127]` (e.g.
+///   i8 weights with zero point 0): one dword per channel and tap quad, for `vpdpbusd`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DwPackFormat {
+    /// Channels per tile.
+    pub ct: usize,
+    /// Taps per group: 2 (i16 weights) or 4 (i8 weights).
+    pub kr: usize,
+}
+
+impl DwPackFormat {
+    /// Tap groups (`taps.div_ceil(kr)`).
+    pub const fn groups(&self, taps: usize) -> usize {
+        taps.div_ceil(self.kr)
+    }
+    /// Bytes of one channel tile (4 bytes per channel and tap group in both layouts).
+    pub const fn tile_bytes(&self, taps: usize) -> usize {
+        self.groups(taps) * self.ct * 4
+    }
+    /// Total packed bytes for `channels × taps`.
+    pub const fn packed_bytes(&self, channels: usize, taps: usize) -> usize {
+        channels.div_ceil(self.ct) * self.tile_bytes(taps)
+    }
+    /// Whether the layout can hold a centred weight `wc`.
+    pub const fn holds(&self, wc: i32) -> bool {
+        if self.kr == 4 { wc >= -128 && wc <= 127 } else { wc >= -32768 && wc <= 32767 }
+    }
+}
+
+/// Arguments of one depthwise microkernel call: `pixels` output pixels × all `channels`.
+///
+/// For `p < pixels`, `c < channels`, with `x[t] = ` byte `c` of the row of tap `t` of
+/// pixel `p` (the input at `input + indirection[p·taps + t]`, or `zero` where that entry
+/// is [`DW_ZERO_TAP`]) read as the kernel's activation type plus its `a_offset`, and `wc`
+/// the packed centred weights, the kernel computes
+/// `acc = Σ_{t<taps} x[t]·wc[t][c] + col_offset[c]` in wrapping i32 arithmetic — exact
+/// whenever the true value fits in i32, which the driver guarantees — and writes the
+/// output stage of `acc` to `output[p·output_pixel_stride + c]` (elements of the output
+/// type). The per-channel tables of `out` are indexed by `c` from 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DwconvArgs {
+    /// Channels (≥ 1).
+    pub channels: usize,
+    /// Taps per output pixel (≥ 1; equal to the kernel's `taps` when it is specialised).
+    pub taps: usize,
+    /// Output pixels in this call (≥ 1).
+    pub pixels: usize,
+    /// Base of the activations: every non-padding tap row is `input + offset` and holds
+    /// `channels` readable bytes.
+    pub input: *const u8,
+    /// `pixels · taps` byte offsets from `input` (pixel-major), or [`DW_ZERO_TAP`].
+    pub indirection: *const usize,
+    /// `channels` bytes: the activation zero point, read for padding taps.
+    pub zero: *const u8,
+    /// The packed filter ([`DwPackFormat`] of the kernel), all channel tiles.
+    pub weights: *const u8,
+    /// First output pixel.
+    pub output: *mut u8,
+    /// Distance in elements (of the output type) between output pixels (≥ channels).
+    pub output_pixel_stride: usize,
+    /// The fused output stage (per-channel tables of `channels` entries).
+    pub out: OutputStage,
+}
+
+/// A depthwise microkernel entry point.
+///
+/// # Safety
+/// The caller guarantees every pointer in `args` is valid for the reads and writes the
+/// [`DwconvArgs`] contract lists, and that the CPU has the kernel's features.
+pub type DwconvUkernelFn = unsafe fn(args: &DwconvArgs);
+
+/// A registered depthwise microkernel.
+#[derive(Clone, Copy, Debug)]
+pub struct DwconvUkernel {
+    /// XNNPACK-style name, e.g. `qx8_dwconv_9p64c__avx512vnni`.
+    pub name: &'static str,
+    /// The tier the kernel needs.
+    pub isa: Isa,
+    /// CPU features needed beyond `isa` (names as `is_x86_feature_detected!`), e.g.
+    /// `avx512vbmi`: dispatch checks them.
+    pub extra_features: &'static [&'static str],
+    /// `Some(t)`: the kernel handles exactly `t` taps (specialised); `None`: any count
+    /// in `1..=DW_MAX_TAPS`.
+    pub taps: Option<usize>,
+    /// Packed filter layout (channels per tile = `format.ct`). With `kr = 4` the kernel
+    /// takes only filters whose centred weights all fit in i8 ([`DwPackFormat::holds`]):
+    /// dispatch checks the filter first.
+    pub format: DwPackFormat,
+    /// Added by the kernel to every activation (indexed `a_signed as usize`), e.g. 128
+    /// for i8 activations flipped to u8 with `XOR 0x80`. The driver uses
+    /// `za + a_offset` in `col_offset`.
+    pub a_offset: [i32; 2],
+    /// Entry points indexed by `a_signed as usize`. The weight type does not matter:
+    /// the packed weights are centred i16.
+    pub run: [Option<DwconvUkernelFn>; 2],
+}
+
+impl DwconvUkernel {
+    /// Whether the kernel takes a filter whose centred weights lie in `[lo, hi]`.
+    pub const fn takes_weights(&self, lo: i32, hi: i32) -> bool {
+        self.format.holds(lo) && self.format.holds(hi)
+    }
+    /// Whether the kernel handles `taps` taps.
+    pub const fn handles_taps(&self, taps: usize) -> bool {
+        match self.taps {
+            Some(t) => t == taps,
+            None => taps >= 1 && taps <= DW_MAX_TAPS,
+        }
+    }
+}
+
 /// Arguments of one codebook (table-lookup) microkernel call: one `m ≤ MR` × `n ≤ NR`
 /// tile over K, weights given as 4-bit codes in the [`CodebookFormat`] panel layout.
 ///

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use qkern::bench::{self, GemmCase, Shape};
+use qkern::bench::{self, DwShape, DwconvCase, GemmCase, Shape};
 use qkern::dispatch::{self, KernelTable};
 use qkern::{Context, Isa};
 
@@ -33,8 +33,13 @@ enum Command {
 struct BenchArgs {
     /// A shape as MxNxK or by name (sq1024, dec4096, ...); repeatable. Default: all of
     /// DESIGN.md §7's shapes.
-    #[arg(long = "shape", value_name = "MxNxK|NAME", value_parser = parse_shape)]
-    shapes: Vec<Shape>,
+    /// With `--op conv`: a layer name from `qkern bench --op conv --list`.
+    #[arg(long = "shape", value_name = "MxNxK|NAME")]
+    shapes: Vec<String>,
+    /// What to time: the int8 GEMM, or the conv layers (u8 NHWC × i8 prepacked filter →
+    /// u8 requantized, as peer_bench.py's QLinearConv).
+    #[arg(long, value_enum, default_value_t = Op::Gemm)]
+    op: Op,
     /// Threads for each GEMM call (the %peak column scales the per-core peak by them).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
@@ -57,11 +62,74 @@ struct BenchArgs {
     /// List the named shapes and exit.
     #[arg(long)]
     list: bool,
-    /// The operation: `gemm` (int8) or `codebook` (4-bit PoT-4 / APoT-4 / codebook-4
-    /// weights through the table-lookup kernels, next to the int8 GEMM on the same shapes;
-    /// default shapes: GEMV 4096² and 11008×4096, GEMM M = 16 / 128 with N = K = 4096).
-    #[arg(long, value_name = "OP", default_value = "gemm", value_parser = ["gemm", "codebook"])]
-    op: String,
+    /// Run shapes of at most 4 rows on the GEMM kernel instead of the GEMV kernel (to
+    /// compare the two paths).
+    #[arg(long)]
+    no_gemv: bool,
+    /// A depthwise layer by name (with `--op dwconv`; `--shape` works too); repeatable.
+    /// Default: all of them.
+    #[arg(long = "conv", value_name = "NAME", value_parser = parse_dw)]
+    convs: Vec<DwShape>,
+}
+
+fn parse_dw(s: &str) -> Result<DwShape, String> {
+    bench::find_dw_shape(s).map_err(|e| e.to_string())
+}
+
+/// `qkern bench --op dwconv`: the depthwise layers, one table row each.
+fn run_dw_bench(args: BenchArgs) -> Result<(), String> {
+    let mut layers = args.convs;
+    for s in &args.shapes {
+        layers.push(parse_dw(s)?);
+    }
+    if layers.is_empty() {
+        layers = bench::DW_SHAPES.to_vec();
+    }
+    let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let threads = args.threads as usize;
+    let ctx = match args.isa {
+        Some(isa) => Context::for_isa(isa),
+        None => Context::new(),
+    }
+    .and_then(|c| c.with_threads(threads))
+    .map_err(|e| e.to_string())?;
+    println!("{:<26} {:<30} {:>3} {:>10} {:>8}  {:>17}", "layer", "kernel", "thr", "time/call", "GOPS", "GOPS min-max");
+    for (i, l) in layers.iter().enumerate() {
+        let mut case = DwconvCase::new(&ctx, l, 0x9e37_79b9 + i as u64).map_err(|e| format!("{}: {e}", l.name))?;
+        let t = bench::time(min_time, || case.run()).map_err(|e| format!("{}: {e}", l.name))?;
+        case.check().map_err(|e| format!("{}: wrong result: {e}", l.name))?;
+        let g = |s: f64| bench::gops(l.ops(), s);
+        println!(
+            "{:<26} {:<30} {:>3} {:>10} {:>8.2}  {:>8.2}-{:<8.2}",
+            l.name,
+            case.kernel_name(),
+            threads,
+            human_secs(t.median),
+            g(t.median),
+            g(t.max),
+            g(t.min)
+        );
+    }
+    println!(
+        "u8 (zero point 128) x i8 depthwise filter -> u8 requantized (fp32 mode); isa cap {}; GOPS = 2*MACs / median time",
+        ctx.kernels().isa.name()
+    );
+    Ok(())
+}
+
+/// The operation `qkern bench` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Op {
+    /// int8 GEMM → i32.
+    Gemm,
+    /// conv2d → u8 (the peer_bench.py CONVS layers).
+    Conv,
+    /// The depthwise layers on the depthwise kernels directly → u8.
+    Dwconv,
+    /// 4-/5-bit codebook weights (PoT-4, APoT-4, codebook-4, APoT-5) through the
+    /// table-lookup kernels, next to the int8 GEMM on the same shapes (default: GEMV 4096²
+    /// and 11008×4096, GEMM M = 16 / 128 with N = K = 4096).
+    Codebook,
 }
 
 fn parse_shape(s: &str) -> Result<Shape, String> {
@@ -147,6 +215,13 @@ fn info() -> Result<(), String> {
             println!("  {path:<14} {g:8.1}");
         }
     }
+    println!();
+    println!("single-core read bandwidth (one stream, {} loads, buffer read once per repetition; median GB/s):", qkern::peak::stream_loads());
+    for (level, bytes) in qkern::peak::probe_sizes() {
+        if let Some(bw) = qkern::peak::read_bandwidth(bytes, Duration::from_millis(300)) {
+            println!("  {level:<5} {:>9.1} MiB {:8.1} GB/s  (best {:.1})", bytes as f64 / (1 << 20) as f64, bw.gbps_median, bw.gbps_best);
+        }
+    }
     match default {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("no default kernel table: {e}")),
@@ -161,7 +236,13 @@ struct Row {
     threads: usize,
     timing: bench::Timing,
     peak: Option<f64>,
+    /// Memory-bound rows (M ≤ GEMV_ROWS): packed weight bytes per call and the read
+    /// probe's median GB/s on a buffer of that size, measured around the GEMM timing.
+    bandwidth: Option<(usize, f64)>,
 }
+
+/// Shapes of at most this many rows are memory-bound: reported in GB/s of weights too.
+const GEMV_ROWS: usize = 4;
 
 impl Row {
     fn gops(&self) -> f64 {
@@ -170,9 +251,23 @@ impl Row {
     fn peak_fraction(&self) -> Option<f64> {
         self.peak.map(|p| self.gops() / p)
     }
+    /// GB/s of packed weights streamed (memory-bound rows).
+    fn gbps(&self) -> Option<f64> {
+        self.bandwidth.map(|(bytes, _)| bytes as f64 / self.timing.median / 1e9)
+    }
+    /// That as a fraction of the read probe at the same byte size.
+    fn bandwidth_fraction(&self) -> Option<f64> {
+        Some(self.gbps()? / self.bandwidth?.1)
+    }
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {
+    match args.op {
+        Op::Conv => return run_bench_conv(args),
+        Op::Dwconv => return run_dw_bench(args),
+        Op::Codebook => return run_codebook_bench(args),
+        Op::Gemm => {}
+    }
     if args.list {
         println!("{:<14} {:<18} origin", "name", "MxNxK");
         for s in bench::SHAPES {
@@ -180,10 +275,11 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    if args.op == "codebook" {
-        return run_codebook_bench(args);
-    }
-    let shapes: Vec<Shape> = if args.shapes.is_empty() { bench::SHAPES.to_vec() } else { args.shapes };
+    let shapes: Vec<Shape> = if args.shapes.is_empty() {
+        bench::SHAPES.to_vec()
+    } else {
+        args.shapes.iter().map(|s| parse_shape(s)).collect::<Result<_, _>>()?
+    };
     let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
     let threads = args.threads as usize;
     let ctx = match args.isa {
@@ -195,6 +291,7 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
         Some(name) => c.with_gemm_kernel(name),
         None => Ok(c),
     })
+    .map(|c| if args.no_gemv { c.without_gemv() } else { c })
     .map_err(|e| e.to_string())?;
     // The peak is per core; more threads than cores do not raise it.
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -219,17 +316,29 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
             eprintln!("[{}/{total}] {} {} … (about {left:.0} s left)", i + 1, shape.name, shape.dims());
         }
         let mut case = GemmCase::new(&ctx, shape, 0x9e37_79b9 + i as u64).map_err(|e| format!("{shape}: {e}"))?;
+        // Memory-bound shapes: the read probe on a buffer the size of the packed weights,
+        // for half the time before and half after the GEMM (the mean of the two medians),
+        // so both see the same machine state.
+        let probe_buf = (shape.m <= GEMV_ROWS).then(|| qkern::peak::StreamBuffer::new(case.weight_bytes()));
+        let probe = |buf: &Option<qkern::peak::StreamBuffer>| {
+            buf.as_ref().and_then(|b| qkern::peak::read_bandwidth_of(b, min_time / 2)).map(|bw| bw.gbps_median)
+        };
+        let before = probe(&probe_buf);
         let timing = bench::time(min_time, || case.run()).map_err(|e| format!("{shape}: {e}"))?;
+        let after = probe(&probe_buf);
+        drop(probe_buf);
         case.check().map_err(|e| format!("{shape}: wrong result: {e}"))?;
+        let bandwidth = before.zip(after).map(|(b, a)| (case.weight_bytes(), 0.5 * (b + a)));
         let kernel = case.kernel();
         done_ops += shape.ops() * timing.calls as f64;
         done_secs += timing.total.as_secs_f64();
         rows.push(Row {
             shape: shape.clone(),
             isa: ctx.kernels().isa,
-            kernel: kernel.name,
+            kernel: case.kernel_name(),
             threads,
             timing,
+            bandwidth,
             peak: qkern::peak::path_of(&kernel).and_then(qkern::peak::measured_gops).map(|p| p * peak_scale),
         });
     }
@@ -244,13 +353,95 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `qkern bench --op conv`: the peer_bench.py conv layers, checked against the reference.
+fn run_bench_conv(args: BenchArgs) -> Result<(), String> {
+    if args.list {
+        println!("{:<26} {:<30}", "name", "layer");
+        for s in bench::CONV_SHAPES {
+            println!("{:<26} {:<30}", s.name, s.dims());
+        }
+        return Ok(());
+    }
+    let shapes: Vec<bench::ConvShape> = if args.shapes.is_empty() {
+        bench::CONV_SHAPES.to_vec()
+    } else {
+        args.shapes.iter().map(|s| bench::find_conv_shape(s).map_err(|e| e.to_string())).collect::<Result<_, _>>()?
+    };
+    let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let threads = args.threads as usize;
+    let ctx = match args.isa {
+        Some(isa) => Context::for_isa(isa),
+        None => Context::new(),
+    }
+    .and_then(|c| c.with_threads(threads))
+    .map_err(|e| e.to_string())?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let peak_scale = threads.min(cores) as f64;
+    let mut out = Vec::new();
+    if !args.json {
+        println!(
+            "{:<26} {:<28} {:<26} {:>3} {:>10} {:>8} {:>6}  {:>17}",
+            "layer", "HxWxCin->Cout", "kernel", "thr", "time/call", "GOPS", "%peak", "GOPS min-max"
+        );
+    }
+    for (i, shape) in shapes.iter().enumerate() {
+        let mut case = bench::ConvCase::new(&ctx, shape, 0x9e37_79b9 + i as u64).map_err(|e| format!("{}: {e}", shape.name))?;
+        let t = bench::time(min_time, || case.run()).map_err(|e| format!("{}: {e}", shape.name))?;
+        case.check().map_err(|e| format!("{}: wrong result: {e}", shape.name))?;
+        let ops = shape.ops();
+        let kernel = ctx.kernels().gemm_candidates.iter().copied().find(|k| k.name == case.kernel_name());
+        let peak = kernel.and_then(|k| qkern::peak::path_of(&k)).and_then(qkern::peak::measured_gops).map(|p| p * peak_scale);
+        let gops = bench::gops(ops, t.median);
+        if args.json {
+            let fields = [
+                ("op", json_str("conv_u8i8_u8")),
+                ("shape", json_str(shape.name)),
+                ("isa", json_str(ctx.kernels().isa.name())),
+                ("kernel", json_str(case.kernel_name())),
+                ("threads", threads.to_string()),
+                ("seconds_median", json_num(Some(t.median))),
+                ("gops_median", json_num(Some(gops))),
+                ("gops_min", json_num(Some(bench::gops(ops, t.max)))),
+                ("gops_max", json_num(Some(bench::gops(ops, t.min)))),
+                ("peak_gops", json_num(peak)),
+                ("peak_fraction", json_num(peak.map(|p| gops / p))),
+                ("check", json_str("ok")),
+            ];
+            out.push(format!("  {{{}}}", fields.iter().map(|(k, v)| format!("{}: {v}", json_str(k))).collect::<Vec<_>>().join(", ")));
+        } else {
+            let pk = peak.map_or("-".to_string(), |p| format!("{:.1}", 100.0 * gops / p));
+            println!(
+                "{:<26} {:<28} {:<26} {:>3} {:>10} {:>8.2} {:>6}  {:>8.2}-{:<8.2}",
+                shape.name,
+                shape.dims(),
+                case.kernel_name(),
+                threads,
+                human_secs(t.median),
+                gops,
+                pk,
+                bench::gops(ops, t.max),
+                bench::gops(ops, t.min)
+            );
+        }
+    }
+    if args.json {
+        println!("[\n{}\n]", out.join(",\n"));
+    } else {
+        println!(
+            "u8 NHWC (zero point 128) x i8 OHWI (prepacked) -> u8 requantized; GOPS = 2*MACs / median time; \
+             %peak = GOPS / (per-core peak of the GEMM kernel's path measured on this host x threads); every result checked against the reference"
+        );
+    }
+    Ok(())
+}
+
 /// `qkern bench --op codebook`: per shape, the int8 GEMM then each 4-bit scheme, timed
 /// back to back (so the ratios compare runs of the same minute), medians.
 fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
     let shapes: Vec<Shape> = if args.shapes.is_empty() {
         bench::CODEBOOK_SHAPES.iter().map(|s| bench::find_shape(s)).collect::<Result<_, _>>().map_err(|e| e.to_string())?
     } else {
-        args.shapes
+        args.shapes.iter().map(|s| parse_shape(s)).collect::<Result<_, _>>()?
     };
     let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
     let ctx = match args.isa {
@@ -312,6 +503,28 @@ fn print_table(rows: &[Row]) {
             peak,
             lo,
             hi
+        );
+    }
+    if rows.iter().any(|r| r.bandwidth.is_some()) {
+        println!();
+        println!("{:<14} {:>16} {:>10} {:>8} {:>11} {:>7}", "shape", "MxNxK", "weight MiB", "GB/s", "probe GB/s", "%probe");
+        for r in rows {
+            if let (Some((bytes, probe)), Some(gbps), Some(f)) = (r.bandwidth, r.gbps(), r.bandwidth_fraction()) {
+                println!(
+                    "{:<14} {:>16} {:>10.1} {:>8.1} {:>11.1} {:>7.1}",
+                    r.shape.name,
+                    r.shape.dims(),
+                    bytes as f64 / (1 << 20) as f64,
+                    gbps,
+                    probe,
+                    100.0 * f
+                );
+            }
+        }
+        println!(
+            "GB/s = packed weight bytes / median time; probe = single-core read bandwidth on a buffer of the same \
+             size ({} loads), measured just before and after the GEMM; %probe = GB/s / probe",
+            qkern::peak::stream_loads()
         );
     }
     let isa = rows.first().map(|r| r.isa.name()).unwrap_or("-");
@@ -380,6 +593,10 @@ fn print_json(rows: &[Row]) {
             ("calls", r.timing.calls.to_string()),
             ("peak_gops", json_num(r.peak)),
             ("peak_fraction", json_num(r.peak_fraction())),
+            ("weight_bytes", json_num(r.bandwidth.map(|b| b.0 as f64))),
+            ("gbps_median", json_num(r.gbps())),
+            ("probe_gbps", json_num(r.bandwidth.map(|b| b.1))),
+            ("probe_fraction", json_num(r.bandwidth_fraction())),
             ("check", json_str("ok")),
         ];
         let body = fields.iter().map(|(k, v)| format!("{}: {v}", json_str(k))).collect::<Vec<_>>().join(", ");

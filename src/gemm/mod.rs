@@ -21,6 +21,7 @@ use crate::dispatch::Context;
 use crate::error::{Error, Result, check_scale};
 
 pub use pack::{K_CHUNK, PackedWeights};
+pub(crate) use driver::advise_huge_pages;
 
 /// A read-only row-major matrix view: `rows × cols`, rows `stride` elements apart.
 #[derive(Clone, Copy, Debug)]

@@ -118,7 +118,10 @@ impl PackedWeights {
 
         // N = 0 admits any K, even one whose padded panel size overflows usize: no panels.
         let packed_len = if n == 0 { 0 } else { kernel.format.packed_bytes(k, n) };
+        // Zeroed by the allocator (fresh pages, not yet touched), then advised onto huge
+        // pages before the packer writes them: streamed weights read much faster so.
         let mut data = vec![0u8; packed_len];
+        super::advise_huge_pages(&mut data);
         if n > 0 {
             pack_b_kgroups(kernel.format, b.data, k, n, b.stride, off, &mut data);
         }

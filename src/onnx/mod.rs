@@ -7,6 +7,8 @@
 //! | DynamicQuantizeLinear | [`dynamic_quantize_linear`] | 11 (u8) |
 //! | QLinearMatMul | [`qlinear_matmul`] | 21 with f32 scales (u8/i8 in any combination) |
 //! | MatMulInteger | [`matmul_integer`] | 10 |
+//! | QLinearConv | [`qlinear_conv`] | 10 (1-D and 2-D, NCHW, per-channel weight parameters, auto_pad) |
+//! | ConvInteger | [`conv_integer`] | 10 (1-D and 2-D) |
 //!
 //! Tensors are passed as light views: [`TensorRef`] (a dense row-major slice and its
 //! shape) for inputs, and a caller-provided slice for the output, whose shape the
@@ -38,9 +40,11 @@
 //! assert_eq!(y, [128, 128, 129, 126, 255]);
 //! ```
 
+mod conv;
 mod matmul;
 mod quantize;
 
+pub use conv::{AutoPad, ConvAttrs, conv_integer, conv_integer_in, conv_output_shape, qlinear_conv, qlinear_conv_in};
 pub use matmul::{QLinearInput, matmul_integer, matmul_integer_in, matmul_output_shape, qlinear_matmul, qlinear_matmul_in};
 pub use quantize::{
     DequantizeAttrs, DynamicQuantized, QuantizeAttrs, dequantize_linear, dynamic_quantize_linear, quantize_linear, quantize_output_type,

@@ -34,3 +34,48 @@ pub fn pack_b_kgroups<B: Int8>(format: PackFormat, b: &[B], k: usize, n: usize, 
         }
     }
 }
+
+/// Packs a depthwise filter `w[c][t]` (`channels × taps`, the OHWI layout with one input
+/// channel per group) into `format` ([`DwPackFormat`](crate::DwPackFormat)): centred
+/// weights `w − zw[c]` (little-endian i16 for `kr = 2`, i8 for `kr = 4`), channel tiles
+/// of `ct`, taps in groups of `kr`, zero-padded. `zw` holds one zero point (per tensor)
+/// or `channels`. Also writes `sums[c] = Σ_t (w[c][t] − zw[c])` (the driver folds
+/// `−za·sums[c]` into `col_offset`). `out` must hold `format.packed_bytes(channels, taps)`
+/// bytes, `sums` `channels`.
+///
+/// Panics if a slice is too short or a centred weight does not fit the format (the
+/// driver checks with [`DwPackFormat::holds`](crate::DwPackFormat::holds) first).
+pub fn pack_dwconv<B: Int8>(
+    format: crate::DwPackFormat,
+    w: &[B],
+    channels: usize,
+    taps: usize,
+    zw: &[i32],
+    out: &mut [u8],
+    sums: &mut [i32],
+) {
+    assert!(zw.len() == 1 || zw.len() == channels, "zw must have 1 or `channels` entries");
+    assert!(format.kr == 2 || format.kr == 4, "depthwise formats group 2 or 4 taps");
+    let (ct, kr) = (format.ct, format.kr);
+    let groups = format.groups(taps);
+    let out = &mut out[..format.packed_bytes(channels, taps)];
+    out.fill(0);
+    for c in 0..channels {
+        let z = if zw.len() == 1 { zw[0] } else { zw[c] };
+        let (tile, cc) = (c / ct, c % ct);
+        let mut sum = 0i32;
+        for t in 0..taps {
+            let v = w[c * taps + t].to_i32() - z;
+            assert!(format.holds(v), "centred weight {v} does not fit the kr = {kr} format");
+            sum += v;
+            let (g, h) = (t / kr, t % kr);
+            let at = ((tile * groups + g) * ct + cc) * 4;
+            if kr == 2 {
+                out[at + 2 * h..at + 2 * h + 2].copy_from_slice(&(v as i16).to_le_bytes());
+            } else {
+                out[at + h] = v as i8 as u8;
+            }
+        }
+        sums[c] = sum;
+    }
+}

@@ -14,6 +14,9 @@
 //! (`max_abs_stored_b`, e.g. AVX2 `vpmaddubsw`) is fed only weights that satisfy it, with
 //! its weight extremes at the bound: the packer never gives it others.
 
+pub mod dwconv;
+pub use dwconv::{DwconvTestSummary, check_dwconv_ukernel};
+
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;

@@ -4,8 +4,9 @@
 pub mod avx2;
 pub mod avx512vnni;
 pub mod avxvnni;
+pub mod bandwidth;
 
-use crate::types::{CodebookUkernel, GemmUkernel};
+use crate::types::{CodebookUkernel, DwconvUkernel, GemmUkernel};
 
 /// Every x86-64 GEMM microkernel in this build, least preferred first. The AVX-VNNI
 /// kernels' EVEX twins belong to the AVX-512 VNNI tier, below its zmm kernels.
@@ -16,6 +17,18 @@ pub fn gemm_kernels() -> impl Iterator<Item = GemmUkernel> {
         .chain(avxvnni::AVX512_TWIN_KERNELS)
         .chain(avx512vnni::GEMM_KERNELS)
         .copied()
+}
+
+/// Every x86-64 GEMV microkernel (short tiles, `mr ≤ 4`, for memory-bound calls of at
+/// most `mr` rows) in this build, least preferred first. Each reads the packed format of
+/// a GEMM kernel, so weights packed for GEMM run through it unchanged.
+pub fn gemv_kernels() -> impl Iterator<Item = GemmUkernel> {
+    avx512vnni::GEMV_KERNELS.iter().copied()
+}
+
+/// Every x86-64 depthwise microkernel in this build, least preferred first.
+pub fn dwconv_kernels() -> impl Iterator<Item = DwconvUkernel> {
+    avx2::DWCONV_KERNELS.iter().chain(avx512vnni::DWCONV_KERNELS).copied()
 }
 
 /// Every x86-64 codebook microkernel in this build (both families: the table-lookup

@@ -1,5 +1,6 @@
 //! AVX2 kernels.
 
+pub mod dwconv;
 pub mod codebook;
 pub mod gemm;
 pub mod peak;
@@ -12,3 +13,5 @@ pub use gemm::{QX8_GEMM_4X16C4_MADDUBS__AVX2, QX8_GEMM_6X16C2__AVX2};
 /// weights), then the faster `vpmaddubsw` one (weights within ±64 only; the packer
 /// picks it only when that holds).
 pub const GEMM_KERNELS: &[GemmUkernel] = &[QX8_GEMM_6X16C2__AVX2, QX8_GEMM_4X16C4_MADDUBS__AVX2];
+
+pub use dwconv::DWCONV_KERNELS;

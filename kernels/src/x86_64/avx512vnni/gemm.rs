@@ -145,7 +145,7 @@ unsafe fn dpbusd<const HALF: bool>(acc: __m512i, a: __m512i, b: __m512i, last: b
 /// As [`gemm_tile`], and `args.m ≤ R`, `args.n ≤ 16·NU`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn tile<
+pub(super) unsafe fn tile<
     const R: usize,
     const NV: usize,
     const NU: usize,
@@ -557,10 +557,10 @@ unsafe fn epilogue<const MR: usize, const NV: usize>(args: &GemmArgs, acc: &[[__
 }
 
 /// Output zero point and clamp bounds, in i64 lanes.
-struct Bounds {
-    zp: __m512i,
-    qmin: __m512i,
-    qmax: __m512i,
+pub(crate) struct Bounds {
+    pub(crate) zp: __m512i,
+    pub(crate) qmin: __m512i,
+    pub(crate) qmax: __m512i,
 }
 
 /// The fixed-point parameters of 8 columns, in i64 lanes, derived once per tile from
@@ -572,14 +572,14 @@ struct Bounds {
 /// SingleRounding is that with `t = 31 − shift`. Where `t ≤ 0` it is an exact left shift
 /// by `−t`. TfliteDoubleRounding then applies `RoundingDivideByPOT(x, right)`.
 #[derive(Clone, Copy)]
-struct FixedCols {
+pub(crate) struct FixedCols {
     /// The multiplier in the low 32 bits (what `vpmuldq` reads).
     mult: __m512i,
     /// The rounding right shift `t` (a count ≥ 64 acts as 64: `vpsravq` fills with the
     /// sign, which gives the exact 0).
     t: __m512i,
     /// Lanes with `t ≤ 0`: an exact left shift by `−t` instead.
-    shl: __mmask8,
+    pub(crate) shl: __mmask8,
     /// `max(−t, 0)`.
     s: __m512i,
     /// `2^61 >> s`: the largest `|product|` whose left shift stays within `2^61`.
@@ -616,7 +616,7 @@ impl FixedCols {
 
     /// TfliteDoubleRounding: `t = 31 − max(shift, 0)`, `right = min(max(−shift, 0), 62)`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    fn double(q: __m512i) -> FixedCols {
+    pub(crate) fn double(q: __m512i) -> FixedCols {
         let zero = _mm512_setzero_si512();
         let shift = _mm512_srai_epi64::<32>(q);
         let t = _mm512_sub_epi64(_mm512_set1_epi64(31), _mm512_max_epi64(shift, zero));
@@ -626,7 +626,7 @@ impl FixedCols {
 
     /// SingleRounding: `t = 31 − shift`, no second rounding.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    fn single(q: __m512i) -> FixedCols {
+    pub(crate) fn single(q: __m512i) -> FixedCols {
         let shift = _mm512_srai_epi64::<32>(q);
         let t = _mm512_sub_epi64(_mm512_set1_epi64(31), shift);
         FixedCols::new(q, t, _mm512_setzero_si512())
@@ -667,7 +667,7 @@ fn finish(x: __m512i, b: &Bounds) -> __m512i {
 /// `RoundingDivideByPOT(high, right)` (ties away from zero), `+ zp`, clamp.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn requant_double(a: __m512i, c: &FixedCols, any_shl: bool, b: &Bounds) -> __m512i {
+pub(crate) fn requant_double(a: __m512i, c: &FixedCols, any_shl: bool, b: &Bounds) -> __m512i {
     let high = scale_fixed(a, c, any_shl);
     // right > 0 only where shift < 0, i.e. t = 31 and |high| ≤ 2^31.
     let neg = _mm512_srai_epi64::<63>(high);
@@ -682,6 +682,6 @@ fn requant_double(a: __m512i, c: &FixedCols, any_shl: bool, b: &Bounds) -> __m51
 /// [`scale_fixed`] with `t = 31 − shift`, `+ zp`, clamp.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn requant_single(a: __m512i, c: &FixedCols, any_shl: bool, b: &Bounds) -> __m512i {
+pub(crate) fn requant_single(a: __m512i, c: &FixedCols, any_shl: bool, b: &Bounds) -> __m512i {
     finish(scale_fixed(a, c, any_shl), b)
 }

@@ -2,10 +2,15 @@
 //!
 //! * [`gemm`] — u8×s8 GEMM tiles on the `[k/4][NR][4]` packed format, the output stage
 //!   fused and vectorised.
+//! * [`gemv`] — short tiles (`m ≤ 4`) on the same packed format, for memory-bound
+//!   calls: the weights streamed once, sequentially.
+//! * [`dwconv`] — depthwise convolution, 64-channel tiles, `vpermt2b` + `vpdpwssd`.
 //! * [`peak`] — the instruction's throughput probe, the limit results are quoted against.
 
+pub mod dwconv;
 pub mod codebook;
 pub mod gemm;
+pub mod gemv;
 pub mod peak;
 
 #[cfg(test)]
@@ -67,3 +72,32 @@ pub const QU8S8_GEMM_8X32C4__AVX512VNNI: GemmUkernel =
 
 /// AVX-512 VNNI GEMM microkernels, least preferred first.
 pub const GEMM_KERNELS: &[GemmUkernel] = &[QU8S8_GEMM_4X64C4__AVX512VNNI, QU8S8_GEMM_8X32C4__AVX512VNNI];
+
+/// Declares the entry point of one GEMV tile for one activation signedness.
+macro_rules! gemv_entry {
+    ($name:ident, $flip:literal, $doc:literal) => {
+        #[doc = $doc]
+        ///
+        /// # Safety
+        /// `args` satisfies the [`GemmArgs`] contract for this tile (`m ≤ 4`, `n ≤ 32`)
+        /// and its `[k/4][32][4]` packed panel, and the CPU supports AVX-512
+        /// F/BW/VL/VNNI (dispatch registers the kernel only then).
+        pub unsafe fn $name(args: &GemmArgs) {
+            // SAFETY: forwarded contract, which includes the CPU features.
+            unsafe { gemv::gemv_tile::<$flip>(args) }
+        }
+    };
+}
+
+gemv_entry!(qu8s8_gemv_4x32c4_u8a, false, "GEMV tile, up to 4 rows × 32 columns, u8 activations.");
+gemv_entry!(qu8s8_gemv_4x32c4_i8a, true, "GEMV tile, up to 4 rows × 32 columns, i8 activations (flipped to u8).");
+
+/// `qu8s8_gemv_4x32c4__avx512vnni`: the GEMV kernel (`m ≤ 4`) on the 8×32 GEMM kernel's
+/// packed format (`[k/4][32][4]`), so the same packed weights serve both: the driver
+/// switches to it for calls of at most 4 rows. See [`gemv`] for what differs.
+pub const QU8S8_GEMV_4X32C4__AVX512VNNI: GemmUkernel =
+    qu8s8("qu8s8_gemv_4x32c4__avx512vnni", 4, 32, qu8s8_gemv_4x32c4_u8a, qu8s8_gemv_4x32c4_i8a);
+
+/// AVX-512 VNNI GEMV microkernels (`mr ≤ 4`), least preferred first.
+pub const GEMV_KERNELS: &[GemmUkernel] = &[QU8S8_GEMV_4X32C4__AVX512VNNI];
+pub use dwconv::DWCONV_KERNELS;

@@ -1,0 +1,373 @@
+//! Convolution: NHWC conv2d with prepacked OHWI filters, on the GEMM microkernels.
+//!
+//! A [`Conv2d`] (alias [`PackedFilter`]) is built once from OHWI weights and a
+//! [`Conv2dGeometry`]; each group's filter is packed as a GEMM B matrix
+//! (`K = kernel_h·kernel_w·in_c/groups` × `N = out_c/groups`). A run then takes one of two paths:
+//!
+//! * **pointwise** (1×1, stride 1, no padding): the NHWC input already is the GEMM's A
+//!   matrix `(batch·H·W) × in_c`; each group is a strided view of it, with no copy.
+//! * **implicit GEMM**: an indirection buffer (per output pixel and tap, the offset of the
+//!   input pixel, or a padding mark) is built on the first run and kept in the filter;
+//!   each block of output pixels gathers its A rows through it into a reused workspace
+//!   (im2col by block, padding filled with the input zero point so padded taps add 0)
+//!   and runs the GEMM driver and microkernels on it. Blocks are spread over the
+//!   context's threads.
+//!
+//! ```
+//! use qkern::conv::{Conv2d, Conv2dGeometry, ConvInput};
+//! use qkern::WeightQuant;
+//! // One 2×2 image, 1 channel, a 2×2 kernel of ones: the sum of the four pixels.
+//! let g = Conv2dGeometry::new(1, 2, 2, 1, 1, 2, 2);
+//! let w = Conv2d::new(g, &[1i8, 1, 1, 1], WeightQuant::per_tensor(0, 1.0)).unwrap();
+//! let mut out = [0i32; 1];
+//! qkern::conv::conv2d_i32(&w, ConvInput::new(&[10u8, 20, 30, 40], 0, 1.0), None, &mut out).unwrap();
+//! assert_eq!(out, [100]);
+//! ```
+
+#[allow(unsafe_code)] // calls the depthwise microkernels (DESIGN.md §1)
+mod depthwise;
+pub mod geometry;
+
+pub use depthwise::{DepthwiseConv, DepthwiseFilter};
+use std::sync::{Mutex, OnceLock};
+
+use qkern_kernels::Int8;
+use rayon::prelude::*;
+
+use crate::dispatch::Context;
+use crate::error::{Error, Result};
+use crate::gemm::{Activations, MatrixMut, MatrixRef, PackedWeights, PerChannel, Requantize, WeightQuant};
+
+pub use geometry::Conv2dGeometry;
+
+/// Marks a padding tap in the indirection buffer.
+const PAD: usize = usize::MAX;
+
+/// NHWC activations `[batch][in_h][in_w][in_c]` with their per-tensor zero point and scale.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvInput<'a, A> {
+    /// The elements; at least `batch·in_h·in_w·in_c`.
+    pub data: &'a [A],
+    /// Zero point (also the value padding reads).
+    pub zero_point: A,
+    /// Scale (used by the f32 and requantized outputs).
+    pub scale: f32,
+}
+
+impl<'a, A> ConvInput<'a, A> {
+    /// Input with zero point and scale.
+    pub fn new(data: &'a [A], zero_point: A, scale: f32) -> Self {
+        ConvInput { data, zero_point, scale }
+    }
+}
+
+/// Which conv path a filter takes (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPath {
+    /// 1×1, stride 1, no padding: the input is the GEMM's A, no copy.
+    Pointwise,
+    /// Indirection buffer + per-block gather into a workspace + GEMM microkernels.
+    ImplicitGemm,
+}
+
+/// A convolution plan: the geometry, the filter packed once per group for the GEMM
+/// microkernels, the cached indirection buffer and the reusable gather workspaces.
+#[derive(Debug)]
+pub struct Conv2d {
+    geometry: Conv2dGeometry,
+    path: ConvPath,
+    /// One packed B (`K × out_c/groups`) per group.
+    weights: Vec<PackedWeights>,
+    /// Output pixels gathered per block on the implicit-GEMM path.
+    block_rows: usize,
+    /// Per output pixel (all batches), per tap: element offset of the input pixel, or `PAD`.
+    indirection: OnceLock<Vec<usize>>,
+    /// Gather workspaces (bytes), taken by a block and given back: after the first run
+    /// there is one per concurrently running block and no run allocates another.
+    workspaces: Mutex<Vec<Vec<u8>>>,
+}
+
+/// The name engines know: a prepacked filter is a [`Conv2d`] plan.
+pub type PackedFilter = Conv2d;
+
+/// A per-channel parameter restricted to one group's output channels.
+fn group_slice<'a, T: Copy>(p: PerChannel<'a, T>, what: &str, out_c: usize, g: usize, opg: usize) -> Result<PerChannel<'a, T>> {
+    match p {
+        PerChannel::Tensor(v) => Ok(PerChannel::Tensor(v)),
+        PerChannel::Channel(s) if s.len() == out_c => Ok(PerChannel::Channel(&s[g * opg..(g + 1) * opg])),
+        PerChannel::Channel(s) => Err(Error::ShapeMismatch(format!(
+            "conv2d {what} has {} values; per output channel needs out_c = {out_c}",
+            s.len()
+        ))),
+    }
+}
+
+impl Conv2d {
+    /// Packs OHWI `weights` (`[out_c][kernel_h][kernel_w][in_c/groups]`) for `geometry`
+    /// on the default context. See [`new_in`](Self::new_in).
+    pub fn new<B: Int8>(geometry: Conv2dGeometry, weights: &[B], quant: WeightQuant<'_>) -> Result<Conv2d> {
+        Self::new_in(&Context::new()?, geometry, weights, quant)
+    }
+
+    /// Packs OHWI `weights` for `geometry` for `ctx`'s GEMM kernels.
+    ///
+    /// `quant` holds the weight zero point(s) and optional scale(s), per tensor or per
+    /// output channel (`out_c` values). Errors on an invalid geometry, a weight slice of
+    /// the wrong length, per-channel parameters of the wrong length, zero points outside
+    /// the weight type, or invalid scales.
+    pub fn new_in<B: Int8>(ctx: &Context, geometry: Conv2dGeometry, weights: &[B], quant: WeightQuant<'_>) -> Result<Conv2d> {
+        geometry.validate()?;
+        let g = &geometry;
+        let need = g.weight_len();
+        if weights.len() != need {
+            return Err(Error::ShapeMismatch(format!(
+                "conv2d weights have {} elements; OHWI {}×{}×{}×{} (out_c × kernel_h × kernel_w × in_c/groups) needs {need}",
+                weights.len(),
+                g.out_c,
+                g.kernel_h,
+                g.kernel_w,
+                g.group_in_c()
+            )));
+        }
+        let (opg, k) = (g.group_out_c(), g.kernel_h * g.kernel_w * g.group_in_c());
+        // OHWI rows are the GEMM's B columns (B transposed): transpose each group once
+        // into K × N, then pack it as any GEMM B.
+        let mut bt = vec![B::default(); k * opg];
+        let mut packed = Vec::with_capacity(g.groups);
+        for gi in 0..g.groups {
+            for j in 0..opg {
+                let row = &weights[(gi * opg + j) * k..(gi * opg + j + 1) * k];
+                for (kk, &v) in row.iter().enumerate() {
+                    bt[kk * opg + j] = v;
+                }
+            }
+            let q = WeightQuant {
+                zero_point: group_slice(quant.zero_point, "weight zero_point", g.out_c, gi, opg)?,
+                scale: quant.scale.map(|s| group_slice(s, "weight scale", g.out_c, gi, opg)).transpose()?,
+            };
+            packed.push(PackedWeights::new_in(ctx, MatrixRef::new(&bt, k, opg), q)?);
+        }
+        let path = if g.is_pointwise() { ConvPath::Pointwise } else { ConvPath::ImplicitGemm };
+        // A block's gathered rows (block_rows × K bytes) should stay in L2 while the
+        // microkernel streams the filter; rows a multiple of 48 (every MR divides it).
+        let block_rows = ((192 * 1024) / k.max(1)).clamp(48, 480) / 48 * 48;
+        Ok(Conv2d {
+            geometry,
+            path,
+            weights: packed,
+            block_rows,
+            indirection: OnceLock::new(),
+            workspaces: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The geometry this filter was packed for.
+    pub fn geometry(&self) -> &Conv2dGeometry {
+        &self.geometry
+    }
+
+    /// The path a run takes.
+    pub fn path(&self) -> ConvPath {
+        self.path
+    }
+
+    /// The GEMM microkernel the filter was packed for.
+    pub fn kernel_name(&self) -> &'static str {
+        self.weights[0].kernel_name()
+    }
+
+    /// Whether the indirection buffer has been built (by a first implicit-GEMM run).
+    pub fn indirection_built(&self) -> bool {
+        self.indirection.get().is_some()
+    }
+
+    /// Bytes held by the packed filter, indirection buffer and workspaces.
+    pub fn memory_bytes(&self) -> usize {
+        let ws: usize = self.workspaces.lock().map_or(0, |w| w.iter().map(Vec::capacity).sum());
+        self.weights.iter().map(PackedWeights::packed_bytes).sum::<usize>()
+            + self.indirection.get().map_or(0, |v| v.len() * size_of::<usize>())
+            + ws
+    }
+
+    fn build_indirection(&self) -> Vec<usize> {
+        let g = &self.geometry;
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let taps = g.kernel_h * g.kernel_w;
+        let mut ind = Vec::with_capacity(g.batch * oh * ow * taps);
+        for n in 0..g.batch {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for ky in 0..g.kernel_h {
+                        // wrapping_sub turns "above/left of the image" into a huge value,
+                        // which the bounds test below treats as padding.
+                        let iy = (oy * g.stride_h + ky * g.dilation_h).wrapping_sub(g.pad_top);
+                        for kx in 0..g.kernel_w {
+                            let ix = (ox * g.stride_w + kx * g.dilation_w).wrapping_sub(g.pad_left);
+                            ind.push(if iy < g.in_h && ix < g.in_w { ((n * g.in_h + iy) * g.in_w + ix) * g.in_c } else { PAD });
+                        }
+                    }
+                }
+            }
+        }
+        ind
+    }
+
+    /// Validates the buffers, then runs `call(ctx, A, packed B of group g, g, C)` for
+    /// every group over the whole output (pointwise) or per gathered block.
+    fn run<A: Int8, T: Send>(
+        &self,
+        ctx: &Context,
+        input: &ConvInput<'_, A>,
+        out: &mut [T],
+        call: impl Fn(&Context, Activations<'_, A>, &PackedWeights, usize, MatrixMut<'_, T>) -> Result<()> + Sync,
+    ) -> Result<()> {
+        let g = &self.geometry;
+        let in_len = g.input_len();
+        if input.data.len() < in_len {
+            return Err(Error::BufferTooSmall { what: "conv2d input", needed: in_len, got: input.data.len() });
+        }
+        let out_len = g.output_len();
+        if out.len() < out_len {
+            return Err(Error::BufferTooSmall { what: "conv2d output", needed: out_len, got: out.len() });
+        }
+        let (cpg, opg) = (g.group_in_c(), g.group_out_c());
+        match self.path {
+            ConvPath::Pointwise => {
+                // The NHWC input is (batch·H·W) × in_c; group gi reads columns
+                // gi·cpg.. with stride in_c and writes columns gi·opg.. with stride out_c.
+                let m = g.batch * g.in_h * g.in_w;
+                for (gi, w) in self.weights.iter().enumerate() {
+                    let a = MatrixRef::new(&input.data[gi * cpg..in_len], m, cpg).with_stride(g.in_c);
+                    let c = MatrixMut::new(&mut out[gi * opg..out_len], m, opg).with_stride(g.out_c);
+                    call(ctx, act(a, input), w, gi, c)?;
+                }
+                Ok(())
+            }
+            ConvPath::ImplicitGemm => {
+                let ind = self.indirection.get_or_init(|| self.build_indirection());
+                let taps = g.kernel_h * g.kernel_w;
+                let k = taps * cpg;
+                let m = g.batch * g.out_h() * g.out_w();
+                let br = self.block_rows;
+                let blocks = m.div_ceil(br);
+                let block = |ctx: &Context, b: usize, chunk: &mut [T]| -> Result<()> {
+                    let rows = chunk.len() / g.out_c;
+                    let mut ws = self.workspaces.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+                    if ws.len() < br * k {
+                        ws.resize(br * k, 0);
+                    }
+                    let wa: &mut [A] = bytemuck::cast_slice_mut(&mut ws[..rows * k]);
+                    let mut r = Ok(());
+                    for (gi, w) in self.weights.iter().enumerate() {
+                        gather(&ind[b * br * taps..(b * br + rows) * taps], taps, &input.data[gi * cpg..in_len], input.zero_point, cpg, g.in_c, wa);
+                        let c = MatrixMut::new(&mut chunk[gi * opg..], rows, opg).with_stride(g.out_c);
+                        r = call(ctx, act(MatrixRef::new(wa, rows, k), input), w, gi, c);
+                        if r.is_err() {
+                            break;
+                        }
+                    }
+                    if let Ok(mut p) = self.workspaces.lock() {
+                        p.push(ws);
+                    }
+                    r
+                };
+                if blocks > 1 && ctx.threads() > 1 {
+                    // Blocks over the pool; each block's GEMM stays on its thread.
+                    let serial = ctx.serial();
+                    let chunks = out[..out_len].par_chunks_mut(br * g.out_c);
+                    ctx.install(|| chunks.enumerate().try_for_each(|(b, c)| block(&serial, b, c)))
+                } else {
+                    out[..out_len].chunks_mut(br * g.out_c).enumerate().try_for_each(|(b, c)| block(ctx, b, c))
+                }
+            }
+        }
+    }
+}
+
+fn act<'a, A: Int8>(m: MatrixRef<'a, A>, input: &ConvInput<'_, A>) -> Activations<'a, A> {
+    Activations::new(m, input.zero_point, input.scale)
+}
+
+/// Gathers the A rows of one block: row r, tap t is the `cpg` channels of the input pixel
+/// at `ind[r·taps + t]` (already offset to the group's first channel by the caller's
+/// `input` slice), or `za` for a padding tap. Taps that are adjacent in memory (one group,
+/// horizontal neighbours) are copied as one run.
+fn gather<A: Int8>(ind: &[usize], taps: usize, input: &[A], za: A, cpg: usize, in_c: usize, ws: &mut [A]) {
+    let k = taps * cpg;
+    for (offs, dst) in ind.chunks_exact(taps).zip(ws.chunks_exact_mut(k)) {
+        let mut t = 0;
+        while t < taps {
+            let o = offs[t];
+            if o == PAD {
+                dst[t * cpg..(t + 1) * cpg].fill(za);
+                t += 1;
+                continue;
+            }
+            let mut e = t + 1;
+            if cpg == in_c {
+                while e < taps && offs[e] == o + (e - t) * in_c {
+                    e += 1;
+                }
+            }
+            let len = (e - t) * cpg;
+            dst[t * cpg..t * cpg + len].copy_from_slice(&input[o..o + len]);
+            t = e;
+        }
+    }
+}
+
+fn check_bias_len(len: usize, out_c: usize) -> Result<()> {
+    if len != out_c {
+        return Err(Error::ShapeMismatch(format!("conv2d bias has {len} values; out_c = {out_c}")));
+    }
+    Ok(())
+}
+
+impl Context {
+    /// `out (i32, NHWC) = conv(input − za, W − zw) + bias`. Errors if a result does not
+    /// fit in i32, on short buffers, or a bias that is not `out_c` long.
+    pub fn conv2d_i32<A: Int8>(&self, filter: &Conv2d, input: ConvInput<'_, A>, bias: Option<&[i32]>, out: &mut [i32]) -> Result<()> {
+        let opg = filter.geometry.group_out_c();
+        if let Some(b) = bias {
+            check_bias_len(b.len(), filter.geometry.out_c)?;
+        }
+        filter.run(self, &input, out, |ctx, a, w, g, c| ctx.gemm_i32(a, w, bias.map(|b| &b[g * opg..(g + 1) * opg]), c))
+    }
+
+    /// `out (f32, NHWC) = sa·sw[oc]·conv(input − za, W − zw) + bias`. Needs weight scales.
+    pub fn conv2d_f32<A: Int8>(&self, filter: &Conv2d, input: ConvInput<'_, A>, bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+        let opg = filter.geometry.group_out_c();
+        if let Some(b) = bias {
+            check_bias_len(b.len(), filter.geometry.out_c)?;
+        }
+        filter.run(self, &input, out, |ctx, a, w, g, c| ctx.gemm_f32(a, w, bias.map(|b| &b[g * opg..(g + 1) * opg]), c))
+    }
+
+    /// `out (u8/i8, NHWC) = requantize(conv(input − za, W − zw) + bias)` with `rq`'s
+    /// scale, zero point, rounding mode, clamp and optional `out_c` i32 bias. Needs weight scales.
+    pub fn conv2d_requantize<A: Int8, O: Int8>(&self, filter: &Conv2d, input: ConvInput<'_, A>, rq: &Requantize<'_, O>, out: &mut [O]) -> Result<()> {
+        let opg = filter.geometry.group_out_c();
+        if let Some(b) = rq.bias {
+            check_bias_len(b.len(), filter.geometry.out_c)?;
+        }
+        filter.run(self, &input, out, |ctx, a, w, g, c| {
+            let rqg = Requantize { bias: rq.bias.map(|b| &b[g * opg..(g + 1) * opg]), ..*rq };
+            ctx.gemm_requantize(a, w, &rqg, c)
+        })
+    }
+}
+
+/// [`Context::conv2d_i32`] on the default context.
+pub fn conv2d_i32<A: Int8>(filter: &Conv2d, input: ConvInput<'_, A>, bias: Option<&[i32]>, out: &mut [i32]) -> Result<()> {
+    Context::new()?.conv2d_i32(filter, input, bias, out)
+}
+
+/// [`Context::conv2d_f32`] on the default context.
+pub fn conv2d_f32<A: Int8>(filter: &Conv2d, input: ConvInput<'_, A>, bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+    Context::new()?.conv2d_f32(filter, input, bias, out)
+}
+
+/// [`Context::conv2d_requantize`] on the default context.
+pub fn conv2d_requantize<A: Int8, O: Int8>(filter: &Conv2d, input: ConvInput<'_, A>, rq: &Requantize<'_, O>, out: &mut [O]) -> Result<()> {
+    Context::new()?.conv2d_requantize(filter, input, rq, out)
+}
