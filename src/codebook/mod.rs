@@ -140,6 +140,9 @@ impl CodebookWeights {
         let (k, n) = (codes.k(), codes.n());
         let fmt: CodebookFormat = kernel.format;
         let mut data = vec![0u8; fmt.packed_bytes(k, n)];
+        // As the int8 weights: huge pages before the first write, so a GEMV's stream of
+        // codes does not stall on a TLB miss every 4 KiB.
+        crate::gemm::advise_huge_pages(&mut data);
         let nib = codes.nibbles();
         let col = codes.k_padded() / 2;
         let five = fmt.bits == 5;
