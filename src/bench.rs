@@ -497,6 +497,101 @@ impl DwconvCase {
     }
 }
 
+/// The shapes `qkern bench --op codebook` times by default (issue 5): GEMV 4096² and
+/// 11008×4096, GEMM M = 16 and 128 with N = K = 4096.
+pub const CODEBOOK_SHAPES: &[&str] = &["dec4096", "dec11008", "b16_4096", "b128_4096"];
+
+/// The 4-bit schemes `qkern bench --op codebook` times: PoT-4, APoT-4 weights, and
+/// `codebook4` = llama.cpp's IQ4_NL learned table (grid up to 127), and 5-bit APoT
+/// weights (`apot5`, grid 48).
+pub const CODEBOOK_SCHEMES: &[&str] = &["pot4", "apot4", "codebook4", "apot5"];
+
+/// The level set of a [`CODEBOOK_SCHEMES`] name.
+pub fn codebook_scheme(name: &str) -> Result<crate::quant::LevelSet> {
+    use crate::quant::{ApotFormat, LevelSet, PotFormat};
+    match name {
+        "pot4" => Ok(PotFormat::signed(4)?.level_set()),
+        "apot4" => Ok(ApotFormat::weight(4)?.level_set()),
+        "apot5" => Ok(ApotFormat::weight(5)?.level_set()),
+        "codebook4" => LevelSet::codebook_i16(4, &[-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]),
+        _ => Err(Error::InvalidParameter(format!("codebook scheme {name:?} is not one of {}", CODEBOOK_SCHEMES.join(", ")))),
+    }
+}
+
+/// A codebook benchmark case: `C (i32) = (A − 128)·grid[codes]`, u8 activations, random
+/// 4-bit codes of `scheme` with per-column scales, prepacked for `ctx`.
+#[derive(Debug)]
+pub struct CodebookCase {
+    shape: Shape,
+    ctx: Context,
+    a: Vec<u8>,
+    codes: crate::quant::PackedCodes,
+    w: crate::codebook::CodebookWeights,
+    c: Vec<i32>,
+}
+
+impl CodebookCase {
+    /// Allocates and fills A and the codes from `seed`, packs them for `ctx`.
+    pub fn new(ctx: &Context, shape: &Shape, scheme: &str, seed: u64) -> Result<CodebookCase> {
+        use crate::quant::{LevelParams, PackedCodes};
+        let (m, n, k) = (shape.m, shape.n, shape.k);
+        case_bytes(shape)?;
+        let set = codebook_scheme(scheme)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut a = try_vec("A", m * k, 0u8)?;
+        rng.fill_bytes(&mut a);
+        let nc = set.num_codes() as u64;
+        let mut codes = try_vec("codes", k * n, 0u8)?;
+        codes.iter_mut().for_each(|c| *c = (rng.next_u64() % nc) as u8);
+        let params = LevelParams::per_channel(set, 1, (0..n).map(|j| (2f32).powi(-((j % 7) as i32) - 4)).collect())?;
+        let codes = PackedCodes::pack(&codes, k, n, &params)?;
+        let w = crate::codebook::CodebookWeights::new_in(ctx, &codes)?;
+        let c = try_vec("C", m * n, 1i32)?;
+        Ok(CodebookCase { shape: shape.clone(), ctx: ctx.clone(), a, codes, w, c })
+    }
+
+    /// The kernel that runs.
+    pub fn kernel_name(&self) -> &'static str {
+        self.w.kernel_name()
+    }
+
+    /// One call.
+    pub fn run(&mut self) -> Result<()> {
+        let (m, n, k) = (self.shape.m, self.shape.n, self.shape.k);
+        let a = Activations::new(MatrixRef::new(&self.a, m, k), A_ZERO_POINT, 0.02);
+        self.ctx.codebook_gemm_i32(a, &self.w, None, MatrixMut::new(&mut self.c, m, n))
+    }
+
+    /// Checks up to 64 entries of the last result against a plain decode-and-multiply.
+    pub fn check(&self) -> Result<()> {
+        let (m, n, k) = (self.shape.m, self.shape.n, self.shape.k);
+        let grid = self.codes.level_set().grid().map(|g| g.values().to_vec()).unwrap_or_default();
+        let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+        let mut points = vec![(0, 0), (m - 1, n - 1), (0, n - 1), (m - 1, 0)];
+        while points.len() < 64.min(m * n) {
+            let r = rng.next_u64() as usize;
+            points.push((r % m, (r >> 32) % n));
+        }
+        for (i, j) in points {
+            let want: i64 = (0..k)
+                .map(|kk| {
+                    let g = grid[self.codes.code(kk, j).unwrap_or(0) as usize] as i64;
+                    (self.a[i * k + kk] as i64 - A_ZERO_POINT as i64) * g
+                })
+                .sum();
+            let got = self.c[i * n + j] as i64;
+            if got != want {
+                return Err(Error::Internal(format!(
+                    "{} on {}: C[{i}][{j}] = {got}, the exact result is {want}",
+                    self.w.kernel_name(),
+                    self.shape.dims()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The README's code blocks, run as doc tests so its example stays correct.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use qkern_kernels::{DwconvUkernel, GemmUkernel, Isa};
+use qkern_kernels::{CodebookUkernel, DwconvUkernel, GemmUkernel, Isa};
 
 use crate::error::{Error, Result};
 
@@ -136,6 +136,19 @@ pub struct KernelTable {
     /// Every depthwise microkernel this CPU runs within the cap, best first; the first
     /// that handles a filter's tap count runs it ([`KernelTable::dwconv_for`]).
     pub dwconv_candidates: Vec<DwconvUkernel>,
+    /// Every codebook microkernel (lookup and shift families) usable at this tier, best
+    /// first; the packer picks the first of the requested family whose table bound holds.
+    pub codebook_candidates: Vec<CodebookUkernel>,
+}
+
+/// Every codebook microkernel compiled into this build, least preferred first: the one
+/// registration list the dispatch table, the tests and the benches read.
+pub fn codebook_kernels() -> Vec<CodebookUkernel> {
+    #[allow(unused_mut)]
+    let mut v = qkern_kernels::generic::CODEBOOK_KERNELS.to_vec();
+    #[cfg(target_arch = "x86_64")]
+    v.extend(qkern_kernels::x86_64::codebook_kernels());
+    v
 }
 
 /// Every depthwise microkernel compiled into this build, in preference order (best last;
@@ -204,7 +217,18 @@ impl KernelTable {
         let gemv = gemv_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && cpu().has(k.isa)).collect();
         let dwconv_candidates: Vec<DwconvUkernel> =
             dwconv_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && dwconv_runs_here(k)).collect();
-        Ok(KernelTable { isa: cap, gemm, gemm_candidates, gemv, dwconv_candidates })
+        let codebook_candidates =
+            codebook_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && cpu().has(k.isa)).collect();
+        Ok(KernelTable { isa: cap, gemm, gemm_candidates, gemv, dwconv_candidates, codebook_candidates })
+    }
+
+    /// The lookup-family codebook kernel that runs any table of `bits`-bit codes at this
+    /// tier (a kernel with a table bound, e.g. AVX2 `vpmaddubsw`, is preferred by the
+    /// packer where the bound holds).
+    pub fn codebook_kernel(&self, bits: u32) -> Option<&CodebookUkernel> {
+        self.codebook_candidates
+            .iter()
+            .find(|k| k.family == qkern_kernels::CodebookFamily::Lut && k.bits == bits && k.max_abs_table.is_none())
     }
 
     /// The GEMV kernel for a call of `m` rows on weights packed for `packed`, if any.

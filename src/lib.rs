@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod codebook;
 pub mod conv;
 pub mod dispatch;
 pub mod error;

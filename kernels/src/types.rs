@@ -516,3 +516,126 @@ impl DwconvUkernel {
         }
     }
 }
+
+/// Arguments of one codebook (table-lookup) microkernel call: one `m ≤ MR` × `n ≤ NR`
+/// tile over K, weights given as 4-bit codes in the [`CodebookFormat`] panel layout.
+///
+/// The kernel computes, for `i < m`, `j < n`,
+/// `acc = Σ_{k<K} (A[i][k] + a_offset)·table[code(k, j)] + col_offset[j]` in wrapping i32
+/// arithmetic (exact whenever the true value fits in i32, which the driver guarantees)
+/// and writes the output stage of `acc` to `c[i·ldc + j]`. `a_offset` is the kernel's
+/// [`CodebookUkernel::a_offset`] (128 for i8 activations flipped to u8 by `XOR 0x80`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CodebookArgs {
+    /// Rows in this tile (1..=MR).
+    pub m: usize,
+    /// Columns in this tile (1..=NR).
+    pub n: usize,
+    /// Reduction length (the real K).
+    pub k: usize,
+    /// First activation row (u8 or i8 bit patterns, per the entry point).
+    pub a: *const u8,
+    /// Distance in elements between activation rows.
+    pub lda: usize,
+    /// Start of this tile's packed code panel.
+    pub b: *const u8,
+    /// The table: the integer grid value of each code, as i8 (16 entries for 4-bit
+    /// kernels, 32 for 5-bit ones).
+    pub table: *const i8,
+    /// Output tile origin.
+    pub c: *mut u8,
+    /// Distance in elements (of the output type) between output rows.
+    pub ldc: usize,
+    /// The fused output stage (the GEMM one; `a_row_sum`-style terms are not used).
+    pub out: OutputStage,
+}
+
+/// A codebook microkernel entry point.
+///
+/// # Safety
+/// The caller guarantees every pointer in `args` is valid for the reads and writes the
+/// kernel's documentation lists, and that the CPU supports the kernel's ISA.
+pub type CodebookUkernelFn = unsafe fn(args: &CodebookArgs);
+
+/// The packed code layout of the codebook kernels (`c8n`, nibble pairs): panels of `nr`
+/// columns; K in groups of 8 (zero codes past K, the kernel never multiplies them by a
+/// real activation); group `g` of a panel is `nr · 4` bytes `[g][nr][4]`, byte `(j, t)`
+/// holding the code of `k = 8g + t` in its low nibble and of `k = 8g + 4 + t` in its high
+/// nibble. So one nibble split of a 64-byte load gives two `vpdpbusd` operands (16
+/// columns × 4 consecutive K each) without any shuffle of weights or activations.
+///
+/// 5-bit codes (`bits = 5`): each group is followed by `nr` bytes of bit 4 of its codes,
+/// two bitmaps of `nr·4` bits: the first has bit `4j + t` = bit 4 of the low-nibble code
+/// at byte `(j, t)`, the second the same for the high-nibble codes. So the 64 bytes of 16
+/// columns come with one u64 mask for each half (`kmovq` + a masked blend of two
+/// 16-entry lookups, or `vpermb`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CodebookFormat {
+    /// Columns per panel.
+    pub nr: usize,
+    /// Code width: 4, or 5 (nibbles plus a bit plane per group).
+    pub bits: u32,
+}
+
+impl CodebookFormat {
+    /// K elements per group.
+    pub const KR: usize = 8;
+    /// Bytes of one K group of a panel (`nr·4`, or `nr·5` with the bit plane).
+    pub const fn group_bytes(&self) -> usize {
+        self.nr * if self.bits == 5 { 5 } else { 4 }
+    }
+    /// Bytes of one panel for `k` rows.
+    pub const fn panel_bytes(&self, k: usize) -> usize {
+        k.div_ceil(Self::KR) * self.group_bytes()
+    }
+    /// Total packed bytes for `k × n`.
+    pub const fn packed_bytes(&self, k: usize, n: usize) -> usize {
+        n.div_ceil(self.nr) * self.panel_bytes(k)
+    }
+}
+
+/// The kernel families that run codebook weights (DESIGN.md §2).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CodebookFamily {
+    /// Decode through a byte table, multiply with the int8 dot-product instructions.
+    Lut = 0,
+    /// Bit-shift accumulation (`Σ ±(x << e)`).
+    Shift = 1,
+}
+
+impl CodebookFamily {
+    /// `"lut"` or `"shift"` (the `QKERN_CODEBOOK_KERNEL` values).
+    pub const fn name(self) -> &'static str {
+        match self {
+            CodebookFamily::Lut => "lut",
+            CodebookFamily::Shift => "shift",
+        }
+    }
+}
+
+/// A registered codebook microkernel.
+#[derive(Clone, Copy, Debug)]
+pub struct CodebookUkernel {
+    /// XNNPACK-style name, e.g. `qx8_codebook4_gemm_8x32c8__avx512vnni`.
+    pub name: &'static str,
+    /// The family (lookup or shift).
+    pub family: CodebookFamily,
+    /// The tier the kernel needs.
+    pub isa: Isa,
+    /// Code width the kernel decodes (4 or 5; the same as `format.bits`).
+    pub bits: u32,
+    /// Rows per tile.
+    pub mr: usize,
+    /// The packed layout (columns per tile = `format.nr`).
+    pub format: CodebookFormat,
+    /// Added by the kernel to every activation, indexed by `a_signed as usize` (128 for
+    /// i8 activations flipped to u8); the driver moves the zero point to match.
+    pub a_offset: [i32; 2],
+    /// `Some(x)`: exact only when every table value satisfies `|v| ≤ x` (AVX2
+    /// `vpmaddubsw`: `2·255·64 ≤ 32767`). `None`: exact for any i8 table.
+    pub max_abs_table: Option<i32>,
+    /// Entry points indexed by `a_signed as usize`.
+    pub run: [CodebookUkernelFn; 2],
+}

@@ -126,6 +126,10 @@ enum Op {
     Conv,
     /// The depthwise layers on the depthwise kernels directly → u8.
     Dwconv,
+    /// 4-/5-bit codebook weights (PoT-4, APoT-4, codebook-4, APoT-5) through the
+    /// table-lookup kernels, next to the int8 GEMM on the same shapes (default: GEMV 4096²
+    /// and 11008×4096, GEMM M = 16 / 128 with N = K = 4096).
+    Codebook,
 }
 
 fn parse_shape(s: &str) -> Result<Shape, String> {
@@ -198,6 +202,11 @@ fn info() -> Result<(), String> {
             let mark = if Some(isa) == default_isa { "  (default)" } else { "" };
             println!("{:<12} {:<8} {kernel}{mark}", isa.name(), family);
         }
+        for bits in [4, 5] {
+            if let Some(k) = table.codebook_kernel(bits) {
+                println!("{:<12} {:<8} {}", isa.name(), format!("cb{bits}"), k.name);
+            }
+        }
     }
     println!();
     println!("measured per-core peaks (int8 GOPS, probe loops of independent multiply-adds):");
@@ -256,6 +265,7 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
     match args.op {
         Op::Conv => return run_bench_conv(args),
         Op::Dwconv => return run_dw_bench(args),
+        Op::Codebook => return run_codebook_bench(args),
         Op::Gemm => {}
     }
     if args.list {
@@ -421,6 +431,52 @@ fn run_bench_conv(args: BenchArgs) -> Result<(), String> {
             "u8 NHWC (zero point 128) x i8 OHWI (prepacked) -> u8 requantized; GOPS = 2*MACs / median time; \
              %peak = GOPS / (per-core peak of the GEMM kernel's path measured on this host x threads); every result checked against the reference"
         );
+    }
+    Ok(())
+}
+
+/// `qkern bench --op codebook`: per shape, the int8 GEMM then each 4-bit scheme, timed
+/// back to back (so the ratios compare runs of the same minute), medians.
+fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
+    let shapes: Vec<Shape> = if args.shapes.is_empty() {
+        bench::CODEBOOK_SHAPES.iter().map(|s| bench::find_shape(s)).collect::<Result<_, _>>().map_err(|e| e.to_string())?
+    } else {
+        args.shapes.iter().map(|s| parse_shape(s)).collect::<Result<_, _>>()?
+    };
+    let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let ctx = match args.isa {
+        Some(isa) => Context::for_isa(isa),
+        None => Context::new(),
+    }
+    .and_then(|c| c.with_threads(args.threads as usize))
+    .map_err(|e| e.to_string())?;
+    println!("{:<10} {:<16} {:<10} {:<42} {:>10} {:>8} {:>8}", "shape", "MxNxK", "weights", "kernel", "median", "GOPS", "vs int8");
+    for (i, shape) in shapes.iter().enumerate() {
+        let seed = 0x9e37_79b9 + i as u64;
+        let mut g = GemmCase::new(&ctx, shape, seed).map_err(|e| format!("{shape}: {e}"))?;
+        let tg = bench::time(min_time, || g.run()).map_err(|e| format!("{shape}: {e}"))?;
+        g.check().map_err(|e| format!("{shape}: wrong result: {e}"))?;
+        let base = bench::gops(shape.ops(), tg.median);
+        let line = |w: &str, kernel: &str, t: &bench::Timing| {
+            let r = bench::gops(shape.ops(), t.median);
+            println!(
+                "{:<10} {:<16} {:<10} {:<42} {:>10} {:>8.1} {:>7.2}x",
+                shape.name,
+                shape.dims(),
+                w,
+                kernel,
+                human_secs(t.median),
+                r,
+                r / base
+            );
+        };
+        line("int8", g.kernel().name, &tg);
+        for scheme in bench::CODEBOOK_SCHEMES {
+            let mut c = bench::CodebookCase::new(&ctx, shape, scheme, seed).map_err(|e| format!("{shape} {scheme}: {e}"))?;
+            let t = bench::time(min_time, || c.run()).map_err(|e| format!("{shape} {scheme}: {e}"))?;
+            c.check().map_err(|e| format!("{shape} {scheme}: wrong result: {e}"))?;
+            line(scheme, c.kernel_name(), &t);
+        }
     }
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! consumer of each packed format; the compiler may vectorise them, nothing more.
 
 pub mod dwconv;
+pub mod codebook;
 pub mod gemm;
 
 pub use dwconv::DWCONV_KERNELS;
 pub use gemm::*;
+pub use codebook::{CODEBOOK_KERNELS, QX8_CODEBOOK4_GEMM_4X16C8__GENERIC, QX8_CODEBOOK5_GEMM_4X16C8__GENERIC};

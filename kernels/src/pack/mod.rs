@@ -1,5 +1,9 @@
 //! Packers: each writes one [`PackFormat`](crate::PackFormat) that a family of kernels reads.
 
+pub mod codebook;
+
+pub use codebook::{pack_codebook, pack_codebook4};
+
 use crate::types::{Int8, PackFormat};
 
 /// Packs `B[K][N]` (row stride `ldb`) into `format`: panels of `nr` columns, K in groups

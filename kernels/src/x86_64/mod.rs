@@ -6,7 +6,7 @@ pub mod avx512vnni;
 pub mod avxvnni;
 pub mod bandwidth;
 
-use crate::types::{DwconvUkernel, GemmUkernel};
+use crate::types::{CodebookUkernel, DwconvUkernel, GemmUkernel};
 
 /// Every x86-64 GEMM microkernel in this build, least preferred first. The AVX-VNNI
 /// kernels' EVEX twins belong to the AVX-512 VNNI tier, below its zmm kernels.
@@ -29,4 +29,10 @@ pub fn gemv_kernels() -> impl Iterator<Item = GemmUkernel> {
 /// Every x86-64 depthwise microkernel in this build, least preferred first.
 pub fn dwconv_kernels() -> impl Iterator<Item = DwconvUkernel> {
     avx2::DWCONV_KERNELS.iter().chain(avx512vnni::DWCONV_KERNELS).copied()
+}
+
+/// Every x86-64 codebook microkernel in this build (both families: the table-lookup
+/// kernels now, the bit-shift ones join this list), least preferred first.
+pub fn codebook_kernels() -> impl Iterator<Item = CodebookUkernel> {
+    avx2::codebook::CODEBOOK_KERNELS.iter().chain(avx512vnni::codebook::CODEBOOK_KERNELS).copied()
 }

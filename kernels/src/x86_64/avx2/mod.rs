@@ -1,6 +1,7 @@
 //! AVX2 kernels.
 
 pub mod dwconv;
+pub mod codebook;
 pub mod gemm;
 pub mod peak;
 

@@ -8,6 +8,7 @@
 //! * [`peak`] — the instruction's throughput probe, the limit results are quoted against.
 
 pub mod dwconv;
+pub mod codebook;
 pub mod gemm;
 pub mod gemv;
 pub mod peak;

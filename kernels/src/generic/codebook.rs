@@ -1,0 +1,97 @@
+//! Portable codebook (table-lookup) microkernel on the [`CodebookFormat`] layout.
+
+use crate::generic::gemm::output_value;
+use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, Int8, Isa, OutputKind};
+
+/// Adds the column terms and writes an `m × n` tile of accumulators through the output
+/// stage, shared by every codebook kernel's epilogue (the K loop dominates: K ≥ 8 per
+/// output, usually thousands).
+///
+/// # Safety
+/// `args` satisfies the [`CodebookArgs`] contract; `acc[i][j]` for `i < m`, `j < n`.
+#[inline(always)]
+pub unsafe fn store_tile<const MR: usize, const NR: usize>(args: &CodebookArgs, acc: &[[i32; NR]; MR]) {
+    let out = &args.out;
+    for (i, row) in acc.iter().enumerate().take(args.m) {
+        for (j, &v) in row.iter().enumerate().take(args.n) {
+            // SAFETY: col_offset has `n` entries (contract).
+            let acc = v.wrapping_add(unsafe { *out.col_offset.add(j) });
+            let val = output_value(acc, j, out);
+            let idx = i * args.ldc + j;
+            // SAFETY: the output tile is `m × n`, row stride `ldc` (contract).
+            unsafe {
+                match out.kind {
+                    OutputKind::I32 | OutputKind::F32 => (args.c as *mut u32).add(idx).write_unaligned(val),
+                    OutputKind::U8 | OutputKind::I8 => args.c.add(idx).write(val as u8),
+                }
+            }
+        }
+    }
+}
+
+/// Portable tile: decodes each code through the table and multiplies plainly.
+///
+/// Reads `m` rows of `k` activations (stride `lda`), the panel's
+/// `k.div_ceil(8)·NR·4` bytes and the 16 table bytes; nothing past them.
+///
+/// # Safety
+/// `args` satisfies the [`CodebookArgs`] contract; `m ≤ MR`, `n ≤ NR`, panel of `NR` columns.
+pub unsafe fn codebook_tile<A: Int8, const MR: usize, const NR: usize, const BITS: u32>(args: &CodebookArgs) {
+    let gb = CodebookFormat { nr: NR, bits: BITS }.group_bytes();
+    // SAFETY: 2^BITS table entries (contract).
+    let table = unsafe { core::slice::from_raw_parts(args.table, 1 << BITS) };
+    let mut acc = [[0i32; NR]; MR];
+    for g in 0..args.k.div_ceil(8) {
+        let k0 = 8 * g;
+        let kn = 8.min(args.k - k0);
+        // SAFETY: group g of the panel holds `gb` bytes (contract).
+        let blk = unsafe { core::slice::from_raw_parts(args.b.add(g * gb), gb) };
+        for (i, acc_row) in acc.iter_mut().enumerate().take(args.m) {
+            // SAFETY: row i has `k` elements from `a + i·lda` (contract).
+            let arow = unsafe { core::slice::from_raw_parts(args.a.add(i * args.lda + k0), kn) };
+            for (r, &abits) in arow.iter().enumerate() {
+                let av = A::from_bits(abits).to_i32();
+                let (t, shift) = (r % 4, 4 * (r / 4));
+                for (j, accv) in acc_row.iter_mut().enumerate() {
+                    let mut code = (blk[4 * j + t] >> shift) & 0x0F;
+                    if BITS == 5 {
+                        let bit = (r / 4) * NR * 4 + 4 * j + t;
+                        code |= ((blk[NR * 4 + bit / 8] >> (bit % 8)) & 1) << 4;
+                    }
+                    *accv = accv.wrapping_add(av * table[code as usize] as i32);
+                }
+            }
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { store_tile::<MR, NR>(args, &acc) }
+}
+
+/// `qx8_codebook4_gemm_4x16c8__generic`: any i8 table, u8 or i8 activations as they are.
+pub const QX8_CODEBOOK4_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_gemm_4x16c8__generic",
+    family: CodebookFamily::Lut,
+    isa: Isa::Scalar,
+    bits: 4,
+    mr: 4,
+    format: CodebookFormat { nr: 16, bits: 4 },
+    a_offset: [0, 0],
+    max_abs_table: None,
+    run: [codebook_tile::<u8, 4, 16, 4>, codebook_tile::<i8, 4, 16, 4>],
+};
+
+/// `qx8_codebook5_gemm_4x16c8__generic`: 5-bit codes, any 32-entry i8 table.
+pub const QX8_CODEBOOK5_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook5_gemm_4x16c8__generic",
+    family: CodebookFamily::Lut,
+    isa: Isa::Scalar,
+    bits: 5,
+    mr: 4,
+    format: CodebookFormat { nr: 16, bits: 5 },
+    a_offset: [0, 0],
+    max_abs_table: None,
+    run: [codebook_tile::<u8, 4, 16, 5>, codebook_tile::<i8, 4, 16, 5>],
+};
+
+/// Every portable codebook kernel, least preferred first.
+pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[QX8_CODEBOOK4_GEMM_4X16C8__GENERIC, QX8_CODEBOOK5_GEMM_4X16C8__GENERIC];

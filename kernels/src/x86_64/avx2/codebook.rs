@@ -1,0 +1,308 @@
+//! Table-lookup codebook tiles on AVX2: nibble split + `vpshufb` decode (as the AVX-512
+//! tiles), then `vpmaddubsw` (u8 activations × i8 weights → i16 pairs) and `vpmaddwd`
+//! by ones into i32.
+//!
+//! Two kernels: `vpmaddubsw` (fast, tables within ±64) and an exact one for any i8 table
+//! (IQ4_NL-style codebooks reach 127) that sign-extends the decoded weights to i16 and
+//! multiplies with `vpmaddwd`.
+//!
+//! `vpmaddubsw` saturates its i16 pair sums. The kernel is registered with
+//! `max_abs_table: Some(64)`: with every table value within ±64 a pair is at most
+//! `2·255·64 = 32640 ≤ 32767` (DESIGN.md §2), so nothing saturates and the result is
+//! exact; the driver picks it only for such tables (PoT-4: 64, APoT-4: 10).
+
+use core::arch::x86_64::*;
+
+use crate::generic::codebook::store_tile;
+use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, Isa};
+use crate::x86_64::avx512vnni::codebook::a_tail_words;
+
+/// The `MR × 16` tile (two ymm columns of 8).
+///
+/// Reads `m` rows of `k` activation bytes (not one past `k`), the panel's
+/// `k.div_ceil(8)·64` bytes, 16 table bytes; writes the `m × n` tile.
+///
+/// # Safety
+/// `args` satisfies the [`CodebookArgs`] contract, `m ≤ MR`, `n ≤ 16`, every table value
+/// within ±64; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn codebook_tile<const MR: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) {
+    // SAFETY (each arm): forwarded, m ≤ the row count.
+    unsafe {
+        match args.m {
+            1 => tile::<1, FLIP, B5>(args),
+            2 => tile::<2, FLIP, B5>(args),
+            _ => tile::<MR, FLIP, B5>(args),
+        }
+    }
+}
+
+/// 32 bits of a bit plane (bit `i` for byte `i` of a ymm) expanded to a byte mask.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn expand_bits(bits: u32) -> __m256i {
+    // Byte i takes mask byte i / 8, then tests its bit i % 8.
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+    );
+    let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let v = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
+    _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel)
+}
+
+/// # Safety
+/// As [`codebook_tile`], `m ≤ R`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) {
+    const NV: usize = 2;
+    const NR: usize = 16;
+    // 5-bit groups carry their bit plane after the nibbles.
+    let gb = CodebookFormat { nr: NR, bits: if B5 { 5 } else { 4 } }.group_bytes();
+    // SAFETY: reads stay within the contract's ranges (full groups: 8 bytes at
+    // k0 ≤ k − 8; tail: k − k0 bytes; the panel's groups of 64 bytes); rows < m only.
+    unsafe {
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast()));
+        let table_hi = if B5 { _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.add(16).cast())) } else { table };
+        let mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let flip = _mm256_set1_epi8(if FLIP { -128 } else { 0 });
+        let zero = _mm256_setzero_si256();
+        let mut acc = [[zero; NV]; R];
+        let full = args.k / 8;
+        let m = args.m;
+        let decode = |p: *const u8, wlo: &mut [__m256i; NV], whi: &mut [__m256i; NV]| {
+            for v in 0..NV {
+                let raw = _mm256_loadu_si256(p.add(32 * v).cast());
+                let il = _mm256_and_si256(raw, mask);
+                let ih = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+                wlo[v] = _mm256_shuffle_epi8(table, il);
+                whi[v] = _mm256_shuffle_epi8(table, ih);
+                if B5 {
+                    let plane = p.add(NR * 4);
+                    let ml = expand_bits(plane.add(4 * v).cast::<u32>().read_unaligned());
+                    let mh = expand_bits(plane.add(NR / 2 + 4 * v).cast::<u32>().read_unaligned());
+                    wlo[v] = _mm256_blendv_epi8(wlo[v], _mm256_shuffle_epi8(table_hi, il), ml);
+                    whi[v] = _mm256_blendv_epi8(whi[v], _mm256_shuffle_epi8(table_hi, ih), mh);
+                }
+            }
+        };
+        let step = |acc: &mut [__m256i; NV], alo: __m256i, ahi: __m256i, wlo: &[__m256i; NV], whi: &[__m256i; NV]| {
+            for v in 0..NV {
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(alo, wlo[v]), ones);
+                let q = _mm256_madd_epi16(_mm256_maddubs_epi16(ahi, whi[v]), ones);
+                acc[v] = _mm256_add_epi32(acc[v], _mm256_add_epi32(p, q));
+            }
+        };
+        let mut wlo = [zero; NV];
+        let mut whi = [zero; NV];
+        for g in 0..full {
+            decode(args.b.add(g * gb), &mut wlo, &mut whi);
+            for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
+                let p = args.a.add(r * args.lda + 8 * g);
+                let mut alo = _mm256_set1_epi32(p.cast::<i32>().read_unaligned());
+                let mut ahi = _mm256_set1_epi32(p.add(4).cast::<i32>().read_unaligned());
+                if FLIP {
+                    alo = _mm256_xor_si256(alo, flip);
+                    ahi = _mm256_xor_si256(ahi, flip);
+                }
+                step(acc_r, alo, ahi, &wlo, &whi);
+            }
+        }
+        let kn = args.k - 8 * full;
+        if kn > 0 {
+            decode(args.b.add(full * gb), &mut wlo, &mut whi);
+            for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
+                let (lo, hi) = a_tail_words::<FLIP>(args.a.add(r * args.lda + 8 * full), kn);
+                step(acc_r, _mm256_set1_epi32(lo), _mm256_set1_epi32(hi), &wlo, &whi);
+            }
+        }
+        let mut out = [[0i32; NR]; R];
+        for r in 0..R.min(m) {
+            for v in 0..NV {
+                _mm256_storeu_si256(out[r][8 * v..].as_mut_ptr().cast(), acc[r][v]);
+            }
+        }
+        store_tile::<R, NR>(args, &out);
+    }
+}
+
+/// 4×16 tile, u8 activations.
+///
+/// # Safety
+/// [`codebook_tile`]'s contract for a 4×16 tile.
+pub unsafe fn qx8_codebook4_gemm_4x16c8_maddubs_u8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { codebook_tile::<4, false, false>(args) }
+}
+
+/// 4×16 tile, i8 activations (flipped to u8).
+///
+/// # Safety
+/// [`codebook_tile`]'s contract for a 4×16 tile.
+pub unsafe fn qx8_codebook4_gemm_4x16c8_maddubs_i8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { codebook_tile::<4, true, false>(args) }
+}
+
+/// `qx8_codebook4_gemm_4x16c8_maddubs__avx2`: 4 rows × 16 columns; tables within ±64 only.
+pub const QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_gemm_4x16c8_maddubs__avx2",
+    family: CodebookFamily::Lut,
+    isa: Isa::Avx2,
+    bits: 4,
+    mr: 4,
+    format: CodebookFormat { nr: 16, bits: 4 },
+    a_offset: [0, 128],
+    max_abs_table: Some(64),
+    run: [qx8_codebook4_gemm_4x16c8_maddubs_u8a, qx8_codebook4_gemm_4x16c8_maddubs_i8a],
+};
+
+/// The exact `MR × 8` tile (one ymm of nibbles per K group): decoded weights
+/// sign-extended to i16 (4 columns × 4 K per ymm), activations zero-extended to an i16
+/// quad broadcast, `vpmaddwd` leaves two partial sums per column, added pairwise at the
+/// end. Every product and pair sum is exact in i32 (`2·255·128 < 2^31`).
+///
+/// Reads `m` rows of `k` activation bytes (not one past `k`), the panel's
+/// `k.div_ceil(8)·32` bytes, 16 table bytes; writes the `m × n` tile.
+///
+/// # Safety
+/// `args` satisfies the [`CodebookArgs`] contract, `m ≤ MR`, `n ≤ 8`; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn exact_tile<const MR: usize, const FLIP: bool>(args: &CodebookArgs) {
+    // SAFETY (each arm): forwarded, m ≤ the row count.
+    unsafe {
+        match args.m {
+            1 => exact::<1, FLIP>(args),
+            2 => exact::<2, FLIP>(args),
+            _ => exact::<MR, FLIP>(args),
+        }
+    }
+}
+
+/// # Safety
+/// As [`exact_tile`], `m ≤ R`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn exact<const R: usize, const FLIP: bool>(args: &CodebookArgs) {
+    const NR: usize = 8;
+    // SAFETY: reads stay within the contract's ranges (as in `tile`), rows < m only.
+    unsafe {
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast()));
+        let mask = _mm256_set1_epi8(0x0F);
+        let zero = _mm256_setzero_si256();
+        let mut acc = [[zero; 2]; R];
+        let full = args.k / 8;
+        let m = args.m;
+        // The weights of a group as i16: [lo cols 0–3, lo cols 4–7, hi cols 0–3, hi cols 4–7].
+        let decode = |p: *const u8| -> [__m256i; 4] {
+            let raw = _mm256_loadu_si256(p.cast());
+            let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, mask));
+            let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask));
+            [
+                _mm256_cvtepi8_epi16(_mm256_castsi256_si128(lo)),
+                _mm256_cvtepi8_epi16(_mm256_extracti128_si256(lo, 1)),
+                _mm256_cvtepi8_epi16(_mm256_castsi256_si128(hi)),
+                _mm256_cvtepi8_epi16(_mm256_extracti128_si256(hi, 1)),
+            ]
+        };
+        let quad = |word: i32| _mm256_cvtepu8_epi16(_mm_set1_epi32(word));
+        let step = |acc: &mut [__m256i; 2], lo: i32, hi: i32, w: &[__m256i; 4]| {
+            let (alo, ahi) = (quad(lo), quad(hi));
+            acc[0] = _mm256_add_epi32(acc[0], _mm256_add_epi32(_mm256_madd_epi16(alo, w[0]), _mm256_madd_epi16(ahi, w[2])));
+            acc[1] = _mm256_add_epi32(acc[1], _mm256_add_epi32(_mm256_madd_epi16(alo, w[1]), _mm256_madd_epi16(ahi, w[3])));
+        };
+        let flip = if FLIP { 0x8080_8080u32 as i32 } else { 0 };
+        for g in 0..full {
+            let w = decode(args.b.add(g * NR * 4));
+            for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
+                let p = args.a.add(r * args.lda + 8 * g);
+                let lo = p.cast::<i32>().read_unaligned() ^ flip;
+                let hi = p.add(4).cast::<i32>().read_unaligned() ^ flip;
+                step(acc_r, lo, hi, &w);
+            }
+        }
+        let kn = args.k - 8 * full;
+        if kn > 0 {
+            let w = decode(args.b.add(full * NR * 4));
+            for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
+                let (lo, hi) = a_tail_words::<FLIP>(args.a.add(r * args.lda + 8 * full), kn);
+                step(acc_r, lo, hi, &w);
+            }
+        }
+        let mut out = [[0i32; NR]; R];
+        for r in 0..R.min(m) {
+            // [c0 c1 c4 c5 | c2 c3 c6 c7] → column order.
+            let s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][0], acc[r][1]), 0b11_01_10_00);
+            _mm256_storeu_si256(out[r].as_mut_ptr().cast(), s);
+        }
+        store_tile::<R, NR>(args, &out);
+    }
+}
+
+/// Exact 4×8 tile, u8 activations.
+///
+/// # Safety
+/// [`exact_tile`]'s contract for a 4×8 tile.
+pub unsafe fn qx8_codebook4_gemm_4x8c8_u8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { exact_tile::<4, false>(args) }
+}
+
+/// Exact 4×8 tile, i8 activations (flipped to u8).
+///
+/// # Safety
+/// [`exact_tile`]'s contract for a 4×8 tile.
+pub unsafe fn qx8_codebook4_gemm_4x8c8_i8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { exact_tile::<4, true>(args) }
+}
+
+/// `qx8_codebook4_gemm_4x8c8__avx2`: exact for any i8 table (`vpmaddwd` on i16).
+pub const QX8_CODEBOOK4_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_gemm_4x8c8__avx2",
+    family: CodebookFamily::Lut,
+    isa: Isa::Avx2,
+    bits: 4,
+    mr: 4,
+    format: CodebookFormat { nr: 8, bits: 4 },
+    a_offset: [0, 128],
+    max_abs_table: None,
+    run: [qx8_codebook4_gemm_4x8c8_u8a, qx8_codebook4_gemm_4x8c8_i8a],
+};
+
+/// 5-bit 4×16 tile, u8 activations.
+///
+/// # Safety
+/// [`codebook_tile`]'s contract for a 4×16 tile of 5-bit codes (32-entry table).
+pub unsafe fn qx8_codebook5_gemm_4x16c8_maddubs_u8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { codebook_tile::<4, false, true>(args) }
+}
+
+/// 5-bit 4×16 tile, i8 activations (flipped to u8).
+///
+/// # Safety
+/// [`codebook_tile`]'s contract for a 4×16 tile of 5-bit codes (32-entry table).
+pub unsafe fn qx8_codebook5_gemm_4x16c8_maddubs_i8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { codebook_tile::<4, true, true>(args) }
+}
+
+/// `qx8_codebook5_gemm_4x16c8_maddubs__avx2`: 5-bit codes (APoT-5: grid 48); the bit
+/// plane expanded to byte masks picks between two 16-entry lookups. Tables within ±64.
+pub const QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook5_gemm_4x16c8_maddubs__avx2",
+    family: CodebookFamily::Lut,
+    isa: Isa::Avx2,
+    bits: 5,
+    mr: 4,
+    format: CodebookFormat { nr: 16, bits: 5 },
+    a_offset: [0, 128],
+    max_abs_table: Some(64),
+    run: [qx8_codebook5_gemm_4x16c8_maddubs_u8a, qx8_codebook5_gemm_4x16c8_maddubs_i8a],
+};
+
+/// AVX2 codebook kernels, least preferred first.
+pub const CODEBOOK_KERNELS: &[CodebookUkernel] =
+    &[QX8_CODEBOOK4_GEMM_4X8C8__AVX2, QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2, QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2];

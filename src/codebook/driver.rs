@@ -1,0 +1,241 @@
+//! The codebook driver: validation, overflow policy, tiling, threads, kernel calls.
+
+use qkern_kernels::reference::{RefOutput, output_stage_ref};
+use qkern_kernels::{CodebookArgs, CodebookFormat, Int8, OutputKind, OutputStage, RequantMode};
+use rayon::prelude::*;
+
+use super::CodebookWeights;
+use crate::dispatch::{Context, cpu};
+use crate::error::{Error, Result, check_matrix};
+use crate::gemm::{Activations, K_CHUNK, MatrixMut};
+
+/// The output stage of one call.
+pub(super) enum Stage<'a> {
+    I32 { bias: Option<&'a [i32]> },
+    F32 { scale: Vec<f32>, bias: Option<&'a [f32]> },
+}
+
+/// The output matrix.
+pub(super) enum Out<'a> {
+    I32(MatrixMut<'a, i32>),
+    F32(MatrixMut<'a, f32>),
+}
+
+#[derive(Clone, Copy)]
+struct Shared<T>(T);
+// SAFETY: the pointers inside point to data that outlives the call; tasks write
+// disjoint output tiles.
+unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Shared<T> {}
+impl<T: Copy> Shared<T> {
+    fn get(&self) -> T {
+        self.0
+    }
+}
+
+pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWeights, stage: Stage<'_>, mut out: Out<'_>) -> Result<()> {
+    let (m, k, n) = (a.matrix.rows, w.k, w.n);
+    if a.matrix.cols != k {
+        return Err(Error::ShapeMismatch(format!("A is {m}×{} but the codebook weights have K = {k}", a.matrix.cols)));
+    }
+    check_matrix("a", a.matrix.data.len(), m, k, a.matrix.stride)?;
+    let (c_ptr, c_rows, c_cols, ldc, c_len) = match &mut out {
+        Out::I32(c) => (c.data.as_mut_ptr().cast::<u8>(), c.rows, c.cols, c.stride, c.data.len()),
+        Out::F32(c) => (c.data.as_mut_ptr().cast::<u8>(), c.rows, c.cols, c.stride, c.data.len()),
+    };
+    if c_rows != m || c_cols != n {
+        return Err(Error::ShapeMismatch(format!("C is {c_rows}×{c_cols} but A·B is {m}×{n}")));
+    }
+    check_matrix("c", c_len, m, n, ldc)?;
+    let bias_i32 = match &stage {
+        Stage::I32 { bias } => *bias,
+        Stage::F32 { .. } => None,
+    };
+    let bias_len = match &stage {
+        Stage::I32 { bias } => bias.map(<[i32]>::len),
+        Stage::F32 { bias, .. } => bias.map(<[f32]>::len),
+    };
+    if let Some(len) = bias_len.filter(|&len| len != n) {
+        return Err(Error::ShapeMismatch(format!("bias has {len} values, N = {n}")));
+    }
+    let kernel = w.kernel;
+    if !cpu().has(kernel.isa) || !kernel.isa.within(ctx.kernels().isa) {
+        return Err(Error::IsaUnavailable(format!(
+            "the codebook weights were packed for {} ({}), which this context (capped at {}) does not run; pack them with this context",
+            kernel.name,
+            kernel.isa.name(),
+            ctx.kernels().isa.name()
+        )));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let ukernel = kernel.run[A::SIGNED as usize];
+
+    // Overflow policy (DESIGN.md §2): one i32 pass while K·max|a−za|·max|grid| + max|bias|
+    // fits; otherwise K chunks whose raw sums (|a + a_offset| ≤ 255, |grid| ≤ 127) are exact
+    // in i32, carried in i64.
+    let za = a.zero_point.to_i32();
+    let max_a = (za - A::MIN).max(A::MAX - za) as u128;
+    let max_bias = bias_i32.map_or(0, |b| b.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0)) as u128;
+    let exact_i32 = k as u128 * max_a * w.grid_max as u128 + max_bias <= i32::MAX as u128;
+    let za_k = (za + kernel.a_offset[A::SIGNED as usize]) as i64;
+
+    let (scale, bias_f32): (&[f32], Option<&[f32]>) = match &stage {
+        Stage::F32 { scale, bias } => (scale, *bias),
+        Stage::I32 { .. } => (&[], None),
+    };
+    let kind = match out {
+        Out::I32(_) => OutputKind::I32,
+        Out::F32(_) => OutputKind::F32,
+    };
+    // Σ (a + off − za − off)·g = raw − (za + off)·Σg; modulo 2^32 in the one-pass case.
+    let col_offset: Vec<i32> = (0..n)
+        .map(|j| {
+            let b = if exact_i32 { bias_i32.map_or(0, |b| b[j] as i64) } else { 0 };
+            (b - za_k.wrapping_mul(w.col_sum[j])) as i32
+        })
+        .collect();
+    let zeros = vec![0i32; kernel.format.nr];
+    let base = Shared(OutputStage {
+        kind,
+        mode: RequantMode::Fp32,
+        col_offset: std::ptr::null(),
+        scale: if scale.is_empty() { std::ptr::null() } else { scale.as_ptr() },
+        bias_f32: bias_f32.map_or(std::ptr::null(), <[f32]>::as_ptr),
+        qmult: std::ptr::null(),
+        out_zero_point: 0,
+        qmin: 0,
+        qmax: 0,
+    });
+    let stage_for = |j0: usize, col_off: *const i32| {
+        let b = base.get();
+        let off = |p: *const f32| if p.is_null() { p } else { p.wrapping_add(j0) };
+        OutputStage { col_offset: col_off, scale: off(b.scale), bias_f32: off(b.bias_f32), ..b }
+    };
+
+    let (mr, nr) = (kernel.mr, kernel.format.nr);
+    let fmt: CodebookFormat = kernel.format;
+    let panel_bytes = fmt.panel_bytes(k);
+    let (tiles_m, tiles_n) = (m.div_ceil(mr), n.div_ceil(nr));
+    let a_data = a.matrix.data;
+    let lda = if k == 0 { 0 } else { a.matrix.stride };
+    let cptr = Shared(c_ptr);
+    let table = Shared(w.table.as_ptr());
+
+    let exact_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| {
+        let cptr = cptr.get();
+        for tj in tj0..tj1 {
+            let j0 = tj * nr;
+            for ti in ti0..ti1 {
+                let i0 = ti * mr;
+                let args = CodebookArgs {
+                    m: mr.min(m - i0),
+                    n: nr.min(n - j0),
+                    k,
+                    a: a_data[i0 * lda..].as_ptr().cast(),
+                    lda,
+                    b: w.data[tj * panel_bytes..].as_ptr(),
+                    table: table.get(),
+                    c: cptr.wrapping_add((i0 * ldc + j0) * 4),
+                    ldc,
+                    out: stage_for(j0, col_offset[j0..].as_ptr()),
+                };
+                // SAFETY: shapes and strides validated above: rows i0.. of A hold k
+                // elements, the panel holds panel_bytes, the C tile lies inside `c`, the
+                // per-column tables have n entries, the table 16; the kernel's ISA is
+                // available (checked). Tiles are disjoint.
+                unsafe { ukernel(&args) };
+            }
+        }
+    };
+
+    let ro = RefOutput { kind, mode: RequantMode::Fp32, bias_i32, scale, bias_f32, qmult: &[], out_zero_point: 0, qmin: 0, qmax: 0 };
+    let chunked_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| -> Result<()> {
+        let cptr = cptr.get();
+        let mut tile = vec![0i32; mr * nr];
+        let mut acc = vec![0i64; mr * nr];
+        for tj in tj0..tj1 {
+            let j0 = tj * nr;
+            let nn = nr.min(n - j0);
+            for ti in ti0..ti1 {
+                let i0 = ti * mr;
+                let mm = mr.min(m - i0);
+                acc.fill(0);
+                for k0 in (0..k).step_by(K_CHUNK) {
+                    let mut st = stage_for(j0, zeros.as_ptr());
+                    st.kind = OutputKind::I32;
+                    let args = CodebookArgs {
+                        m: mm,
+                        n: nn,
+                        k: K_CHUNK.min(k - k0),
+                        a: a_data[i0 * lda + k0..].as_ptr().cast(),
+                        lda,
+                        b: w.data[tj * panel_bytes + k0 / CodebookFormat::KR * fmt.group_bytes()..].as_ptr(),
+                        table: table.get(),
+                        c: tile.as_mut_ptr().cast(),
+                        ldc: nr,
+                        out: st,
+                    };
+                    // SAFETY: as in the one-pass case for the K range [k0, k0 + kc):
+                    // K_CHUNK is a multiple of 8, so the chunk starts on a packed group;
+                    // the output is the local mr × nr tile, col_offset nr zeros.
+                    unsafe { ukernel(&args) };
+                    for ii in 0..mm {
+                        for jj in 0..nn {
+                            acc[ii * nr + jj] += tile[ii * nr + jj] as i64;
+                        }
+                    }
+                }
+                for ii in 0..mm {
+                    for jj in 0..nn {
+                        let j = j0 + jj;
+                        let total = acc[ii * nr + jj] - za_k * w.col_sum[j];
+                        let v = output_stage_ref(total, j, &ro);
+                        let p = cptr.wrapping_add(((i0 + ii) * ldc + j) * 4);
+                        let bits = match kind {
+                            OutputKind::I32 => i32::try_from(v).map_err(|_| {
+                                Error::Overflow(format!(
+                                    "C[{}][{j}] = {v} does not fit in i32 (K = {k}); use the f32 output",
+                                    i0 + ii
+                                ))
+                            })? as u32,
+                            _ => v as u32,
+                        };
+                        // SAFETY: (i0+ii, j) is inside the validated C; tiles are disjoint.
+                        unsafe { p.cast::<u32>().write_unaligned(bits) };
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+
+    // Column blocks whose panels fit in ~L2, row blocks of up to 64 rows.
+    let cb = (512 * 1024 / panel_bytes.max(1)).clamp(1, tiles_n);
+    let rb = (64 / mr).clamp(1, tiles_m);
+    let mut tasks: Vec<(usize, usize, usize, usize)> = (0..tiles_n)
+        .step_by(cb)
+        .flat_map(|tj| (0..tiles_m).step_by(rb).map(move |ti| (ti, (ti + rb).min(tiles_m), tj, (tj + cb).min(tiles_n))))
+        .collect();
+    let work = m as u128 * n as u128 * k.max(1) as u128;
+    let parallel = ctx.threads() > 1 && work >= 1 << 18;
+    if parallel && tasks.len() < 4 * ctx.threads() {
+        // GEMV: one column tile per task, so every thread streams its share of the codes.
+        tasks = (0..tiles_n).flat_map(|tj| (0..tiles_m).step_by(rb).map(move |ti| (ti, (ti + rb).min(tiles_m), tj, tj + 1))).collect();
+    }
+    let parallel = parallel && tasks.len() > 1;
+    if exact_i32 {
+        if parallel {
+            ctx.install(|| tasks.par_iter().for_each(|&(a0, a1, b0, b1)| exact_task(a0, a1, b0, b1)));
+        } else {
+            tasks.iter().for_each(|&(a0, a1, b0, b1)| exact_task(a0, a1, b0, b1));
+        }
+        Ok(())
+    } else if parallel {
+        ctx.install(|| tasks.par_iter().try_for_each(|&(a0, a1, b0, b1)| chunked_task(a0, a1, b0, b1)))
+    } else {
+        tasks.iter().try_for_each(|&(a0, a1, b0, b1)| chunked_task(a0, a1, b0, b1))
+    }
+}

@@ -1,0 +1,237 @@
+//! Codebook GEMM / GEMV: activations (u8/i8, zero point, scale) times weights stored as
+//! 4- or 5-bit codes of a level set with an integer grid (PoT-4, APoT-4, a learned codebook),
+//! computed exactly in integers by the table-lookup kernels (DESIGN.md §2).
+//!
+//! `C[m][n] = Σ_k (A[m][k] − za) · grid[code(k, n)]` (+ bias), where `grid` is the level
+//! set's integer grid ([`crate::quant::Grid`]); [`gemm_f32`] returns
+//! `(acc as f32) · (sa · grid_scale[n]) + bias[n]`, the dequantized product, with
+//! `grid_scale` from [`PackedCodes::grid_scales`].
+//!
+//! ```
+//! use qkern::codebook::{self, CodebookWeights};
+//! use qkern::quant::{ApotFormat, Granularity, PackedCodes};
+//! use qkern::{Activations, MatrixMut, MatrixRef};
+//! # fn main() -> qkern::Result<()> {
+//! let fmt = ApotFormat::weight(4)?;
+//! let params = fmt.params(Granularity::PerTensor, &[1.0])?;
+//! let w = [0.1f32, -0.3, 0.6, 1.0, 0.0, -1.0]; // B: 3 × 2
+//! let t = params.quantize(&w, &[3, 2])?;
+//! let packed = PackedCodes::from_tensor(&t)?;
+//! let cw = CodebookWeights::new(&packed)?;
+//! let a = [1u8, 2, 3];
+//! let mut c = [0i32; 2];
+//! codebook::gemm_i32(Activations::new(MatrixRef::new(&a, 1, 3), 0, 1.0), &cw, None, MatrixMut::new(&mut c, 1, 2))?;
+//! // The same sum, decoded plainly.
+//! let t = cw.table();
+//! for j in 0..2 {
+//!     let s: i32 = (0..3).map(|k| a[k] as i32 * t[packed.code(k, j).unwrap() as usize] as i32).sum();
+//!     assert_eq!(c[j], s);
+//! }
+//! # Ok(()) }
+//! ```
+
+#[allow(unsafe_code)] // the one module here that calls kernels (DESIGN.md §1)
+mod driver;
+
+use qkern_kernels::{CodebookFormat, CodebookUkernel, Int8};
+
+pub use qkern_kernels::CodebookFamily;
+
+use crate::dispatch::Context;
+use crate::error::{Error, Result, check_scale};
+use crate::gemm::{Activations, MatrixMut};
+use crate::quant::PackedCodes;
+
+/// Parses a `QKERN_CODEBOOK_KERNEL` value (`lut` / `shift`, case-insensitive; blank =
+/// `Ok(None)`).
+pub fn parse_family(value: &str) -> Result<Option<CodebookFamily>> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" => Ok(None),
+        "lut" => Ok(Some(CodebookFamily::Lut)),
+        "shift" => Ok(Some(CodebookFamily::Shift)),
+        _ => Err(Error::InvalidParameter(format!("QKERN_CODEBOOK_KERNEL={value:?} is not one of lut, shift"))),
+    }
+}
+
+/// The family `QKERN_CODEBOOK_KERNEL` selects, or the default (the lookup kernels, the
+/// faster on today's CPUs) when it is unset.
+pub fn family_from_env() -> Result<CodebookFamily> {
+    match std::env::var("QKERN_CODEBOOK_KERNEL") {
+        Ok(s) => Ok(parse_family(&s)?.unwrap_or(CodebookFamily::Lut)),
+        Err(std::env::VarError::NotPresent) => Ok(CodebookFamily::Lut),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(Error::InvalidParameter(format!("QKERN_CODEBOOK_KERNEL={v:?} is not valid UTF-8")))
+        }
+    }
+}
+
+/// Codebook weights prepacked for one kernel: the codes in the kernel's layout, the
+/// integer table, the per-column grid scales and column sums.
+#[derive(Clone, Debug)]
+pub struct CodebookWeights {
+    pub(crate) kernel: CodebookUkernel,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
+    pub(crate) data: Vec<u8>,
+    /// The 32-entry table (entries past the code count are 0; 4-bit kernels read 16).
+    pub(crate) table: [i8; 32],
+    pub(crate) bits: u32,
+    pub(crate) grid_max: u16,
+    pub(crate) grid_scales: Vec<f32>,
+    /// `Σ_{k<K} grid[code(k, n)]` per column.
+    pub(crate) col_sum: Vec<i64>,
+    pub(crate) has_offsets: bool,
+}
+
+impl CodebookWeights {
+    /// Packs `codes` for the default context and the family `QKERN_CODEBOOK_KERNEL`
+    /// selects (lookup by default).
+    pub fn new(codes: &PackedCodes) -> Result<Self> {
+        Self::new_in(&Context::new()?, codes)
+    }
+
+    /// Packs `codes` for `ctx`'s kernels and the family `QKERN_CODEBOOK_KERNEL` selects.
+    pub fn new_in(ctx: &Context, codes: &PackedCodes) -> Result<Self> {
+        Self::with_family(ctx, codes, family_from_env()?)
+    }
+
+    /// Packs `codes` for the best kernel of `family` at `ctx`'s tier.
+    pub fn with_family(ctx: &Context, codes: &PackedCodes, family: CodebookFamily) -> Result<Self> {
+        let (table, grid_max) = table_of(codes)?;
+        let cands: Vec<CodebookUkernel> = ctx.kernels().codebook_candidates.iter().copied().filter(|k| k.family == family).collect();
+        if cands.is_empty() {
+            return Err(Error::Unsupported(format!(
+                "the {} codebook kernels (QKERN_CODEBOOK_KERNEL={}) are not built yet; use lut",
+                family.name(),
+                family.name()
+            )));
+        }
+        let kernel = cands
+            .into_iter()
+            .find(|k| k.bits == codes.level_set().bits().max(4) && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x))
+            .ok_or_else(|| Error::Internal("no unconditional codebook kernel registered".into()))?;
+        Ok(Self::pack(kernel, codes, table, grid_max))
+    }
+
+    /// Packs `codes` for the kernel named `name` among `ctx`'s candidates (tests and
+    /// benches that compare kernels); errors if it cannot run these codes exactly.
+    pub fn with_kernel(ctx: &Context, codes: &PackedCodes, name: &str) -> Result<Self> {
+        let (table, grid_max) = table_of(codes)?;
+        let kernel = ctx.kernels().codebook_candidates.iter().copied().find(|k| k.name == name).ok_or_else(|| {
+            Error::InvalidParameter(format!(
+                "no codebook kernel named {name:?} at {} (candidates: {})",
+                ctx.kernels().isa.name(),
+                ctx.kernels().codebook_candidates.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let bits = codes.level_set().bits().max(4);
+        if kernel.bits != bits {
+            return Err(Error::Unsupported(format!("{name} decodes {}-bit codes; these codes need the {bits}-bit layout", kernel.bits)));
+        }
+        if let Some(x) = kernel.max_abs_table.filter(|&x| grid_max as i32 > x) {
+            return Err(Error::Unsupported(format!(
+                "{name} is exact only for grids within ±{x}; this level set's grid reaches {grid_max}"
+            )));
+        }
+        Ok(Self::pack(kernel, codes, table, grid_max))
+    }
+
+    fn pack(kernel: CodebookUkernel, codes: &PackedCodes, table: [i8; 32], grid_max: u16) -> Self {
+        let (k, n) = (codes.k(), codes.n());
+        let fmt: CodebookFormat = kernel.format;
+        let mut data = vec![0u8; fmt.packed_bytes(k, n)];
+        // As the int8 weights: huge pages before the first write, so a GEMV's stream of
+        // codes does not stall on a TLB miss every 4 KiB.
+        crate::gemm::advise_huge_pages(&mut data);
+        let nib = codes.nibbles();
+        let col = codes.k_padded() / 2;
+        let five = fmt.bits == 5;
+        // Straight from the nibble plane (and, for 5 bits, the checked accessor).
+        let code = |kk: usize, j: usize| {
+            if five { codes.code(kk, j).unwrap_or(0) } else { (nib[j * col + kk / 2] >> (4 * (kk & 1))) & 0x0F }
+        };
+        qkern_kernels::pack::pack_codebook(fmt, k, n, code, &mut data);
+        let col_sum = (0..n).map(|j| (0..k).map(|kk| table[code(kk, j) as usize] as i64).sum()).collect();
+        let grid_scales = codes.grid_scales().map(<[f32]>::to_vec).unwrap_or_default();
+        CodebookWeights { kernel, k, n, data, table, bits: fmt.bits, grid_max, grid_scales, col_sum, has_offsets: codes.offsets().is_some() }
+    }
+
+    /// The kernel these weights were packed for.
+    pub fn kernel_name(&self) -> &'static str {
+        self.kernel.name
+    }
+
+    /// Rows of B (the reduction length).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns of B (outputs).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The integer table the kernel decodes through (16 entries for 4-bit codes, 32 for
+    /// 5-bit), indexed by code.
+    pub fn table(&self) -> &[i8] {
+        &self.table[..1 << self.bits]
+    }
+
+    /// Packed bytes (the codes in the kernel's layout).
+    pub fn packed_bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// The 32-entry i8 table of `codes` and its largest magnitude, or why the lookup
+/// kernels cannot run them.
+fn table_of(codes: &PackedCodes) -> Result<([i8; 32], u16)> {
+    let set = codes.level_set();
+    let grid = set.grid().ok_or_else(|| {
+        Error::Unsupported("the level set has no integer grid (e.g. base-√2 PoT); only the float paths apply".into())
+    })?;
+    if !grid.fits_i8() {
+        return Err(Error::Unsupported(format!(
+            "the level set's integer grid reaches {}, beyond i8: needs the int16 path (not built yet)",
+            grid.max_abs()
+        )));
+    }
+    let t = codes.int_levels_i8().ok_or_else(|| Error::Internal("grid fits i8 but no i8 table".into()))?;
+    Ok((t, grid.max_abs()))
+}
+
+/// `C (i32) = Σ_k (A − za)·grid[code] + bias`, on the default context. Errors if a
+/// result does not fit in i32.
+pub fn gemm_i32<A: Int8>(a: Activations<'_, A>, w: &CodebookWeights, bias: Option<&[i32]>, c: MatrixMut<'_, i32>) -> Result<()> {
+    Context::new()?.codebook_gemm_i32(a, w, bias, c)
+}
+
+/// `C (f32) = (acc as f32)·(sa·grid_scale[n]) + bias[n]`, on the default context.
+pub fn gemm_f32<A: Int8>(a: Activations<'_, A>, w: &CodebookWeights, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) -> Result<()> {
+    Context::new()?.codebook_gemm_f32(a, w, bias, c)
+}
+
+impl Context {
+    /// `C (i32) = Σ_k (A − za)·grid[code] + bias`. See [`gemm_i32`].
+    pub fn codebook_gemm_i32<A: Int8>(&self, a: Activations<'_, A>, w: &CodebookWeights, bias: Option<&[i32]>, c: MatrixMut<'_, i32>) -> Result<()> {
+        driver::run(self, &a, w, driver::Stage::I32 { bias }, driver::Out::I32(c))
+    }
+
+    /// `C (f32) = (acc as f32)·(sa·grid_scale[n]) + bias[n]`. See [`gemm_f32`].
+    pub fn codebook_gemm_f32<A: Int8>(&self, a: Activations<'_, A>, w: &CodebookWeights, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) -> Result<()> {
+        check_scale("activation scale", a.scale)?;
+        if w.has_offsets {
+            return Err(Error::Unsupported(
+                "f32 output of weights with per-column offsets (weight normalisation) is not built yet; use gemm_i32".into(),
+            ));
+        }
+        if w.grid_scales.len() != w.n {
+            return Err(Error::Internal("codebook weights without grid scales".into()));
+        }
+        let scale: Vec<f32> = w.grid_scales.iter().map(|&s| a.scale * s).collect();
+        if let Some(&s) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(Error::InvalidScale { what: "dequantization scale sa·grid_scale", value: s as f64 });
+        }
+        driver::run(self, &a, w, driver::Stage::F32 { scale, bias }, driver::Out::F32(c))
+    }
+}

@@ -1,0 +1,251 @@
+//! Codebook (table-lookup) GEMM / GEMV: every kernel at every tier this CPU runs, exact
+//! against the plain decode-and-multiply reference (`qkern_kernels::reference`).
+
+mod common;
+
+use qkern::codebook::{self, CodebookFamily, CodebookWeights};
+use qkern::quant::{ApotFormat, Granularity, LevelParams, LevelSet, PackedCodes, PotFormat};
+use qkern::{Activations, Context, Error, Int8, Isa, MatrixMut, MatrixRef};
+use qkern_kernels::reference::codebook_gemm_i64;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// llama.cpp's IQ4_NL table: a learned codebook whose grid reaches 127 (beyond the
+/// AVX2 `vpmaddubsw` bound of 64).
+const IQ4_NL: [i16; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+fn sets() -> Vec<(&'static str, LevelSet)> {
+    vec![
+        ("pot4", PotFormat::signed(4).unwrap().level_set()),
+        ("apot4", ApotFormat::weight(4).unwrap().level_set()),
+        ("iq4_nl", LevelSet::codebook_i16(4, &IQ4_NL).unwrap()),
+        // A codebook with fewer than 16 levels and no zero: K padding must not count.
+        ("cb7", LevelSet::codebook_i16(4, &[-90, -33, -5, 3, 17, 40, 101]).unwrap()),
+        // 5-bit: APoT-5 weights (grid 48) and a 32-level codebook reaching ±127.
+        ("apot5", ApotFormat::weight(5).unwrap().level_set()),
+        ("cb32", LevelSet::codebook_i16(5, &(0..32).map(|i| (i * 8 - 127).min(127) as i16).collect::<Vec<_>>()).unwrap()),
+    ]
+}
+
+/// Packed codes of a random K × N matrix over `set` (per-column power-of-two scales),
+/// or the extreme code everywhere when `extreme`.
+fn packed(set: &LevelSet, k: usize, n: usize, rng: &mut ChaCha8Rng, extreme: Option<u8>) -> PackedCodes {
+    let nc = set.num_codes() as u8;
+    let codes: Vec<u8> = (0..k * n).map(|_| extreme.unwrap_or_else(|| rng.random_range(0..nc))).collect();
+    let scales: Vec<f32> = (0..n).map(|j| (2f32).powi(-(j as i32 % 5) - 3)).collect();
+    let params = LevelParams::per_channel(set.clone(), 1, scales).unwrap();
+    PackedCodes::pack(&codes, k, n, &params).unwrap()
+}
+
+/// The code of `set` with the largest |grid value|.
+fn max_code(set: &LevelSet) -> u8 {
+    let g = set.grid().unwrap().values();
+    (0..g.len()).max_by_key(|&c| g[c].unsigned_abs()).unwrap() as u8
+}
+
+fn grid(set: &LevelSet) -> Vec<i16> {
+    set.grid().unwrap().values().to_vec()
+}
+
+/// Runs i32 and f32 output through `ctx` with `w`, against the reference.
+#[allow(clippy::too_many_arguments)]
+fn check<A: Int8>(ctx: &Context, w: &CodebookWeights, p: &PackedCodes, set: &LevelSet, m: usize, a: &[A], lda: usize, za: A, what: &str) {
+    let (k, n) = (p.k(), p.n());
+    let mut r = vec![0i64; m * n];
+    codebook_gemm_i64(m, n, k, a, lda, za.to_i32(), |kk, j| p.code(kk, j).unwrap(), &grid(set), &mut r, n);
+    let bias: Vec<i32> = (0..n as i32).map(|j| j * 7 - 50).collect();
+    let sa = 0.03125f32;
+    let am = MatrixRef::new(a, m, k).with_stride(lda);
+    // i32, with bias; a result beyond i32 must be an Overflow error.
+    let mut c = vec![0i32; m * n];
+    let res = ctx.codebook_gemm_i32(Activations::new(am, za, sa), w, Some(&bias), MatrixMut::new(&mut c, m, n));
+    let want: Vec<i64> = r.iter().enumerate().map(|(i, v)| v + bias[i % n] as i64).collect();
+    if want.iter().all(|v| i32::try_from(*v).is_ok()) {
+        res.unwrap_or_else(|e| panic!("{what}: {e}"));
+        for (i, (&got, &wv)) in c.iter().zip(&want).enumerate() {
+            assert_eq!(got as i64, wv, "{what}: i32 C[{}][{}] (kernel {})", i / n, i % n, w.kernel_name());
+        }
+    } else {
+        assert!(matches!(res, Err(Error::Overflow(_))), "{what}: expected an overflow error, got {res:?}");
+    }
+    // f32, with an f32 bias.
+    let fb: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
+    let mut cf = vec![0f32; m * n];
+    ctx.codebook_gemm_f32(Activations::new(am, za, sa), w, Some(&fb), MatrixMut::new(&mut cf, m, n)).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let gs = p.grid_scales().unwrap();
+    for (i, (&got, &acc)) in cf.iter().zip(&r).enumerate() {
+        let j = i % n;
+        let e = acc as f32 * (sa * gs[j]) + fb[j];
+        assert_eq!(got.to_bits(), e.to_bits(), "{what}: f32 C[{}][{j}] = {got} want {e} (kernel {})", i / n, w.kernel_name());
+    }
+}
+
+/// Every codebook kernel usable at `isa` that can run `p` exactly.
+fn weights_for(ctx: &Context, p: &PackedCodes) -> Vec<CodebookWeights> {
+    ctx.kernels()
+        .codebook_candidates
+        .iter()
+        .filter_map(|k| CodebookWeights::with_kernel(ctx, p, k.name).ok())
+        .collect()
+}
+
+fn sweep<A: Int8>(rng: &mut ChaCha8Rng) {
+    for isa in common::available_isas() {
+        let ctx = Context::for_isa(isa).unwrap().with_threads(1).unwrap();
+        for (name, set) in sets() {
+            for &k in &[1usize, 7, 8, 9, 63, 64, 129, 1001] {
+                for &n in &[1usize, 17, 33, 47] {
+                    let p = packed(&set, k, n, rng, None);
+                    let ws = weights_for(&ctx, &p);
+                    assert!(!ws.is_empty(), "{name} at {}: no kernel", isa.name());
+                    for m in 1..=9usize {
+                        let lda = k + 3;
+                        let a: Vec<A> = (0..m * lda).map(|_| A::from_bits(rng.random())).collect();
+                        let za = A::from_bits(rng.random());
+                        for w in &ws {
+                            let what = format!("{} {name} {} m={m} n={n} k={k} {}", isa.name(), w.kernel_name(), A::NAME);
+                            check(&ctx, w, &p, &set, m, &a, lda, za, &what);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn exact_u8_every_kernel_every_tier() {
+    sweep::<u8>(&mut ChaCha8Rng::seed_from_u64(1));
+}
+
+#[test]
+fn exact_i8_every_kernel_every_tier() {
+    sweep::<i8>(&mut ChaCha8Rng::seed_from_u64(2));
+}
+
+/// Extremes: activations at the ends of their range against the zero point at the other
+/// end, weights all at the largest |grid| code; also a K long enough for the chunked
+/// (i64) path, where the i32 result overflows (error) and the f32 one does not.
+fn extremes<A: Int8>() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for isa in common::available_isas() {
+        let ctx = Context::for_isa(isa).unwrap().with_threads(2).unwrap();
+        for (name, set) in sets() {
+            for &k in &[33usize, 4099, 70_001] {
+                let n = 35;
+                let p = packed(&set, k, n, &mut rng, Some(max_code(&set)));
+                for w in weights_for(&ctx, &p) {
+                    for (av, zv) in [(A::MAX, A::MIN), (A::MIN, A::MAX), (A::MAX, A::MAX)] {
+                        let m = 3;
+                        let a = vec![A::saturate_from(av); m * k];
+                        let what = format!("{} {name} {} extremes k={k} a={av} za={zv} {}", isa.name(), w.kernel_name(), A::NAME);
+                        check(&ctx, &w, &p, &set, m, &a, k, A::saturate_from(zv), &what);
+                    }
+                }
+                // Random codes at the long K: results fit, chunked path compared exactly.
+                if k > 65_000 {
+                    let p = packed(&set, k, n, &mut rng, None);
+                    for w in weights_for(&ctx, &p) {
+                        let m = 5;
+                        let a: Vec<A> = (0..m * k).map(|_| A::from_bits(rng.random())).collect();
+                        let what = format!("{} {name} {} long K {}", isa.name(), w.kernel_name(), A::NAME);
+                        check(&ctx, &w, &p, &set, m, &a, k, A::saturate_from(A::MIN), &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn extremes_and_long_k_u8() {
+    extremes::<u8>();
+}
+
+#[test]
+fn extremes_and_long_k_i8() {
+    extremes::<i8>();
+}
+
+#[test]
+fn threads_split_gemv_and_gemm() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let set = PotFormat::signed(4).unwrap().level_set();
+    let ctx = Context::new().unwrap().with_threads(2).unwrap();
+    for &(m, n, k) in &[(1usize, 1000usize, 515usize), (3, 200, 700), (70, 130, 300)] {
+        let p = packed(&set, k, n, &mut rng, None);
+        let w = CodebookWeights::new_in(&ctx, &p).unwrap();
+        let a: Vec<u8> = (0..m * k).map(|_| rng.random()).collect();
+        check(&ctx, &w, &p, &set, m, &a, k, 77u8, &format!("threads m={m} n={n} k={k}"));
+    }
+}
+
+#[test]
+fn dispatch_picks_the_best_exact_kernel_per_tier() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for isa in common::available_isas() {
+        let ctx = Context::for_isa(isa).unwrap();
+        for (name, set) in sets() {
+            let p = packed(&set, 16, 16, &mut rng, None);
+            let w = CodebookWeights::with_family(&ctx, &p, CodebookFamily::Lut).unwrap();
+            let k = ctx.kernels().codebook_candidates.iter().find(|k| k.name == w.kernel_name()).unwrap();
+            let gmax = set.grid().unwrap().max_abs() as i32;
+            let five = set.bits() == 5;
+            assert!(k.max_abs_table.is_none_or(|x| gmax <= x), "{name}: {} picked beyond its bound", k.name);
+            // Within its bound the faster `vpmaddubsw` kernel is preferred on AVX2.
+            if matches!(isa, Isa::Avx2 | Isa::AvxVnni) && (!five || gmax <= 64) {
+                assert_eq!(k.max_abs_table.is_some(), gmax <= 64, "{name} at {}: {}", isa.name(), k.name);
+            }
+            let expect_isa = match isa {
+                Isa::Avx512Vnni => Isa::Avx512Vnni,
+                // AVX2 5-bit: only the `vpmaddubsw` kernel (grid ≤ 64), else the portable one.
+                Isa::Avx2 | Isa::AvxVnni if five && gmax > 64 => Isa::Scalar,
+                Isa::Avx2 | Isa::AvxVnni => Isa::Avx2,
+                _ => k.isa,
+            };
+            assert_eq!(k.isa, expect_isa, "{name} at {}: {}", isa.name(), k.name);
+        }
+    }
+}
+
+#[test]
+fn errors_name_the_argument() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let set = ApotFormat::weight(4).unwrap().level_set();
+    let p = packed(&set, 10, 4, &mut rng, None);
+    let ctx = Context::new().unwrap();
+    let w = CodebookWeights::new_in(&ctx, &p).unwrap();
+    let a = [0u8; 30];
+    let mut c = [0i32; 12];
+    let e = ctx.codebook_gemm_i32(Activations::new(MatrixRef::new(&a, 3, 9), 0u8, 1.0), &w, None, MatrixMut::new(&mut c, 3, 4));
+    assert!(matches!(e, Err(Error::ShapeMismatch(_))), "{e:?}");
+    let e = ctx.codebook_gemm_i32(Activations::new(MatrixRef::new(&a, 3, 10), 0u8, 1.0), &w, None, MatrixMut::new(&mut c, 3, 3));
+    assert!(matches!(e, Err(Error::ShapeMismatch(_))), "{e:?}");
+    let e = ctx.codebook_gemm_i32(Activations::new(MatrixRef::new(&a[..20], 3, 10), 0u8, 1.0), &w, None, MatrixMut::new(&mut c, 3, 4));
+    assert!(e.is_err(), "short A accepted");
+    let e = ctx.codebook_gemm_i32(Activations::new(MatrixRef::new(&a, 3, 10), 0u8, 1.0), &w, Some(&[1, 2]), MatrixMut::new(&mut c, 3, 4));
+    assert!(matches!(e, Err(Error::ShapeMismatch(_))), "{e:?}");
+    let mut cf = [0f32; 12];
+    let e = ctx.codebook_gemm_f32(Activations::new(MatrixRef::new(&a, 3, 10), 0u8, f32::NAN), &w, None, MatrixMut::new(&mut cf, 3, 4));
+    assert!(e.is_err(), "NaN scale accepted");
+    // Sets the lookup kernels cannot run: no grid (base √2), grid beyond i8 (PoT-5).
+    let sqrt2 = PotFormat::signed(4).unwrap().with_base(qkern::quant::PotBase::Sqrt2).level_set();
+    let pot5 = PotFormat::signed(5).unwrap().level_set();
+    for s in [sqrt2, pot5] {
+        let p = PackedCodes::pack(&[0u8; 8], 4, 2, &LevelParams::new(s, Granularity::PerTensor, vec![1.0]).unwrap()).unwrap();
+        let e = CodebookWeights::new_in(&ctx, &p);
+        assert!(matches!(e, Err(Error::Unsupported(_))), "{e:?}");
+    }
+    // The shift family is not built yet: a clear error, not a silent lookup kernel.
+    let e = CodebookWeights::with_family(&ctx, &p, CodebookFamily::Shift);
+    assert!(matches!(&e, Err(Error::Unsupported(m)) if m.contains("not built yet")), "{e:?}");
+    assert_eq!(codebook::parse_family(" LUT ").unwrap(), Some(CodebookFamily::Lut));
+    assert_eq!(codebook::parse_family("").unwrap(), None);
+    assert!(codebook::parse_family("lookup").is_err());
+    // A kernel whose table bound does not hold is refused by name.
+    let iq = LevelSet::codebook_i16(4, &IQ4_NL).unwrap();
+    let p = packed(&iq, 8, 8, &mut rng, None);
+    if let Some(k) = ctx.kernels().codebook_candidates.iter().find(|k| k.max_abs_table.is_some()) {
+        assert!(matches!(CodebookWeights::with_kernel(&ctx, &p, k.name), Err(Error::Unsupported(_))));
+    }
+}
