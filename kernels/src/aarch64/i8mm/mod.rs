@@ -83,6 +83,140 @@ macro_rules! mm_loop_raw {
     };
 }
 
+macro_rules! mm_loop16_packed {
+    ($c:ident, $a:ident, $b:ident, $iters:ident, $mark:literal, [$($body:literal),* $(,)?]) => {
+        asm!(
+            $mark,
+            "2:",
+            $($body,)*
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            "// qkern-mca-end",
+            a = inout(reg) $a => _,
+            b = inout(reg) $b => _,
+            n = inout(reg) $iters => _,
+            out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+            out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+            out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+            out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+            inout("v16") $c[0], inout("v17") $c[1], inout("v18") $c[2], inout("v19") $c[3],
+            inout("v20") $c[4], inout("v21") $c[5], inout("v22") $c[6], inout("v23") $c[7],
+            inout("v24") $c[8], inout("v25") $c[9], inout("v26") $c[10], inout("v27") $c[11],
+            inout("v28") $c[12], inout("v29") $c[13], inout("v30") $c[14], inout("v31") $c[15],
+            options(nostack, readonly),
+        )
+    };
+}
+
+/// `iters` × 16 K (two groups of 8) from packed A and the panel: the main loop, unrolled
+/// by two so each pointer moves once per 32 `smmla` and the second group's loads
+/// interleave with the first group's `smmla` (llvm-mca, Neoverse-N2/V1 class model:
+/// 2 `smmla` per cycle, against 1.33 for the single-group loop).
+///
+/// # Safety
+/// The CPU has i8mm; `a` is readable for `128·iters` bytes, `b` for `128·iters`.
+#[target_feature(enable = "neon,i8mm")]
+#[inline]
+unsafe fn loop16_packed<const U: bool>(c: &mut Acc, a: *const u8, b: *const u8, iters: usize) {
+    if iters == 0 {
+        return;
+    }
+    // SAFETY: the loop reads 128 bytes of `a` and of `b` per iteration (contract).
+    unsafe {
+        if U {
+            mm_loop16_packed!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c8__i8mm packed-usmmla", [
+                "ldp q0, q1, [{a}]",
+                "ldp q8, q9, [{b}]",
+                "ldp q2, q3, [{a}, #32]",
+                "ldp q10, q11, [{b}, #32]",
+                "usmmla v16.4s, v0.16b, v8.16b",
+                "usmmla v17.4s, v0.16b, v9.16b",
+                "usmmla v18.4s, v0.16b, v10.16b",
+                "usmmla v19.4s, v0.16b, v11.16b",
+                "ldp q4, q5, [{a}, #64]",
+                "usmmla v20.4s, v1.16b, v8.16b",
+                "usmmla v21.4s, v1.16b, v9.16b",
+                "usmmla v22.4s, v1.16b, v10.16b",
+                "usmmla v23.4s, v1.16b, v11.16b",
+                "ldp q12, q13, [{b}, #64]",
+                "usmmla v24.4s, v2.16b, v8.16b",
+                "usmmla v25.4s, v2.16b, v9.16b",
+                "usmmla v26.4s, v2.16b, v10.16b",
+                "usmmla v27.4s, v2.16b, v11.16b",
+                "ldp q6, q7, [{a}, #96]",
+                "usmmla v28.4s, v3.16b, v8.16b",
+                "usmmla v29.4s, v3.16b, v9.16b",
+                "usmmla v30.4s, v3.16b, v10.16b",
+                "usmmla v31.4s, v3.16b, v11.16b",
+                "ldp q14, q15, [{b}, #96]",
+                "usmmla v16.4s, v4.16b, v12.16b",
+                "usmmla v17.4s, v4.16b, v13.16b",
+                "usmmla v18.4s, v4.16b, v14.16b",
+                "usmmla v19.4s, v4.16b, v15.16b",
+                "usmmla v20.4s, v5.16b, v12.16b",
+                "usmmla v21.4s, v5.16b, v13.16b",
+                "usmmla v22.4s, v5.16b, v14.16b",
+                "usmmla v23.4s, v5.16b, v15.16b",
+                "add {a}, {a}, #128",
+                "usmmla v24.4s, v6.16b, v12.16b",
+                "usmmla v25.4s, v6.16b, v13.16b",
+                "usmmla v26.4s, v6.16b, v14.16b",
+                "usmmla v27.4s, v6.16b, v15.16b",
+                "usmmla v28.4s, v7.16b, v12.16b",
+                "usmmla v29.4s, v7.16b, v13.16b",
+                "usmmla v30.4s, v7.16b, v14.16b",
+                "usmmla v31.4s, v7.16b, v15.16b",
+                "add {b}, {b}, #128",
+            ]);
+        } else {
+            mm_loop16_packed!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c8__i8mm packed-smmla", [
+                "ldp q0, q1, [{a}]",
+                "ldp q8, q9, [{b}]",
+                "ldp q2, q3, [{a}, #32]",
+                "ldp q10, q11, [{b}, #32]",
+                "smmla v16.4s, v0.16b, v8.16b",
+                "smmla v17.4s, v0.16b, v9.16b",
+                "smmla v18.4s, v0.16b, v10.16b",
+                "smmla v19.4s, v0.16b, v11.16b",
+                "ldp q4, q5, [{a}, #64]",
+                "smmla v20.4s, v1.16b, v8.16b",
+                "smmla v21.4s, v1.16b, v9.16b",
+                "smmla v22.4s, v1.16b, v10.16b",
+                "smmla v23.4s, v1.16b, v11.16b",
+                "ldp q12, q13, [{b}, #64]",
+                "smmla v24.4s, v2.16b, v8.16b",
+                "smmla v25.4s, v2.16b, v9.16b",
+                "smmla v26.4s, v2.16b, v10.16b",
+                "smmla v27.4s, v2.16b, v11.16b",
+                "ldp q6, q7, [{a}, #96]",
+                "smmla v28.4s, v3.16b, v8.16b",
+                "smmla v29.4s, v3.16b, v9.16b",
+                "smmla v30.4s, v3.16b, v10.16b",
+                "smmla v31.4s, v3.16b, v11.16b",
+                "ldp q14, q15, [{b}, #96]",
+                "smmla v16.4s, v4.16b, v12.16b",
+                "smmla v17.4s, v4.16b, v13.16b",
+                "smmla v18.4s, v4.16b, v14.16b",
+                "smmla v19.4s, v4.16b, v15.16b",
+                "smmla v20.4s, v5.16b, v12.16b",
+                "smmla v21.4s, v5.16b, v13.16b",
+                "smmla v22.4s, v5.16b, v14.16b",
+                "smmla v23.4s, v5.16b, v15.16b",
+                "add {a}, {a}, #128",
+                "smmla v24.4s, v6.16b, v12.16b",
+                "smmla v25.4s, v6.16b, v13.16b",
+                "smmla v26.4s, v6.16b, v14.16b",
+                "smmla v27.4s, v6.16b, v15.16b",
+                "smmla v28.4s, v7.16b, v12.16b",
+                "smmla v29.4s, v7.16b, v13.16b",
+                "smmla v30.4s, v7.16b, v14.16b",
+                "smmla v31.4s, v7.16b, v15.16b",
+                "add {b}, {b}, #128",
+            ]);
+        }
+    }
+}
+
 /// `iters` groups of 8 K from packed A ([`pack_a_8x8`]) and the panel: `usmmla` when
 /// `U` (u8 activations), else `smmla`.
 ///
@@ -97,7 +231,7 @@ unsafe fn loop_packed<const U: bool>(c: &mut Acc, a: *const u8, b: *const u8, it
     // SAFETY: the loop reads 64 bytes of `a` and of `b` per iteration (contract).
     unsafe {
         if U {
-            mm_loop_packed!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c8__i8mm packed-usmmla", [
+            mm_loop_packed!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c8__i8mm packed8-usmmla", [
                 "ldp q0, q1, [{a}], #32",
                 "ldp q8, q9, [{b}], #32",
                 "ldp q2, q3, [{a}], #32",
@@ -120,7 +254,7 @@ unsafe fn loop_packed<const U: bool>(c: &mut Acc, a: *const u8, b: *const u8, it
                 "usmmla v31.4s, v3.16b, v11.16b",
             ]);
         } else {
-            mm_loop_packed!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c8__i8mm packed-smmla", [
+            mm_loop_packed!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c8__i8mm packed8-smmla", [
                 "ldp q0, q1, [{a}], #32",
                 "ldp q8, q9, [{b}], #32",
                 "ldp q2, q3, [{a}], #32",
@@ -285,7 +419,10 @@ unsafe fn qx8_gemm_8x8c8__i8mm_packed_a<const U: bool>(args: &GemmArgs) {
     let mut c: Acc = [vdupq_n_s32(0); 16];
     // SAFETY: k.div_ceil(8) packed blocks and panel groups (contract).
     unsafe {
-        loop_packed::<U>(&mut c, args.a, args.b, args.k.div_ceil(KR));
+        let groups = args.k.div_ceil(KR);
+        loop16_packed::<U>(&mut c, args.a, args.b, groups / 2);
+        let done = groups / 2 * 2;
+        loop_packed::<U>(&mut c, args.a.add(done * PACK_BLOCK_BYTES), args.b.add(done * B_BLOCK_BYTES), groups % 2);
         finish(args, &c);
     }
 }
