@@ -18,14 +18,13 @@
 //! them in the loop (8 `eor` per 32 `sdot`). The K tail (K mod 8) goes through a packed
 //! copy of the last partial block, so nothing past a row's `k` bytes is read.
 //!
-//! Epilogue: the accumulators go to a stack tile and through the portable output stage
-//! ([`store_tile`]), bit-exact with the reference for every stage.
+//! Epilogue: the accumulators go to a stack tile and through the shared NEON output stage
+//! ([`store_tile_neon`](super::store_tile_neon)), bit-exact with the reference for every stage.
 
 use core::arch::aarch64::*;
 use core::arch::asm;
 
 use super::{PACK_BLOCK_BYTES, PACK_KB, pack_a_8x8, row_pointers};
-use crate::generic::gemm::store_tile;
 use crate::types::{GemmArgs, GemmUkernel, Isa, PackFormat, PackedA};
 
 /// Rows per tile.
@@ -432,7 +431,7 @@ unsafe fn tail_packed(c: &mut Acc, a: *const u8, b: *const u8, rem: usize) {
 /// The tile's accumulators to the output stage.
 ///
 /// # Safety
-/// As [`store_tile`].
+/// As [`store_tile_neon`](super::store_tile_neon).
 #[target_feature(enable = "neon")]
 #[inline]
 unsafe fn finish(args: &GemmArgs, c: &Acc) {
@@ -445,7 +444,7 @@ unsafe fn finish(args: &GemmArgs, c: &Acc) {
         }
     }
     // SAFETY: forwarded contract.
-    unsafe { store_tile::<MR, NR>(args, &tile) }
+    unsafe { super::store_tile_neon::<MR, NR>(args, &tile) }
 }
 
 /// Raw-row entry point (`FLIP` for u8 activations).

@@ -14,14 +14,13 @@
 //! (`v16 + 4p + q`: rows `2p, 2p+1` × columns `2q, 2q+1`, lanes `[r0c0, r0c1, r1c0,
 //! r1c1]`). The K tail (K mod 8) goes through a packed copy of the last partial block.
 //!
-//! Epilogue: the accumulators are unscrambled to a stack tile and go through the portable
-//! output stage ([`store_tile`]), bit-exact with the reference for every stage.
+//! Epilogue: the accumulators are unscrambled to a stack tile and go through the NEON
+//! output stage ([`store_tile_neon`](super::store_tile_neon)), bit-exact with the reference for every stage.
 
 use core::arch::aarch64::*;
 use core::arch::asm;
 
 use super::{PACK_BLOCK_BYTES, PACK_KB, pack_a_8x8, row_pointers};
-use crate::generic::gemm::store_tile;
 use crate::types::{GemmArgs, GemmUkernel, Isa, PackFormat, PackedA};
 
 /// Rows per tile.
@@ -357,7 +356,7 @@ unsafe fn loop_raw<const U: bool>(c: &mut Acc, rows: &mut [*const u8; MR], b: *c
 /// The tile's accumulators, unscrambled from 2×2 blocks, to the output stage.
 ///
 /// # Safety
-/// As [`store_tile`].
+/// As [`store_tile_neon`](super::store_tile_neon).
 #[target_feature(enable = "neon")]
 #[inline]
 unsafe fn finish(args: &GemmArgs, c: &Acc) {
@@ -374,7 +373,7 @@ unsafe fn finish(args: &GemmArgs, c: &Acc) {
         }
     }
     // SAFETY: forwarded contract.
-    unsafe { store_tile::<MR, NR>(args, &tile) }
+    unsafe { super::store_tile_neon::<MR, NR>(args, &tile) }
 }
 
 /// Raw-row entry point (`U` for u8 activations).

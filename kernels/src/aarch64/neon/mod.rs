@@ -13,12 +13,11 @@
 //! (`sxtl`/`sxtl2`) and 16 `smlal` (4 rows × 16 columns) use the row's K-th i16 lane.
 //! The K tail (K mod 8) multiplies by scalars, reading nothing past a row's `k` bytes.
 //!
-//! Epilogue: the portable output stage ([`store_tile`]) over the accumulator tile.
+//! Epilogue: the shared NEON output stage ([`store_tile_neon`](super::store_tile_neon)) over the accumulator tile.
 
 use core::arch::aarch64::*;
 
 use super::row_pointers;
-use crate::generic::gemm::store_tile;
 use crate::types::{GemmArgs, GemmUkernel, Isa, PackFormat};
 
 /// Rows per tile.
@@ -125,7 +124,7 @@ unsafe fn qx8_gemm_4x16c1__neon<const A_SIGNED: bool, const B_SIGNED: bool>(args
                 vst1q_s32(row.as_mut_ptr().add(4 * v), *x);
             }
         }
-        store_tile::<MR, NR>(args, &tile);
+        super::store_tile_neon::<MR, NR>(args, &tile);
     }
 }
 
