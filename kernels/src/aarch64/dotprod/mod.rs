@@ -216,6 +216,87 @@ unsafe fn loop16_packed(c: &mut Acc, a: *const u8, b: *const u8, iters: usize) {
     }
 }
 
+/// An 8 K loop over packed A and the panel whose body (given) loads into `v0..v1`,
+/// `v8..v11` and accumulates into `v16..v31`.
+macro_rules! loop_rows_asm {
+    ($c:ident, $a:ident, $b:ident, $iters:ident, $mark:literal, [$($body:literal),* $(,)?]) => {
+        asm!(
+            $mark,
+            "2:",
+            $($body,)*
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            "// qkern-mca-end",
+            a = inout(reg) $a => _,
+            b = inout(reg) $b => _,
+            n = inout(reg) $iters => _,
+            out("v0") _, out("v1") _,
+            out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+            inout("v16") $c[0], inout("v17") $c[1], inout("v18") $c[2], inout("v19") $c[3],
+            inout("v20") $c[4], inout("v21") $c[5], inout("v22") $c[6], inout("v23") $c[7],
+            inout("v24") $c[8], inout("v25") $c[9], inout("v26") $c[10], inout("v27") $c[11],
+            inout("v28") $c[12], inout("v29") $c[13], inout("v30") $c[14], inout("v31") $c[15],
+            options(nostack, readonly),
+        )
+    };
+}
+
+/// `iters` blocks of 8 K for a tile of at most `R` (2 or 4) rows, from packed A (only its
+/// first `R` rows are loaded) and the panel: `R/8` of the 8-row loop's work, for GEMV
+/// (M = 1) and short last row tiles.
+///
+/// # Safety
+/// The CPU has dotprod; `a` is readable for `64·iters` bytes, `b` for `64·iters`.
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+unsafe fn loop_packed_rows<const R: usize>(c: &mut Acc, a: *const u8, b: *const u8, iters: usize) {
+    if iters == 0 {
+        return;
+    }
+    // SAFETY: the loop reads at most 64 bytes of `a` and 64 of `b` per iteration (contract).
+    unsafe {
+        if R <= 2 {
+            loop_rows_asm!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c4__dotprod packed-m2", [
+                "ldr q0, [{a}]",
+                "add {a}, {a}, #64",
+                "ldp q8, q9, [{b}], #32",
+                "ldp q10, q11, [{b}], #32",
+                "sdot v16.4s, v8.16b, v0.4b[0]",
+                "sdot v17.4s, v9.16b, v0.4b[0]",
+                "sdot v18.4s, v8.16b, v0.4b[2]",
+                "sdot v19.4s, v9.16b, v0.4b[2]",
+                "sdot v16.4s, v10.16b, v0.4b[1]",
+                "sdot v17.4s, v11.16b, v0.4b[1]",
+                "sdot v18.4s, v10.16b, v0.4b[3]",
+                "sdot v19.4s, v11.16b, v0.4b[3]",
+            ]);
+        } else {
+            loop_rows_asm!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c4__dotprod packed-m4", [
+                "ldp q0, q1, [{a}]",
+                "add {a}, {a}, #64",
+                "ldp q8, q9, [{b}], #32",
+                "ldp q10, q11, [{b}], #32",
+                "sdot v16.4s, v8.16b, v0.4b[0]",
+                "sdot v17.4s, v9.16b, v0.4b[0]",
+                "sdot v18.4s, v8.16b, v0.4b[2]",
+                "sdot v19.4s, v9.16b, v0.4b[2]",
+                "sdot v20.4s, v8.16b, v1.4b[0]",
+                "sdot v21.4s, v9.16b, v1.4b[0]",
+                "sdot v22.4s, v8.16b, v1.4b[2]",
+                "sdot v23.4s, v9.16b, v1.4b[2]",
+                "sdot v16.4s, v10.16b, v0.4b[1]",
+                "sdot v17.4s, v11.16b, v0.4b[1]",
+                "sdot v18.4s, v10.16b, v0.4b[3]",
+                "sdot v19.4s, v11.16b, v0.4b[3]",
+                "sdot v20.4s, v10.16b, v1.4b[1]",
+                "sdot v21.4s, v11.16b, v1.4b[1]",
+                "sdot v22.4s, v10.16b, v1.4b[3]",
+                "sdot v23.4s, v11.16b, v1.4b[3]",
+            ]);
+        }
+    }
+}
+
 /// One K group of 4 from a packed A block (its lanes 0 and 2) and the panel.
 ///
 /// # Safety
@@ -490,11 +571,19 @@ unsafe fn qx8_gemm_8x8c4__dotprod_packed_a(args: &GemmArgs) {
     let rem = args.k % PACK_KB;
     // SAFETY: k.div_ceil(8) packed blocks and k.div_ceil(4) panel groups (contract).
     unsafe {
-        loop16_packed(&mut c, args.a, args.b, iters / 2);
-        let (a, b) = (args.a.add(iters / 2 * 2 * PACK_BLOCK_BYTES), args.b.add(iters / 2 * 2 * B_BLOCK_BYTES));
-        loop_packed(&mut c, a, b, iters % 2);
+        // Tiles of at most 2 or 4 rows (GEMV, the last row tile) load and multiply only
+        // those rows of the packed tile; its rows past m are zeros.
+        match args.m {
+            ..=2 => loop_packed_rows::<2>(&mut c, args.a, args.b, iters),
+            3..=4 => loop_packed_rows::<4>(&mut c, args.a, args.b, iters),
+            _ => {
+                loop16_packed(&mut c, args.a, args.b, iters / 2);
+                let done = iters / 2 * 2;
+                loop_packed(&mut c, args.a.add(done * PACK_BLOCK_BYTES), args.b.add(done * B_BLOCK_BYTES), iters % 2);
+            }
+        }
         if rem > 0 {
-            tail_packed(&mut c, a.add(iters % 2 * PACK_BLOCK_BYTES), b.add(iters % 2 * B_BLOCK_BYTES), rem);
+            tail_packed(&mut c, args.a.add(iters * PACK_BLOCK_BYTES), args.b.add(iters * B_BLOCK_BYTES), rem);
         }
         finish(args, &c);
     }

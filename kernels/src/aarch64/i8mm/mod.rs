@@ -279,6 +279,98 @@ unsafe fn loop_packed<const U: bool>(c: &mut Acc, a: *const u8, b: *const u8, it
     }
 }
 
+/// An 8 K loop over packed A and the panel whose body (given) loads into `v0..v1`,
+/// `v8..v11` and accumulates into `v16..v31`.
+macro_rules! loop_rows_asm {
+    ($c:ident, $a:ident, $b:ident, $iters:ident, $mark:literal, [$($body:literal),* $(,)?]) => {
+        asm!(
+            $mark,
+            "2:",
+            $($body,)*
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            "// qkern-mca-end",
+            a = inout(reg) $a => _,
+            b = inout(reg) $b => _,
+            n = inout(reg) $iters => _,
+            out("v0") _, out("v1") _,
+            out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+            inout("v16") $c[0], inout("v17") $c[1], inout("v18") $c[2], inout("v19") $c[3],
+            inout("v20") $c[4], inout("v21") $c[5], inout("v22") $c[6], inout("v23") $c[7],
+            inout("v24") $c[8], inout("v25") $c[9], inout("v26") $c[10], inout("v27") $c[11],
+            inout("v28") $c[12], inout("v29") $c[13], inout("v30") $c[14], inout("v31") $c[15],
+            options(nostack, readonly),
+        )
+    };
+}
+
+/// `iters` groups of 8 K for a tile of at most `R` (2 or 4) rows, from packed A (only
+/// its first `R` rows are loaded) and the panel: `R/8` of the 8-row loop's work, for
+/// GEMV (M = 1) and short last row tiles. `usmmla` when `U`, else `smmla`.
+///
+/// # Safety
+/// The CPU has i8mm; `a` is readable for `64·iters` bytes, `b` for `64·iters`.
+#[target_feature(enable = "neon,i8mm")]
+#[inline]
+unsafe fn loop_packed_rows<const U: bool, const R: usize>(c: &mut Acc, a: *const u8, b: *const u8, iters: usize) {
+    if iters == 0 {
+        return;
+    }
+    // SAFETY: the loop reads at most 64 bytes of `a` and 64 of `b` per iteration (contract).
+    unsafe {
+        match (U, R <= 2) {
+            (true, true) => loop_rows_asm!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c8__i8mm packed-m2-usmmla", [
+                "ldr q0, [{a}]",
+                "add {a}, {a}, #64",
+                "ldp q8, q9, [{b}], #32",
+                "ldp q10, q11, [{b}], #32",
+                "usmmla v16.4s, v0.16b, v8.16b",
+                "usmmla v17.4s, v0.16b, v9.16b",
+                "usmmla v18.4s, v0.16b, v10.16b",
+                "usmmla v19.4s, v0.16b, v11.16b",
+            ]),
+            (false, true) => loop_rows_asm!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c8__i8mm packed-m2-smmla", [
+                "ldr q0, [{a}]",
+                "add {a}, {a}, #64",
+                "ldp q8, q9, [{b}], #32",
+                "ldp q10, q11, [{b}], #32",
+                "smmla v16.4s, v0.16b, v8.16b",
+                "smmla v17.4s, v0.16b, v9.16b",
+                "smmla v18.4s, v0.16b, v10.16b",
+                "smmla v19.4s, v0.16b, v11.16b",
+            ]),
+            (true, false) => loop_rows_asm!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c8__i8mm packed-m4-usmmla", [
+                "ldp q0, q1, [{a}]",
+                "add {a}, {a}, #64",
+                "ldp q8, q9, [{b}], #32",
+                "ldp q10, q11, [{b}], #32",
+                "usmmla v16.4s, v0.16b, v8.16b",
+                "usmmla v17.4s, v0.16b, v9.16b",
+                "usmmla v18.4s, v0.16b, v10.16b",
+                "usmmla v19.4s, v0.16b, v11.16b",
+                "usmmla v20.4s, v1.16b, v8.16b",
+                "usmmla v21.4s, v1.16b, v9.16b",
+                "usmmla v22.4s, v1.16b, v10.16b",
+                "usmmla v23.4s, v1.16b, v11.16b",
+            ]),
+            (false, false) => loop_rows_asm!(c, a, b, iters, "// qkern-mca-begin qx8_gemm_8x8c8__i8mm packed-m4-smmla", [
+                "ldp q0, q1, [{a}]",
+                "add {a}, {a}, #64",
+                "ldp q8, q9, [{b}], #32",
+                "ldp q10, q11, [{b}], #32",
+                "smmla v16.4s, v0.16b, v8.16b",
+                "smmla v17.4s, v0.16b, v9.16b",
+                "smmla v18.4s, v0.16b, v10.16b",
+                "smmla v19.4s, v0.16b, v11.16b",
+                "smmla v20.4s, v1.16b, v8.16b",
+                "smmla v21.4s, v1.16b, v9.16b",
+                "smmla v22.4s, v1.16b, v10.16b",
+                "smmla v23.4s, v1.16b, v11.16b",
+            ]),
+        }
+    }
+}
+
 /// `iters` groups of 8 K from 8 raw rows (advanced by `8·iters`) and the panel.
 ///
 /// # Safety
@@ -419,9 +511,17 @@ unsafe fn qx8_gemm_8x8c8__i8mm_packed_a<const U: bool>(args: &GemmArgs) {
     // SAFETY: k.div_ceil(8) packed blocks and panel groups (contract).
     unsafe {
         let groups = args.k.div_ceil(KR);
-        loop16_packed::<U>(&mut c, args.a, args.b, groups / 2);
-        let done = groups / 2 * 2;
-        loop_packed::<U>(&mut c, args.a.add(done * PACK_BLOCK_BYTES), args.b.add(done * B_BLOCK_BYTES), groups % 2);
+        // Tiles of at most 2 or 4 rows (GEMV, the last row tile) load and multiply only
+        // those rows of the packed tile; its rows past m are zeros.
+        match args.m {
+            ..=2 => loop_packed_rows::<U, 2>(&mut c, args.a, args.b, groups),
+            3..=4 => loop_packed_rows::<U, 4>(&mut c, args.a, args.b, groups),
+            _ => {
+                loop16_packed::<U>(&mut c, args.a, args.b, groups / 2);
+                let done = groups / 2 * 2;
+                loop_packed::<U>(&mut c, args.a.add(done * PACK_BLOCK_BYTES), args.b.add(done * B_BLOCK_BYTES), groups % 2);
+            }
+        }
         finish(args, &c);
     }
 }
