@@ -11,7 +11,9 @@
 //! takes each row's K group of 4 as a lane), 64 weight bytes (two groups × 8 columns),
 //! 32 `sdot` into 16 accumulators `v16..v31` (row `r`: `v16+2r` columns 0–3, `v17+2r`
 //! columns 4–7). On Neoverse-N1 (2 `sdot` per cycle) that is 16 cycles of `sdot` against
-//! 6 loads on 2 load pipes: the loop can run at the `sdot` peak (`benches/arm-mca.sh`).
+//! 4 pair loads: the main loop (16 K per iteration, packed A) runs at 100 % of the `sdot`
+//! peak by llvm-mca (`benches/arm-mca.sh`). Tiles of at most 2 or 4 rows (GEMV, the last
+//! row tile) run a loop over only those rows.
 //!
 //! With the driver's packed A ([`pack_a_8x8`], flipped there), the loop loads two rows per
 //! 16-byte load; the raw-row entry loads 8 bytes per row and, for u8 activations, flips
@@ -109,8 +111,9 @@ unsafe fn loop_packed(c: &mut Acc, a: *const u8, b: *const u8, iters: usize) {
 
 /// `iters` blocks of 16 K (two packed A blocks, four panel groups) per iteration: the
 /// main loop. Unrolled by two so that each operand's pointer moves once per 64 `sdot` and
-/// the next block's loads interleave with the `sdot` of this one (llvm-mca: 16 → 19
-/// cycles per 8 K without it on the Cortex-A57-class model of `-mcpu=neoverse-n1`).
+/// the next block's loads interleave with the `sdot` of this one (llvm-mca 16, Cortex-A57
+/// class model it uses for `-mcpu=neoverse-n1`: 16 cycles per 8 K, the `sdot` bound,
+/// against 19 for the one-block loop).
 ///
 /// # Safety
 /// The CPU has dotprod; `a` is readable for `128·iters` bytes, `b` for `128·iters`.

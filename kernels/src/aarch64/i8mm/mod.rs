@@ -109,8 +109,8 @@ macro_rules! mm_loop16_packed {
 
 /// `iters` × 16 K (two groups of 8) from packed A and the panel: the main loop, unrolled
 /// by two so each pointer moves once per 32 `smmla` and the second group's loads
-/// interleave with the first group's `smmla` (llvm-mca, Neoverse-N2/V1 class model:
-/// 2 `smmla` per cycle, against 1.33 for the single-group loop).
+/// interleave with the first group's `smmla` (llvm-mca 16, its Neoverse-N2 model that
+/// `-mcpu=neoverse-v1` uses: 2 `smmla` per cycle, the peak).
 ///
 /// # Safety
 /// The CPU has i8mm; `a` is readable for `128·iters` bytes, `b` for `128·iters`.
