@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Static throughput of the AArch64 GEMM microkernels' inner K loops, by llvm-mca
+# (issue 7 point 7: qemu says nothing about speed).
+#
+#   benches/arm-mca.sh [CPU ...]      default CPUs: neoverse-n1 cortex-a76 neoverse-v1
+#
+# 1. Cross-compiles qkern-kernels for aarch64 to assembly (`cargo rustc -- --emit asm`,
+#    its own target dir, one codegen unit so there is one .s file).
+# 2. Extracts each loop: the `asm!` K loops between their `// qkern-mca-begin NAME` and
+#    `// qkern-mca-end` markers (dotprod, i8mm), and for the intrinsics NEON kernel the
+#    self-looping basic block with the most `smlal` in the `aarch64::neon` module.
+# 3. Runs `llvm-mca -mtriple=aarch64 -mcpu=CPU` on each loop and on a block of 16
+#    independent `sdot` / `smmla` / `smlal` (the model's own peak for that instruction),
+#    and prints cycles per iteration, int8 MACs per iteration and per cycle, and the
+#    fraction of that peak. MACs count multiply-adds (an op count is twice that):
+#    `sdot` .4s = 16, `smmla`/`usmmla` = 32, `smlal`/`smlal2` .4s = 4.
+#
+# llvm-mca's per-CPU models arrived late: LLVM 14 models neoverse-n1/v1 and cortex-a76 with
+# the Cortex-A57 model; LLVM ≥ 16 has Neoverse-N2/V1 models, ≥ 17 Neoverse-N1. The
+# script uses the newest llvm-mca it finds (`LLVM_MCA=...` overrides) and prints which
+# scheduling model it got. If none is installed it tries `apt-get install llvm`, and
+# otherwise skips with status 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+triple=aarch64-unknown-linux-gnu
+cpus=("$@")
+[ "${#cpus[@]}" -gt 0 ] || cpus=(neoverse-n1 cortex-a76 neoverse-v1)
+
+find_mca() {
+    if [ -n "${LLVM_MCA:-}" ]; then echo "$LLVM_MCA"; return; fi
+    local v
+    for v in 21 20 19 18 17 16 15 14; do
+        command -v "llvm-mca-$v" >/dev/null 2>&1 && { echo "llvm-mca-$v"; return; }
+        [ -x "/usr/lib/llvm-$v/bin/llvm-mca" ] && { echo "/usr/lib/llvm-$v/bin/llvm-mca"; return; }
+    done
+    command -v llvm-mca 2>/dev/null || true
+}
+mca=$(find_mca)
+if [ -z "$mca" ]; then
+    sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(sudo -n)
+    echo "llvm-mca not found; trying apt-get install llvm" >&2
+    if "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends llvm >&2; then
+        mca=$(find_mca)
+    fi
+fi
+if [ -z "$mca" ]; then
+    echo "SKIP: llvm-mca is not available (install the Debian package llvm)"
+    exit 0
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "SKIP: python3 is needed to extract the loops"
+    exit 0
+fi
+if ! rustup target list --installed 2>/dev/null | grep -qx "$triple"; then
+    rustup target add "$triple" >&2 || { echo "SKIP: cannot add the $triple target"; exit 0; }
+fi
+
+out=target/mca
+echo "building qkern-kernels for $triple to assembly ..." >&2
+CARGO_TARGET_DIR=$out cargo rustc --quiet --release --target "$triple" -p qkern-kernels --lib -- \
+    --emit asm -C codegen-units=1 >&2
+asm=$(ls -t "$out/$triple/release/deps"/qkern_kernels-*.s | head -n1)
+work=$out/loops
+rm -rf "$work"
+mkdir -p "$work"
+
+python3 - "$asm" "$work" <<'PY'
+import re, sys
+src, work = sys.argv[1], sys.argv[2]
+lines = open(src).read().splitlines()
+loops = {}
+# 1. Marked asm! loops (first copy of each: a generic loop is inlined several times).
+cur = None
+for l in lines:
+    s = l.strip()
+    m = re.search(r"qkern-mca-begin (.+)$", s)
+    if m:
+        cur = m.group(1).strip().replace(" ", ":")
+        body = []
+        continue
+    if cur is not None:
+        if "qkern-mca-end" in s:
+            if cur not in loops:
+                loops[cur] = body
+            cur = None
+        elif s and not s.startswith("//"):
+            body.append(s)
+# 2. The NEON intrinsics kernel: in every function of the aarch64::neon module, the
+#    basic block that branches back to itself with the most smlal.
+func, blocks, label = None, {}, None
+best = (0, None)
+for l in lines:
+    if re.match(r"^_ZN\w*7aarch644neon\w*:$", l):
+        func, blocks, label = l[:-1], {}, None
+        continue
+    if func is None:
+        continue
+    if l.startswith(".Lfunc_end"):
+        func = None
+        continue
+    m = re.match(r"^(\.LBB\w+):", l)
+    if m:
+        label = m.group(1)
+        blocks[label] = []
+        continue
+    s = l.split("//")[0].strip()
+    if label is None or not s or s.startswith("."):
+        continue
+    blocks[label].append(s)
+    if re.match(r"^b(\.\w+)?\s+" + re.escape(label) + r"$", s) or re.search(r"\b(cbnz|cbz|tbnz|tbz)\b.*" + re.escape(label) + r"$", s):
+        n = sum(1 for i in blocks[label] if i.startswith("smlal"))
+        if n > best[0]:
+            best = (n, [label + ":"] + blocks[label])
+if best[1]:
+    loops["qx8_gemm_4x16c1__neon:k-loop"] = best[1]
+for name, body in loops.items():
+    open(f"{work}/{name.replace(':', '__')}.s", "w").write("\n".join(body) + "\n")
+# Peak blocks: 16 independent accumulators, operands not written.
+peaks = {
+    "sdot": [f"sdot v{16+i}.4s, v{i%4}.16b, v{4+i%4}.4b[0]" for i in range(16)],
+    "smmla": [f"smmla v{16+i}.4s, v{i%4}.16b, v{4+i%4}.16b" for i in range(16)],
+    "smlal": [f"smlal v{16+i}.4s, v{i%4}.4h, v{4+i%4}.h[0]" for i in range(16)],
+}
+for name, body in peaks.items():
+    open(f"{work}/peak_{name}.s.peak", "w").write("\n".join(body) + "\n")
+PY
+
+ls "$work"/*.s >/dev/null 2>&1 || { echo "no loops extracted from $asm" >&2; exit 1; }
+echo "llvm-mca: $mca ($("$mca" --version | sed -n 's/.*LLVM version \([0-9.]*\).*/\1/p'))"
+echo "assembly: $asm"
+echo
+run_mca() { # cpu file -> "cycles_per_iteration"
+    "$mca" -mtriple=aarch64 -mcpu="$1" -mattr=+dotprod,+i8mm -iterations=400 "$2" 2>/dev/null |
+        awk '/^Iterations:/ {it = $2} /^Total Cycles:/ {c = $3} END {if (it) printf "%.2f", c / it}'
+}
+sched_model() { # cpu -> name of the scheduling model's first resource
+    "$mca" -mtriple=aarch64 -mcpu="$1" -mattr=+dotprod,+i8mm "$work/peak_sdot.s.peak" 2>/dev/null |
+        awk '/^Resources:/ {getline; print $3; exit}'
+}
+macs_of() { # file -> int8 MACs per iteration
+    awk '/^[ \t]*(sdot|udot)[ \t]+v[0-9]+\.4s/ {m += 16} /^[ \t]*(smmla|ummla|usmmla)[ \t]/ {m += 32}
+         /^[ \t]*(smlal|smlal2|umlal|umlal2)[ \t]+v[0-9]+\.4s/ {m += 4} END {print m + 0}' "$1"
+}
+peak_of() { # kernel file -> which peak block applies
+    if grep -qE '^[[:space:]]*(smmla|usmmla|ummla)' "$1"; then echo smmla
+    elif grep -qE '^[[:space:]]*(sdot|udot)' "$1"; then echo sdot
+    else echo smlal; fi
+}
+has_i8mm() { # cpu -> whether the core implements FEAT_I8MM
+    case "$1" in
+        neoverse-n1 | neoverse-e1 | cortex-a5[357] | cortex-a7[2-7]* | cortex-x1) return 1 ;;
+        *) return 0 ;;
+    esac
+}
+for cpu in "${cpus[@]}"; do
+    if ! "$mca" -mtriple=aarch64 -mcpu="$cpu" "$work/peak_sdot.s.peak" >/dev/null 2>&1; then
+        echo "($cpu: unknown to this llvm-mca, skipped)"
+        continue
+    fi
+    declare -A peak=()
+    for p in sdot smmla smlal; do
+        cyc=$(run_mca "$cpu" "$work/peak_$p.s.peak")
+        macs=$(macs_of "$work/peak_$p.s.peak")
+        peak[$p]=$(awk -v m="$macs" -v c="$cyc" 'BEGIN {printf "%.2f", m / c}')
+    done
+    echo "## -mcpu=$cpu (scheduling model resources: $(sched_model "$cpu")*); model peaks, int8 MACs/cycle:" \
+        "sdot ${peak[sdot]}, smmla ${peak[smmla]}, smlal ${peak[smlal]}"
+    echo
+    printf '| %-46s | %8s | %9s | %10s | %9s |\n' "kernel loop" "cyc/iter" "MACs/iter" "MACs/cycle" "% of peak"
+    printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "----------" "-----------" "------------" "-----------"
+    for f in "$work"/*.s; do
+        if grep -qE '^[[:space:]]*(smmla|usmmla|ummla)' "$f" && ! has_i8mm "$cpu"; then
+            continue # the core has no i8mm: its model's numbers would mean nothing
+        fi
+        name=$(basename "$f" .s)
+        name=${name//__/ }
+        name=${name/ /__}
+        cyc=$(run_mca "$cpu" "$f")
+        macs=$(macs_of "$f")
+        p=$(peak_of "$f")
+        awk -v n="$name" -v c="$cyc" -v m="$macs" -v pk="${peak[$p]}" -v pn="$p" \
+            'BEGIN {r = m / c; printf "| %-46s | %8.2f | %9d | %10.2f | %7.1f %% of %s |\n", n, c, m, r, 100 * r / pk, pn}'
+    done
+    echo
+done
