@@ -1,6 +1,7 @@
 //! AVX2 kernels.
 
 pub mod gemm;
+pub mod pwlq;
 pub mod peak;
 
 use crate::types::GemmUkernel;

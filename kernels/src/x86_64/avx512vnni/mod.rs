@@ -8,6 +8,7 @@
 
 pub mod gemm;
 pub mod gemv;
+pub mod pwlq;
 pub mod peak;
 
 #[cfg(test)]

@@ -1,0 +1,109 @@
+//! PWLQ dequantization kernels, AVX-512 F/BW/VL (the tier's instructions below VNNI).
+//!
+//! Both read one channel of the 4-bit PWLQ packed format (`qkern::quant::pwlq::PwlqPacked`):
+//! per block of 64 weights a 32-byte value plane (byte `i` = nibble of weight `i` in bits
+//! 0–3 and of weight `32 + i` in bits 4–7; the nibble is `sign·8 | q`) and a `u64` region
+//! word (bit `i` = region of weight `i`). The 5-bit field is `region·16 | nibble`.
+//!
+//! Neither kernel does arithmetic on values: each output is `table[field]`, where the
+//! caller built the table with the scalar definition (`dequantize_value` for f32, the
+//! grid level for i8). That makes them bit-exact with the reference by construction —
+//! the f32 operations are the reference's own, done once per field instead of per weight.
+
+use core::arch::x86_64::*;
+
+/// Checks the plane lengths for `k` weights (the kernels' only preconditions besides the
+/// CPU); a panic here is a caller bug, the safe wrapper validates first.
+#[inline]
+fn check(values: &[u8], regions: &[u64], k: usize) -> usize {
+    let blocks = k.div_ceil(64);
+    assert!(values.len() >= blocks * 32 && regions.len() >= blocks, "PWLQ planes shorter than K");
+    blocks
+}
+
+/// 4-bit PWLQ codes of one channel → f32: `out[i] = lut[field(i)]` for `i < out.len()`
+/// (`vpmovzxbd`, region bit OR-ed in under the region mask, `vpermt2ps` over the 32-entry
+/// table, 16 weights per step). Reads `⌈K/64⌉` blocks of both planes (padding included),
+/// writes exactly `out`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn pwlq4_dequant_f32_u64(values: &[u8], regions: &[u64], lut: &[f32; 32], out: &mut [f32]) {
+    let k = out.len();
+    let blocks = check(values, regions, k);
+    // SAFETY: `lut` holds 32 floats.
+    let (t_lo, t_hi) = unsafe { (_mm512_loadu_ps(lut.as_ptr()), _mm512_loadu_ps(lut.as_ptr().add(16))) };
+    let nib = _mm256_set1_epi8(0x0F);
+    let sixteen = _mm512_set1_epi32(16);
+    let vp = values.as_ptr();
+    let op = out.as_mut_ptr();
+    for b in 0..blocks {
+        // SAFETY: 32·b + 32 ≤ values.len() (checked above).
+        let v = unsafe { _mm256_loadu_si256(vp.add(32 * b).cast()) };
+        let lo = _mm256_and_si256(v, nib);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib);
+        let r = regions[b];
+        let groups = [
+            _mm256_castsi256_si128(lo),
+            _mm256_extracti128_si256::<1>(lo),
+            _mm256_castsi256_si128(hi),
+            _mm256_extracti128_si256::<1>(hi),
+        ];
+        let base = 64 * b;
+        for (g, bytes) in groups.into_iter().enumerate() {
+            let idx = _mm512_cvtepu8_epi32(bytes);
+            let idx = _mm512_mask_or_epi32(idx, (r >> (16 * g)) as u16, idx, sixteen);
+            let val = _mm512_permutex2var_ps(t_lo, idx, t_hi);
+            let start = base + 16 * g;
+            if start + 16 <= k {
+                // SAFETY: start + 16 ≤ k = out.len().
+                unsafe { _mm512_storeu_ps(op.add(start), val) };
+            } else if start < k {
+                let mask = ((1u32 << (k - start)) - 1) as u16;
+                // SAFETY: the mask writes only lanes start..k.
+                unsafe { _mm512_mask_storeu_ps(op.add(start), mask, val) };
+            }
+        }
+    }
+}
+
+/// 4-bit PWLQ codes of one channel → i8 on a common integer grid: `out[i] =
+/// table[field(i)]`, `table[0..16]` the centre levels and `table[16..32]` the tail levels
+/// by nibble (`vpshufb` of both halves, `vpblendmb` under the region word — 64 weights per
+/// step). Reads `⌈K/64⌉` blocks of both planes, writes exactly `out`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn pwlq4_dequant_i8_u64(values: &[u8], regions: &[u64], table: &[i8; 32], out: &mut [i8]) {
+    let k = out.len();
+    let blocks = check(values, regions, k);
+    // SAFETY: `table` holds 32 bytes; each 16-byte half is broadcast to the four lanes.
+    let (tc, tt) = unsafe {
+        (
+            _mm512_broadcast_i32x4(_mm_loadu_si128(table.as_ptr().cast())),
+            _mm512_broadcast_i32x4(_mm_loadu_si128(table.as_ptr().add(16).cast())),
+        )
+    };
+    let nib = _mm256_set1_epi8(0x0F);
+    let vp = values.as_ptr();
+    let op = out.as_mut_ptr();
+    for b in 0..blocks {
+        // SAFETY: 32·b + 32 ≤ values.len().
+        let v = unsafe { _mm256_loadu_si256(vp.add(32 * b).cast()) };
+        let lo = _mm256_and_si256(v, nib);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib);
+        let idx = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+        let val = _mm512_mask_blend_epi8(regions[b], _mm512_shuffle_epi8(tc, idx), _mm512_shuffle_epi8(tt, idx));
+        let start = 64 * b;
+        if start + 64 <= k {
+            // SAFETY: start + 64 ≤ out.len().
+            unsafe { _mm512_storeu_si512(op.add(start).cast(), val) };
+        } else {
+            let mask = (1u64 << (k - start)) - 1;
+            // SAFETY: the mask writes only bytes start..k.
+            unsafe { _mm512_mask_storeu_epi8(op.add(start), mask, val) };
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The PWLQ kernels behind a safe API: SIMD dequantization of [`PwlqPacked`] to f32 (and
+//! to i8 for grid-aligned PWLQ), and the exact-mode GEMM ([`PwlqGemmWeights`]).
+//!
+//! # Dequantization: the formula
+//!
+//! A channel has `2^(b+1)` possible code fields. [`PwlqPacked::dequant_table`] evaluates
+//! the scalar definition [`dequantize_value`] once per field (the same f32 operations in
+//! the same order: centre `(j as f32)·s1`; tail `p + (q as f32)·s2`, no FMA, sign applied
+//! exactly); every kernel then only *looks up* `table[field]`. So each output equals the
+//! reference bit for bit by construction, whatever the ISA. The 4-bit AVX2 and AVX-512
+//! kernels (`qkern_kernels::x86_64::{avx2, avx512vnni}::pwlq`) do the lookups with
+//! `vpermps`/`vpermt2ps`; other widths and the scalar tier use a portable loop.
+//!
+//! # Exact-mode GEMM: the design
+//!
+//! `ŵ[k][n] = s1[n]·c + s2[n]·t + p[n]·s` with small integers `c`, `t`, `s` (see
+//! [`decompose`]). [`PwlqGemmWeights`] packs the `K × 3N` int8 matrix `[C | T | S]` once as
+//! ordinary [`PackedWeights`] (zero point 0), so one call of the int8 GEMM driver — any
+//! tier, GEMV path included, threads — gives the three exact dot products
+//! `Dc, Dt, Ds = Σ_k (a − za)·{c, t, s}` in i32 (the driver reports an error if one does not
+//! fit). The per-channel epilogue is [`combine_exact`] on them: `((s1·Dc + s2·Dt) + p·Ds)·sa
+//! (+ bias)`, each step one f32 operation. Converting the i32 sums to f32 rounds the same
+//! integer the same way as the reference's i64 → f32.
+
+use qkern_kernels::{Int8, Isa};
+
+use super::{DotTriple, GridAligned, PwlqChannel, PwlqPacked, PwlqParams, PwlqTensor, combine_exact, decompose, dequantize_value, field_to_code};
+use crate::dispatch::Context;
+use crate::error::{Error, Result, check_matrix, check_scale};
+use crate::gemm::{Activations, MatrixMut, MatrixRef, PackedWeights, PerChannel, WeightQuant};
+
+/// Which dequantization kernel a tier runs for `bits`-bit PWLQ (the name reports use).
+pub fn dequant_kernel_name(isa: Isa, bits: u32, output: &str) -> &'static str {
+    match (tier(isa), bits, output) {
+        (Tier::Avx512, 4, "i8") => "pwlq4_dequant_i8_u64__avx512",
+        (Tier::Avx512, 4, _) => "pwlq4_dequant_f32_u64__avx512",
+        (Tier::Avx2, 4, "i8") => "pwlq4_dequant_i8_u64__avx2",
+        (Tier::Avx2, 4, _) => "pwlq4_dequant_f32_u64__avx2",
+        (_, _, "i8") => "pwlq_dequant_i8__scalar",
+        _ => "pwlq_dequant_f32__scalar",
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+fn tier(isa: Isa) -> Tier {
+    match isa {
+        Isa::Avx512Vnni | Isa::Amx => Tier::Avx512,
+        Isa::Avx2 | Isa::AvxVnni => Tier::Avx2,
+        _ => Tier::Scalar,
+    }
+}
+
+/// One channel's planes: `(values, regions)`.
+fn planes(w: &PwlqPacked, c: usize) -> (&[u8], &[u64]) {
+    let rb = w.row_bytes();
+    let nb = w.blocks();
+    let values = &w.values[c * rb..(c + 1) * rb];
+    let regions = if w.regions.is_empty() { &w.regions[..0] } else { &w.regions[c * nb..(c + 1) * nb] };
+    (values, regions)
+}
+
+/// Runs the 4-bit f32 kernel of `t` on one channel. The tier was checked against the CPU
+/// by the caller ([`Context`] only holds tiers the CPU has) and the planes come from a
+/// valid [`PwlqPacked`] (`⌈K/64⌉` whole blocks), which is the kernels' whole contract.
+#[allow(unsafe_code)] // the one call site of the dequant kernels
+fn run4_f32(t: Tier, values: &[u8], regions: &[u64], lut: &[f32; 32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use qkern_kernels::x86_64::{avx2, avx512vnni};
+        match t {
+            // SAFETY: the CPU has the tier (see above); the kernels check the plane lengths.
+            Tier::Avx512 => return unsafe { avx512vnni::pwlq::pwlq4_dequant_f32_u64(values, regions, lut, out) },
+            // SAFETY: as above.
+            Tier::Avx2 => return unsafe { avx2::pwlq::pwlq4_dequant_f32_u64(values, regions, lut, out) },
+            Tier::Scalar => {}
+        }
+    }
+    let _ = t;
+    scalar4(values, regions, lut, out);
+}
+
+/// As [`run4_f32`], for the i8 kernels.
+#[allow(unsafe_code)] // the one call site of the i8 dequant kernels
+fn run4_i8(t: Tier, values: &[u8], regions: &[u64], table: &[i8; 32], out: &mut [i8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use qkern_kernels::x86_64::{avx2, avx512vnni};
+        match t {
+            // SAFETY: the CPU has the tier; the kernels check the plane lengths.
+            Tier::Avx512 => return unsafe { avx512vnni::pwlq::pwlq4_dequant_i8_u64(values, regions, table, out) },
+            // SAFETY: as above.
+            Tier::Avx2 => return unsafe { avx2::pwlq::pwlq4_dequant_i8_u64(values, regions, table, out) },
+            Tier::Scalar => {}
+        }
+    }
+    let _ = t;
+    scalar4(values, regions, table, out);
+}
+
+/// The portable 4-bit loop: `out[i] = table[field(i)]`.
+fn scalar4<T: Copy>(values: &[u8], regions: &[u64], table: &[T; 32], out: &mut [T]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let (kb, j) = (i / 64, i % 64);
+        let nib = (values[kb * 32 + j % 32] >> (4 * (j / 32))) & 0xF;
+        let r = ((regions[kb] >> j) & 1) as usize;
+        *o = table[nib as usize | r << 4];
+    }
+}
+
+impl PwlqPacked {
+    /// The dequantization table of channel `channel`: entry `f` is [`dequantize_value`] of
+    /// the code of field `f` (`2^(b+1)` entries: 32, 128 or 512). See the module docs.
+    pub fn dequant_table(&self, channel: usize) -> Result<Vec<f32>> {
+        let ch = self.channels.get(channel).ok_or_else(|| {
+            Error::InvalidParameter(format!("`channel` is {channel}; the weights have {} channels", self.n))
+        })?;
+        Ok((0..1u16 << (self.bits + 1)).map(|f| dequantize_value(field_to_code(f, self.q_max, self.bits), self.q_max, ch)).collect())
+    }
+
+    /// Dequantizes every channel into `out` (`N·K` floats, channel-major: `out[n·K + k]`),
+    /// with the kernel of the context's tier ([`dequant_kernel_name`]); bit-exact with
+    /// [`PwlqPacked::dequantize_channel_major`]. Single-threaded (it is memory-bound).
+    pub fn dequantize_f32_in(&self, ctx: &Context, out: &mut [f32]) -> Result<()> {
+        self.check_out("out", out.len())?;
+        let t = tier(ctx.kernels().isa);
+        for c in 0..self.n {
+            let table = self.dequant_table(c)?;
+            let o = &mut out[c * self.k..(c + 1) * self.k];
+            if self.bits == 4 {
+                let lut: [f32; 32] = table.as_slice().try_into().map_err(|_| Error::Internal("PWLQ table size".into()))?;
+                let (v, r) = planes(self, c);
+                run4_f32(t, v, r, &lut, o);
+            } else {
+                for (kk, x) in o.iter_mut().enumerate() {
+                    *x = table[self.field(c, kk) as usize];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`PwlqPacked::dequantize_f32_in`] on the default context.
+    pub fn dequantize_f32_into(&self, out: &mut [f32]) -> Result<()> {
+        self.dequantize_f32_in(&Context::new()?, out)
+    }
+
+    /// Decodes 4-bit codes to i8 through one integer table per channel (`tables[n][f]`,
+    /// `f` the 5-bit field; [`GridAligned::table_i8`] builds them for grid-aligned PWLQ):
+    /// `out[n·K + k] = tables[n][field]`, channel-major, with the tier's `vpshufb` kernel.
+    pub fn dequantize_i8_in(&self, ctx: &Context, tables: &[[i8; 32]], out: &mut [i8]) -> Result<()> {
+        if self.bits != 4 {
+            return Err(Error::Unsupported(format!("i8 decoding is for 4-bit PWLQ (32-entry tables); these weights are {}-bit", self.bits)));
+        }
+        if tables.len() != self.n {
+            return Err(Error::ShapeMismatch(format!("`tables` has {} entries, the weights {} channels", tables.len(), self.n)));
+        }
+        self.check_out("out", out.len())?;
+        let t = tier(ctx.kernels().isa);
+        for (c, table) in tables.iter().enumerate() {
+            let (v, r) = planes(self, c);
+            run4_i8(t, v, r, table, &mut out[c * self.k..(c + 1) * self.k]);
+        }
+        Ok(())
+    }
+
+    fn check_out(&self, what: &'static str, got: usize) -> Result<()> {
+        let needed = self.n.checked_mul(self.k).ok_or_else(|| Error::Overflow("N·K overflows usize".into()))?;
+        if got < needed {
+            Err(Error::BufferTooSmall { what, needed, got })
+        } else if got > needed {
+            Err(Error::ShapeMismatch(format!("`{what}` has {got} elements, N·K = {needed}")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl GridAligned {
+    /// The grid-aligned codes packed like any PWLQ tensor (rank 2, per channel on axis 0
+    /// or 1); its per-channel `m`, `p`, `s1`, `s2` are the grid's `(Q(i+j))·g`, `(Q·i)·g`,
+    /// `i·g`, `j·g`.
+    pub fn pack(&self) -> Result<PwlqPacked> {
+        let channels: Vec<PwlqChannel> = self
+            .ratios
+            .iter()
+            .zip(&self.g)
+            .map(|(&(i, j), &g)| {
+                let q = self.q_max as u32;
+                PwlqChannel { m: (q * (i + j)) as f32 * g, p: (q * i) as f32 * g, s1: i as f32 * g, s2: j as f32 * g }
+            })
+            .collect();
+        let params = PwlqParams { bits: self.bits, q_max: self.q_max, granularity: self.granularity, channels };
+        let t = PwlqTensor { codes: self.codes.clone(), shape: self.shape.clone(), params, layout: self.layout.clone() };
+        t.pack()
+    }
+
+    /// Slot `slot`'s integer codebook as an i8 table by code field (4-bit PWLQ only; an
+    /// error when a level does not fit in i8 — snap with `max_level ≤ 127`).
+    pub fn table_i8(&self, slot: usize) -> Result<[i8; 32]> {
+        if self.bits != 4 || slot >= self.ratios.len() {
+            return Err(Error::InvalidParameter(format!(
+                "an i8 table needs 4-bit PWLQ and a slot below {}; got {}-bit, slot {slot}",
+                self.ratios.len(),
+                self.bits
+            )));
+        }
+        let levels = self.codebook(slot);
+        let mut t = [0i8; 32];
+        for (o, &l) in t.iter_mut().zip(&levels) {
+            *o = i8::try_from(l).map_err(|_| {
+                Error::InvalidParameter(format!("slot {slot}: level {l} does not fit in i8 (snap with max_level ≤ 127)"))
+            })?;
+        }
+        Ok(t)
+    }
+}
+
+/// PWLQ weights prepared for the exact-mode GEMM: the `K × 3N` int8 matrix `[C | T | S]`
+/// of centre codes, tail codes and tail signs, packed for the int8 GEMM driver, and the
+/// per-channel `p`, `s1`, `s2`. See the module docs.
+#[derive(Debug)]
+pub struct PwlqGemmWeights {
+    packed: PackedWeights,
+    n: usize,
+    k: usize,
+    channels: Vec<PwlqChannel>,
+}
+
+impl PwlqGemmWeights {
+    /// Prepares `w` for the GEMM kernels of `ctx`.
+    pub fn new_in(ctx: &Context, w: &PwlqPacked) -> Result<Self> {
+        let (n, k) = (w.n, w.k);
+        if n == 0 || k == 0 {
+            return Err(Error::InvalidParameter(format!("exact-mode GEMM needs N, K ≥ 1; got N = {n}, K = {k}")));
+        }
+        let cols = n.checked_mul(3).filter(|c| c.checked_mul(k).is_some()).ok_or_else(|| Error::Overflow("3·N·K overflows usize".into()))?;
+        let mut b = vec![0i8; cols * k];
+        for c in 0..n {
+            for kk in 0..k {
+                let (x, y, z) = decompose(w.code(c, kk), w.q_max);
+                let row = kk * cols;
+                // |c|, |t| ≤ Q ≤ 127 and |s| ≤ 1: the casts are exact.
+                b[row + c] = x as i8;
+                b[row + n + c] = y as i8;
+                b[row + 2 * n + c] = z as i8;
+            }
+        }
+        let packed = PackedWeights::new_in(ctx, MatrixRef::new(&b, k, cols), WeightQuant::zero_point_only(PerChannel::Tensor(0)))?;
+        Ok(PwlqGemmWeights { packed, n, k, channels: w.channels.clone() })
+    }
+
+    /// Prepares `w` for the default context.
+    pub fn new(w: &PwlqPacked) -> Result<Self> {
+        Self::new_in(&Context::new()?, w)
+    }
+
+    /// Channels `N`.
+    pub fn channels(&self) -> usize {
+        self.n
+    }
+
+    /// Reduction length `K`.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The packed `[C | T | S]` int8 weights (for benchmarks and reports).
+    pub fn packed(&self) -> &PackedWeights {
+        &self.packed
+    }
+
+    /// The three exact dot products of every output, `M × 3N` i32 row-major into `dots`:
+    /// `dots[m][n]` = `Dc`, `dots[m][N + n]` = `Dt`, `dots[m][2N + n]` = `Ds` (an error if
+    /// one does not fit in i32).
+    pub fn dots_in<A: Int8>(&self, ctx: &Context, a: MatrixRef<'_, A>, za: A, dots: &mut [i32]) -> Result<()> {
+        let cols = 3 * self.n;
+        let need = a.rows.checked_mul(cols).ok_or_else(|| Error::Overflow("M·3N overflows usize".into()))?;
+        if dots.len() != need {
+            return Err(Error::ShapeMismatch(format!("`dots` has {} elements, M·3N = {need}", dots.len())));
+        }
+        ctx.gemm_i32(Activations::new(a, za, 1.0), &self.packed, None, MatrixMut::new(dots, a.rows, cols))
+    }
+
+    /// The exact-mode PWLQ GEMM: `c[m][n] = sa·Σ_k (a[m][k] − za)·ŵ[k][n] (+ bias[n])`,
+    /// bit-exact with [`super::gemm_exact_ref`] (same integer sums, same f32 combine).
+    /// `c` is `M × N`, `bias` N values.
+    pub fn gemm_f32_in<A: Int8>(&self, ctx: &Context, a: Activations<'_, A>, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) -> Result<()> {
+        check_scale("a.scale", a.scale)?;
+        if let Some(b) = bias.filter(|b| b.len() != self.n) {
+            return Err(Error::ShapeMismatch(format!("`bias` has {} entries, the weights {} channels", b.len(), self.n)));
+        }
+        if a.matrix.cols != self.k {
+            return Err(Error::ShapeMismatch(format!("`a` has {} columns, the PWLQ weights K = {}", a.matrix.cols, self.k)));
+        }
+        if c.rows != a.matrix.rows || c.cols != self.n {
+            return Err(Error::ShapeMismatch(format!("`c` is {}×{}, the product is {}×{}", c.rows, c.cols, a.matrix.rows, self.n)));
+        }
+        check_matrix("c", c.data.len(), c.rows, c.cols, c.stride)?;
+        let m = a.matrix.rows;
+        let mut dots = vec![0i32; m * 3 * self.n];
+        self.dots_in(ctx, a.matrix, a.zero_point, &mut dots)?;
+        let n = self.n;
+        for r in 0..m {
+            let d = &dots[r * 3 * n..(r + 1) * 3 * n];
+            let row = &mut c.data[r * c.stride..r * c.stride + n];
+            for (j, y) in row.iter_mut().enumerate() {
+                let t = DotTriple { centre: d[j] as i64, tail: d[n + j] as i64, tail_sign: d[2 * n + j] as i64 };
+                *y = combine_exact(t, &self.channels[j], a.scale, bias.map(|b| b[j]));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`PwlqGemmWeights::gemm_f32_in`] on the default context.
+    pub fn gemm_f32<A: Int8>(&self, a: Activations<'_, A>, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) -> Result<()> {
+        self.gemm_f32_in(&Context::new()?, a, bias, c)
+    }
+}
