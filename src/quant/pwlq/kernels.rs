@@ -6,7 +6,9 @@
 //! A channel has `2^(b+1)` possible code fields. [`PwlqPacked::dequant_table`] evaluates
 //! the scalar definition [`dequantize_value`] once per field (the same f32 operations in
 //! the same order: centre `(j as f32)·s1`; tail `p + (q as f32)·s2`, no FMA, sign applied
-//! exactly); every kernel then only *looks up* `table[field]`. So each output equals the
+//! exactly); every kernel then only *looks up* `table[field]` (the AVX2 one uses the
+//! table's exact odd symmetry to look up 16 entries and XOR the sign in, which holds for
+//! every canonical field — all a `PwlqPacked` can hold). So each output equals the
 //! reference bit for bit by construction, whatever the ISA. The 4-bit AVX2 and AVX-512
 //! kernels (`qkern_kernels::x86_64::{avx2, avx512vnni}::pwlq`) do the lookups with
 //! `vpermps`/`vpermt2ps`; other widths and the scalar tier use a portable loop.
@@ -103,13 +105,15 @@ fn run4_i8(t: Tier, values: &[u8], regions: &[u64], table: &[i8; 32], out: &mut 
     scalar4(values, regions, table, out);
 }
 
-/// The portable 4-bit loop: `out[i] = table[field(i)]`.
+/// The portable 4-bit loop: `out[i] = table[field(i)]`, block by block.
 fn scalar4<T: Copy>(values: &[u8], regions: &[u64], table: &[T; 32], out: &mut [T]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let (kb, j) = (i / 64, i % 64);
-        let nib = (values[kb * 32 + j % 32] >> (4 * (j / 32))) & 0xF;
-        let r = ((regions[kb] >> j) & 1) as usize;
-        *o = table[nib as usize | r << 4];
+    for (kb, chunk) in out.chunks_mut(64).enumerate() {
+        let v = &values[kb * 32..kb * 32 + 32];
+        let r = regions[kb];
+        for (j, o) in chunk.iter_mut().enumerate() {
+            let nib = if j < 32 { v[j] & 0xF } else { v[j - 32] >> 4 };
+            *o = table[nib as usize | (((r >> j) & 1) as usize) << 4];
+        }
     }
 }
 
@@ -128,18 +132,30 @@ impl PwlqPacked {
     /// [`PwlqPacked::dequantize_channel_major`]. Single-threaded (it is memory-bound).
     pub fn dequantize_f32_in(&self, ctx: &Context, out: &mut [f32]) -> Result<()> {
         self.check_out("out", out.len())?;
-        let t = tier(ctx.kernels().isa);
-        for c in 0..self.n {
-            let table = self.dequant_table(c)?;
-            let o = &mut out[c * self.k..(c + 1) * self.k];
-            if self.bits == 4 {
-                let lut: [f32; 32] = table.as_slice().try_into().map_err(|_| Error::Internal("PWLQ table size".into()))?;
-                let (v, r) = planes(self, c);
-                run4_f32(t, v, r, &lut, o);
-            } else {
-                for (kk, x) in o.iter_mut().enumerate() {
-                    *x = table[self.field(c, kk) as usize];
-                }
+        if self.k == 0 {
+            return Ok(());
+        }
+        for (c, o) in out.chunks_exact_mut(self.k).enumerate() {
+            self.dequantize_channel_f32_in(ctx, c, o)?;
+        }
+        Ok(())
+    }
+
+    /// Dequantizes one channel into `out` (`K` floats) with the kernel of the context's
+    /// tier — the piece a consumer that decodes a channel at a time into a cache-resident
+    /// buffer calls; bit-exact with [`PwlqPacked::dequantize_channel_major`]'s row.
+    pub fn dequantize_channel_f32_in(&self, ctx: &Context, channel: usize, out: &mut [f32]) -> Result<()> {
+        let table = self.dequant_table(channel)?;
+        if out.len() != self.k {
+            return Err(Error::ShapeMismatch(format!("`out` has {} elements, K = {}", out.len(), self.k)));
+        }
+        if self.bits == 4 {
+            let lut: [f32; 32] = table.as_slice().try_into().map_err(|_| Error::Internal("PWLQ table size".into()))?;
+            let (v, r) = planes(self, channel);
+            run4_f32(tier(ctx.kernels().isa), v, r, &lut, out);
+        } else {
+            for (kk, x) in out.iter_mut().enumerate() {
+                *x = table[self.field(channel, kk) as usize];
             }
         }
         Ok(())

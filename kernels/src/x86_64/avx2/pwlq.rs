@@ -1,6 +1,7 @@
 //! PWLQ dequantization kernels, AVX2. Same contract as the AVX-512 ones
 //! (`x86_64::avx512vnni::pwlq`): each output is `table[field]` of a table the caller
-//! built with the scalar definition, so the results are bit-exact by construction.
+//! built with the scalar definition (the f32 kernel uses the table's odd symmetry, see
+//! its docs), so the results are bit-exact by construction.
 
 use core::arch::x86_64::*;
 
@@ -11,21 +12,17 @@ fn check(values: &[u8], regions: &[u64], k: usize) -> usize {
     blocks
 }
 
-/// Eight 5-bit fields → f32 through the 32-entry table held in four ymm (entries 8t..8t+8):
-/// `vpermps` in each, then two `vblendvps` on bit 3 and bit 4 of the field.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn lookup8(idx: __m256i, t: &[__m256; 4]) -> __m256 {
-    let b3 = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx));
-    let b4 = _mm256_castsi256_ps(_mm256_slli_epi32::<27>(idx));
-    let a = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t[0], idx), _mm256_permutevar8x32_ps(t[1], idx), b3);
-    let c = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t[2], idx), _mm256_permutevar8x32_ps(t[3], idx), b3);
-    _mm256_blendv_ps(a, c, b4)
-}
-
-/// 4-bit PWLQ codes of one channel → f32: `out[i] = lut[field(i)]` for `i < out.len()`
-/// (8 weights per step: `vpmovzxbd`, the region bits shifted into bit 4 with `vpsrlvd`,
-/// [`lookup8`]). Reads `⌈K/64⌉` blocks of both planes, writes exactly `out`.
+/// 4-bit PWLQ codes of one channel → f32: `out[i] = lut[field(i)]` for `i < out.len()`.
+///
+/// 8 weights per step: `vpmovzxbd` of the nibbles, two `vpermps` (they read only index
+/// bits 0–2, the magnitude `q`) in the centre half `lut[0..8]` and the tail half
+/// `lut[16..24]`, a `vblendvps` on the region bit (moved to the sign bit with `vpsrlvd`
+/// and a shift), then the nibble's sign bit XOR-ed into the float's. That equals the table
+/// for every *canonical* field — PWLQ dequantization is odd (`lut[f | 8]` is `−lut[f]`,
+/// exactly: both branches of the definition negate exactly) — i.e. every field except
+/// the negative centre zero `0b0_1000`, which no `qkern::quant::pwlq::PwlqPacked` holds (packing never
+/// writes it and `from_parts` rejects it). Reads `⌈K/64⌉` blocks of both planes, writes
+/// exactly `out`.
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -34,13 +31,10 @@ pub unsafe fn pwlq4_dequant_f32_u64(values: &[u8], regions: &[u64], lut: &[f32; 
     let k = out.len();
     let blocks = check(values, regions, k);
     // SAFETY: `lut` holds 32 floats.
-    let t = unsafe {
-        let p = lut.as_ptr();
-        [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))]
-    };
+    let (tc, tt) = unsafe { (_mm256_loadu_ps(lut.as_ptr()), _mm256_loadu_ps(lut.as_ptr().add(16))) };
     let nib = _mm_set1_epi8(0x0F);
     let lane_shift = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let one = _mm256_set1_epi32(1);
+    let sign = _mm256_set1_epi32(i32::MIN);
     let vp = values.as_ptr();
     let op = out.as_mut_ptr();
     let mut tmp = [0f32; 8];
@@ -55,24 +49,39 @@ pub unsafe fn pwlq4_dequant_f32_u64(values: &[u8], regions: &[u64], lut: &[f32; 
             _mm_and_si128(_mm_srli_epi16::<4>(v1), nib),
         ];
         let r = regions[b];
-        for g in 0..8 {
-            let start = 64 * b + 8 * g;
-            if start >= k {
-                break;
-            }
+        let step = |g: usize| {
             let q = quads[g / 2];
             let bytes = if g % 2 == 0 { q } else { _mm_srli_si128::<8>(q) };
             let idx = _mm256_cvtepu8_epi32(bytes);
-            let bits = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(((r >> (8 * g)) & 0xFF) as i32), lane_shift), one);
-            let idx = _mm256_or_si256(idx, _mm256_slli_epi32::<4>(bits));
-            let val = lookup8(idx, &t);
-            if start + 8 <= k {
-                // SAFETY: start + 8 ≤ out.len().
-                unsafe { _mm256_storeu_ps(op.add(start), val) };
-            } else {
-                // SAFETY: `tmp` holds 8 floats.
-                unsafe { _mm256_storeu_ps(tmp.as_mut_ptr(), val) };
-                out[start..k].copy_from_slice(&tmp[..k - start]);
+            let reg = _mm256_slli_epi32::<31>(_mm256_srlv_epi32(_mm256_set1_epi32(((r >> (8 * g)) & 0xFF) as i32), lane_shift));
+            let val = _mm256_blendv_ps(
+                _mm256_permutevar8x32_ps(tc, idx),
+                _mm256_permutevar8x32_ps(tt, idx),
+                _mm256_castsi256_ps(reg),
+            );
+            _mm256_xor_ps(val, _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32::<28>(idx), sign)))
+        };
+        let base = 64 * b;
+        if base + 64 <= k {
+            for g in 0..8 {
+                // SAFETY: base + 64 ≤ out.len().
+                unsafe { _mm256_storeu_ps(op.add(base + 8 * g), step(g)) };
+            }
+        } else {
+            for g in 0..8 {
+                let start = base + 8 * g;
+                if start >= k {
+                    break;
+                }
+                let val = step(g);
+                if start + 8 <= k {
+                    // SAFETY: start + 8 ≤ out.len().
+                    unsafe { _mm256_storeu_ps(op.add(start), val) };
+                } else {
+                    // SAFETY: `tmp` holds 8 floats.
+                    unsafe { _mm256_storeu_ps(tmp.as_mut_ptr(), val) };
+                    out[start..k].copy_from_slice(&tmp[..k - start]);
+                }
             }
         }
     }
