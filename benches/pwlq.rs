@@ -118,7 +118,7 @@ fn dequant(t: Duration) {
 fn gemm(t: Duration) {
     println!();
     println!("== exact-mode PWLQ GEMM vs our int8 GEMM, one thread, N = K = 4096 ==");
-    println!("{:<11} {:>4} {:>12} {:>10} {:>12} {:>10} {:>7}", "isa", "M", "int8 time", "int8 GOPS", "pwlq time", "pwlq GOPS", "ratio");
+    println!("{:<11} {:>4} {:>12} {:>10} {:>12} {:>10} {:>7}  pwlq path", "isa", "M", "int8 time", "int8 GOPS", "pwlq time", "pwlq GOPS", "ratio");
     let (n, k) = (4096usize, 4096usize);
     let (_, w) = pwlq(k, n);
     let mut r = ChaCha8Rng::seed_from_u64(3);
@@ -127,7 +127,7 @@ fn gemm(t: Duration) {
         let ctx = Context::for_isa(isa).unwrap().with_threads(1).unwrap();
         let int8 = PackedWeights::new_in(&ctx, MatrixRef::new(&b, k, n), WeightQuant::zero_point_only(qkern::PerChannel::Tensor(0))).unwrap();
         let pw = PwlqGemmWeights::new_in(&ctx, &w).unwrap();
-        for m in [1usize, 16, 128] {
+        for m in [1usize, 4, 8, 16, 128] {
             let a: Vec<u8> = (0..m * k).map(|_| r.random()).collect();
             let am = MatrixRef::new(&a, m, k);
             let mut ci = vec![0i32; m * n];
@@ -136,13 +136,14 @@ fn gemm(t: Duration) {
             let tp = time(t, || pw.gemm_f32_in(&ctx, Activations::new(am, 128u8, 0.01), None, MatrixMut::new(&mut cf, m, n))).unwrap();
             let ops = 2.0 * (m * n * k) as f64;
             println!(
-                "{:<11} {m:>4} {:>9.3} ms {:>10.1} {:>9.3} ms {:>10.1} {:>6.1}%",
+                "{:<11} {m:>4} {:>9.3} ms {:>10.1} {:>9.3} ms {:>10.1} {:>6.1}%  {}",
                 isa.name(),
                 ti.median * 1e3,
                 ops / ti.median / 1e9,
                 tp.median * 1e3,
                 ops / tp.median / 1e9,
-                100.0 * ti.median / tp.median
+                100.0 * ti.median / tp.median,
+                if pw.uses_fused(&ctx, m) { "fused pwlq4_dot3_u8 (avx512vnni)" } else { "int8 driver on [C|T|S]" }
             );
         }
     }

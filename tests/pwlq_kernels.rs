@@ -186,13 +186,28 @@ fn check_gemm<A: Int8>(ctx: &Context, w: &PwlqPacked, a: &[A], m: usize, za: A, 
     }
 }
 
+/// Every tier, each with the default thread count and with one thread (the fused
+/// single-pass kernel runs on one thread only).
+fn gemm_contexts() -> Vec<Context> {
+    common::available_isas()
+        .into_iter()
+        .flat_map(|i| [Context::for_isa(i).unwrap(), Context::for_isa(i).unwrap().with_threads(1).unwrap()])
+        .collect()
+}
+
 #[test]
 fn exact_gemm_equals_the_reference_on_every_tier() {
     let mut r = rng(99);
-    for ctx in contexts() {
+    let mut fused_runs = 0;
+    for ctx in gemm_contexts() {
         for bits in [4u32, 8] {
-            for (ms, k, n) in [(1usize, 1usize, 1usize), (2, 63, 7), (5, 65, 33), (17, 300, 18), (16, 129, 5)] {
+            for (ms, k, n) in [(1usize, 1usize, 1usize), (2, 63, 7), (5, 65, 33), (17, 300, 18), (16, 129, 5), (8, 1000, 9), (3, 64, 4)] {
                 let ws = [quantized(bits, k, n, (k * 3 + n) as u64), extreme(bits, n, k, (k + n) as u64)];
+                let fused = PwlqGemmWeights::new_in(&ctx, &ws[0]).unwrap().uses_fused(&ctx, ms);
+                fused_runs += fused as usize;
+                if ctx.kernels().isa == qkern::Isa::Avx512Vnni && ctx.threads() == 1 {
+                    assert_eq!(fused, bits == 4 && ms <= qkern::quant::pwlq::FUSED_MAX_ROWS);
+                }
                 for w in &ws {
                     let bias: Vec<f32> = (0..n).map(|c| c as f32 * 0.25 - 1.0).collect();
                     // u8: extremes 0/255 mixed in, zero points at the edges.
@@ -207,6 +222,11 @@ fn exact_gemm_equals_the_reference_on_every_tier() {
                 }
             }
         }
+    }
+    if !common::available_isas().contains(&qkern::Isa::Avx512Vnni) {
+        let _ = writeln!(std::io::stderr(), "SKIP fused PWLQ GEMM kernel: avx512vnni not available on this CPU");
+    } else {
+        assert!(fused_runs > 0);
     }
 }
 

@@ -246,6 +246,50 @@ pub struct PwlqGemmWeights {
     n: usize,
     k: usize,
     channels: Vec<PwlqChannel>,
+    fused: Option<Fused>,
+}
+
+/// What the fused single-pass path reads: the 4-bit planes themselves and, per channel,
+/// `Σc`, `Σt`, `Σs` over K (for the zero-point correction).
+#[derive(Debug)]
+struct Fused {
+    values: Vec<u8>,
+    regions: Vec<u64>,
+    blocks: usize,
+    sums: Vec<[i64; 3]>,
+}
+
+/// Rows up to which the fused single-pass kernel is used (beyond, the int8 GEMM driver's
+/// register tiles reuse each weight across rows better than decoding it per row).
+pub const FUSED_MAX_ROWS: usize = usize::MAX;
+
+/// Channels per tile of the fused path (see `fused_f32`).
+const FUSED_TILE_N: usize = 32;
+
+/// `R` rows × `NC` channels of raw sums from channel `c0` (`nc ≤ NC` real channels; the
+/// rest repeat the last and are ignored by the caller).
+#[allow(unsafe_code)] // the one call site of the fused kernel
+fn dot3<const R: usize, const NC: usize>(f: &Fused, a: [&[u8]; R], c0: usize, nc: usize) -> [[[i32; 3]; NC]; R] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let rb = f.blocks * 32;
+        let v: [&[u8]; NC] = core::array::from_fn(|j| {
+            let c = c0 + j.min(nc - 1);
+            &f.values[c * rb..(c + 1) * rb]
+        });
+        let r: [&[u64]; NC] = core::array::from_fn(|j| {
+            let c = c0 + j.min(nc - 1);
+            &f.regions[c * f.blocks..(c + 1) * f.blocks]
+        });
+        // SAFETY: `Fused` exists only when the context's tier is AVX-512 VNNI (checked
+        // against the CPU when the context was built); the kernel checks the lengths.
+        unsafe { qkern_kernels::x86_64::avx512vnni::pwlq::pwlq4_dot3_u8::<R, NC>(a, v, r) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (f, a, c0, nc);
+        unreachable!("the fused path is built only on x86-64")
+    }
 }
 
 impl PwlqGemmWeights {
@@ -268,7 +312,25 @@ impl PwlqGemmWeights {
             }
         }
         let packed = PackedWeights::new_in(ctx, MatrixRef::new(&b, k, cols), WeightQuant::zero_point_only(PerChannel::Tensor(0)))?;
-        Ok(PwlqGemmWeights { packed, n, k, channels: w.channels.clone() })
+        let blocks = w.blocks();
+        // i32 raw sums are exact while blocks·64·255·Q < 2³¹.
+        let fits = (blocks as u64) * 64 * 255 * (w.q_max as u64) < (1u64 << 31);
+        let fused = (cfg!(target_arch = "x86_64") && w.bits == 4 && tier(ctx.kernels().isa) == Tier::Avx512 && fits).then(|| {
+            let sums = (0..n)
+                .map(|c| {
+                    let mut s = [0i64; 3];
+                    for kk in 0..k {
+                        let (x, y, z) = decompose(w.code(c, kk), w.q_max);
+                        s[0] += x as i64;
+                        s[1] += y as i64;
+                        s[2] += z as i64;
+                    }
+                    s
+                })
+                .collect();
+            Fused { values: w.values.clone(), regions: w.regions.clone(), blocks, sums }
+        });
+        Ok(PwlqGemmWeights { packed, n, k, channels: w.channels.clone(), fused })
     }
 
     /// Prepares `w` for the default context.
@@ -319,6 +381,10 @@ impl PwlqGemmWeights {
         }
         check_matrix("c", c.data.len(), c.rows, c.cols, c.stride)?;
         let m = a.matrix.rows;
+        if let Some(f) = self.fused.as_ref().filter(|_| self.uses_fused(ctx, m)) {
+            self.fused_f32(f, a, bias, c);
+            return Ok(());
+        }
         let mut dots = vec![0i32; m * 3 * self.n];
         self.dots_in(ctx, a.matrix, a.zero_point, &mut dots)?;
         let n = self.n;
@@ -331,6 +397,76 @@ impl PwlqGemmWeights {
             }
         }
         Ok(())
+    }
+
+    /// Whether a call of `m` rows on `ctx` runs the fused single-pass kernel
+    /// (`pwlq4_dot3_u8__avx512vnni`: 4-bit weights, an AVX-512 VNNI context of one thread,
+    /// `m ≤` [`FUSED_MAX_ROWS`]) instead of the int8 GEMM driver on `[C | T | S]`.
+    pub fn uses_fused(&self, ctx: &Context, m: usize) -> bool {
+        self.fused.is_some() && m <= FUSED_MAX_ROWS && ctx.threads() == 1 && tier(ctx.kernels().isa) == Tier::Avx512
+    }
+
+    /// The fused path: per row, the activations (as u8: i8 ones XOR 0x80, the zero point
+    /// likewise) zero-padded to whole blocks, four channels per kernel call; then
+    /// `D = raw − za·Σw` in i64 and [`combine_exact`].
+    fn fused_f32<A: Int8>(&self, f: &Fused, a: Activations<'_, A>, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) {
+        let (m, n, k) = (a.matrix.rows, self.n, self.k);
+        let flip = if A::SIGNED { 0x80u8 } else { 0 };
+        let za = ((a.zero_point.to_i32() as u8) ^ flip) as i64;
+        let mut rows = vec![0u8; m * f.blocks * 64];
+        for (r, dst) in rows.chunks_exact_mut(f.blocks * 64).enumerate() {
+            let src = &a.matrix.data[r * a.matrix.stride..r * a.matrix.stride + k];
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = (s.to_i32() as u8) ^ flip;
+            }
+        }
+        let row = |r: usize| &rows[r * f.blocks * 64..(r + 1) * f.blocks * 64];
+        let (out, ld) = (c.data, c.stride);
+        let mut emit = |r: usize, ch: usize, raw: [i32; 3]| {
+            let s = &f.sums[ch];
+            let t = DotTriple { centre: raw[0] as i64 - za * s[0], tail: raw[1] as i64 - za * s[1], tail_sign: raw[2] as i64 - za * s[2] };
+            out[r * ld + ch] = combine_exact(t, &self.channels[ch], a.scale, bias.map(|b| b[ch]));
+        };
+        // Channel tiles of FUSED_TILE_N outermost, so a tile's codes (80 KiB) stay in L2
+        // while every row group reads them; within a tile, groups of 8 rows run 8 rows × 1 channel
+        // per call, one row 4 channels, 2–7 rows 4 rows × 2 channels (≤ 24 accumulators).
+        for ct in (0..n).step_by(FUSED_TILE_N) {
+            let ce = (ct + FUSED_TILE_N).min(n);
+            let mut r0 = 0;
+            while r0 < m {
+                let nr = if m - r0 >= 8 { 8 } else { (m - r0).min(4) };
+                if nr == 8 {
+                    // 8 rows × 1 channel: the decode is shared by 24 `vpdpbusd`.
+                    let ar: [&[u8]; 8] = core::array::from_fn(|i| row(r0 + i));
+                    for c0 in ct..ce {
+                        let raw = dot3::<8, 1>(f, ar, c0, 1);
+                        for (i, rw) in raw.iter().enumerate() {
+                            emit(r0 + i, c0, rw[0]);
+                        }
+                    }
+                } else if nr == 1 {
+                    for c0 in (ct..ce).step_by(4) {
+                        let nc = (ce - c0).min(4);
+                        let raw = dot3::<1, 4>(f, [row(r0)], c0, nc);
+                        for j in 0..nc {
+                            emit(r0, c0 + j, raw[0][j]);
+                        }
+                    }
+                } else {
+                    let ar: [&[u8]; 4] = core::array::from_fn(|i| row(r0 + i.min(nr - 1)));
+                    for c0 in (ct..ce).step_by(2) {
+                        let nc = (ce - c0).min(2);
+                        let raw = dot3::<4, 2>(f, ar, c0, nc);
+                        for i in 0..nr {
+                            for j in 0..nc {
+                                emit(r0 + i, c0 + j, raw[i][j]);
+                            }
+                        }
+                    }
+                }
+                r0 += nr;
+            }
+        }
     }
 
     /// [`PwlqGemmWeights::gemm_f32_in`] on the default context.

@@ -107,3 +107,66 @@ pub unsafe fn pwlq4_dequant_i8_u64(values: &[u8], regions: &[u64], table: &[i8; 
         }
     }
 }
+
+/// Fused exact-mode dot products of 4-bit PWLQ: for `R` activation rows `a[r]` (u8, each
+/// at least `⌈K/64⌉·64` bytes — the caller zero-pads; padded code fields are zero) and
+/// `NC` channels (`values[c]`, `regions[c]`: that channel's planes, `⌈K/64⌉` blocks),
+/// returns `out[r][c]` = the raw sums `[Σ a·c, Σ a·t, Σ a·s]` (no zero point: the caller
+/// subtracts `za·Σc` etc.). Each block of each channel is decoded once in registers —
+/// `vpshufb` of the nibble through the signed-magnitude table (`±q`) and the sign table
+/// (`±1`), zero-masked by the region word (centre: region 0; tail and sign: region 1) —
+/// and used by all `R` rows: three `vpdpbusd` per row. `R·NC·3 ≤ 24` accumulators keep
+/// everything in registers. Exact in i32 while `⌈K/64⌉·64·255·Q < 2³¹` (the caller
+/// checks). Callers pad short row or channel groups by repeating an entry.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn pwlq4_dot3_u8<const R: usize, const NC: usize>(
+    a: [&[u8]; R],
+    values: [&[u8]; NC],
+    regions: [&[u64]; NC],
+) -> [[[i32; 3]; NC]; R] {
+    let blocks = if NC == 0 { 0 } else { regions[0].len() };
+    for r in a {
+        assert!(r.len() >= blocks * 64);
+    }
+    for c in 0..NC {
+        assert!(values[c].len() >= blocks * 32 && regions[c].len() >= blocks);
+    }
+    // Nibble `sign·8 | q` → `±q` and → `±1` (q = 0 with the sign bit only occurs in the
+    // tail, where it is −(Q+1+0): t = 0, s = −1).
+    let tq = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6, -7));
+    let ts = _mm512_broadcast_i32x4(_mm_setr_epi8(1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1));
+    let nib = _mm256_set1_epi8(0x0F);
+    let mut acc = [[[_mm512_setzero_si512(); 3]; NC]; R];
+    for b in 0..blocks {
+        // SAFETY: 64·b + 64 ≤ a[r].len().
+        let av: [__m512i; R] = core::array::from_fn(|r| unsafe { _mm512_loadu_si512(a[r].as_ptr().add(64 * b).cast()) });
+        for c in 0..NC {
+            // SAFETY: 32·b + 32 ≤ values[c].len().
+            let v = unsafe { _mm256_loadu_si256(values[c].as_ptr().add(32 * b).cast()) };
+            let lo = _mm256_and_si256(v, nib);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib);
+            let idx = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            let rg = regions[c][b];
+            let wc = _mm512_maskz_shuffle_epi8(!rg, tq, idx);
+            let wt = _mm512_maskz_shuffle_epi8(rg, tq, idx);
+            let wsg = _mm512_maskz_shuffle_epi8(rg, ts, idx);
+            for r in 0..R {
+                acc[r][c][0] = _mm512_dpbusd_epi32(acc[r][c][0], av[r], wc);
+                acc[r][c][1] = _mm512_dpbusd_epi32(acc[r][c][1], av[r], wt);
+                acc[r][c][2] = _mm512_dpbusd_epi32(acc[r][c][2], av[r], wsg);
+            }
+        }
+    }
+    let mut out = [[[0i32; 3]; NC]; R];
+    for r in 0..R {
+        for c in 0..NC {
+            for j in 0..3 {
+                out[r][c][j] = _mm512_reduce_add_epi32(acc[r][c][j]);
+            }
+        }
+    }
+    out
+}
