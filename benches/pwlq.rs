@@ -48,6 +48,9 @@ fn tiers() -> Vec<Isa> {
     qkern::dispatch::cpu().isas.iter().copied().filter(|&i| matches!(i, Isa::Scalar | Isa::Avx2 | Isa::Avx512Vnni)).collect()
 }
 
+/// `(mode, output type, one call)` of the dequant table.
+type Run<'a> = (&'static str, &'static str, Box<dyn FnMut() -> qkern::Result<()> + 'a>);
+
 fn memcpy_gbps(src: &[u8], dst: &mut [u8], t: Duration) -> f64 {
     let tm = time::<()>(t, || {
         dst.copy_from_slice(black_box(src));
@@ -82,7 +85,7 @@ fn dequant(t: Duration) {
         let mut full8 = vec![0i8; n * k];
         for isa in tiers() {
             let ctx = Context::for_isa(isa).unwrap();
-            let runs: [(&str, &str, Box<dyn FnMut() -> qkern::Result<()>>); 3] = [
+            let runs: [Run<'_>; 3] = [
                 (
                     "stream",
                     "f32",

@@ -68,7 +68,7 @@
 
 mod kernels;
 
-pub use kernels::{FUSED_MAX_ROWS, PwlqGemmWeights, dequant_kernel_name};
+pub use kernels::{PwlqGemmWeights, dequant_kernel_name};
 
 use std::borrow::Cow;
 

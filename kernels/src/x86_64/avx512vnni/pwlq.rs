@@ -10,6 +10,9 @@
 //! grid level for i8). That makes them bit-exact with the reference by construction —
 //! the f32 operations are the reference's own, done once per field instead of per weight.
 
+// Blocks index two parallel planes; an index loop says that best.
+#![allow(clippy::needless_range_loop)]
+
 use core::arch::x86_64::*;
 
 /// Checks the plane lengths for `k` weights (the kernels' only preconditions besides the
