@@ -2,12 +2,17 @@
 //!
 //! * `qkern info` — version, CPU features, the ISA tiers available and the kernel chosen
 //!   for each family at each tier.
+//! * `qkern quantize weights.npy --scheme S --bits B` — every scheme's MSE / SQNR / max
+//!   error on a weight tensor (src/bin/qkern/quantize.rs).
 //! * `qkern bench` — the int8 GEMM (u8 × i8 → i32, prepacked weights) on the shapes of
 //!   DESIGN.md §7, as GOPS and as a fraction of the path's peak.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+#[path = "qkern/quantize.rs"]
+mod quantize;
 
 use clap::{Parser, Subcommand};
 use qkern::bench::{self, DwShape, DwconvCase, GemmCase, Shape};
@@ -27,6 +32,8 @@ enum Command {
     Info,
     /// Time the int8 GEMM (u8 activations × i8 prepacked weights → i32) on benchmark shapes.
     Bench(BenchArgs),
+    /// Quantize a .npy weight tensor with one scheme or all and print MSE, SQNR and max error.
+    Quantize(quantize::QuantizeArgs),
 }
 
 #[derive(clap::Args)]
@@ -167,6 +174,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => info(),
         Command::Bench(args) => run_bench(args),
+        Command::Quantize(args) => quantize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -66,6 +66,10 @@
 //! PWLQ becomes a 32-entry int8 codebook (at most 29 distinct levels). It reports the MSE
 //! the snapping costs.
 
+mod kernels;
+
+pub use kernels::{PwlqGemmWeights, dequant_kernel_name};
+
 use std::borrow::Cow;
 
 use qkern_kernels::Int8;

@@ -11,6 +11,7 @@ pub mod dwconv;
 pub mod codebook;
 pub mod gemm;
 pub mod gemv;
+pub mod pwlq;
 pub mod peak;
 
 #[cfg(test)]

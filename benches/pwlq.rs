@@ -1,0 +1,167 @@
+//! PWLQ benchmarks (issue 6, point 5), one core, every x86 tier this CPU has:
+//!
+//! * dequant: 4-bit PWLQ codes → f32 (and → i8 on the grid) in GB/s of *codes read*
+//!   (value plane + region words), against a `memcpy` of the same number of bytes timed
+//!   in the same run (before and after, averaged). Two modes: `stream` decodes channel by
+//!   channel into one K-float buffer that stays in L1/L2 (how a consumer uses it), `full`
+//!   writes the whole N·K f32 matrix (6.4× the codes' bytes written).
+//! * gemm: the exact-mode PWLQ GEMM (`PwlqGemmWeights`, three int8 dot products + f32
+//!   combine) against our int8 GEMM (`gemm_i32`, u8 × i8 prepacked) at M = 1, 16, 128,
+//!   N = K = 4096, same tier, same thread count (1); ratio = int8 time / PWLQ time.
+//!
+//! `cargo bench --bench pwlq` (add `-- quick` for short timings, `-- dequant` or
+//! `-- gemm` for one part).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use qkern::bench::time;
+use qkern::quant::Granularity;
+use qkern::quant::pwlq::{Breakpoint, GridScope, PwlqGemmWeights, PwlqPacked, PwlqQuantizer, dequant_kernel_name};
+use qkern::{Activations, Context, Isa, MatrixMut, MatrixRef, PackedWeights, WeightQuant};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+fn weights(k: usize, n: usize, seed: u64) -> Vec<f32> {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    (0..k * n)
+        .map(|_| {
+            let v: f64 = StandardNormal.sample(&mut r);
+            (0.02 * v) as f32
+        })
+        .collect()
+}
+
+fn pwlq(k: usize, n: usize) -> (Vec<f32>, PwlqPacked) {
+    let x = weights(k, n, 7);
+    let p = PwlqQuantizer::new(4, Breakpoint::Gaussian)
+        .with_granularity(Granularity::PerChannel { axis: 1 })
+        .quantize(&x, &[k, n])
+        .unwrap()
+        .pack()
+        .unwrap();
+    (x, p)
+}
+
+fn tiers() -> Vec<Isa> {
+    qkern::dispatch::cpu().isas.iter().copied().filter(|&i| matches!(i, Isa::Scalar | Isa::Avx2 | Isa::Avx512Vnni)).collect()
+}
+
+/// `(mode, output type, one call)` of the dequant table.
+type Run<'a> = (&'static str, &'static str, Box<dyn FnMut() -> qkern::Result<()> + 'a>);
+
+fn memcpy_gbps(src: &[u8], dst: &mut [u8], t: Duration) -> f64 {
+    let tm = time::<()>(t, || {
+        dst.copy_from_slice(black_box(src));
+        black_box(&mut *dst);
+        Ok(())
+    })
+    .unwrap();
+    src.len() as f64 / tm.median / 1e9
+}
+
+fn dequant(t: Duration) {
+    println!("== dequant: 4-bit PWLQ codes -> f32 / i8, one core; GB/s of codes read (values + region words) ==");
+    println!(
+        "{:<7} {:>6} {:>6} {:>9} {:<32} {:>9} {:>11} {:>7}",
+        "mode", "N", "K", "codes KiB", "kernel", "GB/s", "memcpy GB/s", "%memcpy"
+    );
+    for (n, k) in [(64usize, 4096usize), (4096, 4096)] {
+        let (x, w) = pwlq(k, n);
+        let code_bytes = w.values().len() + 8 * w.regions().len();
+        let src = vec![1u8; code_bytes];
+        let mut dst = vec![0u8; code_bytes];
+        let grid = PwlqQuantizer::new(4, Breakpoint::Gaussian)
+            .with_granularity(Granularity::PerChannel { axis: 1 })
+            .calibrate(&x, &[k, n])
+            .unwrap()
+            .snap_to_grid(&x, &[k, n], GridScope::PerChannel, 127)
+            .unwrap();
+        let gw = grid.pack().unwrap();
+        let tables: Vec<[i8; 32]> = (0..n).map(|c| grid.table_i8(c).unwrap()).collect();
+        let mut row = vec![0f32; k];
+        let mut full = vec![0f32; n * k];
+        let mut full8 = vec![0i8; n * k];
+        for isa in tiers() {
+            let ctx = Context::for_isa(isa).unwrap();
+            let runs: [Run<'_>; 3] = [
+                (
+                    "stream",
+                    "f32",
+                    Box::new(|| {
+                        for c in 0..n {
+                            w.dequantize_channel_f32_in(&ctx, c, &mut row)?;
+                            black_box(&mut row);
+                        }
+                        Ok(())
+                    }),
+                ),
+                ("full", "f32", Box::new(|| w.dequantize_f32_in(&ctx, &mut full))),
+                ("full", "i8", Box::new(|| gw.dequantize_i8_in(&ctx, &tables, &mut full8))),
+            ];
+            for (mode, out, mut f) in runs {
+                let before = memcpy_gbps(&src, &mut dst, t / 2);
+                let tm = time(t, &mut f).unwrap();
+                let after = memcpy_gbps(&src, &mut dst, t / 2);
+                let gbps = code_bytes as f64 / tm.median / 1e9;
+                let mc = 0.5 * (before + after);
+                println!(
+                    "{mode:<7} {n:>6} {k:>6} {:>9.1} {:<32} {gbps:>9.2} {mc:>11.2} {:>7.1}",
+                    code_bytes as f64 / 1024.0,
+                    dequant_kernel_name(isa, 4, out),
+                    100.0 * gbps / mc
+                );
+            }
+        }
+    }
+    println!("memcpy = copy_from_slice of the same number of bytes, timed just before and after (mean of the two medians)");
+}
+
+fn gemm(t: Duration) {
+    println!();
+    println!("== exact-mode PWLQ GEMM vs our int8 GEMM, one thread, N = K = 4096 ==");
+    println!("{:<11} {:>4} {:>12} {:>10} {:>12} {:>10} {:>7}  pwlq path", "isa", "M", "int8 time", "int8 GOPS", "pwlq time", "pwlq GOPS", "ratio");
+    let (n, k) = (4096usize, 4096usize);
+    let (_, w) = pwlq(k, n);
+    let mut r = ChaCha8Rng::seed_from_u64(3);
+    let b: Vec<i8> = (0..k * n).map(|_| r.random()).collect();
+    for isa in tiers().into_iter().filter(|&i| i != Isa::Scalar) {
+        let ctx = Context::for_isa(isa).unwrap().with_threads(1).unwrap();
+        let int8 = PackedWeights::new_in(&ctx, MatrixRef::new(&b, k, n), WeightQuant::zero_point_only(qkern::PerChannel::Tensor(0))).unwrap();
+        let pw = PwlqGemmWeights::new_in(&ctx, &w).unwrap();
+        for m in [1usize, 4, 8, 16, 128] {
+            let a: Vec<u8> = (0..m * k).map(|_| r.random()).collect();
+            let am = MatrixRef::new(&a, m, k);
+            let mut ci = vec![0i32; m * n];
+            let mut cf = vec![0f32; m * n];
+            let ti = time(t, || ctx.gemm_i32(Activations::new(am, 128u8, 1.0), &int8, None, MatrixMut::new(&mut ci, m, n))).unwrap();
+            let tp = time(t, || pw.gemm_f32_in(&ctx, Activations::new(am, 128u8, 0.01), None, MatrixMut::new(&mut cf, m, n))).unwrap();
+            let ops = 2.0 * (m * n * k) as f64;
+            println!(
+                "{:<11} {m:>4} {:>9.3} ms {:>10.1} {:>9.3} ms {:>10.1} {:>6.1}%  {}",
+                isa.name(),
+                ti.median * 1e3,
+                ops / ti.median / 1e9,
+                tp.median * 1e3,
+                ops / tp.median / 1e9,
+                100.0 * ti.median / tp.median,
+                if pw.uses_fused(&ctx, m) { "fused pwlq4_dot3_u8 (avx512vnni)" } else { "int8 driver on [C|T|S]" }
+            );
+        }
+    }
+    println!("int8 = gemm_i32 (u8 x i8 prepacked -> i32); pwlq = PwlqGemmWeights::gemm_f32_in (three exact dots + f32 combine); GOPS = 2MNK / median time; ratio = int8 time / pwlq time");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let t = if quick { Duration::from_millis(100) } else { Duration::from_millis(500) };
+    let only = |s: &str| !args.iter().any(|a| a == "dequant" || a == "gemm") || args.iter().any(|a| a == s);
+    if only("dequant") {
+        dequant(t);
+    }
+    if only("gemm") {
+        gemm(t);
+    }
+}

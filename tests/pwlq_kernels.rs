@@ -1,0 +1,270 @@
+//! PWLQ kernels (issue 6, points 3–4): the SIMD dequantization (f32, and i8 for
+//! grid-aligned PWLQ) and the exact-mode GEMM, each bit-exact against its scalar
+//! reference on every x86 tier this CPU has (missing tiers are skipped visibly), over odd
+//! lengths, all-extreme codes and activations, and per-channel parameters.
+
+mod common;
+
+use std::io::Write;
+
+use qkern::quant::Granularity;
+use qkern::quant::pwlq::{
+    Breakpoint, GridScope, PwlqGemmWeights, PwlqPacked, PwlqPackedParts, PwlqQuantizer, dequant_kernel_name, gemm_exact_ref,
+};
+use qkern::{Activations, Context, Error, Int8, MatrixMut, MatrixRef};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Per-channel Gaussian weights `[K][N]` (channel axis 1), a different σ per channel.
+fn weights(k: usize, n: usize, seed: u64) -> Vec<f32> {
+    let mut r = rng(seed);
+    (0..k * n)
+        .map(|i| {
+            let v: f64 = StandardNormal.sample(&mut r);
+            (v * 0.01 * (1 + i % n) as f64) as f32
+        })
+        .collect()
+}
+
+fn quantized(bits: u32, k: usize, n: usize, seed: u64) -> PwlqPacked {
+    let w = weights(k, n, seed);
+    PwlqQuantizer::new(bits, Breakpoint::Gaussian)
+        .with_granularity(Granularity::PerChannel { axis: 1 })
+        .quantize(&w, &[k, n])
+        .unwrap()
+        .pack()
+        .unwrap()
+}
+
+/// Packed weights whose every field is drawn from `fields` (the extremes), with
+/// per-channel `m` and `p`, through the checked `from_parts`.
+fn extreme(bits: u32, n: usize, k: usize, seed: u64) -> PwlqPacked {
+    let mut r = rng(seed);
+    let q = (1u16 << (bits - 1)) - 1;
+    let neg = 1u16 << (bits - 1);
+    let region = 1u16 << bits;
+    // Largest centre ±Q, smallest and largest tail ±0 / ±Q, zero.
+    let pool = [q, neg | q, region, region | neg, region | q, region | neg | q, 0, 1, neg | 1];
+    let blocks = k.div_ceil(64);
+    let bpb = if bits == 4 { 32 } else { 64 };
+    let mut values = vec![0u8; n * blocks * bpb];
+    let mut regions = vec![0u64; if bits == 6 { 0 } else { n * blocks }];
+    for c in 0..n {
+        for kk in 0..k {
+            let f = pool[r.random_range(0..pool.len())];
+            let (kb, i) = (kk / 64, kk % 64);
+            match bits {
+                4 => {
+                    values[c * blocks * 32 + kb * 32 + i % 32] |= ((f & 0xF) as u8) << (4 * (i / 32));
+                    regions[c * blocks + kb] |= ((f >> 4) as u64 & 1) << i;
+                }
+                6 => values[c * blocks * 64 + kb * 64 + i] = f as u8,
+                _ => {
+                    values[c * blocks * 64 + kb * 64 + i] = f as u8;
+                    regions[c * blocks + kb] |= ((f >> 8) as u64 & 1) << i;
+                }
+            }
+        }
+    }
+    let m: Vec<f32> = (0..n).map(|c| 0.37 * (c + 1) as f32).collect();
+    let p: Vec<f32> = m.iter().enumerate().map(|(c, &m)| m * [0.0, 0.31, 0.77, 1.0][c % 4]).collect();
+    PwlqPacked::from_parts(PwlqPackedParts { bits, channels: n, k, channel_axis: 0, values, regions, m, p }).unwrap()
+}
+
+fn contexts() -> Vec<Context> {
+    common::available_isas().into_iter().map(|i| Context::for_isa(i).unwrap()).collect()
+}
+
+fn check_dequant(w: &PwlqPacked, ctx: &Context, what: &str) {
+    let want = w.dequantize_channel_major();
+    let mut got = vec![f32::NAN; want.len()];
+    w.dequantize_f32_in(ctx, &mut got).unwrap();
+    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            g.to_bits(),
+            e.to_bits(),
+            "{what} {} bits {} K {}: element {i}: {g} vs {e}",
+            dequant_kernel_name(ctx.kernels().isa, w.bits(), "f32"),
+            w.bits(),
+            w.k()
+        );
+    }
+}
+
+const KS: [usize; 11] = [1, 2, 7, 15, 16, 31, 33, 63, 64, 65, 300];
+
+#[test]
+fn dequant_f32_equals_the_reference_on_every_tier() {
+    for ctx in contexts() {
+        for bits in [4u32, 6, 8] {
+            for (i, &k) in KS.iter().enumerate() {
+                for n in [1usize, 3] {
+                    check_dequant(&quantized(bits, k, n, 10 + i as u64), &ctx, "gaussian");
+                    check_dequant(&extreme(bits, n, k, 20 + i as u64), &ctx, "extreme");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dequant_rejects_bad_buffers() {
+    let w = quantized(4, 65, 3, 1);
+    let ctx = Context::new().unwrap();
+    let mut small = vec![0f32; 3 * 65 - 1];
+    assert!(matches!(w.dequantize_f32_in(&ctx, &mut small), Err(Error::BufferTooSmall { .. })));
+    let mut big = vec![0f32; 3 * 65 + 1];
+    assert!(matches!(w.dequantize_f32_in(&ctx, &mut big), Err(Error::ShapeMismatch(_))));
+    let mut o8 = vec![0i8; 3 * 65];
+    assert!(matches!(w.dequantize_i8_in(&ctx, &[[0i8; 32]; 2], &mut o8), Err(Error::ShapeMismatch(_))));
+    assert!(w.dequant_table(3).is_err());
+    let w6 = quantized(6, 65, 3, 1);
+    assert!(matches!(w6.dequantize_i8_in(&ctx, &[[0i8; 32]; 3], &mut o8), Err(Error::Unsupported(_))));
+}
+
+#[test]
+fn dequant_i8_of_grid_aligned_pwlq_equals_its_levels() {
+    for ctx in contexts() {
+        for (i, &k) in KS.iter().enumerate() {
+            let n = 5;
+            let x = weights(k, n, 40 + i as u64);
+            let params = PwlqQuantizer::new(4, Breakpoint::Search)
+                .with_granularity(Granularity::PerChannel { axis: 1 })
+                .calibrate(&x, &[k, n])
+                .unwrap();
+            for scope in [GridScope::PerChannel, GridScope::Shared] {
+                let g = params.snap_to_grid(&x, &[k, n], scope, 127).unwrap();
+                let packed = g.pack().unwrap();
+                let tables: Vec<[i8; 32]> = (0..n).map(|s| g.table_i8(s).unwrap()).collect();
+                let mut got = vec![0i8; n * k];
+                packed.dequantize_i8_in(&ctx, &tables, &mut got).unwrap();
+                let xg = g.dequantize();
+                for c in 0..n {
+                    for kk in 0..k {
+                        // The level of the grid code, as the scalar definition gives it.
+                        let want = g.level(c, g.codes()[kk * n + c]);
+                        assert_eq!(got[c * k + kk] as i32, want, "{} K {k} ({c},{kk})", ctx.kernels().isa.name());
+                        // And L·g is the grid-aligned value.
+                        assert_eq!(
+                            (got[c * k + kk] as f32 * g.grid_scales()[c]).to_bits(),
+                            xg[kk * n + c].to_bits()
+                        );
+                    }
+                }
+            }
+        }
+        // All-extreme fields with an arbitrary table.
+        for &k in &KS {
+            let w = extreme(4, 3, k, 7);
+            let tables: Vec<[i8; 32]> = (0..3).map(|c| core::array::from_fn(|f| (f as i32 * 8 - 128 + c) as i8)).collect();
+            let mut got = vec![0i8; 3 * k];
+            w.dequantize_i8_in(&ctx, &tables, &mut got).unwrap();
+            for c in 0..3 {
+                for kk in 0..k {
+                    assert_eq!(got[c * k + kk], tables[c][w.field(c, kk) as usize]);
+                }
+            }
+        }
+    }
+}
+
+fn check_gemm<A: Int8>(ctx: &Context, w: &PwlqPacked, a: &[A], m: usize, za: A, sa: f32, bias: Option<&[f32]>) {
+    let (n, k) = (w.channels(), w.k());
+    let g = PwlqGemmWeights::new_in(ctx, w).unwrap();
+    let am = MatrixRef::new(a, m, k);
+    let mut want = vec![f32::NAN; m * n];
+    gemm_exact_ref(Activations::new(am, za, sa), w, bias, MatrixMut::new(&mut want, m, n)).unwrap();
+    let mut got = vec![f32::NAN; m * n];
+    g.gemm_f32_in(ctx, Activations::new(am, za, sa), bias, MatrixMut::new(&mut got, m, n)).unwrap();
+    for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(x.to_bits(), y.to_bits(), "{} M {m} N {n} K {k} bits {}: ({}, {})", ctx.kernels().isa.name(), w.bits(), i / n, i % n);
+    }
+}
+
+/// Every tier, each with the default thread count and with one thread (the fused
+/// single-pass kernel runs on one thread only).
+fn gemm_contexts() -> Vec<Context> {
+    common::available_isas()
+        .into_iter()
+        .flat_map(|i| [Context::for_isa(i).unwrap(), Context::for_isa(i).unwrap().with_threads(1).unwrap()])
+        .collect()
+}
+
+#[test]
+fn exact_gemm_equals_the_reference_on_every_tier() {
+    let mut r = rng(99);
+    let mut fused_runs = 0;
+    for ctx in gemm_contexts() {
+        for bits in [4u32, 8] {
+            for (ms, k, n) in [(1usize, 1usize, 1usize), (2, 63, 7), (5, 65, 33), (17, 300, 18), (16, 129, 5), (8, 1000, 9), (3, 64, 4)] {
+                let ws = [quantized(bits, k, n, (k * 3 + n) as u64), extreme(bits, n, k, (k + n) as u64)];
+                let fused = PwlqGemmWeights::new_in(&ctx, &ws[0]).unwrap().uses_fused(&ctx, ms);
+                fused_runs += fused as usize;
+                if ctx.kernels().isa == qkern::Isa::Avx512Vnni && ctx.threads() == 1 {
+                    assert_eq!(fused, bits == 4);
+                }
+                for w in &ws {
+                    let bias: Vec<f32> = (0..n).map(|c| c as f32 * 0.25 - 1.0).collect();
+                    // u8: extremes 0/255 mixed in, zero points at the edges.
+                    let au: Vec<u8> = (0..ms * k).map(|i| if i % 5 == 0 { [0, 255][i % 2] } else { r.random() }).collect();
+                    for za in [0u8, 128, 255] {
+                        check_gemm(&ctx, w, &au, ms, za, 0.0123, Some(&bias));
+                    }
+                    let ai: Vec<i8> = (0..ms * k).map(|i| if i % 3 == 0 { [-128, 127][i % 2] } else { r.random() }).collect();
+                    for za in [-128i8, 0, 127] {
+                        check_gemm(&ctx, w, &ai, ms, za, 1.5, None);
+                    }
+                }
+            }
+        }
+    }
+    if !common::available_isas().contains(&qkern::Isa::Avx512Vnni) {
+        let _ = writeln!(std::io::stderr(), "SKIP fused PWLQ GEMM kernel: avx512vnni not available on this CPU");
+    } else {
+        assert!(fused_runs > 0);
+    }
+}
+
+#[test]
+fn exact_gemm_rejects_bad_arguments() {
+    let w = quantized(4, 10, 3, 5);
+    let ctx = Context::new().unwrap();
+    let g = PwlqGemmWeights::new_in(&ctx, &w).unwrap();
+    let a = vec![0u8; 20];
+    let mut c = vec![0f32; 6];
+    let am = MatrixRef::new(&a, 2, 10);
+    assert!(g.gemm_f32_in(&ctx, Activations::new(am, 0, f32::NAN), None, MatrixMut::new(&mut c, 2, 3)).is_err());
+    assert!(g.gemm_f32_in(&ctx, Activations::new(am, 0, 1.0), Some(&[0.0; 2]), MatrixMut::new(&mut c, 2, 3)).is_err());
+    assert!(g.gemm_f32_in(&ctx, Activations::new(MatrixRef::new(&a, 2, 9), 0, 1.0), None, MatrixMut::new(&mut c, 2, 3)).is_err());
+    assert!(g.gemm_f32_in(&ctx, Activations::new(am, 0, 1.0), None, MatrixMut::new(&mut c, 3, 2)).is_err());
+    assert!(g.gemm_f32_in(&ctx, Activations::new(am, 0, 1.0), None, MatrixMut::new(&mut c[..5], 2, 3)).is_err());
+    let mut d = vec![0i32; 17];
+    assert!(g.dots_in(&ctx, am, 0u8, &mut d).is_err());
+}
+
+#[test]
+fn grid_alignment_reports_its_extra_mse() {
+    let (k, n) = (512, 16);
+    let x = weights(k, n, 3);
+    let params = PwlqQuantizer::new(4, Breakpoint::Search)
+        .with_granularity(Granularity::PerChannel { axis: 1 })
+        .calibrate(&x, &[k, n])
+        .unwrap();
+    for (scope, max_level) in [(GridScope::PerChannel, 127), (GridScope::Shared, 127), (GridScope::PerChannel, 64), (GridScope::Shared, 64)] {
+        let g = params.snap_to_grid(&x, &[k, n], scope, max_level).unwrap();
+        assert!(g.max_level() <= max_level);
+        assert!(g.mse_grid() > 0.0 && g.mse_pwlq() > 0.0);
+        let _ = writeln!(
+            std::io::stderr(),
+            "grid-aligned 4-bit PWLQ, Gaussian {k}x{n} per channel, {scope:?}, |L| <= {max_level}: MSE pwlq {:.4e}, grid {:.4e}, extra {:+.2} %",
+            g.mse_pwlq(),
+            g.mse_grid(),
+            100.0 * g.extra_mse() / g.mse_pwlq()
+        );
+    }
+}
