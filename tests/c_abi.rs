@@ -1532,3 +1532,158 @@ fn matmul_output_shape_query() {
     let (st, _) = shape(&[2, 3, 4], &[3, 4, 5], 8);
     expect_err(st, QK_ERR_SHAPE, F, "broadcast");
 }
+
+// ---------------------------------------------------------------------------------------
+// Prepacked convolution (qk_conv_filter_*, qk_conv_*)
+
+fn conv_geometry(in_c: usize, out_c: usize, groups: usize) -> qk_conv_geometry {
+    qk_conv_geometry {
+        batch: 2,
+        in_h: 7,
+        in_w: 6,
+        in_c,
+        out_c,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride_h: 2,
+        stride_w: 1,
+        dilation_h: 1,
+        dilation_w: 2,
+        pad_top: 1,
+        pad_left: 2,
+        pad_bottom: 0,
+        pad_right: 1,
+        groups,
+    }
+}
+
+fn rust_geometry(g: &qk_conv_geometry) -> qkern::conv::Conv2dGeometry {
+    qkern::conv::Conv2dGeometry::new(g.batch, g.in_h, g.in_w, g.in_c, g.out_c, g.kernel_h, g.kernel_w)
+        .stride(g.stride_h, g.stride_w)
+        .dilation(g.dilation_h, g.dilation_w)
+        .padding(g.pad_top, g.pad_left, g.pad_bottom, g.pad_right)
+        .groups(g.groups)
+}
+
+fn conv_create(g: &qk_conv_geometry, w: &[i8], zp: &[i32], scale: &[f32]) -> (qk_status, *mut qk_conv_filter) {
+    let mut f = null_mut();
+    let sp = if scale.is_empty() { null() } else { scale.as_ptr() };
+    // SAFETY: every buffer is valid for its count.
+    let st = unsafe { qk_conv_filter_create(g, w.as_ptr().cast(), QK_I8, w.len(), zp.as_ptr(), zp.len(), sp, scale.len(), &mut f) };
+    (st, f)
+}
+
+/// Every output stage through the C ABI against the 7-loop reference (i32) and against
+/// the Rust API on the same filter (f32, requantized; those are checked exactly against
+/// the reference by tests/conv.rs), for a grouped and a depthwise layer.
+#[test]
+fn conv_filter_values() {
+    use qkern_kernels::reference::conv2d_i64;
+    for (in_c, out_c, groups) in [(6, 4, 2), (5, 5, 5), (3, 7, 1)] {
+        let g = conv_geometry(in_c, out_c, groups);
+        let rg = rust_geometry(&g);
+        let w: Vec<i8> = (0..rg.weight_len()).map(|i| ((i * 37 + 11) % 255) as i32 as u8 as i8).collect();
+        let x: Vec<u8> = (0..rg.input_len()).map(|i| ((i * 53 + 7) % 256) as u8).collect();
+        let zw: Vec<i32> = (0..out_c).map(|j| j as i32 * 3 - 5).collect();
+        let sw: Vec<f32> = (0..out_c).map(|j| 0.01 + j as f32 * 0.003).collect();
+        let bias: Vec<i32> = (0..out_c).map(|j| j as i32 * 101 - 250).collect();
+        let (st, f) = conv_create(&g, &w, &zw, &sw);
+        expect_ok(st);
+        let mut acc = vec![0i64; rg.output_len()];
+        conv2d_i64(&rg.to_reference(), &x, 9, &w, &zw, &mut acc);
+        let mut y = vec![0i32; rg.output_len()];
+        // SAFETY: buffers valid for their counts; `f` is live.
+        expect_ok(unsafe { qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len(), 9, bias.as_ptr(), bias.len(), y.as_mut_ptr(), y.len()) });
+        for (i, (&o, &a)) in y.iter().zip(&acc).enumerate() {
+            assert_eq!(o as i64, a + bias[i % out_c] as i64, "i32 at {i}, groups {groups}");
+        }
+
+        let rf = qkern::conv::Conv2d::new(rg, &w, WeightQuant::per_column(&zw, &sw)).unwrap();
+        let input = qkern::conv::ConvInput::new(&x[..], 9u8, 0.05);
+        let bias_f: Vec<f32> = (0..out_c).map(|j| j as f32 * 0.25 - 0.5).collect();
+        let mut yf = vec![0f32; rg.output_len()];
+        let mut want_f = yf.clone();
+        qkern::conv::conv2d_f32(&rf, input, Some(&bias_f), &mut want_f).unwrap();
+        // SAFETY: as above.
+        expect_ok(unsafe { qk_conv_f32(f, x.as_ptr().cast(), QK_U8, x.len(), 9, 0.05, bias_f.as_ptr(), bias_f.len(), yf.as_mut_ptr(), yf.len()) });
+        assert_eq!(yf.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want_f.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+
+        let mut yq = vec![0i8; rg.output_len()];
+        let mut want_q = yq.clone();
+        let rq = Requantize::new(0.7, -3i8).mode(RequantMode::TfliteDoubleRounding).bias(&bias).clamp(-100, 90);
+        qkern::conv::conv2d_requantize(&rf, input, &rq, &mut want_q).unwrap();
+        // SAFETY: as above.
+        expect_ok(unsafe {
+            qk_conv_requantize(f, x.as_ptr().cast(), QK_U8, x.len(), 9, 0.05, bias.as_ptr(), bias.len(), 0.7, -3,
+                QK_REQUANT_TFLITE_DOUBLE_ROUNDING, -100, 90, yq.as_mut_ptr().cast(), QK_I8, yq.len())
+        });
+        assert_eq!(yq, want_q, "requantized, groups {groups}");
+        assert!(yq.iter().any(|&v| v != -100 && v != 90), "the clamp should not hide everything");
+        // SAFETY: `f` is live and freed once.
+        expect_ok(unsafe { qk_conv_filter_free(f) });
+    }
+}
+
+#[test]
+fn conv_filter_bad_input() {
+    let g = conv_geometry(6, 4, 2);
+    let rg = rust_geometry(&g);
+    let w = vec![1i8; rg.weight_len()];
+    let mut f = null_mut();
+    // SAFETY: testing the NULL checks; other buffers are valid.
+    let st = unsafe { qk_conv_filter_create(null(), w.as_ptr().cast(), QK_I8, w.len(), [0].as_ptr(), 1, null(), 0, &mut f) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_conv_filter_create", "`geometry`");
+    assert!(f.is_null());
+    // SAFETY: as above.
+    let st = unsafe { qk_conv_filter_create(&g, null(), QK_I8, w.len(), [0].as_ptr(), 1, null(), 0, &mut f) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_conv_filter_create", "`weights`");
+    // SAFETY: as above.
+    let st = unsafe { qk_conv_filter_create(&g, w.as_ptr().cast(), QK_I8, w.len(), [0].as_ptr(), 1, null(), 0, null_mut()) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_conv_filter_create", "`out`");
+    // Groups not dividing the channels, empty output, short weights, zero points per channel of the wrong length, bad dtype.
+    let (st, f) = conv_create(&qk_conv_geometry { groups: 4, ..g }, &w, &[0], &[]);
+    expect_err(st, QK_ERR_INVALID_PARAMETER, "qk_conv_filter_create", "group");
+    assert!(f.is_null());
+    let (st, _) = conv_create(&qk_conv_geometry { in_h: 1, pad_top: 0, ..g }, &w, &[0], &[]);
+    expect_err(st, QK_ERR_INVALID_PARAMETER, "qk_conv_filter_create", "output size");
+    let (st, _) = conv_create(&g, &w[1..], &[0], &[]);
+    expect_err(st, QK_ERR_SHAPE, "qk_conv_filter_create", "weights");
+    let (st, _) = conv_create(&g, &w, &[0, 0, 0], &[]);
+    expect_err(st, QK_ERR_SHAPE, "qk_conv_filter_create", "`zero_point`");
+    let mut f2 = null_mut();
+    // SAFETY: valid buffers, an invalid dtype.
+    let st = unsafe { qk_conv_filter_create(&g, w.as_ptr().cast(), QK_F32, w.len(), [0].as_ptr(), 1, null(), 0, &mut f2) };
+    expect_err(st, QK_ERR_UNSUPPORTED, "qk_conv_filter_create", "`weights_dtype`");
+
+    // Runs: a filter without scales, NULL filter/input, short input/output, overlap.
+    let (st, f) = conv_create(&g, &w, &[0], &[]);
+    expect_ok(st);
+    let x = vec![1u8; rg.input_len()];
+    let mut y = vec![0i32; rg.output_len()];
+    // SAFETY: testing the checks; every non-NULL buffer is valid for its count.
+    unsafe {
+        let st = qk_conv_i32(null(), x.as_ptr().cast(), QK_U8, x.len(), 0, null(), 0, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_NULL_POINTER, "qk_conv_i32", "`filter`");
+        let st = qk_conv_i32(f, null(), QK_U8, x.len(), 0, null(), 0, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_NULL_POINTER, "qk_conv_i32", "`x`");
+        let st = qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len() - 1, 0, null(), 0, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_BUFFER_TOO_SMALL, "qk_conv_i32", "input");
+        let st = qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len(), 0, null(), 0, y.as_mut_ptr(), y.len() - 1);
+        expect_err(st, QK_ERR_BUFFER_TOO_SMALL, "qk_conv_i32", "output");
+        let st = qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len(), 0, [1, 2].as_ptr(), 2, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_SHAPE, "qk_conv_i32", "bias");
+        let st = qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len(), 300, null(), 0, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_ZERO_POINT, "qk_conv_i32", "x_zero_point");
+        let st = qk_conv_i32(f, y.as_ptr().cast(), QK_U8, x.len(), 0, null(), 0, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_INVALID_PARAMETER, "qk_conv_i32", "overlap");
+        expect_ok(qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len(), 0, null(), 0, y.as_mut_ptr(), y.len()));
+        let mut yf = vec![0f32; rg.output_len()];
+        let st = qk_conv_f32(f, x.as_ptr().cast(), QK_U8, x.len(), 0, 1.0, null(), 0, yf.as_mut_ptr(), yf.len());
+        expect_err(st, QK_ERR_INVALID_PARAMETER, "qk_conv_f32", "scale");
+        let mut yq = vec![0u8; rg.output_len()];
+        let st = qk_conv_requantize(f, x.as_ptr().cast(), QK_U8, x.len(), 0, 1.0, null(), 0, 1.0, 0, 7, 0, 255, yq.as_mut_ptr().cast(), QK_U8, yq.len());
+        expect_err(st, QK_ERR_INVALID_PARAMETER, "qk_conv_requantize", "mode");
+        expect_ok(qk_conv_filter_free(f));
+        expect_ok(qk_conv_filter_free(null_mut()));
+    }
+}
