@@ -195,6 +195,59 @@ typedef int32_t qk_dtype;
 typedef int32_t qk_requant_mode;
 
 /**
+ * ONNX's `auto_pad` attribute.
+ */
+typedef int32_t qk_auto_pad;
+
+/**
+ * The attributes of ONNX QLinearConv / ConvInteger. Each list is a pointer and a count;
+ * NULL with count 0 means the ONNX default (pads 0, strides and dilations 1,
+ * kernel_shape from the weights). Zero-initialise and set `group = 1` for the defaults.
+ */
+typedef struct qk_conv_attrs {
+    /**
+     * A `qk_auto_pad` value.
+     */
+    qk_auto_pad auto_pad;
+    /**
+     * `pads`: all the beginnings, then all the ends (`[h_begin, w_begin, h_end, w_end]`).
+     */
+    const int64_t *pads;
+    /**
+     * Values at `pads`.
+     */
+    size_t pads_count;
+    /**
+     * `strides`, one per spatial axis.
+     */
+    const int64_t *strides;
+    /**
+     * Values at `strides`.
+     */
+    size_t strides_count;
+    /**
+     * `dilations`, one per spatial axis.
+     */
+    const int64_t *dilations;
+    /**
+     * Values at `dilations`.
+     */
+    size_t dilations_count;
+    /**
+     * `kernel_shape`: if given, must equal the weights' spatial dimensions.
+     */
+    const int64_t *kernel_shape;
+    /**
+     * Values at `kernel_shape`.
+     */
+    size_t kernel_shape_count;
+    /**
+     * `group` (≥ 1).
+     */
+    int64_t group;
+} qk_conv_attrs;
+
+/**
  * `float` (ONNX FLOAT).
  */
 #define QK_F32 1
@@ -248,6 +301,26 @@ typedef int32_t qk_requant_mode;
  * ruy / TFLite built with `TFLITE_SINGLE_ROUNDING`: one rounding of `acc * M` by `31 - shift`.
  */
 #define QK_REQUANT_SINGLE_ROUNDING 2
+
+/**
+ * `"NOTSET"`: explicit `pads` (the default).
+ */
+#define QK_AUTO_PAD_NOTSET 0
+
+/**
+ * `"SAME_UPPER"`: output `ceil(in / stride)`, the extra padding at the end.
+ */
+#define QK_AUTO_PAD_SAME_UPPER 1
+
+/**
+ * `"SAME_LOWER"`: output `ceil(in / stride)`, the extra padding at the beginning.
+ */
+#define QK_AUTO_PAD_SAME_LOWER 2
+
+/**
+ * `"VALID"`: no padding.
+ */
+#define QK_AUTO_PAD_VALID 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -398,6 +471,83 @@ qk_status qk_conv_requantize(const struct qk_conv_filter *filter,
                              void *y,
                              qk_dtype y_dtype,
                              size_t y_count);
+
+/**
+ * QLinearConv (ONNX opset 10) on NCHW tensors:
+ * `y = saturate(round_half_even((conv(x − x_zero_point, w − w_zero_point) + bias) · m) + y_zero_point)`
+ * with `m = x_scale · w_scale / y_scale` in `float` (onnxruntime's arithmetic).
+ *
+ * * `x`: dtype `x_dtype` (`QK_U8`/`QK_I8`), shape `x_shape[x_rank]` = `[N, C, H, W]`
+ *   (or `[N, C, W]`).
+ * * `w`: dtype `w_dtype`, shape `[M, C/group, kH, kW]` (or `[M, C/group, kW]`).
+ * * `x_scale`, `x_zero_point` (dtype `x_dtype`), `y_scale`, `y_zero_point` (dtype
+ *   `y_dtype`): one value each. `w_scale`, `w_zero_point` (dtype `w_dtype`): 1 value or
+ *   M values (per output channel).
+ * * `bias`: optional (NULL with count 0), else M `int32_t` values.
+ * * `attrs`: the operator's attributes.
+ * * `y`: dtype `y_dtype`, `[N, M, OH, OW]`, `y_count` equal to its element count.
+ *
+ * # Safety
+ *
+ * Each pointer must be NULL (an error, unless optional) or point to at least its count
+ * of readable elements (`y`: writable), not modified by another thread during the call;
+ * the lists in `*attrs` likewise.
+ */
+qk_status qk_qlinear_conv(const void *x,
+                          qk_dtype x_dtype,
+                          const int64_t *x_shape,
+                          size_t x_rank,
+                          const float *x_scale,
+                          size_t x_scale_count,
+                          const void *x_zero_point,
+                          size_t x_zero_point_count,
+                          const void *w,
+                          qk_dtype w_dtype,
+                          const int64_t *w_shape,
+                          size_t w_rank,
+                          const float *w_scale,
+                          size_t w_scale_count,
+                          const void *w_zero_point,
+                          size_t w_zero_point_count,
+                          const float *y_scale,
+                          size_t y_scale_count,
+                          const void *y_zero_point,
+                          size_t y_zero_point_count,
+                          const int32_t *bias,
+                          size_t bias_count,
+                          const struct qk_conv_attrs *attrs,
+                          void *y,
+                          qk_dtype y_dtype,
+                          size_t y_count);
+
+/**
+ * ConvInteger (ONNX opset 10) on NCHW tensors: `y = conv(x − x_zero_point, w − w_zero_point)`
+ * in `int32_t`, exact; `QK_ERR_OVERFLOW` if a result does not fit.
+ *
+ * Shapes and `attrs` as [`qk_qlinear_conv`]. `x_zero_point` (dtype `x_dtype`) and
+ * `w_zero_point` (dtype `w_dtype`) are optional (NULL with count 0 means 0):
+ * `x_zero_point` one value, `w_zero_point` 1 or M values. `y_count` must equal the
+ * output's element count.
+ *
+ * # Safety
+ *
+ * As [`qk_qlinear_conv`].
+ */
+qk_status qk_conv_integer(const void *x,
+                          qk_dtype x_dtype,
+                          const int64_t *x_shape,
+                          size_t x_rank,
+                          const void *x_zero_point,
+                          size_t x_zero_point_count,
+                          const void *w,
+                          qk_dtype w_dtype,
+                          const int64_t *w_shape,
+                          size_t w_rank,
+                          const void *w_zero_point,
+                          size_t w_zero_point_count,
+                          const struct qk_conv_attrs *attrs,
+                          int32_t *y,
+                          size_t y_count);
 
 /**
  * Creates prepacked weights from the row-major `k × n` matrix `b` (rows `ldb` elements

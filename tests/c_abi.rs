@@ -1687,3 +1687,140 @@ fn conv_filter_bad_input() {
         expect_ok(qk_conv_filter_free(null_mut()));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// ONNX QLinearConv / ConvInteger from C
+
+fn no_attrs() -> qk_conv_attrs {
+    qk_conv_attrs {
+        auto_pad: QK_AUTO_PAD_NOTSET,
+        pads: null(),
+        pads_count: 0,
+        strides: null(),
+        strides_count: 0,
+        dilations: null(),
+        dilations_count: 0,
+        kernel_shape: null(),
+        kernel_shape_count: 0,
+        group: 1,
+    }
+}
+
+/// The C entry points against the Rust operators (checked against the ONNX conformance
+/// data and the reference by tests/onnx_conformance.rs and tests/conv.rs), for explicit
+/// pads, auto_pad, strides, dilations, groups (including depthwise) and per-channel
+/// weight parameters.
+#[test]
+fn qlinear_conv_and_conv_integer_values() {
+    use qkern::onnx::{AutoPad, ConvAttrs, TensorRef};
+    for (c, m, group, auto_pad) in [(4, 6, 2, QK_AUTO_PAD_NOTSET), (6, 6, 6, QK_AUTO_PAD_SAME_UPPER), (3, 5, 1, QK_AUTO_PAD_SAME_LOWER), (2, 4, 1, QK_AUTO_PAD_VALID)] {
+        let (n, h, wd, kh, kw) = (2usize, 7usize, 6usize, 3usize, 2usize);
+        let x_shape = [n as i64, c as i64, h as i64, wd as i64];
+        let w_shape = [m as i64, (c / group) as i64, kh as i64, kw as i64];
+        let xs: Vec<usize> = x_shape.iter().map(|&d| d as usize).collect();
+        let ws: Vec<usize> = w_shape.iter().map(|&d| d as usize).collect();
+        let x: Vec<u8> = (0..xs.iter().product::<usize>()).map(|i| ((i * 29 + 3) % 256) as u8).collect();
+        let w: Vec<i8> = (0..ws.iter().product::<usize>()).map(|i| ((i * 41 + 5) % 256) as u8 as i8).collect();
+        let pads = [1i64, 0, 0, 1];
+        let strides = [2i64, 1];
+        let dilations = [1i64, 2];
+        let mut ca = no_attrs();
+        ca.auto_pad = auto_pad;
+        ca.group = group as i64;
+        if auto_pad == QK_AUTO_PAD_NOTSET {
+            (ca.pads, ca.pads_count) = (pads.as_ptr(), 4);
+            (ca.dilations, ca.dilations_count) = (dilations.as_ptr(), 2);
+        }
+        (ca.strides, ca.strides_count) = (strides.as_ptr(), 2);
+        let ra = ConvAttrs {
+            auto_pad: [AutoPad::NotSet, AutoPad::SameUpper, AutoPad::SameLower, AutoPad::Valid][auto_pad as usize],
+            dilations: if auto_pad == QK_AUTO_PAD_NOTSET { vec![1, 2] } else { vec![] },
+            group,
+            kernel_shape: vec![],
+            pads: if auto_pad == QK_AUTO_PAD_NOTSET { vec![1, 0, 0, 1] } else { vec![] },
+            strides: vec![2, 1],
+        };
+        let y_shape = qkern::onnx::conv_output_shape(&xs, &ws, &ra).unwrap();
+        let y_n: usize = y_shape.iter().product();
+        let zw: Vec<i8> = (0..m).map(|j| j as i8 - 2).collect();
+        let sw: Vec<f32> = (0..m).map(|j| 0.01 + 0.002 * j as f32).collect();
+        let bias: Vec<i32> = (0..m).map(|j| j as i32 * 77 - 100).collect();
+        let (sx, zx, sy, zy) = ([0.03f32], [7u8], [0.4f32], [-5i8]);
+
+        let mut want = vec![0i8; y_n];
+        qkern::onnx::qlinear_conv(
+            TensorRef::new(&x, &xs), TensorRef::new(&sx, &[]), TensorRef::new(&zx, &[]),
+            TensorRef::new(&w, &ws), TensorRef::new(&sw, &[m]), TensorRef::new(&zw, &[m]),
+            TensorRef::new(&sy, &[]), TensorRef::new(&zy, &[]), Some(TensorRef::new(&bias, &[m])), &ra, &mut want,
+        )
+        .unwrap();
+        let mut got = vec![0x55i8; y_n];
+        // SAFETY: every buffer is valid for its count.
+        expect_ok(unsafe {
+            qk_qlinear_conv(
+                x.as_ptr().cast(), QK_U8, x_shape.as_ptr(), 4, sx.as_ptr(), 1, zx.as_ptr().cast(), 1,
+                w.as_ptr().cast(), QK_I8, w_shape.as_ptr(), 4, sw.as_ptr(), m, zw.as_ptr().cast(), m,
+                sy.as_ptr(), 1, zy.as_ptr().cast(), 1, bias.as_ptr(), m, &ca, got.as_mut_ptr().cast(), QK_I8, y_n,
+            )
+        });
+        assert_eq!(got, want, "QLinearConv group {group} auto_pad {auto_pad}");
+        assert!(want.iter().any(|&v| v != want[0]), "a constant output would test little");
+
+        let mut want_i = vec![0i32; y_n];
+        qkern::onnx::conv_integer(TensorRef::new(&x, &xs), TensorRef::new(&w, &ws), Some(TensorRef::new(&zx, &[])), Some(TensorRef::new(&zw, &[m])), &ra, &mut want_i).unwrap();
+        let mut got_i = vec![0x5555i32; y_n];
+        // SAFETY: as above.
+        expect_ok(unsafe {
+            qk_conv_integer(x.as_ptr().cast(), QK_U8, x_shape.as_ptr(), 4, zx.as_ptr().cast(), 1, w.as_ptr().cast(), QK_I8, w_shape.as_ptr(), 4,
+                zw.as_ptr().cast(), m, &ca, got_i.as_mut_ptr(), y_n)
+        });
+        assert_eq!(got_i, want_i, "ConvInteger group {group} auto_pad {auto_pad}");
+    }
+}
+
+#[test]
+fn qlinear_conv_and_conv_integer_bad_input() {
+    let x = [1u8; 2 * 4 * 4];
+    let w = [1i8; 3 * 2 * 3 * 3];
+    let xs = [1i64, 2, 4, 4];
+    let ws = [3i64, 2, 3, 3];
+    let mut y = [0i32; 3 * 2 * 2];
+    let attrs = no_attrs();
+    // SAFETY: testing the checks; every non-NULL buffer is valid for its count.
+    unsafe {
+        let ci = |x: *const u8, xs: &[i64], ws: &[i64], attrs: *const qk_conv_attrs, y: &mut [i32], zw: &[i8]| {
+            qk_conv_integer(x.cast(), QK_U8, xs.as_ptr(), xs.len(), null(), 0, w.as_ptr().cast(), QK_I8, ws.as_ptr(), ws.len(),
+                if zw.is_empty() { null() } else { zw.as_ptr().cast() }, zw.len(), attrs, y.as_mut_ptr(), y.len())
+        };
+        expect_ok(ci(x.as_ptr(), &xs, &ws, &attrs, &mut y, &[]));
+        assert!(y.iter().all(|&v| v == 18));
+        expect_err(ci(null(), &xs, &ws, &attrs, &mut y, &[]), QK_ERR_NULL_POINTER, "qk_conv_integer", "`x`");
+        expect_err(ci(x.as_ptr(), &xs, &ws, null(), &mut y, &[]), QK_ERR_NULL_POINTER, "qk_conv_integer", "`attrs`");
+        expect_err(ci(x.as_ptr(), &xs, &ws, &attrs, &mut y[1..], &[]), QK_ERR_SHAPE, "qk_conv_integer", "y");
+        expect_err(ci(x.as_ptr(), &xs, &[3, 1, 3, 3], &attrs, &mut y, &[]), QK_ERR_SHAPE, "qk_conv_integer", "");
+        expect_err(ci(x.as_ptr(), &xs, &ws, &attrs, &mut y, &[0, 0]), QK_ERR_SHAPE, "qk_conv_integer", "w_zero_point");
+        expect_err(ci(x.as_ptr(), &[1, 2, 2, 2], &ws, &attrs, &mut y, &[]), QK_ERR_INVALID_PARAMETER, "qk_conv_integer", "output size");
+        expect_err(ci(x.as_ptr(), &[1, 2, -4, 4], &ws, &attrs, &mut y, &[]), QK_ERR_SHAPE, "qk_conv_integer", "negative");
+        let bad_pad = qk_conv_attrs { auto_pad: 9, ..attrs };
+        expect_err(ci(x.as_ptr(), &xs, &ws, &bad_pad, &mut y, &[]), QK_ERR_INVALID_PARAMETER, "qk_conv_integer", "auto_pad");
+        let bad_group = qk_conv_attrs { group: 0, ..attrs };
+        expect_err(ci(x.as_ptr(), &xs, &ws, &bad_group, &mut y, &[]), QK_ERR_INVALID_PARAMETER, "qk_conv_integer", "group");
+        let three = qk_conv_attrs { group: 3, ..attrs };
+        expect_err(ci(x.as_ptr(), &xs, &ws, &three, &mut y, &[]), QK_ERR_SHAPE, "qk_conv_integer", "group");
+        let null_pads = qk_conv_attrs { pads_count: 4, ..attrs };
+        expect_err(ci(x.as_ptr(), &xs, &ws, &null_pads, &mut y, &[]), QK_ERR_NULL_POINTER, "qk_conv_integer", "attrs.pads");
+
+        let mut yq = [0u8; 12];
+        let q = |sx: f32, y: *mut u8, zx_n: usize| {
+            qk_qlinear_conv(x.as_ptr().cast(), QK_U8, xs.as_ptr(), 4, [sx].as_ptr(), 1, [0u8].as_ptr().cast(), zx_n,
+                w.as_ptr().cast(), QK_I8, ws.as_ptr(), 4, [0.1f32].as_ptr(), 1, [0i8].as_ptr().cast(), 1,
+                [1.0f32].as_ptr(), 1, [0u8].as_ptr().cast(), 1, null(), 0, &attrs, y.cast(), QK_U8, 12)
+        };
+        expect_ok(q(0.5, yq.as_mut_ptr(), 1));
+        assert!(yq.iter().all(|&v| v == 1), "{yq:?}"); // 18 · 0.5 · 0.1 = 0.9 → 1
+        expect_err(q(-1.0, yq.as_mut_ptr(), 1), QK_ERR_SCALE, "qk_qlinear_conv", "x_scale");
+        expect_err(q(0.5, null_mut(), 1), QK_ERR_NULL_POINTER, "qk_qlinear_conv", "`y`");
+        expect_err(q(0.5, yq.as_mut_ptr(), 0), QK_ERR_SHAPE, "qk_qlinear_conv", "x_zero_point");
+        expect_err(q(0.5, x.as_ptr().cast_mut(), 1), QK_ERR_INVALID_PARAMETER, "qk_qlinear_conv", "overlap");
+    }
+}

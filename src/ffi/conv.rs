@@ -388,3 +388,300 @@ impl Stage<'_> {
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// ONNX QLinearConv / ConvInteger (NCHW)
+
+/// ONNX's `auto_pad` attribute.
+#[allow(non_camel_case_types)]
+pub type qk_auto_pad = i32;
+
+/// `"NOTSET"`: explicit `pads` (the default).
+pub const QK_AUTO_PAD_NOTSET: qk_auto_pad = 0;
+/// `"SAME_UPPER"`: output `ceil(in / stride)`, the extra padding at the end.
+pub const QK_AUTO_PAD_SAME_UPPER: qk_auto_pad = 1;
+/// `"SAME_LOWER"`: output `ceil(in / stride)`, the extra padding at the beginning.
+pub const QK_AUTO_PAD_SAME_LOWER: qk_auto_pad = 2;
+/// `"VALID"`: no padding.
+pub const QK_AUTO_PAD_VALID: qk_auto_pad = 3;
+
+/// The attributes of ONNX QLinearConv / ConvInteger. Each list is a pointer and a count;
+/// NULL with count 0 means the ONNX default (pads 0, strides and dilations 1,
+/// kernel_shape from the weights). Zero-initialise and set `group = 1` for the defaults.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct qk_conv_attrs {
+    /// A `qk_auto_pad` value.
+    pub auto_pad: qk_auto_pad,
+    /// `pads`: all the beginnings, then all the ends (`[h_begin, w_begin, h_end, w_end]`).
+    pub pads: *const i64,
+    /// Values at `pads`.
+    pub pads_count: usize,
+    /// `strides`, one per spatial axis.
+    pub strides: *const i64,
+    /// Values at `strides`.
+    pub strides_count: usize,
+    /// `dilations`, one per spatial axis.
+    pub dilations: *const i64,
+    /// Values at `dilations`.
+    pub dilations_count: usize,
+    /// `kernel_shape`: if given, must equal the weights' spatial dimensions.
+    pub kernel_shape: *const i64,
+    /// Values at `kernel_shape`.
+    pub kernel_shape_count: usize,
+    /// `group` (≥ 1).
+    pub group: i64,
+}
+
+/// Reads an attribute list (NULL with count 0: empty; values ≥ 0).
+fn read_list(ptr: *const i64, count: usize, what: &'static str) -> Result<Vec<usize>, Failure> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    super::onnx::read_shape(ptr, count, what)
+}
+
+/// The Rust attributes from `*attrs`.
+fn read_attrs(attrs: *const qk_conv_attrs) -> Result<crate::onnx::ConvAttrs, Failure> {
+    use crate::onnx::AutoPad;
+    let s = span(attrs, 1, "attrs")?;
+    // SAFETY: checked non-null and aligned; the caller guarantees it is readable. Copied.
+    let a = unsafe { slice(attrs, 1, &s) }[0];
+    let auto_pad = match a.auto_pad {
+        QK_AUTO_PAD_NOTSET => AutoPad::NotSet,
+        QK_AUTO_PAD_SAME_UPPER => AutoPad::SameUpper,
+        QK_AUTO_PAD_SAME_LOWER => AutoPad::SameLower,
+        QK_AUTO_PAD_VALID => AutoPad::Valid,
+        v => return Err(Failure::invalid(format!("`attrs.auto_pad` = {v} is not a qk_auto_pad value (0..=3)"))),
+    };
+    let group = usize::try_from(a.group)
+        .ok()
+        .filter(|&g| g >= 1)
+        .ok_or_else(|| Failure::invalid(format!("`attrs.group` = {} must be at least 1", a.group)))?;
+    Ok(crate::onnx::ConvAttrs {
+        auto_pad,
+        pads: read_list(a.pads, a.pads_count, "attrs.pads")?,
+        strides: read_list(a.strides, a.strides_count, "attrs.strides")?,
+        dilations: read_list(a.dilations, a.dilations_count, "attrs.dilations")?,
+        kernel_shape: read_list(a.kernel_shape, a.kernel_shape_count, "attrs.kernel_shape")?,
+        group,
+    })
+}
+
+/// Binds the type `$t` to u8 or i8 by the (already checked) dtype `$d`.
+macro_rules! with_int8 {
+    ($d:expr, $t:ident, $body:block) => {
+        match $d {
+            Dtype::U8 => {
+                type $t = u8;
+                $body
+            }
+            _ => {
+                type $t = i8;
+                $body
+            }
+        }
+    };
+}
+
+/// The shape of a per-tensor (1 value) or per-output-channel (`count` values) parameter.
+fn param_shape(count: usize) -> Vec<usize> {
+    if count == 1 { Vec::new() } else { vec![count] }
+}
+
+/// QLinearConv (ONNX opset 10) on NCHW tensors:
+/// `y = saturate(round_half_even((conv(x − x_zero_point, w − w_zero_point) + bias) · m) + y_zero_point)`
+/// with `m = x_scale · w_scale / y_scale` in `float` (onnxruntime's arithmetic).
+///
+/// * `x`: dtype `x_dtype` (`QK_U8`/`QK_I8`), shape `x_shape[x_rank]` = `[N, C, H, W]`
+///   (or `[N, C, W]`).
+/// * `w`: dtype `w_dtype`, shape `[M, C/group, kH, kW]` (or `[M, C/group, kW]`).
+/// * `x_scale`, `x_zero_point` (dtype `x_dtype`), `y_scale`, `y_zero_point` (dtype
+///   `y_dtype`): one value each. `w_scale`, `w_zero_point` (dtype `w_dtype`): 1 value or
+///   M values (per output channel).
+/// * `bias`: optional (NULL with count 0), else M `int32_t` values.
+/// * `attrs`: the operator's attributes.
+/// * `y`: dtype `y_dtype`, `[N, M, OH, OW]`, `y_count` equal to its element count.
+///
+/// # Safety
+///
+/// Each pointer must be NULL (an error, unless optional) or point to at least its count
+/// of readable elements (`y`: writable), not modified by another thread during the call;
+/// the lists in `*attrs` likewise.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_qlinear_conv(
+    x: *const c_void,
+    x_dtype: qk_dtype,
+    x_shape: *const i64,
+    x_rank: usize,
+    x_scale: *const f32,
+    x_scale_count: usize,
+    x_zero_point: *const c_void,
+    x_zero_point_count: usize,
+    w: *const c_void,
+    w_dtype: qk_dtype,
+    w_shape: *const i64,
+    w_rank: usize,
+    w_scale: *const f32,
+    w_scale_count: usize,
+    w_zero_point: *const c_void,
+    w_zero_point_count: usize,
+    y_scale: *const f32,
+    y_scale_count: usize,
+    y_zero_point: *const c_void,
+    y_zero_point_count: usize,
+    bias: *const i32,
+    bias_count: usize,
+    attrs: *const qk_conv_attrs,
+    y: *mut c_void,
+    y_dtype: qk_dtype,
+    y_count: usize,
+) -> qk_status {
+    use super::onnx::{int8_slice, numel, read_shape};
+    use crate::onnx::{self, TensorRef};
+    guard("qk_qlinear_conv", || {
+        let x_dtype = int8_dtype(x_dtype, "x_dtype")?;
+        let w_dtype = int8_dtype(w_dtype, "w_dtype")?;
+        let y_dtype = int8_dtype(y_dtype, "y_dtype")?;
+        let x_shape = read_shape(x_shape, x_rank, "x_shape")?;
+        let w_shape = read_shape(w_shape, w_rank, "w_shape")?;
+        let (x_n, w_n) = (numel(&x_shape, "x_shape")?, numel(&w_shape, "w_shape")?);
+        let attrs = read_attrs(attrs)?;
+        let x_s = span(x.cast::<u8>(), x_n, "x")?;
+        let w_s = span(w.cast::<u8>(), w_n, "w")?;
+        let sx_s = span(x_scale, x_scale_count, "x_scale")?;
+        let sw_s = span(w_scale, w_scale_count, "w_scale")?;
+        let sy_s = span(y_scale, y_scale_count, "y_scale")?;
+        let zx_s = span(x_zero_point.cast::<u8>(), x_zero_point_count, "x_zero_point")?;
+        let zw_s = span(w_zero_point.cast::<u8>(), w_zero_point_count, "w_zero_point")?;
+        let zy_s = span(y_zero_point.cast::<u8>(), y_zero_point_count, "y_zero_point")?;
+        let b_s = opt_span(bias, bias_count, "bias")?;
+        let y = y.cast::<u8>();
+        let y_s = span(y.cast_const(), y_count, "y")?;
+        let mut ins = vec![&x_s, &w_s, &sx_s, &sw_s, &sy_s, &zx_s, &zw_s, &zy_s];
+        ins.extend(b_s.as_ref());
+        check_disjoint(&y_s, &ins)?;
+        let (px, pw, py, pb) = (param_shape(x_scale_count), param_shape(w_scale_count), param_shape(y_scale_count), [bias_count]);
+        let (pzx, pzw, pzy) = (param_shape(x_zero_point_count), param_shape(w_zero_point_count), param_shape(y_zero_point_count));
+        // SAFETY: spans checked with these pointers and counts; the caller guarantees the
+        // inputs are readable and unchanged during the call, `y` writable and unshared
+        // (checked disjoint from every input).
+        let (sx, sw, sy, b, y_bytes) = unsafe {
+            (
+                slice(x_scale, x_scale_count, &sx_s),
+                slice(w_scale, w_scale_count, &sw_s),
+                slice(y_scale, y_scale_count, &sy_s),
+                opt_slice(bias, bias_count, &b_s),
+                slice_mut(y, y_count, &y_s),
+            )
+        };
+        with_int8!(x_dtype, A, {
+            with_int8!(w_dtype, B, {
+                with_int8!(y_dtype, Y, {
+                    // SAFETY: as above; u8/i8 views of byte spans.
+                    let (xv, zx, wv, zw, zy) = unsafe {
+                        (
+                            int8_slice::<A>(x, x_n, &x_s),
+                            int8_slice::<A>(x_zero_point, x_zero_point_count, &zx_s),
+                            int8_slice::<B>(w, w_n, &w_s),
+                            int8_slice::<B>(w_zero_point, w_zero_point_count, &zw_s),
+                            int8_slice::<Y>(y_zero_point, y_zero_point_count, &zy_s),
+                        )
+                    };
+                    let yv: &mut [Y] = bytemuck::cast_slice_mut(&mut *y_bytes);
+                    onnx::qlinear_conv(
+                        TensorRef::new(xv, &x_shape),
+                        TensorRef::new(sx, &px),
+                        TensorRef::new(zx, &pzx),
+                        TensorRef::new(wv, &w_shape),
+                        TensorRef::new(sw, &pw),
+                        TensorRef::new(zw, &pzw),
+                        TensorRef::new(sy, &py),
+                        TensorRef::new(zy, &pzy),
+                        b.map(|b| TensorRef::new(b, &pb)),
+                        &attrs,
+                        yv,
+                    )?;
+                    Ok(())
+                })
+            })
+        })
+    })
+}
+
+/// ConvInteger (ONNX opset 10) on NCHW tensors: `y = conv(x − x_zero_point, w − w_zero_point)`
+/// in `int32_t`, exact; `QK_ERR_OVERFLOW` if a result does not fit.
+///
+/// Shapes and `attrs` as [`qk_qlinear_conv`]. `x_zero_point` (dtype `x_dtype`) and
+/// `w_zero_point` (dtype `w_dtype`) are optional (NULL with count 0 means 0):
+/// `x_zero_point` one value, `w_zero_point` 1 or M values. `y_count` must equal the
+/// output's element count.
+///
+/// # Safety
+///
+/// As [`qk_qlinear_conv`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_conv_integer(
+    x: *const c_void,
+    x_dtype: qk_dtype,
+    x_shape: *const i64,
+    x_rank: usize,
+    x_zero_point: *const c_void,
+    x_zero_point_count: usize,
+    w: *const c_void,
+    w_dtype: qk_dtype,
+    w_shape: *const i64,
+    w_rank: usize,
+    w_zero_point: *const c_void,
+    w_zero_point_count: usize,
+    attrs: *const qk_conv_attrs,
+    y: *mut i32,
+    y_count: usize,
+) -> qk_status {
+    use super::onnx::{int8_slice, numel, opt_int8_slice, read_shape};
+    use crate::onnx::{self, TensorRef};
+    guard("qk_conv_integer", || {
+        let x_dtype = int8_dtype(x_dtype, "x_dtype")?;
+        let w_dtype = int8_dtype(w_dtype, "w_dtype")?;
+        let x_shape = read_shape(x_shape, x_rank, "x_shape")?;
+        let w_shape = read_shape(w_shape, w_rank, "w_shape")?;
+        let (x_n, w_n) = (numel(&x_shape, "x_shape")?, numel(&w_shape, "w_shape")?);
+        let attrs = read_attrs(attrs)?;
+        let x_s = span(x.cast::<u8>(), x_n, "x")?;
+        let w_s = span(w.cast::<u8>(), w_n, "w")?;
+        let zx_s = opt_span(x_zero_point.cast::<u8>(), x_zero_point_count, "x_zero_point")?;
+        let zw_s = opt_span(w_zero_point.cast::<u8>(), w_zero_point_count, "w_zero_point")?;
+        let y_s = span(y.cast_const(), y_count, "y")?;
+        let mut ins = vec![&x_s, &w_s];
+        ins.extend(zx_s.as_ref());
+        ins.extend(zw_s.as_ref());
+        check_disjoint(&y_s, &ins)?;
+        let (pzx, pzw) = (param_shape(x_zero_point_count), param_shape(w_zero_point_count));
+        // SAFETY: `y` checked and disjoint from every input; writable and unshared.
+        let yv = unsafe { slice_mut(y, y_count, &y_s) };
+        with_int8!(x_dtype, A, {
+            with_int8!(w_dtype, B, {
+                // SAFETY: spans checked with these pointers and counts; the caller
+                // guarantees the inputs are readable and unchanged; u8/i8 byte views.
+                let (xv, zx, wv, zw) = unsafe {
+                    (
+                        int8_slice::<A>(x, x_n, &x_s),
+                        opt_int8_slice::<A>(x_zero_point, x_zero_point_count, &zx_s),
+                        int8_slice::<B>(w, w_n, &w_s),
+                        opt_int8_slice::<B>(w_zero_point, w_zero_point_count, &zw_s),
+                    )
+                };
+                onnx::conv_integer(
+                    TensorRef::new(xv, &x_shape),
+                    TensorRef::new(wv, &w_shape),
+                    zx.map(|z| TensorRef::new(z, &pzx)),
+                    zw.map(|z| TensorRef::new(z, &pzw)),
+                    &attrs,
+                    yv,
+                )?;
+                Ok(())
+            })
+        })
+    })
+}
