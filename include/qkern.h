@@ -92,12 +92,96 @@ typedef int32_t qk_status;
 #endif // __cplusplus
 
 /**
+ * A convolution filter prepacked for one geometry. Opaque: create with
+ * [`qk_conv_filter_create`], release with [`qk_conv_filter_free`]. Runs only read it
+ * (its caches are internally synchronised), so one handle may be used by several
+ * threads at once.
+ */
+typedef struct qk_conv_filter qk_conv_filter;
+
+/**
  * Prepacked GEMM weights `B[K][N]` (u8 or i8) with their zero points and scales.
  * Opaque: create with [`qk_gemm_weights_create`], release with
  * [`qk_gemm_weights_free`]. Immutable once created, so one handle may be used by
  * several threads at once.
  */
 typedef struct qk_gemm_weights qk_gemm_weights;
+
+/**
+ * The shape of a 2-D convolution on NHWC tensors (all sizes in elements).
+ *
+ * Input `[batch][in_h][in_w][in_c]`, filter OHWI `[out_c][kernel_h][kernel_w][in_c/groups]`,
+ * output `[batch][out_h][out_w][out_c]` with
+ * `out_h = (in_h + pad_top + pad_bottom − ((kernel_h − 1)·dilation_h + 1)) / stride_h + 1`
+ * (likewise `out_w`). Every size, stride, dilation and `groups` must be ≥ 1, `groups`
+ * must divide `in_c` and `out_c`, and the output must not be empty.
+ */
+typedef struct qk_conv_geometry {
+    /**
+     * Images.
+     */
+    size_t batch;
+    /**
+     * Input height.
+     */
+    size_t in_h;
+    /**
+     * Input width.
+     */
+    size_t in_w;
+    /**
+     * Input channels.
+     */
+    size_t in_c;
+    /**
+     * Output channels.
+     */
+    size_t out_c;
+    /**
+     * Kernel height.
+     */
+    size_t kernel_h;
+    /**
+     * Kernel width.
+     */
+    size_t kernel_w;
+    /**
+     * Vertical stride.
+     */
+    size_t stride_h;
+    /**
+     * Horizontal stride.
+     */
+    size_t stride_w;
+    /**
+     * Vertical dilation.
+     */
+    size_t dilation_h;
+    /**
+     * Horizontal dilation.
+     */
+    size_t dilation_w;
+    /**
+     * Rows of padding above (padding reads the input zero point).
+     */
+    size_t pad_top;
+    /**
+     * Columns of padding on the left.
+     */
+    size_t pad_left;
+    /**
+     * Rows of padding below.
+     */
+    size_t pad_bottom;
+    /**
+     * Columns of padding on the right.
+     */
+    size_t pad_right;
+    /**
+     * Groups (`in_c` for depthwise).
+     */
+    size_t groups;
+} qk_conv_geometry;
 
 /**
  * An element type, passed from C as an `int32_t`. The values are those of ONNX's
@@ -109,6 +193,59 @@ typedef int32_t qk_dtype;
  * A requantization rounding mode, passed from C as an `int32_t`.
  */
 typedef int32_t qk_requant_mode;
+
+/**
+ * ONNX's `auto_pad` attribute.
+ */
+typedef int32_t qk_auto_pad;
+
+/**
+ * The attributes of ONNX QLinearConv / ConvInteger. Each list is a pointer and a count;
+ * NULL with count 0 means the ONNX default (pads 0, strides and dilations 1,
+ * kernel_shape from the weights). Zero-initialise and set `group = 1` for the defaults.
+ */
+typedef struct qk_conv_attrs {
+    /**
+     * A `qk_auto_pad` value.
+     */
+    qk_auto_pad auto_pad;
+    /**
+     * `pads`: all the beginnings, then all the ends (`[h_begin, w_begin, h_end, w_end]`).
+     */
+    const int64_t *pads;
+    /**
+     * Values at `pads`.
+     */
+    size_t pads_count;
+    /**
+     * `strides`, one per spatial axis.
+     */
+    const int64_t *strides;
+    /**
+     * Values at `strides`.
+     */
+    size_t strides_count;
+    /**
+     * `dilations`, one per spatial axis.
+     */
+    const int64_t *dilations;
+    /**
+     * Values at `dilations`.
+     */
+    size_t dilations_count;
+    /**
+     * `kernel_shape`: if given, must equal the weights' spatial dimensions.
+     */
+    const int64_t *kernel_shape;
+    /**
+     * Values at `kernel_shape`.
+     */
+    size_t kernel_shape_count;
+    /**
+     * `group` (≥ 1).
+     */
+    int64_t group;
+} qk_conv_attrs;
 
 /**
  * `float` (ONNX FLOAT).
@@ -165,6 +302,26 @@ typedef int32_t qk_requant_mode;
  */
 #define QK_REQUANT_SINGLE_ROUNDING 2
 
+/**
+ * `"NOTSET"`: explicit `pads` (the default).
+ */
+#define QK_AUTO_PAD_NOTSET 0
+
+/**
+ * `"SAME_UPPER"`: output `ceil(in / stride)`, the extra padding at the end.
+ */
+#define QK_AUTO_PAD_SAME_UPPER 1
+
+/**
+ * `"SAME_LOWER"`: output `ceil(in / stride)`, the extra padding at the beginning.
+ */
+#define QK_AUTO_PAD_SAME_LOWER 2
+
+/**
+ * `"VALID"`: no padding.
+ */
+#define QK_AUTO_PAD_VALID 3
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -191,6 +348,206 @@ const char *qk_version(void);
  * longer).
  */
 const char *qk_last_error(void);
+
+/**
+ * Packs the OHWI filter `weights` (dtype `weights_dtype`, `QK_U8` or `QK_I8`) for
+ * `*geometry`.
+ *
+ * * `weights_count`: elements at `weights`; must equal
+ *   `out_c · kernel_h · kernel_w · in_c / groups`.
+ * * `zero_point`, `zero_point_count`: 1 value (per tensor) or `out_c` values (per
+ *   output channel), each within `weights_dtype`'s range.
+ * * `scale`, `scale_count`: may be NULL with count 0 (integer output only), else 1 or
+ *   `out_c` finite positive values (needed by [`qk_conv_f32`] and [`qk_conv_requantize`]).
+ * * `out`: receives the handle; set to NULL first, so it is NULL on any failure.
+ *
+ * The inputs are copied. Errors: NULL pointers, a geometry that is not valid (an empty
+ * output, `groups` not dividing the channels, a zero size), a weight count that does
+ * not match, bad zero points or scales.
+ *
+ * # Safety
+ *
+ * `geometry` must be NULL (an error) or point to a readable `qk_conv_geometry`; each
+ * buffer pointer must be NULL (an error, unless optional) or point to at least its count
+ * of readable elements; `out` must be NULL (an error) or point to a writable
+ * `qk_conv_filter*`.
+ */
+qk_status qk_conv_filter_create(const struct qk_conv_geometry *geometry,
+                                const void *weights,
+                                qk_dtype weights_dtype,
+                                size_t weights_count,
+                                const int32_t *zero_point,
+                                size_t zero_point_count,
+                                const float *scale,
+                                size_t scale_count,
+                                struct qk_conv_filter **out);
+
+/**
+ * Releases a filter created by [`qk_conv_filter_create`]. NULL is accepted and does
+ * nothing (`QK_OK`).
+ *
+ * # Safety
+ *
+ * `filter` must be NULL or a handle returned by [`qk_conv_filter_create`] that has not
+ * been freed, and no other thread may be using it.
+ */
+qk_status qk_conv_filter_free(struct qk_conv_filter *filter);
+
+/**
+ * `y[n][oy][ox][oc] = Σ (x − x_zero_point)·(w − zw[oc]) + bias[oc]` in `int32_t`
+ * (NHWC), exact; `QK_ERR_OVERFLOW` if a result does not fit.
+ *
+ * * `x`: NHWC input of the filter's geometry, dtype `x_dtype` (`QK_U8` or `QK_I8`),
+ *   `x_count` ≥ `batch·in_h·in_w·in_c` elements.
+ * * `x_zero_point`: within `x_dtype`'s range; padding reads it.
+ * * `bias`, `bias_count`: may be NULL with count 0; else `out_c` values.
+ * * `y`: `y_count` ≥ `batch·out_h·out_w·out_c` elements; must not overlap `x` or `bias`.
+ *
+ * # Safety
+ *
+ * `filter` must be NULL (an error) or a live handle. Each buffer pointer must be NULL
+ * (an error, unless optional) or point to at least its count of elements, readable
+ * (inputs) or writable (`y`), and not modified by another thread during the call.
+ */
+qk_status qk_conv_i32(const struct qk_conv_filter *filter,
+                      const void *x,
+                      qk_dtype x_dtype,
+                      size_t x_count,
+                      int32_t x_zero_point,
+                      const int32_t *bias,
+                      size_t bias_count,
+                      int32_t *y,
+                      size_t y_count);
+
+/**
+ * `y = x_scale · sw[oc] · Σ (x − x_zero_point)·(w − zw[oc]) + bias[oc]` in `float`
+ * (NHWC). The filter must have been created with scales.
+ *
+ * Arguments as [`qk_conv_i32`], plus `x_scale` (finite, > 0) and a `float` bias (may be
+ * NULL with count 0, else `out_c` values).
+ *
+ * # Safety
+ *
+ * As [`qk_conv_i32`].
+ */
+qk_status qk_conv_f32(const struct qk_conv_filter *filter,
+                      const void *x,
+                      qk_dtype x_dtype,
+                      size_t x_count,
+                      int32_t x_zero_point,
+                      float x_scale,
+                      const float *bias,
+                      size_t bias_count,
+                      float *y,
+                      size_t y_count);
+
+/**
+ * `y = clamp(requantize(Σ (x − x_zero_point)·(w − zw[oc]) + bias[oc]), out_min,
+ * out_max)` in `y_dtype` (`QK_U8` or `QK_I8`, NHWC), with the multiplier
+ * `x_scale · sw[oc] / y_scale` applied in `mode`. The filter must have been created
+ * with scales.
+ *
+ * Arguments as [`qk_conv_i32`], plus `x_scale` and `y_scale` (finite, > 0),
+ * `y_zero_point` and the clamp `out_min ≤ out_max` (within `y_dtype`'s range), and
+ * `mode` (a `qk_requant_mode`).
+ *
+ * # Safety
+ *
+ * As [`qk_conv_i32`]; `y` points to `y_count` bytes.
+ */
+qk_status qk_conv_requantize(const struct qk_conv_filter *filter,
+                             const void *x,
+                             qk_dtype x_dtype,
+                             size_t x_count,
+                             int32_t x_zero_point,
+                             float x_scale,
+                             const int32_t *bias,
+                             size_t bias_count,
+                             float y_scale,
+                             int32_t y_zero_point,
+                             qk_requant_mode mode,
+                             int32_t out_min,
+                             int32_t out_max,
+                             void *y,
+                             qk_dtype y_dtype,
+                             size_t y_count);
+
+/**
+ * QLinearConv (ONNX opset 10) on NCHW tensors:
+ * `y = saturate(round_half_even((conv(x − x_zero_point, w − w_zero_point) + bias) · m) + y_zero_point)`
+ * with `m = x_scale · w_scale / y_scale` in `float` (onnxruntime's arithmetic).
+ *
+ * * `x`: dtype `x_dtype` (`QK_U8`/`QK_I8`), shape `x_shape[x_rank]` = `[N, C, H, W]`
+ *   (or `[N, C, W]`).
+ * * `w`: dtype `w_dtype`, shape `[M, C/group, kH, kW]` (or `[M, C/group, kW]`).
+ * * `x_scale`, `x_zero_point` (dtype `x_dtype`), `y_scale`, `y_zero_point` (dtype
+ *   `y_dtype`): one value each. `w_scale`, `w_zero_point` (dtype `w_dtype`): 1 value or
+ *   M values (per output channel).
+ * * `bias`: optional (NULL with count 0), else M `int32_t` values.
+ * * `attrs`: the operator's attributes.
+ * * `y`: dtype `y_dtype`, `[N, M, OH, OW]`, `y_count` equal to its element count.
+ *
+ * # Safety
+ *
+ * Each pointer must be NULL (an error, unless optional) or point to at least its count
+ * of readable elements (`y`: writable), not modified by another thread during the call;
+ * the lists in `*attrs` likewise.
+ */
+qk_status qk_qlinear_conv(const void *x,
+                          qk_dtype x_dtype,
+                          const int64_t *x_shape,
+                          size_t x_rank,
+                          const float *x_scale,
+                          size_t x_scale_count,
+                          const void *x_zero_point,
+                          size_t x_zero_point_count,
+                          const void *w,
+                          qk_dtype w_dtype,
+                          const int64_t *w_shape,
+                          size_t w_rank,
+                          const float *w_scale,
+                          size_t w_scale_count,
+                          const void *w_zero_point,
+                          size_t w_zero_point_count,
+                          const float *y_scale,
+                          size_t y_scale_count,
+                          const void *y_zero_point,
+                          size_t y_zero_point_count,
+                          const int32_t *bias,
+                          size_t bias_count,
+                          const struct qk_conv_attrs *attrs,
+                          void *y,
+                          qk_dtype y_dtype,
+                          size_t y_count);
+
+/**
+ * ConvInteger (ONNX opset 10) on NCHW tensors: `y = conv(x − x_zero_point, w − w_zero_point)`
+ * in `int32_t`, exact; `QK_ERR_OVERFLOW` if a result does not fit.
+ *
+ * Shapes and `attrs` as [`qk_qlinear_conv`]. `x_zero_point` (dtype `x_dtype`) and
+ * `w_zero_point` (dtype `w_dtype`) are optional (NULL with count 0 means 0):
+ * `x_zero_point` one value, `w_zero_point` 1 or M values. `y_count` must equal the
+ * output's element count.
+ *
+ * # Safety
+ *
+ * As [`qk_qlinear_conv`].
+ */
+qk_status qk_conv_integer(const void *x,
+                          qk_dtype x_dtype,
+                          const int64_t *x_shape,
+                          size_t x_rank,
+                          const void *x_zero_point,
+                          size_t x_zero_point_count,
+                          const void *w,
+                          qk_dtype w_dtype,
+                          const int64_t *w_shape,
+                          size_t w_rank,
+                          const void *w_zero_point,
+                          size_t w_zero_point_count,
+                          const struct qk_conv_attrs *attrs,
+                          int32_t *y,
+                          size_t y_count);
 
 /**
  * Creates prepacked weights from the row-major `k × n` matrix `b` (rows `ldb` elements

@@ -1532,3 +1532,295 @@ fn matmul_output_shape_query() {
     let (st, _) = shape(&[2, 3, 4], &[3, 4, 5], 8);
     expect_err(st, QK_ERR_SHAPE, F, "broadcast");
 }
+
+// ---------------------------------------------------------------------------------------
+// Prepacked convolution (qk_conv_filter_*, qk_conv_*)
+
+fn conv_geometry(in_c: usize, out_c: usize, groups: usize) -> qk_conv_geometry {
+    qk_conv_geometry {
+        batch: 2,
+        in_h: 7,
+        in_w: 6,
+        in_c,
+        out_c,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride_h: 2,
+        stride_w: 1,
+        dilation_h: 1,
+        dilation_w: 2,
+        pad_top: 1,
+        pad_left: 2,
+        pad_bottom: 0,
+        pad_right: 1,
+        groups,
+    }
+}
+
+fn rust_geometry(g: &qk_conv_geometry) -> qkern::conv::Conv2dGeometry {
+    qkern::conv::Conv2dGeometry::new(g.batch, g.in_h, g.in_w, g.in_c, g.out_c, g.kernel_h, g.kernel_w)
+        .stride(g.stride_h, g.stride_w)
+        .dilation(g.dilation_h, g.dilation_w)
+        .padding(g.pad_top, g.pad_left, g.pad_bottom, g.pad_right)
+        .groups(g.groups)
+}
+
+fn conv_create(g: &qk_conv_geometry, w: &[i8], zp: &[i32], scale: &[f32]) -> (qk_status, *mut qk_conv_filter) {
+    let mut f = null_mut();
+    let sp = if scale.is_empty() { null() } else { scale.as_ptr() };
+    // SAFETY: every buffer is valid for its count.
+    let st = unsafe { qk_conv_filter_create(g, w.as_ptr().cast(), QK_I8, w.len(), zp.as_ptr(), zp.len(), sp, scale.len(), &mut f) };
+    (st, f)
+}
+
+/// Every output stage through the C ABI against the 7-loop reference (i32) and against
+/// the Rust API on the same filter (f32, requantized; those are checked exactly against
+/// the reference by tests/conv.rs), for a grouped and a depthwise layer.
+#[test]
+fn conv_filter_values() {
+    use qkern_kernels::reference::conv2d_i64;
+    for (in_c, out_c, groups) in [(6, 4, 2), (5, 5, 5), (3, 7, 1)] {
+        let g = conv_geometry(in_c, out_c, groups);
+        let rg = rust_geometry(&g);
+        let w: Vec<i8> = (0..rg.weight_len()).map(|i| ((i * 37 + 11) % 255) as i32 as u8 as i8).collect();
+        let x: Vec<u8> = (0..rg.input_len()).map(|i| ((i * 53 + 7) % 256) as u8).collect();
+        let zw: Vec<i32> = (0..out_c).map(|j| j as i32 * 3 - 5).collect();
+        let sw: Vec<f32> = (0..out_c).map(|j| 0.01 + j as f32 * 0.003).collect();
+        let bias: Vec<i32> = (0..out_c).map(|j| j as i32 * 101 - 250).collect();
+        let (st, f) = conv_create(&g, &w, &zw, &sw);
+        expect_ok(st);
+        let mut acc = vec![0i64; rg.output_len()];
+        conv2d_i64(&rg.to_reference(), &x, 9, &w, &zw, &mut acc);
+        let mut y = vec![0i32; rg.output_len()];
+        // SAFETY: buffers valid for their counts; `f` is live.
+        expect_ok(unsafe { qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len(), 9, bias.as_ptr(), bias.len(), y.as_mut_ptr(), y.len()) });
+        for (i, (&o, &a)) in y.iter().zip(&acc).enumerate() {
+            assert_eq!(o as i64, a + bias[i % out_c] as i64, "i32 at {i}, groups {groups}");
+        }
+
+        let rf = qkern::conv::Conv2d::new(rg, &w, WeightQuant::per_column(&zw, &sw)).unwrap();
+        let input = qkern::conv::ConvInput::new(&x[..], 9u8, 0.05);
+        let bias_f: Vec<f32> = (0..out_c).map(|j| j as f32 * 0.25 - 0.5).collect();
+        let mut yf = vec![0f32; rg.output_len()];
+        let mut want_f = yf.clone();
+        qkern::conv::conv2d_f32(&rf, input, Some(&bias_f), &mut want_f).unwrap();
+        // SAFETY: as above.
+        expect_ok(unsafe { qk_conv_f32(f, x.as_ptr().cast(), QK_U8, x.len(), 9, 0.05, bias_f.as_ptr(), bias_f.len(), yf.as_mut_ptr(), yf.len()) });
+        assert_eq!(yf.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want_f.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+
+        let mut yq = vec![0i8; rg.output_len()];
+        let mut want_q = yq.clone();
+        let rq = Requantize::new(0.7, -3i8).mode(RequantMode::TfliteDoubleRounding).bias(&bias).clamp(-100, 90);
+        qkern::conv::conv2d_requantize(&rf, input, &rq, &mut want_q).unwrap();
+        // SAFETY: as above.
+        expect_ok(unsafe {
+            qk_conv_requantize(f, x.as_ptr().cast(), QK_U8, x.len(), 9, 0.05, bias.as_ptr(), bias.len(), 0.7, -3,
+                QK_REQUANT_TFLITE_DOUBLE_ROUNDING, -100, 90, yq.as_mut_ptr().cast(), QK_I8, yq.len())
+        });
+        assert_eq!(yq, want_q, "requantized, groups {groups}");
+        assert!(yq.iter().any(|&v| v != -100 && v != 90), "the clamp should not hide everything");
+        // SAFETY: `f` is live and freed once.
+        expect_ok(unsafe { qk_conv_filter_free(f) });
+    }
+}
+
+#[test]
+fn conv_filter_bad_input() {
+    let g = conv_geometry(6, 4, 2);
+    let rg = rust_geometry(&g);
+    let w = vec![1i8; rg.weight_len()];
+    let mut f = null_mut();
+    // SAFETY: testing the NULL checks; other buffers are valid.
+    let st = unsafe { qk_conv_filter_create(null(), w.as_ptr().cast(), QK_I8, w.len(), [0].as_ptr(), 1, null(), 0, &mut f) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_conv_filter_create", "`geometry`");
+    assert!(f.is_null());
+    // SAFETY: as above.
+    let st = unsafe { qk_conv_filter_create(&g, null(), QK_I8, w.len(), [0].as_ptr(), 1, null(), 0, &mut f) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_conv_filter_create", "`weights`");
+    // SAFETY: as above.
+    let st = unsafe { qk_conv_filter_create(&g, w.as_ptr().cast(), QK_I8, w.len(), [0].as_ptr(), 1, null(), 0, null_mut()) };
+    expect_err(st, QK_ERR_NULL_POINTER, "qk_conv_filter_create", "`out`");
+    // Groups not dividing the channels, empty output, short weights, zero points per channel of the wrong length, bad dtype.
+    let (st, f) = conv_create(&qk_conv_geometry { groups: 4, ..g }, &w, &[0], &[]);
+    expect_err(st, QK_ERR_INVALID_PARAMETER, "qk_conv_filter_create", "group");
+    assert!(f.is_null());
+    let (st, _) = conv_create(&qk_conv_geometry { in_h: 1, pad_top: 0, ..g }, &w, &[0], &[]);
+    expect_err(st, QK_ERR_INVALID_PARAMETER, "qk_conv_filter_create", "output size");
+    let (st, _) = conv_create(&g, &w[1..], &[0], &[]);
+    expect_err(st, QK_ERR_SHAPE, "qk_conv_filter_create", "weights");
+    let (st, _) = conv_create(&g, &w, &[0, 0, 0], &[]);
+    expect_err(st, QK_ERR_SHAPE, "qk_conv_filter_create", "`zero_point`");
+    let mut f2 = null_mut();
+    // SAFETY: valid buffers, an invalid dtype.
+    let st = unsafe { qk_conv_filter_create(&g, w.as_ptr().cast(), QK_F32, w.len(), [0].as_ptr(), 1, null(), 0, &mut f2) };
+    expect_err(st, QK_ERR_UNSUPPORTED, "qk_conv_filter_create", "`weights_dtype`");
+
+    // Runs: a filter without scales, NULL filter/input, short input/output, overlap.
+    let (st, f) = conv_create(&g, &w, &[0], &[]);
+    expect_ok(st);
+    let x = vec![1u8; rg.input_len()];
+    let mut y = vec![0i32; rg.output_len()];
+    // SAFETY: testing the checks; every non-NULL buffer is valid for its count.
+    unsafe {
+        let st = qk_conv_i32(null(), x.as_ptr().cast(), QK_U8, x.len(), 0, null(), 0, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_NULL_POINTER, "qk_conv_i32", "`filter`");
+        let st = qk_conv_i32(f, null(), QK_U8, x.len(), 0, null(), 0, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_NULL_POINTER, "qk_conv_i32", "`x`");
+        let st = qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len() - 1, 0, null(), 0, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_BUFFER_TOO_SMALL, "qk_conv_i32", "input");
+        let st = qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len(), 0, null(), 0, y.as_mut_ptr(), y.len() - 1);
+        expect_err(st, QK_ERR_BUFFER_TOO_SMALL, "qk_conv_i32", "output");
+        let st = qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len(), 0, [1, 2].as_ptr(), 2, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_SHAPE, "qk_conv_i32", "bias");
+        let st = qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len(), 300, null(), 0, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_ZERO_POINT, "qk_conv_i32", "x_zero_point");
+        let st = qk_conv_i32(f, y.as_ptr().cast(), QK_U8, x.len(), 0, null(), 0, y.as_mut_ptr(), y.len());
+        expect_err(st, QK_ERR_INVALID_PARAMETER, "qk_conv_i32", "overlap");
+        expect_ok(qk_conv_i32(f, x.as_ptr().cast(), QK_U8, x.len(), 0, null(), 0, y.as_mut_ptr(), y.len()));
+        let mut yf = vec![0f32; rg.output_len()];
+        let st = qk_conv_f32(f, x.as_ptr().cast(), QK_U8, x.len(), 0, 1.0, null(), 0, yf.as_mut_ptr(), yf.len());
+        expect_err(st, QK_ERR_INVALID_PARAMETER, "qk_conv_f32", "scale");
+        let mut yq = vec![0u8; rg.output_len()];
+        let st = qk_conv_requantize(f, x.as_ptr().cast(), QK_U8, x.len(), 0, 1.0, null(), 0, 1.0, 0, 7, 0, 255, yq.as_mut_ptr().cast(), QK_U8, yq.len());
+        expect_err(st, QK_ERR_INVALID_PARAMETER, "qk_conv_requantize", "mode");
+        expect_ok(qk_conv_filter_free(f));
+        expect_ok(qk_conv_filter_free(null_mut()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ONNX QLinearConv / ConvInteger from C
+
+fn no_attrs() -> qk_conv_attrs {
+    qk_conv_attrs {
+        auto_pad: QK_AUTO_PAD_NOTSET,
+        pads: null(),
+        pads_count: 0,
+        strides: null(),
+        strides_count: 0,
+        dilations: null(),
+        dilations_count: 0,
+        kernel_shape: null(),
+        kernel_shape_count: 0,
+        group: 1,
+    }
+}
+
+/// The C entry points against the Rust operators (checked against the ONNX conformance
+/// data and the reference by tests/onnx_conformance.rs and tests/conv.rs), for explicit
+/// pads, auto_pad, strides, dilations, groups (including depthwise) and per-channel
+/// weight parameters.
+#[test]
+fn qlinear_conv_and_conv_integer_values() {
+    use qkern::onnx::{AutoPad, ConvAttrs, TensorRef};
+    for (c, m, group, auto_pad) in [(4, 6, 2, QK_AUTO_PAD_NOTSET), (6, 6, 6, QK_AUTO_PAD_SAME_UPPER), (3, 5, 1, QK_AUTO_PAD_SAME_LOWER), (2, 4, 1, QK_AUTO_PAD_VALID)] {
+        let (n, h, wd, kh, kw) = (2usize, 7usize, 6usize, 3usize, 2usize);
+        let x_shape = [n as i64, c as i64, h as i64, wd as i64];
+        let w_shape = [m as i64, (c / group) as i64, kh as i64, kw as i64];
+        let xs: Vec<usize> = x_shape.iter().map(|&d| d as usize).collect();
+        let ws: Vec<usize> = w_shape.iter().map(|&d| d as usize).collect();
+        let x: Vec<u8> = (0..xs.iter().product::<usize>()).map(|i| ((i * 29 + 3) % 256) as u8).collect();
+        let w: Vec<i8> = (0..ws.iter().product::<usize>()).map(|i| ((i * 41 + 5) % 256) as u8 as i8).collect();
+        let pads = [1i64, 0, 0, 1];
+        let strides = [2i64, 1];
+        let dilations = [1i64, 2];
+        let mut ca = no_attrs();
+        ca.auto_pad = auto_pad;
+        ca.group = group as i64;
+        if auto_pad == QK_AUTO_PAD_NOTSET {
+            (ca.pads, ca.pads_count) = (pads.as_ptr(), 4);
+            (ca.dilations, ca.dilations_count) = (dilations.as_ptr(), 2);
+        }
+        (ca.strides, ca.strides_count) = (strides.as_ptr(), 2);
+        let ra = ConvAttrs {
+            auto_pad: [AutoPad::NotSet, AutoPad::SameUpper, AutoPad::SameLower, AutoPad::Valid][auto_pad as usize],
+            dilations: if auto_pad == QK_AUTO_PAD_NOTSET { vec![1, 2] } else { vec![] },
+            group,
+            kernel_shape: vec![],
+            pads: if auto_pad == QK_AUTO_PAD_NOTSET { vec![1, 0, 0, 1] } else { vec![] },
+            strides: vec![2, 1],
+        };
+        let y_shape = qkern::onnx::conv_output_shape(&xs, &ws, &ra).unwrap();
+        let y_n: usize = y_shape.iter().product();
+        let zw: Vec<i8> = (0..m).map(|j| j as i8 - 2).collect();
+        let sw: Vec<f32> = (0..m).map(|j| 0.01 + 0.002 * j as f32).collect();
+        let bias: Vec<i32> = (0..m).map(|j| j as i32 * 77 - 100).collect();
+        let (sx, zx, sy, zy) = ([0.03f32], [7u8], [0.4f32], [-5i8]);
+
+        let mut want = vec![0i8; y_n];
+        qkern::onnx::qlinear_conv(
+            TensorRef::new(&x, &xs), TensorRef::new(&sx, &[]), TensorRef::new(&zx, &[]),
+            TensorRef::new(&w, &ws), TensorRef::new(&sw, &[m]), TensorRef::new(&zw, &[m]),
+            TensorRef::new(&sy, &[]), TensorRef::new(&zy, &[]), Some(TensorRef::new(&bias, &[m])), &ra, &mut want,
+        )
+        .unwrap();
+        let mut got = vec![0x55i8; y_n];
+        // SAFETY: every buffer is valid for its count.
+        expect_ok(unsafe {
+            qk_qlinear_conv(
+                x.as_ptr().cast(), QK_U8, x_shape.as_ptr(), 4, sx.as_ptr(), 1, zx.as_ptr().cast(), 1,
+                w.as_ptr().cast(), QK_I8, w_shape.as_ptr(), 4, sw.as_ptr(), m, zw.as_ptr().cast(), m,
+                sy.as_ptr(), 1, zy.as_ptr().cast(), 1, bias.as_ptr(), m, &ca, got.as_mut_ptr().cast(), QK_I8, y_n,
+            )
+        });
+        assert_eq!(got, want, "QLinearConv group {group} auto_pad {auto_pad}");
+        assert!(want.iter().any(|&v| v != want[0]), "a constant output would test little");
+
+        let mut want_i = vec![0i32; y_n];
+        qkern::onnx::conv_integer(TensorRef::new(&x, &xs), TensorRef::new(&w, &ws), Some(TensorRef::new(&zx, &[])), Some(TensorRef::new(&zw, &[m])), &ra, &mut want_i).unwrap();
+        let mut got_i = vec![0x5555i32; y_n];
+        // SAFETY: as above.
+        expect_ok(unsafe {
+            qk_conv_integer(x.as_ptr().cast(), QK_U8, x_shape.as_ptr(), 4, zx.as_ptr().cast(), 1, w.as_ptr().cast(), QK_I8, w_shape.as_ptr(), 4,
+                zw.as_ptr().cast(), m, &ca, got_i.as_mut_ptr(), y_n)
+        });
+        assert_eq!(got_i, want_i, "ConvInteger group {group} auto_pad {auto_pad}");
+    }
+}
+
+#[test]
+fn qlinear_conv_and_conv_integer_bad_input() {
+    let x = [1u8; 2 * 4 * 4];
+    let w = [1i8; 3 * 2 * 3 * 3];
+    let xs = [1i64, 2, 4, 4];
+    let ws = [3i64, 2, 3, 3];
+    let mut y = [0i32; 3 * 2 * 2];
+    let attrs = no_attrs();
+    // SAFETY: testing the checks; every non-NULL buffer is valid for its count.
+    unsafe {
+        let ci = |x: *const u8, xs: &[i64], ws: &[i64], attrs: *const qk_conv_attrs, y: &mut [i32], zw: &[i8]| {
+            qk_conv_integer(x.cast(), QK_U8, xs.as_ptr(), xs.len(), null(), 0, w.as_ptr().cast(), QK_I8, ws.as_ptr(), ws.len(),
+                if zw.is_empty() { null() } else { zw.as_ptr().cast() }, zw.len(), attrs, y.as_mut_ptr(), y.len())
+        };
+        expect_ok(ci(x.as_ptr(), &xs, &ws, &attrs, &mut y, &[]));
+        assert!(y.iter().all(|&v| v == 18));
+        expect_err(ci(null(), &xs, &ws, &attrs, &mut y, &[]), QK_ERR_NULL_POINTER, "qk_conv_integer", "`x`");
+        expect_err(ci(x.as_ptr(), &xs, &ws, null(), &mut y, &[]), QK_ERR_NULL_POINTER, "qk_conv_integer", "`attrs`");
+        expect_err(ci(x.as_ptr(), &xs, &ws, &attrs, &mut y[1..], &[]), QK_ERR_SHAPE, "qk_conv_integer", "y");
+        expect_err(ci(x.as_ptr(), &xs, &[3, 1, 3, 3], &attrs, &mut y, &[]), QK_ERR_SHAPE, "qk_conv_integer", "");
+        expect_err(ci(x.as_ptr(), &xs, &ws, &attrs, &mut y, &[0, 0]), QK_ERR_SHAPE, "qk_conv_integer", "w_zero_point");
+        expect_err(ci(x.as_ptr(), &[1, 2, 2, 2], &ws, &attrs, &mut y, &[]), QK_ERR_INVALID_PARAMETER, "qk_conv_integer", "output size");
+        expect_err(ci(x.as_ptr(), &[1, 2, -4, 4], &ws, &attrs, &mut y, &[]), QK_ERR_SHAPE, "qk_conv_integer", "negative");
+        let bad_pad = qk_conv_attrs { auto_pad: 9, ..attrs };
+        expect_err(ci(x.as_ptr(), &xs, &ws, &bad_pad, &mut y, &[]), QK_ERR_INVALID_PARAMETER, "qk_conv_integer", "auto_pad");
+        let bad_group = qk_conv_attrs { group: 0, ..attrs };
+        expect_err(ci(x.as_ptr(), &xs, &ws, &bad_group, &mut y, &[]), QK_ERR_INVALID_PARAMETER, "qk_conv_integer", "group");
+        let three = qk_conv_attrs { group: 3, ..attrs };
+        expect_err(ci(x.as_ptr(), &xs, &ws, &three, &mut y, &[]), QK_ERR_SHAPE, "qk_conv_integer", "group");
+        let null_pads = qk_conv_attrs { pads_count: 4, ..attrs };
+        expect_err(ci(x.as_ptr(), &xs, &ws, &null_pads, &mut y, &[]), QK_ERR_NULL_POINTER, "qk_conv_integer", "attrs.pads");
+
+        let mut yq = [0u8; 12];
+        let q = |sx: f32, y: *mut u8, zx_n: usize| {
+            qk_qlinear_conv(x.as_ptr().cast(), QK_U8, xs.as_ptr(), 4, [sx].as_ptr(), 1, [0u8].as_ptr().cast(), zx_n,
+                w.as_ptr().cast(), QK_I8, ws.as_ptr(), 4, [0.1f32].as_ptr(), 1, [0i8].as_ptr().cast(), 1,
+                [1.0f32].as_ptr(), 1, [0u8].as_ptr().cast(), 1, null(), 0, &attrs, y.cast(), QK_U8, 12)
+        };
+        expect_ok(q(0.5, yq.as_mut_ptr(), 1));
+        assert!(yq.iter().all(|&v| v == 1), "{yq:?}"); // 18 · 0.5 · 0.1 = 0.9 → 1
+        expect_err(q(-1.0, yq.as_mut_ptr(), 1), QK_ERR_SCALE, "qk_qlinear_conv", "x_scale");
+        expect_err(q(0.5, null_mut(), 1), QK_ERR_NULL_POINTER, "qk_qlinear_conv", "`y`");
+        expect_err(q(0.5, yq.as_mut_ptr(), 0), QK_ERR_SHAPE, "qk_qlinear_conv", "x_zero_point");
+        expect_err(q(0.5, x.as_ptr().cast_mut(), 1), QK_ERR_INVALID_PARAMETER, "qk_qlinear_conv", "overlap");
+    }
+}

@@ -68,7 +68,13 @@ fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng,
     let sw: Vec<f32> = (0..zw.len()).map(|_| r.random_range(0.001..0.05)).collect();
     let quant = if per_channel { WeightQuant::per_column(&zw, &sw) } else { WeightQuant::per_tensor(zw[0], sw[0]) };
     let filter = Conv2d::new_in(ctx, g, &weights, quant).unwrap_or_else(|e| panic!("{g:?}: {e}"));
-    let expect_path = if g.is_pointwise() { ConvPath::Pointwise } else { ConvPath::ImplicitGemm };
+    let expect_path = if g.is_depthwise() {
+        ConvPath::Depthwise
+    } else if g.is_pointwise() {
+        ConvPath::Pointwise
+    } else {
+        ConvPath::ImplicitGemm
+    };
     assert_eq!(filter.path(), expect_path);
 
     let mut acc = vec![0i64; g.output_len()];

@@ -145,6 +145,35 @@ int main(void) {
     QK_TRY(qk_multiply_by_quantized_multiplier(-6, 1073741824, -1, QK_REQUANT_SINGLE_ROUNDING, &r));
     CHECK(r == -1);
 
+    /* --- A prepacked depthwise 3x3 conv (pad 1) on a 3x3 NHWC image of 2 channels: with
+     * all-ones input and weights, each output counts the taps inside the image. */
+    {
+        qk_conv_geometry g = {0};
+        g.batch = 1; g.in_h = 3; g.in_w = 3; g.in_c = 2; g.out_c = 2;
+        g.kernel_h = 3; g.kernel_w = 3; g.stride_h = 1; g.stride_w = 1;
+        g.dilation_h = 1; g.dilation_w = 1;
+        g.pad_top = 1; g.pad_left = 1; g.pad_bottom = 1; g.pad_right = 1;
+        g.groups = 2; /* groups == channels: the depthwise kernels */
+        int8_t fw[2 * 3 * 3];
+        uint8_t fx[3 * 3 * 2];
+        int32_t fy[3 * 3 * 2];
+        memset(fw, 1, sizeof fw);
+        memset(fx, 1, sizeof fx);
+        const int32_t fzp = 0;
+        const float fscale = 1.0f;
+        qk_conv_filter *f = NULL;
+        QK_TRY(qk_conv_filter_create(&g, fw, QK_I8, 18, &fzp, 1, &fscale, 1, &f));
+        CHECK(f != NULL);
+        QK_TRY(qk_conv_i32(f, fx, QK_U8, 18, 0, NULL, 0, fy, 18));
+        /* Pixels in row-major order: corner 4, edge 6, centre 9 (both channels). */
+        const int32_t taps[9] = {4, 6, 4, 6, 9, 6, 4, 6, 4};
+        for (int i = 0; i < 18; i++) {
+            CHECK(fy[i] == taps[i / 2]);
+        }
+        printf("depthwise conv: centre = %d, corner = %d\n", fy[8], fy[0]);
+        QK_TRY(qk_conv_filter_free(f));
+    }
+
     /* --- Errors: a status and a message, never a crash. */
     qk_status st = qk_gemm_i32(NULL, a, QK_U8, M * K, M, K, a_zp, NULL, 0, c, M * N, N);
     CHECK(st == QK_ERR_NULL_POINTER);

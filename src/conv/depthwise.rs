@@ -371,6 +371,18 @@ impl DepthwiseConv {
         (self.dw.batch * self.dw.oh * self.dw.ow * self.dw.c * self.dw.taps()) as u64
     }
 
+    /// Bytes held by the packed filter, the indirection buffer and the per-call tables.
+    pub fn memory_bytes(&self) -> usize {
+        self.filter.packed.capacity()
+            + self.filter.sums.capacity() * 4
+            + self.filter.scale.capacity() * 4
+            + self.indirection.capacity() * size_of::<usize>()
+            + self.zero.capacity()
+            + self.col_offset.capacity() * 4
+            + self.scale.capacity() * 4
+            + self.qmult.capacity() * size_of::<QuantizedMultiplier>()
+    }
+
     /// `y (i32) = Σ (x − za)·(w − zw) + bias`. Errors if a result does not fit in i32.
     pub fn run_i32<A: Int8>(&mut self, ctx: &Context, input: Activations<'_, A>, bias: Option<&[i32]>, output: MatrixMut<'_, i32>) -> Result<()> {
         self.scale.clear();

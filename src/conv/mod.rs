@@ -12,6 +12,10 @@
 //!   (im2col by block, padding filled with the input zero point so padded taps add 0)
 //!   and runs the GEMM driver and microkernels on it. Blocks are spread over the
 //!   context's threads.
+//! * **depthwise** (`groups == in_c == out_c`): the filter is packed once for the
+//!   depthwise microkernels ([`DepthwiseFilter`]) and bound to the geometry
+//!   ([`DepthwiseConv`], whose indirection buffer is built at packing time); the GEMM path
+//!   would run `in_c` GEMMs of one column each.
 //!
 //! ```
 //! use qkern::conv::{Conv2d, Conv2dGeometry, ConvInput};
@@ -68,6 +72,8 @@ pub enum ConvPath {
     Pointwise,
     /// Indirection buffer + per-block gather into a workspace + GEMM microkernels.
     ImplicitGemm,
+    /// `groups == in_c == out_c`: the depthwise microkernels.
+    Depthwise,
 }
 
 /// A convolution plan: the geometry, the filter packed once per group for the GEMM
@@ -76,8 +82,14 @@ pub enum ConvPath {
 pub struct Conv2d {
     geometry: Conv2dGeometry,
     path: ConvPath,
-    /// One packed B (`K × out_c/groups`) per group.
+    /// One packed B (`K × out_c/groups`) per group (empty on the depthwise path).
     weights: Vec<PackedWeights>,
+    /// The depthwise plan (depthwise path only). A run mutates its per-call tables, so
+    /// it sits behind a lock: runs on one filter from several threads take turns (each
+    /// run already spreads over its context's threads).
+    depthwise: Option<Mutex<DepthwiseConv>>,
+    /// Name of the depthwise microkernel (depthwise path only), readable without the lock.
+    dw_kernel: &'static str,
     /// Output pixels gathered per block on the implicit-GEMM path.
     block_rows: usize,
     /// Per output pixel (all batches), per tap: element offset of the input pixel, or `PAD`.
@@ -130,6 +142,24 @@ impl Conv2d {
             )));
         }
         let (opg, k) = (g.group_out_c(), g.kernel_h * g.kernel_w * g.group_in_c());
+        if g.is_depthwise() {
+            // The depthwise kernels take any kernel size up to DW_MAX_TAPS; if they
+            // cannot take this filter, the GEMM path below still can (or reports why not).
+            let plan = DepthwiseFilter::new_in(ctx, weights, g.in_c, g.kernel_h, g.kernel_w, quant)
+                .and_then(|f| DepthwiseConv::new(f, &geometry));
+            if let Ok(plan) = plan {
+                return Ok(Conv2d {
+                    geometry,
+                    path: ConvPath::Depthwise,
+                    weights: Vec::new(),
+                    dw_kernel: plan.filter().kernel_name(),
+                    depthwise: Some(Mutex::new(plan)),
+                    block_rows: 0,
+                    indirection: OnceLock::new(),
+                    workspaces: Mutex::new(Vec::new()),
+                });
+            }
+        }
         // OHWI rows are the GEMM's B columns (B transposed): transpose each group once
         // into K × N, then pack it as any GEMM B.
         let mut bt = vec![B::default(); k * opg];
@@ -155,6 +185,8 @@ impl Conv2d {
             geometry,
             path,
             weights: packed,
+            depthwise: None,
+            dw_kernel: "",
             block_rows,
             indirection: OnceLock::new(),
             workspaces: Mutex::new(Vec::new()),
@@ -171,22 +203,51 @@ impl Conv2d {
         self.path
     }
 
-    /// The GEMM microkernel the filter was packed for.
+    /// The microkernel the filter was packed for (GEMM, or depthwise on that path).
     pub fn kernel_name(&self) -> &'static str {
-        self.weights[0].kernel_name()
+        self.weights.first().map_or(self.dw_kernel, PackedWeights::kernel_name)
     }
 
-    /// Whether the indirection buffer has been built (by a first implicit-GEMM run).
+    /// Whether the indirection buffer has been built (by a first implicit-GEMM run; the
+    /// depthwise path builds its own when the filter is packed).
     pub fn indirection_built(&self) -> bool {
-        self.indirection.get().is_some()
+        self.depthwise.is_some() || self.indirection.get().is_some()
     }
 
     /// Bytes held by the packed filter, indirection buffer and workspaces.
     pub fn memory_bytes(&self) -> usize {
         let ws: usize = self.workspaces.lock().map_or(0, |w| w.iter().map(Vec::capacity).sum());
+        let dw = self.depthwise.as_ref().map_or(0, |p| p.lock().map_or(0, |p| p.memory_bytes()));
         self.weights.iter().map(PackedWeights::packed_bytes).sum::<usize>()
             + self.indirection.get().map_or(0, |v| v.len() * size_of::<usize>())
             + ws
+            + dw
+    }
+
+    /// Validates the buffers and runs `call` on the depthwise plan with the input and
+    /// output as pixel-row × channel matrices.
+    fn run_depthwise<A: Int8, T>(
+        &self,
+        plan: &Mutex<DepthwiseConv>,
+        input: &ConvInput<'_, A>,
+        out: &mut [T],
+        call: impl FnOnce(&mut DepthwiseConv, Activations<'_, A>, MatrixMut<'_, T>) -> Result<()>,
+    ) -> Result<()> {
+        let g = &self.geometry;
+        let in_len = g.input_len();
+        if input.data.len() < in_len {
+            return Err(Error::BufferTooSmall { what: "conv2d input", needed: in_len, got: input.data.len() });
+        }
+        let out_len = g.output_len();
+        if out.len() < out_len {
+            return Err(Error::BufferTooSmall { what: "conv2d output", needed: out_len, got: out.len() });
+        }
+        let a = MatrixRef::new(&input.data[..in_len], g.batch * g.in_h * g.in_w, g.in_c);
+        let c = MatrixMut::new(&mut out[..out_len], g.batch * g.out_h() * g.out_w(), g.out_c);
+        // A poisoned lock only means an earlier run panicked; the plan rebuilds its
+        // per-call tables on every run, so it is still usable.
+        let mut plan = plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        call(&mut plan, act(a, input), c)
     }
 
     fn build_indirection(&self) -> Vec<usize> {
@@ -243,6 +304,7 @@ impl Conv2d {
                 }
                 Ok(())
             }
+            ConvPath::Depthwise => Err(Error::Internal("conv2d: the depthwise path has no GEMM plan".into())),
             ConvPath::ImplicitGemm => {
                 let ind = self.indirection.get_or_init(|| self.build_indirection());
                 let taps = g.kernel_h * g.kernel_w;
@@ -331,6 +393,9 @@ impl Context {
         if let Some(b) = bias {
             check_bias_len(b.len(), filter.geometry.out_c)?;
         }
+        if let Some(plan) = &filter.depthwise {
+            return filter.run_depthwise(plan, &input, out, |p, a, c| p.run_i32(self, a, bias, c));
+        }
         filter.run(self, &input, out, |ctx, a, w, g, c| ctx.gemm_i32(a, w, bias.map(|b| &b[g * opg..(g + 1) * opg]), c))
     }
 
@@ -339,6 +404,9 @@ impl Context {
         let opg = filter.geometry.group_out_c();
         if let Some(b) = bias {
             check_bias_len(b.len(), filter.geometry.out_c)?;
+        }
+        if let Some(plan) = &filter.depthwise {
+            return filter.run_depthwise(plan, &input, out, |p, a, c| p.run_f32(self, a, bias, c));
         }
         filter.run(self, &input, out, |ctx, a, w, g, c| ctx.gemm_f32(a, w, bias.map(|b| &b[g * opg..(g + 1) * opg]), c))
     }
@@ -349,6 +417,9 @@ impl Context {
         let opg = filter.geometry.group_out_c();
         if let Some(b) = rq.bias {
             check_bias_len(b.len(), filter.geometry.out_c)?;
+        }
+        if let Some(plan) = &filter.depthwise {
+            return filter.run_depthwise(plan, &input, out, |p, a, c| p.run_requantize(self, a, rq, c));
         }
         filter.run(self, &input, out, |ctx, a, w, g, c| {
             let rqg = Requantize { bias: rq.bias.map(|b| &b[g * opg..(g + 1) * opg]), ..*rq };

@@ -20,7 +20,7 @@ pub struct qk_gemm_weights {
 }
 
 /// The 8-bit dtypes the GEMM takes, or `QK_ERR_UNSUPPORTED` naming the argument.
-fn int8_dtype(v: qk_dtype, what: &str) -> Result<Dtype, Failure> {
+pub(super) fn int8_dtype(v: qk_dtype, what: &str) -> Result<Dtype, Failure> {
     match Dtype::from_c(v, what)? {
         d @ (Dtype::U8 | Dtype::I8) => Ok(d),
         d => Err(Failure::unsupported(format!("`{what}` = {}: the GEMM takes QK_U8 or QK_I8", d.name()))),
@@ -28,7 +28,7 @@ fn int8_dtype(v: qk_dtype, what: &str) -> Result<Dtype, Failure> {
 }
 
 /// A zero point given as `int32_t`, checked within `T`'s range.
-fn zero_point<T: Int8>(v: i32, what: &'static str) -> Result<T, Failure> {
+pub(super) fn zero_point<T: Int8>(v: i32, what: &'static str) -> Result<T, Failure> {
     if v < T::MIN || v > T::MAX {
         return Err(Error::ZeroPointOutOfRange { what, value: v as i64, min: T::MIN as i64, max: T::MAX as i64 }.into());
     }
@@ -36,7 +36,7 @@ fn zero_point<T: Int8>(v: i32, what: &'static str) -> Result<T, Failure> {
 }
 
 /// 1 value → per tensor, N values → per column, else a shape failure.
-fn per_channel<'a, T: Copy>(v: &'a [T], n: usize, what: &str) -> Result<PerChannel<'a, T>, Failure> {
+pub(super) fn per_channel<'a, T: Copy>(v: &'a [T], n: usize, what: &str) -> Result<PerChannel<'a, T>, Failure> {
     match v.len() {
         1 => Ok(PerChannel::Tensor(v[0])),
         len if len == n => Ok(PerChannel::Channel(v)),

@@ -23,6 +23,7 @@
 //! per thread. A [`qk_gemm_weights`] handle is immutable after creation and may be used
 //! by several threads at once.
 
+mod conv;
 mod gemm;
 mod onnx;
 mod requant;
@@ -34,6 +35,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::Error;
 
+pub use conv::*;
 pub use gemm::*;
 pub use onnx::*;
 pub use requant::*;

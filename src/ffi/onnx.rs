@@ -21,7 +21,7 @@ use crate::onnx::{self, DequantizeAttrs, QLinearInput, QuantSliceMut, QuantTenso
 const MAX_RANK: usize = 64;
 
 /// Reads a shape (`int64_t` dims, each ≥ 0) of `rank` dims; NULL is allowed for rank 0.
-fn read_shape(ptr: *const i64, rank: usize, what: &'static str) -> Result<Vec<usize>, Failure> {
+pub(super) fn read_shape(ptr: *const i64, rank: usize, what: &'static str) -> Result<Vec<usize>, Failure> {
     if rank == 0 {
         return Ok(Vec::new());
     }
@@ -40,7 +40,7 @@ fn read_shape(ptr: *const i64, rank: usize, what: &'static str) -> Result<Vec<us
 }
 
 /// The number of elements of `shape`, or an overflow failure.
-fn numel(shape: &[usize], what: &str) -> Result<usize, Failure> {
+pub(super) fn numel(shape: &[usize], what: &str) -> Result<usize, Failure> {
     shape
         .iter()
         .try_fold(1usize, |p, &d| p.checked_mul(d))
@@ -286,7 +286,7 @@ macro_rules! with_int8 {
 ///
 /// As [`slice`]: `s` was checked with `ptr` and `count` (bytes), memory readable and
 /// unchanged during `'a`.
-unsafe fn int8_slice<'a, T: Int8>(ptr: *const c_void, count: usize, s: &Span) -> &'a [T] {
+pub(super) unsafe fn int8_slice<'a, T: Int8>(ptr: *const c_void, count: usize, s: &Span) -> &'a [T] {
     // SAFETY: u8 and i8 have size and alignment 1, so a span checked in bytes is valid
     // for T; the rest is the caller's guarantee.
     unsafe { slice(ptr.cast::<T>(), count, s) }
@@ -297,7 +297,7 @@ unsafe fn int8_slice<'a, T: Int8>(ptr: *const c_void, count: usize, s: &Span) ->
 /// # Safety
 ///
 /// As [`int8_slice`] when `s` is `Some`.
-unsafe fn opt_int8_slice<'a, T: Int8>(ptr: *const c_void, count: usize, s: &Option<Span>) -> Option<&'a [T]> {
+pub(super) unsafe fn opt_int8_slice<'a, T: Int8>(ptr: *const c_void, count: usize, s: &Option<Span>) -> Option<&'a [T]> {
     // SAFETY: forwarded.
     s.as_ref().map(|s| unsafe { int8_slice(ptr, count, s) })
 }
