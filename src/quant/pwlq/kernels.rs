@@ -252,6 +252,8 @@ pub struct PwlqGemmWeights {
 /// What the fused single-pass path reads: the 4-bit planes themselves and, per channel,
 /// `Σc`, `Σt`, `Σs` over K (for the zero-point correction).
 #[derive(Debug)]
+// Only the x86-64 kernel reads the code planes; elsewhere `Fused` is never built.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Fused {
     values: Vec<u8>,
     regions: Vec<u64>,
