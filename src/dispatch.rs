@@ -161,6 +161,11 @@ pub fn dwconv_kernels() -> Vec<DwconvUkernel> {
     v
 }
 
+/// Whether this CPU runs codebook kernel `k`: its tier and its `extra_features`.
+pub fn codebook_runs_here(k: &CodebookUkernel) -> bool {
+    cpu().has(k.isa) && k.extra_features.iter().all(|f| cpu().flags.contains(f))
+}
+
 /// Whether this CPU runs `k`: its tier and its `extra_features` (e.g. `avx512vbmi`).
 pub fn dwconv_runs_here(k: &DwconvUkernel) -> bool {
     cpu().has(k.isa) && k.extra_features.iter().all(|f| cpu().flags.contains(f))
@@ -218,7 +223,7 @@ impl KernelTable {
         let dwconv_candidates: Vec<DwconvUkernel> =
             dwconv_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && dwconv_runs_here(k)).collect();
         let codebook_candidates =
-            codebook_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && cpu().has(k.isa)).collect();
+            codebook_kernels().into_iter().rev().filter(|k| k.isa.within(cap) && codebook_runs_here(k)).collect();
         Ok(KernelTable { isa: cap, gemm, gemm_candidates, gemv, dwconv_candidates, codebook_candidates })
     }
 

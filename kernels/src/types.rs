@@ -636,6 +636,9 @@ pub struct CodebookUkernel {
     /// `Some(x)`: exact only when every table value satisfies `|v| ≤ x` (AVX2
     /// `vpmaddubsw`: `2·255·64 ≤ 32767`). `None`: exact for any i8 table.
     pub max_abs_table: Option<i32>,
+    /// CPU features needed beyond `isa` (`cpuid` flag names, e.g. `"avx512vbmi"`); dispatch
+    /// skips the kernel on CPUs that lack one.
+    pub extra_features: &'static [&'static str],
     /// Entry points indexed by `a_signed as usize`.
     pub run: [CodebookUkernelFn; 2],
 }

@@ -5,7 +5,7 @@ use qkern_kernels::{CodebookArgs, CodebookFormat, Int8, OutputKind, OutputStage,
 use rayon::prelude::*;
 
 use super::CodebookWeights;
-use crate::dispatch::{Context, cpu};
+use crate::dispatch::Context;
 use crate::error::{Error, Result, check_matrix};
 use crate::gemm::{Activations, K_CHUNK, MatrixMut};
 
@@ -60,7 +60,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
         return Err(Error::ShapeMismatch(format!("bias has {len} values, N = {n}")));
     }
     let kernel = w.kernel;
-    if !cpu().has(kernel.isa) || !kernel.isa.within(ctx.kernels().isa) {
+    if !crate::dispatch::codebook_runs_here(&kernel) || !kernel.isa.within(ctx.kernels().isa) {
         return Err(Error::IsaUnavailable(format!(
             "the codebook weights were packed for {} ({}), which this context (capped at {}) does not run; pack them with this context",
             kernel.name,

@@ -77,6 +77,7 @@ pub const QX8_CODEBOOK4_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel 
     format: CodebookFormat { nr: 16, bits: 4 },
     a_offset: [0, 0],
     max_abs_table: None,
+    extra_features: &[],
     run: [codebook_tile::<u8, 4, 16, 4>, codebook_tile::<i8, 4, 16, 4>],
 };
 
@@ -90,6 +91,7 @@ pub const QX8_CODEBOOK5_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel 
     format: CodebookFormat { nr: 16, bits: 5 },
     a_offset: [0, 0],
     max_abs_table: None,
+    extra_features: &[],
     run: [codebook_tile::<u8, 4, 16, 5>, codebook_tile::<i8, 4, 16, 5>],
 };
 

@@ -155,6 +155,7 @@ pub const QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUke
     format: CodebookFormat { nr: 16, bits: 4 },
     a_offset: [0, 128],
     max_abs_table: Some(64),
+    extra_features: &[],
     run: [qx8_codebook4_gemm_4x16c8_maddubs_u8a, qx8_codebook4_gemm_4x16c8_maddubs_i8a],
 };
 
@@ -268,6 +269,7 @@ pub const QX8_CODEBOOK4_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel {
     format: CodebookFormat { nr: 8, bits: 4 },
     a_offset: [0, 128],
     max_abs_table: None,
+    extra_features: &[],
     run: [qx8_codebook4_gemm_4x8c8_u8a, qx8_codebook4_gemm_4x8c8_i8a],
 };
 
@@ -300,6 +302,7 @@ pub const QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUke
     format: CodebookFormat { nr: 16, bits: 5 },
     a_offset: [0, 128],
     max_abs_table: Some(64),
+    extra_features: &[],
     run: [qx8_codebook5_gemm_4x16c8_maddubs_u8a, qx8_codebook5_gemm_4x16c8_maddubs_i8a],
 };
 

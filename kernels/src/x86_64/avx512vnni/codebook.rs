@@ -39,18 +39,20 @@ pub(crate) unsafe fn a_tail_words<const FLIP: bool>(p: *const u8, kn: usize) -> 
 ///
 /// # Safety
 /// `args` satisfies the [`CodebookArgs`] contract, `m ≤ MR`, `n ≤ NR = 16·NV`; the CPU
-/// supports AVX-512 F/BW/VL/VNNI.
+/// supports AVX-512 F/BW/VL/VNNI, and VBMI when `VBMI`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn codebook_tile<const MR: usize, const NV: usize, const NR: usize, const FLIP: bool, const B5: bool>(
+pub unsafe fn codebook_tile<const MR: usize, const NV: usize, const NR: usize, const FLIP: bool, const B5: bool, const VBMI: bool>(
     args: &CodebookArgs,
 ) {
-    // SAFETY (each arm): forwarded, m ≤ the row count.
+    // SAFETY (each arm): forwarded, m ≤ the row count; `VBMI` only with the CPU feature.
+    // The `vpermb` decode goes to the decode-bound short tiles only: at 3+ rows the
+    // decode is shared and `vpshufb` (two ports) is as fast.
     unsafe {
         match args.m {
-            1 => tile::<1, NV, NR, FLIP, true, B5>(args),
-            2 => tile::<2, NV, NR, FLIP, true, B5>(args),
-            3 | 4 if MR > 4 => tile::<4, NV, NR, FLIP, false, B5>(args),
-            _ => tile::<MR, NV, NR, FLIP, false, B5>(args),
+            1 => tile::<1, NV, NR, FLIP, true, B5, VBMI>(args),
+            2 => tile::<2, NV, NR, FLIP, true, B5, VBMI>(args),
+            3 | 4 if MR > 4 => tile::<4, NV, NR, FLIP, false, B5, false>(args),
+            _ => tile::<MR, NV, NR, FLIP, false, B5, false>(args),
         }
     }
 }
@@ -59,7 +61,7 @@ pub unsafe fn codebook_tile<const MR: usize, const NV: usize, const NR: usize, c
 /// As [`codebook_tile`], `m ≤ R`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn tile<const R: usize, const NV: usize, const NR: usize, const FLIP: bool, const SPLIT: bool, const B5: bool>(
+unsafe fn tile<const R: usize, const NV: usize, const NR: usize, const FLIP: bool, const SPLIT: bool, const B5: bool, const VBMI: bool>(
     args: &CodebookArgs,
 ) {
     // 5-bit groups carry their bit plane after the nibbles.
@@ -81,6 +83,14 @@ unsafe fn tile<const R: usize, const NV: usize, const NR: usize, const FLIP: boo
         let decode = |p: *const u8, wlo: &mut [__m512i; NV], whi: &mut [__m512i; NV]| {
             for v in 0..NV {
                 let raw = _mm512_loadu_si512(p.add(64 * v).cast());
+                if VBMI && !B5 {
+                    // `vpermb` reads index bits 0–5 only and `table` holds the 16 entries
+                    // 4× over, so bits 4–5 (the other nibble, or the neighbour byte's low
+                    // bits after the word shift) pick a copy of the same entry: no masks.
+                    wlo[v] = vpermb(raw, table);
+                    whi[v] = vpermb(_mm512_srli_epi16(raw, 4), table);
+                    continue;
+                }
                 let il = _mm512_and_si512(raw, mask);
                 let ih = _mm512_and_si512(_mm512_srli_epi16(raw, 4), mask);
                 wlo[v] = _mm512_shuffle_epi8(table, il);
@@ -142,13 +152,35 @@ unsafe fn tile<const R: usize, const NV: usize, const NR: usize, const FLIP: boo
     }
 }
 
+/// `vpermb zmm` (AVX-512 VBMI): `table[idx & 63]` per byte. Inline asm, so that the
+/// fallback kernels sharing [`tile`] are never compiled with VBMI enabled.
+///
+/// # Safety
+/// The CPU supports AVX-512 VBMI.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn vpermb(idx: __m512i, table: __m512i) -> __m512i {
+    let out: __m512i;
+    // SAFETY: a register-only instruction; the caller guarantees the CPU feature.
+    unsafe {
+        core::arch::asm!(
+            "vpermb {o}, {i}, {t}",
+            o = lateout(zmm_reg) out,
+            i = in(zmm_reg) idx,
+            t = in(zmm_reg) table,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    out
+}
+
 /// 8×32 tile, u8 activations.
 ///
 /// # Safety
 /// [`codebook_tile`]'s contract for an 8×32 tile.
 pub unsafe fn qx8_codebook4_gemm_8x32c8_u8a(args: &CodebookArgs) {
     // SAFETY: forwarded.
-    unsafe { codebook_tile::<8, 2, 32, false, false>(args) }
+    unsafe { codebook_tile::<8, 2, 32, false, false, false>(args) }
 }
 
 /// 8×32 tile, i8 activations (flipped to u8).
@@ -157,7 +189,7 @@ pub unsafe fn qx8_codebook4_gemm_8x32c8_u8a(args: &CodebookArgs) {
 /// [`codebook_tile`]'s contract for an 8×32 tile.
 pub unsafe fn qx8_codebook4_gemm_8x32c8_i8a(args: &CodebookArgs) {
     // SAFETY: forwarded.
-    unsafe { codebook_tile::<8, 2, 32, true, false>(args) }
+    unsafe { codebook_tile::<8, 2, 32, true, false, false>(args) }
 }
 
 /// `qx8_codebook4_gemm_8x32c8__avx512vnni`: 8 rows × 32 columns, 16 accumulators; per K
@@ -171,7 +203,42 @@ pub const QX8_CODEBOOK4_GEMM_8X32C8__AVX512VNNI: CodebookUkernel = CodebookUkern
     format: CodebookFormat { nr: 32, bits: 4 },
     a_offset: [0, 128],
     max_abs_table: None,
+    extra_features: &[],
     run: [qx8_codebook4_gemm_8x32c8_u8a, qx8_codebook4_gemm_8x32c8_i8a],
+};
+
+/// 8×32 tile, u8 activations, `vpermb` decode for 1–2 rows.
+///
+/// # Safety
+/// [`codebook_tile`]'s contract for an 8×32 tile; the CPU supports AVX-512 VBMI.
+pub unsafe fn qx8_codebook4_gemm_8x32c8_vbmi_u8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { codebook_tile::<8, 2, 32, false, false, true>(args) }
+}
+
+/// 8×32 tile, i8 activations (flipped to u8), `vpermb` decode for 1–2 rows.
+///
+/// # Safety
+/// [`codebook_tile`]'s contract for an 8×32 tile; the CPU supports AVX-512 VBMI.
+pub unsafe fn qx8_codebook4_gemm_8x32c8_vbmi_i8a(args: &CodebookArgs) {
+    // SAFETY: forwarded.
+    unsafe { codebook_tile::<8, 2, 32, true, false, true>(args) }
+}
+
+/// `qx8_codebook4_gemm_8x32c8__avx512vbmi`: the 8×32 tile whose GEMV rows (M ≤ 2, decode
+/// bound) decode with one `vpermb` per nibble on a 64-byte table (16 entries 4×) instead
+/// of mask, mask, `vpshufb`; needs `avx512vbmi` (the plain kernel is the fallback).
+pub const QX8_CODEBOOK4_GEMM_8X32C8__AVX512VBMI: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_gemm_8x32c8__avx512vbmi",
+    family: CodebookFamily::Lut,
+    isa: Isa::Avx512Vnni,
+    bits: 4,
+    mr: 8,
+    format: CodebookFormat { nr: 32, bits: 4 },
+    a_offset: [0, 128],
+    max_abs_table: None,
+    extra_features: &["avx512vbmi"],
+    run: [qx8_codebook4_gemm_8x32c8_vbmi_u8a, qx8_codebook4_gemm_8x32c8_vbmi_i8a],
 };
 
 /// 5-bit 8×32 tile, u8 activations.
@@ -180,7 +247,7 @@ pub const QX8_CODEBOOK4_GEMM_8X32C8__AVX512VNNI: CodebookUkernel = CodebookUkern
 /// [`codebook_tile`]'s contract for an 8×32 tile of 5-bit codes (32-entry table).
 pub unsafe fn qx8_codebook5_gemm_8x32c8_u8a(args: &CodebookArgs) {
     // SAFETY: forwarded.
-    unsafe { codebook_tile::<8, 2, 32, false, true>(args) }
+    unsafe { codebook_tile::<8, 2, 32, false, true, false>(args) }
 }
 
 /// 5-bit 8×32 tile, i8 activations (flipped to u8).
@@ -189,7 +256,7 @@ pub unsafe fn qx8_codebook5_gemm_8x32c8_u8a(args: &CodebookArgs) {
 /// [`codebook_tile`]'s contract for an 8×32 tile of 5-bit codes (32-entry table).
 pub unsafe fn qx8_codebook5_gemm_8x32c8_i8a(args: &CodebookArgs) {
     // SAFETY: forwarded.
-    unsafe { codebook_tile::<8, 2, 32, true, true>(args) }
+    unsafe { codebook_tile::<8, 2, 32, true, true, false>(args) }
 }
 
 /// `qx8_codebook5_gemm_8x32c8__avx512vnni`: 5-bit codes (APoT-5, 32-level codebooks):
@@ -204,8 +271,10 @@ pub const QX8_CODEBOOK5_GEMM_8X32C8__AVX512VNNI: CodebookUkernel = CodebookUkern
     format: CodebookFormat { nr: 32, bits: 5 },
     a_offset: [0, 128],
     max_abs_table: None,
+    extra_features: &[],
     run: [qx8_codebook5_gemm_8x32c8_u8a, qx8_codebook5_gemm_8x32c8_i8a],
 };
 
 /// AVX-512 VNNI codebook kernels, least preferred first.
-pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[QX8_CODEBOOK4_GEMM_8X32C8__AVX512VNNI, QX8_CODEBOOK5_GEMM_8X32C8__AVX512VNNI];
+pub const CODEBOOK_KERNELS: &[CodebookUkernel] =
+    &[QX8_CODEBOOK4_GEMM_8X32C8__AVX512VNNI, QX8_CODEBOOK5_GEMM_8X32C8__AVX512VNNI, QX8_CODEBOOK4_GEMM_8X32C8__AVX512VBMI];
