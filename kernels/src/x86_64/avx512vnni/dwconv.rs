@@ -9,7 +9,7 @@
 //! (wrapping), exactly: each product is at most `255·255` in magnitude. i8 activations
 //! are flipped to u8 (`XOR 0x80`, `a_offset` 128) as they are loaded.
 //!
-//! A call is blocked into groups of `PX` pixels × one 64-channel tile: `PX·NU`
+//! A call is blocked into groups of `PX` pixels (`PX9` for 3×3) × one 64-channel tile: `PX·NU`
 //! accumulators (`NU` = 16-channel vectors in the tile, fewer in the last tile), the
 //! tile's weights loaded once per tap pair and used by all `PX` pixels. The output stage
 //! is vectorised (i32, f32, the three requantization modes; the fixed-point ones reuse the
@@ -31,6 +31,10 @@ use crate::types::{DwPackFormat, DwconvArgs, DwconvUkernel, Isa, OutputKind, Req
 const CT: usize = 64;
 /// Pixels per block.
 const PX: usize = 4;
+/// Pixels per block for short filters (3×3): 2 measured faster on Zen 4 than 4 (8
+/// accumulators instead of 16 leave registers for the weights and shuffles: fewer zmm
+/// spills), while 4 stays faster for 5×5.
+const PX9: usize = 2;
 
 /// The `vpermt2b` indexes of the accumulator vectors: for vector `r` (channels
 /// `16r .. 16r+16`), dword `i` takes byte `16r + i` of the first tap row (byte 0) and of
@@ -85,14 +89,14 @@ pub unsafe fn dwconv<const T: usize, const KR: usize, const FLIP: bool>(args: &D
     // the tile's channels, `wt` is its packed tile, `row(i, t)` is tap t's row of pixel i
     // of the block (pixels past npx repeat the last one).
     macro_rules! one_tile {
-        ($p0:expr, $npx:expr, $c0:expr, $wt:expr, $row:expr) => {{
+        ($p0:expr, $npx:expr, $c0:expr, $wt:expr, $row:expr, $bp:tt) => {{
             let rem = CT.min(args.channels - $c0);
             unsafe {
                 match rem.div_ceil(16) {
-                    1 => tile::<T, KR, 1, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
-                    2 => tile::<T, KR, 2, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
-                    3 => tile::<T, KR, 3, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
-                    _ => tile::<T, KR, 4, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
+                    1 => tile::<T, KR, 1, $bp, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
+                    2 => tile::<T, KR, 2, $bp, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
+                    3 => tile::<T, KR, 3, $bp, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
+                    _ => tile::<T, KR, 4, $bp, FLIP>(args, &stage, taps, $p0, $npx, $c0, rem, $wt, $row),
                 }
             }
         }};
@@ -102,8 +106,8 @@ pub unsafe fn dwconv<const T: usize, const KR: usize, const FLIP: bool>(args: &D
         // every channel tile (the indirection's scalar work does not grow with C).
         let mut p0 = 0;
         while p0 < args.pixels {
-            let npx = PX.min(args.pixels - p0);
-            let mut rows = [[core::ptr::null::<u8>(); T]; PX];
+            let npx = PX9.min(args.pixels - p0);
+            let mut rows = [[core::ptr::null::<u8>(); T]; PX9];
             for (i, r) in rows.iter_mut().enumerate() {
                 for (t, x) in r.iter_mut().enumerate() {
                     // SAFETY: pixel p0 + min(i, npx − 1) < pixels, t < taps.
@@ -113,11 +117,11 @@ pub unsafe fn dwconv<const T: usize, const KR: usize, const FLIP: bool>(args: &D
             let row = |i: usize, t: usize| rows[i][t];
             let (mut c0, mut wt) = (0, args.weights);
             while c0 < args.channels {
-                one_tile!(p0, npx, c0, wt, row);
+                one_tile!(p0, npx, c0, wt, row, PX9);
                 c0 += CT;
                 wt = wt.wrapping_add(tile_bytes);
             }
-            p0 += PX;
+            p0 += PX9;
         }
     } else {
         // Long or any-size filters: channel tiles outside (measured faster for 5×5: the
@@ -129,7 +133,7 @@ pub unsafe fn dwconv<const T: usize, const KR: usize, const FLIP: bool>(args: &D
                 let npx = PX.min(args.pixels - p0);
                 // SAFETY: as above.
                 let row = |i: usize, t: usize| unsafe { tap_row(args, p0 + i.min(npx - 1), t) };
-                one_tile!(p0, npx, c0, wt, row);
+                one_tile!(p0, npx, c0, wt, row, PX);
                 p0 += PX;
             }
             c0 += CT;
@@ -189,12 +193,12 @@ impl Stage {
 /// the others go through [`epilogue`].
 ///
 /// # Safety
-/// As [`dwconv`]; `wt` is the packed tile of channel `c0`, `rem ≤ 16·NU`, `npx ≤ PX`,
+/// As [`dwconv`]; `wt` is the packed tile of channel `c0`, `rem ≤ 16·NU`, `npx ≤ P`,
 /// `row(i, t)` the row of tap `t` of pixel `p0 + min(i, npx − 1)`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
-unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: bool>(
+unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const P: usize, const FLIP: bool>(
     args: &DwconvArgs,
     stage: &Stage,
     taps: usize,
@@ -235,9 +239,9 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
         // SAFETY: forwarded contract.
         let acc = unsafe {
             if KR == 2 {
-                block::<T, NU, FLIP>(taps, c0, rem, wt, &colo, row)
+                block::<T, NU, P, FLIP>(taps, c0, rem, wt, &colo, row)
             } else {
-                block_quad::<T, NU, FLIP>(taps, c0, rem, wt, &colo, row)
+                block_quad::<T, NU, P, FLIP>(taps, c0, rem, wt, &colo, row)
             }
         };
         if fast_fp32 {
@@ -248,7 +252,7 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
             // [qmin, qmax] (shifted by the zero point), so the result is
             // clamp(round(acc·s) + zp, qmin, qmax) exactly. One `vpermd` restores the
             // channel order the in-lane packs interleave; one store per pixel.
-            for i in 0..PX {
+            for i in 0..P {
                 if i >= npx {
                     break;
                 }
@@ -279,7 +283,7 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
                 }
             }
         } else if fast_i32 {
-            for i in 0..PX {
+            for i in 0..P {
                 if i >= npx {
                     break;
                 }
@@ -293,13 +297,13 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
             }
         } else {
             // SAFETY: forwarded contract.
-            unsafe { epilogue::<NU>(args, p0, npx, c0, rem, &acc) };
+            unsafe { epilogue::<NU, P>(args, p0, npx, c0, rem, &acc) };
         }
     }
 }
 
 /// The sums plus `col_offset` (`colo`, the accumulators' start) of pixels
-/// `p0 .. p0 + npx` (`npx ≤ PX`) × channels `c0 .. c0 + rem` (`rem ≤ 16·NU`). Pixels past `npx` recompute the last one (no
+/// `p0 .. p0 + npx` (`npx ≤ P`) × channels `c0 .. c0 + rem` (`rem ≤ 16·NU`). Pixels past `npx` recompute the last one (no
 /// branch in the tap loop); the caller stores only `npx`.
 ///
 /// # Safety
@@ -307,14 +311,14 @@ unsafe fn tile<const T: usize, const KR: usize, const NU: usize, const FLIP: boo
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn block<const T: usize, const NU: usize, const FLIP: bool>(
+unsafe fn block<const T: usize, const NU: usize, const P: usize, const FLIP: bool>(
     taps: usize,
     c0: usize,
     rem: usize,
     wt: *const u8,
     colo: &[__m512i; NU],
     row: impl Fn(usize, usize) -> *const u8,
-) -> [[__m512i; NU]; PX] {
+) -> [[__m512i; NU]; P] {
     let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
     let mut idx = [_mm512_setzero_si512(); NU];
     for (r, x) in idx.iter_mut().enumerate() {
@@ -322,7 +326,7 @@ unsafe fn block<const T: usize, const NU: usize, const FLIP: bool>(
         *x = unsafe { _mm512_loadu_si512(PAIR_INDEX[r].as_ptr().cast()) };
     }
     let flip = _mm512_set1_epi8(0x80u8 as i8);
-    let mut acc = [*colo; PX];
+    let mut acc = [*colo; P];
     let pairs = taps.div_ceil(2);
     for pr in 0..pairs {
         let t0 = 2 * pr;
@@ -333,7 +337,7 @@ unsafe fn block<const T: usize, const NU: usize, const FLIP: bool>(
             // SAFETY: pair `pr` of the tile holds 64 dwords (256 bytes).
             w[r] = unsafe { _mm512_loadu_si512(wt.add(pr * 4 * CT + 64 * r).cast()) };
         }
-        for i in 0..PX {
+        for i in 0..P {
             // SAFETY: pix[i] < pixels, t0, t1 < taps; each row has `channels` bytes from
             // its start, so bytes c0 .. c0 + rem are readable (the rest masked).
             let (a, b) = unsafe {
@@ -407,14 +411,14 @@ static JOIN_INDEX: [[u8; 64]; 2] = {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
+unsafe fn block_quad<const T: usize, const NU: usize, const P: usize, const FLIP: bool>(
     taps: usize,
     c0: usize,
     rem: usize,
     wt: *const u8,
     colo: &[__m512i; NU],
     row: impl Fn(usize, usize) -> *const u8,
-) -> [[__m512i; NU]; PX] {
+) -> [[__m512i; NU]; P] {
     let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
     const HALVES: [usize; 4] = [1, 1, 2, 2];
     let halves = HALVES[NU - 1];
@@ -424,7 +428,7 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
         *x = unsafe { _mm512_loadu_si512(QUAD_INDEX[h].as_ptr().cast()) };
     }
     let flip = _mm512_set1_epi8(0x80u8 as i8);
-    let mut acc = [*colo; PX];
+    let mut acc = [*colo; P];
     let full = taps / 4;
     let mut jidx = [_mm512_setzero_si512(); 2];
     for (r, x) in jidx.iter_mut().enumerate() {
@@ -457,7 +461,7 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
             // SAFETY: quad `q` of the tile holds 64 dwords (256 bytes).
             w[r] = unsafe { _mm512_loadu_si512(wt.add(q * 4 * CT + 64 * r).cast()) };
         }
-        for i in 0..PX {
+        for i in 0..P {
             let rows: [*const u8; 4] = core::array::from_fn(|j| row(i, 4 * q + j).wrapping_add(c0));
             for h in 0..halves {
                 let a = join(rows[0], rows[1], h);
@@ -479,7 +483,7 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
             // SAFETY: the last quad of the tile holds 64 dwords (256 bytes).
             w[r] = unsafe { _mm512_loadu_si512(wt.add(q * 4 * CT + 64 * r).cast()) };
         }
-        for i in 0..PX {
+        for i in 0..P {
             if left == 1 {
                 // One tap (9 and 25 taps end so): its bytes zero-extended to dwords
                 // `(x, 0, 0, 0)`, 16 channels per `vpmovzxbd`, against weights `(w, 0, 0, 0)`.
@@ -532,13 +536,13 @@ unsafe fn block_quad<const T: usize, const NU: usize, const FLIP: bool>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline(never)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn epilogue<const NU: usize>(
+unsafe fn epilogue<const NU: usize, const P: usize>(
     args: &DwconvArgs,
     p0: usize,
     npx: usize,
     c0: usize,
     rem: usize,
-    acc: &[[__m512i; NU]; PX],
+    acc: &[[__m512i; NU]; P],
 ) {
     let out = &args.out;
     let mut masks = [0 as __mmask16; NU];
