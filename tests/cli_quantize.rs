@@ -26,7 +26,22 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qkern")).arg("quantize").args(args).output().unwrap()
+    let exe = env!("CARGO_BIN_EXE_qkern");
+    // An aarch64 build tested under qemu-user (CI) starts its child natively, where the
+    // host cannot run it: run the binary under the same runner cargo used for this test.
+    let host = Command::new("uname").arg("-m").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let emulated = cfg!(target_arch = "aarch64") && host.is_ok_and(|h| !h.is_empty() && h != "aarch64" && h != "arm64");
+    let mut cmd = if emulated {
+        let runner = std::env::var("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER")
+            .unwrap_or_else(|_| "qemu-aarch64 -L /usr/aarch64-linux-gnu".into());
+        let mut words = runner.split_whitespace();
+        let mut c = Command::new(words.next().expect("the runner is empty"));
+        c.args(words).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    cmd.arg("quantize").args(args).output().unwrap()
 }
 
 fn gaussian(n: usize) -> Vec<f32> {
