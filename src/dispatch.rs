@@ -305,6 +305,12 @@ impl Context {
         if threads == 0 {
             return Err(Error::InvalidParameter("threads must be at least 1".into()));
         }
+        if threads == 1 {
+            // Every path runs serially on one thread: no pool, no idle worker.
+            self.pool = None;
+            self.threads = 1;
+            return Ok(self);
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("qkern-{i}"))

@@ -13,6 +13,7 @@ use qkern_kernels::{
 };
 use rayon::prelude::*;
 
+use super::scratch::Scratch;
 use super::{Activations, K_CHUNK, MatrixMut, PackedWeights, Requantize};
 use crate::dispatch::{Context, cpu};
 use crate::error::{Error, Result, check_matrix};
@@ -20,21 +21,21 @@ use crate::error::{Error, Result, check_matrix};
 /// The output stage, with its per-column tables computed for this call.
 pub(super) enum Stage<'a> {
     I32 { bias: Option<&'a [i32]> },
-    F32 { scale: Vec<f32>, bias: Option<&'a [f32]> },
-    Requant { mode: RequantMode, scale: Vec<f32>, qmult: Vec<QuantizedMultiplier>, zero_point: i32, qmin: i32, qmax: i32, bias: Option<&'a [i32]> },
+    F32 { scale: Scratch<f32>, bias: Option<&'a [f32]> },
+    Requant { mode: RequantMode, scale: Scratch<f32>, qmult: Scratch<QuantizedMultiplier>, zero_point: i32, qmin: i32, qmax: i32, bias: Option<&'a [i32]> },
 }
 
 impl<'a> Stage<'a> {
     pub(super) fn requant<O: Int8>(sa: f32, w: &PackedWeights, rq: &Requantize<'a, O>) -> Result<Stage<'a>> {
         // ONNX / onnxruntime: the multiplier is (sa·sb)/sy in f32.
-        let scale: Vec<f32> = w.scale.iter().map(|&sb| (sa * sb) / rq.scale).collect();
+        let scale = Scratch::collect(w.scale.iter().map(|&sb| (sa * sb) / rq.scale));
         if let Some(s) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return Err(Error::InvalidScale { what: "requantization multiplier sa·sb/sy", value: *s as f64 });
         }
         let qmult = match rq.mode {
-            RequantMode::Fp32 => Vec::new(),
+            RequantMode::Fp32 => Scratch::new(),
             // TFLite: the effective scale in double.
-            mode => w.scale.iter().map(|&sb| quantize_multiplier(sa as f64 * sb as f64 / rq.scale as f64, mode)).collect(),
+            mode => Scratch::collect(w.scale.iter().map(|&sb| quantize_multiplier(sa as f64 * sb as f64 / rq.scale as f64, mode))),
         };
         Ok(Stage::Requant {
             mode: rq.mode,
@@ -157,16 +158,14 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
     let a_off = kernel.a_offset_for(A::SIGNED);
     let za_k = za + a_off;
     let row_sum = |i: usize, k0: usize, k1: usize| gemm_row_sum(&a_data[i * lda + k0..i * lda + k1], a_off);
-    let a_row_sum: Vec<i32> = if w.any_zero_point && exact_i32 { (0..m).map(|i| row_sum(i, 0, k)).collect() } else { Vec::new() };
+    let a_row_sum = if w.any_zero_point && exact_i32 { Scratch::collect((0..m).map(|i| row_sum(i, 0, k))) } else { Scratch::new() };
 
     // Per-column term: K·za·zb − za·Σb + bias, modulo 2^32.
     let bias = stage.bias_i32();
-    let col_offset: Vec<i32> = (0..n)
-        .map(|j| {
-            let b = if exact_i32 { bias.map_or(0, |b| b[j]) } else { 0 };
-            gemm_col_term(k, za_k, w.stored_zero_point[j], w.col_sum[j], b)
-        })
-        .collect();
+    let col_offset = Scratch::collect((0..n).map(|j| {
+        let b = if exact_i32 { bias.map_or(0, |b| b[j]) } else { 0 };
+        gemm_col_term(k, za_k, w.stored_zero_point[j], w.col_sum[j], b)
+    }));
 
     let null_f = std::ptr::null::<f32>();
     let (scale_ptr, bias_f32_ptr, qmult_ptr, mode, ozp, qmin, qmax) = match &stage {
@@ -344,14 +343,14 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
     // enough tasks for the threads.
     let cb = (512 * 1024 / panel_bytes.max(1)).clamp(1, tiles_n);
     let rb = (64 / mr).clamp(1, tiles_m);
-    let mut tasks: Vec<(usize, usize, usize, usize)> = if gemv.is_some() {
-        gemv_tasks(tiles_n, ctx.threads())
-    } else {
-        (0..tiles_n)
-            .step_by(cb)
-            .flat_map(|tj| (0..tiles_m).step_by(rb).map(move |ti| (ti, (ti + rb).min(tiles_m), tj, (tj + cb).min(tiles_n))))
-            .collect()
-    };
+    let mut tasks = Scratch::collect(gemv.map(|_| gemv_tasks(tiles_n, ctx.threads())).into_iter().flatten());
+    if gemv.is_none() {
+        tasks.extend(
+            (0..tiles_n)
+                .step_by(cb)
+                .flat_map(|tj| (0..tiles_m).step_by(rb).map(move |ti| (ti, (ti + rb).min(tiles_m), tj, (tj + cb).min(tiles_n)))),
+        );
+    }
     if packed_a.is_some() {
         // Row blocks outermost, so consecutive tasks reuse the packed A (`pack_a_tiles`).
         tasks.sort_by_key(|&(ti0, _, tj0, _)| (ti0, tj0));
@@ -383,10 +382,11 @@ fn packed_a_entry<A: Int8>(packed_a: &Option<PackedA>, b_signed: bool) -> Option
 }
 
 /// The packed-A workspace of one thread (or rayon split) for one call, reused by its
-/// tasks: allocated once, grown as needed, never per tile.
+/// tasks: grown as needed, never per tile; its buffer comes from the thread's
+/// [`Scratch`] pool, so later calls on the thread allocate nothing.
 #[derive(Default)]
 struct AWorkspace {
-    buf: Vec<u8>,
+    buf: Scratch<u8>,
     /// The row tiles `buf` holds (packed during this call), so that a task on the same
     /// rows skips packing.
     rows: Option<(usize, usize)>,
@@ -454,9 +454,9 @@ fn gemv_kernel<A: Int8>(ctx: &Context, w: &PackedWeights, m: usize) -> Option<(u
 /// The tasks of a GEMV (one row tile): the column panels in one contiguous range per
 /// thread, so that each thread streams its part of the packed weights once, strictly
 /// sequentially (panels are adjacent in memory), and the threads split N evenly.
-fn gemv_tasks(tiles_n: usize, threads: usize) -> Vec<(usize, usize, usize, usize)> {
+fn gemv_tasks(tiles_n: usize, threads: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
     let parts = threads.clamp(1, tiles_n);
-    (0..parts).map(|p| (0, 1, p * tiles_n / parts, (p + 1) * tiles_n / parts)).collect()
+    (0..parts).map(move |p| (0, 1, p * tiles_n / parts, (p + 1) * tiles_n / parts))
 }
 
 /// Asks Linux to back the 2 MiB-aligned part of `buf` with transparent huge pages

@@ -14,6 +14,7 @@
 #[allow(unsafe_code)] // the one module that calls kernels (DESIGN.md §1)
 mod driver;
 mod pack;
+pub(crate) mod scratch;
 
 use qkern_kernels::{Int8, RequantMode};
 
@@ -214,7 +215,7 @@ impl Context {
         if w.scale.len() != w.n {
             return Err(Error::InvalidParameter("f32 output needs weight scales; the weights were packed without".into()));
         }
-        let scale: Vec<f32> = w.scale.iter().map(|&s| a.scale * s).collect();
+        let scale = scratch::Scratch::collect(w.scale.iter().map(|&s| a.scale * s));
         // Valid factors can still under- or overflow in f32 (as the requantization
         // multiplier is checked in `Stage::requant`): that would be silently 0 or inf/NaN.
         if let Some(&s) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
