@@ -20,13 +20,21 @@
 //!   written).
 //!
 //! Threads: every function may be called from any thread; the error message is
-//! per thread. A [`qk_gemm_weights`] handle is immutable after creation and may be used
-//! by several threads at once.
+//! per thread. Handles ([`qk_gemm_weights`], [`qk_conv_filter`],
+//! [`qk_codebook_weights`], [`qk_pwlq_weights`]) are immutable after creation and may be
+//! used by several threads at once.
+//!
+//! Context: every entry point runs on one process-wide [`crate::Context`] — the kernel
+//! table of the best tier this CPU has (capped by `QKERN_MAX_ISA`) and the threads set by
+//! [`qk_set_num_threads`] (by default rayon's global pool). [`qk_info`] reports it.
 
+mod codebook;
 mod conv;
 mod gemm;
 mod onnx;
+mod pwlq;
 mod requant;
+mod runtime;
 mod util;
 
 use std::cell::RefCell;
@@ -35,10 +43,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::Error;
 
+pub use codebook::*;
 pub use conv::*;
 pub use gemm::*;
 pub use onnx::*;
+pub use pwlq::*;
 pub use requant::*;
+pub use runtime::*;
 
 /// Status code returned by every qkern C function. `QK_OK` is 0; every other value is
 /// an error whose message [`qk_last_error`] returns.
