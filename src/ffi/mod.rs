@@ -11,9 +11,10 @@
 //!   size fits `isize`) and that every output buffer is disjoint from every input
 //!   buffer. A required pointer must be non-null even when its count is 0; an optional
 //!   one (documented "may be NULL") may be NULL only together with a count of 0.
-//! * Enumerations that come from C ([`qk_dtype`], [`qk_requant_mode`]) are plain
-//!   `int32_t` in the signatures and are validated here: an out-of-range value is
-//!   `QK_ERR_INVALID_PARAMETER`, never undefined behaviour.
+//! * Enumerations that come from C ([`qk_dtype`], [`qk_requant_mode`], [`qk_scheme`],
+//!   [`qk_granularity`], [`qk_pwlq_breakpoint`]) are plain `int32_t` in the signatures
+//!   and are validated here: an out-of-range value is `QK_ERR_INVALID_PARAMETER`, never
+//!   undefined behaviour.
 //! * On failure, scalar out-parameters are left untouched and a handle out-parameter is
 //!   NULL; the contents of output buffers are unspecified (an error found while
 //!   computing, such as an `int32_t` overflow, may come after part of the output was
