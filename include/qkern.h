@@ -17,6 +17,12 @@
 #include <stdint.h>
 
 /**
+ * The most threads [`qk_set_num_threads`] accepts: far above any CPU qkern targets, low
+ * enough that a garbage count is refused instead of trying to start that many threads.
+ */
+#define QK_MAX_THREADS 1024
+
+/**
  * Status code returned by every qkern C function. `QK_OK` is 0; every other value is
  * an error whose message [`qk_last_error`] returns.
  */
@@ -92,6 +98,14 @@ typedef int32_t qk_status;
 #endif // __cplusplus
 
 /**
+ * Prepacked codebook weights `B[K][N]`: the codes in the kernel's layout, the integer
+ * table and the per-column scales. Opaque: create with [`qk_codebook_pack`] or
+ * [`qk_codebook_weights_create`], release with [`qk_codebook_weights_free`]. Immutable
+ * once created, so one handle may be used by several threads at once.
+ */
+typedef struct qk_codebook_weights qk_codebook_weights;
+
+/**
  * A convolution filter prepacked for one geometry. Opaque: create with
  * [`qk_conv_filter_create`], release with [`qk_conv_filter_free`]. Runs only read it
  * (its caches are internally synchronised), so one handle may be used by several
@@ -106,6 +120,33 @@ typedef struct qk_conv_filter qk_conv_filter;
  * several threads at once.
  */
 typedef struct qk_gemm_weights qk_gemm_weights;
+
+/**
+ * PWLQ weights: the packed codes of `N` channels of `K` weights with each channel's
+ * range `m` and breakpoint `p`, prepared for the exact-mode GEMM. Opaque: create with
+ * [`qk_pwlq_pack`], release with [`qk_pwlq_weights_free`]. Immutable once created, so
+ * one handle may be used by several threads at once.
+ */
+typedef struct qk_pwlq_weights qk_pwlq_weights;
+
+/**
+ * A non-uniform quantization scheme, passed from C as an `int32_t`, with a code width
+ * `bits` beside it. The weights' levels are the scheme's levels times a float scale (one
+ * per tensor or per column).
+ */
+typedef int32_t qk_scheme;
+
+/**
+ * One scale for the whole weight tensor, or one per output column, passed from C as an
+ * `int32_t`.
+ */
+typedef int32_t qk_granularity;
+
+/**
+ * An element type, passed from C as an `int32_t`. The values are those of ONNX's
+ * `TensorProto.DataType`, so an engine can pass a model's type through unchanged.
+ */
+typedef int32_t qk_dtype;
 
 /**
  * The shape of a 2-D convolution on NHWC tensors (all sizes in elements).
@@ -184,12 +225,6 @@ typedef struct qk_conv_geometry {
 } qk_conv_geometry;
 
 /**
- * An element type, passed from C as an `int32_t`. The values are those of ONNX's
- * `TensorProto.DataType`, so an engine can pass a model's type through unchanged.
- */
-typedef int32_t qk_dtype;
-
-/**
  * A requantization rounding mode, passed from C as an `int32_t`.
  */
 typedef int32_t qk_requant_mode;
@@ -248,6 +283,12 @@ typedef struct qk_conv_attrs {
 } qk_conv_attrs;
 
 /**
+ * How [`qk_pwlq_quantize`] chooses each channel's breakpoint `p`, passed from C as an
+ * `int32_t`.
+ */
+typedef int32_t qk_pwlq_breakpoint;
+
+/**
  * `float` (ONNX FLOAT).
  */
 #define QK_F32 1
@@ -303,6 +344,50 @@ typedef struct qk_conv_attrs {
 #define QK_REQUANT_SINGLE_ROUNDING 2
 
 /**
+ * Uniform symmetric: the integers `−(2^(bits−1) − 1) … 2^(bits−1) − 1` (sorted codes,
+ * code 0 = the most negative), `bits` 2–5.
+ */
+#define QK_SCHEME_UNIFORM 0
+
+/**
+ * Power of two (Miyashita et al.): `{0} ∪ {±2^e}`, sign + exponent-index codes, a
+ * power-of-two scale (the full-scale-range exponent), `bits` 2–5. The lookup kernels take
+ * 2–4 bits (the 5-bit grid, 16384, exceeds int8: `QK_ERR_UNSUPPORTED`).
+ */
+#define QK_SCHEME_POT 1
+
+/**
+ * Logarithmic base √2: `{0} ∪ {±√2^−j}`, `bits` 2–5. Its levels have no integer grid, so
+ * it can be quantized ([`qk_codebook_quantize`]) but not packed for the integer kernels
+ * (`QK_ERR_UNSUPPORTED`).
+ */
+#define QK_SCHEME_LOG 2
+
+/**
+ * Additive powers of two for weights (Li et al., ICLR 2020): sign + magnitude, 4-bit =
+ * `±{0, 1, 2, 3, 4, 6, 8, 10}`, `bits` 2–5.
+ */
+#define QK_SCHEME_APOT 3
+
+/**
+ * A learned codebook: the caller's `levels` (2 to `2^bits` finite, strictly increasing
+ * values; code `c` is `levels[c]`), `bits` 1–5. Packing needs the levels on an integer
+ * grid within int8: every level an integer multiple `g·2^e` of one power of two with
+ * `|g| ≤ 127` (e.g. llama.cpp's IQ4_NL table).
+ */
+#define QK_SCHEME_CODEBOOK 4
+
+/**
+ * One scale for the whole tensor.
+ */
+#define QK_PER_TENSOR 0
+
+/**
+ * One scale per output channel (column `n` of `B[K][N]`).
+ */
+#define QK_PER_CHANNEL 1
+
+/**
  * `"NOTSET"`: explicit `pads` (the default).
  */
 #define QK_AUTO_PAD_NOTSET 0
@@ -321,6 +406,21 @@ typedef struct qk_conv_attrs {
  * `"VALID"`: no padding.
  */
 #define QK_AUTO_PAD_VALID 3
+
+/**
+ * The paper's Gaussian closed form `p = σ·ln(0.8614·m/σ + 0.6079)`.
+ */
+#define QK_PWLQ_GAUSSIAN 0
+
+/**
+ * The paper's Laplace closed form `p = σ·(0.8030·√(m/σ) − 0.3167)`.
+ */
+#define QK_PWLQ_LAPLACE 1
+
+/**
+ * Coarse-to-fine search on `p/m` (steps 0.1, 0.01, 0.001) minimising the squared error.
+ */
+#define QK_PWLQ_SEARCH 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -348,6 +448,209 @@ const char *qk_version(void);
  * longer).
  */
 const char *qk_last_error(void);
+
+/**
+ * Quantizes the row-major `k × n` float weights `w` (`B[K][N]`, columns = output
+ * channels) to codes of `scheme` with `bits`-bit codes, calibrating the scales by
+ * min-max (per tensor, or per column with `QK_PER_CHANNEL`; PoT and log round the scale
+ * up to a power of two). Each value goes to the nearest level (ties toward zero).
+ *
+ * * `w`, `w_count`: exactly `k · n` finite values (`k, n ≥ 1`).
+ * * `levels`, `levels_count`: the table of `QK_SCHEME_CODEBOOK` (see there); NULL with
+ *   count 0 for the other schemes.
+ * * `codes`, `codes_count`: receives `k · n` codes (row-major, like `w`); the count must
+ *   be exactly `k · n`.
+ * * `scale`, `scale_count`: receives the scales; the count must be exactly 1
+ *   (`QK_PER_TENSOR`) or `n` (`QK_PER_CHANNEL`).
+ *
+ * The codes and scales are what [`qk_codebook_weights_create`] takes (with the same
+ * scheme, bits and levels); `w[k][n] ≈ level(codes[k][n]) · scale[n]`.
+ *
+ * # Safety
+ *
+ * Each pointer must be NULL (an error, unless documented optional) or point to at least
+ * its count of elements, readable (`w`, `levels`) or writable (`codes`, `scale`); the
+ * outputs must not overlap each other or the inputs.
+ */
+qk_status qk_codebook_quantize(const float *w,
+                               size_t w_count,
+                               size_t k,
+                               size_t n,
+                               qk_scheme scheme,
+                               uint32_t bits,
+                               const float *levels,
+                               size_t levels_count,
+                               qk_granularity granularity,
+                               uint8_t *codes,
+                               size_t codes_count,
+                               float *scale,
+                               size_t scale_count);
+
+/**
+ * Creates prepacked codebook weights from codes: the row-major `k × n` codes of
+ * `B[K][N]` of `scheme` with `bits`-bit codes (as [`qk_codebook_quantize`] writes them,
+ * or a learned codebook's indices into `levels`), and the scales.
+ *
+ * * `codes`, `codes_count`: exactly `k · n` codes, each a valid code of the level set
+ *   (below the number of `levels` for `QK_SCHEME_CODEBOOK`, below `2^bits` otherwise);
+ *   an out-of-range code is `QK_ERR_INVALID_PARAMETER` naming its position.
+ * * `levels`, `levels_count`: the table of `QK_SCHEME_CODEBOOK` (finite, strictly
+ *   increasing, 2 to `2^bits` values); NULL with count 0 for the other schemes. A table
+ *   with no integer grid, or one whose grid exceeds int8, is `QK_ERR_UNSUPPORTED`.
+ * * `scale`, `scale_count`: 1 (per tensor) or `n` (per column) finite positive scales;
+ *   `B[k][n] = levels[codes[k][n]] · scale[n]`.
+ * * `out`: receives the handle; set to NULL first, so it is NULL on any failure.
+ *
+ * The inputs are copied; they may be freed after the call.
+ *
+ * # Safety
+ *
+ * Each pointer must be NULL (an error, unless documented optional) or point to at least
+ * its count of readable elements; `out` must be NULL (an error) or point to a writable
+ * `qk_codebook_weights*`.
+ */
+qk_status qk_codebook_weights_create(const uint8_t *codes,
+                                     size_t codes_count,
+                                     size_t k,
+                                     size_t n,
+                                     qk_scheme scheme,
+                                     uint32_t bits,
+                                     const float *levels,
+                                     size_t levels_count,
+                                     const float *scale,
+                                     size_t scale_count,
+                                     struct qk_codebook_weights **out);
+
+/**
+ * Quantizes the float weights `w` (`B[K][N]`, `k · n` values) as
+ * [`qk_codebook_quantize`] does and packs the codes into a handle, in one call: the same
+ * weights as `qk_codebook_quantize` followed by [`qk_codebook_weights_create`].
+ *
+ * Errors: those of both, in particular `QK_ERR_UNSUPPORTED` for a scheme the integer
+ * kernels cannot run (`QK_SCHEME_LOG`, 5-bit `QK_SCHEME_POT`, a learned table without
+ * an int8 grid). `out` is set to NULL first, so it is NULL on any failure.
+ *
+ * # Safety
+ *
+ * `w` and `levels` as in [`qk_codebook_quantize`]; `out` must be NULL (an error) or
+ * point to a writable `qk_codebook_weights*`.
+ */
+qk_status qk_codebook_pack(const float *w,
+                           size_t w_count,
+                           size_t k,
+                           size_t n,
+                           qk_scheme scheme,
+                           uint32_t bits,
+                           const float *levels,
+                           size_t levels_count,
+                           qk_granularity granularity,
+                           struct qk_codebook_weights **out);
+
+/**
+ * Releases weights created by [`qk_codebook_pack`] or [`qk_codebook_weights_create`].
+ * NULL is accepted and does nothing (`QK_OK`).
+ *
+ * # Safety
+ *
+ * `weights` must be NULL or a live handle from those functions, not freed before, and
+ * no other thread may be using it.
+ */
+qk_status qk_codebook_weights_free(struct qk_codebook_weights *weights);
+
+/**
+ * K, N and the code width of a handle.
+ *
+ * # Safety
+ *
+ * `weights` must be NULL (an error) or a live handle; each out-pointer must be NULL (an
+ * error) or point to a writable value of its type.
+ */
+qk_status qk_codebook_weights_shape(const struct qk_codebook_weights *weights,
+                                    size_t *k,
+                                    size_t *n,
+                                    uint32_t *bits);
+
+/**
+ * What the kernels multiply with: the integer grid value of every code, and each
+ * column's grid scale. The exact results are
+ * `qk_codebook_gemm_i32: C[m][n] = Σ_k (A[m][k] − za)·table[code(k, n)] + bias[n]` and
+ * `qk_codebook_gemm_f32: C[m][n] = (float)Σ_k (A[m][k] − za)·table[code(k, n)] ·
+ * (a_scale · grid_scale[n]) + bias[n]`; a weight's value is
+ * `table[code] · grid_scale[n]` (= level · scale, exactly).
+ *
+ * * `table`, `table_count`: may be NULL with count 0 (not wanted); else at least
+ *   `2^bits` entries, of which the first `2^bits` are written (0 for a code the level set
+ *   does not have).
+ * * `grid_scale`, `grid_scale_count`: may be NULL with count 0; else at least N entries,
+ *   of which the first N are written.
+ *
+ * # Safety
+ *
+ * `weights` must be NULL (an error) or a live handle; each buffer must be NULL (with
+ * count 0) or point to its count of writable elements; the two must not overlap.
+ */
+qk_status qk_codebook_weights_table(const struct qk_codebook_weights *weights,
+                                    int8_t *table,
+                                    size_t table_count,
+                                    float *grid_scale,
+                                    size_t grid_scale_count);
+
+/**
+ * `C[m][n] = Σ_k (A[m][k] − a_zero_point)·table[code(k, n)] + bias[n]` in `int32_t`,
+ * exact (integer grid units: see [`qk_codebook_weights_table`]); `QK_ERR_OVERFLOW` if a
+ * result does not fit.
+ *
+ * * `a`: `m × K` row-major, dtype `a_dtype` (`QK_U8` or `QK_I8`), rows `lda` elements
+ *   apart (≥ K), `a_count` elements readable.
+ * * `a_zero_point`: within `a_dtype`'s range.
+ * * `bias`, `bias_count`: may be NULL with count 0; else `N` values.
+ * * `c`: `m × N`, rows `ldc` apart (≥ N), `c_count` elements writable; must not overlap
+ *   `a` or `bias`.
+ *
+ * # Safety
+ *
+ * `weights` must be NULL (an error) or a live handle. Each buffer pointer must be NULL
+ * (an error, unless optional) or point to at least its count of elements, readable
+ * (inputs) or writable (`c`), and not modified by another thread during the call.
+ */
+qk_status qk_codebook_gemm_i32(const struct qk_codebook_weights *weights,
+                               const void *a,
+                               qk_dtype a_dtype,
+                               size_t a_count,
+                               size_t m,
+                               size_t lda,
+                               int32_t a_zero_point,
+                               const int32_t *bias,
+                               size_t bias_count,
+                               int32_t *c,
+                               size_t c_count,
+                               size_t ldc);
+
+/**
+ * `C[m][n] = (float)Σ_k (A[m][k] − a_zero_point)·table[code(k, n)] · (a_scale ·
+ * grid_scale[n]) + bias[n]` in `float`: the dequantized product (see
+ * [`qk_codebook_weights_table`]), each step one `float` operation.
+ *
+ * Arguments as [`qk_codebook_gemm_i32`], plus `a_scale` (finite, > 0) and a `float`
+ * bias (may be NULL with count 0, else `N` values).
+ *
+ * # Safety
+ *
+ * As [`qk_codebook_gemm_i32`].
+ */
+qk_status qk_codebook_gemm_f32(const struct qk_codebook_weights *weights,
+                               const void *a,
+                               qk_dtype a_dtype,
+                               size_t a_count,
+                               size_t m,
+                               size_t lda,
+                               int32_t a_zero_point,
+                               float a_scale,
+                               const float *bias,
+                               size_t bias_count,
+                               float *c,
+                               size_t c_count,
+                               size_t ldc);
 
 /**
  * Packs the OHWI filter `weights` (dtype `weights_dtype`, `QK_U8` or `QK_I8`) for
@@ -882,6 +1185,153 @@ qk_status qk_matmul_output_shape(const int64_t *a_shape,
                                  size_t *y_rank);
 
 /**
+ * Quantizes the row-major `rows × cols` float weights `w` with `bits`-bit PWLQ, one
+ * range and breakpoint per channel.
+ *
+ * * `channel_axis`: 1 when `w` is the GEMM operand `B[K][N]` (`rows` = K, `cols` = N
+ *   channels), 0 when it is `W[N][K]` (rows are channels, as a Linear layer's weight).
+ * * `bits`: 4, 6 or 8 — a sign and `bits − 1` magnitude bits per region; a weight also
+ *   stores the region bit, so `bits + 1` bits in all. Others: `QK_ERR_BITS` or
+ *   `QK_ERR_INVALID_PARAMETER`.
+ * * `breakpoint`: a `qk_pwlq_breakpoint`; the range `m` of a channel is `max |w|`.
+ * * `codes`, `codes_count`: receives the level indices (`int16_t`, same layout as `w`):
+ *   `|j| ≤ Q` is the centre `j·s1`, `Q < |j| ≤ 2Q + 1` the tail
+ *   `sign(j)·(p + (|j| − Q − 1)·s2)`, with `Q = 2^(bits−1) − 1`, `s1 = p / Q`,
+ *   `s2 = (m − p) / Q`. The count must be exactly `rows · cols`.
+ * * `m`, `m_count`, `p`, `p_count`: receive each channel's range and breakpoint; the
+ *   counts must be exactly the number of channels.
+ *
+ * `w` must hold exactly `rows · cols` finite values, `rows, cols ≥ 1`.
+ *
+ * # Safety
+ *
+ * Each pointer must be NULL (an error) or point to at least its count of elements,
+ * readable (`w`) or writable (the outputs); the outputs must not overlap each other or
+ * `w`.
+ */
+qk_status qk_pwlq_quantize(const float *w,
+                           size_t w_count,
+                           size_t rows,
+                           size_t cols,
+                           size_t channel_axis,
+                           uint32_t bits,
+                           qk_pwlq_breakpoint breakpoint,
+                           int16_t *codes,
+                           size_t codes_count,
+                           float *m,
+                           size_t m_count,
+                           float *p,
+                           size_t p_count);
+
+/**
+ * Packs PWLQ level indices (as [`qk_pwlq_quantize`] writes them) with each channel's
+ * range and breakpoint into a handle for [`qk_pwlq_dequantize`] and [`qk_pwlq_gemm_f32`].
+ *
+ * * `codes`, `codes_count`: exactly `rows · cols` level indices, laid out as the weights
+ *   were (`channel_axis` as in [`qk_pwlq_quantize`]); a code with `|j| > 2Q + 1` is
+ *   `QK_ERR_INVALID_PARAMETER` naming its position.
+ * * `bits`: 4, 6 or 8.
+ * * `m`, `p`: one range (finite, ≥ 0) and breakpoint (`0 ≤ p ≤ m`) per channel; the
+ *   counts must equal the number of channels. `s1 = p / Q` and `s2 = (m − p) / Q` are
+ *   derived in `float`, as in [`qk_pwlq_quantize`].
+ * * `out`: receives the handle; set to NULL first, so it is NULL on any failure.
+ *
+ * The inputs are copied; they may be freed after the call.
+ *
+ * # Safety
+ *
+ * Each pointer must be NULL (an error) or point to at least its count of readable
+ * elements; `out` must be NULL (an error) or point to a writable `qk_pwlq_weights*`.
+ */
+qk_status qk_pwlq_pack(const int16_t *codes,
+                       size_t codes_count,
+                       size_t rows,
+                       size_t cols,
+                       size_t channel_axis,
+                       uint32_t bits,
+                       const float *m,
+                       size_t m_count,
+                       const float *p,
+                       size_t p_count,
+                       struct qk_pwlq_weights **out);
+
+/**
+ * Releases weights created by [`qk_pwlq_pack`]. NULL is accepted and does nothing
+ * (`QK_OK`).
+ *
+ * # Safety
+ *
+ * `weights` must be NULL or a live handle from [`qk_pwlq_pack`], not freed before, and
+ * no other thread may be using it.
+ */
+qk_status qk_pwlq_weights_free(struct qk_pwlq_weights *weights);
+
+/**
+ * The number of channels N, the weights per channel K and the bit width of a handle.
+ *
+ * # Safety
+ *
+ * `weights` must be NULL (an error) or a live handle; each out-pointer must be NULL (an
+ * error) or point to a writable value of its type.
+ */
+qk_status qk_pwlq_weights_shape(const struct qk_pwlq_weights *weights,
+                                size_t *channels,
+                                size_t *k,
+                                uint32_t *bits);
+
+/**
+ * Dequantizes the weights to `float`, channel-major: `out[n·K + k]` is weight `k` of
+ * channel `n` (whatever `channel_axis` the weights were given with), with the SIMD
+ * kernel of the tier in use; bit-exact with the scalar definition.
+ *
+ * * `out`, `out_count`: exactly `N · K` floats.
+ *
+ * # Safety
+ *
+ * `weights` must be NULL (an error) or a live handle; `out` must be NULL (an error) or
+ * point to `out_count` writable floats.
+ */
+qk_status qk_pwlq_dequantize(const struct qk_pwlq_weights *weights,
+                             float *out,
+                             size_t out_count);
+
+/**
+ * The exact-mode PWLQ GEMM:
+ * `C[m][n] = a_scale · Σ_k (A[m][k] − a_zero_point)·ŵ[k][n] + bias[n]` in `float`,
+ * computed as three exact integer dot products (centre codes, tail codes, tail signs)
+ * combined per channel as `((s1·Dc + s2·Dt) + p·Ds)·a_scale + bias`, each step one
+ * `float` operation, no FMA (the Rust `qkern::quant::pwlq::combine_exact`).
+ *
+ * * `a`: `m × K` row-major, dtype `a_dtype` (`QK_U8` or `QK_I8`), rows `lda` elements
+ *   apart (≥ K), `a_count` elements readable.
+ * * `a_zero_point`: within `a_dtype`'s range; `a_scale` finite and > 0.
+ * * `bias`, `bias_count`: may be NULL with count 0; else `N` values.
+ * * `c`: `m × N`, rows `ldc` apart (≥ N), `c_count` elements writable; must not overlap
+ *   `a` or `bias`.
+ *
+ * `QK_ERR_OVERFLOW` if a dot product does not fit in `int32_t` (very long K only).
+ *
+ * # Safety
+ *
+ * `weights` must be NULL (an error) or a live handle. Each buffer pointer must be NULL
+ * (an error, unless optional) or point to at least its count of elements, readable
+ * (inputs) or writable (`c`), and not modified by another thread during the call.
+ */
+qk_status qk_pwlq_gemm_f32(const struct qk_pwlq_weights *weights,
+                           const void *a,
+                           qk_dtype a_dtype,
+                           size_t a_count,
+                           size_t m,
+                           size_t lda,
+                           int32_t a_zero_point,
+                           float a_scale,
+                           const float *bias,
+                           size_t bias_count,
+                           float *c,
+                           size_t c_count,
+                           size_t ldc);
+
+/**
  * TFLite's `QuantizeMultiplier`: finds `multiplier` (Q0.31, in `[2^30, 2^31)`) and
  * `shift` with `real ≈ multiplier · 2^(shift − 31)`.
  *
@@ -926,6 +1376,59 @@ qk_status qk_multiply_by_quantized_multiplier(int32_t x,
                                               int32_t shift,
                                               qk_requant_mode mode,
                                               int32_t *out);
+
+/**
+ * Sets the number of threads every later qkern call may use, process-wide.
+ *
+ * * `0`: the default — rayon's global pool (one thread per CPU, or `RAYON_NUM_THREADS`).
+ * * `1`: every call runs on the calling thread only.
+ * * `n` (2 ≤ n ≤ `QK_MAX_THREADS`): a private pool of `n` worker threads, shared by all
+ *   callers; the previous private pool ends when no call is using it any more.
+ *
+ * Calls already running keep the setting they started with. Handles created before
+ * stay valid (the kernel choice does not depend on the thread count). Errors:
+ * `n > QK_MAX_THREADS` (`QK_ERR_INVALID_PARAMETER`), an invalid `QKERN_MAX_ISA`, a pool
+ * the system cannot start (`QK_ERR_INTERNAL`); the setting is unchanged then.
+ *
+ * # Safety
+ *
+ * Always safe to call, from any thread.
+ */
+qk_status qk_set_num_threads(size_t threads);
+
+/**
+ * The number of threads a qkern call may use now (see [`qk_set_num_threads`]).
+ *
+ * # Safety
+ *
+ * `threads` must be NULL (an error) or point to a writable `size_t`.
+ */
+qk_status qk_get_num_threads(size_t *threads);
+
+/**
+ * Writes a report of the CPU and the kernels qkern runs into `buf`, as a NUL-terminated
+ * string of `key: value` lines: the version, the architecture, the CPU features
+ * detected, the ISA tiers available, `QKERN_MAX_ISA`, the tier in use (`isa:`), the
+ * thread count, and the kernel chosen for each family (`gemm`, `gemv`, `dwconv*`,
+ * `codebook4`, `codebook5`, `pwlq4_dequant`, `pwlq_dequant`, `pwlq4_gemm`). The keys
+ * are stable; the values depend on the machine.
+ *
+ * * `buf`, `buf_size`: the buffer and its size in bytes. `buf` may be NULL with
+ *   `buf_size` 0 to ask for the size only.
+ * * `needed`: receives the size the report needs, in bytes, including the NUL. It is
+ *   written on `QK_OK` and on `QK_ERR_BUFFER_TOO_SMALL` (then nothing is written to
+ *   `buf`: call again with a buffer of `*needed` bytes).
+ *
+ * An invalid `QKERN_MAX_ISA` is reported in the text (`isa: (none: …)`), not as an error.
+ *
+ * # Safety
+ *
+ * `buf` must be NULL (with `buf_size` 0) or point to `buf_size` writable bytes; `needed`
+ * must be NULL (an error) or point to a writable `size_t` outside `buf`.
+ */
+qk_status qk_info(char *buf,
+                  size_t buf_size,
+                  size_t *needed);
 
 #ifdef __cplusplus
 }  // extern "C"

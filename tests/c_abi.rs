@@ -145,19 +145,21 @@ fn run_program(exe: &Path) -> std::process::Output {
         .unwrap_or_else(|e| panic!("cannot run the C example under `{runner}`: {e}"))
 }
 
-/// Compiles examples/c/qkern_example.c with [`c_compiler`] and the given link arguments,
-/// runs it and checks its output.
-fn build_and_run_example(out_name: &str, link: &[&str]) {
+/// Compiles the C program `source` (relative to the crate root) with [`c_compiler`] and
+/// the given link arguments, runs it, checks that it succeeded with nothing on stderr,
+/// and returns its stdout. `-ffp-contract=off`: the programs compare float results bit
+/// for bit with their own loops, which a fused multiply-add would round differently.
+fn build_and_run_c(source: &str, out_name: &str, link: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out_dir = profile_dir().join("c-example");
     std::fs::create_dir_all(&out_dir).expect("create the output dir");
     let exe = out_dir.join(out_name);
     let cc = c_compiler();
     let output = Command::new(&cc)
-        .args(["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O1"])
+        .args(["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O1", "-ffp-contract=off"])
         .arg("-I")
         .arg(root.join("include"))
-        .arg(root.join("examples/c/qkern_example.c"))
+        .arg(root.join(source))
         .args(link)
         .args(["-lpthread", "-ldl", "-lm", "-o"])
         .arg(&exe)
@@ -165,21 +167,41 @@ fn build_and_run_example(out_name: &str, link: &[&str]) {
         .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
     assert!(
         output.status.success(),
-        "compiling the C example failed:\n{}",
+        "compiling {source} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let run = run_program(&exe);
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&run.stderr);
     print!("{stdout}");
-    assert!(run.status.success(), "the C example failed ({}):\n{stdout}\n{stderr}", run.status);
+    assert!(run.status.success(), "{source} failed ({}):\n{stdout}\n{stderr}", run.status);
+    assert!(stderr.is_empty(), "unexpected stderr: {stderr}");
+    stdout
+}
+
+/// Compiles examples/c/qkern_example.c with [`c_compiler`] and the given link arguments,
+/// runs it and checks its output.
+fn build_and_run_example(out_name: &str, link: &[&str]) {
+    let stdout = build_and_run_c("examples/c/qkern_example.c", out_name, link);
     assert!(stdout.contains(&format!("qkern {}", env!("CARGO_PKG_VERSION"))), "{stdout}");
     assert!(stdout.contains("expected error 1: qk_gemm_i32: null pointer: `weights`"), "{stdout}");
     assert!(stdout.contains("matmul_integer: Y[0][0..3] = "), "{stdout}");
     assert!(stdout.contains("expected error 8: qk_quantize_multiplier:"), "{stdout}");
     assert!(stdout.contains("expected error 5: qk_gemm_weights_create:"), "{stdout}");
+    assert!(stdout.contains("codebook: C[0][0..3] = "), "{stdout}");
     assert!(stdout.trim_end().ends_with("qkern_example: all checks passed"), "{stdout}");
-    assert!(stderr.is_empty(), "unexpected stderr: {stderr}");
+}
+
+/// Compiles and runs tests/c/nonuniform.c: the codebook, PWLQ, thread and info entry
+/// points against results the program computes itself.
+fn build_and_run_nonuniform(out_name: &str, link: &[&str]) {
+    let stdout = build_and_run_c("tests/c/nonuniform.c", out_name, link);
+    assert!(stdout.contains("info: isa: "), "{stdout}");
+    assert!(stdout.contains("expected error 8: qk_codebook_weights_create: invalid parameter: `codes`"), "{stdout}");
+    assert!(stdout.contains("expected error 9: qk_codebook_weights_create: unsupported:"), "{stdout}");
+    assert!(stdout.contains("expected error 8: qk_pwlq_quantize:"), "{stdout}");
+    assert!(stdout.contains("pwlq4: C[0][0..2] = "), "{stdout}");
+    assert!(stdout.trim_end().ends_with("nonuniform: all checks passed"), "{stdout}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -189,6 +211,20 @@ fn build_and_run_example(out_name: &str, link: &[&str]) {
 fn c_example_against_the_static_library() {
     let lib = library("libqkern.a");
     build_and_run_example("qkern_example_static", &[lib.to_str().expect("UTF-8 path")]);
+}
+
+#[test]
+fn c_nonuniform_program_against_the_static_library() {
+    let lib = library("libqkern.a");
+    build_and_run_nonuniform("nonuniform_static", &[lib.to_str().expect("UTF-8 path")]);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn c_nonuniform_program_against_the_shared_library() {
+    let lib = library("libqkern.so");
+    let dir = lib.parent().expect("lib dir").to_str().expect("UTF-8 path").to_owned();
+    build_and_run_nonuniform("nonuniform_shared", &[lib.to_str().expect("UTF-8 path"), &format!("-Wl,-rpath,{dir}")]);
 }
 
 #[cfg(target_os = "linux")]

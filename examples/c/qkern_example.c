@@ -1,8 +1,8 @@
 /*
  * A small C program against qkern's C ABI: prepacked int8 GEMM (int32 and requantized
- * output), TFLite's QuantizeMultiplier / MultiplyByQuantizedMultiplier, and an error
- * path. Every result is checked against a plain C computation; exit status 0 means all
- * checks passed.
+ * output), ONNX MatMulInteger, TFLite's QuantizeMultiplier / MultiplyByQuantizedMultiplier,
+ * a depthwise conv, a codebook (non-uniform) GEMM, and error paths. Every result is
+ * checked against a plain C computation; exit status 0 means all checks passed.
  *
  * Build (from the repository root, after `cargo build --release`):
  *   cc -std=c99 -Wall -Wextra -Iinclude examples/c/qkern_example.c \
@@ -172,6 +172,35 @@ int main(void) {
         }
         printf("depthwise conv: centre = %d, corner = %d\n", fy[8], fy[0]);
         QK_TRY(qk_conv_filter_free(f));
+    }
+
+    /* --- Codebook weights: 4-bit codes into a learned table of integer levels
+     * (llama.cpp's IQ4_NL), one scale per column. The int32 result is
+     * sum_k (a - a_zp) * levels[code] + bias; qk_codebook_pack quantizes float weights to
+     * PoT / APoT / uniform / a table instead. */
+    {
+        static const float levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                         1,    13,   25,  38,  53,  69,  89,  113};
+        uint8_t codes[K * N];
+        for (int i = 0; i < K * N; i++) {
+            codes[i] = (uint8_t)((i * 7 + 3) % 16);
+        }
+        qk_codebook_weights *cw = NULL;
+        QK_TRY(qk_codebook_weights_create(codes, K * N, K, N, QK_SCHEME_CODEBOOK, 4, levels, 16,
+                                          b_scale, N, &cw));
+        int32_t cc[M * N];
+        QK_TRY(qk_codebook_gemm_i32(cw, a, QK_U8, M * K, M, K, a_zp, bias, N, cc, M * N, N));
+        for (int i = 0; i < M; i++) {
+            for (int j = 0; j < N; j++) {
+                int32_t acc = bias[j];
+                for (int p = 0; p < K; p++) {
+                    acc += ((int32_t)a[i * K + p] - a_zp) * (int32_t)levels[codes[p * N + j]];
+                }
+                CHECK(cc[i * N + j] == acc);
+            }
+        }
+        printf("codebook: C[0][0..3] = %d %d %d %d\n", cc[0], cc[1], cc[2], cc[3]);
+        QK_TRY(qk_codebook_weights_free(cw));
     }
 
     /* --- Errors: a status and a message, never a crash. */

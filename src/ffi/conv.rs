@@ -9,6 +9,7 @@ use qkern_kernels::Int8;
 
 use super::gemm::{int8_dtype, per_channel, zero_point};
 use super::util::{Span, check_disjoint, opt_slice, opt_span, slice, slice_mut, span};
+use super::runtime::context;
 use super::{Dtype, Failure, guard, qk_dtype, qk_requant_mode, qk_status, requant_mode_from_c};
 use crate::conv::{Conv2d, Conv2dGeometry, ConvInput};
 use crate::gemm::{Requantize, WeightQuant};
@@ -137,8 +138,8 @@ pub unsafe extern "C" fn qk_conv_filter_create(
             scale: scales.map(|s| per_channel(s, g.out_c, "scale")).transpose()?,
         };
         let filter = match dtype {
-            Dtype::U8 => Conv2d::new(g, w_bytes, quant)?,
-            _ => Conv2d::new(g, bytemuck::cast_slice::<u8, i8>(w_bytes), quant)?,
+            Dtype::U8 => Conv2d::new_in(&*context()?, g, w_bytes, quant)?,
+            _ => Conv2d::new_in(&*context()?, g, bytemuck::cast_slice::<u8, i8>(w_bytes), quant)?,
         };
         let handle = Box::into_raw(Box::new(qk_conv_filter { filter }));
         // SAFETY: as above; `out` is writable.
@@ -259,7 +260,7 @@ pub unsafe extern "C" fn qk_conv_i32(
         let (bias, y) = unsafe { (opt_slice(bias, bias_count, &bias_span), slice_mut(y, y_count, &y_span)) };
         with_x!(xi, |x: A| {
             let za = zero_point::<A>(x_zero_point, "x_zero_point")?;
-            crate::conv::conv2d_i32(f, ConvInput::new(x, za, 1.0), bias, y)?;
+            context()?.conv2d_i32(f, ConvInput::new(x, za, 1.0), bias, y)?;
             Ok(())
         })
     })
@@ -297,7 +298,7 @@ pub unsafe extern "C" fn qk_conv_f32(
         let (bias, y) = unsafe { (opt_slice(bias, bias_count, &bias_span), slice_mut(y, y_count, &y_span)) };
         with_x!(xi, |x: A| {
             let za = zero_point::<A>(x_zero_point, "x_zero_point")?;
-            crate::conv::conv2d_f32(f, ConvInput::new(x, za, x_scale), bias, y)?;
+            context()?.conv2d_f32(f, ConvInput::new(x, za, x_scale), bias, y)?;
             Ok(())
         })
     })
@@ -384,7 +385,7 @@ impl Stage<'_> {
         if let Some(b) = self.bias {
             rq = rq.bias(b);
         }
-        crate::conv::conv2d_requantize(f, input, &rq, y)?;
+        context()?.conv2d_requantize(f, input, &rq, y)?;
         Ok(())
     }
 }
@@ -590,7 +591,8 @@ pub unsafe extern "C" fn qk_qlinear_conv(
                         )
                     };
                     let yv: &mut [Y] = bytemuck::cast_slice_mut(&mut *y_bytes);
-                    onnx::qlinear_conv(
+                    onnx::qlinear_conv_in(
+                        &*context()?,
                         TensorRef::new(xv, &x_shape),
                         TensorRef::new(sx, &px),
                         TensorRef::new(zx, &pzx),
@@ -672,7 +674,8 @@ pub unsafe extern "C" fn qk_conv_integer(
                         opt_int8_slice::<B>(w_zero_point, w_zero_point_count, &zw_s),
                     )
                 };
-                onnx::conv_integer(
+                onnx::conv_integer_in(
+                    &*context()?,
                     TensorRef::new(xv, &x_shape),
                     TensorRef::new(wv, &w_shape),
                     zx.map(|z| TensorRef::new(z, &pzx)),

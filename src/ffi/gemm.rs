@@ -6,9 +6,10 @@ use std::ffi::c_void;
 use qkern_kernels::Int8;
 
 use super::util::{Span, check_disjoint, check_extent, opt_slice, opt_span, slice, slice_mut, span};
+use super::runtime::context;
 use super::{Dtype, Failure, guard, qk_dtype, qk_requant_mode, qk_status, requant_mode_from_c};
 use crate::error::Error;
-use crate::gemm::{self, Activations, MatrixMut, MatrixRef, PackedWeights, PerChannel, Requantize, WeightQuant};
+use crate::gemm::{Activations, MatrixMut, MatrixRef, PackedWeights, PerChannel, Requantize, WeightQuant};
 
 /// Prepacked GEMM weights `B[K][N]` (u8 or i8) with their zero points and scales.
 /// Opaque: create with [`qk_gemm_weights_create`], release with
@@ -99,11 +100,12 @@ pub unsafe extern "C" fn qk_gemm_weights_create(
             zero_point: per_channel(zps, n, "zero_point")?,
             scale: scales.map(|s| per_channel(s, n, "scale")).transpose()?,
         };
+        let ctx = context()?;
         let packed = match b_dtype {
-            Dtype::U8 => PackedWeights::new(MatrixRef::new(b_bytes, k, n).with_stride(ldb), quant)?,
+            Dtype::U8 => PackedWeights::new_in(&ctx, MatrixRef::new(b_bytes, k, n).with_stride(ldb), quant)?,
             _ => {
                 let b_i8: &[i8] = bytemuck::cast_slice(b_bytes);
-                PackedWeights::new(MatrixRef::new(b_i8, k, n).with_stride(ldb), quant)?
+                PackedWeights::new_in(&ctx, MatrixRef::new(b_i8, k, n).with_stride(ldb), quant)?
             }
         };
         let handle = Box::into_raw(Box::new(qk_gemm_weights { packed }));
@@ -177,19 +179,19 @@ fn weights_ref<'a>(w: *const qk_gemm_weights) -> Result<&'a qk_gemm_weights, Fai
 
 /// The A operand of a GEMM call, validated as a span (dtype, pointer, count) but not yet
 /// a slice.
-struct AIn {
-    ptr: *const u8,
-    count: usize,
-    span: Span,
-    dtype: Dtype,
+pub(super) struct AIn {
+    pub(super) ptr: *const u8,
+    pub(super) count: usize,
+    pub(super) span: Span,
+    pub(super) dtype: Dtype,
 }
 
 /// The input spans of a GEMM call, for the overlap check.
-fn inputs<'s>(a: &'s Span, bias: &'s Option<Span>) -> Vec<&'s Span> {
+pub(super) fn inputs<'s>(a: &'s Span, bias: &'s Option<Span>) -> Vec<&'s Span> {
     [Some(a), bias.as_ref()].into_iter().flatten().collect()
 }
 
-fn a_in(a: *const c_void, a_dtype: qk_dtype, a_count: usize) -> Result<AIn, Failure> {
+pub(super) fn a_in(a: *const c_void, a_dtype: qk_dtype, a_count: usize) -> Result<AIn, Failure> {
     let dtype = int8_dtype(a_dtype, "a_dtype")?;
     let ptr = a.cast::<u8>();
     let span = span(ptr, a_count, "a")?;
@@ -218,6 +220,8 @@ macro_rules! with_a {
         }
     }};
 }
+// The codebook and PWLQ entry points take their A operand the same way.
+pub(super) use with_a;
 
 /// `C[m][n] = Σ_k (A[m][k] − a_zero_point)·(B[k][n] − zb[n]) + bias[n]` in `int32_t`,
 /// exact; `QK_ERR_OVERFLOW` if a result does not fit (possible only for very long K).
@@ -264,7 +268,7 @@ pub unsafe extern "C" fn qk_gemm_i32(
         with_a!(a_in, |a: A| {
             let za = zero_point::<A>(a_zero_point, "a_zero_point")?;
             let act = Activations::new(MatrixRef::new(a, m, k).with_stride(lda), za, 1.0);
-            gemm::gemm_i32(act, w, bias, MatrixMut::new(c, m, n).with_stride(ldc))?;
+            context()?.gemm_i32(act, w, bias, MatrixMut::new(c, m, n).with_stride(ldc))?;
             Ok(())
         })
     })
@@ -309,7 +313,7 @@ pub unsafe extern "C" fn qk_gemm_f32(
         with_a!(a_in, |a: A| {
             let za = zero_point::<A>(a_zero_point, "a_zero_point")?;
             let act = Activations::new(MatrixRef::new(a, m, k).with_stride(lda), za, a_scale);
-            gemm::gemm_f32(act, w, bias, MatrixMut::new(c, m, n).with_stride(ldc))?;
+            context()?.gemm_f32(act, w, bias, MatrixMut::new(c, m, n).with_stride(ldc))?;
             Ok(())
         })
     })
@@ -406,6 +410,6 @@ fn requantize_into<A: Int8, O: Int8>(
     if let Some(b) = bias {
         rq = rq.bias(b);
     }
-    gemm::gemm_requantize(act, w, &rq, MatrixMut::new(c, m, n).with_stride(ldc))?;
+    context()?.gemm_requantize(act, w, &rq, MatrixMut::new(c, m, n).with_stride(ldc))?;
     Ok(())
 }

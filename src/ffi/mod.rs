@@ -11,22 +11,31 @@
 //!   size fits `isize`) and that every output buffer is disjoint from every input
 //!   buffer. A required pointer must be non-null even when its count is 0; an optional
 //!   one (documented "may be NULL") may be NULL only together with a count of 0.
-//! * Enumerations that come from C ([`qk_dtype`], [`qk_requant_mode`]) are plain
-//!   `int32_t` in the signatures and are validated here: an out-of-range value is
-//!   `QK_ERR_INVALID_PARAMETER`, never undefined behaviour.
+//! * Enumerations that come from C ([`qk_dtype`], [`qk_requant_mode`], [`qk_scheme`],
+//!   [`qk_granularity`], [`qk_pwlq_breakpoint`]) are plain `int32_t` in the signatures
+//!   and are validated here: an out-of-range value is `QK_ERR_INVALID_PARAMETER`, never
+//!   undefined behaviour.
 //! * On failure, scalar out-parameters are left untouched and a handle out-parameter is
 //!   NULL; the contents of output buffers are unspecified (an error found while
 //!   computing, such as an `int32_t` overflow, may come after part of the output was
 //!   written).
 //!
 //! Threads: every function may be called from any thread; the error message is
-//! per thread. A [`qk_gemm_weights`] handle is immutable after creation and may be used
-//! by several threads at once.
+//! per thread. Handles ([`qk_gemm_weights`], [`qk_conv_filter`],
+//! [`qk_codebook_weights`], [`qk_pwlq_weights`]) are immutable after creation and may be
+//! used by several threads at once.
+//!
+//! Context: every entry point runs on one process-wide [`crate::Context`] — the kernel
+//! table of the best tier this CPU has (capped by `QKERN_MAX_ISA`) and the threads set by
+//! [`qk_set_num_threads`] (by default rayon's global pool). [`qk_info`] reports it.
 
+mod codebook;
 mod conv;
 mod gemm;
 mod onnx;
+mod pwlq;
 mod requant;
+mod runtime;
 mod util;
 
 use std::cell::RefCell;
@@ -35,10 +44,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::Error;
 
+pub use codebook::*;
 pub use conv::*;
 pub use gemm::*;
 pub use onnx::*;
+pub use pwlq::*;
 pub use requant::*;
+pub use runtime::*;
 
 /// Status code returned by every qkern C function. `QK_OK` is 0; every other value is
 /// an error whose message [`qk_last_error`] returns.

@@ -12,6 +12,7 @@ use std::ffi::c_void;
 
 use qkern_kernels::Int8;
 
+use super::runtime::context;
 use super::util::{Span, check_disjoint, check_outputs_disjoint, opt_span, slice, slice_mut, span};
 use super::{Dtype, Failure, guard, qk_dtype, qk_status};
 use crate::onnx::{self, DequantizeAttrs, QLinearInput, QuantSliceMut, QuantTensor, QuantizeAttrs, TensorRef};
@@ -382,7 +383,8 @@ pub unsafe extern "C" fn qk_matmul_integer(
                         opt_int8_slice::<B>(b_zero_point, b_zero_point_count, &zb_s),
                     )
                 };
-                onnx::matmul_integer(
+                onnx::matmul_integer_in(
+                    &*context()?,
                     TensorRef::new(a, &a_shape),
                     za.map(|z| TensorRef::new(z, &za_shape)),
                     TensorRef::new(b, &b_shape),
@@ -487,7 +489,8 @@ pub unsafe extern "C" fn qk_qlinear_matmul(
                         )
                     };
                     let y: &mut [Y] = bytemuck::cast_slice_mut(&mut *y_bytes);
-                    onnx::qlinear_matmul(
+                    onnx::qlinear_matmul_in(
+                        &*context()?,
                         QLinearInput::new(TensorRef::new(a, &a_shape), TensorRef::new(sa, &pa), TensorRef::new(za, &pa)),
                         QLinearInput::new(TensorRef::new(b, &b_shape), TensorRef::new(sb, &pb), TensorRef::new(zb, &pb)),
                         TensorRef::new(sy, &py),

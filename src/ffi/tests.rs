@@ -63,3 +63,48 @@ fn every_error_variant_has_its_status() {
         assert_eq!(last_error(), format!("qk_test: {msg}"));
     }
 }
+
+/// Asserts a status and that the message names the function and contains `needle`.
+#[track_caller]
+pub(super) fn expect_err(st: qk_status, want: qk_status, func: &str, needle: &str) {
+    let msg = last_error();
+    assert_eq!(st, want, "status (message: {msg})");
+    assert!(msg.starts_with(&format!("{func}: ")), "message should name {func}: {msg}");
+    assert!(msg.contains(needle), "message should contain {needle:?}: {msg}");
+}
+
+/// Asserts success and that the message was cleared.
+#[track_caller]
+pub(super) fn expect_ok(st: qk_status) {
+    let msg = last_error();
+    assert_eq!(st, qk_status::QK_OK, "{msg}");
+    assert_eq!(msg, "", "a success clears the message");
+}
+
+/// Serialises the tests that change the process-wide thread count (the others do not
+/// depend on it: every path is exact).
+pub(super) static THREADS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Deterministic pseudo-random values (SplitMix64), so a failure reproduces.
+pub(super) struct Rng(pub(super) u64);
+impl Rng {
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Roughly Gaussian (sum of four uniforms), scaled.
+    pub(super) fn gauss(&mut self, scale: f32) -> f32 {
+        let s: f64 = (0..4).map(|_| (self.next() >> 11) as f64 / (1u64 << 53) as f64 - 0.5).sum();
+        (s * 1.7) as f32 * scale
+    }
+    pub(super) fn byte(&mut self) -> u8 {
+        (self.next() >> 56) as u8
+    }
+}
+
+mod codebook;
+mod pwlq;
+mod runtime;

@@ -378,6 +378,8 @@ impl PwlqGemmWeights {
             return Err(Error::ShapeMismatch(format!("`c` is {}×{}, the product is {}×{}", c.rows, c.cols, a.matrix.rows, self.n)));
         }
         check_matrix("c", c.data.len(), c.rows, c.cols, c.stride)?;
+        // The fused path indexes A directly: check it here, not only in the driver.
+        check_matrix("a", a.matrix.data.len(), a.matrix.rows, a.matrix.cols, a.matrix.stride)?;
         let m = a.matrix.rows;
         if let Some(f) = self.fused.as_ref().filter(|_| self.uses_fused(ctx, m)) {
             self.fused_f32(f, a, bias, c);

@@ -1,0 +1,352 @@
+//! Piecewise-linear quantization (PWLQ, Fang et al. 2020) from C: quantize float weights
+//! per channel, pack the codes into an opaque handle, dequantize it to `float`, and run
+//! the exact-mode fused GEMM (three integer dot products combined in `float`). See
+//! [`crate::quant::pwlq`] for the numbers.
+
+use std::ffi::c_void;
+
+use super::gemm::{AIn, a_in, inputs, with_a, zero_point};
+use super::runtime::context;
+use super::util::{Span, check_disjoint, check_extent, check_outputs_disjoint, opt_slice, opt_span, slice, slice_mut, span};
+use super::{Dtype, Failure, guard, qk_dtype, qk_status};
+use crate::error::check_matrix;
+use crate::gemm::{Activations, MatrixMut, MatrixRef};
+use crate::quant::Granularity;
+use crate::quant::pwlq::{Breakpoint, PwlqGemmWeights, PwlqPacked, PwlqParams, PwlqQuantizer, PwlqTensor};
+
+/// How [`qk_pwlq_quantize`] chooses each channel's breakpoint `p`, passed from C as an
+/// `int32_t`.
+#[allow(non_camel_case_types)]
+pub type qk_pwlq_breakpoint = i32;
+
+/// The paper's Gaussian closed form `p = σ·ln(0.8614·m/σ + 0.6079)`.
+pub const QK_PWLQ_GAUSSIAN: qk_pwlq_breakpoint = 0;
+/// The paper's Laplace closed form `p = σ·(0.8030·√(m/σ) − 0.3167)`.
+pub const QK_PWLQ_LAPLACE: qk_pwlq_breakpoint = 1;
+/// Coarse-to-fine search on `p/m` (steps 0.1, 0.01, 0.001) minimising the squared error.
+pub const QK_PWLQ_SEARCH: qk_pwlq_breakpoint = 2;
+
+/// PWLQ weights: the packed codes of `N` channels of `K` weights with each channel's
+/// range `m` and breakpoint `p`, prepared for the exact-mode GEMM. Opaque: create with
+/// [`qk_pwlq_pack`], release with [`qk_pwlq_weights_free`]. Immutable once created, so
+/// one handle may be used by several threads at once.
+#[allow(non_camel_case_types)]
+pub struct qk_pwlq_weights {
+    pub(super) packed: PwlqPacked,
+    gemm: PwlqGemmWeights,
+}
+
+fn breakpoint_of(v: qk_pwlq_breakpoint) -> Result<Breakpoint, Failure> {
+    match v {
+        QK_PWLQ_GAUSSIAN => Ok(Breakpoint::Gaussian),
+        QK_PWLQ_LAPLACE => Ok(Breakpoint::Laplace),
+        QK_PWLQ_SEARCH => Ok(Breakpoint::Search),
+        _ => Err(Failure::invalid(format!(
+            "`breakpoint` = {v} is not a qk_pwlq_breakpoint (QK_PWLQ_GAUSSIAN = 0, QK_PWLQ_LAPLACE = 1, \
+             QK_PWLQ_SEARCH = 2)"
+        ))),
+    }
+}
+
+/// `(elements, channels)` of a `rows × cols` tensor with channels on `channel_axis`.
+fn dims(rows: usize, cols: usize, channel_axis: usize) -> Result<(usize, usize), Failure> {
+    let channels = match channel_axis {
+        0 => rows,
+        1 => cols,
+        _ => return Err(Failure::invalid(format!("`channel_axis` is {channel_axis}; it must be 0 or 1"))),
+    };
+    if rows == 0 || cols == 0 {
+        return Err(Failure::shape(format!("`rows` × `cols` is {rows} × {cols}; PWLQ weights need both ≥ 1")));
+    }
+    let len = rows
+        .checked_mul(cols)
+        .ok_or_else(|| Failure::overflow(format!("`rows` × `cols` = {rows} × {cols} overflows size_t")))?;
+    Ok((len, channels))
+}
+
+/// A count that must equal the shape's, as `QK_ERR_SHAPE` naming the argument.
+fn exact_count(what: &str, got: usize, want: usize, of: &str) -> Result<(), Failure> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Failure::shape(format!("`{what}` is {got}, but {of} is {want}")))
+    }
+}
+
+/// Quantizes the row-major `rows × cols` float weights `w` with `bits`-bit PWLQ, one
+/// range and breakpoint per channel.
+///
+/// * `channel_axis`: 1 when `w` is the GEMM operand `B[K][N]` (`rows` = K, `cols` = N
+///   channels), 0 when it is `W[N][K]` (rows are channels, as a Linear layer's weight).
+/// * `bits`: 4, 6 or 8 — a sign and `bits − 1` magnitude bits per region; a weight also
+///   stores the region bit, so `bits + 1` bits in all. Others: `QK_ERR_BITS` or
+///   `QK_ERR_INVALID_PARAMETER`.
+/// * `breakpoint`: a `qk_pwlq_breakpoint`; the range `m` of a channel is `max |w|`.
+/// * `codes`, `codes_count`: receives the level indices (`int16_t`, same layout as `w`):
+///   `|j| ≤ Q` is the centre `j·s1`, `Q < |j| ≤ 2Q + 1` the tail
+///   `sign(j)·(p + (|j| − Q − 1)·s2)`, with `Q = 2^(bits−1) − 1`, `s1 = p / Q`,
+///   `s2 = (m − p) / Q`. The count must be exactly `rows · cols`.
+/// * `m`, `m_count`, `p`, `p_count`: receive each channel's range and breakpoint; the
+///   counts must be exactly the number of channels.
+///
+/// `w` must hold exactly `rows · cols` finite values, `rows, cols ≥ 1`.
+///
+/// # Safety
+///
+/// Each pointer must be NULL (an error) or point to at least its count of elements,
+/// readable (`w`) or writable (the outputs); the outputs must not overlap each other or
+/// `w`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_pwlq_quantize(
+    w: *const f32,
+    w_count: usize,
+    rows: usize,
+    cols: usize,
+    channel_axis: usize,
+    bits: u32,
+    breakpoint: qk_pwlq_breakpoint,
+    codes: *mut i16,
+    codes_count: usize,
+    m: *mut f32,
+    m_count: usize,
+    p: *mut f32,
+    p_count: usize,
+) -> qk_status {
+    guard("qk_pwlq_quantize", || {
+        let w_span = span(w, w_count, "w")?;
+        let c_span = span(codes.cast_const(), codes_count, "codes")?;
+        let m_span = span(m.cast_const(), m_count, "m")?;
+        let p_span = span(p.cast_const(), p_count, "p")?;
+        for o in [&c_span, &m_span, &p_span] {
+            check_disjoint(o, &[&w_span])?;
+        }
+        check_outputs_disjoint(&[&c_span, &m_span, &p_span])?;
+        let bp = breakpoint_of(breakpoint)?;
+        let (len, channels) = dims(rows, cols, channel_axis)?;
+        exact_count("w_count", w_count, len, "rows · cols")?;
+        exact_count("codes_count", codes_count, len, "rows · cols")?;
+        exact_count("m_count", m_count, channels, "the number of channels")?;
+        exact_count("p_count", p_count, channels, "the number of channels")?;
+        // SAFETY: every span was checked with its pointer and count; the outputs are
+        // disjoint from each other and from `w`; the caller guarantees validity.
+        let (x, codes, ms, ps) = unsafe {
+            (
+                slice(w, w_count, &w_span),
+                slice_mut(codes, codes_count, &c_span),
+                slice_mut(m, m_count, &m_span),
+                slice_mut(p, p_count, &p_span),
+            )
+        };
+        let t = PwlqQuantizer::new(bits, bp)
+            .with_granularity(Granularity::PerChannel { axis: channel_axis })
+            .quantize(x, &[rows, cols])?;
+        codes.copy_from_slice(t.codes());
+        for ((ch, mo), po) in t.params().channels().iter().zip(ms.iter_mut()).zip(ps.iter_mut()) {
+            *mo = ch.m;
+            *po = ch.p;
+        }
+        Ok(())
+    })
+}
+
+/// Packs PWLQ level indices (as [`qk_pwlq_quantize`] writes them) with each channel's
+/// range and breakpoint into a handle for [`qk_pwlq_dequantize`] and [`qk_pwlq_gemm_f32`].
+///
+/// * `codes`, `codes_count`: exactly `rows · cols` level indices, laid out as the weights
+///   were (`channel_axis` as in [`qk_pwlq_quantize`]); a code with `|j| > 2Q + 1` is
+///   `QK_ERR_INVALID_PARAMETER` naming its position.
+/// * `bits`: 4, 6 or 8.
+/// * `m`, `p`: one range (finite, ≥ 0) and breakpoint (`0 ≤ p ≤ m`) per channel; the
+///   counts must equal the number of channels. `s1 = p / Q` and `s2 = (m − p) / Q` are
+///   derived in `float`, as in [`qk_pwlq_quantize`].
+/// * `out`: receives the handle; set to NULL first, so it is NULL on any failure.
+///
+/// The inputs are copied; they may be freed after the call.
+///
+/// # Safety
+///
+/// Each pointer must be NULL (an error) or point to at least its count of readable
+/// elements; `out` must be NULL (an error) or point to a writable `qk_pwlq_weights*`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_pwlq_pack(
+    codes: *const i16,
+    codes_count: usize,
+    rows: usize,
+    cols: usize,
+    channel_axis: usize,
+    bits: u32,
+    m: *const f32,
+    m_count: usize,
+    p: *const f32,
+    p_count: usize,
+    out: *mut *mut qk_pwlq_weights,
+) -> qk_status {
+    guard("qk_pwlq_pack", || {
+        span(out.cast_const(), 1, "out")?;
+        // SAFETY: `out` is non-null and aligned (checked above); the caller guarantees it
+        // is writable. Cleared first so that every failure leaves NULL behind.
+        unsafe { out.write(std::ptr::null_mut()) };
+        let c_span = span(codes, codes_count, "codes")?;
+        let m_span = span(m, m_count, "m")?;
+        let p_span = span(p, p_count, "p")?;
+        let (len, channels) = dims(rows, cols, channel_axis)?;
+        exact_count("codes_count", codes_count, len, "rows · cols")?;
+        exact_count("m_count", m_count, channels, "the number of channels")?;
+        exact_count("p_count", p_count, channels, "the number of channels")?;
+        // SAFETY: each span was checked with the same pointer and count; the caller
+        // guarantees the memory is readable, and nothing here writes it.
+        let (codes, ms, ps) = unsafe { (slice(codes, codes_count, &c_span), slice(m, m_count, &m_span), slice(p, p_count, &p_span)) };
+        let params = PwlqParams::new(bits, Granularity::PerChannel { axis: channel_axis }, ms.to_vec(), ps.to_vec())?;
+        let packed = PwlqTensor::new(codes.to_vec(), &[rows, cols], params)?.pack()?;
+        let gemm = PwlqGemmWeights::new_in(&*context()?, &packed)?;
+        let handle = Box::into_raw(Box::new(qk_pwlq_weights { packed, gemm }));
+        // SAFETY: as above; `out` is writable.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Releases weights created by [`qk_pwlq_pack`]. NULL is accepted and does nothing
+/// (`QK_OK`).
+///
+/// # Safety
+///
+/// `weights` must be NULL or a live handle from [`qk_pwlq_pack`], not freed before, and
+/// no other thread may be using it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_pwlq_weights_free(weights: *mut qk_pwlq_weights) -> qk_status {
+    guard("qk_pwlq_weights_free", || {
+        if !weights.is_null() {
+            // SAFETY: the caller guarantees `weights` came from `Box::into_raw` in
+            // `qk_pwlq_pack` and is freed once.
+            drop(unsafe { Box::from_raw(weights) });
+        }
+        Ok(())
+    })
+}
+
+/// The handle behind a pointer.
+fn weights_ref<'a>(w: *const qk_pwlq_weights) -> Result<&'a qk_pwlq_weights, Failure> {
+    if w.is_null() {
+        return Err(Failure::null("weights"));
+    }
+    if !w.is_aligned() {
+        return Err(Failure::invalid("`weights` is misaligned: not a handle from qk_pwlq_pack"));
+    }
+    // SAFETY: non-null and aligned; every function taking a handle requires a live handle
+    // from `qk_pwlq_pack` (documented in its `# Safety`), which is never mutated.
+    Ok(unsafe { &*w })
+}
+
+/// The number of channels N, the weights per channel K and the bit width of a handle.
+///
+/// # Safety
+///
+/// `weights` must be NULL (an error) or a live handle; each out-pointer must be NULL (an
+/// error) or point to a writable value of its type.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_pwlq_weights_shape(
+    weights: *const qk_pwlq_weights,
+    channels: *mut usize,
+    k: *mut usize,
+    bits: *mut u32,
+) -> qk_status {
+    guard("qk_pwlq_weights_shape", || {
+        let w = weights_ref(weights)?;
+        let cs = span(channels.cast_const(), 1, "channels")?;
+        let ks = span(k.cast_const(), 1, "k")?;
+        let bs = span(bits.cast_const(), 1, "bits")?;
+        check_outputs_disjoint(&[&cs, &ks, &bs])?;
+        // SAFETY: the three pointers were checked non-null, aligned and disjoint; the
+        // caller guarantees they are writable.
+        unsafe {
+            channels.write(w.packed.channels());
+            k.write(w.packed.k());
+            bits.write(w.packed.bits());
+        }
+        Ok(())
+    })
+}
+
+/// Dequantizes the weights to `float`, channel-major: `out[n·K + k]` is weight `k` of
+/// channel `n` (whatever `channel_axis` the weights were given with), with the SIMD
+/// kernel of the tier in use; bit-exact with the scalar definition.
+///
+/// * `out`, `out_count`: exactly `N · K` floats.
+///
+/// # Safety
+///
+/// `weights` must be NULL (an error) or a live handle; `out` must be NULL (an error) or
+/// point to `out_count` writable floats.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_pwlq_dequantize(weights: *const qk_pwlq_weights, out: *mut f32, out_count: usize) -> qk_status {
+    guard("qk_pwlq_dequantize", || {
+        let w = weights_ref(weights)?;
+        let o_span = span(out.cast_const(), out_count, "out")?;
+        // SAFETY: checked with this pointer and count; the handle's memory is qkern's own,
+        // so `out` cannot alias it without violating the caller's contract.
+        let o = unsafe { slice_mut(out, out_count, &o_span) };
+        w.packed.dequantize_f32_in(&*context()?, o)?;
+        Ok(())
+    })
+}
+
+/// The exact-mode PWLQ GEMM:
+/// `C[m][n] = a_scale · Σ_k (A[m][k] − a_zero_point)·ŵ[k][n] + bias[n]` in `float`,
+/// computed as three exact integer dot products (centre codes, tail codes, tail signs)
+/// combined per channel as `((s1·Dc + s2·Dt) + p·Ds)·a_scale + bias`, each step one
+/// `float` operation, no FMA (the Rust `qkern::quant::pwlq::combine_exact`).
+///
+/// * `a`: `m × K` row-major, dtype `a_dtype` (`QK_U8` or `QK_I8`), rows `lda` elements
+///   apart (≥ K), `a_count` elements readable.
+/// * `a_zero_point`: within `a_dtype`'s range; `a_scale` finite and > 0.
+/// * `bias`, `bias_count`: may be NULL with count 0; else `N` values.
+/// * `c`: `m × N`, rows `ldc` apart (≥ N), `c_count` elements writable; must not overlap
+///   `a` or `bias`.
+///
+/// `QK_ERR_OVERFLOW` if a dot product does not fit in `int32_t` (very long K only).
+///
+/// # Safety
+///
+/// `weights` must be NULL (an error) or a live handle. Each buffer pointer must be NULL
+/// (an error, unless optional) or point to at least its count of elements, readable
+/// (inputs) or writable (`c`), and not modified by another thread during the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_pwlq_gemm_f32(
+    weights: *const qk_pwlq_weights,
+    a: *const c_void,
+    a_dtype: qk_dtype,
+    a_count: usize,
+    m: usize,
+    lda: usize,
+    a_zero_point: i32,
+    a_scale: f32,
+    bias: *const f32,
+    bias_count: usize,
+    c: *mut f32,
+    c_count: usize,
+    ldc: usize,
+) -> qk_status {
+    guard("qk_pwlq_gemm_f32", || {
+        let w = weights_ref(weights)?;
+        let a_in: AIn = a_in(a, a_dtype, a_count)?;
+        let bias_span: Option<Span> = opt_span(bias, bias_count, "bias")?;
+        let c_span = span(c.cast_const(), c_count, "c")?;
+        check_disjoint(&c_span, &inputs(&a_in.span, &bias_span))?;
+        // SAFETY: spans checked with these pointers and counts, `c` disjoint from the
+        // inputs; the caller guarantees validity for the duration of the call.
+        let (bias, c) = unsafe { (opt_slice(bias, bias_count, &bias_span), slice_mut(c, c_count, &c_span)) };
+        let (k, n) = (w.gemm.k(), w.gemm.channels());
+        check_extent("a", m, k, lda)?;
+        check_extent("c", m, n, ldc)?;
+        // Every path checks C; the A operand is checked here so that a short buffer is
+        // an error on every path.
+        check_matrix("a", a_count, m, k, lda)?;
+        with_a!(a_in, |a: A| {
+            let za = zero_point::<A>(a_zero_point, "a_zero_point")?;
+            let act = Activations::new(MatrixRef::new(a, m, k).with_stride(lda), za, a_scale);
+            w.gemm.gemm_f32_in(&*context()?, act, bias, MatrixMut::new(c, m, n).with_stride(ldc))?;
+            Ok(())
+        })
+    })
+}
