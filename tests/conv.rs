@@ -68,10 +68,13 @@ fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng,
     let sw: Vec<f32> = (0..zw.len()).map(|_| r.random_range(0.001..0.05)).collect();
     let quant = if per_channel { WeightQuant::per_column(&zw, &sw) } else { WeightQuant::per_tensor(zw[0], sw[0]) };
     let filter = Conv2d::new_in(ctx, g, &weights, quant).unwrap_or_else(|e| panic!("{g:?}: {e}"));
-    // The indirect path wherever the filter's kernel has an indirect entry and each tap's
-    // channels fill whole K groups; the gather path otherwise.
+    // The indirect path wherever the filter's kernel has an indirect entry, each tap's
+    // channels fill whole K groups and there is more than one tap (the dispatch rule);
+    // the gather path otherwise.
     let kernel = ctx.kernels().gemm_candidates.iter().find(|k| k.name == filter.kernel_name());
-    let indirect = ctx.indirect_conv() && kernel.is_some_and(|k| k.indirect.is_some() && g.group_in_c().is_multiple_of(k.format.kr));
+    let indirect = ctx.indirect_conv()
+        && g.kernel_h * g.kernel_w > 1
+        && kernel.is_some_and(|k| k.indirect.is_some() && g.group_in_c().is_multiple_of(k.format.kr));
     let expect_path = if g.is_depthwise() {
         ConvPath::Depthwise
     } else if g.is_pointwise() {
@@ -315,7 +318,7 @@ fn indirect_path_runs_and_falls_back_exactly() {
                 Conv2dGeometry::new(2, 10, 9, 32, 16, 3, 3).stride(2, 2).padding(1, 0, 1, 1).dilation(1, 2),
                 Conv2dGeometry::new(1, 12, 12, 32, 48, 3, 3).padding(1, 1, 1, 1).groups(4),
                 Conv2dGeometry::new(1, 7, 7, 4, 9, 5, 5).padding(2, 2, 2, 2),
-                Conv2dGeometry::new(1, 13, 13, 24, 20, 1, 1).stride(2, 2),
+                Conv2dGeometry::new(1, 1, 13, 24, 20, 1, 3).stride(1, 2).padding(0, 1, 0, 0),
             ] {
                 let ws = |f: &Conv2d| f.workspace_bytes();
                 check::<u8, i8>(&ctx, g, &mut r, true, Values::Extreme);
@@ -328,6 +331,11 @@ fn indirect_path_runs_and_falls_back_exactly() {
                 ctx.conv2d_i32(&f, ConvInput::new(&x, 7, 1.0), None, &mut out).unwrap();
                 assert_eq!(ws(&f) == 0, has_indirect, "{} {g:?}: workspace {} bytes", isa.name(), ws(&f));
             }
+            // A strided 1×1 gathers (the dispatch rule), exactly.
+            let g = Conv2dGeometry::new(1, 13, 13, 24, 20, 1, 1).stride(2, 2);
+            let w: Vec<i8> = (0..g.weight_len()).map(|_| r.random()).collect();
+            assert_eq!(Conv2d::new_in(&ctx, g, &w, WeightQuant::per_tensor(0, 1.0)).unwrap().path(), ConvPath::ImplicitGemm);
+            check::<u8, i8>(&ctx, g, &mut r, true, Values::Full);
             // Gather forced: the same layer on the gather path.
             let g = Conv2dGeometry::new(1, 9, 11, 64, 40, 3, 3).padding(1, 1, 1, 1);
             let gctx = ctx.clone().without_indirect_conv();

@@ -11,18 +11,19 @@
 //!   the GEMM kernel's indirect entry (`GemmUkernel::indirect`) reads each output
 //!   pixel's taps in place through it — a padding tap reads a row of input zero points —
 //!   on the same packed filter, with the GEMM driver's tiling, threads and output stages.
-//!   Taken when the kernel has such an entry, the channels per group are a multiple of
-//!   its K group (`kr`, 4 for the VNNI kernels) and whole-K i32 accumulation is exact
-//!   (DESIGN.md §2; always for real layers: K up to ~33 000 at the worst zero points).
+//!   Runs only where whole-K i32 accumulation is exact (DESIGN.md §2; always for real
+//!   layers: K up to ~33 000 even at the worst zero points); other runs gather.
 //! * **implicit GEMM** (gather): otherwise, each block of output pixels gathers its A
 //!   rows through the same indirection buffer into a reused workspace (im2col by block,
 //!   padding filled with the input zero point so padded taps add 0) and runs the GEMM
 //!   driver and microkernels on it (with K chunks in i64 where i32 is not exact). Blocks
 //!   are spread over the context's threads.
 //!
-//! Measured on AVX-512 VNNI (Zen 4, one thread, interleaved runs; see `gather_wins`), the
-//! indirect path beats the gather path on every layer whose taps hold at least one K
-//! group, so dispatch takes it wherever it applies.
+//! Which of the two a filter takes is decided once, when it is packed, by a rule from
+//! measurements (`takes_indirect`): indirect wherever the kernel has the entry, the
+//! channels per group are a multiple of its `kr` and the filter has more than one tap;
+//! gather for 1×1 filters that are not pointwise (strided or padded), where it measured
+//! as fast or faster. [`Context::without_indirect_conv`] forces the gather path.
 //! * **depthwise** (`groups == in_c == out_c`): the filter is packed once for the
 //!   depthwise microkernels ([`DepthwiseFilter`]) and bound to the geometry
 //!   ([`DepthwiseConv`], whose indirection buffer is built at packing time); the GEMM path
@@ -393,13 +394,26 @@ impl Conv2d {
 
 /// Whether a filter packed for `kernel` (weights signed or not) takes the indirect path
 /// for geometry `g`: the kernel has an indirect entry for these weights (with either
-/// activation type), and each tap's channels (`in_c/groups`) fill whole K groups of the
-/// packed filter (a group straddling two taps would need two row pointers).
+/// activation type), each tap's channels (`in_c/groups`) fill whole K groups of the
+/// packed filter (a group straddling two taps would need two row pointers), and the
+/// filter has more than one tap.
+///
+/// The last condition is measured (AVX-512 VNNI, Zen 4, one thread, the two paths
+/// interleaved in one process, best of 11): with several taps the indirect path wins
+/// everywhere — ResNet-50 3×3 56×56×64 1.06–1.3×, 3×3 with 4–32 channels 1.1–1.6×,
+/// 5×5 and 7×7 stride 2 1.6–2.3×, grouped 3×3 2.9–4.2× (the gather copies `cpg` bytes
+/// per tap), large 3×3 (256, 512 channels) even. With one tap (a strided or padded
+/// 1×1), the gather is a single contiguous copy per row and hands the kernel dense rows,
+/// while rows read in place lie `stride·in_c` bytes apart — a power of two for usual
+/// channel counts, so a tile's rows collide in the same L1 sets (and 4 KiB-alias from
+/// 1024 channels): there the gather path was as fast or faster (1×1 stride 2,
+/// 128→256 … 1024→2048: 0.76–1.0× for indirect in most runs), so it keeps it.
 fn takes_indirect(kernel: &qkern_kernels::GemmUkernel, g: &Conv2dGeometry, b_signed: bool) -> bool {
     let cpg = g.group_in_c();
     kernel.indirect.is_some_and(|e| e.run[0][b_signed as usize].is_some() || e.run[1][b_signed as usize].is_some())
         && cpg >= 1
         && cpg.is_multiple_of(kernel.format.kr)
+        && g.kernel_h * g.kernel_w > 1
 }
 
 fn act<'a, A: Int8>(m: MatrixRef<'a, A>, input: &ConvInput<'_, A>) -> Activations<'a, A> {
