@@ -2,7 +2,7 @@
 //!
 //! A [`Conv2d`] (alias [`PackedFilter`]) is built once from OHWI weights and a
 //! [`Conv2dGeometry`]; each group's filter is packed as a GEMM B matrix
-//! (`K = kernel_h·kernel_w·in_c/groups` × `N = out_c/groups`). A run then takes one of two paths:
+//! (`K = kernel_h·kernel_w·in_c/groups` × `N = out_c/groups`). A run then takes one of four paths:
 //!
 //! * **pointwise** (1×1, stride 1, no padding): the NHWC input already is the GEMM's A
 //!   matrix `(batch·H·W) × in_c`; each group is a strided view of it, with no copy.
@@ -18,16 +18,16 @@
 //!   padding filled with the input zero point so padded taps add 0) and runs the GEMM
 //!   driver and microkernels on it (with K chunks in i64 where i32 is not exact). Blocks
 //!   are spread over the context's threads.
-//!
-//! Which of the two a filter takes is decided once, when it is packed, by a rule from
-//! measurements (`takes_indirect`): indirect wherever the kernel has the entry, the
-//! channels per group are a multiple of its `kr` and the filter has more than one tap;
-//! gather for 1×1 filters that are not pointwise (strided or padded), where it measured
-//! as fast or faster. [`Context::without_indirect_conv`] forces the gather path.
 //! * **depthwise** (`groups == in_c == out_c`): the filter is packed once for the
 //!   depthwise microkernels ([`DepthwiseFilter`]) and bound to the geometry
 //!   ([`DepthwiseConv`], whose indirection buffer is built at packing time); the GEMM path
 //!   would run `in_c` GEMMs of one column each.
+//!
+//! Which of indirect and gather a filter takes is decided once, when it is packed, by a
+//! rule from measurements (`takes_indirect`): indirect wherever the kernel has the
+//! entry, the channels per group are a multiple of its `kr` and the filter has more than
+//! one tap; gather for 1×1 filters that are not pointwise (strided or padded), where it
+//! measured as fast or faster. [`Context::without_indirect_conv`] forces the gather path.
 //!
 //! ```
 //! use qkern::conv::{Conv2d, Conv2dGeometry, ConvInput};
@@ -82,7 +82,8 @@ impl<'a, A> ConvInput<'a, A> {
 pub enum ConvPath {
     /// 1×1, stride 1, no padding: the input is the GEMM's A, no copy.
     Pointwise,
-    /// Indirection buffer + per-block gather into a workspace + GEMM microkernels.
+    /// Indirection buffer + per-block gather (im2col) into a workspace + GEMM
+    /// microkernels.
     ImplicitGemm,
     /// Indirection buffer read in place by the GEMM kernel's indirect entry, no copy
     /// (a run whose whole-K i32 accumulation is not provably exact gathers instead).
@@ -298,7 +299,7 @@ impl Conv2d {
                 }
             }
         }
-        Indirection::new(ind, taps)
+        Indirection::new(ind, taps, g.in_c)
     }
 
     /// Validates the buffers, then runs `call(ctx, A, packed B of group g, g, C)` for

@@ -215,11 +215,30 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
             Some((_, ir)) => {
                 // Σ over the taps of each row's tap sums; a padding tap sums the zero row.
                 let zsum = gemm_row_sum::<A>(bytemuck::cast_slice(&zero_row), a_off);
-                Scratch::collect(ir.indirection.offsets[..m * ir.indirection.taps].chunks_exact(ir.indirection.taps).map(|offs| {
-                    offs.iter().fold(0i32, |s, &o| {
-                        s.wrapping_add(if o == IGEMM_ZERO_TAP { zsum } else { gemm_row_sum(&ir.input[o..o + ir.kc], a_off) })
-                    })
-                }))
+                let ind = ir.indirection;
+                let rows = ind.offsets[..m * ind.taps].chunks_exact(ind.taps);
+                let (stride, max) = (ind.pixel_stride, ind.max_offset.unwrap_or(0));
+                if stride > 0 {
+                    // Offsets are pixel starts: sum each pixel once (a 3×3 conv reads each
+                    // ~9 times), then add up the taps. Pixel p ≤ max/stride starts at
+                    // p·stride ≤ max, so its kc elements lie in the input (checked above).
+                    // The result's buffer is taken from the pool before the pixel sums',
+                    // so that every call takes the same buffers in the same order (a
+                    // repeated call allocates nothing).
+                    let mut sums = Scratch::new();
+                    let pix: Scratch<i32> =
+                        Scratch::collect((0..=max / stride).map(|p| gemm_row_sum(&ir.input[p * stride..p * stride + ir.kc], a_off)));
+                    sums.extend(rows.map(|offs| {
+                        offs.iter().fold(0i32, |s, &o| s.wrapping_add(if o == IGEMM_ZERO_TAP { zsum } else { pix[o / stride] }))
+                    }));
+                    sums
+                } else {
+                    Scratch::collect(rows.map(|offs| {
+                        offs.iter().fold(0i32, |s, &o| {
+                            s.wrapping_add(if o == IGEMM_ZERO_TAP { zsum } else { gemm_row_sum(&ir.input[o..o + ir.kc], a_off) })
+                        })
+                    }))
+                }
             }
         }
     } else {

@@ -127,13 +127,20 @@ pub(crate) struct Indirection {
     taps: usize,
     /// The largest non-padding offset (`None`: every tap is padding).
     max_offset: Option<usize>,
+    /// A positive stride every non-padding offset is a multiple of (a conv's `in_c`: the
+    /// offsets are pixel starts), or 0. With it, the row sums that nonzero weight zero
+    /// points need are built from one sum per input pixel instead of one per tap.
+    pixel_stride: usize,
 }
 
 impl Indirection {
-    /// From `offsets` (`rows · taps` entries, row-major); `taps ≥ 1`.
-    pub(crate) fn new(offsets: Vec<usize>, taps: usize) -> Indirection {
-        let max_offset = offsets.iter().copied().filter(|&o| o != qkern_kernels::IGEMM_ZERO_TAP).max();
-        Indirection { offsets, taps: taps.max(1), max_offset }
+    /// From `offsets` (`rows · taps` entries, row-major); `taps ≥ 1`. `pixel_stride`: a
+    /// stride the offsets are multiples of, if known (checked here; 0 if none).
+    pub(crate) fn new(offsets: Vec<usize>, taps: usize, pixel_stride: usize) -> Indirection {
+        let real = || offsets.iter().copied().filter(|&o| o != qkern_kernels::IGEMM_ZERO_TAP);
+        let max_offset = real().max();
+        let pixel_stride = if pixel_stride > 0 && real().all(|o| o.is_multiple_of(pixel_stride)) { pixel_stride } else { 0 };
+        Indirection { offsets, taps: taps.max(1), max_offset, pixel_stride }
     }
     /// The entries.
     pub(crate) fn offsets(&self) -> &[usize] {
