@@ -218,7 +218,8 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
                 let ind = ir.indirection;
                 let rows = ind.offsets[..m * ind.taps].chunks_exact(ind.taps);
                 let (stride, max) = (ind.pixel_stride, ind.max_offset.unwrap_or(0));
-                if stride > 0 {
+                // The last pixel start (None without a known stride).
+                if let Some(last) = max.checked_div(stride) {
                     // Offsets are pixel starts: sum each pixel once (a 3×3 conv reads each
                     // ~9 times), then add up the taps. Pixel p ≤ max/stride starts at
                     // p·stride ≤ max, so its kc elements lie in the input (checked above).
@@ -227,7 +228,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
                     // repeated call allocates nothing).
                     let mut sums = Scratch::new();
                     let pix: Scratch<i32> =
-                        Scratch::collect((0..=max / stride).map(|p| gemm_row_sum(&ir.input[p * stride..p * stride + ir.kc], a_off)));
+                        Scratch::collect((0..=last).map(|p| gemm_row_sum(&ir.input[p * stride..p * stride + ir.kc], a_off)));
                     sums.extend(rows.map(|offs| {
                         offs.iter().fold(0i32, |s, &o| s.wrapping_add(if o == IGEMM_ZERO_TAP { zsum } else { pix[o / stride] }))
                     }));
