@@ -217,9 +217,10 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
                 let zsum = gemm_row_sum::<A>(bytemuck::cast_slice(&zero_row), a_off);
                 let ind = ir.indirection;
                 let rows = ind.offsets[..m * ind.taps].chunks_exact(ind.taps);
-                let (stride, max) = (ind.pixel_stride, ind.max_offset.unwrap_or(0));
-                // The last pixel start (None without a known stride).
-                if let Some(last) = max.checked_div(stride) {
+                let stride = ind.pixel_stride;
+                // The last pixel read (None without a known stride, or when every tap
+                // is padding).
+                if let Some(last) = ind.max_offset.and_then(|mx| mx.checked_div(stride)) {
                     // Offsets are pixel starts: sum each pixel once (a 3×3 conv reads each
                     // ~9 times), then add up the taps. Pixel p ≤ max/stride starts at
                     // p·stride ≤ max, so its kc elements lie in the input (checked above).
