@@ -53,8 +53,9 @@ fn zp<T: Int8>(r: &mut ChaCha8Rng, v: Values) -> i32 {
     }
 }
 
-/// Runs `g` through every output stage on `ctx` and compares with the reference.
-fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng, per_channel: bool, v: Values) {
+/// Runs `g` through every output stage on `ctx` and compares with the reference;
+/// returns the path the filter took.
+fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng, per_channel: bool, v: Values) -> ConvPath {
     let small = matches!(v, Values::SmallWeights);
     let input: Vec<A> = (0..g.input_len()).map(|_| draw(r, v, false)).collect();
     let weights: Vec<B> = (0..g.weight_len()).map(|_| draw(r, v, small)).collect();
@@ -124,6 +125,7 @@ fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng,
         check_rq::<A, u8>(ctx, &filter, inp, &acc, &bias, sa, &sw_at, sy, mode, &ctxs, r);
         check_rq::<A, i8>(ctx, &filter, inp, &acc, &bias, sa, &sw_at, sy, mode, &ctxs, r);
     }
+    expect_path
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -225,10 +227,15 @@ fn run_family<A: Int8, B: Int8>(seed: u64) {
     let fam = family(seed);
     let mut r = rng(seed ^ 0x5eed);
     for ctx in contexts() {
+        let mut paths = std::collections::BTreeMap::<String, usize>::new();
         for &(g, pc, v) in &fam {
             g.validate().unwrap_or_else(|e| panic!("{g:?}: {e}"));
-            check::<A, B>(&ctx, g, &mut r, pc, v);
+            *paths.entry(format!("{:?}", check::<A, B>(&ctx, g, &mut r, pc, v))).or_default() += 1;
         }
+        eprintln!("{} {}x{}: {paths:?}", ctx.kernels().isa.name(), A::NAME, B::NAME);
+        // The family reaches the indirect path wherever the tier has an indirect kernel.
+        let indirect = paths.get("IndirectGemm").copied().unwrap_or(0);
+        assert_eq!(indirect > 100, ctx.kernels().gemm.indirect.is_some(), "{}: {paths:?}", ctx.kernels().isa.name());
     }
 }
 
