@@ -808,6 +808,7 @@ mod tests {
             b_offset: [0; 2],
             max_abs_stored_b: None,
             run: [[None; 2]; 2],
+            indirect: None,
             packed_a: None,
         }
     }

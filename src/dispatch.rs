@@ -287,17 +287,20 @@ pub struct Context {
     table: KernelTable,
     pool: Option<Arc<rayon::ThreadPool>>,
     threads: usize,
+    /// Whether convolutions may read their rows through the GEMM kernel's indirect entry
+    /// (see `conv`); off only to compare with the gather path.
+    indirect_conv: bool,
 }
 
 impl Context {
     /// The default: [`default_table`] and rayon's global pool.
     pub fn new() -> Result<Context> {
-        Ok(Context { table: default_table()?.clone(), pool: None, threads: rayon::current_num_threads() })
+        Ok(Context { table: default_table()?.clone(), pool: None, threads: rayon::current_num_threads(), indirect_conv: true })
     }
 
     /// A context whose kernels are capped at `isa` (error if the CPU lacks it).
     pub fn for_isa(isa: Isa) -> Result<Context> {
-        Ok(Context { table: KernelTable::for_isa(isa)?, pool: None, threads: rayon::current_num_threads() })
+        Ok(Context { table: KernelTable::for_isa(isa)?, pool: None, threads: rayon::current_num_threads(), indirect_conv: true })
     }
 
     /// The same kernels on a private pool of `threads` threads (1 = run on the caller).
@@ -345,6 +348,19 @@ impl Context {
         self
     }
 
+    /// The same context, but convolutions packed with it always gather their rows into a
+    /// matrix (im2col by block) instead of using a kernel's indirect entry: to compare
+    /// the two paths, in tests and benchmarks.
+    pub fn without_indirect_conv(mut self) -> Context {
+        self.indirect_conv = false;
+        self
+    }
+
+    /// Whether convolutions packed with this context may use indirect GEMM kernels.
+    pub fn indirect_conv(&self) -> bool {
+        self.indirect_conv
+    }
+
     /// The microkernel a call of `m` rows on `w` runs: the GEMV kernel
     /// ([`KernelTable::gemv_for`]) or the one `w` was packed for.
     pub fn gemm_kernel_for(&self, w: &crate::gemm::PackedWeights, m: usize) -> GemmUkernel {
@@ -364,7 +380,7 @@ impl Context {
     /// The same kernels, run on the caller's thread only: for work items that are
     /// already spread over the pool (conv row blocks) and must not fan out again.
     pub(crate) fn serial(&self) -> Context {
-        Context { table: self.table.clone(), pool: None, threads: 1 }
+        Context { table: self.table.clone(), pool: None, threads: 1, indirect_conv: self.indirect_conv }
     }
 
     /// Runs `f` on this context's pool.

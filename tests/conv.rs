@@ -53,8 +53,9 @@ fn zp<T: Int8>(r: &mut ChaCha8Rng, v: Values) -> i32 {
     }
 }
 
-/// Runs `g` through every output stage on `ctx` and compares with the reference.
-fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng, per_channel: bool, v: Values) {
+/// Runs `g` through every output stage on `ctx` and compares with the reference;
+/// returns the path the filter took.
+fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng, per_channel: bool, v: Values) -> ConvPath {
     let small = matches!(v, Values::SmallWeights);
     let input: Vec<A> = (0..g.input_len()).map(|_| draw(r, v, false)).collect();
     let weights: Vec<B> = (0..g.weight_len()).map(|_| draw(r, v, small)).collect();
@@ -68,14 +69,23 @@ fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng,
     let sw: Vec<f32> = (0..zw.len()).map(|_| r.random_range(0.001..0.05)).collect();
     let quant = if per_channel { WeightQuant::per_column(&zw, &sw) } else { WeightQuant::per_tensor(zw[0], sw[0]) };
     let filter = Conv2d::new_in(ctx, g, &weights, quant).unwrap_or_else(|e| panic!("{g:?}: {e}"));
+    // The indirect path wherever the filter's kernel has an indirect entry, each tap's
+    // channels fill whole K groups and there is more than one tap (the dispatch rule);
+    // the gather path otherwise.
+    let kernel = ctx.kernels().gemm_candidates.iter().find(|k| k.name == filter.kernel_name());
+    let indirect = ctx.indirect_conv()
+        && g.kernel_h * g.kernel_w > 1
+        && kernel.is_some_and(|k| k.indirect.is_some() && g.group_in_c().is_multiple_of(k.format.kr));
     let expect_path = if g.is_depthwise() {
         ConvPath::Depthwise
     } else if g.is_pointwise() {
         ConvPath::Pointwise
+    } else if indirect {
+        ConvPath::IndirectGemm
     } else {
         ConvPath::ImplicitGemm
     };
-    assert_eq!(filter.path(), expect_path);
+    assert_eq!(filter.path(), expect_path, "{} {g:?}", filter.kernel_name());
 
     let mut acc = vec![0i64; g.output_len()];
     conv2d_i64(&g.to_reference(), &input, za, &weights, &zw, &mut acc);
@@ -84,7 +94,7 @@ fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng,
     let bias: Vec<i32> = (0..oc).map(|_| r.random_range(-5000..=5000)).collect();
     let bias_f: Vec<f32> = (0..oc).map(|_| r.random_range(-3.0..3.0)).collect();
     let inp = ConvInput::new(&input, A::saturate_from(za), sa);
-    let ctxs = format!("{} {g:?} per_channel={per_channel} {v:?} {}x{}", ctx.kernels().isa.name(), A::NAME, B::NAME);
+    let ctxs = format!("{} {:?} {g:?} per_channel={per_channel} {v:?} {}x{}", ctx.kernels().isa.name(), filter.path(), A::NAME, B::NAME);
 
     // i32 with and without bias.
     for b in [None, Some(&bias[..])] {
@@ -103,6 +113,11 @@ fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng,
     for (i, (&o, &e)) in outf.iter().zip(&acc).enumerate() {
         assert_eq!(o.to_bits() as i64, output_stage_ref(e, i % oc, &ro), "f32 at {i}: {ctxs}");
     }
+    // Every case here keeps whole-K i32 exact: the indirect path never fell back to
+    // gathering (which would have created a workspace).
+    if expect_path == ConvPath::IndirectGemm {
+        assert_eq!(filter.workspace_bytes(), 0, "the indirect path gathered: {ctxs}");
+    }
     // Requantized u8 and i8, every mode, with bias and a clamp.
     let k = (g.kernel_h * g.kernel_w * g.group_in_c()) as f32;
     let sy = sa * sw[0] * k.sqrt() * 60.0;
@@ -110,6 +125,7 @@ fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng,
         check_rq::<A, u8>(ctx, &filter, inp, &acc, &bias, sa, &sw_at, sy, mode, &ctxs, r);
         check_rq::<A, i8>(ctx, &filter, inp, &acc, &bias, sa, &sw_at, sy, mode, &ctxs, r);
     }
+    expect_path
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -160,7 +176,8 @@ fn rng(seed: u64) -> ChaCha8Rng {
 
 /// Channels (in_c, out_c) for a group count: 1, 2, or depthwise (`usize::MAX` = C).
 fn channels(r: &mut ChaCha8Rng, groups: usize) -> (usize, usize, usize) {
-    const C: &[usize] = &[1, 3, 5, 7, 9, 17];
+    // Multiples of 4 (channels per group) take the indirect path where a kernel has one.
+    const C: &[usize] = &[1, 3, 4, 5, 7, 8, 9, 12, 17];
     match groups {
         1 => (C[r.random_range(0..C.len())], C[r.random_range(0..C.len())], 1),
         2 => (2 * C[r.random_range(0..C.len())], 2 * C[r.random_range(0..C.len())], 2),
@@ -210,10 +227,15 @@ fn run_family<A: Int8, B: Int8>(seed: u64) {
     let fam = family(seed);
     let mut r = rng(seed ^ 0x5eed);
     for ctx in contexts() {
+        let mut paths = std::collections::BTreeMap::<String, usize>::new();
         for &(g, pc, v) in &fam {
             g.validate().unwrap_or_else(|e| panic!("{g:?}: {e}"));
-            check::<A, B>(&ctx, g, &mut r, pc, v);
+            *paths.entry(format!("{:?}", check::<A, B>(&ctx, g, &mut r, pc, v))).or_default() += 1;
         }
+        eprintln!("{} {}x{}: {paths:?}", ctx.kernels().isa.name(), A::NAME, B::NAME);
+        // The family reaches the indirect path wherever the tier has an indirect kernel.
+        let indirect = paths.get("IndirectGemm").copied().unwrap_or(0);
+        assert_eq!(indirect > 100, ctx.kernels().gemm.indirect.is_some(), "{}: {paths:?}", ctx.kernels().isa.name());
     }
 }
 
@@ -283,6 +305,77 @@ fn indirection_built_once() {
     assert_eq!(out[(10 * 20 + 10) * 32], 9 * 32 * 2);
     // Corner: 4 taps inside.
     assert_eq!(out[0], 4 * 32 * 2);
+}
+
+/// The indirect path: which layers take it on each tier, that a run really reads rows in
+/// place (no gather workspace), exactly; and the overflow policy's fallback: where
+/// whole-K i32 accumulation is not provably exact, the same filter gathers and chunks K.
+#[test]
+fn indirect_path_runs_and_falls_back_exactly() {
+    let mut r = rng(21);
+    for ctx in contexts() {
+        let isa = ctx.kernels().isa;
+        // Tiers whose default GEMM kernel has an indirect entry (generic, AVX-512 VNNI);
+        // AVX2's kernels gather.
+        let has_indirect = ctx.kernels().gemm.indirect.is_some();
+        for threads in [1, 2] {
+            let ctx = ctx.clone().with_threads(threads).unwrap();
+            for g in [
+                Conv2dGeometry::new(1, 9, 11, 64, 40, 3, 3).padding(1, 1, 1, 1),
+                Conv2dGeometry::new(2, 10, 9, 32, 16, 3, 3).stride(2, 2).padding(1, 0, 1, 1).dilation(1, 2),
+                Conv2dGeometry::new(1, 12, 12, 32, 48, 3, 3).padding(1, 1, 1, 1).groups(4),
+                Conv2dGeometry::new(1, 7, 7, 4, 9, 5, 5).padding(2, 2, 2, 2),
+                Conv2dGeometry::new(1, 1, 13, 24, 20, 1, 3).stride(1, 2).padding(0, 1, 0, 0),
+            ] {
+                let ws = |f: &Conv2d| f.workspace_bytes();
+                check::<u8, i8>(&ctx, g, &mut r, true, Values::Extreme);
+                check::<i8, u8>(&ctx, g, &mut r, false, Values::Full);
+                let w: Vec<i8> = (0..g.weight_len()).map(|_| r.random()).collect();
+                let f = Conv2d::new_in(&ctx, g, &w, WeightQuant::per_tensor(0, 1.0)).unwrap();
+                assert_eq!(f.path(), if has_indirect { ConvPath::IndirectGemm } else { ConvPath::ImplicitGemm }, "{} {g:?}", isa.name());
+                let x: Vec<u8> = (0..g.input_len()).map(|_| r.random()).collect();
+                let mut out = vec![0i32; g.output_len()];
+                ctx.conv2d_i32(&f, ConvInput::new(&x, 7, 1.0), None, &mut out).unwrap();
+                assert_eq!(ws(&f) == 0, has_indirect, "{} {g:?}: workspace {} bytes", isa.name(), ws(&f));
+            }
+            // A strided 1×1 gathers (the dispatch rule), exactly.
+            let g = Conv2dGeometry::new(1, 13, 13, 24, 20, 1, 1).stride(2, 2);
+            let w: Vec<i8> = (0..g.weight_len()).map(|_| r.random()).collect();
+            assert_eq!(Conv2d::new_in(&ctx, g, &w, WeightQuant::per_tensor(0, 1.0)).unwrap().path(), ConvPath::ImplicitGemm);
+            check::<u8, i8>(&ctx, g, &mut r, true, Values::Full);
+            // Gather forced: the same layer on the gather path.
+            let g = Conv2dGeometry::new(1, 9, 11, 64, 40, 3, 3).padding(1, 1, 1, 1);
+            let gctx = ctx.clone().without_indirect_conv();
+            let w: Vec<i8> = (0..g.weight_len()).map(|_| r.random()).collect();
+            assert_eq!(Conv2d::new_in(&gctx, g, &w, WeightQuant::per_tensor(0, 1.0)).unwrap().path(), ConvPath::ImplicitGemm);
+            check::<u8, i8>(&gctx, g, &mut r, true, Values::Full);
+        }
+
+        // K = 9·4096 = 36 864: with u8 activations at zero point 0 and u8 weights at zero
+        // point 0, K·255·255 passes i32, so that run gathers and carries K chunks in i64
+        // (all operands 255: the true sum 36 864·65 025 does not fit in i32 either);
+        // at zero point 128 (K·128·255 fits) the same filter reads rows in place.
+        let g = Conv2dGeometry::new(1, 3, 3, 4096, 2, 3, 3).padding(1, 1, 1, 1);
+        let w = vec![255u8; g.weight_len()];
+        let f = Conv2d::new_in(&ctx, g, &w, WeightQuant::per_tensor(0, 1.0)).unwrap();
+        let x = vec![255u8; g.input_len()];
+        let mut acc = vec![0i64; g.output_len()];
+        let mut out = vec![0f32; g.output_len()];
+        for za in [128u8, 0] {
+            conv2d_i64(&g.to_reference(), &x, za as i32, &w, &[0], &mut acc);
+            ctx.conv2d_f32(&f, ConvInput::new(&x, za, 1.0), None, &mut out).unwrap();
+            for (i, (&o, &e)) in out.iter().zip(&acc).enumerate() {
+                assert_eq!(o, e as f32, "{} za={za} at {i}", isa.name());
+            }
+            let gathered = f.workspace_bytes() > 0;
+            assert_eq!(gathered, za == 0 || !has_indirect, "{} za={za}", isa.name());
+            if za == 0 {
+                let mut o32 = vec![0i32; g.output_len()];
+                let e = ctx.conv2d_i32(&f, ConvInput::new(&x, za, 1.0), None, &mut o32).unwrap_err();
+                assert!(matches!(e, Error::Overflow(_)), "{e}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -68,11 +68,15 @@ fn allocations_per_call() {
     for (name, g) in [
         ("3x3 56x56x64 pad 1 (implicit GEMM)", Conv2dGeometry::new(1, 56, 56, 64, 64, 3, 3).padding(1, 1, 1, 1)),
         ("3x3 s2 28x28x32 grp 4 (implicit GEMM)", Conv2dGeometry::new(1, 28, 28, 32, 64, 3, 3).padding(1, 1, 1, 1).stride(2, 2).groups(4)),
+        ("3x3 s2 56x56x64 zw 3 (indirect, row sums)", Conv2dGeometry::new(1, 56, 56, 64, 32, 3, 3).padding(1, 1, 1, 1).stride(2, 2)),
+        ("1x1 s2 28x28x64 zw 3 (gather, row sums)", Conv2dGeometry::new(1, 28, 28, 64, 32, 1, 1).stride(2, 2)),
         ("1x1 56x56x256 (pointwise)", Conv2dGeometry::new(1, 56, 56, 256, 64, 1, 1)),
         ("dw 3x3 56x56x144 (depthwise)", Conv2dGeometry::new(1, 56, 56, 144, 144, 3, 3).padding(1, 1, 1, 1).groups(144)),
     ] {
         let w: Vec<i8> = (0..g.weight_len()).map(|i| (i % 7) as i8 - 3).collect();
-        let f = Conv2d::new_in(&ctx, g, &w, WeightQuant::per_tensor(0, 0.01)).unwrap();
+        // A nonzero weight zero point makes the driver build row sums.
+        let zw = if name.contains("zw 3") { 3 } else { 0 };
+        let f = Conv2d::new_in(&ctx, g, &w, WeightQuant::per_tensor(zw, 0.01)).unwrap();
         let x: Vec<u8> = (0..g.input_len()).map(|i| (i % 251) as u8).collect();
         let input = ConvInput::new(&x, 128, 0.02);
         let (mut y8, mut y32, mut yf) = (vec![0u8; g.output_len()], vec![0i32; g.output_len()], vec![0f32; g.output_len()]);

@@ -42,6 +42,35 @@ fn every_gemm_kernel_matches_the_reference() {
     assert!(ran >= 1);
 }
 
+/// Every indirect GEMM entry (the convolution's in-place rows) against the reference,
+/// and the tiers that must have one do (the portable twin and AVX-512 VNNI default).
+#[test]
+fn every_indirect_gemm_entry_matches_the_reference() {
+    let kernels = dispatch::gemm_kernels();
+    for name in ["qx8_gemm_4x16c4__generic", "qu8s8_gemm_4x16c4__generic", "qu8s8_gemm_8x32c4__avx512vnni"] {
+        if let Some(k) = kernels.iter().find(|k| k.name == name) {
+            assert!(k.indirect.is_some(), "{name} lost its indirect entry");
+        }
+    }
+    let mut ran = 0;
+    for k in kernels.iter().filter(|k| k.indirect.is_some()) {
+        if !common::isa_or_skip(&format!("indirect gemm kernel {}", k.name), k.isa) {
+            continue;
+        }
+        let t0 = Instant::now();
+        // SAFETY: the CPU runs `k.isa` (just checked) and `k` is a registered kernel whose
+        // indirect entries implement the `IgemmArgs` contract; the tester builds only
+        // arguments within it.
+        let s = unsafe { qkern_kernels::testing::check_igemm_ukernel(k) };
+        eprintln!("{} (indirect): {} combos, {} calls in {:?}", s.kernel, s.combos, s.calls, t0.elapsed());
+        let have = k.indirect.map_or(0, |e| e.run.iter().flatten().filter(|f| f.is_some()).count());
+        assert_eq!(s.combos, have, "{}: every indirect entry must be tested", k.name);
+        assert!(s.calls > 0, "{}: the tester ran nothing", k.name);
+        ran += 1;
+    }
+    assert!(ran >= 2, "the portable indirect kernels run everywhere");
+}
+
 /// The GEMV kernels (`mr ≤ 4`, used for calls of at most 4 rows) through the same
 /// tester, and each reads the packed weights of some registered GEMM kernel (else the
 /// driver could never pick it).

@@ -317,6 +317,105 @@ pub struct GemmUkernel {
     /// across every column tile instead of letting the kernel redo it per tile. `None`
     /// (most kernels): raw rows only.
     pub packed_a: Option<PackedA>,
+    /// `Some`: the kernel also has indirect entry points ([`IgemmArgs`]) that read each
+    /// row's K range tap by tap through an indirection buffer (convolution without an
+    /// im2col copy), on the same packed weights and with the same offsets and output
+    /// stages. `None`: the driver gathers rows into a matrix first.
+    pub indirect: Option<Indirect>,
+}
+
+/// The [`IgemmArgs::indirection`] value that stands for a padding tap: the kernel reads
+/// [`IgemmArgs::zero`] (a row of activation zero points) instead of the input.
+pub const IGEMM_ZERO_TAP: usize = usize::MAX;
+
+/// Arguments of one indirect GEMM microkernel call: one `m ≤ MR` × `n ≤ NR` tile over
+/// `K = taps·kc`.
+///
+/// Row `i` of A is the concatenation over taps `t < taps` of the `kc` elements at
+/// `input + indirection[i·taps + t]` (or at `zero` where that entry is
+/// [`IGEMM_ZERO_TAP`]). With that A, the kernel computes exactly what [`GemmArgs`]
+/// specifies — `Σ_k A[i][k]·B[k][j] + col_offset[j] − b_zero_point[j]·a_row_sum[i]` in
+/// wrapping i32 arithmetic, then the output stage — on the same packed panel.
+/// `kc` is a positive multiple of the kernel's `format.kr`, so every packed K group lies
+/// within one tap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IgemmArgs {
+    /// Rows in this tile (1..=MR).
+    pub m: usize,
+    /// Columns in this tile (1..=NR).
+    pub n: usize,
+    /// Taps per row (≥ 1).
+    pub taps: usize,
+    /// Elements per tap (a positive multiple of the kernel's `format.kr`).
+    pub kc: usize,
+    /// Base of the activations: every non-padding tap row is `input + offset` and holds
+    /// `kc` readable elements.
+    pub input: *const u8,
+    /// `m·taps` element offsets from `input` (row-major), or [`IGEMM_ZERO_TAP`].
+    pub indirection: *const usize,
+    /// `kc` elements: the activation zero point, read for padding taps.
+    pub zero: *const u8,
+    /// Start of this tile's packed weight panel (`K = taps·kc`).
+    pub b: *const u8,
+    /// Per-row Σ_k A[i][k] (raw values plus the kernel's `a_offset`), or null when every
+    /// weight zero point is 0.
+    pub a_row_sum: *const i32,
+    /// Per-column weight zero point, or null when all are 0.
+    pub b_zero_point: *const i32,
+    /// Output tile origin.
+    pub c: *mut u8,
+    /// Distance in elements (of the output type) between output rows.
+    pub ldc: usize,
+    /// The fused output stage.
+    pub out: OutputStage,
+}
+
+impl IgemmArgs {
+    /// The [`GemmArgs`] of the same tile for the output side (the epilogues read only
+    /// `m`, `n`, `a_row_sum`, `b_zero_point`, `c`, `ldc` and `out`): `a` is null and
+    /// `k` is `taps·kc`.
+    pub const fn epilogue_args(&self) -> GemmArgs {
+        GemmArgs {
+            m: self.m,
+            n: self.n,
+            k: self.taps * self.kc,
+            a: core::ptr::null(),
+            lda: 0,
+            b: self.b,
+            a_row_sum: self.a_row_sum,
+            b_zero_point: self.b_zero_point,
+            c: self.c,
+            ldc: self.ldc,
+            out: self.out,
+        }
+    }
+
+    /// The first element of tap `t` of row `i` (`input + offset`, or `zero`).
+    ///
+    /// # Safety
+    /// `i < m` (or any row whose entries the caller knows to be readable), `t < taps`,
+    /// and `indirection` valid as the contract says.
+    #[inline(always)]
+    pub unsafe fn tap_ptr(&self, i: usize, t: usize) -> *const u8 {
+        // SAFETY: entry (i, t) lies in the m·taps entries (caller).
+        let off = unsafe { *self.indirection.add(i * self.taps + t) };
+        if off == IGEMM_ZERO_TAP { self.zero } else { self.input.wrapping_add(off) }
+    }
+}
+
+/// An indirect GEMM microkernel entry point.
+///
+/// # Safety
+/// The caller guarantees every pointer in `args` is valid for the reads and writes the
+/// [`IgemmArgs`] contract lists, and that the CPU supports the kernel's ISA.
+pub type IgemmUkernelFn = unsafe fn(args: &IgemmArgs);
+
+/// The indirect entry points of a GEMM kernel ([`GemmUkernel::indirect`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Indirect {
+    /// Entry points indexed as [`GemmUkernel::run`].
+    pub run: [[Option<IgemmUkernelFn>; 2]; 2],
 }
 
 /// Packs up to `mr` rows of raw A (`m` rows of `k` elements, `lda` apart, from `a`) into

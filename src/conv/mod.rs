@@ -2,20 +2,32 @@
 //!
 //! A [`Conv2d`] (alias [`PackedFilter`]) is built once from OHWI weights and a
 //! [`Conv2dGeometry`]; each group's filter is packed as a GEMM B matrix
-//! (`K = kernel_h·kernel_w·in_c/groups` × `N = out_c/groups`). A run then takes one of two paths:
+//! (`K = kernel_h·kernel_w·in_c/groups` × `N = out_c/groups`). A run then takes one of four paths:
 //!
 //! * **pointwise** (1×1, stride 1, no padding): the NHWC input already is the GEMM's A
 //!   matrix `(batch·H·W) × in_c`; each group is a strided view of it, with no copy.
-//! * **implicit GEMM**: an indirection buffer (per output pixel and tap, the offset of the
+//! * **indirect GEMM**: an indirection buffer (per output pixel and tap, the offset of the
 //!   input pixel, or a padding mark) is built on the first run and kept in the filter;
-//!   each block of output pixels gathers its A rows through it into a reused workspace
-//!   (im2col by block, padding filled with the input zero point so padded taps add 0)
-//!   and runs the GEMM driver and microkernels on it. Blocks are spread over the
-//!   context's threads.
+//!   the GEMM kernel's indirect entry (`GemmUkernel::indirect`) reads each output
+//!   pixel's taps in place through it — a padding tap reads a row of input zero points —
+//!   on the same packed filter, with the GEMM driver's tiling, threads and output stages.
+//!   Runs only where whole-K i32 accumulation is exact (DESIGN.md §2; always for real
+//!   layers: K up to ~33 000 even at the worst zero points); other runs gather.
+//! * **implicit GEMM** (gather): otherwise, each block of output pixels gathers its A
+//!   rows through the same indirection buffer into a reused workspace (im2col by block,
+//!   padding filled with the input zero point so padded taps add 0) and runs the GEMM
+//!   driver and microkernels on it (with K chunks in i64 where i32 is not exact). Blocks
+//!   are spread over the context's threads.
 //! * **depthwise** (`groups == in_c == out_c`): the filter is packed once for the
 //!   depthwise microkernels ([`DepthwiseFilter`]) and bound to the geometry
 //!   ([`DepthwiseConv`], whose indirection buffer is built at packing time); the GEMM path
 //!   would run `in_c` GEMMs of one column each.
+//!
+//! Which of indirect and gather a filter takes is decided once, when it is packed, by a
+//! rule from measurements (`takes_indirect`): indirect wherever the kernel has the
+//! entry, the channels per group are a multiple of its `kr` and the filter has more than
+//! one tap; gather for 1×1 filters that are not pointwise (strided or padded), where it
+//! measured as fast or faster. [`Context::without_indirect_conv`] forces the gather path.
 //!
 //! ```
 //! use qkern::conv::{Conv2d, Conv2dGeometry, ConvInput};
@@ -40,12 +52,12 @@ use rayon::prelude::*;
 
 use crate::dispatch::Context;
 use crate::error::{Error, Result};
-use crate::gemm::{Activations, MatrixMut, MatrixRef, PackedWeights, PerChannel, Requantize, WeightQuant};
+use crate::gemm::{ARows, ASource, Activations, IndirectRows, Indirection, MatrixMut, MatrixRef, PackedWeights, PerChannel, Requantize, WeightQuant, whole_k_exact};
 
 pub use geometry::Conv2dGeometry;
 
-/// Marks a padding tap in the indirection buffer.
-const PAD: usize = usize::MAX;
+/// Marks a padding tap in the indirection buffer (the kernels' marker).
+const PAD: usize = qkern_kernels::IGEMM_ZERO_TAP;
 
 /// NHWC activations `[batch][in_h][in_w][in_c]` with their per-tensor zero point and scale.
 #[derive(Clone, Copy, Debug)]
@@ -70,8 +82,12 @@ impl<'a, A> ConvInput<'a, A> {
 pub enum ConvPath {
     /// 1×1, stride 1, no padding: the input is the GEMM's A, no copy.
     Pointwise,
-    /// Indirection buffer + per-block gather into a workspace + GEMM microkernels.
+    /// Indirection buffer + per-block gather (im2col) into a workspace + GEMM
+    /// microkernels.
     ImplicitGemm,
+    /// Indirection buffer read in place by the GEMM kernel's indirect entry, no copy
+    /// (a run whose whole-K i32 accumulation is not provably exact gathers instead).
+    IndirectGemm,
     /// `groups == in_c == out_c`: the depthwise microkernels.
     Depthwise,
 }
@@ -93,7 +109,7 @@ pub struct Conv2d {
     /// Output pixels gathered per block on the implicit-GEMM path.
     block_rows: usize,
     /// Per output pixel (all batches), per tap: element offset of the input pixel, or `PAD`.
-    indirection: OnceLock<Vec<usize>>,
+    indirection: OnceLock<Indirection>,
     /// Gather workspaces (bytes), taken by a block and given back: after the first run
     /// there is one per concurrently running block and no run allocates another.
     workspaces: Mutex<Vec<Vec<u8>>>,
@@ -177,7 +193,13 @@ impl Conv2d {
             };
             packed.push(PackedWeights::new_in(ctx, MatrixRef::new(&bt, k, opg), q)?);
         }
-        let path = if g.is_pointwise() { ConvPath::Pointwise } else { ConvPath::ImplicitGemm };
+        let path = if g.is_pointwise() {
+            ConvPath::Pointwise
+        } else if ctx.indirect_conv() && packed.first().is_some_and(|w| takes_indirect(&w.kernel(), g, B::SIGNED)) {
+            ConvPath::IndirectGemm
+        } else {
+            ConvPath::ImplicitGemm
+        };
         // A block's gathered rows (block_rows × K bytes) should stay in L2 while the
         // microkernel streams the filter; rows a multiple of 48 (every MR divides it).
         let block_rows = ((192 * 1024) / k.max(1)).clamp(48, 480) / 48 * 48;
@@ -214,12 +236,19 @@ impl Conv2d {
         self.depthwise.is_some() || self.indirection.get().is_some()
     }
 
+    /// Bytes held by the gather workspaces: 0 until a run takes the gather path (never,
+    /// on the pointwise and depthwise paths, nor on the indirect path while its whole-K
+    /// accumulation is exact), so tests can tell which path ran.
+    pub fn workspace_bytes(&self) -> usize {
+        self.workspaces.lock().map_or(0, |w| w.iter().map(Vec::capacity).sum())
+    }
+
     /// Bytes held by the packed filter, indirection buffer and workspaces.
     pub fn memory_bytes(&self) -> usize {
         let ws: usize = self.workspaces.lock().map_or(0, |w| w.iter().map(Vec::capacity).sum());
         let dw = self.depthwise.as_ref().map_or(0, |p| p.lock().map_or(0, |p| p.memory_bytes()));
         self.weights.iter().map(PackedWeights::packed_bytes).sum::<usize>()
-            + self.indirection.get().map_or(0, |v| v.len() * size_of::<usize>())
+            + self.indirection.get().map_or(0, Indirection::bytes)
             + ws
             + dw
     }
@@ -250,7 +279,7 @@ impl Conv2d {
         call(&mut plan, act(a, input), c)
     }
 
-    fn build_indirection(&self) -> Vec<usize> {
+    fn build_indirection(&self) -> Indirection {
         let g = &self.geometry;
         let (oh, ow) = (g.out_h(), g.out_w());
         let taps = g.kernel_h * g.kernel_w;
@@ -270,17 +299,19 @@ impl Conv2d {
                 }
             }
         }
-        ind
+        Indirection::new(ind, taps, g.in_c)
     }
 
     /// Validates the buffers, then runs `call(ctx, A, packed B of group g, g, C)` for
-    /// every group over the whole output (pointwise) or per gathered block.
+    /// every group over the whole output (pointwise, indirect) or per gathered block.
+    /// `bias` is the i32 bias the output stage adds (for the overflow bound).
     fn run<A: Int8, T: Send>(
         &self,
         ctx: &Context,
         input: &ConvInput<'_, A>,
+        bias: Option<&[i32]>,
         out: &mut [T],
-        call: impl Fn(&Context, Activations<'_, A>, &PackedWeights, usize, MatrixMut<'_, T>) -> Result<()> + Sync,
+        call: impl Fn(&Context, ASource<'_, A>, &PackedWeights, usize, MatrixMut<'_, T>) -> Result<()> + Sync,
     ) -> Result<()> {
         let g = &self.geometry;
         let in_len = g.input_len();
@@ -300,16 +331,32 @@ impl Conv2d {
                 for (gi, w) in self.weights.iter().enumerate() {
                     let a = MatrixRef::new(&input.data[gi * cpg..in_len], m, cpg).with_stride(g.in_c);
                     let c = MatrixMut::new(&mut out[gi * opg..out_len], m, opg).with_stride(g.out_c);
-                    call(ctx, act(a, input), w, gi, c)?;
+                    call(ctx, act(a, input).into(), w, gi, c)?;
                 }
                 Ok(())
             }
             ConvPath::Depthwise => Err(Error::Internal("conv2d: the depthwise path has no GEMM plan".into())),
-            ConvPath::ImplicitGemm => {
-                let ind = self.indirection.get_or_init(|| self.build_indirection());
+            ConvPath::IndirectGemm | ConvPath::ImplicitGemm => {
+                let indirection = self.indirection.get_or_init(|| self.build_indirection());
+                let m = g.batch * g.out_h() * g.out_w();
+                // The indirect kernels run whole K in i32 only (DESIGN.md §2): where that
+                // is not provably exact for this call's zero point and bias, gather.
+                if self.path == ConvPath::IndirectGemm && self.weights.iter().all(|w| {
+                        whole_k_exact(input.zero_point, w, bias) && w.kernel.indirect.is_some_and(|e| e.run[A::SIGNED as usize][w.signed as usize].is_some())
+                    }) {
+                    // Group gi reads channels gi·cpg.. of every pixel (the offsets are
+                    // pixel starts) and writes columns gi·opg.. with stride out_c.
+                    for (gi, w) in self.weights.iter().enumerate() {
+                        let rows = IndirectRows { input: &input.data[gi * cpg..in_len], indirection, kc: cpg };
+                        let a = ASource { rows: ARows::Indirect(rows), zero_point: input.zero_point, scale: input.scale };
+                        let c = MatrixMut::new(&mut out[gi * opg..out_len], m, opg).with_stride(g.out_c);
+                        call(ctx, a, w, gi, c)?;
+                    }
+                    return Ok(());
+                }
+                let ind = indirection.offsets();
                 let taps = g.kernel_h * g.kernel_w;
                 let k = taps * cpg;
-                let m = g.batch * g.out_h() * g.out_w();
                 let br = self.block_rows;
                 let blocks = m.div_ceil(br);
                 let block = |ctx: &Context, b: usize, chunk: &mut [T]| -> Result<()> {
@@ -323,7 +370,7 @@ impl Conv2d {
                     for (gi, w) in self.weights.iter().enumerate() {
                         gather(&ind[b * br * taps..(b * br + rows) * taps], taps, &input.data[gi * cpg..in_len], input.zero_point, cpg, g.in_c, wa);
                         let c = MatrixMut::new(&mut chunk[gi * opg..], rows, opg).with_stride(g.out_c);
-                        r = call(ctx, act(MatrixRef::new(wa, rows, k), input), w, gi, c);
+                        r = call(ctx, act(MatrixRef::new(wa, rows, k), input).into(), w, gi, c);
                         if r.is_err() {
                             break;
                         }
@@ -344,6 +391,30 @@ impl Conv2d {
             }
         }
     }
+}
+
+/// Whether a filter packed for `kernel` (weights signed or not) takes the indirect path
+/// for geometry `g`: the kernel has an indirect entry for these weights (with either
+/// activation type), each tap's channels (`in_c/groups`) fill whole K groups of the
+/// packed filter (a group straddling two taps would need two row pointers), and the
+/// filter has more than one tap.
+///
+/// The last condition is measured (AVX-512 VNNI, Zen 4, one thread, the two paths
+/// interleaved in one process, best of 11): with several taps the indirect path wins
+/// everywhere — ResNet-50 3×3 56×56×64 1.06–1.3×, 3×3 with 4–32 channels 1.1–1.6×,
+/// 5×5 and 7×7 stride 2 1.6–2.3×, grouped 3×3 2.9–4.2× (the gather copies `cpg` bytes
+/// per tap), large 3×3 (256, 512 channels) even. With one tap (a strided or padded
+/// 1×1), the gather is a single contiguous copy per row and hands the kernel dense rows,
+/// while rows read in place lie `stride·in_c` bytes apart — a power of two for usual
+/// channel counts, so a tile's rows collide in the same L1 sets (and 4 KiB-alias from
+/// 1024 channels): there the gather path was as fast or faster (1×1 stride 2,
+/// 128→256 … 1024→2048: 0.76–1.0× for indirect in most runs), so it keeps it.
+fn takes_indirect(kernel: &qkern_kernels::GemmUkernel, g: &Conv2dGeometry, b_signed: bool) -> bool {
+    let cpg = g.group_in_c();
+    kernel.indirect.is_some_and(|e| e.run[0][b_signed as usize].is_some() || e.run[1][b_signed as usize].is_some())
+        && cpg >= 1
+        && cpg.is_multiple_of(kernel.format.kr)
+        && g.kernel_h * g.kernel_w > 1
 }
 
 fn act<'a, A: Int8>(m: MatrixRef<'a, A>, input: &ConvInput<'_, A>) -> Activations<'a, A> {
@@ -396,7 +467,7 @@ impl Context {
         if let Some(plan) = &filter.depthwise {
             return filter.run_depthwise(plan, &input, out, |p, a, c| p.run_i32(self, a, bias, c));
         }
-        filter.run(self, &input, out, |ctx, a, w, g, c| ctx.gemm_i32(a, w, bias.map(|b| &b[g * opg..(g + 1) * opg]), c))
+        filter.run(self, &input, bias, out, |ctx, a, w, g, c| ctx.gemm_i32_src(a, w, bias.map(|b| &b[g * opg..(g + 1) * opg]), c))
     }
 
     /// `out (f32, NHWC) = sa·sw[oc]·conv(input − za, W − zw) + bias`. Needs weight scales.
@@ -408,7 +479,7 @@ impl Context {
         if let Some(plan) = &filter.depthwise {
             return filter.run_depthwise(plan, &input, out, |p, a, c| p.run_f32(self, a, bias, c));
         }
-        filter.run(self, &input, out, |ctx, a, w, g, c| ctx.gemm_f32(a, w, bias.map(|b| &b[g * opg..(g + 1) * opg]), c))
+        filter.run(self, &input, None, out, |ctx, a, w, g, c| ctx.gemm_f32_src(a, w, bias.map(|b| &b[g * opg..(g + 1) * opg]), c))
     }
 
     /// `out (u8/i8, NHWC) = requantize(conv(input − za, W − zw) + bias)` with `rq`'s
@@ -421,9 +492,9 @@ impl Context {
         if let Some(plan) = &filter.depthwise {
             return filter.run_depthwise(plan, &input, out, |p, a, c| p.run_requantize(self, a, rq, c));
         }
-        filter.run(self, &input, out, |ctx, a, w, g, c| {
+        filter.run(self, &input, rq.bias, out, |ctx, a, w, g, c| {
             let rqg = Requantize { bias: rq.bias.map(|b| &b[g * opg..(g + 1) * opg]), ..*rq };
-            ctx.gemm_requantize(a, w, &rqg, c)
+            ctx.gemm_requantize_src(a, w, &rqg, c)
         })
     }
 }

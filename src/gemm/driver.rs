@@ -9,12 +9,13 @@
 
 use qkern_kernels::reference::{RefOutput, output_stage_ref, quantize_multiplier};
 use qkern_kernels::{
-    GemmArgs, GemmUkernelFn, Int8, OutputKind, OutputStage, PackedA, QuantizedMultiplier, RequantMode, gemm_col_term, gemm_row_sum,
+    GemmArgs, GemmUkernelFn, IGEMM_ZERO_TAP, IgemmArgs, IgemmUkernelFn, Int8, OutputKind, OutputStage, PackedA, QuantizedMultiplier,
+    RequantMode, gemm_col_term, gemm_row_sum,
 };
 use rayon::prelude::*;
 
 use super::scratch::Scratch;
-use super::{Activations, K_CHUNK, MatrixMut, PackedWeights, Requantize};
+use super::{ARows, ASource, IndirectRows, K_CHUNK, MatrixMut, PackedWeights, Requantize};
 use crate::dispatch::{Context, cpu};
 use crate::error::{Error, Result, check_matrix};
 
@@ -98,13 +99,44 @@ impl<T: Copy> Shared<T> {
     }
 }
 
+/// Whether whole-K i32 accumulation is provably exact (DESIGN.md §2):
+/// `K·max|a−za|·max|b−zb| + max|bias|` fits in i32.
+pub(super) fn whole_k_exact<A: Int8>(za: A, k: usize, w: &PackedWeights, bias: Option<&[i32]>) -> bool {
+    let za = za.to_i32();
+    let max_a = (za - A::MIN).max(A::MAX - za) as u128;
+    let max_bias = bias.map_or(0, |b| b.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0)) as u128;
+    k as u128 * max_a * w.max_abs_centered as u128 + max_bias <= i32::MAX as u128
+}
+
 /// Runs one GEMM: validation, overflow policy, tiling, threads.
-pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeights, stage: Stage<'_>, mut out: Out<'_>) -> Result<()> {
-    let (m, k, n) = (a.matrix.rows, w.k, w.n);
-    if a.matrix.cols != k {
-        return Err(Error::ShapeMismatch(format!("A is {m}×{} but the weights have K = {k}", a.matrix.cols)));
+///
+/// Indirect rows ([`ARows::Indirect`]) run on the kernel's indirect entry, and only
+/// where whole-K i32 accumulation is exact (the caller checks [`whole_k_exact`] and
+/// gathers the rows into a matrix otherwise): an `Internal` error if not.
+pub(super) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights, stage: Stage<'_>, mut out: Out<'_>) -> Result<()> {
+    let (m, k, n) = match &a.rows {
+        ARows::Matrix(mat) => (mat.rows, w.k, w.n),
+        ARows::Indirect(ir) => (ir.indirection.offsets.len() / ir.indirection.taps, w.k, w.n),
+    };
+    match &a.rows {
+        ARows::Matrix(mat) => {
+            if mat.cols != k {
+                return Err(Error::ShapeMismatch(format!("A is {m}×{} but the weights have K = {k}", mat.cols)));
+            }
+            check_matrix("a", mat.data.len(), m, k, mat.stride)?;
+        }
+        ARows::Indirect(ir) => {
+            let taps = ir.indirection.taps;
+            if taps.checked_mul(ir.kc) != Some(k) {
+                return Err(Error::ShapeMismatch(format!("indirect A has {taps} taps of {} elements but the weights have K = {k}", ir.kc)));
+            }
+            if let Some(mo) = ir.indirection.max_offset
+                && mo.checked_add(ir.kc).is_none_or(|end| end > ir.input.len())
+            {
+                return Err(Error::BufferTooSmall { what: "indirect A input", needed: mo.saturating_add(ir.kc), got: ir.input.len() });
+            }
+        }
     }
-    check_matrix("a", a.matrix.data.len(), m, k, a.matrix.stride)?;
     let (c_ptr, c_rows, c_cols, ldc, esize, c_len) = out.raw();
     if c_rows != m || c_cols != n {
         return Err(Error::ShapeMismatch(format!("C is {c_rows}×{c_cols} but A·B is {m}×{n}")));
@@ -129,36 +161,91 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
     let ukernel = kernel.run[A::SIGNED as usize][w.signed as usize].ok_or_else(|| {
         Error::Unsupported(format!("{} has no {}×{} variant", kernel.name, A::NAME, if w.signed { "i8" } else { "u8" }))
     })?;
+    // The indirect entry, for indirect rows: it needs K groups that never straddle a tap.
+    let indirect: Option<(IgemmUkernelFn, &IndirectRows<'_, A>)> = match &a.rows {
+        ARows::Matrix(_) => None,
+        ARows::Indirect(ir) => {
+            let f = kernel.indirect.and_then(|e| e.run[A::SIGNED as usize][w.signed as usize]).ok_or_else(|| {
+                Error::Unsupported(format!("{} has no indirect {}×{} entry", kernel.name, A::NAME, if w.signed { "i8" } else { "u8" }))
+            })?;
+            if ir.kc == 0 || !ir.kc.is_multiple_of(kernel.format.kr) {
+                return Err(Error::Unsupported(format!("{}: indirect taps of {} elements are not a multiple of {}", kernel.name, ir.kc, kernel.format.kr)));
+            }
+            Some((f, ir))
+        }
+    };
     if m == 0 || n == 0 {
         return Ok(());
     }
-    // GEMV (m ≤ 4): its own kernel on the same packed weights, and its own tiling.
-    let gemv = gemv_kernel::<A>(ctx, w, m);
+    // GEMV (m ≤ 4): its own kernel on the same packed weights, and its own tiling (raw
+    // rows only).
+    let gemv = if indirect.is_some() { None } else { gemv_kernel::<A>(ctx, w, m) };
     // Kernels that widen A per tile may prefer it packed once per row tile (never a
-    // GEMV kernel: it reads raw rows).
-    let packed_a = if gemv.is_some() { None } else { packed_a_entry::<A>(&kernel.packed_a, w.signed) };
+    // GEMV kernel: it reads raw rows; never indirect rows).
+    let packed_a = if gemv.is_some() || indirect.is_some() { None } else { packed_a_entry::<A>(&kernel.packed_a, w.signed) };
     let ukernel = packed_a.map_or(ukernel, |(_, f)| f);
     let (tile_mr, ukernel) = gemv.unwrap_or((kernel.mr, ukernel));
 
     // Overflow policy (DESIGN.md §2): whole-K i32 accumulation is exact while
     // K·max|a−za|·max|b−zb| + max|bias| fits in i32; otherwise chunk K and carry i64.
     let za = a.zero_point.to_i32();
-    let max_a = (za - A::MIN).max(A::MAX - za) as u128;
-    let max_bias = stage.bias_i32().map_or(0, |b| b.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0)) as u128;
-    let bound = k as u128 * max_a * w.max_abs_centered as u128 + max_bias;
-    let exact_i32 = bound <= i32::MAX as u128;
+    let exact_i32 = whole_k_exact(a.zero_point, k, w, stage.bias_i32());
+    if indirect.is_some() && !exact_i32 {
+        return Err(Error::Internal("indirect GEMM rows need whole-K i32 exactness; gather them into a matrix instead".into()));
+    }
 
     // Per-row raw sums of A (only needed for nonzero weight zero points).
-    let a_data = a.matrix.data;
+    let (a_data, a_stride) = match &a.rows {
+        ARows::Matrix(mat) => (mat.data, mat.stride),
+        ARows::Indirect(_) => (&[][..], 0),
+    };
     // With K = 0, A may be empty whatever its stride (`check_matrix` accepts that): a
     // zero stride keeps every row slice below in bounds.
-    let lda = if k == 0 { 0 } else { a.matrix.stride };
+    let lda = if k == 0 { 0 } else { a_stride };
     // The kernel sees activations a + a_offset and weights b − b_offset; the zero
     // points move with them, so every (a − za)·(b − zb) is unchanged.
     let a_off = kernel.a_offset_for(A::SIGNED);
     let za_k = za + a_off;
     let row_sum = |i: usize, k0: usize, k1: usize| gemm_row_sum(&a_data[i * lda + k0..i * lda + k1], a_off);
-    let a_row_sum = if w.any_zero_point && exact_i32 { Scratch::collect((0..m).map(|i| row_sum(i, 0, k))) } else { Scratch::new() };
+    // The row of zero points a padding tap reads (indirect rows only).
+    let zero_row: Scratch<u8> = Scratch::collect(std::iter::repeat_n(a.zero_point.to_bits(), indirect.map_or(0, |(_, ir)| ir.kc)));
+    let a_row_sum = if w.any_zero_point && exact_i32 {
+        match indirect {
+            None => Scratch::collect((0..m).map(|i| row_sum(i, 0, k))),
+            Some((_, ir)) => {
+                // Σ over the taps of each row's tap sums; a padding tap sums the zero row.
+                let zsum = gemm_row_sum::<A>(bytemuck::cast_slice(&zero_row), a_off);
+                let ind = ir.indirection;
+                let rows = ind.offsets[..m * ind.taps].chunks_exact(ind.taps);
+                let stride = ind.pixel_stride;
+                // The last pixel read (None without a known stride, or when every tap
+                // is padding).
+                if let Some(last) = ind.max_offset.and_then(|mx| mx.checked_div(stride)) {
+                    // Offsets are pixel starts: sum each pixel once (a 3×3 conv reads each
+                    // ~9 times), then add up the taps. Pixel p ≤ max/stride starts at
+                    // p·stride ≤ max, so its kc elements lie in the input (checked above).
+                    // The result's buffer is taken from the pool before the pixel sums',
+                    // so that every call takes the same buffers in the same order (a
+                    // repeated call allocates nothing).
+                    let mut sums = Scratch::new();
+                    let pix: Scratch<i32> =
+                        Scratch::collect((0..=last).map(|p| gemm_row_sum(&ir.input[p * stride..p * stride + ir.kc], a_off)));
+                    sums.extend(rows.map(|offs| {
+                        offs.iter().fold(0i32, |s, &o| s.wrapping_add(if o == IGEMM_ZERO_TAP { zsum } else { pix[o / stride] }))
+                    }));
+                    sums
+                } else {
+                    Scratch::collect(rows.map(|offs| {
+                        offs.iter().fold(0i32, |s, &o| {
+                            s.wrapping_add(if o == IGEMM_ZERO_TAP { zsum } else { gemm_row_sum(&ir.input[o..o + ir.kc], a_off) })
+                        })
+                    }))
+                }
+            }
+        }
+    } else {
+        Scratch::unused()
+    };
 
     // Per-column term: K·za·zb − za·Σb + bias, modulo 2^32.
     let bias = stage.bias_i32();
@@ -234,6 +321,43 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
                 // hold k elements, the panel holds panel_bytes, the C tile lies inside
                 // `c`, and every per-column table has n entries. Tiles are disjoint.
                 unsafe { ukernel(&args) };
+            }
+        }
+    };
+
+    // Indirect rows: the same tiles through the kernel's indirect entry (whole K only).
+    let indirect_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| {
+        let Some((iuk, ir)) = indirect else { return };
+        let cptr = cptr.get();
+        let taps = ir.indirection.taps;
+        for tj in tj0..tj1 {
+            let j0 = tj * nr;
+            let nn = nr.min(n - j0);
+            for ti in ti0..ti1 {
+                let i0 = ti * mr;
+                let mm = mr.min(m - i0);
+                let args = IgemmArgs {
+                    m: mm,
+                    n: nn,
+                    taps,
+                    kc: ir.kc,
+                    input: ir.input.as_ptr().cast(),
+                    indirection: ir.indirection.offsets[i0 * taps..].as_ptr(),
+                    zero: zero_row.as_ptr(),
+                    b: w.data[tj * panel_bytes..].as_ptr(),
+                    a_row_sum: if a_row_sum.is_empty() { std::ptr::null() } else { a_row_sum[i0..].as_ptr() },
+                    b_zero_point: zb_for(j0),
+                    c: cptr.wrapping_add((i0 * ldc + j0) * esize),
+                    ldc,
+                    out: stage_for(j0, col_offset[j0..].as_ptr()),
+                };
+                // SAFETY: rows i0..i0+mm have `taps` entries each in the indirection
+                // (m = entries / taps); every non-padding entry o satisfies
+                // o + kc ≤ input.len() (its maximum was checked above); the zero row has
+                // kc elements; kc is a positive multiple of the panel's kr and taps·kc =
+                // k, so the panel holds panel_bytes; the C tile lies inside `c`; every
+                // per-column table has n entries. Tiles are disjoint.
+                unsafe { iuk(&args) };
             }
         }
     };
@@ -358,7 +482,15 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &PackedWeig
     let work = m as u128 * n as u128 * k.max(1) as u128;
     let parallel = ctx.threads() > 1 && tasks.len() > 1 && work >= 1 << 18;
     // `ws`: the packed-A workspace, one per thread (or per rayon split), reused by its tasks.
-    if exact_i32 {
+    if indirect.is_some() {
+        // Whole-K exact (checked above); no A workspace: the kernel reads rows in place.
+        if parallel {
+            ctx.install(|| tasks.par_iter().for_each(|&(a0, a1, b0, b1)| indirect_task(a0, a1, b0, b1)));
+        } else {
+            tasks.iter().for_each(|&(a0, a1, b0, b1)| indirect_task(a0, a1, b0, b1));
+        }
+        Ok(())
+    } else if exact_i32 {
         if parallel {
             ctx.install(|| tasks.par_iter().for_each_init(AWorkspace::default, |ws, &(a0, a1, b0, b1)| exact_task(ws, a0, a1, b0, b1)));
         } else {

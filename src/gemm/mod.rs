@@ -90,6 +90,88 @@ impl<'a, A> Activations<'a, A> {
     }
 }
 
+/// Where the rows of a GEMM's A come from (crate-internal: the public API takes
+/// [`Activations`], the convolution also passes rows read through an indirection buffer).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ARows<'a, A> {
+    /// A dense (strided) `M × K` matrix.
+    Matrix(MatrixRef<'a, A>),
+    /// Rows read in place, tap by tap ([`IndirectRows`]), by the kernel's indirect entry.
+    Indirect(IndirectRows<'a, A>),
+}
+
+/// Activations from either row source, with their zero point and scale.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ASource<'a, A> {
+    /// The rows.
+    pub(crate) rows: ARows<'a, A>,
+    /// Zero point (also what a padding tap reads).
+    pub(crate) zero_point: A,
+    /// Scale.
+    pub(crate) scale: f32,
+}
+
+impl<'a, A> From<Activations<'a, A>> for ASource<'a, A> {
+    fn from(a: Activations<'a, A>) -> Self {
+        ASource { rows: ARows::Matrix(a.matrix), zero_point: a.zero_point, scale: a.scale }
+    }
+}
+
+/// An indirection buffer: per row, `taps` element offsets into the activations, or
+/// [`qkern_kernels::IGEMM_ZERO_TAP`] for a padding tap. Immutable once built; its largest
+/// offset is measured then, so that a run checks every offset against its input in O(1)
+/// (the kernels read `input + offset` unchecked).
+#[derive(Debug)]
+pub(crate) struct Indirection {
+    offsets: Vec<usize>,
+    taps: usize,
+    /// The largest non-padding offset (`None`: every tap is padding).
+    max_offset: Option<usize>,
+    /// A positive stride every non-padding offset is a multiple of (a conv's `in_c`: the
+    /// offsets are pixel starts), or 0. With it, the row sums that nonzero weight zero
+    /// points need are built from one sum per input pixel instead of one per tap.
+    pixel_stride: usize,
+}
+
+impl Indirection {
+    /// From `offsets` (`rows · taps` entries, row-major); `taps ≥ 1`. `pixel_stride`: a
+    /// stride the offsets are multiples of, if known (checked here; 0 if none).
+    pub(crate) fn new(offsets: Vec<usize>, taps: usize, pixel_stride: usize) -> Indirection {
+        let real = || offsets.iter().copied().filter(|&o| o != qkern_kernels::IGEMM_ZERO_TAP);
+        let max_offset = real().max();
+        let pixel_stride = if pixel_stride > 0 && real().all(|o| o.is_multiple_of(pixel_stride)) { pixel_stride } else { 0 };
+        Indirection { offsets, taps: taps.max(1), max_offset, pixel_stride }
+    }
+    /// The entries.
+    pub(crate) fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.offsets.capacity() * size_of::<usize>()
+    }
+}
+
+/// A rows read through an [`Indirection`]: row `i` is the concatenation over taps `t` of
+/// `input[o .. o + kc]` with `o` the entry `(i, t)`, or `kc` zero points for a padding
+/// tap. `M` is the indirection's row count, `K = taps · kc`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IndirectRows<'a, A> {
+    /// The activations the offsets point into.
+    pub(crate) input: &'a [A],
+    /// The offsets.
+    pub(crate) indirection: &'a Indirection,
+    /// Elements per tap.
+    pub(crate) kc: usize,
+}
+
+/// Whether a GEMM of `w` on activations with zero point `za` and the i32 `bias`
+/// accumulates exactly in i32 over the whole K (DESIGN.md §2), so that the driver runs
+/// it without K chunks — the condition for indirect rows.
+pub(crate) fn whole_k_exact<A: Int8>(za: A, w: &PackedWeights, bias: Option<&[i32]>) -> bool {
+    driver::whole_k_exact(za, w.k, w, bias)
+}
+
 /// A parameter given per tensor (one value) or per channel (one value per column).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PerChannel<'a, T> {
@@ -204,12 +286,22 @@ pub fn gemm_requantize<A: Int8, O: Int8>(a: Activations<'_, A>, w: &PackedWeight
 impl Context {
     /// `C (i32) = (A − za)·(B − zb) + bias`. See [`gemm_i32`].
     pub fn gemm_i32<A: Int8>(&self, a: Activations<'_, A>, w: &PackedWeights, bias: Option<&[i32]>, c: MatrixMut<'_, i32>) -> Result<()> {
+        self.gemm_i32_src(a.into(), w, bias, c)
+    }
+
+    /// [`gemm_i32`](Self::gemm_i32) on either row source.
+    pub(crate) fn gemm_i32_src<A: Int8>(&self, a: ASource<'_, A>, w: &PackedWeights, bias: Option<&[i32]>, c: MatrixMut<'_, i32>) -> Result<()> {
         let stage = driver::Stage::I32 { bias };
         driver::run(self, &a, w, stage, driver::Out::I32(c))
     }
 
     /// `C (f32) = sa·sb[n]·((A − za)·(B − zb)) + bias`. See [`gemm_f32`].
     pub fn gemm_f32<A: Int8>(&self, a: Activations<'_, A>, w: &PackedWeights, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) -> Result<()> {
+        self.gemm_f32_src(a.into(), w, bias, c)
+    }
+
+    /// [`gemm_f32`](Self::gemm_f32) on either row source.
+    pub(crate) fn gemm_f32_src<A: Int8>(&self, a: ASource<'_, A>, w: &PackedWeights, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) -> Result<()> {
         check_scale("activation scale", a.scale)?;
         // One scale per column; `is_empty` would also reject scales given for N = 0.
         if w.scale.len() != w.n {
@@ -227,6 +319,11 @@ impl Context {
 
     /// `C (u8/i8) = requantize((A − za)·(B − zb) + bias)`. See [`gemm_requantize`].
     pub fn gemm_requantize<A: Int8, O: Int8>(&self, a: Activations<'_, A>, w: &PackedWeights, rq: &Requantize<'_, O>, c: MatrixMut<'_, O>) -> Result<()> {
+        self.gemm_requantize_src(a.into(), w, rq, c)
+    }
+
+    /// [`gemm_requantize`](Self::gemm_requantize) on either row source.
+    pub(crate) fn gemm_requantize_src<A: Int8, O: Int8>(&self, a: ASource<'_, A>, w: &PackedWeights, rq: &Requantize<'_, O>, c: MatrixMut<'_, O>) -> Result<()> {
         check_scale("activation scale", a.scale)?;
         check_scale("output scale", rq.scale)?;
         // One scale per column; `is_empty` would also reject scales given for N = 0.

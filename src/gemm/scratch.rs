@@ -51,6 +51,13 @@ impl<T: Pooled> Scratch<T> {
         Scratch(v)
     }
 
+    /// An empty buffer that takes nothing from the pool, for a table this call does not
+    /// need: popping a spare it never fills would leave the next table of the call to
+    /// allocate (a one-GEMM conv call would then allocate on its second run).
+    pub(crate) fn unused() -> Self {
+        Scratch(Vec::new())
+    }
+
     /// A scratch buffer holding `it`'s items.
     pub(crate) fn collect(it: impl IntoIterator<Item = T>) -> Self {
         let mut s = Self::new();

@@ -1,7 +1,7 @@
 //! Portable GEMM microkernel on the `[k/KR][NR][KR]` packed format.
 
 use crate::reference::requant::{requantize_fixed, requantize_fp32};
-use crate::types::{GemmArgs, GemmUkernel, Int8, Isa, OutputKind, OutputStage, PackFormat, RequantMode};
+use crate::types::{GemmArgs, GemmUkernel, IgemmArgs, Indirect, Int8, Isa, OutputKind, OutputStage, PackFormat, RequantMode};
 
 /// Output-stage value for one accumulator, shared by every portable epilogue.
 ///
@@ -116,6 +116,65 @@ pub unsafe fn gemm_tile_u8s8<const A_FLIP: bool, const MR: usize, const NR: usiz
     unsafe { store_tile::<MR, NR>(args, &acc) }
 }
 
+/// The indirect twin of [`gemm_tile`] ([`IgemmArgs`]): the same K loop, each row's
+/// K range read tap by tap through the indirection buffer. The reference for every
+/// indirect kernel, on the same packed panel.
+///
+/// Reads, per row `i < m` and tap `t`, the `kc` elements of [`IgemmArgs::tap_ptr`], the
+/// panel's `taps·kc/KR·NR·KR` bytes, and nothing past them.
+///
+/// # Safety
+/// `args` satisfies the [`IgemmArgs`] contract; `args.m ≤ MR`, `args.n ≤ NR`, `kc` a
+/// multiple of `KR`.
+pub unsafe fn igemm_tile<A: Int8, B: Int8, const MR: usize, const NR: usize, const KR: usize>(args: &IgemmArgs) {
+    // SAFETY: forwarded contract; a flip of 0 leaves the bits as they are.
+    unsafe { igemm_tile_impl::<MR, NR, KR>(args, 0, |a| A::from_bits(a).to_i32(), |b| B::from_bits(b).to_i32()) }
+}
+
+/// The u8×s8 form of [`igemm_tile`] (as [`gemm_tile_u8s8`]).
+///
+/// # Safety
+/// As [`igemm_tile`].
+pub unsafe fn igemm_tile_u8s8<const A_FLIP: bool, const MR: usize, const NR: usize, const KR: usize>(args: &IgemmArgs) {
+    let flip = if A_FLIP { 0x80 } else { 0 };
+    // SAFETY: forwarded contract.
+    unsafe { igemm_tile_impl::<MR, NR, KR>(args, flip, |a| a as i32, |b| b as i8 as i32) }
+}
+
+/// The shared loop of the portable indirect tiles: activation bits are XORed with
+/// `flip`, then read with `av`; packed weight bytes with `bv`.
+///
+/// # Safety
+/// As [`igemm_tile`].
+#[inline(always)]
+unsafe fn igemm_tile_impl<const MR: usize, const NR: usize, const KR: usize>(
+    args: &IgemmArgs,
+    flip: u8,
+    av: impl Fn(u8) -> i32,
+    bv: impl Fn(u8) -> i32,
+) {
+    let mut acc = [[0i32; NR]; MR];
+    let groups = args.kc / KR;
+    for t in 0..args.taps {
+        for g in 0..groups {
+            // SAFETY: K group t·groups + g of the panel holds NR·KR bytes (contract).
+            let blk = unsafe { core::slice::from_raw_parts(args.b.add((t * groups + g) * NR * KR), NR * KR) };
+            for (i, acc_row) in acc.iter_mut().enumerate().take(args.m) {
+                // SAFETY: i < m, t < taps; the tap row holds kc ≥ (g+1)·KR elements.
+                let arow = unsafe { core::slice::from_raw_parts(args.tap_ptr(i, t).add(g * KR), KR) };
+                for (r, &abits) in arow.iter().enumerate() {
+                    let a = av(abits ^ flip);
+                    for (j, accv) in acc_row.iter_mut().enumerate() {
+                        *accv = accv.wrapping_add(a * bv(blk[j * KR + r]));
+                    }
+                }
+            }
+        }
+    }
+    // SAFETY: forwarded contract: the output side of `args` is a GemmArgs tile.
+    unsafe { store_tile::<MR, NR>(&args.epilogue_args(), &acc) }
+}
+
 /// `qu8s8_gemm_4x16c4__generic`: the operand transformation of the VNNI kernels
 /// (`a_offset`/`b_offset` 128) in portable code, so the driver's and the tester's
 /// handling of offsets is exercised on every CPU.
@@ -132,6 +191,12 @@ pub const QU8S8_GEMM_4X16C4__GENERIC: GemmUkernel = GemmUkernel {
         [Some(gemm_tile_u8s8::<true, 4, 16, 4>), Some(gemm_tile_u8s8::<true, 4, 16, 4>)],
     ],
     packed_a: None,
+    indirect: Some(Indirect {
+        run: [
+            [Some(igemm_tile_u8s8::<false, 4, 16, 4>), Some(igemm_tile_u8s8::<false, 4, 16, 4>)],
+            [Some(igemm_tile_u8s8::<true, 4, 16, 4>), Some(igemm_tile_u8s8::<true, 4, 16, 4>)],
+        ],
+    }),
 };
 
 /// `qx8_gemm_4x16c4__generic`: all four u8/i8 combinations, 4×16 tiles, K groups of 4.
@@ -148,6 +213,12 @@ pub const QX8_GEMM_4X16C4__GENERIC: GemmUkernel = GemmUkernel {
         [Some(gemm_tile::<i8, u8, 4, 16, 4>), Some(gemm_tile::<i8, i8, 4, 16, 4>)],
     ],
     packed_a: None,
+    indirect: Some(Indirect {
+        run: [
+            [Some(igemm_tile::<u8, u8, 4, 16, 4>), Some(igemm_tile::<u8, i8, 4, 16, 4>)],
+            [Some(igemm_tile::<i8, u8, 4, 16, 4>), Some(igemm_tile::<i8, i8, 4, 16, 4>)],
+        ],
+    }),
 };
 
 /// Every portable GEMM kernel, least preferred first (the dispatch table, the tests and

@@ -15,7 +15,9 @@
 //! its weight extremes at the bound: the packer never gives it others.
 
 pub mod dwconv;
+pub mod igemm;
 pub use dwconv::{DwconvTestSummary, check_dwconv_ukernel};
+pub use igemm::{IgemmTestSummary, check_igemm_ukernel};
 
 use alloc::format;
 use alloc::string::String;

@@ -636,6 +636,7 @@ pub const QX8_GEMM_8X8C4__DOTPROD: GemmUkernel = GemmUkernel {
     b_offset: [128, 0],
     max_abs_stored_b: None,
     run: [[Some(entry::<true>), Some(entry::<true>)], [Some(entry::<false>), Some(entry::<false>)]],
+    indirect: None,
     packed_a: Some(PackedA {
         kr: PACK_KB,
         group_bytes: PACK_BLOCK_BYTES,

@@ -148,6 +148,7 @@ pub const QX8_GEMM_4X16C1__NEON: GemmUkernel = GemmUkernel {
     b_offset: [0, 0],
     max_abs_stored_b: None,
     run: [[Some(entry::<false, false>), Some(entry::<false, true>)], [Some(entry::<true, false>), Some(entry::<true, true>)]],
+    indirect: None,
     packed_a: None,
 };
 

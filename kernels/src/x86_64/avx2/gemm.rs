@@ -652,6 +652,7 @@ pub const QX8_GEMM_6X16C2__AVX2: GemmUkernel = GemmUkernel {
         [Some(qx8_gemm_6x16c2__avx2::<true, false>), Some(qx8_gemm_6x16c2__avx2::<true, true>)],
     ],
     // Widening A to i16 once per row tile instead of once per 16 columns.
+    indirect: None,
     packed_a: Some(PackedA {
         kr: A_BLOCK_K,
         group_bytes: A_BLOCK_BYTES,
@@ -682,6 +683,7 @@ pub const QX8_GEMM_4X16C4_MADDUBS__AVX2: GemmUkernel = GemmUkernel {
         [Some(qx8_gemm_4x16c4_maddubs__avx2::<false>), Some(qx8_gemm_4x16c4_maddubs__avx2::<false>)],
         [Some(qx8_gemm_4x16c4_maddubs__avx2::<true>), Some(qx8_gemm_4x16c4_maddubs__avx2::<true>)],
     ],
+    indirect: None,
     packed_a: None,
 };
 

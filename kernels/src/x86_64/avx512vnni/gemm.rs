@@ -25,7 +25,7 @@ use crate::types::{GemmArgs, OutputKind, RequantMode};
 
 /// Column mask of zmm `v` (columns `16v .. 16v+16`) for a tile of `n` columns.
 #[inline]
-fn col_mask(n: usize, v: usize) -> __mmask16 {
+pub(super) fn col_mask(n: usize, v: usize) -> __mmask16 {
     let lo = 16 * v;
     if n >= lo + 16 {
         0xffff
@@ -103,7 +103,7 @@ unsafe fn rows<const MR: usize, const NV: usize, const NU: usize, const A_FLIP: 
 /// `p` is valid for 64 bytes of reads (32 with `HALF && last`); the CPU features hold
 /// (caller, into which this is always inlined).
 #[inline(always)]
-unsafe fn load_b<const HALF: bool>(p: *const u8, last: bool) -> __m512i {
+pub(super) unsafe fn load_b<const HALF: bool>(p: *const u8, last: bool) -> __m512i {
     // SAFETY: forwarded.
     unsafe {
         if HALF && last {
@@ -120,7 +120,7 @@ unsafe fn load_b<const HALF: bool>(p: *const u8, last: bool) -> __m512i {
 /// # Safety
 /// The CPU features hold (caller, into which this is always inlined).
 #[inline(always)]
-unsafe fn dpbusd<const HALF: bool>(acc: __m512i, a: __m512i, b: __m512i, last: bool) -> __m512i {
+pub(super) unsafe fn dpbusd<const HALF: bool>(acc: __m512i, a: __m512i, b: __m512i, last: bool) -> __m512i {
     // SAFETY: register-only intrinsics; the features are the caller's.
     unsafe {
         if HALF && last {
@@ -278,7 +278,7 @@ pub(super) unsafe fn tile<
 #[inline(always)]
 // Index loops over the NU column vectors address several parallel arrays at once.
 #[allow(clippy::needless_range_loop)]
-unsafe fn store_i32<const R: usize, const NV: usize, const NU: usize>(
+pub(super) unsafe fn store_i32<const R: usize, const NV: usize, const NU: usize>(
     args: &GemmArgs,
     acc: &[[__m512i; NV]; R],
 ) {
@@ -336,7 +336,7 @@ unsafe fn store_i32<const R: usize, const NV: usize, const NU: usize>(
 #[inline(never)]
 // Index loops over the NV column vectors address several parallel arrays at once.
 #[allow(clippy::needless_range_loop)]
-unsafe fn epilogue<const MR: usize, const NV: usize>(args: &GemmArgs, acc: &[[__m512i; NV]; MR]) {
+pub(super) unsafe fn epilogue<const MR: usize, const NV: usize>(args: &GemmArgs, acc: &[[__m512i; NV]; MR]) {
     let (m, n) = (args.m, args.n);
     let out = &args.out;
     let masks: [__mmask16; NV] = core::array::from_fn(|v| col_mask(n, v));

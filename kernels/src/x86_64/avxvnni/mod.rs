@@ -53,6 +53,7 @@ const fn qu8s8(name: &'static str, isa: Isa, mr: usize, nr: usize, u8a: GemmUker
         a_offset: [0, 128],
         b_offset: [128, 0],
         max_abs_stored_b: None,
+        indirect: None,
         packed_a: None,
         run: [[Some(u8a), Some(u8a)], [Some(i8a), Some(i8a)]],
     }
