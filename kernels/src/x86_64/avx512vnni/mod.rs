@@ -13,6 +13,7 @@ pub mod gemm;
 pub mod gemv;
 pub mod pwlq;
 pub mod peak;
+pub mod shift;
 
 #[cfg(test)]
 mod tests;
