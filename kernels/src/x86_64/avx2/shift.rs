@@ -45,6 +45,8 @@ pub unsafe fn shift_tile<const T: usize, const SIGNED: bool>(args: &CodebookArgs
 
 /// # Safety
 /// As [`shift_tile`], `m ≤ R`.
+// The row and vector indices address several register arrays at once.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn tile<const R: usize, const T: usize, const SIGNED: bool>(args: &CodebookArgs) {

@@ -62,6 +62,8 @@ pub unsafe fn shift_tile<const T: usize, const SIGNED: bool>(args: &CodebookArgs
 /// # Safety
 /// As [`shift_tile`], `m ≤ R`. Rows `m..R` are computed on a zero buffer, never read
 /// from `a` nor written.
+// The row and vector indices address several register arrays at once.
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn tile<const R: usize, const T: usize, const SIGNED: bool, const SPLIT: bool>(args: &CodebookArgs) {
