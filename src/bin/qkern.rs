@@ -215,6 +215,14 @@ fn info() -> Result<(), String> {
                 println!("{:<12} {:<8} {}", isa.name(), format!("cb{bits}"), k.name);
             }
         }
+        // The bit-shift family (QKERN_CODEBOOK_KERNEL=shift): PoT (one term), APoT (two).
+        for (family, terms) in [("cb-pot", 1), ("cb-apot", 2)] {
+            let shift = table.codebook_candidates.iter().find(|k| k.family == qkern::codebook::CodebookFamily::Shift && k.format.bits == 8 * terms);
+            if let Some(k) = shift {
+                let bound = k.max_abs_table.map(|x| format!(" (grid within ±{x})")).unwrap_or_default();
+                println!("{:<12} {:<8} {}{bound}", isa.name(), family, k.name);
+            }
+        }
     }
     println!();
     println!("measured per-core peaks (int8 GOPS, probe loops of independent multiply-adds):");
