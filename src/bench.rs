@@ -531,8 +531,21 @@ pub struct CodebookCase {
 }
 
 impl CodebookCase {
-    /// Allocates and fills A and the codes from `seed`, packs them for `ctx`.
+    /// Allocates and fills A and the codes from `seed`, packs them for `ctx` and the
+    /// family `QKERN_CODEBOOK_KERNEL` selects.
     pub fn new(ctx: &Context, shape: &Shape, scheme: &str, seed: u64) -> Result<CodebookCase> {
+        Self::with_family(ctx, shape, scheme, seed, None)
+    }
+
+    /// As [`CodebookCase::new`], packed for the best kernel of `family` when given (an
+    /// error if that family cannot run `scheme`, e.g. shift on a learned codebook).
+    pub fn with_family(
+        ctx: &Context,
+        shape: &Shape,
+        scheme: &str,
+        seed: u64,
+        family: Option<crate::codebook::CodebookFamily>,
+    ) -> Result<CodebookCase> {
         use crate::quant::{LevelParams, PackedCodes};
         let (m, n, k) = (shape.m, shape.n, shape.k);
         case_bytes(shape)?;
@@ -545,7 +558,10 @@ impl CodebookCase {
         codes.iter_mut().for_each(|c| *c = (rng.next_u64() % nc) as u8);
         let params = LevelParams::per_channel(set, 1, (0..n).map(|j| (2f32).powi(-((j % 7) as i32) - 4)).collect())?;
         let codes = PackedCodes::pack(&codes, k, n, &params)?;
-        let w = crate::codebook::CodebookWeights::new_in(ctx, &codes)?;
+        let w = match family {
+            Some(f) => crate::codebook::CodebookWeights::with_family(ctx, &codes, f)?,
+            None => crate::codebook::CodebookWeights::new_in(ctx, &codes)?,
+        };
         let c = try_vec("C", m * n, 1i32)?;
         Ok(CodebookCase { shape: shape.clone(), ctx: ctx.clone(), a, codes, w, c })
     }

@@ -43,6 +43,14 @@ fn max_code(set: &LevelSet) -> u8 {
     (0..g.len()).max_by_key(|&c| g[c].unsigned_abs()).unwrap() as u8
 }
 
+/// The codes of `set`'s largest and smallest grid values (both signs at full magnitude
+/// for the symmetric sets).
+fn end_codes(set: &LevelSet) -> [u8; 2] {
+    let g = set.grid().unwrap().values();
+    let n = set.num_codes();
+    [(0..n).max_by_key(|&c| g[c]).unwrap() as u8, (0..n).min_by_key(|&c| g[c]).unwrap() as u8]
+}
+
 fn grid(set: &LevelSet) -> Vec<i16> {
     set.grid().unwrap().values().to_vec()
 }
@@ -133,7 +141,10 @@ fn extremes<A: Int8>() {
         for (name, set) in sets() {
             for &k in &[33usize, 4099, 70_001] {
                 let n = 35;
-                let p = packed(&set, k, n, &mut rng, Some(max_code(&set)));
+                let mut ends = vec![max_code(&set)];
+                ends.extend(end_codes(&set).into_iter().filter(|&c| c != max_code(&set)));
+                for code in ends {
+                let p = packed(&set, k, n, &mut rng, Some(code));
                 for w in weights_for(&ctx, &p) {
                     for (av, zv) in [(A::MAX, A::MIN), (A::MIN, A::MAX), (A::MAX, A::MAX)] {
                         let m = 3;
@@ -141,6 +152,7 @@ fn extremes<A: Int8>() {
                         let what = format!("{} {name} {} extremes k={k} a={av} za={zv} {}", isa.name(), w.kernel_name(), A::NAME);
                         check(&ctx, &w, &p, &set, m, &a, k, A::saturate_from(zv), &what);
                     }
+                }
                 }
                 // Random codes at the long K: results fit, chunked path compared exactly.
                 if k > 65_000 {
@@ -236,9 +248,12 @@ fn errors_name_the_argument() {
         let e = CodebookWeights::new_in(&ctx, &p);
         assert!(matches!(e, Err(Error::Unsupported(_))), "{e:?}");
     }
-    // The shift family is not built yet: a clear error, not a silent lookup kernel.
-    let e = CodebookWeights::with_family(&ctx, &p, CodebookFamily::Shift);
-    assert!(matches!(&e, Err(Error::Unsupported(m)) if m.contains("not built yet")), "{e:?}");
+    // The shift family refuses a learned codebook by value (the lookup family runs it).
+    let iq = LevelSet::codebook_i16(4, &IQ4_NL).unwrap();
+    let p_iq = packed(&iq, 8, 8, &mut rng, None);
+    let e = CodebookWeights::with_family(&ctx, &p_iq, CodebookFamily::Shift);
+    assert!(matches!(&e, Err(Error::Unsupported(m)) if m.contains("-127") && m.contains("lut")), "{e:?}");
+    assert!(CodebookWeights::with_family(&ctx, &p_iq, CodebookFamily::Lut).is_ok());
     assert_eq!(codebook::parse_family(" LUT ").unwrap(), Some(CodebookFamily::Lut));
     assert_eq!(codebook::parse_family("").unwrap(), None);
     assert!(codebook::parse_family("lookup").is_err());
@@ -247,5 +262,47 @@ fn errors_name_the_argument() {
     let p = packed(&iq, 8, 8, &mut rng, None);
     if let Some(k) = ctx.kernels().codebook_candidates.iter().find(|k| k.max_abs_table.is_some()) {
         assert!(matches!(CodebookWeights::with_kernel(&ctx, &p, k.name), Err(Error::Unsupported(_))));
+    }
+}
+
+/// The shift family at every tier: the packer picks the tier's own shift kernel with the
+/// number of terms the level set needs (PoT one, APoT two), a one-term kernel refuses
+/// APoT weights, and each shift kernel of the tier is among those the sweeps run.
+#[test]
+fn shift_family_picks_the_tier_kernel_with_the_right_terms() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for isa in common::available_isas() {
+        let ctx = Context::for_isa(isa).unwrap();
+        let shift: Vec<_> = ctx.kernels().codebook_candidates.iter().filter(|k| k.family == CodebookFamily::Shift).copied().collect();
+        assert!(!shift.is_empty(), "no shift kernel at {}", isa.name());
+        for (name, set, terms) in [
+            ("pot4", PotFormat::signed(4).unwrap().level_set(), 1),
+            ("apot4", ApotFormat::weight(4).unwrap().level_set(), 2),
+            ("apot5", ApotFormat::weight(5).unwrap().level_set(), 2),
+        ] {
+            let p = packed(&set, 40, 20, &mut rng, None);
+            let w = CodebookWeights::with_family(&ctx, &p, CodebookFamily::Shift).unwrap();
+            let k = shift.iter().find(|k| k.name == w.kernel_name()).unwrap();
+            assert_eq!(k.format.bits, 8 * terms, "{name} at {}: {}", isa.name(), k.name);
+            // x86: each tier's own shift kernels (AVX-VNNI adds none over AVX2); ARM has
+            // only the portable ones so far.
+            let want_isa = match isa {
+                Isa::AvxVnni => Isa::Avx2,
+                Isa::Amx => Isa::Avx512Vnni,
+                Isa::Scalar | Isa::Avx2 | Isa::Avx512Vnni => isa,
+                _ => Isa::Scalar,
+            };
+            assert_eq!(k.isa, want_isa, "{name} at {}: {}", isa.name(), k.name);
+            let runs: Vec<_> = weights_for(&ctx, &p).iter().map(|w| w.kernel_name()).collect();
+            for s in shift.iter().filter(|s| s.format.bits >= 8 * terms) {
+                assert!(runs.contains(&s.name), "{name} at {}: {} not swept", isa.name(), s.name);
+            }
+            if terms == 2 {
+                for s in shift.iter().filter(|s| s.format.bits == 8) {
+                    assert!(matches!(CodebookWeights::with_kernel(&ctx, &p, s.name), Err(Error::Unsupported(_))), "{}", s.name);
+                }
+            }
+            check(&ctx, &w, &p, &set, 3, &(0..120).map(|i| (i * 37 % 256) as u8).collect::<Vec<_>>(), 40, 9u8, name);
+        }
     }
 }

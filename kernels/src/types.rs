@@ -664,6 +664,11 @@ pub type CodebookUkernelFn = unsafe fn(args: &CodebookArgs);
 /// nibble. So one nibble split of a 64-byte load gives two `vpdpbusd` operands (16
 /// columns × 4 consecutive K each) without any shuffle of weights or activations.
 ///
+/// The bit-shift family ([`CodebookFamily::Shift`]) reads `bits = 8` (one exponent byte
+/// per weight: PoT) or `bits = 16` (two: APoT) from the same panels and K groups of 8;
+/// see [`crate::pack::shift`] for the byte layout. In every layout one group of a panel
+/// is `nr · bits` bytes.
+///
 /// 5-bit codes (`bits = 5`): each group is followed by `nr` bytes of bit 4 of its codes,
 /// two bitmaps of `nr·4` bits: the first has bit `4j + t` = bit 4 of the low-nibble code
 /// at byte `(j, t)`, the second the same for the high-nibble codes. So the 64 bytes of 16
@@ -673,16 +678,18 @@ pub type CodebookUkernelFn = unsafe fn(args: &CodebookArgs);
 pub struct CodebookFormat {
     /// Columns per panel.
     pub nr: usize,
-    /// Code width: 4, or 5 (nibbles plus a bit plane per group).
+    /// Packed bits per weight: 4, or 5 (nibbles plus a bit plane per group) for the
+    /// lookup family; 8 or 16 (one or two shift terms) for the shift family.
     pub bits: u32,
 }
 
 impl CodebookFormat {
     /// K elements per group.
     pub const KR: usize = 8;
-    /// Bytes of one K group of a panel (`nr·4`, or `nr·5` with the bit plane).
+    /// Bytes of one K group of a panel: `nr·bits` (8 K per group), i.e. `nr·4`, `nr·5`
+    /// with the bit plane, `nr·8` / `nr·16` for one / two shift terms.
     pub const fn group_bytes(&self) -> usize {
-        self.nr * if self.bits == 5 { 5 } else { 4 }
+        self.nr * self.bits as usize
     }
     /// Bytes of one panel for `k` rows.
     pub const fn panel_bytes(&self, k: usize) -> usize {
@@ -723,7 +730,8 @@ pub struct CodebookUkernel {
     pub family: CodebookFamily,
     /// The tier the kernel needs.
     pub isa: Isa,
-    /// Code width the kernel decodes (4 or 5; the same as `format.bits`).
+    /// Code width the kernel decodes (4 or 5; the same as `format.bits`). Shift kernels
+    /// read exponents, not codes: 5 (any code width up to 5 whose grid they represent).
     pub bits: u32,
     /// Rows per tile.
     pub mr: usize,

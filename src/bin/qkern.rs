@@ -134,7 +134,7 @@ enum Op {
     /// The depthwise layers on the depthwise kernels directly → u8.
     Dwconv,
     /// 4-/5-bit codebook weights (PoT-4, APoT-4, codebook-4, APoT-5) through the
-    /// table-lookup kernels, next to the int8 GEMM on the same shapes (default: GEMV 4096²
+    /// table-lookup and the bit-shift kernels, next to the int8 GEMM on the same shapes (default: GEMV 4096²
     /// and 11008×4096, GEMM M = 16 / 128 with N = K = 4096).
     Codebook,
 }
@@ -213,6 +213,14 @@ fn info() -> Result<(), String> {
         for bits in [4, 5] {
             if let Some(k) = table.codebook_kernel(bits) {
                 println!("{:<12} {:<8} {}", isa.name(), format!("cb{bits}"), k.name);
+            }
+        }
+        // The bit-shift family (QKERN_CODEBOOK_KERNEL=shift): PoT (one term), APoT (two).
+        for (family, terms) in [("cb-pot", 1), ("cb-apot", 2)] {
+            let shift = table.codebook_candidates.iter().find(|k| k.family == qkern::codebook::CodebookFamily::Shift && k.format.bits == 8 * terms);
+            if let Some(k) = shift {
+                let bound = k.max_abs_table.map(|x| format!(" (grid within ±{x})")).unwrap_or_default();
+                println!("{:<12} {:<8} {}{bound}", isa.name(), family, k.name);
             }
         }
     }
@@ -443,49 +451,81 @@ fn run_bench_conv(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `qkern bench --op codebook`: per shape, the int8 GEMM then each 4-bit scheme, timed
-/// back to back (so the ratios compare runs of the same minute), medians.
+/// `qkern bench --op codebook`: per shape, the int8 GEMM then each 4-bit scheme on the
+/// lookup kernels and (where the level set is `±(2^a [+ 2^b])`) the bit-shift kernels.
+/// The cases of one shape are timed in three interleaved rounds (int8, lut, shift, lut,
+/// shift, …), each `min_time / 3`; a row quotes the median of its three round medians,
+/// so a neighbour's build slowing one round does not decide a ratio.
 fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
+    use qkern::codebook::CodebookFamily;
+    const ROUNDS: usize = 3;
     let shapes: Vec<Shape> = if args.shapes.is_empty() {
         bench::CODEBOOK_SHAPES.iter().map(|s| bench::find_shape(s)).collect::<Result<_, _>>().map_err(|e| e.to_string())?
     } else {
         args.shapes.iter().map(|s| parse_shape(s)).collect::<Result<_, _>>()?
     };
     let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let round_time = min_time / ROUNDS as u32;
     let ctx = match args.isa {
         Some(isa) => Context::for_isa(isa),
         None => Context::new(),
     }
     .and_then(|c| c.with_threads(args.threads as usize))
     .map_err(|e| e.to_string())?;
-    println!("{:<10} {:<16} {:<10} {:<42} {:>10} {:>8} {:>8}", "shape", "MxNxK", "weights", "kernel", "median", "GOPS", "vs int8");
+    println!(
+        "{:<10} {:<16} {:<10} {:<6} {:<42} {:>10} {:>8} {:>8}",
+        "shape", "MxNxK", "weights", "family", "kernel", "median", "GOPS", "vs int8"
+    );
     for (i, shape) in shapes.iter().enumerate() {
         let seed = 0x9e37_79b9 + i as u64;
         let mut g = GemmCase::new(&ctx, shape, seed).map_err(|e| format!("{shape}: {e}"))?;
-        let tg = bench::time(min_time, || g.run()).map_err(|e| format!("{shape}: {e}"))?;
+        // (scheme, family, case); a family that cannot run the scheme has no row.
+        let mut cases = Vec::new();
+        for scheme in bench::CODEBOOK_SCHEMES {
+            for family in [CodebookFamily::Lut, CodebookFamily::Shift] {
+                match bench::CodebookCase::with_family(&ctx, shape, scheme, seed, Some(family)) {
+                    Ok(c) => cases.push((*scheme, family, c)),
+                    Err(qkern::Error::Unsupported(_)) if family == CodebookFamily::Shift => {}
+                    Err(e) => return Err(format!("{shape} {scheme} {}: {e}", family.name())),
+                }
+            }
+        }
+        let mut tg = Vec::new();
+        let mut tc: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+        for _ in 0..ROUNDS {
+            tg.push(bench::time(round_time, || g.run()).map_err(|e| format!("{shape}: {e}"))?.median);
+            for (t, (scheme, _, c)) in tc.iter_mut().zip(cases.iter_mut()) {
+                t.push(bench::time(round_time, || c.run()).map_err(|e| format!("{shape} {scheme}: {e}"))?.median);
+            }
+        }
         g.check().map_err(|e| format!("{shape}: wrong result: {e}"))?;
-        let base = bench::gops(shape.ops(), tg.median);
-        let line = |w: &str, kernel: &str, t: &bench::Timing| {
-            let r = bench::gops(shape.ops(), t.median);
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let base_t = median(&mut tg);
+        let base = bench::gops(shape.ops(), base_t);
+        let line = |w: &str, family: &str, kernel: &str, t: f64| {
+            let r = bench::gops(shape.ops(), t);
             println!(
-                "{:<10} {:<16} {:<10} {:<42} {:>10} {:>8.1} {:>7.2}x",
+                "{:<10} {:<16} {:<10} {:<6} {:<42} {:>10} {:>8.1} {:>7.2}x",
                 shape.name,
                 shape.dims(),
                 w,
+                family,
                 kernel,
-                human_secs(t.median),
+                human_secs(t),
                 r,
                 r / base
             );
         };
-        line("int8", g.kernel().name, &tg);
-        for scheme in bench::CODEBOOK_SCHEMES {
-            let mut c = bench::CodebookCase::new(&ctx, shape, scheme, seed).map_err(|e| format!("{shape} {scheme}: {e}"))?;
-            let t = bench::time(min_time, || c.run()).map_err(|e| format!("{shape} {scheme}: {e}"))?;
+        line("int8", "-", g.kernel().name, base_t);
+        for ((scheme, family, c), t) in cases.iter().zip(tc.iter_mut()) {
             c.check().map_err(|e| format!("{shape} {scheme}: wrong result: {e}"))?;
-            line(scheme, c.kernel_name(), &t);
+            line(scheme, family.name(), c.kernel_name(), median(t));
         }
     }
+    println!("u8 activations (zero point 128), i32 output; median of {ROUNDS} interleaved rounds; isa cap {}", ctx.kernels().isa.name());
     Ok(())
 }
 

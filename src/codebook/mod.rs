@@ -1,6 +1,10 @@
 //! Codebook GEMM / GEMV: activations (u8/i8, zero point, scale) times weights stored as
 //! 4- or 5-bit codes of a level set with an integer grid (PoT-4, APoT-4, a learned codebook),
-//! computed exactly in integers by the table-lookup kernels (DESIGN.md §2).
+//! computed exactly in integers by the table-lookup kernels (DESIGN.md §2), or, on
+//! request ([`CodebookFamily::Shift`], `QKERN_CODEBOOK_KERNEL=shift`), by the bit-shift
+//! kernels (`Σ ±((x << e1) + (x << e2))`) for level sets whose grid values are all
+//! `±(2^a [+ 2^b])` (PoT, APoT). The lookup family is the default: measured, it is the
+//! faster one on every x86 tier here.
 //!
 //! `C[m][n] = Σ_k (A[m][k] − za) · grid[code(k, n)]` (+ bias), where `grid` is the level
 //! set's integer grid ([`crate::quant::Grid`]); [`gemm_f32`] returns
@@ -33,6 +37,7 @@
 #[allow(unsafe_code)] // the one module here that calls kernels (DESIGN.md §1)
 mod driver;
 
+use qkern_kernels::pack::shift::SHIFT_ZERO;
 use qkern_kernels::{CodebookFormat, CodebookUkernel, Int8};
 
 pub use qkern_kernels::CodebookFamily;
@@ -91,13 +96,37 @@ impl CodebookWeights {
     }
 
     /// Packs `codes` for `ctx`'s kernels and the family `QKERN_CODEBOOK_KERNEL` selects.
+    /// With `shift`, a level set the bit-shift kernels cannot represent (a grid value
+    /// not `±(2^a [+ 2^b])`, e.g. a learned codebook) runs on the lookup kernels instead
+    /// ([`CodebookWeights::kernel_name`] tells which); [`CodebookWeights::with_family`]
+    /// refuses it.
     pub fn new_in(ctx: &Context, codes: &PackedCodes) -> Result<Self> {
-        Self::with_family(ctx, codes, family_from_env()?)
+        let family = family_from_env()?;
+        if family == CodebookFamily::Shift && shift_terms_of(codes).is_err() {
+            return Self::with_family(ctx, codes, CodebookFamily::Lut);
+        }
+        Self::with_family(ctx, codes, family)
     }
 
-    /// Packs `codes` for the best kernel of `family` at `ctx`'s tier.
+    /// Packs `codes` for the best kernel of `family` at `ctx`'s tier. The shift family
+    /// errors ([`Error::Unsupported`], naming the value) for a level set whose grid is
+    /// not made of `±(2^a [+ 2^b])` values.
     pub fn with_family(ctx: &Context, codes: &PackedCodes, family: CodebookFamily) -> Result<Self> {
         let (table, grid_max) = table_of(codes)?;
+        if family == CodebookFamily::Shift {
+            let terms = shift_terms_of(codes)?;
+            let fits = |k: &CodebookUkernel| k.family == family && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x);
+            let cands = &ctx.kernels().codebook_candidates;
+            // The kernel with exactly the terms needed (PoT: one byte per weight), else one
+            // with room for them.
+            let kernel = cands
+                .iter()
+                .find(|k| fits(k) && k.format.bits == 8 * terms)
+                .or_else(|| cands.iter().find(|k| fits(k) && k.format.bits >= 8 * terms))
+                .copied()
+                .ok_or_else(|| Error::Internal("no unconditional shift codebook kernel registered".into()))?;
+            return Ok(Self::pack(kernel, codes, table, grid_max));
+        }
         let cands: Vec<CodebookUkernel> = ctx.kernels().codebook_candidates.iter().copied().filter(|k| k.family == family).collect();
         if cands.is_empty() {
             return Err(Error::Unsupported(format!(
@@ -125,7 +154,12 @@ impl CodebookWeights {
             ))
         })?;
         let bits = codes.level_set().bits().max(4);
-        if kernel.bits != bits {
+        if kernel.family == CodebookFamily::Shift {
+            let terms = shift_terms_of(codes)?;
+            if kernel.format.bits < 8 * terms {
+                return Err(Error::Unsupported(format!("{name} adds one shift term per weight; this level set needs {terms}")));
+            }
+        } else if kernel.bits != bits {
             return Err(Error::Unsupported(format!("{name} decodes {}-bit codes; these codes need the {bits}-bit layout", kernel.bits)));
         }
         if let Some(x) = kernel.max_abs_table.filter(|&x| grid_max as i32 > x) {
@@ -145,15 +179,24 @@ impl CodebookWeights {
         crate::gemm::advise_huge_pages(&mut data);
         let nib = codes.nibbles();
         let col = codes.k_padded() / 2;
-        let five = fmt.bits == 5;
+        let five = codes.level_set().bits() == 5;
         // Straight from the nibble plane (and, for 5 bits, the checked accessor).
         let code = |kk: usize, j: usize| {
             if five { codes.code(kk, j).unwrap_or(0) } else { (nib[j * col + kk / 2] >> (4 * (kk & 1))) & 0x0F }
         };
-        qkern_kernels::pack::pack_codebook(fmt, k, n, code, &mut data);
+        if kernel.family == CodebookFamily::Shift {
+            // Every table value was checked representable (`shift_terms_of`) with the
+            // kernel's terms; a code past the set's levels decodes as 0, as in the table.
+            let terms = fmt.bits / 8;
+            let enc: Vec<[u8; 2]> = table.iter().map(|&v| qkern_kernels::pack::shift_encode(v as i32, terms).unwrap_or(SHIFT_ZERO)).collect();
+            qkern_kernels::pack::pack_shift(fmt, k, n, |kk, j| enc[code(kk, j) as usize], &mut data);
+        } else {
+            qkern_kernels::pack::pack_codebook(fmt, k, n, code, &mut data);
+        }
         let col_sum = (0..n).map(|j| (0..k).map(|kk| table[code(kk, j) as usize] as i64).sum()).collect();
         let grid_scales = codes.grid_scales().map(<[f32]>::to_vec).unwrap_or_default();
-        CodebookWeights { kernel, k, n, data, table, bits: fmt.bits, grid_max, grid_scales, col_sum, has_offsets: codes.offsets().is_some() }
+        let bits = codes.level_set().bits().max(4);
+        CodebookWeights { kernel, k, n, data, table, bits, grid_max, grid_scales, col_sum, has_offsets: codes.offsets().is_some() }
     }
 
     /// The kernel these weights were packed for.
@@ -198,6 +241,22 @@ fn table_of(codes: &PackedCodes) -> Result<([i8; 32], u16)> {
     }
     let t = codes.int_levels_i8().ok_or_else(|| Error::Internal("grid fits i8 but no i8 table".into()))?;
     Ok((t, grid.max_abs()))
+}
+
+/// The shift terms per weight (1 or 2) of `codes`' level set, or why the bit-shift
+/// kernels cannot run it (a grid value not `±(2^a [+ 2^b])`, `a, b ≤ 6`).
+fn shift_terms_of(codes: &PackedCodes) -> Result<u32> {
+    let (table, _) = table_of(codes)?;
+    let mut terms = 1;
+    for &v in &table[..codes.level_set().num_codes()] {
+        let t = qkern_kernels::pack::shift_terms(v as i32).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "the level set's grid value {v} is not ±(2^a [+ 2^b]): the bit-shift (shift) codebook kernels cannot run it; use the lookup (lut) family"
+            ))
+        })?;
+        terms = terms.max(t);
+    }
+    Ok(terms)
 }
 
 /// `C (i32) = Σ_k (A − za)·grid[code] + bias`, on the default context. Errors if a

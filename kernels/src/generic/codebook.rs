@@ -96,4 +96,11 @@ pub const QX8_CODEBOOK5_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel 
 };
 
 /// Every portable codebook kernel, least preferred first.
-pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[QX8_CODEBOOK4_GEMM_4X16C8__GENERIC, QX8_CODEBOOK5_GEMM_4X16C8__GENERIC];
+/// The bit-shift ones ([`crate::generic::shift`]) come first: within a family the
+/// packer takes the best (last) kernel that fits.
+pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
+    crate::generic::shift::QX8_SHIFT_POT_GEMM_4X16C2__GENERIC,
+    crate::generic::shift::QX8_SHIFT_APOT_GEMM_4X16C2__GENERIC,
+    QX8_CODEBOOK4_GEMM_4X16C8__GENERIC,
+    QX8_CODEBOOK5_GEMM_4X16C8__GENERIC,
+];

@@ -1,8 +1,10 @@
 //! Packers: each writes one [`PackFormat`](crate::PackFormat) that a family of kernels reads.
 
 pub mod codebook;
+pub mod shift;
 
 pub use codebook::{pack_codebook, pack_codebook4};
+pub use shift::{pack_shift, shift_encode, shift_terms};
 
 use crate::types::{Int8, PackFormat};
 

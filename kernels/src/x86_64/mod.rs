@@ -31,8 +31,13 @@ pub fn dwconv_kernels() -> impl Iterator<Item = DwconvUkernel> {
     avx2::DWCONV_KERNELS.iter().chain(avx512vnni::DWCONV_KERNELS).copied()
 }
 
-/// Every x86-64 codebook microkernel in this build (both families: the table-lookup
-/// kernels now, the bit-shift ones join this list), least preferred first.
+/// Every x86-64 codebook microkernel in this build (both families: table lookup and
+/// bit shift), least preferred first.
 pub fn codebook_kernels() -> impl Iterator<Item = CodebookUkernel> {
-    avx2::codebook::CODEBOOK_KERNELS.iter().chain(avx512vnni::codebook::CODEBOOK_KERNELS).copied()
+    avx2::shift::SHIFT_KERNELS
+        .iter()
+        .chain(avx2::codebook::CODEBOOK_KERNELS)
+        .chain(avx512vnni::shift::SHIFT_KERNELS)
+        .chain(avx512vnni::codebook::CODEBOOK_KERNELS)
+        .copied()
 }

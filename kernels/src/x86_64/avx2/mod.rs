@@ -5,6 +5,7 @@ pub mod codebook;
 pub mod gemm;
 pub mod pwlq;
 pub mod peak;
+pub mod shift;
 
 use crate::types::GemmUkernel;
 

@@ -14,6 +14,7 @@ pub mod gemv;
 pub mod igemm;
 pub mod pwlq;
 pub mod peak;
+pub mod shift;
 
 #[cfg(test)]
 mod tests;
