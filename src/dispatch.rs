@@ -158,6 +158,8 @@ pub fn dwconv_kernels() -> Vec<DwconvUkernel> {
     let mut v = qkern_kernels::generic::DWCONV_KERNELS.to_vec();
     #[cfg(target_arch = "x86_64")]
     v.extend(qkern_kernels::x86_64::dwconv_kernels());
+    #[cfg(target_arch = "aarch64")]
+    v.extend(qkern_kernels::aarch64::dwconv_kernels());
     v
 }
 
