@@ -9,6 +9,9 @@
 //!
 //! * Depthwise: `qx8_dwconv_{up,9p,25p}16__neon` (i16 widening `smlal`, 16-channel
 //!   tiles; [`neon::dwconv`]).
+//! * Codebook: `tbl` decode, then `smull` + `sadalp` (`qx8_codebook{4,5}_gemm_4x8c8__neon`)
+//!   or `sdot` (`qx8_codebook{4,5}_gemm_4x16c8__dotprod`); [`neon::codebook`],
+//!   [`dotprod::codebook`].
 //!
 //! The dotprod and i8mm kernels read A either as raw rows or packed by [`pack_a_8x8`]
 //! (the driver packs once per row tile and reuses it for every column tile).
@@ -17,7 +20,7 @@ pub mod dotprod;
 pub mod i8mm;
 pub mod neon;
 
-use crate::types::{DwconvUkernel, GemmUkernel};
+use crate::types::{CodebookUkernel, DwconvUkernel, GemmUkernel};
 
 /// Every AArch64 GEMM microkernel in this build, least preferred first.
 pub fn gemm_kernels() -> impl Iterator<Item = GemmUkernel> {
@@ -28,6 +31,11 @@ pub fn gemm_kernels() -> impl Iterator<Item = GemmUkernel> {
 /// tier, the any-size kernel before the specialised ones).
 pub fn dwconv_kernels() -> impl Iterator<Item = DwconvUkernel> {
     neon::dwconv::DWCONV_KERNELS.iter().copied()
+}
+
+/// Every AArch64 codebook (table-lookup) microkernel in this build, least preferred first.
+pub fn codebook_kernels() -> impl Iterator<Item = CodebookUkernel> {
+    neon::codebook::CODEBOOK_KERNELS.iter().chain(dotprod::codebook::CODEBOOK_KERNELS).copied()
 }
 
 /// Rows of the 8-row packed A layout ([`pack_a_8x8`]).
