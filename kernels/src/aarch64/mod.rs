@@ -10,7 +10,7 @@
 //! * Depthwise: `qx8_dwconv_{up,9p,25p}16__neon` (i16 widening `smlal`, 16-channel
 //!   tiles; [`neon::dwconv`]).
 //! * Codebook: `tbl` decode, then `smull` + `sadalp` (`qx8_codebook{4,5}_gemm_4x8c8__neon`)
-//!   or `sdot` (`qx8_codebook{4,5}_gemm_4x16c8__dotprod`); [`neon::codebook`],
+//!   or `sdot` (`qx8_codebook{4,5}_gemm_8x8c8__dotprod`); [`neon::codebook`],
 //!   [`dotprod::codebook`].
 //!
 //! The dotprod and i8mm kernels read A either as raw rows or packed by [`pack_a_8x8`]

@@ -32,25 +32,53 @@ use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel
 /// for the high ones); `v` is which 16 bytes of the group's nibbles `raw` is (bits
 /// `16v .. 16v + 16` of each half of the plane: the low half's bytes at 0.., the high
 /// half's at 8..).
-#[target_feature(enable = "neon")]
-#[inline]
-pub(crate) fn decode16<const B5: bool>(raw: uint8x16_t, tables: int8x16x2_t, plane: uint8x16_t, v: usize) -> (int8x16_t, int8x16_t) {
-    let mask = vdupq_n_u8(0x0F);
-    let il = vandq_u8(raw, mask);
-    let ih = vshrq_n_u8::<4>(raw);
-    if !B5 {
-        return (vqtbl1q_s8(tables.0, il), vqtbl1q_s8(tables.0, ih));
+///
+/// `#[inline(always)]` (NEON is the AArch64 baseline, so no `target_feature` is needed):
+/// the decode must sit in the K loop of its caller, never behind a call.
+#[inline(always)]
+pub(crate) fn decode16<const B5: bool>(
+    raw: uint8x16_t,
+    tables: int8x16x2_t,
+    plane: uint8x16_t,
+    v: usize,
+) -> (int8x16_t, int8x16_t) {
+    // SAFETY: register-only NEON operations (baseline on AArch64).
+    unsafe { decode16_inner::<B5>(raw, tables, plane, v) }
+}
+
+/// The body of [`decode16`].
+///
+/// # Safety
+/// None beyond NEON (the AArch64 baseline).
+#[inline(always)]
+unsafe fn decode16_inner<const B5: bool>(
+    raw: uint8x16_t,
+    tables: int8x16x2_t,
+    plane: uint8x16_t,
+    v: usize,
+) -> (int8x16_t, int8x16_t) {
+    // SAFETY: register-only NEON operations.
+    unsafe {
+        let mask = vdupq_n_u8(0x0F);
+        let il = vandq_u8(raw, mask);
+        let ih = vshrq_n_u8::<4>(raw);
+        if !B5 {
+            return (vqtbl1q_s8(tables.0, il), vqtbl1q_s8(tables.0, ih));
+        }
+        // Element e of this vector is bit 16v + e of each half of the plane: byte 2v + e / 8,
+        // bit e % 8.
+        let b = (2 * v) as u8;
+        let lo_idx = vcombine_u8(vdup_n_u8(b), vdup_n_u8(b + 1));
+        let hi_idx = vaddq_u8(lo_idx, vdupq_n_u8(8));
+        let sel = vreinterpretq_u8_u64(vdupq_n_u64(0x8040_2010_0804_0201));
+        let sixteen = vdupq_n_u8(0x10);
+        let bl = vandq_u8(vtstq_u8(vqtbl1q_u8(plane, lo_idx), sel), sixteen);
+        let bh = vandq_u8(vtstq_u8(vqtbl1q_u8(plane, hi_idx), sel), sixteen);
+        (
+            vqtbl2q_s8(tables, vorrq_u8(il, bl)),
+            vqtbl2q_s8(tables, vorrq_u8(ih, bh)),
+        )
     }
-    // Element e of this vector is bit 16v + e of each half of the plane: byte 2v + e / 8,
-    // bit e % 8.
-    let b = (2 * v) as u8;
-    let lo_idx = vcombine_u8(vdup_n_u8(b), vdup_n_u8(b + 1));
-    let hi_idx = vaddq_u8(lo_idx, vdupq_n_u8(8));
-    let sel = vreinterpretq_u8_u64(vdupq_n_u64(0x8040_2010_0804_0201));
-    let sixteen = vdupq_n_u8(0x10);
-    let bl = vandq_u8(vtstq_u8(vqtbl1q_u8(plane, lo_idx), sel), sixteen);
-    let bh = vandq_u8(vtstq_u8(vqtbl1q_u8(plane, hi_idx), sel), sixteen);
-    (vqtbl2q_s8(tables, vorrq_u8(il, bl)), vqtbl2q_s8(tables, vorrq_u8(ih, bh)))
 }
 
 /// The 8 activation bytes of a row at K `8g` as i8 (XOR 0x80 with `FLIP`); with
@@ -59,20 +87,23 @@ pub(crate) fn decode16<const B5: bool>(raw: uint8x16_t, tables: int8x16x2_t, pla
 ///
 /// # Safety
 /// `p` is readable for `min(kn, 8)` bytes.
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn load_a8<const FLIP: bool>(p: *const u8, kn: usize) -> int8x8_t {
+    if kn >= 8 {
+        // A vector load and `eor` (no general-register round trip).
+        // SAFETY: 8 bytes readable (contract); NEON is the AArch64 baseline.
+        return unsafe {
+            let v = vld1_u8(p);
+            vreinterpret_s8_u8(if FLIP { veor_u8(v, vdup_n_u8(0x80)) } else { v })
+        };
+    }
     let flip = if FLIP { 0x8080_8080_8080_8080u64 } else { 0 };
-    let word = if kn >= 8 {
-        // SAFETY: 8 bytes readable (contract).
-        unsafe { p.cast::<u64>().read_unaligned() ^ flip }
-    } else {
-        let mut b = [0u8; 8];
-        // SAFETY: kn bytes readable; `b` holds 8 > kn.
-        unsafe { core::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), kn) };
-        u64::from_le_bytes(b) ^ (flip & ((1u64 << (8 * kn)) - 1))
-    };
-    vcreate_s8(word)
+    let mut b = [0u8; 8];
+    // SAFETY: kn bytes readable; `b` holds 8 > kn.
+    unsafe { core::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), kn) };
+    let word = u64::from_le_bytes(b) ^ (flip & ((1u64 << (8 * kn)) - 1));
+    // SAFETY: NEON is the AArch64 baseline.
+    unsafe { vcreate_s8(word) }
 }
 
 /// The two tables of a kernel (the second only for 5-bit codes) and the bit plane of
@@ -81,8 +112,7 @@ pub(crate) unsafe fn load_a8<const FLIP: bool>(p: *const u8, kn: usize) -> int8x
 /// # Safety
 /// `args.table` holds `2^bits` bytes; for 5 bits the group's plane (16 bytes after its
 /// `nr·4` nibble bytes) is readable.
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn tables<const B5: bool>(args: &CodebookArgs) -> int8x16x2_t {
     // SAFETY: 16 (or 32) table bytes (contract).
     unsafe {
@@ -102,44 +132,62 @@ pub(crate) unsafe fn tables<const B5: bool>(args: &CodebookArgs) -> int8x16x2_t 
 #[target_feature(enable = "neon")]
 unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) {
     const NR: usize = 8;
-    let gb = CodebookFormat { nr: NR, bits: if B5 { 5 } else { 4 } }.group_bytes();
+    let gb = CodebookFormat {
+        nr: NR,
+        bits: if B5 { 5 } else { 4 },
+    }
+    .group_bytes();
     // SAFETY: table bytes (contract).
     let tables = unsafe { tables::<B5>(args) };
     // acc[r][2v + h]: row r, columns 4v + 2h .. 4v + 2h + 2, two K halves per column.
     let mut acc = [[vdupq_n_s32(0); 4]; R];
-    for g in 0..args.k.div_ceil(8) {
-        let kn = (args.k - 8 * g).min(8);
-        // SAFETY: group g of the panel: 32 nibble bytes, then (5 bits) 8 plane bytes.
-        let w = unsafe {
-            let p = args.b.add(g * gb);
-            let plane = if B5 {
-                // Two halves of 32 bits each, as [lo 4 bytes, 0 × 4, hi 4 bytes, 0 × 4] so
-                // that `decode16`'s byte indexes 2v, 2v+1 and 8 + 2v, 8 + 2v + 1 hit them.
-                let lo = p.add(NR * 4).cast::<u32>().read_unaligned();
-                let hi = p.add(NR * 4 + NR / 2).cast::<u32>().read_unaligned();
-                vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(lo as u64), vcreate_u64(hi as u64)))
-            } else {
-                vdupq_n_u8(0)
+    // Group `g` of `kn ≤ 8` real K: expanded with a constant 8 for the whole groups (a
+    // branch-free loop body), once more for the K tail. A macro, so both copies are
+    // inline (a closure called twice may be outlined, a call per group).
+    macro_rules! group {
+        ($g:expr, $kn:expr) => {{
+            let (g, kn): (usize, usize) = ($g, $kn);
+            // SAFETY: group g of the panel: 32 nibble bytes, then (5 bits) 8 plane bytes.
+            let w = unsafe {
+                let p = args.b.add(g * gb);
+                let plane = if B5 {
+                    // Two halves of 32 bits each, as [lo 4 bytes, 0 × 4, hi 4 bytes, 0 × 4] so
+                    // that `decode16`'s byte indexes 2v, 2v+1 and 8 + 2v, 8 + 2v + 1 hit them.
+                    let lo = p.add(NR * 4).cast::<u32>().read_unaligned();
+                    let hi = p.add(NR * 4 + NR / 2).cast::<u32>().read_unaligned();
+                    vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(lo as u64), vcreate_u64(hi as u64)))
+                } else {
+                    vdupq_n_u8(0)
+                };
+                let mut w = [(vdupq_n_s8(0), vdupq_n_s8(0)); 2];
+                for (v, wv) in w.iter_mut().enumerate() {
+                    *wv = decode16::<B5>(vld1q_u8(p.add(16 * v)), tables, plane, v);
+                }
+                w
             };
-            let mut w = [(vdupq_n_s8(0), vdupq_n_s8(0)); 2];
-            for (v, wv) in w.iter_mut().enumerate() {
-                *wv = decode16::<B5>(vld1q_u8(p.add(16 * v)), tables, plane, v);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                // SAFETY: row r < m, bytes 8g .. 8g + kn ≤ k.
+                let a = unsafe { load_a8::<FLIP>(args.a.add(r * args.lda + 8 * g), kn) };
+                let a = vreinterpret_s32_s8(a);
+                let alo = vreinterpretq_s8_s32(vdupq_lane_s32::<0>(a));
+                let ahi = vreinterpretq_s8_s32(vdupq_lane_s32::<1>(a));
+                for (v, (wlo, whi)) in w.iter().enumerate() {
+                    acc_r[2 * v] =
+                        vpadalq_s16(acc_r[2 * v], vmull_s8(vget_low_s8(*wlo), vget_low_s8(alo)));
+                    acc_r[2 * v + 1] = vpadalq_s16(acc_r[2 * v + 1], vmull_high_s8(*wlo, alo));
+                    acc_r[2 * v] =
+                        vpadalq_s16(acc_r[2 * v], vmull_s8(vget_low_s8(*whi), vget_low_s8(ahi)));
+                    acc_r[2 * v + 1] = vpadalq_s16(acc_r[2 * v + 1], vmull_high_s8(*whi, ahi));
+                }
             }
-            w
-        };
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            // SAFETY: row r < m, bytes 8g .. 8g + kn ≤ k.
-            let a = unsafe { load_a8::<FLIP>(args.a.add(r * args.lda + 8 * g), kn) };
-            let a = vreinterpret_s32_s8(a);
-            let alo = vreinterpretq_s8_s32(vdupq_lane_s32::<0>(a));
-            let ahi = vreinterpretq_s8_s32(vdupq_lane_s32::<1>(a));
-            for (v, (wlo, whi)) in w.iter().enumerate() {
-                acc_r[2 * v] = vpadalq_s16(acc_r[2 * v], vmull_s8(vget_low_s8(*wlo), vget_low_s8(alo)));
-                acc_r[2 * v + 1] = vpadalq_s16(acc_r[2 * v + 1], vmull_high_s8(*wlo, alo));
-                acc_r[2 * v] = vpadalq_s16(acc_r[2 * v], vmull_s8(vget_low_s8(*whi), vget_low_s8(ahi)));
-                acc_r[2 * v + 1] = vpadalq_s16(acc_r[2 * v + 1], vmull_high_s8(*whi, ahi));
-            }
-        }
+        }};
+    }
+    let full = args.k / 8;
+    for g in 0..full {
+        group!(g, 8);
+    }
+    if args.k % 8 != 0 {
+        group!(full, args.k % 8);
     }
     let mut out = [[0i32; NR]; R];
     for (o, a) in out.iter_mut().zip(&acc) {
@@ -200,4 +248,7 @@ pub const QX8_CODEBOOK5_GEMM_4X8C8__NEON: CodebookUkernel = CodebookUkernel {
 };
 
 /// NEON codebook kernels, least preferred first.
-pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[QX8_CODEBOOK4_GEMM_4X8C8__NEON, QX8_CODEBOOK5_GEMM_4X8C8__NEON];
+pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
+    QX8_CODEBOOK4_GEMM_4X8C8__NEON,
+    QX8_CODEBOOK5_GEMM_4X8C8__NEON,
+];

@@ -48,8 +48,7 @@ const PX: usize = 4;
 ///
 /// # Safety
 /// `p` is readable for `min(rem, 8·H)` bytes.
-#[target_feature(enable = "neon")]
-#[inline]
+#[inline(always)]
 unsafe fn load_row<const H: usize, const SIGNED: bool>(p: *const u8, rem: usize) -> [int16x8_t; H] {
     let mut buf = [0u8; 16];
     let src = if rem >= 8 * H {
@@ -59,7 +58,8 @@ unsafe fn load_row<const H: usize, const SIGNED: bool>(p: *const u8, rem: usize)
         unsafe { core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), rem) };
         buf.as_ptr()
     };
-    let mut out = [vdupq_n_s16(0); H];
+    // SAFETY: NEON is the AArch64 baseline.
+    let mut out = [unsafe { vdupq_n_s16(0) }; H];
     // SAFETY: `src` is readable for 8·H bytes (the row, or `buf`).
     unsafe {
         if H == 2 {
@@ -91,77 +91,112 @@ unsafe fn load_row<const H: usize, const SIGNED: bool>(p: *const u8, rem: usize)
 /// `args` satisfies the [`DwconvArgs`] contract (`args.taps == T` when `T > 0`).
 #[target_feature(enable = "neon")]
 pub unsafe fn dwconv<const T: usize, const SIGNED: bool>(args: &DwconvArgs) {
-    let taps = if T > 0 { T } else { args.taps };
-    let tile_bytes = DwPackFormat { ct: CT, kr: 2 }.tile_bytes(taps);
     let mut p0 = 0;
     while p0 < args.pixels {
         let npx = PX.min(args.pixels - p0);
         // Pixels past `npx` repeat the last one (no branch in the tap loop; only `npx`
         // are stored).
         let pix: [usize; PX] = core::array::from_fn(|i| p0 + i.min(npx - 1));
-        let (mut c0, mut wt) = (0, args.weights);
-        while c0 < args.channels {
-            let rem = CT.min(args.channels - c0);
-            // SAFETY: forwarded contract; `wt` is the packed tile of channel c0, every
-            // `pix[i] < pixels`.
-            unsafe {
-                if rem > 8 {
-                    block::<T, SIGNED, 2>(args, taps, &pix, npx, c0, rem, wt)
-                } else {
-                    block::<T, SIGNED, 1>(args, taps, &pix, npx, c0, rem, wt)
+        // SAFETY (both arms): forwarded contract; every `pix[i] < pixels`, `t < taps`.
+        unsafe {
+            if T > 0 {
+                // Specialised: each tap row resolved once per pixel block for every
+                // channel tile (the indirection's scalar work does not grow with C).
+                let mut rows = [[core::ptr::null::<u8>(); T]; PX];
+                for (i, r) in rows.iter_mut().enumerate() {
+                    for (t, x) in r.iter_mut().enumerate() {
+                        *x = tap_row(args, pix[i], t);
+                    }
                 }
+                tiles::<SIGNED>(args, T, npx, p0, |i, t| rows[i][t]);
+            } else {
+                tiles::<SIGNED>(args, args.taps, npx, p0, |i, t| tap_row(args, pix[i], t));
             }
-            c0 += CT;
-            wt = wt.wrapping_add(tile_bytes);
         }
         p0 += PX;
     }
 }
 
-/// Pixels `pix[..npx]` × channels `c0 .. c0 + rem` (`rem ≤ 8·H`): the sums, then the
+/// Every channel tile of one pixel block: the full 16-channel tiles (straight loads),
+/// then the last partial one (8-channel variant when it has at most 8).
+///
+/// # Safety
+/// As [`dwconv`]; `row(i, t)` is the row of tap `t < taps` of pixel
+/// `p0 + min(i, npx − 1)`, `p0 + npx ≤ pixels`.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn tiles<const SIGNED: bool>(args: &DwconvArgs, taps: usize, npx: usize, p0: usize, row: impl Fn(usize, usize) -> *const u8 + Copy) {
+    let tile_bytes = DwPackFormat { ct: CT, kr: 2 }.tile_bytes(taps);
+    let full = args.channels / CT;
+    let mut wt = args.weights;
+    // SAFETY (each call): forwarded; `wt` is the packed tile of channel c0.
+    unsafe {
+        for tile in 0..full {
+            block::<SIGNED, 2, true>(args, taps, p0, npx, CT * tile, CT, wt, row);
+            wt = wt.wrapping_add(tile_bytes);
+        }
+        let (c0, rem) = (CT * full, args.channels - CT * full);
+        match rem {
+            0 => {}
+            8 => block::<SIGNED, 1, true>(args, taps, p0, npx, c0, rem, wt, row),
+            1..=7 => block::<SIGNED, 1, false>(args, taps, p0, npx, c0, rem, wt, row),
+            _ => block::<SIGNED, 2, false>(args, taps, p0, npx, c0, rem, wt, row),
+        }
+    }
+}
+
+/// One pixel block × channels `c0 .. c0 + rem` (`rem ≤ 8·H`; `FULL`: `rem == 8·H`, the
+/// rows are loaded directly): the sums over whole tap pairs, the odd last tap, then the
 /// output stage.
 ///
 /// # Safety
-/// As [`dwconv`]; `wt` is the packed tile of channel `c0`; every `pix[i] < pixels`.
+/// As [`tiles`]; `wt` is the packed tile of channel `c0`.
 #[target_feature(enable = "neon")]
 #[inline]
-#[allow(clippy::needless_range_loop)]
-unsafe fn block<const T: usize, const SIGNED: bool, const H: usize>(
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn block<const SIGNED: bool, const H: usize, const FULL: bool>(
     args: &DwconvArgs,
     taps: usize,
-    pix: &[usize; PX],
+    p0: usize,
     npx: usize,
     c0: usize,
     rem: usize,
     wt: *const u8,
+    row: impl Fn(usize, usize) -> *const u8,
 ) {
+    let rem = if FULL { 8 * H } else { rem };
     let mut acc = [[vdupq_n_s32(0); 4]; PX];
-    let pairs = taps.div_ceil(2);
-    for pr in 0..pairs {
-        let t0 = 2 * pr;
-        let odd = t0 + 1 < taps;
-        // SAFETY: pair `pr` of the tile holds 16 dwords (64 bytes); half h is bytes
-        // 32h .. 32h + 32.
-        let w: [int16x8x2_t; H] = core::array::from_fn(|h| unsafe { vld2q_s16(wt.add(pr * 4 * CT + 32 * h).cast()) });
-        for i in 0..PX {
-            // SAFETY: pix[i] < pixels, t0 < taps; bytes c0 .. c0 + rem of the row.
-            let x0 = unsafe { load_row::<H, SIGNED>(tap_row(args, pix[i], t0).wrapping_add(c0), rem) };
-            for h in 0..H {
-                acc[i][2 * h] = vmlal_s16(acc[i][2 * h], vget_low_s16(x0[h]), vget_low_s16(w[h].0));
-                acc[i][2 * h + 1] = vmlal_high_s16(acc[i][2 * h + 1], x0[h], w[h].0);
-            }
-            if odd {
-                // SAFETY: as above, tap t0 + 1 < taps.
-                let x1 = unsafe { load_row::<H, SIGNED>(tap_row(args, pix[i], t0 + 1).wrapping_add(c0), rem) };
+    // SAFETY: pair `pr` of the tile holds 16 dwords (64 bytes), half h is bytes
+    // 32h .. 32h + 32; rows: bytes c0 .. c0 + rem of the row of a tap < taps.
+    unsafe {
+        let weights = |pr: usize| -> [int16x8x2_t; H] { core::array::from_fn(|h| vld2q_s16(wt.add(pr * 4 * CT + 32 * h).cast())) };
+        let x = |i: usize, t: usize| load_row::<H, SIGNED>(row(i, t).wrapping_add(c0), rem);
+        for pr in 0..taps / 2 {
+            let w = weights(pr);
+            for i in 0..PX {
+                let (x0, x1) = (x(i, 2 * pr), x(i, 2 * pr + 1));
                 for h in 0..H {
+                    acc[i][2 * h] = vmlal_s16(acc[i][2 * h], vget_low_s16(x0[h]), vget_low_s16(w[h].0));
+                    acc[i][2 * h + 1] = vmlal_high_s16(acc[i][2 * h + 1], x0[h], w[h].0);
                     acc[i][2 * h] = vmlal_s16(acc[i][2 * h], vget_low_s16(x1[h]), vget_low_s16(w[h].1));
                     acc[i][2 * h + 1] = vmlal_high_s16(acc[i][2 * h + 1], x1[h], w[h].1);
                 }
             }
         }
+        if taps % 2 == 1 {
+            // The last tap alone (its pair's odd weights are the packer's zeros).
+            let (pr, t) = (taps / 2, taps - 1);
+            let w = weights(pr);
+            for i in 0..PX {
+                let x0 = x(i, t);
+                for h in 0..H {
+                    acc[i][2 * h] = vmlal_s16(acc[i][2 * h], vget_low_s16(x0[h]), vget_low_s16(w[h].0));
+                    acc[i][2 * h + 1] = vmlal_high_s16(acc[i][2 * h + 1], x0[h], w[h].0);
+                }
+            }
+        }
+        epilogue::<H>(args, p0, npx, c0, rem, &acc)
     }
-    // SAFETY: forwarded.
-    unsafe { epilogue::<H>(args, pix[0], npx, c0, rem, &acc) }
 }
 
 /// Adds `col_offset` and writes the output stage of pixels `p0 .. p0 + npx` × channels
