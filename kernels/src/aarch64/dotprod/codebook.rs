@@ -105,7 +105,7 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
     for g in 0..full {
         group!(g, 8);
     }
-    if args.k % 8 != 0 {
+    if !args.k.is_multiple_of(8) {
         group!(full, args.k % 8);
     }
     let mut out = [[0i32; NR]; R];
