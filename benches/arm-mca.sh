@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Static throughput of the AArch64 GEMM microkernels' inner K loops, by llvm-mca
+# Static throughput of the AArch64 microkernels' inner loops (GEMM K loops, the depthwise
+# tap-pair loops, the codebook K loops), by llvm-mca
 # (issue 7 point 7: qemu says nothing about speed).
 #
 #   benches/arm-mca.sh [CPU ...]      default CPUs: neoverse-n1 cortex-a76 neoverse-v1
@@ -8,12 +9,15 @@
 #    its own target dir, one codegen unit so there is one .s file).
 # 2. Extracts each loop: the `asm!` K loops between their `// qkern-mca-begin NAME` and
 #    `// qkern-mca-end` markers (dotprod, i8mm), and for the intrinsics NEON kernel the
-#    self-looping basic block with the most `smlal` in the `aarch64::neon` module.
+#    self-looping basic block with the most `smlal` in the `aarch64::neon` module; for the
+#    depthwise (`neon::dwconv`) and codebook (`neon::codebook`, `dotprod::codebook`)
+#    kernels, per kernel the self-looping block with the most `smlal` / `smull` / `sdot`.
 # 3. Runs `llvm-mca -mtriple=aarch64 -mcpu=CPU` on each loop and on a block of 16
 #    independent `sdot` / `smmla` / `smlal` (the model's own peak for that instruction),
 #    and prints cycles per iteration, int8 MACs per iteration and per cycle, and the
 #    fraction of that peak. MACs count multiply-adds (an op count is twice that):
-#    `sdot` .4s = 16, `smmla`/`usmmla` = 32, `smlal`/`smlal2` .4s = 4.
+#    `sdot` .4s = 16, `smmla`/`usmmla` = 32, `smlal`/`smlal2` .4s = 4, `smull`/`smull2`
+#    .8h = 8 (the codebook kernel's i8 × i8 products; its `sadalp`s are additions).
 #
 # llvm-mca's per-CPU models arrived late: LLVM 14 models neoverse-n1/v1 and cortex-a76 with
 # the Cortex-A57 model; LLVM ≥ 16 has Neoverse-N2/V1 models, ≥ 17 Neoverse-N1. The
@@ -115,6 +119,60 @@ for l in lines:
             best = (n, [label + ":"] + blocks[label])
 if best[1]:
     loops["qx8_gemm_4x16c1__neon:k-loop"] = best[1]
+
+# 3. The depthwise and codebook kernels (intrinsics, or one-instruction asm! wrappers the
+#    compiler schedules): per kernel, over the functions whose mangled name matches, the
+#    self-looping basic block with the most multiply instructions. `pick` keys a block by
+#    the kernel it belongs to (None: not one we report); monomorphisations of one generic
+#    kernel share a mangled path, so the instruction mix tells them apart.
+def self_loops(func_re):
+    func, blocks, label = None, {}, None
+    for l in lines:
+        if re.match(func_re, l):
+            func, blocks, label = l[:-1], {}, None
+            continue
+        if func is None:
+            continue
+        if l.startswith(".Lfunc_end"):
+            func = None
+            continue
+        m = re.match(r"^(\.LBB\w+):", l)
+        if m:
+            label = m.group(1)
+            blocks[label] = []
+            continue
+        s = l.split("//")[0].strip()
+        if label is None or not s or s.startswith("."):
+            continue
+        blocks[label].append(s)
+        if re.match(r"^b(\.\w+)?\s+" + re.escape(label) + r"$", s) or re.search(r"\b(cbnz|cbz|tbnz|tbz)\b.*" + re.escape(label) + r"$", s):
+            yield func, label, blocks[label]
+
+def count(body, op):
+    return sum(1 for i in body if re.match(op + r"\b", i) or re.match(op + r"2\b", i))
+
+def keep(name, label, body, score):
+    if score > 0 and score > kept.get(name, (0,))[0]:
+        kept[name] = (score, [label + ":"] + body)
+
+kept = {}
+for kern in ("9p16", "25p16", "up16"):
+    # u8 activations (`ushll` widening): the i8 entry differs only in `sshll`.
+    for func, label, body in self_loops(r"^_ZN\w*4neon6dwconv\d+dw_" + kern + r"_u8a\w*:$"):
+        keep(f"qx8_dwconv_{kern}__neon:tap-pair-loop", label, body, count(body, "smlal"))
+for func, label, body in self_loops(r"^_ZN\w*4neon8codebook\w*:$"):
+    # u8 activations (`eor` flip); 5-bit decode has the bit plane's `cmtst`/`cmeq`.
+    if not any(i.startswith("eor") for i in body):
+        continue
+    bits = 5 if any(re.match(r"(cmtst|cmeq)\b", i) for i in body) else 4
+    keep(f"qx8_codebook{bits}_gemm_4x8c8__neon:k-loop", label, body, count(body, "smull"))
+for func, label, body in self_loops(r"^_ZN\w*7dotprod8codebook\w*:$"):
+    if not any(i.startswith("eor") for i in body):
+        continue
+    bits = 5 if any(re.match(r"(cmtst|cmeq)\b", i) for i in body) else 4
+    keep(f"qx8_codebook{bits}_gemm_8x8c8__dotprod:k-loop", label, body, count(body, "sdot"))
+for name, (score, body) in kept.items():
+    loops[name] = body
 for name, body in loops.items():
     open(f"{work}/{name.replace(':', '__')}.s", "w").write("\n".join(body) + "\n")
 # Peak blocks: 16 independent accumulators, operands not written.
@@ -122,6 +180,7 @@ peaks = {
     "sdot": [f"sdot v{16+i}.4s, v{i%4}.16b, v{4+i%4}.4b[0]" for i in range(16)],
     "smmla": [f"smmla v{16+i}.4s, v{i%4}.16b, v{4+i%4}.16b" for i in range(16)],
     "smlal": [f"smlal v{16+i}.4s, v{i%4}.4h, v{4+i%4}.h[0]" for i in range(16)],
+    "smull": [f"smull v{16+i}.8h, v{i%4}.8b, v{4+i%4}.8b" for i in range(16)],
 }
 for name, body in peaks.items():
     open(f"{work}/peak_{name}.s.peak", "w").write("\n".join(body) + "\n")
@@ -141,11 +200,13 @@ sched_model() { # cpu -> name of the scheduling model's first resource
 }
 macs_of() { # file -> int8 MACs per iteration
     awk '/^[ \t]*(sdot|udot)[ \t]+v[0-9]+\.4s/ {m += 16} /^[ \t]*(smmla|ummla|usmmla)[ \t]/ {m += 32}
-         /^[ \t]*(smlal|smlal2|umlal|umlal2)[ \t]+v[0-9]+\.4s/ {m += 4} END {print m + 0}' "$1"
+         /^[ \t]*(smlal|smlal2|umlal|umlal2)[ \t]+v[0-9]+\.4s/ {m += 4}
+         /^[ \t]*(smull|smull2|smlal|smlal2)[ \t]+v[0-9]+\.8h/ {m += 8} END {print m + 0}' "$1"
 }
 peak_of() { # kernel file -> which peak block applies
     if grep -qE '^[[:space:]]*(smmla|usmmla|ummla)' "$1"; then echo smmla
     elif grep -qE '^[[:space:]]*(sdot|udot)' "$1"; then echo sdot
+    elif grep -qE '^[[:space:]]*smull2?[[:space:]]+v[0-9]+\.8h' "$1"; then echo smull
     else echo smlal; fi
 }
 has_i8mm() { # cpu -> whether the core implements FEAT_I8MM
@@ -160,13 +221,13 @@ for cpu in "${cpus[@]}"; do
         continue
     fi
     declare -A peak=()
-    for p in sdot smmla smlal; do
+    for p in sdot smmla smlal smull; do
         cyc=$(run_mca "$cpu" "$work/peak_$p.s.peak")
         macs=$(macs_of "$work/peak_$p.s.peak")
         peak[$p]=$(awk -v m="$macs" -v c="$cyc" 'BEGIN {printf "%.2f", m / c}')
     done
     echo "## -mcpu=$cpu (scheduling model resources: $(sched_model "$cpu")*); model peaks, int8 MACs/cycle:" \
-        "sdot ${peak[sdot]}, smmla ${peak[smmla]}, smlal ${peak[smlal]}"
+        "sdot ${peak[sdot]}, smmla ${peak[smmla]}, smlal ${peak[smlal]}, smull .8h ${peak[smull]}"
     echo
     printf '| %-46s | %8s | %9s | %10s | %9s |\n' "kernel loop" "cyc/iter" "MACs/iter" "MACs/cycle" "% of peak"
     printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "----------" "-----------" "------------" "-----------"

@@ -148,6 +148,8 @@ pub fn codebook_kernels() -> Vec<CodebookUkernel> {
     let mut v = qkern_kernels::generic::CODEBOOK_KERNELS.to_vec();
     #[cfg(target_arch = "x86_64")]
     v.extend(qkern_kernels::x86_64::codebook_kernels());
+    #[cfg(target_arch = "aarch64")]
+    v.extend(qkern_kernels::aarch64::codebook_kernels());
     v
 }
 
@@ -158,6 +160,8 @@ pub fn dwconv_kernels() -> Vec<DwconvUkernel> {
     let mut v = qkern_kernels::generic::DWCONV_KERNELS.to_vec();
     #[cfg(target_arch = "x86_64")]
     v.extend(qkern_kernels::x86_64::dwconv_kernels());
+    #[cfg(target_arch = "aarch64")]
+    v.extend(qkern_kernels::aarch64::dwconv_kernels());
     v
 }
 

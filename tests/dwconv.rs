@@ -52,6 +52,54 @@ fn dwconv_kernels_are_well_formed() {
     assert!(generic.taps.is_none() && generic.run.iter().all(Option::is_some));
 }
 
+/// The kernel dispatch picks is the best registered one of the tier, never the portable
+/// kernel where the tier has its own: at every tier this CPU runs (a tier listed in
+/// `QKERN_REQUIRE_ISA` but missing fails in `available_isas`), through the table and
+/// through a filter packed by the public API. On AArch64, NEON is the baseline: a
+/// detection or registration mistake that silently fell back to the generic kernel
+/// fails here under every qemu model.
+#[test]
+fn dispatch_picks_the_tier_s_own_dwconv_kernel() {
+    use qkern::conv::DepthwiseFilter;
+    use qkern::{Context, Isa, WeightQuant};
+    let all = dispatch::dwconv_kernels();
+    if cfg!(target_arch = "aarch64") {
+        assert!(dispatch::cpu().has(Isa::Neon), "NEON not detected on AArch64");
+        assert!(all.iter().any(|k| k.isa == Isa::Neon), "no NEON depthwise kernel registered");
+    }
+    for isa in common::available_isas() {
+        let ctx = Context::for_isa(isa).unwrap();
+        // (kernel size, centred weight range): 3×3, 5×5 and an any-size 7×1; i8-range
+        // weights (zero point 0) and full i16-range ones.
+        for (kh, kw) in [(3, 3), (5, 5), (7, 1)] {
+            let taps = kh * kw;
+            for (lo, hi) in [(-128, 127), (-255, 255)] {
+                let eligible = |k: &&qkern_kernels::DwconvUkernel| {
+                    k.isa.within(isa) && dispatch::dwconv_runs_here(k) && k.handles_taps(taps) && k.takes_weights(lo, hi)
+                };
+                // The best tier that has a kernel for this filter, then its best kernel.
+                let tier = all.iter().filter(eligible).map(|k| k.isa).max().unwrap();
+                let want = all.iter().filter(eligible).rfind(|k| k.isa == tier).unwrap();
+                if isa != Isa::Scalar && all.iter().any(|k| k.isa == isa) {
+                    assert_ne!(tier, Isa::Scalar, "{}: {taps} taps fall back to the portable kernel", isa.name());
+                }
+                if taps != 7 {
+                    assert!(want.taps == Some(taps) || tier == Isa::Scalar, "{}: no specialised {kh}x{kw} kernel", want.name);
+                }
+                let got = ctx.kernels().dwconv_for(taps, lo, hi).unwrap();
+                assert_eq!(got.name, want.name, "{}: {kh}x{kw} weights in [{lo}, {hi}]", isa.name());
+                // The same through a filter packed by the public API (u8 weights
+                // `z + max(lo, −z)` and 255, zero point `z = 255 − hi`: centred within [lo, hi]).
+                let z = 255 - hi;
+                let w: Vec<u8> = (0..2 * taps).map(|i| if i % 2 == 0 { (z + lo.max(-z)) as u8 } else { 255 }).collect();
+                let f = DepthwiseFilter::new_in(&ctx, &w, 2, kh, kw, WeightQuant::per_tensor(z, 1.0)).unwrap();
+                let fw = dispatch::dwconv_kernels().into_iter().find(|k| k.name == f.kernel_name()).unwrap();
+                assert!(fw.isa == tier, "{}: packed for {} instead of a {} kernel", isa.name(), f.kernel_name(), tier.name());
+            }
+        }
+    }
+}
+
 mod api {
     use super::common;
     use qkern::conv::{Conv2dGeometry, DepthwiseConv, DepthwiseFilter};

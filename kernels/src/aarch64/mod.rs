@@ -7,6 +7,12 @@
 //! * i8mm: `qx8_gemm_8x8c8__i8mm` (`smmla` for i8 activations, `usmmla` for u8, weights
 //!   stored as i8).
 //!
+//! * Depthwise: `qx8_dwconv_{up,9p,25p}16__neon` (i16 widening `smlal`, 16-channel
+//!   tiles; [`neon::dwconv`]).
+//! * Codebook: `tbl` decode, then `smull` + `sadalp` (`qx8_codebook{4,5}_gemm_4x8c8__neon`)
+//!   or `sdot` (`qx8_codebook{4,5}_gemm_8x8c8__dotprod`); [`neon::codebook`],
+//!   [`dotprod::codebook`].
+//!
 //! The dotprod and i8mm kernels read A either as raw rows or packed by [`pack_a_8x8`]
 //! (the driver packs once per row tile and reuses it for every column tile).
 
@@ -14,11 +20,22 @@ pub mod dotprod;
 pub mod i8mm;
 pub mod neon;
 
-use crate::types::GemmUkernel;
+use crate::types::{CodebookUkernel, DwconvUkernel, GemmUkernel};
 
 /// Every AArch64 GEMM microkernel in this build, least preferred first.
 pub fn gemm_kernels() -> impl Iterator<Item = GemmUkernel> {
     neon::GEMM_KERNELS.iter().chain(dotprod::GEMM_KERNELS).chain(i8mm::GEMM_KERNELS).copied()
+}
+
+/// Every AArch64 depthwise microkernel in this build, least preferred first (within a
+/// tier, the any-size kernel before the specialised ones).
+pub fn dwconv_kernels() -> impl Iterator<Item = DwconvUkernel> {
+    neon::dwconv::DWCONV_KERNELS.iter().copied()
+}
+
+/// Every AArch64 codebook (table-lookup) microkernel in this build, least preferred first.
+pub fn codebook_kernels() -> impl Iterator<Item = CodebookUkernel> {
+    neon::codebook::CODEBOOK_KERNELS.iter().chain(dotprod::codebook::CODEBOOK_KERNELS).copied()
 }
 
 /// Rows of the 8-row packed A layout ([`pack_a_8x8`]).

@@ -23,6 +23,8 @@
 //! Epilogue: the accumulators go to a stack tile and through the shared NEON output stage
 //! ([`store_tile_neon`](super::store_tile_neon)), bit-exact with the reference for every stage.
 
+pub mod codebook;
+
 use core::arch::aarch64::*;
 use core::arch::asm;
 

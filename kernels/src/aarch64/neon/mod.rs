@@ -15,6 +15,9 @@
 //!
 //! Epilogue: the shared NEON output stage ([`store_tile_neon`](super::store_tile_neon)) over the accumulator tile.
 
+pub mod codebook;
+pub mod dwconv;
+
 use core::arch::aarch64::*;
 
 use super::row_pointers;
