@@ -55,12 +55,21 @@ fn grid(set: &LevelSet) -> Vec<i16> {
     set.grid().unwrap().values().to_vec()
 }
 
-/// Runs i32 and f32 output through `ctx` with `w`, against the reference.
-#[allow(clippy::too_many_arguments)]
-fn check<A: Int8>(ctx: &Context, w: &CodebookWeights, p: &PackedCodes, set: &LevelSet, m: usize, a: &[A], lda: usize, za: A, what: &str) {
+/// The exact product (i64, no bias) by the plain decode-and-multiply reference; computed
+/// once per input and shared by every kernel checked on it (this keeps the suite fast
+/// under qemu).
+fn reference<A: Int8>(p: &PackedCodes, set: &LevelSet, m: usize, a: &[A], lda: usize, za: A) -> Vec<i64> {
     let (k, n) = (p.k(), p.n());
     let mut r = vec![0i64; m * n];
     codebook_gemm_i64(m, n, k, a, lda, za.to_i32(), |kk, j| p.code(kk, j).unwrap(), &grid(set), &mut r, n);
+    r
+}
+
+/// Runs i32 and f32 output through `ctx` with `w`, against the reference product `r`
+/// (from [`reference`] on the same inputs).
+#[allow(clippy::too_many_arguments)]
+fn check<A: Int8>(ctx: &Context, w: &CodebookWeights, p: &PackedCodes, m: usize, a: &[A], lda: usize, za: A, r: &[i64], what: &str) {
+    let (k, n) = (p.k(), p.n());
     let bias: Vec<i32> = (0..n as i32).map(|j| j * 7 - 50).collect();
     let sa = 0.03125f32;
     let am = MatrixRef::new(a, m, k).with_stride(lda);
@@ -81,7 +90,7 @@ fn check<A: Int8>(ctx: &Context, w: &CodebookWeights, p: &PackedCodes, set: &Lev
     let mut cf = vec![0f32; m * n];
     ctx.codebook_gemm_f32(Activations::new(am, za, sa), w, Some(&fb), MatrixMut::new(&mut cf, m, n)).unwrap_or_else(|e| panic!("{what}: {e}"));
     let gs = p.grid_scales().unwrap();
-    for (i, (&got, &acc)) in cf.iter().zip(&r).enumerate() {
+    for (i, (&got, &acc)) in cf.iter().zip(r).enumerate() {
         let j = i % n;
         let e = acc as f32 * (sa * gs[j]) + fb[j];
         assert_eq!(got.to_bits(), e.to_bits(), "{what}: f32 C[{}][{j}] = {got} want {e} (kernel {})", i / n, w.kernel_name());
@@ -110,9 +119,10 @@ fn sweep<A: Int8>(rng: &mut ChaCha8Rng) {
                         let lda = k + 3;
                         let a: Vec<A> = (0..m * lda).map(|_| A::from_bits(rng.random())).collect();
                         let za = A::from_bits(rng.random());
+                        let r = reference(&p, &set, m, &a, lda, za);
                         for w in &ws {
                             let what = format!("{} {name} {} m={m} n={n} k={k} {}", isa.name(), w.kernel_name(), A::NAME);
-                            check(&ctx, w, &p, &set, m, &a, lda, za, &what);
+                            check(&ctx, w, &p, m, &a, lda, za, &r, &what);
                         }
                     }
                 }
@@ -145,23 +155,26 @@ fn extremes<A: Int8>() {
                 ends.extend(end_codes(&set).into_iter().filter(|&c| c != max_code(&set)));
                 for code in ends {
                 let p = packed(&set, k, n, &mut rng, Some(code));
-                for w in weights_for(&ctx, &p) {
-                    for (av, zv) in [(A::MAX, A::MIN), (A::MIN, A::MAX), (A::MAX, A::MAX)] {
-                        let m = 3;
-                        let a = vec![A::saturate_from(av); m * k];
+                let ws = weights_for(&ctx, &p);
+                for (av, zv) in [(A::MAX, A::MIN), (A::MIN, A::MAX), (A::MAX, A::MAX)] {
+                    let m = 3;
+                    let a = vec![A::saturate_from(av); m * k];
+                    let r = reference(&p, &set, m, &a, k, A::saturate_from(zv));
+                    for w in &ws {
                         let what = format!("{} {name} {} extremes k={k} a={av} za={zv} {}", isa.name(), w.kernel_name(), A::NAME);
-                        check(&ctx, &w, &p, &set, m, &a, k, A::saturate_from(zv), &what);
+                        check(&ctx, w, &p, m, &a, k, A::saturate_from(zv), &r, &what);
                     }
                 }
                 }
                 // Random codes at the long K: results fit, chunked path compared exactly.
                 if k > 65_000 {
                     let p = packed(&set, k, n, &mut rng, None);
+                    let m = 5;
+                    let a: Vec<A> = (0..m * k).map(|_| A::from_bits(rng.random())).collect();
+                    let r = reference(&p, &set, m, &a, k, A::saturate_from(A::MIN));
                     for w in weights_for(&ctx, &p) {
-                        let m = 5;
-                        let a: Vec<A> = (0..m * k).map(|_| A::from_bits(rng.random())).collect();
                         let what = format!("{} {name} {} long K {}", isa.name(), w.kernel_name(), A::NAME);
-                        check(&ctx, &w, &p, &set, m, &a, k, A::saturate_from(A::MIN), &what);
+                        check(&ctx, &w, &p, m, &a, k, A::saturate_from(A::MIN), &r, &what);
                     }
                 }
             }
@@ -188,7 +201,8 @@ fn threads_split_gemv_and_gemm() {
         let p = packed(&set, k, n, &mut rng, None);
         let w = CodebookWeights::new_in(&ctx, &p).unwrap();
         let a: Vec<u8> = (0..m * k).map(|_| rng.random()).collect();
-        check(&ctx, &w, &p, &set, m, &a, k, 77u8, &format!("threads m={m} n={n} k={k}"));
+        let r = reference(&p, &set, m, &a, k, 77u8);
+        check(&ctx, &w, &p, m, &a, k, 77u8, &r, &format!("threads m={m} n={n} k={k}"));
     }
 }
 
@@ -305,7 +319,9 @@ fn shift_family_picks_the_tier_kernel_with_the_right_terms() {
                     assert!(matches!(CodebookWeights::with_kernel(&ctx, &p, s.name), Err(Error::Unsupported(_))), "{}", s.name);
                 }
             }
-            check(&ctx, &w, &p, &set, 3, &(0..120).map(|i| (i * 37 % 256) as u8).collect::<Vec<_>>(), 40, 9u8, name);
+            let a: Vec<u8> = (0..120).map(|i| (i * 37 % 256) as u8).collect();
+            let r = reference(&p, &set, 3, &a, 40, 9u8);
+            check(&ctx, &w, &p, 3, &a, 40, 9u8, &r, name);
         }
     }
 }
