@@ -1486,3 +1486,15 @@ fn huge_multipliers_saturate() {
         }
     }
 }
+
+/// Fuzz finding (ffi, fuzz/regressions/ffi/gemm_weights_create_k0_huge_n_capacity_overflow):
+/// K = 0 with a huge N passes the buffer check (B is empty) and used to panic with a
+/// capacity overflow while allocating the per-column tables. Now an `Overflow` error.
+#[test]
+fn packing_refuses_unaddressable_sizes() {
+    let empty: [i8; 0] = [];
+    for (k, n) in [(0usize, usize::MAX), (0, usize::MAX / 3), (0, 1 << 60)] {
+        let r = PackedWeights::new(MatrixRef::new(&empty, k, n), WeightQuant::per_tensor(0, 1.0));
+        assert!(matches!(r, Err(Error::Overflow(_))), "K = {k}, N = {n}: {r:?}");
+    }
+}

@@ -49,6 +49,7 @@ impl PackedWeights {
     pub fn new_in<B: Int8>(ctx: &Context, b: MatrixRef<'_, B>, quant: WeightQuant<'_>) -> Result<PackedWeights> {
         let (k, n) = (b.rows, b.cols);
         check_matrix("b", b.data.len(), k, n, b.stride)?;
+        check_pack_size(k, n)?;
         let zero_point = quant.zero_point.expand("weight zero_point", n)?;
         for &z in &zero_point {
             if z < B::MIN || z > B::MAX {
@@ -176,3 +177,25 @@ impl PackedWeights {
     }
 }
 
+/// Refuses a K × N whose packed panels and per-column tables could not be allocated —
+/// their sizes overflow, pass `isize::MAX`, or the allocator refuses them — with an
+/// error instead of a capacity-overflow panic or an allocation-failure abort. (K may be
+/// 0 with a huge N, or N 0 with any K: B is then empty and passes `check_matrix`.)
+fn check_pack_size(k: usize, n: usize) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    // Per column: K-chunk sums, column sum, zero points (given and stored), scale: i32/f32.
+    let chunks = k.div_ceil(K_CHUNK).max(1);
+    // Panels: K and N padded by at most one tile (≤ 64) each.
+    let bytes = chunks
+        .checked_add(5)
+        .and_then(|c| c.checked_mul(4))
+        .and_then(|c| c.checked_mul(n))
+        .and_then(|t| k.checked_add(64)?.checked_mul(n.checked_add(64)?)?.checked_add(t))
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| Error::Overflow(format!("packing B ({k} × {n}) needs more memory than can be addressed")))?;
+    Vec::<u8>::new()
+        .try_reserve_exact(bytes)
+        .map_err(|_| Error::Overflow(format!("packing B ({k} × {n}) needs {bytes} bytes, which cannot be allocated")))
+}
