@@ -7,7 +7,7 @@ use std::ffi::c_void;
 
 use super::gemm::{AIn, a_in, inputs, per_channel, with_a, zero_point};
 use super::runtime::context;
-use super::util::{Span, check_disjoint, check_extent, check_outputs_disjoint, opt_slice, opt_span, slice, slice_mut, span};
+use super::util::{Span, free_handle, handle_ref, check_disjoint, check_extent, check_outputs_disjoint, opt_slice, opt_span, slice, slice_mut, span};
 use super::{Dtype, Failure, guard, qk_dtype, qk_status};
 use crate::codebook::CodebookWeights;
 use crate::error::Error;
@@ -341,26 +341,14 @@ pub unsafe extern "C" fn qk_codebook_pack(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qk_codebook_weights_free(weights: *mut qk_codebook_weights) -> qk_status {
     guard("qk_codebook_weights_free", || {
-        if !weights.is_null() {
-            // SAFETY: the caller guarantees `weights` came from `Box::into_raw` in `give`
-            // and is freed once.
-            drop(unsafe { Box::from_raw(weights) });
-        }
+        free_handle(weights);
         Ok(())
     })
 }
 
 /// The handle behind a pointer.
 fn weights_ref<'a>(w: *const qk_codebook_weights) -> Result<&'a qk_codebook_weights, Failure> {
-    if w.is_null() {
-        return Err(Failure::null("weights"));
-    }
-    if !w.is_aligned() {
-        return Err(Failure::invalid("`weights` is misaligned: not a qk_codebook_weights handle"));
-    }
-    // SAFETY: non-null and aligned; every function taking a handle requires a live handle
-    // (documented in its `# Safety`), which is never mutated.
-    Ok(unsafe { &*w })
+    handle_ref(w, "weights", "qk_codebook_pack or qk_codebook_weights_create")
 }
 
 /// K, N and the code width of a handle.

@@ -8,7 +8,7 @@ use std::ffi::c_void;
 use qkern_kernels::Int8;
 
 use super::gemm::{int8_dtype, per_channel, zero_point};
-use super::util::{Span, check_disjoint, opt_slice, opt_span, slice, slice_mut, span};
+use super::util::{Span, free_handle, handle_ref, check_disjoint, opt_slice, opt_span, slice, slice_mut, span};
 use super::runtime::context;
 use super::{Dtype, Failure, guard, qk_dtype, qk_requant_mode, qk_status, requant_mode_from_c};
 use crate::conv::{Conv2d, Conv2dGeometry, ConvInput};
@@ -158,27 +158,14 @@ pub unsafe extern "C" fn qk_conv_filter_create(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qk_conv_filter_free(filter: *mut qk_conv_filter) -> qk_status {
     guard("qk_conv_filter_free", || {
-        if !filter.is_null() {
-            // SAFETY: the caller guarantees `filter` came from `Box::into_raw` in
-            // `qk_conv_filter_create` and is freed once.
-            drop(unsafe { Box::from_raw(filter) });
-        }
+        free_handle(filter);
         Ok(())
     })
 }
 
 /// The handle behind a pointer.
 fn filter_ref<'a>(f: *const qk_conv_filter) -> Result<&'a Conv2d, Failure> {
-    if f.is_null() {
-        return Err(Failure::null("filter"));
-    }
-    if !f.is_aligned() {
-        return Err(Failure::invalid("`filter` is misaligned: not a handle from qk_conv_filter_create"));
-    }
-    // SAFETY: non-null and aligned; every function taking a handle requires a live
-    // handle from `qk_conv_filter_create` (documented in its `# Safety`); runs only
-    // take `&Conv2d`, whose caches are behind locks.
-    Ok(unsafe { &(*f).filter })
+    Ok(&handle_ref(f, "filter", "qk_conv_filter_create")?.filter)
 }
 
 /// The validated input span.

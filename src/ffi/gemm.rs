@@ -5,7 +5,7 @@ use std::ffi::c_void;
 
 use qkern_kernels::Int8;
 
-use super::util::{Span, check_disjoint, check_extent, opt_slice, opt_span, slice, slice_mut, span};
+use super::util::{Span, free_handle, handle_ref, check_disjoint, check_extent, opt_slice, opt_span, slice, slice_mut, span};
 use super::runtime::context;
 use super::{Dtype, Failure, guard, qk_dtype, qk_requant_mode, qk_status, requant_mode_from_c};
 use crate::error::Error;
@@ -125,11 +125,7 @@ pub unsafe extern "C" fn qk_gemm_weights_create(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qk_gemm_weights_free(weights: *mut qk_gemm_weights) -> qk_status {
     guard("qk_gemm_weights_free", || {
-        if !weights.is_null() {
-            // SAFETY: the caller guarantees `weights` came from `Box::into_raw` in
-            // `qk_gemm_weights_create` and is freed once.
-            drop(unsafe { Box::from_raw(weights) });
-        }
+        free_handle(weights);
         Ok(())
     })
 }
@@ -166,15 +162,7 @@ pub unsafe extern "C" fn qk_gemm_weights_shape(
 
 /// The handle behind a pointer.
 fn weights_ref<'a>(w: *const qk_gemm_weights) -> Result<&'a qk_gemm_weights, Failure> {
-    if w.is_null() {
-        return Err(Failure::null("weights"));
-    }
-    if !w.is_aligned() {
-        return Err(Failure::invalid("`weights` is misaligned: not a handle from qk_gemm_weights_create"));
-    }
-    // SAFETY: non-null and aligned; every extern fn taking a handle requires a live handle from
-    // `qk_gemm_weights_create` (documented in its `# Safety`), which is never mutated.
-    Ok(unsafe { &*w })
+    handle_ref(w, "weights", "qk_gemm_weights_create")
 }
 
 /// The A operand of a GEMM call, validated as a span (dtype, pointer, count) but not yet

@@ -132,3 +132,33 @@ pub(crate) fn check_extent(what: &str, rows: usize, cols: usize, ld: usize) -> R
         .map(|_| ())
         .ok_or_else(|| Failure::overflow(format!("`{what}`: {rows} rows of stride {ld} (+ {cols} columns) overflow size_t")))
 }
+
+/// The handle behind `ptr`, an argument named `what` that must come from `origin` (the
+/// function that creates such handles): NULL and misaligned pointers are errors.
+///
+/// Every extern function taking a handle requires, in its `# Safety`, a live handle
+/// from `origin` that no other thread frees meanwhile; handles are never mutated through
+/// shared references (caches inside sit behind locks).
+pub(crate) fn handle_ref<'a, T>(ptr: *const T, what: &'static str, origin: &str) -> Result<&'a T, Failure> {
+    if ptr.is_null() {
+        return Err(Failure::null(what));
+    }
+    if !ptr.is_aligned() {
+        return Err(Failure::invalid(format!("`{what}` is misaligned: not a handle from {origin}")));
+    }
+    // SAFETY: non-null and aligned; live and unaliased mutably per the extern function's
+    // documented contract (above).
+    Ok(unsafe { &*ptr })
+}
+
+/// Frees a handle made by `Box::into_raw`; NULL does nothing.
+///
+/// The extern `*_free` functions require (in their `# Safety`) NULL or a live handle
+/// from their creating function, freed once, used by no other thread.
+pub(crate) fn free_handle<T>(ptr: *mut T) {
+    if !ptr.is_null() {
+        // SAFETY: per the extern function's contract, `ptr` came from `Box::into_raw`
+        // and is freed exactly once.
+        drop(unsafe { Box::from_raw(ptr) });
+    }
+}

@@ -34,7 +34,7 @@ impl<'a> Stage<'a> {
             return Err(Error::InvalidScale { what: "requantization multiplier sa·sb/sy", value: *s as f64 });
         }
         let qmult = match rq.mode {
-            RequantMode::Fp32 => Scratch::new(),
+            RequantMode::Fp32 => Scratch::unused(),
             // TFLite: the effective scale in double.
             mode => Scratch::collect(w.scale.iter().map(|&sb| quantize_multiplier(sa as f64 * sb as f64 / rq.scale as f64, mode))),
         };
@@ -467,8 +467,10 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
     // enough tasks for the threads.
     let cb = (512 * 1024 / panel_bytes.max(1)).clamp(1, tiles_n);
     let rb = (64 / mr).clamp(1, tiles_m);
-    let mut tasks = Scratch::collect(gemv.map(|_| gemv_tasks(tiles_n, ctx.threads())).into_iter().flatten());
-    if gemv.is_none() {
+    let mut tasks = Scratch::new();
+    if gemv.is_some() {
+        tasks.extend(gemv_tasks(tiles_n, ctx.threads()));
+    } else {
         tasks.extend(
             (0..tiles_n)
                 .step_by(cb)
