@@ -128,3 +128,46 @@ fn quantize_rejects_bad_input_without_panicking() {
         assert!(stderr.contains(needle), "{args:?}: {needle:?} not in {stderr}");
     }
 }
+
+#[test]
+fn quantize_draws_the_weights_and_each_schemes_levels() {
+    use qkern::quant::{IntFormat, Mapping, UniformQuantizer};
+    let d = dir();
+    let p = d.join("h.npy");
+    let x = gaussian(4096);
+    write_npy(&p, &[4096], &x);
+    let out = run(&[p.to_str().unwrap(), "--bits", "4"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let head = lines.iter().position(|l| l.trim_start().starts_with("weights:")).unwrap_or_else(|| panic!("no histogram:\n{stdout}"));
+    // The tallest bar reaches the top row; the bottom row marks every non-empty bin of 64
+    // over [min, max].
+    let (lo, hi) = x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let mut filled = [false; 64];
+    for &v in &x {
+        filled[(((v - lo) as f64 / (hi - lo) as f64 * 64.0) as usize).min(63)] = true;
+    }
+    let plot_col = |l: &str| l.len() - 64;
+    let bottom = lines[head + 10];
+    let bars: Vec<bool> = bottom[plot_col(bottom)..].chars().map(|c| c == '#').collect();
+    assert_eq!(bars, filled.to_vec(), "bottom row:\n{bottom}");
+    assert!(lines[head + 1].contains('#'), "top row empty:\n{stdout}");
+    // The uniform row marks exactly the symmetric 4-bit levels inside [min, max].
+    let params = UniformQuantizer::new(IntFormat::signed(4).unwrap(), Mapping::Symmetric).calibrate(&x, &[x.len()]).unwrap();
+    let s = params.scales()[0];
+    let f = IntFormat::signed(4).unwrap();
+    let want = (f.qmin()..=f.qmax()).filter(|&q| (lo..=hi).contains(&(q as f32 * s))).count();
+    let row = lines.iter().skip(head).find(|l| l.trim_start().starts_with("uniform (symmetric")).unwrap_or_else(|| panic!("no uniform levels:\n{stdout}"));
+    let marks: usize = row.split("  (").next().unwrap().chars().skip(2 + 22).map(|c| match c {
+        '|' => 1,
+        '2'..='9' => c as usize - '0' as usize,
+        _ => 0,
+    }).sum();
+    assert_eq!(marks, want, "{row}");
+    assert!(row.ends_with(&format!("({want} levels in range)")), "{row}");
+    // Every scheme with levels gets a line; grid-aligned PWLQ (no per-tensor form) none.
+    for name in ["pot (base 2)", "log (base sqrt 2)", "apot (weights)", "codebook (IQ4_NL)", "pwlq (search p)"] {
+        assert!(lines.iter().skip(head).any(|l| l.trim_start().starts_with(name)), "no levels for {name}:\n{stdout}");
+    }
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use qkern::quant::codebook::{LevelQuantizer, LevelSet};
 use qkern::quant::pwlq::{Breakpoint, GridScope, PwlqQuantizer};
-use qkern::quant::{ApotFormat, ErrorStats, Granularity, IntFormat, Mapping, PotBase, PotFormat, UniformQuantizer};
+use qkern::quant::{ApotFormat, ErrorStats, Granularity, IntFormat, Mapping, PotBase, PotFormat, Scheme, UniformQuantizer};
 
 /// The schemes `--scheme` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -77,15 +77,45 @@ fn read_npy(path: &PathBuf) -> Result<(Vec<usize>, Vec<f32>), String> {
 }
 
 /// One row of the report: a scheme's name, its code bits, the bits it stores per weight,
-/// and its error (or why it does not apply).
+/// its error (or why it does not apply) and, for the histogram, its levels within the
+/// data's range from a per-tensor fit (none where the scheme has no per-tensor form).
 struct Row {
     name: String,
     stored_bits: u32,
     result: Result<ErrorStats, String>,
+    levels: Option<Vec<f32>>,
 }
 
-fn run_levels(q: LevelQuantizer, x: &[f32], shape: &[usize]) -> qkern::Result<ErrorStats> {
-    q.calibrate(x, shape)?.error(x, shape)
+/// Quantize-then-dequantize with calibrated parameters, whatever the scheme's code type.
+type FakeQuant = Box<dyn Fn(&[f32], &[usize]) -> qkern::Result<Vec<f32>>>;
+
+fn boxed<C: Copy + Default, S: Scheme<C> + 'static>(s: S) -> FakeQuant {
+    Box::new(move |x, shape| s.fake_quantize(x, shape))
+}
+
+/// A scheme's row: fitted with `fit(granularity)` on the data for the error, and fitted
+/// per tensor for the levels the histogram shows.
+fn row(name: String, stored_bits: u32, x: &[f32], shape: &[usize], g: Granularity, fit: impl Fn(Granularity) -> qkern::Result<FakeQuant>) -> Row {
+    let result = fit(g).and_then(|fq| ErrorStats::between(x, &fq(x, shape)?)).map_err(|e| e.to_string());
+    let levels = result.is_ok().then(|| fit(Granularity::PerTensor).and_then(|fq| levels_in_range(&fq, x)).ok()).flatten();
+    Row { name, stored_bits, result, levels }
+}
+
+/// The distinct values `fq` (fitted per tensor) produces over a fine sweep of the data's
+/// range: the scheme's levels there, each found because the sweep is much finer than
+/// any level spacing a ≤ 8-bit code can have on that range.
+fn levels_in_range(fq: &FakeQuant, x: &[f32]) -> qkern::Result<Vec<f32>> {
+    let (lo, hi) = min_max(x);
+    const STEPS: usize = 1 << 16;
+    let sweep: Vec<f32> = (0..=STEPS).map(|i| lo + (hi - lo) * (i as f32 / STEPS as f32)).collect();
+    let mut v = fq(&sweep, &[sweep.len()])?;
+    v.sort_by(f32::total_cmp);
+    v.dedup();
+    Ok(v)
+}
+
+fn min_max(x: &[f32]) -> (f32, f32) {
+    x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
 pub fn run(args: QuantizeArgs) -> Result<(), String> {
@@ -104,44 +134,48 @@ pub fn run(args: QuantizeArgs) -> Result<(), String> {
     let all = args.scheme == SchemeArg::All;
     let want = |s: SchemeArg| all || args.scheme == s;
     let mut rows = Vec::new();
-    let e = |r: qkern::Result<ErrorStats>| r.map_err(|e| e.to_string());
+    let (xs, sh) = (&x[..], &shape[..]);
+    let uniform = move |bits: u32| {
+        move |g: Granularity| -> qkern::Result<FakeQuant> {
+            let f = IntFormat::signed(bits)?;
+            Ok(boxed::<i8, _>(UniformQuantizer::new(f, Mapping::Symmetric).with_granularity(g).calibrate(xs, sh)?))
+        }
+    };
+    let levels = move |q: qkern::Result<LevelQuantizer>| {
+        move |g: Granularity| -> qkern::Result<FakeQuant> { Ok(boxed(q.clone()?.with_granularity(g).calibrate(xs, sh)?)) }
+    };
     if want(SchemeArg::Uniform) {
-        let r = IntFormat::signed(b).and_then(|f| {
-            UniformQuantizer::new(f, Mapping::Symmetric).with_granularity(g).calibrate(&x, &shape)?.error(&x, &shape)
-        });
-        rows.push(Row { name: "uniform (symmetric, min-max)".into(), stored_bits: b, result: e(r) });
+        rows.push(row("uniform (symmetric, min-max)".into(), b, &x, &shape, g, uniform(b)));
     }
     if want(SchemeArg::Pot) {
-        let r = PotFormat::signed(b).and_then(|f| run_levels(f.with_base(PotBase::Two).quantizer().with_granularity(g), &x, &shape));
-        rows.push(Row { name: "pot (base 2)".into(), stored_bits: b, result: e(r) });
+        let q = PotFormat::signed(b).map(|f| f.with_base(PotBase::Two).quantizer());
+        rows.push(row("pot (base 2)".into(), b, &x, &shape, g, levels(q)));
     }
     if want(SchemeArg::Log) {
-        let r = PotFormat::signed(b).and_then(|f| run_levels(f.with_base(PotBase::Sqrt2).quantizer().with_granularity(g), &x, &shape));
-        rows.push(Row { name: "log (base sqrt 2)".into(), stored_bits: b, result: e(r) });
+        let q = PotFormat::signed(b).map(|f| f.with_base(PotBase::Sqrt2).quantizer());
+        rows.push(row("log (base sqrt 2)".into(), b, &x, &shape, g, levels(q)));
     }
     if want(SchemeArg::Apot) {
-        let r = ApotFormat::weight(b).and_then(|f| run_levels(f.quantizer().with_granularity(g), &x, &shape));
-        rows.push(Row { name: "apot (weights)".into(), stored_bits: b, result: e(r) });
+        let q = ApotFormat::weight(b).map(|f| f.quantizer());
+        rows.push(row("apot (weights)".into(), b, &x, &shape, g, levels(q)));
     }
     if want(SchemeArg::Codebook) {
-        let r = if b == 4 {
-            e(LevelSet::codebook_i16(4, &IQ4_NL).and_then(|s| run_levels(LevelQuantizer::new(s).with_granularity(g), &x, &shape)))
+        if b == 4 {
+            let q = LevelSet::codebook_i16(4, &IQ4_NL).map(LevelQuantizer::new);
+            rows.push(row("codebook (IQ4_NL)".into(), b, &x, &shape, g, levels(q)));
         } else {
-            Err(format!("the built-in learned codebook (IQ4_NL) is 4-bit; --bits is {b}"))
-        };
-        rows.push(Row { name: "codebook (IQ4_NL)".into(), stored_bits: b, result: r });
+            let result = Err(format!("the built-in learned codebook (IQ4_NL) is 4-bit; --bits is {b}"));
+            rows.push(Row { name: "codebook (IQ4_NL)".into(), stored_bits: b, result, levels: None });
+        }
     }
     if want(SchemeArg::Pwlq) && b < 8 {
         // PWLQ stores b + 1 bits; uniform at that width is the fair comparison too.
-        let r = IntFormat::signed(b + 1).and_then(|f| {
-            UniformQuantizer::new(f, Mapping::Symmetric).with_granularity(g).calibrate(&x, &shape)?.error(&x, &shape)
-        });
-        rows.push(Row { name: format!("uniform at {} bits (PWLQ's storage)", b + 1), stored_bits: b + 1, result: e(r) });
+        rows.push(row(format!("uniform at {} bits (PWLQ's storage)", b + 1), b + 1, &x, &shape, g, uniform(b + 1)));
     }
     if want(SchemeArg::Pwlq) {
         for (label, bp) in [("gaussian p", Breakpoint::Gaussian), ("laplace p", Breakpoint::Laplace), ("search p", Breakpoint::Search)] {
-            let r = PwlqQuantizer::new(b, bp).with_granularity(g).calibrate(&x, &shape).and_then(|p| p.error(&x, &shape));
-            rows.push(Row { name: format!("pwlq ({label})"), stored_bits: b + 1, result: e(r) });
+            let fit = |g: Granularity| -> qkern::Result<FakeQuant> { Ok(boxed(PwlqQuantizer::new(b, bp).with_granularity(g).calibrate(&x, &shape)?)) };
+            rows.push(row(format!("pwlq ({label})"), b + 1, &x, &shape, g, fit));
         }
         // Grid-aligned PWLQ (a ≤ 32-entry int8 codebook at 4 bits): what the snap costs.
         let grid = PwlqQuantizer::new(b, Breakpoint::Search)
@@ -160,7 +194,7 @@ pub fn run(args: QuantizeArgs) -> Result<(), String> {
             Some(f) => format!("pwlq grid-aligned |L|<=127 ({:+.2}% MSE vs search p)", 100.0 * f),
             None => "pwlq grid-aligned |L|<=127".into(),
         };
-        rows.push(Row { name, stored_bits: b + 1, result });
+        rows.push(Row { name, stored_bits: b + 1, result, levels: None });
     }
     let gran = match g {
         Granularity::PerChannel { axis } => format!("per channel (axis {axis})"),
@@ -175,10 +209,84 @@ pub fn run(args: QuantizeArgs) -> Result<(), String> {
         }
     }
     println!("bits/w = stored bits per weight (PWLQ adds its region bit); SQNR = 10*log10(signal power / MSE)");
+    println!();
+    let plotted: Vec<(&str, &[f32])> = rows.iter().filter_map(|r| Some((r.name.as_str(), r.levels.as_deref()?))).collect();
+    for line in histogram(&x, &plotted) {
+        println!("{line}");
+    }
+    if g != Granularity::PerTensor {
+        println!("  levels: a per-tensor fit of each scheme (per channel, every channel has its own scale)");
+    }
     // A scheme asked for by name that cannot run is an error; in `all` the other rows
     // still help, so there the n/a rows are only reported.
     if !all && rows.iter().any(|r| r.result.is_err()) {
         return Err(rows.into_iter().find_map(|r| r.result.err()).unwrap_or_default());
     }
     Ok(())
+}
+
+/// Columns of the histogram.
+const BINS: usize = 64;
+/// Rows of the histogram's bars.
+const HEIGHT: usize = 10;
+/// Width of the label column before the plot.
+const LABEL: usize = 22;
+
+/// The ASCII histogram of `x` over [min, max] in [`BINS`] columns, then one line per
+/// scheme marking the columns that hold its levels (`|` one level, `2`–`9` that many,
+/// `+` more), so a user sees where each scheme spends its levels against where the
+/// weights are. Lines are indented, so no line starts with a scheme name.
+fn histogram(x: &[f32], schemes: &[(&str, &[f32])]) -> Vec<String> {
+    let (lo, hi) = min_max(x);
+    let width = (hi - lo) as f64;
+    let column = |v: f32| -> Option<usize> {
+        if !(lo..=hi).contains(&v) {
+            return None;
+        }
+        if width <= 0.0 {
+            return Some(BINS / 2);
+        }
+        Some((((v - lo) as f64 / width * BINS as f64) as usize).min(BINS - 1))
+    };
+    let mut counts = [0usize; BINS];
+    for &v in x {
+        if let Some(c) = column(v) {
+            counts[c] += 1;
+        }
+    }
+    let top = counts.iter().copied().max().unwrap_or(0).max(1);
+    let mut out = vec![format!("  weights: {} values in [{lo:.4e}, {hi:.4e}], {BINS} bins; tallest bin {top}", x.len())];
+    for level in (1..=HEIGHT).rev() {
+        // A bin shows `#` up to its height rounded up, so a non-empty bin is visible.
+        let bar: String = counts.iter().map(|&c| if c * HEIGHT > (level - 1) * top && c > 0 { '#' } else { ' ' }).collect();
+        out.push(format!("  {:>w$} {bar}", "", w = LABEL));
+    }
+    let mut axis = vec!['-'; BINS];
+    if let Some(z) = column(0.0) {
+        axis[z] = '0';
+    }
+    out.push(format!("  {:>w$} {}", "", axis.into_iter().collect::<String>(), w = LABEL));
+    let lo_s = format!("{lo:.3e}");
+    let hi_s = format!("{hi:.3e}");
+    out.push(format!("  {:>w$} {lo_s}{hi_s:>pad$}", "", w = LABEL, pad = BINS.saturating_sub(lo_s.len())));
+    for (name, levels) in schemes {
+        let mut n = [0usize; BINS];
+        for &l in levels.iter() {
+            if let Some(c) = column(l) {
+                n[c] += 1;
+            }
+        }
+        let marks: String = n
+            .iter()
+            .map(|&k| match k {
+                0 => ' ',
+                1 => '|',
+                2..=9 => char::from(b'0' + k as u8),
+                _ => '+',
+            })
+            .collect();
+        let short: String = name.chars().take(LABEL).collect();
+        out.push(format!("  {short:<w$} {marks}  ({} levels in range)", levels.len(), w = LABEL));
+    }
+    out
 }
