@@ -22,9 +22,7 @@ ROOT = os.path.dirname(HERE)
 
 
 def qkern_bench(binary, isa, names, threads, min_time, op):
-    cmd = [binary, "bench", "--json", "--isa", isa, "--threads", str(threads), "--min-time", str(min_time)]
-    if op != "gemm":
-        cmd += ["--op", op]
+    cmd = [binary, "bench", "--json", "--isa", isa, "--threads", str(threads), "--min-time", str(min_time), "--op", op]
     for s in names:
         cmd += ["--shape", s]
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)

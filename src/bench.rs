@@ -608,6 +608,90 @@ impl CodebookCase {
     }
 }
 
+/// An exact-mode PWLQ benchmark case (issue 6): `C (f32) = (A − 128)·ŵ·sa` with 4-bit
+/// PWLQ weights (Gaussian breakpoint, per output channel) of N(0, 0.02²) data, u8
+/// activations, through [`crate::quant::pwlq::PwlqGemmWeights`] prepared for `ctx`.
+#[derive(Debug)]
+pub struct PwlqCase {
+    shape: Shape,
+    ctx: Context,
+    a: Vec<u8>,
+    packed: crate::quant::pwlq::PwlqPacked,
+    w: crate::quant::pwlq::PwlqGemmWeights,
+    c: Vec<f32>,
+}
+
+/// Activation scale of [`PwlqCase`].
+const PWLQ_A_SCALE: f32 = 0.01;
+
+impl PwlqCase {
+    /// Generates the weights from `seed`, quantizes, packs and prepares them for `ctx`.
+    pub fn new(ctx: &Context, shape: &Shape, seed: u64) -> Result<PwlqCase> {
+        use crate::quant::Granularity;
+        use crate::quant::pwlq::{Breakpoint, PwlqGemmWeights, PwlqQuantizer};
+        let (m, n, k) = (shape.m, shape.n, shape.k);
+        if m == 0 || n == 0 || k == 0 {
+            return Err(Error::InvalidParameter(format!("shape {}: every dimension must be at least 1", shape.dims())));
+        }
+        case_bytes(shape)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut a = try_vec("A", m * k, 0u8)?;
+        rng.fill_bytes(&mut a);
+        let mut x = try_vec("weights", k * n, 0f32)?;
+        // N(0, 0.02²) by Box–Muller, so the breakpoint sits where the paper puts it.
+        for v in x.iter_mut() {
+            let (u1, u2) = ((rng.next_u32() as f64 + 1.0) / 4294967297.0, rng.next_u32() as f64 / 4294967296.0);
+            *v = (0.02 * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32;
+        }
+        let packed = PwlqQuantizer::new(4, Breakpoint::Gaussian)
+            .with_granularity(Granularity::PerChannel { axis: 1 })
+            .quantize(&x, &[k, n])?
+            .pack()?;
+        let w = PwlqGemmWeights::new_in(ctx, &packed)?;
+        let c = try_vec("C", m * n, 1f32)?;
+        Ok(PwlqCase { shape: shape.clone(), ctx: ctx.clone(), a, packed, w, c })
+    }
+
+    /// What runs: the fused single-pass kernel, or the int8 GEMM kernel on the three
+    /// code matrices.
+    pub fn kernel_name(&self) -> &'static str {
+        if self.w.uses_fused(&self.ctx, self.shape.m) {
+            "pwlq4_dot3_u8__avx512vnni"
+        } else {
+            self.ctx.gemm_kernel_for(self.w.packed(), self.shape.m).name
+        }
+    }
+
+    /// One call.
+    pub fn run(&mut self) -> Result<()> {
+        let (m, n, k) = (self.shape.m, self.shape.n, self.shape.k);
+        let a = Activations::new(MatrixRef::new(&self.a, m, k), A_ZERO_POINT, PWLQ_A_SCALE);
+        self.w.gemm_f32_in(&self.ctx, a, None, MatrixMut::new(&mut self.c, m, n))
+    }
+
+    /// Checks the first and last rows of the last result bit for bit against
+    /// [`crate::quant::pwlq::gemm_exact_ref`].
+    pub fn check(&self) -> Result<()> {
+        let (m, n, k) = (self.shape.m, self.shape.n, self.shape.k);
+        let mut want = vec![0f32; n];
+        for r in [0, m - 1] {
+            let a = Activations::new(MatrixRef::new(&self.a[r * k..(r + 1) * k], 1, k), A_ZERO_POINT, PWLQ_A_SCALE);
+            crate::quant::pwlq::gemm_exact_ref(a, &self.packed, None, MatrixMut::new(&mut want, 1, n))?;
+            let got = &self.c[r * n..(r + 1) * n];
+            if let Some(j) = (0..n).find(|&j| got[j].to_bits() != want[j].to_bits()) {
+                return Err(Error::Internal(format!(
+                    "{} on {}: C[{r}][{j}] = {}, the reference gives {}",
+                    self.kernel_name(),
+                    self.shape.dims(),
+                    got[j],
+                    want[j]
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The README's code blocks, run as doc tests so its example stays correct.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -4,8 +4,9 @@
 //!   for each family at each tier.
 //! * `qkern quantize weights.npy --scheme S --bits B` — every scheme's MSE / SQNR / max
 //!   error on a weight tensor (src/bin/qkern/quantize.rs).
-//! * `qkern bench` — the int8 GEMM (u8 × i8 → i32, prepacked weights) on the shapes of
-//!   DESIGN.md §7, as GOPS and as a fraction of the path's peak.
+//! * `qkern bench` — every kernel family on its default shapes in one table (GOPS, % of
+//!   the measured peak, ratio to our int8 GEMM), progress on stderr (src/bin/qkern/summary.rs);
+//!   `--op gemm|conv|dwconv|codebook` for one family's full table and options.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 
 #[path = "qkern/quantize.rs"]
 mod quantize;
+#[path = "qkern/summary.rs"]
+mod summary;
 
 use clap::{Parser, Subcommand};
 use qkern::bench::{self, DwShape, DwconvCase, GemmCase, Shape};
@@ -30,7 +33,8 @@ struct Cli {
 enum Command {
     /// Print the CPU features detected and the kernel chosen for each family per ISA.
     Info,
-    /// Time the int8 GEMM (u8 activations × i8 prepacked weights → i32) on benchmark shapes.
+    /// Time the kernels: every family on its default shapes (the default), or one family
+    /// with `--op`.
     Bench(BenchArgs),
     /// Quantize a .npy weight tensor with one scheme or all and print MSE, SQNR and max error.
     Quantize(quantize::QuantizeArgs),
@@ -43,10 +47,12 @@ struct BenchArgs {
     /// With `--op conv`: a layer name from `qkern bench --op conv --list`.
     #[arg(long = "shape", value_name = "MxNxK|NAME")]
     shapes: Vec<String>,
-    /// What to time: the int8 GEMM, or the conv layers (u8 NHWC × i8 prepacked filter →
-    /// u8 requantized, as peer_bench.py's QLinearConv).
-    #[arg(long, value_enum, default_value_t = Op::Gemm)]
-    op: Op,
+    /// What to time (conv: u8 NHWC × i8 prepacked filter → u8 requantized, as
+    /// peer_bench.py's QLinearConv).
+    /// Default: `all`, or `gemm` when `--shape`, `--kernel`, `--list` or `--no-gemv` is
+    /// given (`dwconv` with `--conv`).
+    #[arg(long, value_enum)]
+    op: Option<Op>,
     /// Threads for each GEMM call (the %peak column scales the per-core peak by them).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
@@ -63,9 +69,9 @@ struct BenchArgs {
     /// Short timings (0.05 s per shape) for smoke tests; overrides --min-time.
     #[arg(long)]
     quick: bool,
-    /// Minimum time spent on each shape, in seconds.
-    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_secs)]
-    min_time: Duration,
+    /// Minimum time spent on each shape, in seconds (default 0.25 with `--op all`, else 0.5).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    min_time: Option<Duration>,
     /// List the named shapes and exit.
     #[arg(long)]
     list: bool,
@@ -79,20 +85,42 @@ struct BenchArgs {
     convs: Vec<DwShape>,
 }
 
+impl BenchArgs {
+    /// The op asked for, or the one the options imply.
+    fn op(&self) -> Op {
+        match self.op {
+            Some(op) => op,
+            None if !self.convs.is_empty() => Op::Dwconv,
+            None if !self.shapes.is_empty() || self.kernel.is_some() || self.list || self.no_gemv => Op::Gemm,
+            None => Op::All,
+        }
+    }
+
+    /// Time per shape: `--quick`, else `--min-time`, else the default of the op.
+    fn min_time(&self) -> Duration {
+        match (self.quick, self.min_time) {
+            (true, _) => Duration::from_millis(50),
+            (false, Some(t)) => t,
+            (false, None) if self.op() == Op::All => Duration::from_millis(250),
+            (false, None) => Duration::from_millis(500),
+        }
+    }
+}
+
 fn parse_dw(s: &str) -> Result<DwShape, String> {
     bench::find_dw_shape(s).map_err(|e| e.to_string())
 }
 
 /// `qkern bench --op dwconv`: the depthwise layers, one table row each.
 fn run_dw_bench(args: BenchArgs) -> Result<(), String> {
-    let mut layers = args.convs;
+    let mut layers = args.convs.clone();
     for s in &args.shapes {
         layers.push(parse_dw(s)?);
     }
     if layers.is_empty() {
         layers = bench::DW_SHAPES.to_vec();
     }
-    let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let min_time = args.min_time();
     let threads = args.threads as usize;
     let ctx = match args.isa {
         Some(isa) => Context::for_isa(isa),
@@ -127,6 +155,9 @@ fn run_dw_bench(args: BenchArgs) -> Result<(), String> {
 /// The operation `qkern bench` times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Op {
+    /// Every family on its default shapes, one table (the options that pick shapes or
+    /// kernels belong to one family and are refused here).
+    All,
     /// int8 GEMM → i32.
     Gemm,
     /// conv2d → u8 (the peer_bench.py CONVS layers).
@@ -278,10 +309,11 @@ impl Row {
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {
-    match args.op {
+    match args.op() {
         Op::Conv => return run_bench_conv(args),
         Op::Dwconv => return run_dw_bench(args),
         Op::Codebook => return run_codebook_bench(args),
+        Op::All => return run_all(args),
         Op::Gemm => {}
     }
     if args.list {
@@ -296,7 +328,7 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
     } else {
         args.shapes.iter().map(|s| parse_shape(s)).collect::<Result<_, _>>()?
     };
-    let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let min_time = args.min_time();
     let threads = args.threads as usize;
     let ctx = match args.isa {
         Some(isa) => Context::for_isa(isa),
@@ -369,6 +401,27 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `qkern bench` (`--op all`): every family's default shapes, one table.
+fn run_all(args: BenchArgs) -> Result<(), String> {
+    let family_only = [
+        (!args.shapes.is_empty(), "--shape"),
+        (args.kernel.is_some(), "--kernel"),
+        (args.list, "--list"),
+        (args.no_gemv, "--no-gemv"),
+        (!args.convs.is_empty(), "--conv"),
+    ];
+    if let Some((_, flag)) = family_only.iter().find(|(set, _)| *set) {
+        return Err(format!("{flag} selects within one family: use --op gemm|conv|dwconv|codebook with it"));
+    }
+    let ctx = match args.isa {
+        Some(isa) => Context::for_isa(isa),
+        None => Context::new(),
+    }
+    .and_then(|c| c.with_threads(args.threads as usize))
+    .map_err(|e| e.to_string())?;
+    summary::run(&ctx, args.min_time(), args.json)
+}
+
 /// `qkern bench --op conv`: the peer_bench.py conv layers, checked against the reference.
 fn run_bench_conv(args: BenchArgs) -> Result<(), String> {
     if args.list {
@@ -383,7 +436,7 @@ fn run_bench_conv(args: BenchArgs) -> Result<(), String> {
     } else {
         args.shapes.iter().map(|s| bench::find_conv_shape(s).map_err(|e| e.to_string())).collect::<Result<_, _>>()?
     };
-    let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let min_time = args.min_time();
     let threads = args.threads as usize;
     let ctx = match args.isa {
         Some(isa) => Context::for_isa(isa),
@@ -464,7 +517,7 @@ fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
     } else {
         args.shapes.iter().map(|s| parse_shape(s)).collect::<Result<_, _>>()?
     };
-    let min_time = if args.quick { Duration::from_millis(50) } else { args.min_time };
+    let min_time = args.min_time();
     let round_time = min_time / ROUNDS as u32;
     let ctx = match args.isa {
         Some(isa) => Context::for_isa(isa),
@@ -656,6 +709,30 @@ fn print_json(rows: &[Row]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bench_args(argv: &[&str]) -> BenchArgs {
+        let cli = Cli::try_parse_from(["qkern", "bench"].iter().chain(argv)).unwrap();
+        match cli.command {
+            Command::Bench(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn bench_op_defaults_to_all_unless_a_family_option_says_otherwise() {
+        assert_eq!(bench_args(&[]).op(), Op::All);
+        assert_eq!(bench_args(&["--json", "--threads", "2"]).op(), Op::All);
+        assert_eq!(bench_args(&["--shape", "sq256"]).op(), Op::Gemm);
+        assert_eq!(bench_args(&["--list"]).op(), Op::Gemm);
+        assert_eq!(bench_args(&["--conv", "dw5x5_28x28x192"]).op(), Op::Dwconv);
+        assert_eq!(bench_args(&["--op", "codebook", "--shape", "dec4096"]).op(), Op::Codebook);
+        assert_eq!(bench_args(&[]).min_time(), Duration::from_millis(250));
+        assert_eq!(bench_args(&["--op", "gemm"]).min_time(), Duration::from_millis(500));
+        assert_eq!(bench_args(&["--quick"]).min_time(), Duration::from_millis(50));
+        // An explicit `all` with an option of one family is refused, naming the option.
+        let err = run_all(bench_args(&["--op", "all", "--shape", "sq256"])).unwrap_err();
+        assert!(err.contains("--shape"), "{err}");
+    }
 
     #[test]
     fn parsers_reject_bad_values() {
