@@ -13,7 +13,7 @@ fn every_dwconv_kernel_matches_the_reference() {
     assert!(!kernels.is_empty(), "no depthwise kernel registered");
     let mut ran = 0;
     for k in &kernels {
-        if !common::isa_or_skip(&format!("dwconv kernel {}", k.name), k.isa) {
+        if !common::test_tier(&format!("dwconv kernel {}", k.name), k.isa) {
             continue;
         }
         if !dispatch::dwconv_runs_here(k) {
@@ -30,7 +30,7 @@ fn every_dwconv_kernel_matches_the_reference() {
         assert!(s.cases > 0 && s.calls >= s.cases);
         ran += 1;
     }
-    assert!(ran >= 1);
+    assert!(ran >= 1 || common::tiers_filtered());
 }
 
 #[test]

@@ -45,6 +45,44 @@ pub fn isa_or_skip(what: &str, isa: Isa) -> bool {
     false
 }
 
+/// Whether `QKERN_TEST_TIERS` (comma-separated tier names; unset = every tier) lets the
+/// tier sweeps test `isa`. CI sets it per qemu CPU model to the tiers that model adds
+/// (cortex-a53: scalar,neon; neoverse-n1: dotprod; max: i8mm): qemu emulates an
+/// instruction the same way whatever `-cpu` says, so re-running the lower tiers' kernels
+/// under every model repeats identical work. Dispatch and `QKERN_REQUIRE_ISA` checks are
+/// not filtered. A name that is not an ISA panics, as in `QKERN_REQUIRE_ISA`.
+pub fn tier_selected(what: &str, isa: Isa) -> bool {
+    static TIERS: std::sync::OnceLock<Option<Vec<Isa>>> = std::sync::OnceLock::new();
+    let tiers = TIERS.get_or_init(|| {
+        let list = std::env::var("QKERN_TEST_TIERS").ok()?;
+        Some(
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Isa::from_name(s).unwrap_or_else(|| panic!("QKERN_TEST_TIERS names an unknown ISA {s:?}")))
+                .collect(),
+        )
+    });
+    match tiers {
+        Some(t) if !t.contains(&isa) => {
+            let _ = writeln!(std::io::stderr(), "SKIP {what}: {} not in QKERN_TEST_TIERS", isa.name());
+            false
+        }
+        _ => true,
+    }
+}
+
+/// Whether `QKERN_TEST_TIERS` narrows the sweeps (then a sweep may legitimately test no
+/// kernel of a family on this run).
+pub fn tiers_filtered() -> bool {
+    std::env::var_os("QKERN_TEST_TIERS").is_some()
+}
+
+/// [`isa_or_skip`] and then [`tier_selected`]: whether a tier sweep tests `isa` here.
+pub fn test_tier(what: &str, isa: Isa) -> bool {
+    isa_or_skip(what, isa) && tier_selected(what, isa)
+}
+
 /// Whether `isa` belongs to the architecture this binary was built for (scalar belongs
 /// to all): tiers of another architecture are not "skipped", they do not exist here.
 pub fn native_arch(isa: Isa) -> bool {
@@ -52,8 +90,8 @@ pub fn native_arch(isa: Isa) -> bool {
     isa == Isa::Scalar || (cfg!(target_arch = "x86_64") && arch == 0) || (cfg!(target_arch = "aarch64") && arch == 1)
 }
 
-/// Every tier of this architecture that this CPU runs (at least `Scalar`), for tests that
-/// sweep the tiers. The first call prints a SKIP line (or fails, per `QKERN_REQUIRE_ISA`)
+/// Every tier of this architecture that this CPU runs and `QKERN_TEST_TIERS` selects (all
+/// of them, at least `Scalar`, when it is unset), for tests that sweep the tiers. The first call prints a SKIP line (or fails, per `QKERN_REQUIRE_ISA`)
 /// for each tier it lacks; later calls reuse the answer quietly.
 pub fn available_isas() -> Vec<Isa> {
     static ISAS: std::sync::OnceLock<Vec<Isa>> = std::sync::OnceLock::new();
@@ -62,7 +100,7 @@ pub fn available_isas() -> Vec<Isa> {
         Isa::ALL
             .iter()
             .copied()
-            .filter(|&i| native_arch(i) && isa_or_skip(what, i))
+            .filter(|&i| native_arch(i) && test_tier(what, i))
             .collect()
     })
     .clone()
