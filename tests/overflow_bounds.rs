@@ -34,6 +34,23 @@ fn tiers() -> Vec<Context> {
     common::available_isas().into_iter().map(|i| Context::for_isa(i).unwrap()).collect()
 }
 
+/// One context per GEMM kernel this CPU runs that takes any weights (each kernel once, at
+/// the lowest tier offering it), so the bounds run through every microkernel and its
+/// epilogue, not only each tier's default.
+fn gemm_contexts() -> Vec<Context> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for base in tiers() {
+        for k in base.kernels().gemm_candidates.clone() {
+            if k.max_abs_stored_b.is_none() && !seen.contains(&k.name) {
+                seen.push(k.name);
+                out.push(base.clone().with_gemm_kernel(k.name).unwrap());
+            }
+        }
+    }
+    out
+}
+
 /// The context of `isa`, or `None` after a SKIP line (a failure under `QKERN_REQUIRE_ISA`).
 fn tier(what: &str, isa: Isa) -> Option<Context> {
     (common::native_arch(isa) && common::isa_or_skip(what, isa)).then(|| Context::for_isa(isa).unwrap())
@@ -127,7 +144,7 @@ fn pos_case(m: usize, k: usize) -> (Vec<u8>, Vec<i8>) {
 fn gemm_whole_k_bound_at_i32_max() {
     assert_eq!(K_POS as i64 * 255 * 128 + 127, MAX);
     let bias = [127i32; N];
-    for ctx in tiers() {
+    for ctx in gemm_contexts() {
         for m in [1, 7] {
             let (a, b) = pos_case(m, K_POS);
             let w = PackedWeights::new_in(&ctx, MatrixRef::new(&b, K_POS, N), WeightQuant::per_tensor(0, 1.0)).unwrap();
@@ -144,7 +161,7 @@ fn gemm_whole_k_bound_at_i32_max() {
 #[test]
 fn gemm_whole_k_bound_one_step_past() {
     // Bias 128: the true result is 2^31. Past K: K_POS + 1 with no bias, 2^31 + 32513.
-    for ctx in tiers() {
+    for ctx in gemm_contexts() {
         for (k, bias_v) in [(K_POS, 128i32), (K_POS + 1, 0)] {
             for m in [1, 7] {
                 let bias = [bias_v; N];
@@ -193,7 +210,7 @@ const K_NEG: usize = 33025;
 #[test]
 fn gemm_whole_k_bound_negative_side() {
     assert_eq!(K_NEG as i64 * 255 * 255 + 33022, MAX);
-    for ctx in tiers() {
+    for ctx in gemm_contexts() {
         let m = 3;
         let a = vec![-128i8; m * K_NEG];
         let b = vec![255u8; K_NEG * N];
@@ -228,7 +245,7 @@ fn gemm_chunked_path_is_exact_on_random_data() {
     let mut zb: Vec<i32> = (0..n).map(|_| rng.random_range(0..=255)).collect();
     zb[0] = 255; // |b − zb| = 255 at (0, 0)
     let bias: Vec<i32> = (0..n).map(|_| rng.random_range(-1_000_000..=1_000_000)).collect();
-    for ctx in tiers() {
+    for ctx in gemm_contexts() {
         for m in [2, 9] {
             let a: Vec<i8> = (0..m * k).map(|_| rng.random()).collect();
             let w = PackedWeights::new_in(&ctx, MatrixRef::new(&b, k, n), WeightQuant::per_column(&zb, &vec![1.0; n])).unwrap();
@@ -267,7 +284,7 @@ fn requantized_gemm_at_i32_extremes_and_multiplier_edges() {
     let a_neg = vec![-128i8; m * K_NEG];
     let b_neg = vec![255u8; K_NEG * N];
     let bias_neg = [-33022i32; N];
-    for ctx in tiers() {
+    for ctx in gemm_contexts() {
         let w = PackedWeights::new_in(&ctx, MatrixRef::new(&b, K_POS, N), WeightQuant::per_tensor(0, 1.0)).unwrap();
         let w_neg = PackedWeights::new_in(&ctx, MatrixRef::new(&b_neg, K_NEG, N), WeightQuant::per_tensor(0, 1.0)).unwrap();
         for sy in [16_777_216.0f32 / 0.77, 1.0 / (1.0 - f32::EPSILON / 2.0), 1.0 / 1_073_741_824.0] {
