@@ -693,3 +693,50 @@ fn requantizer_exact_at_accumulator_extremes() {
     let r = Requantizer::new(RequantMode::Fp32, 1.0, 0).unwrap();
     assert_eq!(r.requantize(MAX), i32::MAX); // 2^31 saturates to the clamp
 }
+
+// ---------------------------------------------------------------------------------------
+// 7. PWLQ exact mode (src/quant/pwlq/kernels.rs): the fused AVX-512 path only while
+//    blocks·64·255·Q < 2^31 (`fits` in `PwlqGemmWeights::new_in`); otherwise the int8
+//    GEMM driver on [C | T | S], whose i32 dots report `Error::Overflow` past i32.
+
+#[test]
+fn pwlq_exact_mode_at_and_past_i32() {
+    use qkern::quant::Granularity;
+    use qkern::quant::pwlq::{PwlqGemmWeights, PwlqParams, PwlqTensor};
+    // 4-bit: Q = 7. Channel 0: code 7 (centre c = 7); channel 1: code −15 (tail t = −7,
+    // sign −1). a = 255, za = 0: Dc = K·1785, at K = 18798·64 = 1 203 072 it is
+    // i32::MAX − 127; one more K (and one more 64-block) passes i32.
+    let q = 7i64;
+    let k_at = 18798 * 64;
+    assert!(18798 * 64 * 255 * q < 1 << 31 && 18799 * 64 * 255 * q >= 1 << 31);
+    assert_eq!(k_at as i64 * 255 * q + 127, MAX);
+    let (m_range, p) = (3.0f32, 1.25f32);
+    let params = PwlqParams::new(4, Granularity::PerChannel { axis: 0 }, vec![m_range; 2], vec![p; 2]).unwrap();
+    let (s1, s2) = (p / 7.0, (m_range - p) / 7.0);
+    for (k, fits) in [(k_at, true), (k_at + 1, false)] {
+        let codes: Vec<i16> = (0..2 * k).map(|i| if i < k { 7 } else { -15 }).collect();
+        let packed = PwlqTensor::new(codes, &[2, k], params.clone()).unwrap().pack().unwrap();
+        let a = vec![255u8; k];
+        // The exact dots, and the f32 combine as its docs define it (no FMA).
+        let d = [(k as i64 * 255 * 7, 0, 0), (0, -(k as i64) * 255 * 7, -(k as i64) * 255)];
+        let want: Vec<f32> = d.iter().map(|&(dc, dt, ds)| ((s1 * dc as f32 + s2 * dt as f32) + p * ds as f32) * 0.5).collect();
+        for base in tiers() {
+            let ctx = base.with_threads(1).unwrap();
+            let w = PwlqGemmWeights::new_in(&ctx, &packed).unwrap();
+            let fused_tier = cfg!(target_arch = "x86_64") && ctx.kernels().isa == Isa::Avx512Vnni;
+            assert_eq!(w.uses_fused(&ctx, 1), fused_tier && fits, "k={k} at {:?}", ctx.kernels().isa);
+            let mut y = [0f32; 2];
+            let r = w.gemm_f32_in(&ctx, Activations::new(MatrixRef::new(&a, 1, k), 0u8, 0.5), None, MatrixMut::new(&mut y, 1, 2));
+            if fits {
+                r.unwrap();
+                assert_eq!(y, [want[0], want[1]], "k={k} at {:?}", ctx.kernels().isa);
+                let mut dots = [0i32; 6];
+                w.dots_in(&ctx, MatrixRef::new(&a, 1, k), 0u8, &mut dots).unwrap();
+                let e = [d[0].0, d[1].0, d[0].1, d[1].1, d[0].2, d[1].2];
+                assert!(dots.iter().zip(&e).all(|(&g, &e)| g as i64 == e), "{dots:?}");
+            } else {
+                assert!(is_overflow(&r), "k={k} at {:?}: {r:?}", ctx.kernels().isa);
+            }
+        }
+    }
+}
