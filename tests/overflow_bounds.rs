@@ -57,6 +57,7 @@ fn tier(what: &str, isa: Isa) -> Option<Context> {
 }
 
 /// `C[m][n] = Σ_k (a − za)·(b − zb[n]) + bias[n]` in i64; `b` is `k × n` row-major.
+#[allow(clippy::too_many_arguments)] // the GEMM's own operands, named as in the formula
 fn gemm_ref<A: Int8, B: Int8>(a: &[A], za: A, b: &[B], zb: &[i32], bias: Option<&[i32]>, m: usize, k: usize, n: usize) -> Vec<i64> {
     let mut c = vec![0i64; m * n];
     for i in 0..m {
@@ -262,7 +263,7 @@ fn k_chunk_keeps_every_chunk_exact() {
     // One chunk never overflows for any 8-bit operands and zero points; the largest
     // such chunk would be 33025 (the depthwise tap limit, same bound).
     assert!(K_CHUNK as i64 * 255 * 255 <= MAX);
-    assert!(33025i64 * 255 * 255 <= MAX && 33026i64 * 255 * 255 > MAX);
+    const { assert!(33025i64 * 255 * 255 <= MAX && 33026i64 * 255 * 255 > MAX) };
     assert_eq!(qkern_kernels::DW_MAX_TAPS, 33025);
     // Chunks start on a packed K group of every kernel.
     for ctx in tiers() {
@@ -496,6 +497,7 @@ fn codes_for(levels: &[i16], codes: &[u8], k: usize, n: usize) -> qkern::Result<
 }
 
 /// `Σ_k (a − za)·grid[code]` per column (+ bias), `codes` k × n.
+#[allow(clippy::too_many_arguments)] // the GEMM's own operands, named as in the formula
 fn codebook_ref(a: &[u8], za: i32, grid: &[i16], codes: &[u8], m: usize, k: usize, n: usize, bias: Option<&[i32]>) -> Vec<i64> {
     let mut c = vec![0i64; m * n];
     for i in 0..m {
