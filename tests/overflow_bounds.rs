@@ -277,7 +277,8 @@ fn k_chunk_keeps_every_chunk_exact() {
 fn requantized_gemm_at_i32_extremes_and_multiplier_edges() {
     // Accumulators ±i32::MAX (the bound, both signs) through every tier's fused
     // epilogue: effective multipliers 2^−24·0.77, 1 − 2^−24, 2^30 (shift 31: every
-    // nonzero product saturates), in each mode, against the i128 / f32 reference.
+    // nonzero product saturates), 2^40 and 2^−39, in each mode, against the i128 / f32
+    // reference.
     let m = 2;
     let (a, b) = pos_case(m, K_POS);
     let bias_pos = [127i32; N];
@@ -288,7 +289,9 @@ fn requantized_gemm_at_i32_extremes_and_multiplier_edges() {
     for ctx in gemm_contexts() {
         let w = PackedWeights::new_in(&ctx, MatrixRef::new(&b, K_POS, N), WeightQuant::per_tensor(0, 1.0)).unwrap();
         let w_neg = PackedWeights::new_in(&ctx, MatrixRef::new(&b_neg, K_NEG, N), WeightQuant::per_tensor(0, 1.0)).unwrap();
-        for sy in [16_777_216.0f32 / 0.77, 1.0 / (1.0 - f32::EPSILON / 2.0), 1.0 / 1_073_741_824.0] {
+        // Double rounding leaves the shift uncapped: 2^40 is shift 41; 2^−39 flushes to 0.
+        let (big, tiny) = (2f32.powi(-40), 2f32.powi(39));
+        for sy in [16_777_216.0f32 / 0.77, 1.0 / (1.0 - f32::EPSILON / 2.0), 1.0 / 1_073_741_824.0, big, tiny] {
             for mode in [RequantMode::Fp32, RequantMode::TfliteDoubleRounding, RequantMode::SingleRounding] {
                 let eff = 1.0 / sy;
                 let qm = if mode == RequantMode::Fp32 {
