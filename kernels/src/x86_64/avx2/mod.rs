@@ -3,6 +3,7 @@
 pub mod dwconv;
 pub mod codebook;
 pub mod gemm;
+pub mod igemm;
 pub mod pwlq;
 pub mod peak;
 pub mod shift;
