@@ -53,6 +53,8 @@ fn every_indirect_gemm_entry_matches_the_reference() {
         "qu8s8_gemm_4x16c4__generic",
         "qx8_gemm_6x16c2__avx2",
         "qx8_gemm_4x16c4_maddubs__avx2",
+        "qu8s8_gemm_6x16c4__avxvnni",
+        "qu8s8_gemm_6x16c4__avx512vnni_ymm",
         "qu8s8_gemm_8x32c4__avx512vnni",
     ] {
         if let Some(k) = kernels.iter().find(|k| k.name == name) {
