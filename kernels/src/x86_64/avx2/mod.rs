@@ -1,4 +1,5 @@
-//! AVX2 kernels.
+//! AVX2 kernels. [`gemm`]: the int8 GEMM tiles; [`igemm`]: their indirect (convolution)
+//! entries.
 
 pub mod dwconv;
 pub mod codebook;
