@@ -21,7 +21,7 @@
 //! I32, F32 and the `Fp32` requantization, the portable per-element code for the
 //! fixed-point requantization modes. Both also have indirect entries (convolution rows
 //! read in place through an indirection buffer, [`super::igemm`]) built from the same
-//! inner loops ([`widen_rows`] + [`exact_k_loop`], [`maddubs_groups`]) and epilogue.
+//! inner loops (`widen_rows` + `exact_k_loop`, `maddubs_groups`) and epilogue.
 
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;

@@ -10,12 +10,12 @@
 //! stage), so the results are identical bit for bit. `kc` is a multiple of the packed K
 //! group (2, 4; contract), so no K group straddles two taps.
 //!
-//! * exact (`6x16c2`): each tap's `kc` bytes per row are widened to i16 ([`widen_rows`],
+//! * exact (`6x16c2`): each tap's `kc` bytes per row are widened to i16 (`widen_rows`,
 //!   the packer of the GEMM entry's packed A) `KC` at a time into a stack buffer, then
-//!   [`exact_k_loop`] runs on it. Where `kc` is not a multiple of 16 (few channels),
+//!   `exact_k_loop` runs on it. Where `kc` is not a multiple of 16 (few channels),
 //!   consecutive taps are first copied into raw rows of `KC` bytes, then widened.
 //! * `vpmaddubsw` (`4x16c4`): u8 activations are read in place; i8 ones are first copied
-//!   `XOR 0x80` ([`flip_rows`]) `KC4` at a time, then [`maddubs_groups`] runs. The
+//!   `XOR 0x80` (`flip_rows`) `KC4` at a time, then `maddubs_groups` runs. The
 //!   packed weights carry the GEMM kernel's bound (`max_abs_stored_b` 64) unchanged.
 //!
 //! [`QX8_GEMM_6X16C2__AVX2`]: super::QX8_GEMM_6X16C2__AVX2

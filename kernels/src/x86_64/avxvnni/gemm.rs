@@ -226,11 +226,11 @@ macro_rules! ymm_vnni_gemm {
         }
 
         /// The indirect u8×s8 tile ([`IgemmArgs`]): the convolution's A rows read in
-        /// place, tap by tap, through the indirection buffer. The K loop is [`tile`]'s
+        /// place, tap by tap, through the indirection buffer. The K loop is `tile`'s
         /// (full tiles: `G` = 1), split at tap boundaries: per tap the `MR` row pointers
         /// are looked up once (a padding tap reads the shared zero-point row), then
         /// `kc/4` K groups each do `NU` loads of 32 packed bytes, `MR` broadcasts and
-        /// `MR·NU` `vpdpbusd`; the epilogue is [`tile`]'s, so the results are the GEMM
+        /// `MR·NU` `vpdpbusd`; the epilogue is `tile`'s, so the results are the GEMM
         /// tile's bit for bit. `kc` is a multiple of 4 (contract): no partial group.
         ///
         /// Reads only: the `m·taps` indirection entries; per row `i < m` and tap `t`, the
