@@ -30,14 +30,31 @@ fn main() {
         ("1x1 s2 14 c1024->2048", Conv2dGeometry::new(1, 14, 14, 1024, 2048, 1, 1).stride(2, 2)),
         ("r50 3x3 56 c64->64 zw3", Conv2dGeometry::new(1, 56, 56, 64, 64, 3, 3).padding(1, 1, 1, 1)),
         ("r50 3x3 56 c64->64", Conv2dGeometry::new(1, 56, 56, 64, 64, 3, 3).padding(1, 1, 1, 1)),
+        ("r50 3x3 s2 56 c128->128", Conv2dGeometry::new(1, 56, 56, 128, 128, 3, 3).padding(1, 1, 1, 1).stride(2, 2)),
+        ("3x3 g4 56 c128->128", Conv2dGeometry::new(1, 56, 56, 128, 128, 3, 3).padding(1, 1, 1, 1).groups(4)),
         ("3x3 g16 56 c128->128", Conv2dGeometry::new(1, 56, 56, 128, 128, 3, 3).padding(1, 1, 1, 1).groups(16)),
         ("3x3 g32 28 c128->128 (cpg4)", Conv2dGeometry::new(1, 28, 28, 128, 128, 3, 3).padding(1, 1, 1, 1).groups(32)),
         ("3x3 g8 28 c64->64 (opg8)", Conv2dGeometry::new(1, 28, 28, 64, 64, 3, 3).padding(1, 1, 1, 1).groups(8)),
+        // N of one 16-column tile (the AVX2 exact kernel widens A once either way).
+        ("3x3 28x28 c8->16", Conv2dGeometry::new(1, 28, 28, 8, 16, 3, 3).padding(1, 1, 1, 1)),
+        ("3x3 28x28 c64->16", Conv2dGeometry::new(1, 28, 28, 64, 16, 3, 3).padding(1, 1, 1, 1)),
+        ("3x3 g8 56 c128->128 (cpg16 opg16)", Conv2dGeometry::new(1, 56, 56, 128, 128, 3, 3).padding(1, 1, 1, 1).groups(8)),
+        // Weights within ±40 ("sw"): the AVX2 `vpmaddubsw` kernel takes these.
+        ("r50 3x3 56 c64->64 sw", Conv2dGeometry::new(1, 56, 56, 64, 64, 3, 3).padding(1, 1, 1, 1)),
+        ("r50 3x3 s2 56 c128->128 sw", Conv2dGeometry::new(1, 56, 56, 128, 128, 3, 3).padding(1, 1, 1, 1).stride(2, 2)),
+        ("3x3 g4 56 c128->128 sw", Conv2dGeometry::new(1, 56, 56, 128, 128, 3, 3).padding(1, 1, 1, 1).groups(4)),
+        ("3x3 28x28 c4->64 sw", Conv2dGeometry::new(1, 28, 28, 4, 64, 3, 3).padding(1, 1, 1, 1)),
+        ("3x3 28x28 c16->64 sw", Conv2dGeometry::new(1, 28, 28, 16, 64, 3, 3).padding(1, 1, 1, 1)),
+        ("3x3 g16 56 c128->128 sw", Conv2dGeometry::new(1, 56, 56, 128, 128, 3, 3).padding(1, 1, 1, 1).groups(16)),
     ];
     let filt = std::env::args().nth(2).unwrap_or_default();
     let shapes: Vec<_> = all.into_iter().filter(|(n, _)| n.contains(filt.as_str())).collect();
     for (name, g) in shapes {
-        let w: Vec<i8> = (0..g.weight_len()).map(|i| ((i * 7919) % 255) as i8).collect();
+        let w: Vec<i8> = if name.ends_with(" sw") {
+            (0..g.weight_len()).map(|i| ((i * 7919) % 81) as i8 - 40).collect()
+        } else {
+            (0..g.weight_len()).map(|i| ((i * 7919) % 255) as i8).collect()
+        };
         let x: Vec<u8> = (0..g.input_len()).map(|i| ((i * 31) % 251) as u8).collect();
         let zw = if name.ends_with("zw3") { 3 } else { 0 };
         let fi = Conv2d::new_in(&ctx, g, &w, WeightQuant::per_tensor(zw, 0.01)).unwrap();
@@ -66,8 +83,8 @@ fn main() {
         tg.sort_by(f64::total_cmp);
         let (mi, mg) = (ti[5], tg[5]);
         println!(
-            "{name:<30} {:?} median: indirect {:>6.1} gather {:>6.1} GOPS ratio {:.3} | best: indirect {:>6.1} gather {:>6.1} ratio {:.3}",
-            fi.path(), ops / mi / 1e9, ops / mg / 1e9, mg / mi, ops / ti[0] / 1e9, ops / tg[0] / 1e9, tg[0] / ti[0]
+            "{name:<34} {} {:?} median: indirect {:>6.1} gather {:>6.1} GOPS ratio {:.3} | best: indirect {:>6.1} gather {:>6.1} ratio {:.3}",
+            fi.kernel_name(), fi.path(), ops / mi / 1e9, ops / mg / 1e9, mg / mi, ops / ti[0] / 1e9, ops / tg[0] / 1e9, tg[0] / ti[0]
         );
     }
 }

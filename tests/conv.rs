@@ -53,6 +53,22 @@ fn zp<T: Int8>(r: &mut ChaCha8Rng, v: Values) -> i32 {
     }
 }
 
+/// The dispatch rule, restated: the indirect path wherever the filter's kernel has an
+/// indirect entry, each tap's channels fill whole K groups and there is more than one
+/// tap — and, for a kernel with a packed-A entry (AVX2's exact kernel, faster on the
+/// gather path there), only for grouped layers or at most `nr` output channels per group;
+/// the gather path otherwise.
+fn rule_indirect(ctx: &Context, filter: &Conv2d, g: &Conv2dGeometry) -> bool {
+    let kernel = ctx.kernels().gemm_candidates.iter().find(|k| k.name == filter.kernel_name());
+    ctx.indirect_conv()
+        && g.kernel_h * g.kernel_w > 1
+        && kernel.is_some_and(|k| {
+            k.indirect.is_some()
+                && g.group_in_c().is_multiple_of(k.format.kr)
+                && (k.packed_a.is_none() || g.groups > 1 || g.group_out_c() <= k.format.nr)
+        })
+}
+
 /// Runs `g` through every output stage on `ctx` and compares with the reference;
 /// returns the path the filter took.
 fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng, per_channel: bool, v: Values) -> ConvPath {
@@ -69,13 +85,7 @@ fn check<A: Int8, B: Int8>(ctx: &Context, g: Conv2dGeometry, r: &mut ChaCha8Rng,
     let sw: Vec<f32> = (0..zw.len()).map(|_| r.random_range(0.001..0.05)).collect();
     let quant = if per_channel { WeightQuant::per_column(&zw, &sw) } else { WeightQuant::per_tensor(zw[0], sw[0]) };
     let filter = Conv2d::new_in(ctx, g, &weights, quant).unwrap_or_else(|e| panic!("{g:?}: {e}"));
-    // The indirect path wherever the filter's kernel has an indirect entry, each tap's
-    // channels fill whole K groups and there is more than one tap (the dispatch rule);
-    // the gather path otherwise.
-    let kernel = ctx.kernels().gemm_candidates.iter().find(|k| k.name == filter.kernel_name());
-    let indirect = ctx.indirect_conv()
-        && g.kernel_h * g.kernel_w > 1
-        && kernel.is_some_and(|k| k.indirect.is_some() && g.group_in_c().is_multiple_of(k.format.kr));
+    let indirect = rule_indirect(ctx, &filter, &g);
     let expect_path = if g.is_depthwise() {
         ConvPath::Depthwise
     } else if g.is_pointwise() {
@@ -315,9 +325,8 @@ fn indirect_path_runs_and_falls_back_exactly() {
     let mut r = rng(21);
     for ctx in contexts() {
         let isa = ctx.kernels().isa;
-        // Tiers whose default GEMM kernel has an indirect entry (generic, AVX-512 VNNI);
-        // AVX2's kernels gather.
-        let has_indirect = ctx.kernels().gemm.indirect.is_some();
+        // Whether a layer takes the indirect path is the dispatch rule's call
+        // (`rule_indirect`): per layer, from the kernel the filter was packed for.
         for threads in [1, 2] {
             let ctx = ctx.clone().with_threads(threads).unwrap();
             for g in [
@@ -332,6 +341,7 @@ fn indirect_path_runs_and_falls_back_exactly() {
                 check::<i8, u8>(&ctx, g, &mut r, false, Values::Full);
                 let w: Vec<i8> = (0..g.weight_len()).map(|_| r.random()).collect();
                 let f = Conv2d::new_in(&ctx, g, &w, WeightQuant::per_tensor(0, 1.0)).unwrap();
+                let has_indirect = rule_indirect(&ctx, &f, &g);
                 assert_eq!(f.path(), if has_indirect { ConvPath::IndirectGemm } else { ConvPath::ImplicitGemm }, "{} {g:?}", isa.name());
                 let x: Vec<u8> = (0..g.input_len()).map(|_| r.random()).collect();
                 let mut out = vec![0i32; g.output_len()];
@@ -358,6 +368,7 @@ fn indirect_path_runs_and_falls_back_exactly() {
         let g = Conv2dGeometry::new(1, 3, 3, 4096, 2, 3, 3).padding(1, 1, 1, 1);
         let w = vec![255u8; g.weight_len()];
         let f = Conv2d::new_in(&ctx, g, &w, WeightQuant::per_tensor(0, 1.0)).unwrap();
+        let has_indirect = rule_indirect(&ctx, &f, &g);
         let x = vec![255u8; g.input_len()];
         let mut acc = vec![0i64; g.output_len()];
         let mut out = vec![0f32; g.output_len()];

@@ -43,11 +43,20 @@ fn every_gemm_kernel_matches_the_reference() {
 }
 
 /// Every indirect GEMM entry (the convolution's in-place rows) against the reference,
-/// and the tiers that must have one do (the portable twin and AVX-512 VNNI default).
+/// and the tiers that must have one do (the portable twins, both AVX2 kernels and the
+/// AVX-512 VNNI default).
 #[test]
 fn every_indirect_gemm_entry_matches_the_reference() {
     let kernels = dispatch::gemm_kernels();
-    for name in ["qx8_gemm_4x16c4__generic", "qu8s8_gemm_4x16c4__generic", "qu8s8_gemm_8x32c4__avx512vnni"] {
+    for name in [
+        "qx8_gemm_4x16c4__generic",
+        "qu8s8_gemm_4x16c4__generic",
+        "qx8_gemm_6x16c2__avx2",
+        "qx8_gemm_4x16c4_maddubs__avx2",
+        "qu8s8_gemm_6x16c4__avxvnni",
+        "qu8s8_gemm_6x16c4__avx512vnni_ymm",
+        "qu8s8_gemm_8x32c4__avx512vnni",
+    ] {
         if let Some(k) = kernels.iter().find(|k| k.name == name) {
             assert!(k.indirect.is_some(), "{name} lost its indirect entry");
         }

@@ -76,9 +76,11 @@ def shape(ins):
     ins = ins.replace("{vex} ", "")
     ins = re.sub(r"\b([xyz]mm)\d+", r"\1", ins)
     ins = re.sub(r"\b(r\d+[dwb]?|[re]?[abcd]x|[re]?[sd]i|[re]?[sb]p|[abcd]l)\b", "gpr", ins)
-    ins = re.sub(r"0x[0-9a-f]+|\b\d+\b", "N", ins)
+    # Branch targets first: an address of decimal digits only (e.g. 210580) would
+    # otherwise become "N" below and no longer be recognised as one.
     ins = re.sub(r"^(j\w+|call)\s+[0-9a-f]+\s*", r"\1 ", ins)
     ins = re.sub(r"<[^>]*>", "", ins)
+    ins = re.sub(r"0x[0-9a-f]+|\b\d+\b", "N", ins)
     return ins.strip()
 
 

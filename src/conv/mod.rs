@@ -27,7 +27,9 @@
 //! rule from measurements (`takes_indirect`): indirect wherever the kernel has the
 //! entry, the channels per group are a multiple of its `kr` and the filter has more than
 //! one tap; gather for 1×1 filters that are not pointwise (strided or padded), where it
-//! measured as fast or faster. [`Context::without_indirect_conv`] forces the gather path.
+//! measured as fast or faster, and, for a kernel that widens A once per row tile on the
+//! gather path (a packed-A entry: AVX2's exact kernel), for ungrouped layers of more than
+//! one column tile. [`Context::without_indirect_conv`] forces the gather path.
 //!
 //! ```
 //! use qkern::conv::{Conv2d, Conv2dGeometry, ConvInput};
@@ -409,12 +411,24 @@ impl Conv2d {
 /// channel counts, so a tile's rows collide in the same L1 sets (and 4 KiB-alias from
 /// 1024 channels): there the gather path was as fast or faster (1×1 stride 2,
 /// 128→256 … 1024→2048: 0.76–1.0× for indirect in most runs), so it keeps it.
+///
+/// A kernel with a packed-A entry (the AVX2 exact kernel, which widens A to i16) widens
+/// each row tile once on the gather path (the driver's packed A, reused by every column
+/// tile) but once per 16-column tile on the indirect one. Measured (AVX2, Zen 4, one
+/// thread, interleaved, `examples/conv_paths.rs`, medians): with one group and more than
+/// `nr` output channels the gather path won — ResNet-50 3×3 56×56×64 and stride-2
+/// 56×56×128 0.86–0.94×, 3×3 with 4–32 channels to 64 0.55–0.93× — while grouped layers
+/// (3×3 g4/g8/g16/g32: 1.05–1.8×) and layers of one column tile (64→16: 1.13×) went
+/// faster indirect. So such a kernel takes the indirect path only for grouped layers or
+/// `out_c/groups ≤ nr`. The AVX2 `vpmaddubsw` kernel (no packed A, rows read in place)
+/// was as fast or faster indirect on every layer measured (1.0–2.7×).
 fn takes_indirect(kernel: &qkern_kernels::GemmUkernel, g: &Conv2dGeometry, b_signed: bool) -> bool {
     let cpg = g.group_in_c();
     kernel.indirect.is_some_and(|e| e.run[0][b_signed as usize].is_some() || e.run[1][b_signed as usize].is_some())
         && cpg >= 1
         && cpg.is_multiple_of(kernel.format.kr)
         && g.kernel_h * g.kernel_w > 1
+        && (kernel.packed_a.is_none() || g.groups > 1 || g.group_out_c() <= kernel.format.nr)
 }
 
 fn act<'a, A: Int8>(m: MatrixRef<'a, A>, input: &ConvInput<'_, A>) -> Activations<'a, A> {

@@ -4,7 +4,7 @@
 //! a poisoned input buffer, repeated taps, padding taps that read the zero row — gathers
 //! the same rows into a matrix itself, and requires the indirect entry's output to equal
 //! [`gemm_i64`] on that matrix followed by [`output_stage_ref`], bit for bit, for every
-//! output stage, on every `m × n` subtile, tap count 1–9, `kc` from `kr` to past 64, and
+//! output stage, on every `m × n` subtile, tap count 1–9, `kc` from `kr` to past 256, and
 //! zero points and operands at their extremes. The raw GEMM entry of the same kernel is
 //! tested by [`super::check_gemm_ukernel`]; this checks that reading rows tap by tap (and
 //! the zero row) changes nothing.
@@ -77,7 +77,10 @@ unsafe fn combo<A: Int8, B: Int8>(kernel: &GemmUkernel, f: IgemmUkernelFn, rng: 
     let mut calls = 0;
     let mut case = 0usize;
     for taps in [1usize, 2, 3, 9] {
-        for kc in [kr, 2 * kr, 3 * kr, 16 * kr + kr] {
+        // Small taps, a K group past 16 of them, and multiples of 16 (the AVX2 exact
+        // kernel's widening block) below and past its 128-element chunk and the
+        // `vpmaddubsw` kernel's 256-element flip chunk.
+        for kc in [kr, 2 * kr, 3 * kr, 16 * kr + kr, 32usize.next_multiple_of(kr), 272usize.next_multiple_of(kr)] {
             let mut shapes = vec![(mr, nr), (1, 1), (mr, 1), (1, nr)];
             for _ in 0..6 {
                 shapes.push((1 + rng.below(mr), 1 + rng.below(nr)));
@@ -136,7 +139,17 @@ unsafe fn run_case<A: Int8, B: Int8>(
         let src = if o == IGEMM_ZERO_TAP { &zero[..] } else { &input[lead + o..lead + o + kc] };
         a.extend(src.iter().map(|&b| A::from_bits(b)));
     }
-    let b: Vec<B> = (0..k * n).map(|_| B::saturate_from(val(rng, B::MIN, B::MAX))).collect();
+    // A kernel with a precondition on the stored weights (`max_abs_stored_b`, e.g. AVX2
+    // `vpmaddubsw`) gets only weights whose stored form `b − b_offset` meets it: the
+    // packer never hands it others (DESIGN.md §2).
+    let (b_lo, b_hi) = match kernel.max_abs_stored_b {
+        None => (B::MIN, B::MAX),
+        Some(lim) => {
+            let off = kernel.b_offset_for(B::SIGNED);
+            ((off - lim).max(B::MIN), (off + lim).min(B::MAX))
+        }
+    };
+    let b: Vec<B> = (0..k * n).map(|_| B::saturate_from(val(rng, b_lo, b_hi))).collect();
     let zb: Vec<i32> = (0..n)
         .map(|_| match rng.below(4) {
             0 => 0,
@@ -241,7 +254,7 @@ unsafe fn run_case<A: Int8, B: Int8>(
         // kc bytes; the panel holds packed_bytes(k, n); the tables have n (or m) entries
         // or are null where the stage does not read them; the tile (m−1)·ldc + n
         // elements lies inside `words`; the true results plus bias fit in i32 (|acc| ≤
-        // 9·68·255·255 + 2^20).
+        // 9·272·255·255 + 2^20 < 2^31).
         unsafe { f(&args) };
         calls += 1;
         let bytes: &[u8] = bytemuck::cast_slice(&words);

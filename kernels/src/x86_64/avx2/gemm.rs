@@ -19,7 +19,9 @@
 //!
 //! Both share one epilogue: the zero-point terms, then the output stage in AVX2 for
 //! I32, F32 and the `Fp32` requantization, the portable per-element code for the
-//! fixed-point requantization modes.
+//! fixed-point requantization modes. Both also have indirect entries (convolution rows
+//! read in place through an indirection buffer, [`super::igemm`]) built from the same
+//! inner loops (`widen_rows` + `exact_k_loop`, `maddubs_groups`) and epilogue.
 
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
@@ -28,28 +30,28 @@ use crate::generic::gemm::output_value;
 use crate::types::{GemmArgs, GemmUkernel, Isa, OutputKind, PackFormat, PackedA, RequantMode};
 
 /// Rows per tile of the exact kernel.
-const MR_EXACT: usize = 6;
+pub(super) const MR_EXACT: usize = 6;
 /// Rows per tile of the `vpmaddubsw` kernel.
-const MR_FAST: usize = 4;
+pub(super) const MR_FAST: usize = 4;
 /// Columns per tile.
-const NR: usize = 16;
+pub(super) const NR: usize = 16;
 /// 8-lane i32 vectors per tile row.
-const NV: usize = NR / 8;
+pub(super) const NV: usize = NR / 8;
 /// K elements widened to i16 at a time by the raw-row entry of the exact kernel, into a
 /// stack buffer (a multiple of 16, so chunks start on a packed block). Tuned for the
 /// earlier per-tile widening (Zen 4, one tile in L1: 128 gave 156 GOPS, 96 gave 155,
 /// 192–256 gave 144–152, 64 gave 133); the packed-A entry, the driver's, has no chunks.
-const KC: usize = 128;
+pub(super) const KC: usize = 128;
 /// K elements per block of a packed A tile: one 32-byte vector of 16 i16 per row.
-const A_BLOCK_K: usize = 16;
+pub(super) const A_BLOCK_K: usize = 16;
 /// Bytes of one K block of a packed A tile (`MR_EXACT` rows).
-const A_BLOCK_BYTES: usize = MR_EXACT * A_BLOCK_K * 2;
+pub(super) const A_BLOCK_BYTES: usize = MR_EXACT * A_BLOCK_K * 2;
 /// K elements of i8 activations flipped to u8 at a time by the `vpmaddubsw` kernel (a
 /// multiple of 4, so chunks start on a K group). Measured likewise: 256 gave 212 GOPS (i8 × i8), 128 gave 207.
-const KC4: usize = 256;
+pub(super) const KC4: usize = 256;
 
 /// The accumulator tile: `MR` rows of `NV` vectors of 8 i32 columns.
-type Acc<const MR: usize> = [[__m256i; NV]; MR];
+pub(super) type Acc<const MR: usize> = [[__m256i; NV]; MR];
 
 /// The row pointers of a tile: rows at and past `m` repeat row `m − 1`, so the K loop
 /// runs all `MR` rows without a branch; their results are never stored.
@@ -83,33 +85,57 @@ unsafe fn row_pointers<const MR: usize>(args: &GemmArgs) -> [*const u8; MR] {
 /// `m ≥ 1` rows of `k` bytes are readable from `a`, `lda` apart; `dst` is writable for
 /// `k.div_ceil(16)·A_BLOCK_BYTES` bytes.
 #[target_feature(enable = "avx2")]
-unsafe fn pack_a_blocks<const SIGNED: bool>(a: *const u8, lda: usize, m: usize, k: usize, dst: *mut u8) {
+pub(super) unsafe fn pack_a_blocks<const SIGNED: bool>(a: *const u8, lda: usize, m: usize, k: usize, dst: *mut u8) {
     let m = m.min(MR_EXACT);
-    let widen = |x: __m128i| if SIGNED { _mm256_cvtepi8_epi16(x) } else { _mm256_cvtepu8_epi16(x) };
+    // Rows past m are never read (they are written as zeros): any pointer will do.
+    let rows: [*const u8; MR_EXACT] = core::array::from_fn(|r| if r < m { a.wrapping_add(r * lda) } else { a });
     // The driver packs row tiles one after another, and rows of a few hundred bytes are
     // too short for the hardware prefetcher to learn: while this tile is packed, the
     // next tile's rows are requested, one line per block. A prefetch never faults, so
     // it may name rows past the end of A (it only wastes a request there).
-    let next = a.wrapping_add(MR_EXACT * lda);
+    let next = Some((a.wrapping_add(MR_EXACT * lda), lda));
+    // SAFETY: forwarded contract: row r < m is readable for k bytes at rows[r].
+    unsafe { widen_rows::<SIGNED>(&rows, m, k, dst, next) }
+}
+
+/// [`pack_a_blocks`] on `m` rows given by pointer (the indirect kernel's tap rows): the
+/// same blocks, rows past `m` and K past `k` zero. With `next = Some((p, lda))`, the
+/// `MR_EXACT` rows from `p`, `lda` apart, are prefetched one line per 64 K.
+///
+/// # Safety
+/// `rows[r]` is readable for `k` bytes for every `r < m ≤ MR_EXACT`; `dst` is writable
+/// for `k.div_ceil(16)·A_BLOCK_BYTES` bytes.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn widen_rows<const SIGNED: bool>(
+    rows: &[*const u8; MR_EXACT],
+    m: usize,
+    k: usize,
+    dst: *mut u8,
+    next: Option<(*const u8, usize)>,
+) {
+    let widen = |x: __m128i| if SIGNED { _mm256_cvtepi8_epi16(x) } else { _mm256_cvtepu8_epi16(x) };
     for blk in 0..k.div_ceil(A_BLOCK_K) {
         let t = blk * A_BLOCK_K;
-        if t.is_multiple_of(64) {
+        if let Some((nx, lda)) = next
+            && t.is_multiple_of(64)
+        {
             for r in 0..MR_EXACT {
-                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(r * lda + t).cast());
+                _mm_prefetch::<_MM_HINT_T0>(nx.wrapping_add(r * lda + t).cast());
             }
         }
         let len = A_BLOCK_K.min(k - t);
-        for r in 0..MR_EXACT {
+        for (r, &row) in rows.iter().enumerate() {
             let v = if r >= m {
                 _mm256_setzero_si256()
             } else if len == A_BLOCK_K {
                 // SAFETY: r < m: bytes t..t+16 ≤ k of row r are readable.
-                widen(unsafe { _mm_loadu_si128(a.add(r * lda + t).cast()) })
+                widen(unsafe { _mm_loadu_si128(row.add(t).cast()) })
             } else {
                 // The last, partial block: only its `len` bytes are read.
                 let mut bytes = [0u8; A_BLOCK_K];
                 // SAFETY: bytes t..t+len = k of row r are readable; `bytes` holds 16.
-                unsafe { core::ptr::copy_nonoverlapping(a.add(r * lda + t), bytes.as_mut_ptr(), len) };
+                unsafe { core::ptr::copy_nonoverlapping(row.add(t), bytes.as_mut_ptr(), len) };
                 // SAFETY: 16 bytes.
                 widen(unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) })
             };
@@ -162,7 +188,7 @@ unsafe fn exact_pair<const MR: usize, const NVA: usize, const B_SIGNED: bool>(c:
 /// `a` holds `pairs.div_ceil(8)·A_BLOCK_BYTES` packed bytes, `b` `pairs·32` panel bytes.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn exact_k_loop<const MR: usize, const NVA: usize, const B_SIGNED: bool>(
+pub(super) unsafe fn exact_k_loop<const MR: usize, const NVA: usize, const B_SIGNED: bool>(
     c: &mut Acc<MR>,
     mut a: *const u8,
     mut b: *const u8,
@@ -216,7 +242,7 @@ unsafe fn exact_packed_tile<const MR: usize, const NVA: usize, const B_SIGNED: b
 /// As [`store_tile`], with `n ≤ 8·NVA`, kind I32 and no row-sum terms.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn store_i32_plain<const MR: usize, const NVA: usize>(args: &GemmArgs, c: &Acc<MR>) {
+pub(super) unsafe fn store_i32_plain<const MR: usize, const NVA: usize>(args: &GemmArgs, c: &Acc<MR>) {
     for v in 0..NVA {
         if 8 * v >= args.n {
             break;
@@ -279,7 +305,7 @@ unsafe fn exact_tile<const NVA: usize, const A_SIGNED: bool, const B_SIGNED: boo
 /// `kc ≤ KC4`.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn flip_rows<const MR: usize>(rows: &[*const u8; MR], k0: usize, kc: usize, dst: *mut u8) {
+pub(super) unsafe fn flip_rows<const MR: usize>(rows: &[*const u8; MR], k0: usize, kc: usize, dst: *mut u8) {
     let flip = _mm256_set1_epi8(0x80u8 as i8);
     let mut t = 0;
     while t + 32 <= kc {
@@ -306,6 +332,41 @@ unsafe fn flip_rows<const MR: usize>(rows: &[*const u8; MR], k0: usize, kc: usiz
             }
         }
     }
+}
+
+/// `groups` K groups of the `vpmaddubsw` loop: per group, `NVA` loads of 32 panel bytes,
+/// each row's 4 bytes (`src[r] + 4g`) broadcast, `vpmaddubsw` + `vpmaddwd` by ones +
+/// `vpaddd` into the first `NVA` blocks of 8 columns of `c`. Returns the panel pointer
+/// past the groups.
+///
+/// # Safety
+/// Every `src[r]` is readable for `4·groups` bytes; `bp` for `groups·64`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn maddubs_groups<const MR: usize, const NVA: usize>(
+    c: &mut Acc<MR>,
+    src: &[*const u8; MR],
+    groups: usize,
+    mut bp: *const u8,
+) -> *const u8 {
+    let ones = _mm256_set1_epi16(1);
+    for g in 0..groups {
+        // SAFETY: group g < groups of every row and of the panel (contract).
+        unsafe {
+            let mut b = [_mm256_setzero_si256(); NVA];
+            for (v, bv) in b.iter_mut().enumerate() {
+                *bv = _mm256_loadu_si256(bp.add(32 * v).cast());
+            }
+            for (r, cr) in c.iter_mut().enumerate() {
+                let a = _mm256_set1_epi32(src[r].add(4 * g).cast::<i32>().read_unaligned());
+                for (x, bv) in cr.iter_mut().zip(&b) {
+                    *x = _mm256_add_epi32(*x, _mm256_madd_epi16(_mm256_maddubs_epi16(a, *bv), ones));
+                }
+            }
+            bp = bp.add(NR * 4);
+        }
+    }
+    bp
 }
 
 /// The `vpmaddubsw` tile: per K group of 4, each row's 4 activation bytes broadcast and
@@ -348,24 +409,10 @@ unsafe fn maddubs_tile<const MR: usize, const NVA: usize, const A_FLIP: bool>(ar
         let full = if A_FLIP { kc.div_ceil(4) } else { kc / 4 };
         // A local copy kept in registers, as in `exact_tile`.
         let mut c = acc;
-        for g in 0..full {
-            // SAFETY: bytes 4g..4g+4 of every source row are inside it (in place: 4g + 4
-            // ≤ kc; flipped: inside the padded buffer row, written above); the group's 64
-            // panel bytes are inside the panel.
-            unsafe {
-                let mut b = [_mm256_setzero_si256(); NVA];
-                for (v, bv) in b.iter_mut().enumerate() {
-                    *bv = _mm256_loadu_si256(bp.add(32 * v).cast());
-                }
-                for (r, cr) in c.iter_mut().enumerate() {
-                    let a = _mm256_set1_epi32(src[r].add(4 * g).cast::<i32>().read_unaligned());
-                    for (x, bv) in cr.iter_mut().zip(&b) {
-                        *x = _mm256_add_epi32(*x, _mm256_madd_epi16(_mm256_maddubs_epi16(a, *bv), ones));
-                    }
-                }
-                bp = bp.add(NR * 4);
-            }
-        }
+        // SAFETY: bytes 0..4·full of every source row are inside it (in place: 4·full ≤
+        // kc; flipped: inside the padded buffer row, written above); the groups' panel
+        // bytes are inside the panel.
+        bp = unsafe { maddubs_groups::<MR, NVA>(&mut c, &src, full, bp) };
         let rem = if A_FLIP { 0 } else { kc % 4 };
         if rem != 0 {
             // SAFETY: the last group's 64 panel bytes are inside the panel (zero-padded
@@ -455,7 +502,7 @@ fn fp32_requant_vectorisable(zp: i32, qmin: i32, qmax: i32) -> bool {
 /// The CPU supports AVX2; `args` satisfies the [`GemmArgs`] contract for an `m × n`
 /// tile with `m ≤ MR`, `n ≤ NR`.
 #[target_feature(enable = "avx2")]
-unsafe fn store_tile<const MR: usize>(args: &GemmArgs, acc: Acc<MR>) {
+pub(super) unsafe fn store_tile<const MR: usize>(args: &GemmArgs, acc: Acc<MR>) {
     let out = &args.out;
     let (m, n) = (args.m, args.n);
     let requant = matches!(out.kind, OutputKind::U8 | OutputKind::I8);
@@ -651,8 +698,9 @@ pub const QX8_GEMM_6X16C2__AVX2: GemmUkernel = GemmUkernel {
         [Some(qx8_gemm_6x16c2__avx2::<false, false>), Some(qx8_gemm_6x16c2__avx2::<false, true>)],
         [Some(qx8_gemm_6x16c2__avx2::<true, false>), Some(qx8_gemm_6x16c2__avx2::<true, true>)],
     ],
+    // Convolution rows read in place, tap by tap (`super::igemm`).
+    indirect: Some(super::igemm::INDIRECT_6X16C2),
     // Widening A to i16 once per row tile instead of once per 16 columns.
-    indirect: None,
     packed_a: Some(PackedA {
         kr: A_BLOCK_K,
         group_bytes: A_BLOCK_BYTES,
@@ -683,7 +731,8 @@ pub const QX8_GEMM_4X16C4_MADDUBS__AVX2: GemmUkernel = GemmUkernel {
         [Some(qx8_gemm_4x16c4_maddubs__avx2::<false>), Some(qx8_gemm_4x16c4_maddubs__avx2::<false>)],
         [Some(qx8_gemm_4x16c4_maddubs__avx2::<true>), Some(qx8_gemm_4x16c4_maddubs__avx2::<true>)],
     ],
-    indirect: None,
+    // Convolution rows read in place, tap by tap (`super::igemm`), same weight bound.
+    indirect: Some(super::igemm::INDIRECT_4X16C4_MADDUBS),
     packed_a: None,
 };
 

@@ -1,8 +1,10 @@
-//! AVX2 kernels.
+//! AVX2 kernels. [`gemm`]: the int8 GEMM tiles; [`igemm`]: their indirect (convolution)
+//! entries.
 
 pub mod dwconv;
 pub mod codebook;
 pub mod gemm;
+pub mod igemm;
 pub mod pwlq;
 pub mod peak;
 pub mod shift;

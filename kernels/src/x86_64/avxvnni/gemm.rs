@@ -53,7 +53,7 @@ macro_rules! ymm_vnni_gemm {
         use core::arch::x86_64::*;
 
         use crate::generic::gemm::output_value;
-        use crate::types::{GemmArgs, OutputKind, RequantMode};
+        use crate::types::{GemmArgs, IgemmArgs, OutputKind, RequantMode};
 
         /// The u8×s8 tile: `MR` rows × `8·NV` columns on the `[k/4][8·NV][4]` format.
         ///
@@ -223,6 +223,99 @@ macro_rules! ymm_vnni_gemm {
             }
             // SAFETY: every element was written just above; forwarded contract.
             unsafe { epilogue::<R, NU>(args, fin.assume_init_ref()) }
+        }
+
+        /// The indirect u8×s8 tile ([`IgemmArgs`]): the convolution's A rows read in
+        /// place, tap by tap, through the indirection buffer. The K loop is `tile`'s
+        /// (full tiles: `G` = 1), split at tap boundaries: per tap the `MR` row pointers
+        /// are looked up once (a padding tap reads the shared zero-point row), then
+        /// `kc/4` K groups each do `NU` loads of 32 packed bytes, `MR` broadcasts and
+        /// `MR·NU` `vpdpbusd`; the epilogue is `tile`'s, so the results are the GEMM
+        /// tile's bit for bit. `kc` is a multiple of 4 (contract): no partial group.
+        ///
+        /// Reads only: the `m·taps` indirection entries; per row `i < m` and tap `t`, the
+        /// `kc` bytes at [`IgemmArgs::tap_ptr`]`(i, t)`; the panel's `taps·kc/4·32·NV`
+        /// bytes (per K group, those of the 8-column blocks holding one of the `n`
+        /// columns); the per-column tables and row sums as [`gemm_tile`]. Writes only the
+        /// `m × n` output tile.
+        ///
+        /// # Safety
+        /// `args` satisfies the [`IgemmArgs`] contract with `1 ≤ args.m ≤ MR`,
+        /// `1 ≤ args.n ≤ 8·NV`, `args.kc` a positive multiple of 4, `b` packed in the
+        /// `[k/4][8·NV][4]` format; the CPU supports
+        #[doc = $cpu]
+        #[target_feature(enable = $feat)]
+        pub unsafe fn igemm_tile<const MR: usize, const NV: usize, const A_FLIP: bool>(args: &IgemmArgs) {
+            // As [`gemm_tile`]: a narrow tile multiplies only the blocks it stores.
+            // SAFETY (each arm): forwarded contract; n ≤ 8·NU, and NU ≤ NV by each guard.
+            unsafe {
+                match args.n.div_ceil(8) {
+                    1 if NV > 1 => itile::<MR, NV, 1, A_FLIP>(args),
+                    2 if NV > 2 => itile::<MR, NV, 2, A_FLIP>(args),
+                    _ => itile::<MR, NV, NV, A_FLIP>(args),
+                }
+            }
+        }
+
+        /// [`igemm_tile`] over the first `NU` of the panel's `NV` 8-column blocks.
+        ///
+        /// # Safety
+        /// As [`igemm_tile`], and `args.n ≤ 8·NU`.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn itile<const R: usize, const NV: usize, const NU: usize, const A_FLIP: bool>(args: &IgemmArgs) {
+            const { assert!(NU >= 1 && NU <= NV && R >= 1) };
+            let (m, taps, kc) = (args.m, args.taps, args.kc);
+            let flip = _mm256_set1_epi32(0x8080_8080u32 as i32);
+            let mut acc = [[_mm256_setzero_si256(); NU]; R];
+            let mut bp = args.b;
+            for t in 0..taps {
+                // Rows past `m` read row m−1's taps (valid memory); never stored.
+                let rows: [*const u8; R] = core::array::from_fn(|i| {
+                    // SAFETY: min(i, m−1) < m and t < taps (contract).
+                    unsafe { args.tap_ptr(i.min(m - 1), t) }
+                });
+                let mut off = 0usize;
+                while off < kc {
+                    let mut bv = [_mm256_setzero_si256(); NU];
+                    for (v, b) in bv.iter_mut().enumerate() {
+                        // SAFETY: K group (t·kc + off)/4 of the panel holds 32·NV bytes.
+                        *b = unsafe { _mm256_loadu_si256(bp.add(32 * v).cast()) };
+                    }
+                    for i in 0..R {
+                        // SAFETY: each tap row holds kc ≥ off + 4 bytes (kc a multiple of 4).
+                        let x = unsafe { rows[i].add(off).cast::<i32>().read_unaligned() };
+                        let mut a = _mm256_set1_epi32(x);
+                        if A_FLIP {
+                            a = _mm256_xor_si256(a, flip);
+                        }
+                        for v in 0..NU {
+                            acc[i][v] = $dp(acc[i][v], a, bv[v]);
+                        }
+                    }
+                    // Within the panel (or one past its end after the last group).
+                    bp = bp.wrapping_add(32 * NV);
+                    off += 4;
+                }
+            }
+            let ga = args.epilogue_args();
+            if args.out.kind == OutputKind::I32 {
+                // SAFETY: the output side of `args` is a GemmArgs tile; m ≤ R, n ≤ 8·NU.
+                unsafe { store_i32::<R, NU>(&ga, &acc) };
+                return;
+            }
+            // As [`tile`]: the epilogue receives the accumulators in a fresh array.
+            let mut fin = core::mem::MaybeUninit::<[[__m256i; NU]; R]>::uninit();
+            let fp = fin.as_mut_ptr().cast::<__m256i>();
+            for (i, row) in acc.iter().enumerate() {
+                for (v, &x) in row.iter().enumerate() {
+                    // SAFETY: element (i, v) of the R × NU array `fin`, written once.
+                    unsafe { fp.add(i * NU + v).write(x) };
+                }
+            }
+            // SAFETY: every element was written just above; the output side of `args`
+            // is a GemmArgs tile.
+            unsafe { epilogue::<R, NU>(&ga, fin.assume_init_ref()) }
         }
 
         /// All-ones i32 lanes for the columns `8v..8v+8` that are `< n`.

@@ -313,6 +313,8 @@ fn twins_mirror_the_vex_kernels_and_stay_below_the_zmm_default() {
         assert_eq!((v.mr, v.format, v.a_offset, v.b_offset, v.max_abs_stored_b), (e.mr, e.format, e.a_offset, e.b_offset, e.max_abs_stored_b));
         assert_eq!(e.name, v.name.replace("__avxvnni", "__avx512vnni_ymm"));
         assert!(v.run.iter().flatten().chain(e.run.iter().flatten()).all(Option::is_some));
+        // Both have indirect entries, or neither (the twin is what tests the VEX one's code).
+        assert_eq!(v.indirect.is_some(), e.indirect.is_some(), "{}", v.name);
     }
     let all: Vec<GemmUkernel> = crate::x86_64::gemm_kernels().collect();
     let best = |isa: Isa| all.iter().rfind(|k| k.isa == isa && k.max_abs_stored_b.is_none()).unwrap().name;
