@@ -148,7 +148,7 @@ pub unsafe fn dwconv<const T: usize, const KR: usize, const FLIP: bool>(args: &D
 
 /// Pixels per chunk of [`cols3`]: the chunk's tap rows are resolved once for all
 /// channel tiles, and a tile's column cache restarts at each chunk.
-const CHUNK: usize = 64;
+const CHUNK: usize = 16;
 
 /// How pixel `i` of a [`cols3`] chunk reuses the columns of pixel `i − 1`: 1 = its columns
 /// 0 and 1 are the previous pixel's columns 1 and 2 (stride 1), 2 = its column 0 is the
