@@ -25,7 +25,7 @@ use core::arch::x86_64::*;
 
 use super::gemm::{Bounds, FixedCols, requant_double, requant_single};
 use crate::generic::dwconv::{store_one, tap_row};
-use crate::types::{DwPackFormat, DwconvArgs, DwconvUkernel, Isa, OutputKind, RequantMode};
+use crate::types::{DW_ZERO_TAP, DwPackFormat, DwconvArgs, DwconvUkernel, Isa, OutputKind, RequantMode};
 
 /// Channels per tile.
 const CT: usize = 64;
@@ -154,9 +154,10 @@ const CHUNK: usize = 16;
 /// 0 and 1 are the previous pixel's columns 1 and 2 (stride 1), 2 = its column 0 is the
 /// previous column 2 (stride 2), 3 = none reused.
 #[inline(always)]
-fn col_shift(cur: &[*const u8; 9], prev: &[*const u8; 9]) -> u8 {
-    // Column kx of a pixel is the tap rows (kx, 3 + kx, 6 + kx); equal row pointers read
-    // equal bytes, so a column with the same three pointers is the same column.
+fn col_shift(cur: &[usize; 9], prev: &[usize; 9]) -> u8 {
+    // Column kx of a pixel is the tap rows (kx, 3 + kx, 6 + kx); equal indirection
+    // entries read equal bytes, so a column with the same three entries is the same
+    // column.
     let same = |a: usize, b: usize| cur[a] == prev[b] && cur[3 + a] == prev[3 + b] && cur[6 + a] == prev[6 + b];
     if same(0, 1) && same(1, 2) {
         1
@@ -187,11 +188,23 @@ unsafe fn cols3<const FLIP: bool>(args: &DwconvArgs, stage: &Stage) {
     while p0 < args.pixels {
         let n = CHUNK.min(args.pixels - p0);
         for i in 0..n {
-            for t in 0..9 {
-                // SAFETY: pixel p0 + i < pixels, t < 9 taps.
-                rows[i][t] = unsafe { tap_row(args, p0 + i, t) };
+            // SAFETY: pixel p0 + i < pixels: its 9 entries exist, and pixel p0 + i − 1's
+            // when i > 0.
+            let cur = unsafe { &*args.indirection.add((p0 + i) * 9).cast::<[usize; 9]>() };
+            let sh = if i == 0 {
+                3
+            } else {
+                // SAFETY: as above.
+                col_shift(cur, unsafe { &*args.indirection.add((p0 + i - 1) * 9).cast::<[usize; 9]>() })
+            };
+            shift[i] = sh;
+            // Only the columns the pixel builds (the last `sh`) are resolved.
+            let resolve = |o: usize| if o == DW_ZERO_TAP { args.zero } else { args.input.wrapping_add(o) };
+            for kx in 3 - sh as usize..3 {
+                for ky in 0..3 {
+                    rows[i][3 * ky + kx] = resolve(cur[3 * ky + kx]);
+                }
             }
-            shift[i] = if i == 0 { 3 } else { col_shift(&rows[i], &rows[i - 1]) };
         }
         let (mut c0, mut wt) = (0, args.weights);
         while c0 < args.channels {
