@@ -184,6 +184,9 @@ unsafe fn cols3<const FLIP: bool>(args: &DwconvArgs, stage: &Stage) {
     let tile_bytes = DwPackFormat { ct: CT, kr: 4 }.tile_bytes(9);
     let mut rows = [[core::ptr::null::<u8>(); 9]; CHUNK];
     let mut shift = [3u8; CHUNK];
+    // The common ONNX stage (u8 output, whole range, every Fp32 scale below 1) gets its
+    // own instance: no per-pixel branches on the stage.
+    let u8_fast = stage.fast_fp32 && stage.below_one && stage.full_range && args.out.kind == OutputKind::U8;
     let mut p0 = 0;
     while p0 < args.pixels {
         let n = CHUNK.min(args.pixels - p0);
@@ -212,11 +215,15 @@ unsafe fn cols3<const FLIP: bool>(args: &DwconvArgs, stage: &Stage) {
             // SAFETY: forwarded; NU = rem.div_ceil(16) vectors cover the tile, `wt` is its
             // packed tile, rows[..n] the chunk's tap rows.
             unsafe {
-                match rem.div_ceil(16) {
-                    1 => cols3_tile::<1, FLIP>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
-                    2 => cols3_tile::<2, FLIP>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
-                    3 => cols3_tile::<3, FLIP>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
-                    _ => cols3_tile::<4, FLIP>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                match (rem.div_ceil(16), u8_fast) {
+                    (1, false) => cols3_tile::<1, FLIP, false>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (2, false) => cols3_tile::<2, FLIP, false>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (3, false) => cols3_tile::<3, FLIP, false>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (_, false) => cols3_tile::<4, FLIP, false>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (1, true) => cols3_tile::<1, FLIP, true>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (2, true) => cols3_tile::<2, FLIP, true>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (3, true) => cols3_tile::<3, FLIP, true>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (_, true) => cols3_tile::<4, FLIP, true>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
                 }
             }
             c0 += CT;
@@ -275,11 +282,12 @@ static COL_INDEX: [[u8; 64]; 2] = {
 /// # Safety
 /// As [`cols3`]; `wt` is the packed tile of channel `c0`, `rem ≤ 16·NU` its channels,
 /// `rows[i]` the nine tap rows of pixel `p0 + i` for `i < n`, `shift[i]` as [`col_shift`]
-/// (3 for `i = 0`).
+/// (3 for `i = 0`); `U8_FAST` only for a u8 output, whole range, `stage.fast_fp32` and
+/// `stage.below_one`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 #[inline]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn cols3_tile<const NU: usize, const FLIP: bool>(
+unsafe fn cols3_tile<const NU: usize, const FLIP: bool, const U8_FAST: bool>(
     args: &DwconvArgs,
     stage: &Stage,
     p0: usize,
@@ -359,20 +367,21 @@ unsafe fn cols3_tile<const NU: usize, const FLIP: bool>(
         // SAFETY: col_offset has `channels` entries; masked-off lanes are not read.
         colo[v] = unsafe { _mm512_maskz_loadu_epi32(masks[v], out.col_offset.wrapping_add(c0 + 16 * v)) };
     }
-    let (fast_fp32, below_one, full_range) = (stage.fast_fp32, stage.below_one, stage.full_range);
+    let (fast_fp32, below_one, full_range) =
+        if U8_FAST { (true, true, true) } else { (stage.fast_fp32, stage.below_one, stage.full_range) };
     if fast_fp32 {
         for v in 0..NU {
             // SAFETY: scale has `channels` entries in Fp32 mode; masked lanes unread.
             scale[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], out.scale.wrapping_add(c0 + 16 * v)) };
         }
     }
-    let fast_i32 = out.kind == OutputKind::I32;
+    let fast_i32 = !U8_FAST && out.kind == OutputKind::I32;
     let (lo, hi) = (out.qmin - out.out_zero_point, out.qmax - out.out_zero_point);
     let lo_f = _mm512_set1_ps(lo as f32);
     let hi_f = _mm512_set1_ps(hi as f32);
     let zp16 = _mm512_set1_epi16(out.out_zero_point as i16);
     let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    let signed = out.kind == OutputKind::I8;
+    let signed = !U8_FAST && out.kind == OutputKind::I8;
     let (qmin8, qmax8) = (_mm512_set1_epi8(out.qmin as i8), _mm512_set1_epi8(out.qmax as i8));
     let stride = args.output_pixel_stride;
 
