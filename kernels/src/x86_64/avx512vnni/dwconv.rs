@@ -16,7 +16,9 @@
 //! GEMM kernels' i64-lane code) and bit-exact with `generic::gemm::output_value`.
 //!
 //! Kernels named `…c4` take filters whose centred weights fit in i8 (e.g. i8 weights with
-//! zero point 0): four taps per dword, `vpdpbusd` (see [`block_quad`]).
+//! zero point 0): four taps per dword, `vpdpbusd` (see [`block_quad`]). The 3×3 `c4`
+//! kernel works by columns instead ([`cols3`]): neighbouring output pixels share input
+//! columns, so each pixel builds only its new ones (one at stride 1, two at stride 2).
 //!
 //! Needs AVX-512 VBMI besides F/BW/VL/VNNI (`vpermt2b`): the descriptors list it in
 //! `extra_features`.
