@@ -72,6 +72,23 @@ pub unsafe fn check_dwconv_ukernel(kernel: &DwconvUkernel) -> DwconvTestSummary 
     t.summary
 }
 
+/// A 3×3 convolution's geometry over an image of `iw` columns (padding `pad` on the left
+/// and top; the right and bottom pad what the output needs).
+#[derive(Clone, Copy, Debug)]
+struct Grid {
+    iw: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+}
+
+impl Grid {
+    /// Output columns (`iw + 2·pad ≥ 2·dil + 1` by construction).
+    fn out_w(&self) -> usize {
+        (self.iw + 2 * self.pad - 2 * self.dil - 1) / self.stride + 1
+    }
+}
+
 struct DwTester<'k> {
     kernel: &'k DwconvUkernel,
     rng: Rng,
@@ -100,6 +117,22 @@ impl DwTester<'_> {
                 unsafe { self.run_case::<A, B>(f, c, taps, pixels, Data::Random) };
             }
         }
+        // 3×3 filters on real image geometries (kernels that share columns between
+        // neighbouring pixels must find them): stride 1 and 2, dilation 1 and 2, padding,
+        // calls crossing output rows and long runs of pixels.
+        if tap_counts.contains(&9) {
+            for (k, c) in [1usize, 16, 17, 33, 64, 96, 127, 144].into_iter().enumerate() {
+                for stride in [1, 2] {
+                    let dil = if k % 3 == 2 { 2 } else { 1 };
+                    let iw = 2 * dil + 1 + self.rng.below(12);
+                    let pad = self.rng.below(2) * dil;
+                    let pixels = 1 + self.rng.below(60);
+                    let data = if k % 2 == 1 { Data::Extreme } else { Data::Random };
+                    // SAFETY: forwarded.
+                    unsafe { self.run_grid::<A, B>(f, c, pixels, data, Grid { iw, stride, pad, dil }) };
+                }
+            }
+        }
         for &taps in &tap_counts {
             for c in [1, 15, 16, 17, 63, 64, 65, 70] {
                 for _ in 0..3 {
@@ -111,16 +144,51 @@ impl DwTester<'_> {
         }
     }
 
-    /// One input, every output stage.
+    /// [`Self::run_case`] with random tap rows.
     ///
     /// # Safety
     /// As [`check_dwconv_ukernel`].
     unsafe fn run_case<A: Int8, B: Int8>(&mut self, f: DwconvUkernelFn, ch: usize, taps: usize, pixels: usize, data: Data) {
+        // SAFETY: forwarded.
+        unsafe { self.run_layout::<A, B>(f, ch, taps, pixels, data, None) }
+    }
+
+    /// [`Self::run_case`] for a 3×3 filter on an image of `grid.iw` columns.
+    ///
+    /// # Safety
+    /// As [`check_dwconv_ukernel`].
+    unsafe fn run_grid<A: Int8, B: Int8>(&mut self, f: DwconvUkernelFn, ch: usize, pixels: usize, data: Data, grid: Grid) {
+        // SAFETY: forwarded.
+        unsafe { self.run_layout::<A, B>(f, ch, 9, pixels, data, Some(grid)) }
+    }
+
+    /// One input, every output stage; tap rows random (`grid` None) or those of a 3×3
+    /// convolution over an image.
+    ///
+    /// # Safety
+    /// As [`check_dwconv_ukernel`].
+    unsafe fn run_layout<A: Int8, B: Int8>(
+        &mut self,
+        f: DwconvUkernelFn,
+        ch: usize,
+        taps: usize,
+        pixels: usize,
+        data: Data,
+        grid: Option<Grid>,
+    ) {
         self.summary.cases += 1;
         let kernel = self.kernel;
         let rng = &mut self.rng;
-        // Tap rows: `rows` rows of `ch` bytes, `gap` poison bytes apart.
-        let rows = 1 + rng.below(taps * pixels + 1);
+        // Tap rows: `rows` rows of `ch` bytes, `gap` poison bytes apart (for a grid, the
+        // image's pixels row-major: enough image rows for every output pixel).
+        let rows = match grid {
+            None => 1 + rng.below(taps * pixels + 1),
+            Some(g) => {
+                let ow = g.out_w();
+                let oh = pixels.div_ceil(ow);
+                g.iw * ((oh - 1) * g.stride + 2 * g.dil + 1)
+            }
+        };
         let gap = rng.pick(&[0usize, 1, 5, 64]);
         let row_stride = ch + gap;
         let (za, zw): (i32, Vec<i32>) = match data {
@@ -192,9 +260,26 @@ impl DwTester<'_> {
             }
         };
         let pad_chance = if rng.chance(1, 3) { 0 } else { rng.below(3) + 1 };
-        let indirection: Vec<usize> = (0..pixels * taps)
-            .map(|_| if rng.below(8) < pad_chance { DW_ZERO_TAP } else { rng.below(rows) * row_stride })
-            .collect();
+        let indirection: Vec<usize> = match grid {
+            None => (0..pixels * taps)
+                .map(|_| if rng.below(8) < pad_chance { DW_ZERO_TAP } else { rng.below(rows) * row_stride })
+                .collect(),
+            Some(g) => {
+                let (ow, ih) = (g.out_w(), rows / g.iw);
+                (0..pixels * 9)
+                    .map(|i| {
+                        let (p, t) = (i / 9, i % 9);
+                        let iy = ((p / ow) * g.stride + (t / 3) * g.dil) as isize - g.pad as isize;
+                        let ix = ((p % ow) * g.stride + (t % 3) * g.dil) as isize - g.pad as isize;
+                        if (0..ih as isize).contains(&iy) && (0..g.iw as isize).contains(&ix) {
+                            (iy as usize * g.iw + ix as usize) * row_stride
+                        } else {
+                            DW_ZERO_TAP
+                        }
+                    })
+                    .collect()
+            }
+        };
         // The zero-point row, with poison after it.
         let mut zero: Vec<u8> = vec![A::saturate_from(za).to_bits(); ch];
         zero.extend((0..64).map(|_| rng.next_u64() as u8));
@@ -350,7 +435,7 @@ impl DwTester<'_> {
                 let inside = e >= GUARD && (e - GUARD) / ostride < pixels && (e - GUARD) % ostride < ch;
                 let ctx = || {
                     format!(
-                        "kernel `{}` ({}x{}) {:?}: channels={ch} taps={taps} pixels={pixels} za={za} zw={:?} out stride={ostride}, output {}",
+                        "kernel `{}` ({}x{}) {:?}: channels={ch} taps={taps} pixels={pixels} za={za} zw={:?} out stride={ostride} grid={grid:?}, output {}",
                         kernel.name,
                         A::NAME,
                         B::NAME,

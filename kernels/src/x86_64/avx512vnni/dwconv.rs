@@ -16,7 +16,9 @@
 //! GEMM kernels' i64-lane code) and bit-exact with `generic::gemm::output_value`.
 //!
 //! Kernels named `…c4` take filters whose centred weights fit in i8 (e.g. i8 weights with
-//! zero point 0): four taps per dword, `vpdpbusd` (see [`block_quad`]).
+//! zero point 0): four taps per dword, `vpdpbusd` (see [`block_quad`]). The 3×3 `c4`
+//! kernel works by columns instead ([`cols3`]): neighbouring output pixels share input
+//! columns, so each pixel builds only its new ones (one at stride 1, two at stride 2).
 //!
 //! Needs AVX-512 VBMI besides F/BW/VL/VNNI (`vpermt2b`): the descriptors list it in
 //! `extra_features`.
@@ -25,7 +27,7 @@ use core::arch::x86_64::*;
 
 use super::gemm::{Bounds, FixedCols, requant_double, requant_single};
 use crate::generic::dwconv::{store_one, tap_row};
-use crate::types::{DwPackFormat, DwconvArgs, DwconvUkernel, Isa, OutputKind, RequantMode};
+use crate::types::{DW_ZERO_TAP, DwPackFormat, DwconvArgs, DwconvUkernel, Isa, OutputKind, RequantMode};
 
 /// Channels per tile.
 const CT: usize = 64;
@@ -101,7 +103,11 @@ pub unsafe fn dwconv<const T: usize, const KR: usize, const FLIP: bool>(args: &D
             }
         }};
     }
-    if T > 0 && T <= 9 {
+    if T == 9 && KR == 4 {
+        // 3×3 with i8 weights: columns shared between neighbouring pixels.
+        // SAFETY: forwarded contract (9 taps, a `kr = 4` filter).
+        unsafe { cols3::<FLIP>(args, &stage) };
+    } else if T > 0 && T <= 9 {
         // Short filters: pixel blocks outside, each tap row resolved once per block for
         // every channel tile (the indirection's scalar work does not grow with C).
         let mut p0 = 0;
@@ -138,6 +144,314 @@ pub unsafe fn dwconv<const T: usize, const KR: usize, const FLIP: bool>(args: &D
             }
             c0 += CT;
             wt = wt.wrapping_add(tile_bytes);
+        }
+    }
+}
+
+/// Pixels per chunk of [`cols3`]: the chunk's tap rows are resolved once for all
+/// channel tiles, and a tile's column cache restarts at each chunk. Measured on Zen 4:
+/// 32 beats 8, 16 and 48 (the chunk's input rows stay in L1 across the tiles; fewer
+/// restarts than shorter chunks).
+const CHUNK: usize = 32;
+
+/// How pixel `i` of a [`cols3`] chunk reuses the columns of pixel `i − 1`: 1 = its columns
+/// 0 and 1 are the previous pixel's columns 1 and 2 (stride 1), 2 = its column 0 is the
+/// previous column 2 (stride 2), 3 = none reused.
+#[inline(always)]
+fn col_shift(cur: &[usize; 9], prev: &[usize; 9]) -> u8 {
+    // Column kx of a pixel is the tap rows (kx, 3 + kx, 6 + kx); equal indirection
+    // entries read equal bytes, so a column with the same three entries is the same
+    // column.
+    let same = |a: usize, b: usize| cur[a] == prev[b] && cur[3 + a] == prev[3 + b] && cur[6 + a] == prev[6 + b];
+    if same(0, 1) && same(1, 2) {
+        1
+    } else if same(0, 2) {
+        2
+    } else {
+        3
+    }
+}
+
+/// The 3×3 kernel on the `kr = 4` (i8 weights) format, by columns: a column is the three
+/// tap rows `(kx, 3 + kx, 6 + kx)` of one pixel, built once as dwords
+/// `(x[ky=0][c], x[1][c], x[2][c], any)` by `vpermt2b` and multiplied with `vpdpbusd` by
+/// the weights `(w[kx], w[3 + kx], w[6 + kx], 0)` (rearranged once per tile and chunk from
+/// the packed quads). Neighbouring output pixels share columns (two of three at stride 1,
+/// one at stride 2): a pixel whose column's three row pointers equal those of a column of
+/// the previous pixel reuses it ([`col_shift`]), so each pixel builds only its new
+/// columns, and every pixel costs three `vpdpbusd` per 16 channels.
+///
+/// # Safety
+/// As [`dwconv`], with 9 taps and a `kr = 4` filter.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn cols3<const FLIP: bool>(args: &DwconvArgs, stage: &Stage) {
+    let tile_bytes = DwPackFormat { ct: CT, kr: 4 }.tile_bytes(9);
+    let mut rows = [[core::ptr::null::<u8>(); 9]; CHUNK];
+    let mut shift = [3u8; CHUNK];
+    // The common ONNX stage (u8 output, whole range, every Fp32 scale below 1) gets its
+    // own instance: no per-pixel branches on the stage.
+    let u8_fast = stage.fast_fp32 && stage.below_one && stage.full_range && args.out.kind == OutputKind::U8;
+    let mut p0 = 0;
+    while p0 < args.pixels {
+        let n = CHUNK.min(args.pixels - p0);
+        for i in 0..n {
+            // SAFETY: pixel p0 + i < pixels: its 9 entries exist, and pixel p0 + i − 1's
+            // when i > 0.
+            let cur = unsafe { &*args.indirection.add((p0 + i) * 9).cast::<[usize; 9]>() };
+            let sh = if i == 0 {
+                3
+            } else {
+                // SAFETY: as above.
+                col_shift(cur, unsafe { &*args.indirection.add((p0 + i - 1) * 9).cast::<[usize; 9]>() })
+            };
+            shift[i] = sh;
+            // Only the columns the pixel builds (the last `sh`) are resolved.
+            let resolve = |o: usize| if o == DW_ZERO_TAP { args.zero } else { args.input.wrapping_add(o) };
+            for kx in 3 - sh as usize..3 {
+                for ky in 0..3 {
+                    rows[i][3 * ky + kx] = resolve(cur[3 * ky + kx]);
+                }
+            }
+        }
+        let (mut c0, mut wt) = (0, args.weights);
+        while c0 < args.channels {
+            let rem = CT.min(args.channels - c0);
+            // SAFETY: forwarded; NU = rem.div_ceil(16) vectors cover the tile, `wt` is its
+            // packed tile, rows[..n] the chunk's tap rows.
+            unsafe {
+                match (rem.div_ceil(16), u8_fast) {
+                    (1, false) => cols3_tile::<1, FLIP, false>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (2, false) => cols3_tile::<2, FLIP, false>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (3, false) => cols3_tile::<3, FLIP, false>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (_, false) => cols3_tile::<4, FLIP, false>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (1, true) => cols3_tile::<1, FLIP, true>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (2, true) => cols3_tile::<2, FLIP, true>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (3, true) => cols3_tile::<3, FLIP, true>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                    (_, true) => cols3_tile::<4, FLIP, true>(args, stage, p0, n, c0, rem, wt, &rows, &shift),
+                }
+            }
+            c0 += CT;
+            wt = wt.wrapping_add(tile_bytes);
+        }
+        p0 += n;
+    }
+}
+
+/// `vpermt2b` indexes gathering, from quads 0 (`a`) and 1 (`b`) of the packed `kr = 4`
+/// tile (dword `i` = taps `4q .. 4q + 4` of channel `i`), the column weights of
+/// `kx` = 0 (taps 0, 3, 6) and 1 (taps 1, 4, 7), and of `kx` = 2 the first two (taps 2,
+/// 5; tap 8 comes from quad 2).
+static COLW_INDEX: [[u8; 64]; 3] = {
+    let mut t = [[0u8; 64]; 3];
+    let mut i = 0;
+    while i < 16 {
+        let d = 4 * i as u8;
+        t[0][4 * i] = d;
+        t[0][4 * i + 1] = d + 3;
+        t[0][4 * i + 2] = 64 + d + 2;
+        t[1][4 * i] = d + 1;
+        t[1][4 * i + 1] = 64 + d;
+        t[1][4 * i + 2] = 64 + d + 3;
+        t[2][4 * i] = d + 2;
+        t[2][4 * i + 1] = 64 + d + 1;
+        i += 1;
+    }
+    t
+};
+
+/// `vpermt2b` indexes of a column: from `[a | b]` (32 channels of rows ky = 0 and 1) and
+/// `c` (32 channels of row 2, low half), for `r` = 0 or 1 (channels `16r .. 16r + 16` of
+/// the 32), dword `i` = `(a[16r+i], b[16r+i], c[16r+i], c[16r+i])` (the fourth byte meets
+/// a zero weight).
+static COL_INDEX: [[u8; 64]; 2] = {
+    let mut t = [[0u8; 64]; 2];
+    let mut r = 0;
+    while r < 2 {
+        let mut i = 0;
+        while i < 16 {
+            let c = (16 * r + i) as u8;
+            t[r][4 * i] = c;
+            t[r][4 * i + 1] = 32 + c;
+            t[r][4 * i + 2] = 64 + c;
+            t[r][4 * i + 3] = 64 + c;
+            i += 1;
+        }
+        r += 1;
+    }
+    t
+};
+
+/// One chunk of `n` pixels from `p0` × one channel tile of [`cols3`].
+///
+/// # Safety
+/// As [`cols3`]; `wt` is the packed tile of channel `c0`, `rem ≤ 16·NU` its channels,
+/// `rows[i]` the nine tap rows of pixel `p0 + i` for `i < n`, `shift[i]` as [`col_shift`]
+/// (3 for `i = 0`); `U8_FAST` only for a u8 output, whole range, `stage.fast_fp32` and
+/// `stage.below_one`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+#[inline]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn cols3_tile<const NU: usize, const FLIP: bool, const U8_FAST: bool>(
+    args: &DwconvArgs,
+    stage: &Stage,
+    p0: usize,
+    n: usize,
+    c0: usize,
+    rem: usize,
+    wt: *const u8,
+    rows: &[[*const u8; 9]; CHUNK],
+    shift: &[u8; CHUNK],
+) {
+    // The column weights, channel order natural: wk[kx][r] dword i = channel 16r + i.
+    let mut wk = [[_mm512_setzero_si512(); NU]; 3];
+    {
+        // SAFETY: 64 bytes of each static table.
+        let ix: [__m512i; 3] = core::array::from_fn(|k| unsafe { _mm512_loadu_si512(COLW_INDEX[k].as_ptr().cast()) });
+        for r in 0..NU {
+            // SAFETY: the tile holds 3 quads × 64 channels × 4 bytes.
+            let q: [__m512i; 3] = core::array::from_fn(|k| unsafe { _mm512_loadu_si512(wt.add(k * 4 * CT + 64 * r).cast()) });
+            wk[0][r] = _mm512_maskz_permutex2var_epi8(0x7777_7777_7777_7777, q[0], ix[0], q[1]);
+            wk[1][r] = _mm512_maskz_permutex2var_epi8(0x7777_7777_7777_7777, q[0], ix[1], q[1]);
+            // Quad 2 holds (w8, 0, 0, 0) per channel (taps past 9 are packed as 0).
+            wk[2][r] = _mm512_or_si512(
+                _mm512_maskz_permutex2var_epi8(0x3333_3333_3333_3333, q[0], ix[2], q[1]),
+                _mm512_slli_epi32::<16>(q[2]),
+            );
+        }
+    }
+    // SAFETY: 64 bytes of each static table.
+    let cidx: [__m512i; 2] = core::array::from_fn(|k| unsafe { _mm512_loadu_si512(COL_INDEX[k].as_ptr().cast()) });
+    let flip = _mm512_set1_epi8(0x80u8 as i8);
+    let lmask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
+    let full = rem >= 64;
+    // A column from tap rows a, b, c (pixel row starts), NU vectors of 16 channels.
+    let build = |a: *const u8, b: *const u8, c: *const u8| -> [__m512i; NU] {
+        let mut x = [_mm512_setzero_si512(); NU];
+        for h in 0..NU.div_ceil(2) {
+            let m = (lmask >> (32 * h)) as __mmask32;
+            let off = c0 + 32 * h;
+            // SAFETY: bytes of channels c0 .. c0 + rem of each row (masked past unless the
+            // tile is full).
+            let (ab, cc) = unsafe {
+                if full {
+                    (
+                        _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_loadu_si256(a.add(off).cast())),
+                            _mm256_loadu_si256(b.add(off).cast()),
+                        ),
+                        _mm512_castsi256_si512(_mm256_loadu_si256(c.add(off).cast())),
+                    )
+                } else {
+                    (
+                        _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_maskz_loadu_epi8(m, a.wrapping_add(off).cast())),
+                            _mm256_maskz_loadu_epi8(m, b.wrapping_add(off).cast()),
+                        ),
+                        _mm512_castsi256_si512(_mm256_maskz_loadu_epi8(m, c.wrapping_add(off).cast())),
+                    )
+                }
+            };
+            let (ab, cc) = if FLIP { (_mm512_xor_si512(ab, flip), _mm512_xor_si512(cc, flip)) } else { (ab, cc) };
+            for r in 0..2 {
+                if 2 * h + r < NU {
+                    x[2 * h + r] = _mm512_permutex2var_epi8(ab, cidx[r], cc);
+                }
+            }
+        }
+        x
+    };
+
+    // Output-stage constants (as [`tile`]).
+    let out = &args.out;
+    let mut masks = [0 as __mmask16; NU];
+    let mut colo = [_mm512_setzero_si512(); NU];
+    let mut scale = [_mm512_setzero_ps(); NU];
+    for v in 0..NU {
+        masks[v] = lane_mask(rem, v);
+        // SAFETY: col_offset has `channels` entries; masked-off lanes are not read.
+        colo[v] = unsafe { _mm512_maskz_loadu_epi32(masks[v], out.col_offset.wrapping_add(c0 + 16 * v)) };
+    }
+    let (fast_fp32, below_one, full_range) =
+        if U8_FAST { (true, true, true) } else { (stage.fast_fp32, stage.below_one, stage.full_range) };
+    if fast_fp32 {
+        for v in 0..NU {
+            // SAFETY: scale has `channels` entries in Fp32 mode; masked lanes unread.
+            scale[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], out.scale.wrapping_add(c0 + 16 * v)) };
+        }
+    }
+    let fast_i32 = !U8_FAST && out.kind == OutputKind::I32;
+    let (lo, hi) = (out.qmin - out.out_zero_point, out.qmax - out.out_zero_point);
+    let lo_f = _mm512_set1_ps(lo as f32);
+    let hi_f = _mm512_set1_ps(hi as f32);
+    let zp16 = _mm512_set1_epi16(out.out_zero_point as i16);
+    let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    let signed = !U8_FAST && out.kind == OutputKind::I8;
+    let (qmin8, qmax8) = (_mm512_set1_epi8(out.qmin as i8), _mm512_set1_epi8(out.qmax as i8));
+    let stride = args.output_pixel_stride;
+
+    let mut cols = [[_mm512_setzero_si512(); NU]; 3];
+    for i in 0..n {
+        let r = &rows[i];
+        match shift[i] {
+            1 => {
+                cols[0] = cols[1];
+                cols[1] = cols[2];
+                cols[2] = build(r[2], r[5], r[8]);
+            }
+            2 => {
+                cols[0] = cols[2];
+                cols[1] = build(r[1], r[4], r[7]);
+                cols[2] = build(r[2], r[5], r[8]);
+            }
+            _ => {
+                cols[0] = build(r[0], r[3], r[6]);
+                cols[1] = build(r[1], r[4], r[7]);
+                cols[2] = build(r[2], r[5], r[8]);
+            }
+        }
+        let mut acc = colo;
+        for v in 0..NU {
+            acc[v] = _mm512_dpbusd_epi32(acc[v], cols[0][v], wk[0][v]);
+            acc[v] = _mm512_dpbusd_epi32(acc[v], cols[1][v], wk[1][v]);
+            acc[v] = _mm512_dpbusd_epi32(acc[v], cols[2][v], wk[2][v]);
+        }
+        let p = p0 + i;
+        if fast_fp32 {
+            // As in [`tile`].
+            let mut q = [_mm512_setzero_si512(); 4];
+            for v in 0..NU {
+                let x = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[v]), scale[v]);
+                let x = if below_one { x } else { _mm512_min_ps(_mm512_max_ps(x, lo_f), hi_f) };
+                q[v] = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+            }
+            let ab = _mm512_adds_epi16(_mm512_packs_epi32(q[0], q[1]), zp16);
+            let cd = _mm512_adds_epi16(_mm512_packs_epi32(q[2], q[3]), zp16);
+            let bytes = if signed {
+                let b = _mm512_packs_epi16(ab, cd);
+                if full_range { b } else { _mm512_min_epi8(_mm512_max_epi8(b, qmin8), qmax8) }
+            } else {
+                let b = _mm512_packus_epi16(ab, cd);
+                if full_range { b } else { _mm512_min_epu8(_mm512_max_epu8(b, qmin8), qmax8) }
+            };
+            let bytes = _mm512_permutexvar_epi32(order, bytes);
+            let c = args.output.wrapping_add(p * stride + c0);
+            // SAFETY: pixel p < pixels, channels c0 .. c0 + rem < channels (masked past).
+            unsafe {
+                if full {
+                    _mm512_storeu_si512(c.cast(), bytes)
+                } else {
+                    _mm512_mask_storeu_epi8(c.cast(), lmask, bytes)
+                }
+            }
+        } else if fast_i32 {
+            let c = args.output.cast::<i32>().wrapping_add(p * stride + c0);
+            for v in 0..NU {
+                // SAFETY: pixel p, channels c0+16v.. < channels (masked).
+                unsafe { _mm512_mask_storeu_epi32(c.wrapping_add(16 * v), masks[v], acc[v]) };
+            }
+        } else {
+            // SAFETY: forwarded contract; pixel p < pixels.
+            unsafe { epilogue::<NU, 1>(args, p, 1, c0, rem, &[acc]) };
         }
     }
 }
