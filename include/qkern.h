@@ -1332,6 +1332,43 @@ qk_status qk_pwlq_gemm_f32(const struct qk_pwlq_weights *weights,
                            size_t ldc);
 
 /**
+ * Requantizes a `rows × cols` matrix of int32 accumulators (row-major, contiguous) to
+ * `QK_U8` or `QK_I8`: `out[i][j] = clamp(mode(acc[i][j], scale[j]) + zero_point, lo, hi)`
+ * with `lo = max(clamp_min, type min)`, `hi = min(clamp_max, type max)` (pass
+ * `INT32_MIN, INT32_MAX` for no extra clamp; the zero point for a fused ReLU).
+ *
+ * * `scale`: the real multiplier (e.g. `sa·sb/sy`), finite and > 0; 1 value (per
+ *   tensor) or `cols` values (per column).
+ * * `mode`: `QK_REQUANT_FP32` (ONNX: `acc · scale` in float, round half to even),
+ *   `QK_REQUANT_TFLITE_DOUBLE_ROUNDING` or `QK_REQUANT_SINGLE_ROUNDING` (the multiplier
+ *   derived from `scale` as [`qk_quantize_multiplier`] does); each bit-exact with
+ *   qkern's reference, as the GEMM output stages.
+ * * `out_count` must equal `rows · cols`.
+ *
+ * Errors: NULL buffers (`QK_ERR_NULL_POINTER`), a bad dtype, mode or scale count, a
+ * zero point outside the output type, `clamp_min > clamp_max` or a clamp range
+ * disjoint from the type (`QK_ERR_INVALID_PARAMETER`), `out` overlapping an input.
+ *
+ * # Safety
+ *
+ * `acc` must point to `rows · cols` readable `int32_t`, `scale` to `scale_count`
+ * readable `float`, `out` to `out_count` writable bytes not overlapping them; none
+ * may be written by another thread during the call.
+ */
+qk_status qk_requantize(const int32_t *acc,
+                        size_t rows,
+                        size_t cols,
+                        const float *scale,
+                        size_t scale_count,
+                        qk_requant_mode mode,
+                        int32_t zero_point,
+                        int32_t clamp_min,
+                        int32_t clamp_max,
+                        void *out,
+                        qk_dtype out_dtype,
+                        size_t out_count);
+
+/**
  * TFLite's `QuantizeMultiplier`: finds `multiplier` (Q0.31, in `[2^30, 2^31)`) and
  * `shift` with `real ≈ multiplier · 2^(shift − 31)`.
  *

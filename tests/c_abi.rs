@@ -429,6 +429,99 @@ fn multiply_by_quantized_multiplier_bad_input() {
 }
 
 // ---------------------------------------------------------------------------------------
+// qk_requantize
+
+#[allow(clippy::too_many_arguments)]
+fn requantize_c(acc: &[i32], rows: usize, cols: usize, scale: &[f32], mode: i32, zp: i32, lo: i32, hi: i32, dtype: i32) -> (qk_status, Vec<u8>) {
+    let mut out = vec![0xa5u8; acc.len()];
+    // SAFETY: every buffer is live and sized as passed; `out` is distinct from the inputs.
+    let st = unsafe {
+        qk_requantize(acc.as_ptr(), rows, cols, scale.as_ptr(), scale.len(), mode, zp, lo, hi, out.as_mut_ptr().cast(), dtype, out.len())
+    };
+    (st, out)
+}
+
+#[test]
+fn requantize_values_per_tensor_and_per_column_every_mode() {
+    let (rows, cols) = (3usize, 5usize);
+    let acc: Vec<i32> = vec![0, 1, -1, 2, -2, 3, -3, 100, -100, 1 << 20, -(1 << 20), i32::MAX, i32::MIN, 77_777, -12_345];
+    let scales: Vec<f32> = vec![0.5, 0.0117, 1.0 / 3.0, 2.0e-6, 0.25];
+    for dtype in [QK_U8, QK_I8] {
+        let (tmin, tmax) = if dtype == QK_U8 { (0i64, 255i64) } else { (-128, 127) };
+        for (zp, lo, hi) in [(if dtype == QK_U8 { 128 } else { 0 }, i32::MIN, i32::MAX), (10, 10, 60)] {
+            for mode in [QK_REQUANT_FP32, QK_REQUANT_TFLITE_DOUBLE_ROUNDING, QK_REQUANT_SINGLE_ROUNDING] {
+                for per_column in [false, true] {
+                    let sc: &[f32] = if per_column { &scales } else { &scales[1..2] };
+                    let (st, out) = requantize_c(&acc, rows, cols, sc, mode, zp, lo, hi, dtype);
+                    expect_ok(st);
+                    for (i, (&a, &o)) in acc.iter().zip(&out).enumerate() {
+                        let s = sc[if per_column { i % cols } else { 0 }];
+                        // Independent of qk_requantize: ONNX's float formula, or the
+                        // fixed-point pair of C entry points.
+                        let v = if mode == QK_REQUANT_FP32 {
+                            ((a as f32) * s).round_ties_even() as i64
+                        } else {
+                            let (st, m, sh) = qmul(s as f64, mode);
+                            expect_ok(st);
+                            let (st, v) = mbqm(a, m, sh, mode);
+                            if st == QK_ERR_OVERFLOW {
+                                continue; // beyond TFLite's int32 arithmetic: saturates below
+                            }
+                            expect_ok(st);
+                            v as i64
+                        };
+                        let want = (v + zp as i64).clamp(lo as i64, hi as i64).clamp(tmin, tmax);
+                        let got = if dtype == QK_U8 { o as i64 } else { o as i8 as i64 };
+                        assert_eq!(got, want, "acc {a}, scale {s}, mode {mode}, zp {zp}, clamp [{lo}, {hi}], dtype {dtype}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn requantize_bad_input() {
+    const F: &str = "qk_requantize";
+    let acc = [1i32, 2, 3, 4, 5, 6];
+    let s = [0.5f32];
+    let mut out = [0u8; 6];
+    let call = |acc: *const i32, rows, cols, sc: &[f32], sc_ptr: *const f32, zp, lo, hi, out: *mut u8, dtype, n| {
+        // SAFETY: the buffers are the arrays above (or NULL, the error under test), sized
+        // as passed.
+        unsafe { qk_requantize(acc, rows, cols, sc_ptr, sc.len(), QK_REQUANT_FP32, zp, lo, hi, out.cast(), dtype, n) }
+    };
+    let o = out.as_mut_ptr();
+    expect_err(call(null(), 2, 3, &s, s.as_ptr(), 0, i32::MIN, i32::MAX, o, QK_U8, 6), QK_ERR_NULL_POINTER, F, "`acc`");
+    expect_err(call(acc.as_ptr(), 2, 3, &s, null(), 0, i32::MIN, i32::MAX, o, QK_U8, 6), QK_ERR_NULL_POINTER, F, "`scale`");
+    expect_err(call(acc.as_ptr(), 2, 3, &s, s.as_ptr(), 0, i32::MIN, i32::MAX, null_mut(), QK_U8, 6), QK_ERR_NULL_POINTER, F, "`out`");
+    expect_err(call(acc.as_ptr(), 2, 3, &s, s.as_ptr(), 0, i32::MIN, i32::MAX, o, QK_I32, 6), QK_ERR_UNSUPPORTED, F, "QK_U8 or QK_I8");
+    expect_err(call(acc.as_ptr(), 2, 3, &s, s.as_ptr(), 0, i32::MIN, i32::MAX, o, 99, 6), QK_ERR_INVALID_PARAMETER, F, "qk_dtype");
+    expect_err(call(acc.as_ptr(), 2, 3, &s, s.as_ptr(), 0, i32::MIN, i32::MAX, o, QK_U8, 5), QK_ERR_SHAPE, F, "`out` has 5");
+    expect_err(call(acc.as_ptr(), usize::MAX, 3, &s, s.as_ptr(), 0, i32::MIN, i32::MAX, o, QK_U8, 6), QK_ERR_OVERFLOW, F, "overflows");
+    let two = [0.5f32, 0.25];
+    expect_err(call(acc.as_ptr(), 2, 3, &two, two.as_ptr(), 0, i32::MIN, i32::MAX, o, QK_U8, 6), QK_ERR_SHAPE, F, "per column");
+    expect_err(call(acc.as_ptr(), 2, 3, &[], s.as_ptr(), 0, i32::MIN, i32::MAX, o, QK_U8, 6), QK_ERR_SHAPE, F, "per column");
+    for bad in [f32::NAN, 0.0, -1.0, f32::INFINITY] {
+        let b = [bad];
+        expect_err(call(acc.as_ptr(), 2, 3, &b, b.as_ptr(), 0, i32::MIN, i32::MAX, o, QK_U8, 6), QK_ERR_SCALE, F, "scale");
+    }
+    expect_err(call(acc.as_ptr(), 2, 3, &s, s.as_ptr(), 300, i32::MIN, i32::MAX, o, QK_U8, 6), QK_ERR_ZERO_POINT, F, "zero_point");
+    expect_err(call(acc.as_ptr(), 2, 3, &s, s.as_ptr(), -1, i32::MIN, i32::MAX, o, QK_U8, 6), QK_ERR_ZERO_POINT, F, "zero_point");
+    let three = [0.5f32, 0.25, 0.125];
+    expect_err(call(acc.as_ptr(), 2, 3, &three, three.as_ptr(), 200, i32::MIN, i32::MAX, o, QK_I8, 6), QK_ERR_ZERO_POINT, F, "zero_point");
+    expect_err(call(acc.as_ptr(), 2, 3, &s, s.as_ptr(), 0, 5, 4, o, QK_U8, 6), QK_ERR_INVALID_PARAMETER, F, "clamp");
+    expect_err(call(acc.as_ptr(), 2, 3, &s, s.as_ptr(), 0, 300, 400, o, QK_U8, 6), QK_ERR_INVALID_PARAMETER, F, "does not intersect");
+    // `out` over `acc`'s bytes.
+    let mut both = [0i32; 6];
+    let p = both.as_mut_ptr();
+    expect_err(call(p, 2, 3, &s, s.as_ptr(), 0, i32::MIN, i32::MAX, p.cast(), QK_U8, 6), QK_ERR_INVALID_PARAMETER, F, "overlaps");
+    // Nothing was written on any error; an empty matrix is fine.
+    assert_eq!(out, [0u8; 6]);
+    expect_ok(call(acc.as_ptr(), 0, 3, &s, s.as_ptr(), 0, i32::MIN, i32::MAX, o, QK_U8, 0));
+}
+
+// ---------------------------------------------------------------------------------------
 // Prepacked GEMM
 
 const K: usize = 7;

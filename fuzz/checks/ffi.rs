@@ -51,10 +51,11 @@ fn last_error() -> String {
 
 pub fn run(data: &[u8]) {
     let mut g = Gen::new(data);
-    match g.size(0, 2) {
+    match g.size(0, 3) {
         0 => gemm(&mut g),
         1 => conv(&mut g),
-        _ => quantize(&mut g),
+        2 => quantize(&mut g),
+        _ => requantize(&mut g),
     }
 }
 
@@ -211,4 +212,36 @@ fn quantize(g: &mut Gen) {
         )
     };
     check_status(s, "qk_quantize_linear");
+}
+
+fn requantize(g: &mut Gen) {
+    let (rows, cols) = (dim(g, 9), dim(g, 9));
+    let want = rows.checked_mul(cols).unwrap_or(usize::MAX);
+    let (mut acc, acc_count, acc_null) = buf::<i32>(g, want);
+    // The element count is rows·cols: only pass a shape the buffer covers.
+    if acc_count < want {
+        return;
+    }
+    acc.iter_mut().for_each(|a| *a = g.pick(&[0, 1, -1, i32::MAX, i32::MIN, 1 << 20, 12_345]));
+    let scale_count = g.pick(&[1usize, 0, cols.min(64), 2]);
+    let scales: Vec<f32> = (0..scale_count).map(|_| g.pick(&[0.5f32, 1e-6, 3.0e9, 0.0, -1.0, f32::NAN, f32::MIN_POSITIVE])).collect();
+    let out_count = match g.size(0, 3) {
+        0 => want.saturating_sub(1),
+        1 => want.saturating_add(1),
+        _ => want,
+    };
+    let mut out = vec![0u8; out_count.min(1 << 16)];
+    if out.len() < out_count {
+        return;
+    }
+    let mode = g.pick(&[QK_REQUANT_FP32, QK_REQUANT_TFLITE_DOUBLE_ROUNDING, QK_REQUANT_SINGLE_ROUNDING, 7]);
+    let dtype = g.pick(&[QK_U8, QK_I8, QK_I32, 0]);
+    let (zp, lo, hi) = (g.pick(&[0, 128, -128, 255, 300]), g.pick(&[i32::MIN, 0, 10, 200]), g.pick(&[i32::MAX, 100, 5]));
+    let out_ptr = if g.size(0, 9) == 0 { ptr::null_mut() } else { out.as_mut_ptr() };
+    // SAFETY: acc holds acc_count ≥ rows·cols i32, scales scale_count floats, out
+    // out_count bytes; out is a separate allocation.
+    let s = unsafe {
+        qk_requantize(ptr_of(&acc, acc_null), rows, cols, scales.as_ptr(), scale_count, mode, zp, lo, hi, out_ptr.cast(), dtype, out_count)
+    };
+    check_status(s, "qk_requantize");
 }
