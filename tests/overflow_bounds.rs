@@ -486,7 +486,7 @@ fn indirect_conv_at_and_past_whole_k_bound() {
         let r = ctx.conv2d_i32(&conv, ConvInput::new(&x, 255u8, 1.0), Some(&[8_388_608; N]), &mut y);
         assert!(is_overflow(&r), "{}: {r:?}", conv.kernel_name());
     }
-    assert!(saw_indirect, "no tier took the indirect path (the scalar tier has an indirect entry)");
+    assert!(saw_indirect || common::tiers_filtered(), "no tier took the indirect path (the scalar tier has an indirect entry)");
 }
 
 // ---------------------------------------------------------------------------------------
