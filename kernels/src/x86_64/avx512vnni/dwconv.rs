@@ -263,7 +263,11 @@ static COLW_INDEX: [[u8; 64]; 3] = {
 /// `c` (32 channels of row 2, low half), for `r` = 0 or 1 (channels `16r .. 16r + 16` of
 /// the 32), dword `i` = `(a[16r+i], b[16r+i], c[16r+i], c[16r+i])` (the fourth byte meets
 /// a zero weight).
-static COL_INDEX: [[u8; 64]; 2] = {
+static COL_INDEX: [[u8; 64]; 2] = dword_gather_index(64);
+
+/// `vpermt2b` indexes that build, for `r` = 0 or 1, dword `i` = bytes `16r + i` of the
+/// sources at offsets 0, 32, 64 and `fourth` (of the 128-byte `[a | b]` table).
+const fn dword_gather_index(fourth: u8) -> [[u8; 64]; 2] {
     let mut t = [[0u8; 64]; 2];
     let mut r = 0;
     while r < 2 {
@@ -273,13 +277,13 @@ static COL_INDEX: [[u8; 64]; 2] = {
             t[r][4 * i] = c;
             t[r][4 * i + 1] = 32 + c;
             t[r][4 * i + 2] = 64 + c;
-            t[r][4 * i + 3] = 64 + c;
+            t[r][4 * i + 3] = fourth + c;
             i += 1;
         }
         r += 1;
     }
     t
-};
+}
 
 /// One chunk of `n` pixels from `p0` × one channel tile of [`cols3`].
 ///
@@ -696,23 +700,7 @@ static QUAD_INDEX: [[u8; 64]; 2] = {
 /// channels of taps `t` (low half) and `t+1` (high half), the second of `t+2` and `t+3`;
 /// for `r` = 0 or 1 (channels `16r .. 16r+16` of the 32), dword `i` gathers the four
 /// taps' bytes of channel `16r + i`.
-static JOIN_INDEX: [[u8; 64]; 2] = {
-    let mut t = [[0u8; 64]; 2];
-    let mut r = 0;
-    while r < 2 {
-        let mut i = 0;
-        while i < 16 {
-            let c = 16 * r + i;
-            t[r][4 * i] = c as u8;
-            t[r][4 * i + 1] = (32 + c) as u8;
-            t[r][4 * i + 2] = (64 + c) as u8;
-            t[r][4 * i + 3] = (96 + c) as u8;
-            i += 1;
-        }
-        r += 1;
-    }
-    t
-};
+static JOIN_INDEX: [[u8; 64]; 2] = dword_gather_index(96);
 
 /// [`block`] on the i8 (`kr = 4`) format: per tap quad, the four rows' bytes are paired
 /// by `vpermt2b` (taps `t, t+1` and `t+2, t+3`), interleaved by word into dwords
