@@ -1309,7 +1309,8 @@ qk_status qk_pwlq_dequantize(const struct qk_pwlq_weights *weights,
  * * `c`: `m × N`, rows `ldc` apart (≥ N), `c_count` elements writable; must not overlap
  *   `a` or `bias`.
  *
- * `QK_ERR_OVERFLOW` if a dot product does not fit in `int32_t` (very long K only).
+ * Exact for any K: the dot products are carried in 64-bit integers, so a long K is not
+ * an error.
  *
  * # Safety
  *

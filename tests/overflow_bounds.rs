@@ -700,9 +700,10 @@ fn requantizer_exact_at_accumulator_extremes() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 7. PWLQ exact mode (src/quant/pwlq/kernels.rs): the fused AVX-512 path only while
-//    blocks·64·255·Q < 2^31 (`fits` in `PwlqGemmWeights::new_in`); otherwise the int8
-//    GEMM driver on [C | T | S], whose i32 dots report `Error::Overflow` past i32.
+// 7. PWLQ exact mode (src/quant/pwlq/kernels.rs): exact for any K. The driver path packs
+//    [C | T | S] in K slices of ⌊i32::MAX / (255·Q)⌋ rows (each exact in i32) summed in
+//    i64; the fused AVX-512 path runs the kernel on chunks of blocks·64·255·Q < 2^31 and
+//    sums them in i64. Past either bound: still exact, no `Error::Overflow`.
 
 #[test]
 fn pwlq_exact_mode_at_and_past_i32() {
@@ -710,7 +711,8 @@ fn pwlq_exact_mode_at_and_past_i32() {
     use qkern::quant::pwlq::{PwlqGemmWeights, PwlqParams, PwlqTensor};
     // 4-bit: Q = 7. Channel 0: code 7 (centre c = 7); channel 1: code −15 (tail t = −7,
     // sign −1). a = 255, za = 0: Dc = K·1785, at K = 18798·64 = 1 203 072 it is
-    // i32::MAX − 127; one more K (and one more 64-block) passes i32.
+    // i32::MAX − 127 (one K slice, one fused chunk); one more K (and one more 64-block)
+    // passes i32 (two slices, two fused chunks) and must still be exact.
     let q = 7i64;
     let k_at = 18798 * 64;
     assert!(18798 * 64 * 255 * q < 1 << 31 && 18799 * 64 * 255 * q >= 1 << 31);
@@ -718,33 +720,104 @@ fn pwlq_exact_mode_at_and_past_i32() {
     let (m_range, p) = (3.0f32, 1.25f32);
     let params = PwlqParams::new(4, Granularity::PerChannel { axis: 0 }, vec![m_range; 2], vec![p; 2]).unwrap();
     let (s1, s2) = (p / 7.0, (m_range - p) / 7.0);
-    for (k, fits) in [(k_at, true), (k_at + 1, false)] {
+    for (k, slices) in [(k_at, 1), (k_at + 1, 2)] {
         let codes: Vec<i16> = (0..2 * k).map(|i| if i < k { 7 } else { -15 }).collect();
         let packed = PwlqTensor::new(codes, &[2, k], params.clone()).unwrap().pack().unwrap();
         let a = vec![255u8; k];
-        // The exact dots, and the f32 combine as its docs define it (no FMA).
+        // The exact dots, and the f32 combine as its docs define it (each i64 dot rounded
+        // once to f32, no FMA).
         let d = [(k as i64 * 255 * 7, 0, 0), (0, -(k as i64) * 255 * 7, -(k as i64) * 255)];
+        assert_eq!(d[0].0 > MAX, slices == 2);
         let want: Vec<f32> = d.iter().map(|&(dc, dt, ds)| ((s1 * dc as f32 + s2 * dt as f32) + p * ds as f32) * 0.5).collect();
         // The scalar tier (driver path) and the best one (the fused path on AVX-512): the
-        // driver's own bound runs through every tier in the GEMM tests above.
+        // driver's own bound runs through every tier in the GEMM tests above, and the
+        // slice bound through every tier in the next test.
         let all = tiers();
         let ends = [all[0].clone(), all[all.len() - 1].clone()];
         for base in ends.into_iter().take(all.len().min(2)) {
             let ctx = base.with_threads(1).unwrap();
             let w = PwlqGemmWeights::new_in(&ctx, &packed).unwrap();
             let fused_tier = cfg!(target_arch = "x86_64") && ctx.kernels().isa == Isa::Avx512Vnni;
-            assert_eq!(w.uses_fused(&ctx, 1), fused_tier && fits, "k={k} at {:?}", ctx.kernels().isa);
+            assert_eq!(w.uses_fused(&ctx, 1), fused_tier, "k={k} at {:?}", ctx.kernels().isa);
+            assert_eq!(w.k_slices(), slices, "k={k}");
             let mut y = [0f32; 2];
-            let r = w.gemm_f32_in(&ctx, Activations::new(MatrixRef::new(&a, 1, k), 0u8, 0.5), None, MatrixMut::new(&mut y, 1, 2));
-            if fits {
-                r.unwrap();
-                assert_eq!(y, [want[0], want[1]], "k={k} at {:?}", ctx.kernels().isa);
-                let mut dots = [0i32; 6];
-                w.dots_in(&ctx, MatrixRef::new(&a, 1, k), 0u8, &mut dots).unwrap();
-                let e = [d[0].0, d[1].0, d[0].1, d[1].1, d[0].2, d[1].2];
-                assert!(dots.iter().zip(&e).all(|(&g, &e)| g as i64 == e), "{dots:?}");
-            } else {
-                assert!(is_overflow(&r), "k={k} at {:?}: {r:?}", ctx.kernels().isa);
+            w.gemm_f32_in(&ctx, Activations::new(MatrixRef::new(&a, 1, k), 0u8, 0.5), None, MatrixMut::new(&mut y, 1, 2)).unwrap();
+            assert_eq!(y.map(f32::to_bits), [want[0].to_bits(), want[1].to_bits()], "k={k} at {:?}", ctx.kernels().isa);
+            let mut dots = [0i64; 6];
+            w.dots_in(&ctx, MatrixRef::new(&a, 1, k), 0u8, &mut dots).unwrap();
+            assert_eq!(dots, [d[0].0, d[1].0, d[0].1, d[1].1, d[0].2, d[1].2], "k={k}");
+        }
+    }
+}
+
+/// One PWLQ exact-mode call on `ctx`: the dots equal `want_dots` (computed by the test)
+/// and the reference's; the output equals `gemm_exact_ref` bit for bit.
+fn pwlq_check<A: Int8>(ctx: &Context, packed: &qkern::quant::pwlq::PwlqPacked, a: &[A], za: A, want_dots: &[i64], bias: &[f32]) {
+    use qkern::quant::pwlq::{PwlqGemmWeights, gemm_exact_dots_ref, gemm_exact_ref};
+    let (n, k) = (packed.channels(), packed.k());
+    let am = MatrixRef::new(a, 1, k);
+    let w = PwlqGemmWeights::new_in(ctx, packed).unwrap();
+    let r = gemm_exact_dots_ref(am, za, packed).unwrap();
+    let mut ref_dots = vec![0i64; 3 * n];
+    for (j, t) in r.dots.iter().enumerate() {
+        (ref_dots[j], ref_dots[n + j], ref_dots[2 * n + j]) = (t.centre, t.tail, t.tail_sign);
+    }
+    assert_eq!(ref_dots, want_dots, "reference dots, K = {k}");
+    let mut dots = vec![0i64; 3 * n];
+    w.dots_in(ctx, am, za, &mut dots).unwrap();
+    assert_eq!(dots, want_dots, "{} threads {} K = {k} {}", ctx.kernels().isa.name(), ctx.threads(), A::NAME);
+    let mut want = vec![f32::NAN; n];
+    gemm_exact_ref(Activations::new(am, za, 0.75), packed, Some(bias), MatrixMut::new(&mut want, 1, n)).unwrap();
+    let mut got = vec![f32::NAN; n];
+    w.gemm_f32_in(ctx, Activations::new(am, za, 0.75), Some(bias), MatrixMut::new(&mut got, 1, n)).unwrap();
+    assert_eq!(
+        got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        "{} threads {} K = {k} {}: {got:?} vs {want:?}",
+        ctx.kernels().isa.name(),
+        ctx.threads(),
+        A::NAME
+    );
+}
+
+#[test]
+fn pwlq_exact_mode_past_the_slice_bound_every_tier() {
+    use qkern::quant::Granularity;
+    use qkern::quant::pwlq::{PwlqGemmWeights, PwlqParams, PwlqTensor};
+    // 8-bit: Q = 127, the smallest K that passes i32 with extreme operands. |a − za| = 255
+    // everywhere (u8 a = 255, za = 0: +255; i8 a = −128, za = 127: −255). Channel 0: code
+    // 127 (c = 127); channel 1: code −255 (t = −127, s = −1); channel 2: codes 127, 200
+    // (t = 72, s = 1), −3 (c = −3) in turn. K = 66 311: Dc₀ = ±(i32::MAX − 1 912), one
+    // slice; K = 66 312: Dc₀, Dt₁ pass i32 on both sides, two slices.
+    let q = 127i64;
+    let k_at = (MAX / (255 * q)) as usize;
+    assert_eq!((k_at, MAX - k_at as i64 * 255 * q), (66_311, 1_912));
+    let params = PwlqParams::new(8, Granularity::PerChannel { axis: 0 }, vec![3.0, 2.0, 5.0], vec![1.25, 0.5, 4.0]).unwrap();
+    let n = 3;
+    let bias = [0.5f32, -1.0, 0.25];
+    for (k, slices) in [(k_at, 1), (k_at + 1, 2)] {
+        let code = |c: usize, kk: usize| -> i16 {
+            match c {
+                0 => 127,
+                1 => -255,
+                _ => [127, 200, -3][kk % 3],
+            }
+        };
+        let codes: Vec<i16> = (0..n * k).map(|i| code(i / k, i % k)).collect();
+        let packed = PwlqTensor::new(codes, &[n, k], params.clone()).unwrap().pack().unwrap();
+        let kk = k as i64;
+        let thirds = [(0..k).filter(|i| i % 3 == 0).count() as i64, (0..k).filter(|i| i % 3 == 1).count() as i64, (0..k).filter(|i| i % 3 == 2).count() as i64];
+        // [Dc₀, Dc₁, Dc₂, Dt₀, Dt₁, Dt₂, Ds₀, Ds₁, Ds₂] for a − za = v.
+        let dots = |v: i64| -> Vec<i64> {
+            vec![v * kk * 127, 0, v * (127 * thirds[0] - 3 * thirds[2]), 0, -v * kk * 127, v * 72 * thirds[1], 0, -v * kk, v * thirds[1]]
+        };
+        assert_eq!(dots(255)[0] > MAX && dots(-255)[0] < MIN, slices == 2);
+        let (au, ai) = (vec![255u8; k], vec![-128i8; k]);
+        for isa in common::available_isas() {
+            for ctx in [Context::for_isa(isa).unwrap(), Context::for_isa(isa).unwrap().with_threads(1).unwrap()] {
+                assert_eq!(PwlqGemmWeights::new_in(&ctx, &packed).unwrap().k_slices(), slices, "K = {k}");
+                pwlq_check(&ctx, &packed, &au, 0u8, &dots(255), &bias);
+                pwlq_check(&ctx, &packed, &ai, 127i8, &dots(-255), &bias);
             }
         }
     }

@@ -243,7 +243,7 @@ fn exact_gemm_rejects_bad_arguments() {
     assert!(g.gemm_f32_in(&ctx, Activations::new(MatrixRef::new(&a, 2, 9), 0, 1.0), None, MatrixMut::new(&mut c, 2, 3)).is_err());
     assert!(g.gemm_f32_in(&ctx, Activations::new(am, 0, 1.0), None, MatrixMut::new(&mut c, 3, 2)).is_err());
     assert!(g.gemm_f32_in(&ctx, Activations::new(am, 0, 1.0), None, MatrixMut::new(&mut c[..5], 2, 3)).is_err());
-    let mut d = vec![0i32; 17];
+    let mut d = vec![0i64; 17];
     assert!(g.dots_in(&ctx, am, 0u8, &mut d).is_err());
 }
 

@@ -292,7 +292,8 @@ pub unsafe extern "C" fn qk_pwlq_dequantize(weights: *const qk_pwlq_weights, out
 /// * `c`: `m × N`, rows `ldc` apart (≥ N), `c_count` elements writable; must not overlap
 ///   `a` or `bias`.
 ///
-/// `QK_ERR_OVERFLOW` if a dot product does not fit in `int32_t` (very long K only).
+/// Exact for any K: the dot products are carried in 64-bit integers, so a long K is not
+/// an error.
 ///
 /// # Safety
 ///

@@ -213,8 +213,12 @@ pub struct DotTriple {
 /// ```
 ///
 /// Every `fl` is one IEEE f32 operation, round to nearest even, in exactly this order,
-/// with no FMA. A kernel that accumulates in i32 (when `K·max|a−za|·Q` fits) converts with
-/// `cvtdq2ps`/`scvtf`, which round the same value the same way.
+/// with no FMA. The dots are the exact i64 totals over the whole K (any K: no i32 bound),
+/// and each is converted to f32 **once**, round to nearest even (exact up to 2^24 in
+/// magnitude, then the nearest multiple of the f32 spacing; e.g. `i32::MAX` → 2^31) —
+/// never as a sum of per-chunk conversions. For a dot that fits i32 this is the same
+/// rounding of the same integer as i32 → f32 (`cvtdq2ps`/`scvtf`), so the result is
+/// bit-identical to combining i32 dots.
 #[inline]
 pub fn combine_exact(d: DotTriple, ch: &PwlqChannel, sa: f32, bias: Option<f32>) -> f32 {
     let c = ch.s1 * d.centre as f32;
@@ -1080,7 +1084,8 @@ pub struct ExactDots {
 /// The exact integer dot products of the exact-mode GEMM: for activations `a` (`M × K`,
 /// zero point `za`) and packed weights `w` (`N` channels of `K`), `Dc`, `Dt`, `Ds` of
 /// every `(m, n)` in i64 (exact for any `K` that fits in memory: `|a − za| ≤ 255`,
-/// `|c|, |t| ≤ 127`).
+/// `|c|, |t| ≤ 127`, so i64 would overflow only past `K ≈ 2.8·10^14`). Every kernel's
+/// dots equal these, also past i32.
 pub fn gemm_exact_dots_ref<A: Int8>(a: MatrixRef<'_, A>, za: A, w: &PwlqPacked) -> Result<ExactDots> {
     check_matrix("a", a.data.len(), a.rows, a.cols, a.stride)?;
     if a.cols != w.k {

@@ -17,12 +17,17 @@
 //!
 //! `ŵ[k][n] = s1[n]·c + s2[n]·t + p[n]·s` with small integers `c`, `t`, `s` (see
 //! [`decompose`]). [`PwlqGemmWeights`] packs the `K × 3N` int8 matrix `[C | T | S]` once as
-//! ordinary [`PackedWeights`] (zero point 0), so one call of the int8 GEMM driver — any
-//! tier, GEMV path included, threads — gives the three exact dot products
-//! `Dc, Dt, Ds = Σ_k (a − za)·{c, t, s}` in i32 (the driver reports an error if one does not
-//! fit). The per-channel epilogue is [`combine_exact`] on them: `((s1·Dc + s2·Dt) + p·Ds)·sa
-//! (+ bias)`, each step one f32 operation. Converting the i32 sums to f32 rounds the same
-//! integer the same way as the reference's i64 → f32.
+//! ordinary [`PackedWeights`] (zero point 0), so the int8 GEMM driver — any tier, GEMV
+//! path included, threads — gives the three exact dot products
+//! `Dc, Dt, Ds = Σ_k (a − za)·{c, t, s}`. They are carried in i64, so **any K** works:
+//! `[C | T | S]` is packed in K slices of at most `⌊i32::MAX / (255·Q)⌋` rows (one slice
+//! unless K passes that: 66 311 rows for 8-bit, 271 661 for 6-bit, 1 203 072 for 4-bit),
+//! each slice's dots are exact in i32 for any activations and zero point
+//! (`|a − za| ≤ 255`, `|c|, |t|, |s| ≤ Q`), and the slices are summed in i64. The fused
+//! AVX-512 path likewise runs K in chunks whose raw i32 sums are exact, summed in i64
+//! (see `FUSED_CHUNK_BLOCKS`). The per-channel epilogue is [`combine_exact`] on the i64
+//! dots: `((s1·Dc + s2·Dt) + p·Ds)·sa (+ bias)`, each step one f32 operation, each dot
+//! converted i64 → f32 once (round to nearest even), exactly as the reference does.
 
 use qkern_kernels::{Int8, Isa};
 
@@ -238,15 +243,32 @@ impl GridAligned {
 }
 
 /// PWLQ weights prepared for the exact-mode GEMM: the `K × 3N` int8 matrix `[C | T | S]`
-/// of centre codes, tail codes and tail signs, packed for the int8 GEMM driver, and the
-/// per-channel `p`, `s1`, `s2`. See the module docs.
+/// of centre codes, tail codes and tail signs, packed for the int8 GEMM driver (in K
+/// slices whose dots are exact in i32, see the module docs), and the per-channel `p`,
+/// `s1`, `s2`.
 #[derive(Debug)]
 pub struct PwlqGemmWeights {
-    packed: PackedWeights,
+    slices: Vec<KSlice>,
     n: usize,
     k: usize,
     channels: Vec<PwlqChannel>,
     fused: Option<Fused>,
+}
+
+/// Rows `k0..k0 + k` of `[C | T | S]`, packed.
+#[derive(Debug)]
+struct KSlice {
+    k0: usize,
+    k: usize,
+    packed: PackedWeights,
+}
+
+/// Rows per K slice of `[C | T | S]` for level bound `Q`: the largest `L` with
+/// `L·255·Q ≤ i32::MAX`, so the driver's whole-K predicate (`K·max|a − za|·max|b|`, with
+/// `max|a − za| ≤ 255` for any 8-bit zero point) holds for every slice and every call:
+/// each slice's dots are exact in i32, never an error.
+fn slice_rows(q_max: i16) -> usize {
+    (i32::MAX as u64 / (255 * (q_max.max(1) as u64))) as usize
 }
 
 /// What the fused single-pass path reads: the 4-bit planes themselves and, per channel,
@@ -264,20 +286,46 @@ struct Fused {
 /// Channels per tile of the fused path (see `fused_f32`).
 const FUSED_TILE_N: usize = 32;
 
+/// 64-element blocks per call of the fused kernel: its raw i32 sums of u8 activations ×
+/// 4-bit codes (`|c|, |t| ≤ Q = 7`, `|s| ≤ 1`) are exact while `blocks·64·255·7 < 2³¹`,
+/// i.e. up to 18 798 blocks (K = 1 203 072). Longer K runs in chunks of this many blocks,
+/// the raw sums carried in i64 (`dot3`).
+const FUSED_CHUNK_BLOCKS: usize = (i32::MAX as u64 / (64 * 255 * 7)) as usize;
+const _: () = assert!((FUSED_CHUNK_BLOCKS as u64) * 64 * 255 * 7 < 1 << 31);
+
 /// `R` rows × `NC` channels of raw sums from channel `c0` (`nc ≤ NC` real channels; the
-/// rest repeat the last and are ignored by the caller).
+/// rest repeat the last and are ignored by the caller), over the whole K: the kernel runs
+/// on chunks of at most [`FUSED_CHUNK_BLOCKS`] blocks (exact in i32), summed in i64.
+fn dot3<const R: usize, const NC: usize>(f: &Fused, a: [&[u8]; R], c0: usize, nc: usize) -> [[[i64; 3]; NC]; R] {
+    let mut out = [[[0i64; 3]; NC]; R];
+    for b0 in (0..f.blocks).step_by(FUSED_CHUNK_BLOCKS) {
+        let b1 = (b0 + FUSED_CHUNK_BLOCKS).min(f.blocks);
+        let raw = dot3_chunk::<R, NC>(f, a.map(|r| &r[b0 * 64..b1 * 64]), c0, nc, b0, b1);
+        for (o, w) in out.iter_mut().zip(&raw) {
+            for (oc, wc) in o.iter_mut().zip(w) {
+                for (x, &y) in oc.iter_mut().zip(wc) {
+                    *x += y as i64;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`dot3`] on blocks `b0..b1` (at most [`FUSED_CHUNK_BLOCKS`]); `a` holds those blocks'
+/// activations.
 #[allow(unsafe_code)] // the one call site of the fused kernel
-fn dot3<const R: usize, const NC: usize>(f: &Fused, a: [&[u8]; R], c0: usize, nc: usize) -> [[[i32; 3]; NC]; R] {
+fn dot3_chunk<const R: usize, const NC: usize>(f: &Fused, a: [&[u8]; R], c0: usize, nc: usize, b0: usize, b1: usize) -> [[[i32; 3]; NC]; R] {
     #[cfg(target_arch = "x86_64")]
     {
         let rb = f.blocks * 32;
         let v: [&[u8]; NC] = core::array::from_fn(|j| {
             let c = c0 + j.min(nc - 1);
-            &f.values[c * rb..(c + 1) * rb]
+            &f.values[c * rb + b0 * 32..c * rb + b1 * 32]
         });
         let r: [&[u64]; NC] = core::array::from_fn(|j| {
             let c = c0 + j.min(nc - 1);
-            &f.regions[c * f.blocks..(c + 1) * f.blocks]
+            &f.regions[c * f.blocks + b0..c * f.blocks + b1]
         });
         // SAFETY: `Fused` exists only when the context's tier is AVX-512 VNNI (checked
         // against the CPU when the context was built); the kernel checks the lengths.
@@ -285,7 +333,7 @@ fn dot3<const R: usize, const NC: usize>(f: &Fused, a: [&[u8]; R], c0: usize, nc
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (f, a, c0, nc);
+        let _ = (f, a, c0, nc, b0, b1);
         unreachable!("the fused path is built only on x86-64")
     }
 }
@@ -309,11 +357,17 @@ impl PwlqGemmWeights {
                 b[row + 2 * n + c] = z as i8;
             }
         }
-        let packed = PackedWeights::new_in(ctx, MatrixRef::new(&b, k, cols), WeightQuant::zero_point_only(PerChannel::Tensor(0)))?;
+        let step = slice_rows(w.q_max);
+        let mut slices = Vec::with_capacity(k.div_ceil(step));
+        for k0 in (0..k).step_by(step) {
+            let kl = step.min(k - k0);
+            let part = MatrixRef::new(&b[k0 * cols..(k0 + kl) * cols], kl, cols);
+            let packed = PackedWeights::new_in(ctx, part, WeightQuant::zero_point_only(PerChannel::Tensor(0)))?;
+            slices.push(KSlice { k0, k: kl, packed });
+        }
         let blocks = w.blocks();
-        // i32 raw sums are exact while blocks·64·255·Q < 2³¹.
-        let fits = (blocks as u64) * 64 * 255 * (w.q_max as u64) < (1u64 << 31);
-        let fused = (cfg!(target_arch = "x86_64") && w.bits == 4 && tier(ctx.kernels().isa) == Tier::Avx512 && fits).then(|| {
+        // 4-bit only (Q = 7, which FUSED_CHUNK_BLOCKS assumes); any K (`dot3` chunks it).
+        let fused = (cfg!(target_arch = "x86_64") && w.bits == 4 && w.q_max == 7 && tier(ctx.kernels().isa) == Tier::Avx512).then(|| {
             let sums = (0..n)
                 .map(|c| {
                     let mut s = [0i64; 3];
@@ -328,7 +382,7 @@ impl PwlqGemmWeights {
                 .collect();
             Fused { values: w.values.clone(), regions: w.regions.clone(), blocks, sums }
         });
-        Ok(PwlqGemmWeights { packed, n, k, channels: w.channels.clone(), fused })
+        Ok(PwlqGemmWeights { slices, n, k, channels: w.channels.clone(), fused })
     }
 
     /// Prepares `w` for the default context.
@@ -346,26 +400,53 @@ impl PwlqGemmWeights {
         self.k
     }
 
-    /// The packed `[C | T | S]` int8 weights (for benchmarks and reports).
+    /// The packed `[C | T | S]` int8 weights of the first K slice — all of K unless
+    /// `K·255·Q` passes i32 (see [`PwlqGemmWeights::k_slices`]); every slice has the same
+    /// kernel (for benchmarks and reports).
     pub fn packed(&self) -> &PackedWeights {
-        &self.packed
+        &self.slices[0].packed
     }
 
-    /// The three exact dot products of every output, `M × 3N` i32 row-major into `dots`:
-    /// `dots[m][n]` = `Dc`, `dots[m][N + n]` = `Dt`, `dots[m][2N + n]` = `Ds` (an error if
-    /// one does not fit in i32).
-    pub fn dots_in<A: Int8>(&self, ctx: &Context, a: MatrixRef<'_, A>, za: A, dots: &mut [i32]) -> Result<()> {
+    /// How many K slices `[C | T | S]` is packed in: 1 while `K·255·Q ≤ i32::MAX`, else
+    /// `⌈K / ⌊i32::MAX / (255·Q)⌋⌉` (each exact in i32, summed in i64).
+    pub fn k_slices(&self) -> usize {
+        self.slices.len()
+    }
+
+    /// The three exact dot products of every output, `M × 3N` i64 row-major into `dots`:
+    /// `dots[m][n]` = `Dc`, `dots[m][N + n]` = `Dt`, `dots[m][2N + n]` = `Ds`. Exact for
+    /// any K: each K slice runs through the int8 GEMM driver in i32 (exact by the slice
+    /// bound), the slices are summed in i64.
+    pub fn dots_in<A: Int8>(&self, ctx: &Context, a: MatrixRef<'_, A>, za: A, dots: &mut [i64]) -> Result<()> {
         let cols = 3 * self.n;
         let need = a.rows.checked_mul(cols).ok_or_else(|| Error::Overflow("M·3N overflows usize".into()))?;
         if dots.len() != need {
             return Err(Error::ShapeMismatch(format!("`dots` has {} elements, M·3N = {need}", dots.len())));
         }
-        ctx.gemm_i32(Activations::new(a, za, 1.0), &self.packed, None, MatrixMut::new(dots, a.rows, cols))
+        if a.cols != self.k {
+            return Err(Error::ShapeMismatch(format!("`a` has {} columns, the PWLQ weights K = {}", a.cols, self.k)));
+        }
+        check_matrix("a", a.data.len(), a.rows, a.cols, a.stride)?;
+        dots.fill(0);
+        if a.rows == 0 {
+            return Ok(());
+        }
+        let mut part = vec![0i32; need];
+        for s in &self.slices {
+            // Columns k0..k0+k of every row: `a` was checked, so (M−1)·stride + K ≤ len
+            // and the sub-matrix from offset k0 is in bounds.
+            let sub = MatrixRef::new(&a.data[s.k0..], a.rows, s.k).with_stride(a.stride);
+            ctx.gemm_i32(Activations::new(sub, za, 1.0), &s.packed, None, MatrixMut::new(&mut part, a.rows, cols))?;
+            for (d, &p) in dots.iter_mut().zip(&part) {
+                *d += p as i64;
+            }
+        }
+        Ok(())
     }
 
     /// The exact-mode PWLQ GEMM: `c[m][n] = sa·Σ_k (a[m][k] − za)·ŵ[k][n] (+ bias[n])`,
-    /// bit-exact with [`super::gemm_exact_ref`] (same integer sums, same f32 combine).
-    /// `c` is `M × N`, `bias` N values.
+    /// bit-exact with [`super::gemm_exact_ref`] (same exact i64 integer sums, same f32
+    /// combine) for any K: no overflow error. `c` is `M × N`, `bias` N values.
     pub fn gemm_f32_in<A: Int8>(&self, ctx: &Context, a: Activations<'_, A>, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) -> Result<()> {
         check_scale("a.scale", a.scale)?;
         if let Some(b) = bias.filter(|b| b.len() != self.n) {
@@ -385,14 +466,14 @@ impl PwlqGemmWeights {
             self.fused_f32(f, a, bias, c);
             return Ok(());
         }
-        let mut dots = vec![0i32; m * 3 * self.n];
+        let mut dots = vec![0i64; m * 3 * self.n];
         self.dots_in(ctx, a.matrix, a.zero_point, &mut dots)?;
         let n = self.n;
         for r in 0..m {
             let d = &dots[r * 3 * n..(r + 1) * 3 * n];
             let row = &mut c.data[r * c.stride..r * c.stride + n];
             for (j, y) in row.iter_mut().enumerate() {
-                let t = DotTriple { centre: d[j] as i64, tail: d[n + j] as i64, tail_sign: d[2 * n + j] as i64 };
+                let t = DotTriple { centre: d[j], tail: d[n + j], tail_sign: d[2 * n + j] };
                 *y = combine_exact(t, &self.channels[j], a.scale, bias.map(|b| b[j]));
             }
         }
@@ -401,15 +482,16 @@ impl PwlqGemmWeights {
 
     /// Whether a call of `m` rows on `ctx` runs the fused single-pass kernel
     /// (`pwlq4_dot3_u8__avx512vnni`: 4-bit weights, an AVX-512 VNNI context of one thread,
-    /// any `m ≥ 1` — measured faster than the driver on `[C | T | S]` at M = 1…128, which
-    /// streams three int8 matrices) instead of the int8 GEMM driver on `[C | T | S]`.
+    /// any `m ≥ 1` and any K — measured faster than the driver on `[C | T | S]` at
+    /// M = 1…128, which streams three int8 matrices) instead of the int8 GEMM driver on
+    /// `[C | T | S]`.
     pub fn uses_fused(&self, ctx: &Context, m: usize) -> bool {
         self.fused.is_some() && m > 0 && ctx.threads() == 1 && tier(ctx.kernels().isa) == Tier::Avx512
     }
 
     /// The fused path: per row, the activations (as u8: i8 ones XOR 0x80, the zero point
     /// likewise) zero-padded to whole blocks, four channels per kernel call; then
-    /// `D = raw − za·Σw` in i64 and [`combine_exact`].
+    /// `D = raw − za·Σw` in i64 (`raw` from `dot3`, exact for any K) and [`combine_exact`].
     #[allow(clippy::needless_range_loop)] // raw[row][channel] beside emit(row, channel)
     fn fused_f32<A: Int8>(&self, f: &Fused, a: Activations<'_, A>, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) {
         let (m, n, k) = (a.matrix.rows, self.n, self.k);
@@ -424,9 +506,9 @@ impl PwlqGemmWeights {
         }
         let row = |r: usize| &rows[r * f.blocks * 64..(r + 1) * f.blocks * 64];
         let (out, ld) = (c.data, c.stride);
-        let mut emit = |r: usize, ch: usize, raw: [i32; 3]| {
+        let mut emit = |r: usize, ch: usize, raw: [i64; 3]| {
             let s = &f.sums[ch];
-            let t = DotTriple { centre: raw[0] as i64 - za * s[0], tail: raw[1] as i64 - za * s[1], tail_sign: raw[2] as i64 - za * s[2] };
+            let t = DotTriple { centre: raw[0] - za * s[0], tail: raw[1] - za * s[1], tail_sign: raw[2] - za * s[2] };
             out[r * ld + ch] = combine_exact(t, &self.channels[ch], a.scale, bias.map(|b| b[ch]));
         };
         // Channel tiles of FUSED_TILE_N outermost, so a tile's codes (80 KiB) stay in L2
