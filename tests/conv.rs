@@ -597,3 +597,31 @@ fn onnx_conv_bad_parameters() {
     assert!(matches!(e, Error::Unsupported(_)), "{e}");
     assert!(AutoPad::from_onnx("SAME").is_err());
 }
+
+/// Found by the ffi fuzzer (regression input `conv_filter_create_depthwise_huge_image_indirection`):
+/// a depthwise filter bound to a huge image built its indirection buffer with an
+/// infallible allocation, and the process aborted. Binding must be an `Overflow` error;
+/// `Conv2d` then falls back to the GEMM path, whose indirection is built at the first
+/// run, after the buffers are checked.
+#[test]
+fn huge_images_are_an_error_not_an_abort() {
+    use qkern::conv::{DepthwiseConv, DepthwiseFilter};
+    let c = 16;
+    let w = vec![1i8; c * 9];
+    for (h, wd) in [(1usize << 31, 1usize << 20), (1 << 40, 1 << 22), (usize::MAX / 2, 3)] {
+        let g = Conv2dGeometry { groups: c, ..Conv2dGeometry::new(1, h, wd, c, c, 3, 3) };
+        let f = DepthwiseFilter::new(&w, c, 3, 3, WeightQuant::per_tensor(0, 1.0)).unwrap();
+        match DepthwiseConv::new(f, &g) {
+            // The first image fits the address space: its indirection buffer is what fails.
+            Err(qkern::Error::Overflow(m)) => assert!(h != 1 << 31 || m.contains("cannot be allocated"), "{m}"),
+            Err(qkern::Error::InvalidParameter(_)) => {}
+            r => panic!("{h}×{wd}: {r:?}"),
+        }
+        if let Ok(conv) = Conv2d::new(g, &w, WeightQuant::per_tensor(0, 1.0)) {
+            assert_ne!(conv.path(), ConvPath::Depthwise, "{h}×{wd}");
+            let mut y = vec![0i32; 16];
+            let r = qkern::conv::conv2d_i32(&conv, ConvInput::new(&[0u8; 16], 0, 1.0), None, &mut y);
+            assert!(matches!(r, Err(qkern::Error::BufferTooSmall { .. })), "{h}×{wd}: {r:?}");
+        }
+    }
+}

@@ -148,9 +148,20 @@ impl Dw {
 
     /// The indirection buffer of one image for input pixels `stride` elements apart:
     /// `oh·ow·taps` byte offsets from the image start, [`DW_ZERO_TAP`] for padding.
-    fn indirection(&self, stride: usize, buf: &mut Vec<usize>) {
+    ///
+    /// Errors: a size that overflows or cannot be allocated (`Error::Overflow`), e.g. a
+    /// geometry of a huge image, which must come back as an error, not an abort.
+    fn indirection(&self, stride: usize, buf: &mut Vec<usize>) -> Result<()> {
         buf.clear();
-        buf.reserve_exact(self.oh * self.ow * self.taps());
+        let n = self.oh.checked_mul(self.ow).and_then(|p| p.checked_mul(self.taps()));
+        n.and_then(|n| buf.try_reserve_exact(n).ok()).ok_or_else(|| {
+            Error::Overflow(format!(
+                "the depthwise indirection buffer ({}×{} output pixels × {} taps) cannot be allocated",
+                self.oh,
+                self.ow,
+                self.taps()
+            ))
+        })?;
         for oy in 0..self.oh {
             for ox in 0..self.ow {
                 for ky in 0..self.kh {
@@ -164,6 +175,7 @@ impl Dw {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -340,7 +352,7 @@ impl DepthwiseConv {
             )));
         }
         let mut indirection = Vec::new();
-        dw.indirection(dw.c, &mut indirection);
+        dw.indirection(dw.c, &mut indirection)?;
         Ok(DepthwiseConv {
             filter,
             geometry: *geometry,
@@ -501,7 +513,7 @@ impl DepthwiseConv {
         }
 
         if m.stride != self.ind_stride {
-            dw.indirection(m.stride, &mut self.indirection);
+            dw.indirection(m.stride, &mut self.indirection)?;
             self.ind_stride = m.stride;
         }
         let za = input.zero_point.to_i32();

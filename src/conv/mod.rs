@@ -281,11 +281,16 @@ impl Conv2d {
         call(&mut plan, act(a, input), c)
     }
 
-    fn build_indirection(&self) -> Indirection {
+    /// Errors: a buffer that cannot be allocated (`Error::Overflow`), not an abort.
+    fn build_indirection(&self) -> Result<Indirection> {
         let g = &self.geometry;
         let (oh, ow) = (g.out_h(), g.out_w());
         let taps = g.kernel_h * g.kernel_w;
-        let mut ind = Vec::with_capacity(g.batch * oh * ow * taps);
+        let n = g.batch.checked_mul(oh).and_then(|v| v.checked_mul(ow)).and_then(|v| v.checked_mul(taps));
+        let mut ind = Vec::new();
+        n.and_then(|n| ind.try_reserve_exact(n).ok()).ok_or_else(|| {
+            Error::Overflow(format!("the conv indirection buffer ({} images × {oh}×{ow} pixels × {taps} taps) cannot be allocated", g.batch))
+        })?;
         for n in 0..g.batch {
             for oy in 0..oh {
                 for ox in 0..ow {
@@ -301,7 +306,7 @@ impl Conv2d {
                 }
             }
         }
-        Indirection::new(ind, taps, g.in_c)
+        Ok(Indirection::new(ind, taps, g.in_c))
     }
 
     /// Validates the buffers, then runs `call(ctx, A, packed B of group g, g, C)` for
@@ -339,7 +344,11 @@ impl Conv2d {
             }
             ConvPath::Depthwise => Err(Error::Internal("conv2d: the depthwise path has no GEMM plan".into())),
             ConvPath::IndirectGemm | ConvPath::ImplicitGemm => {
-                let indirection = self.indirection.get_or_init(|| self.build_indirection());
+                // Built once per plan (`OnceLock::get_or_try_init` is not stable yet).
+                if self.indirection.get().is_none() {
+                    let _ = self.indirection.set(self.build_indirection()?);
+                }
+                let indirection = self.indirection.get().ok_or_else(|| Error::Internal("conv2d: indirection buffer missing".into()))?;
                 let m = g.batch * g.out_h() * g.out_w();
                 // The indirect kernels run whole K in i32 only (DESIGN.md §2): where that
                 // is not provably exact for this call's zero point and bias, gather.
