@@ -503,7 +503,7 @@ fn requant_extremes<A: Int8>() {
                             let fit = sa * gs[0] * amax / 100.0;
                             let fit_u8 = Requantize::new(fit, 128u8).mode(mode);
                             let fit_i8 = Requantize::new(fit, 0i8).mode(mode).clamp(-100, 90);
-                            if case % 2 == 0 {
+                            if case.is_multiple_of(2) {
                                 check_rq(&ctx, w, &p, m, &a, k, za, sa, &r, &sat_u8, n, &what);
                                 check_rq(&ctx, w, &p, m, &a, k, za, sa, &r, &fit_i8, n, &what);
                             } else {
