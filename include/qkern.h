@@ -656,7 +656,7 @@ qk_status qk_codebook_gemm_f32(const struct qk_codebook_weights *weights,
  * `C[m][n] = clamp(requantize(Σ_k (A[m][k] − a_zero_point)·table[code(k, n)] + bias[n]),
  * out_min, out_max)` in `c_dtype` (`QK_U8` or `QK_I8`), with the per-column multiplier
  * `a_scale · grid_scale[n] / out_scale` (see [`qk_codebook_weights_table`]) applied in
- * `mode`: the output stage of [`qk_gemm_requantize`](super::qk_gemm_requantize), exact
+ * `mode`: the output stage of `qk_gemm_requantize`, exact
  * (a sum beyond `int32_t` is carried in 64 bits and saturates to the clamp).
  *
  * Arguments as [`qk_codebook_gemm_i32`], plus `a_scale` and `out_scale` (finite, > 0),
