@@ -149,6 +149,11 @@ typedef int32_t qk_granularity;
 typedef int32_t qk_dtype;
 
 /**
+ * A requantization rounding mode, passed from C as an `int32_t`.
+ */
+typedef int32_t qk_requant_mode;
+
+/**
  * The shape of a 2-D convolution on NHWC tensors (all sizes in elements).
  *
  * Input `[batch][in_h][in_w][in_c]`, filter OHWI `[out_c][kernel_h][kernel_w][in_c/groups]`,
@@ -223,11 +228,6 @@ typedef struct qk_conv_geometry {
      */
     size_t groups;
 } qk_conv_geometry;
-
-/**
- * A requantization rounding mode, passed from C as an `int32_t`.
- */
-typedef int32_t qk_requant_mode;
 
 /**
  * ONNX's `auto_pad` attribute.
@@ -651,6 +651,42 @@ qk_status qk_codebook_gemm_f32(const struct qk_codebook_weights *weights,
                                float *c,
                                size_t c_count,
                                size_t ldc);
+
+/**
+ * `C[m][n] = clamp(requantize(Σ_k (A[m][k] − a_zero_point)·table[code(k, n)] + bias[n]),
+ * out_min, out_max)` in `c_dtype` (`QK_U8` or `QK_I8`), with the per-column multiplier
+ * `a_scale · grid_scale[n] / out_scale` (see [`qk_codebook_weights_table`]) applied in
+ * `mode`: the output stage of `qk_gemm_requantize`, exact
+ * (a sum beyond `int32_t` is carried in 64 bits and saturates to the clamp).
+ *
+ * Arguments as [`qk_codebook_gemm_i32`], plus `a_scale` and `out_scale` (finite, > 0),
+ * `out_zero_point` and the clamp `out_min ≤ out_max` (all within `c_dtype`'s range;
+ * pass the type's full range for no clamp, `out_min = out_zero_point` for a fused
+ * ReLU), and `mode` (a `qk_requant_mode`).
+ *
+ * # Safety
+ *
+ * As [`qk_codebook_gemm_i32`]; `c` points to `c_count` bytes.
+ */
+qk_status qk_codebook_gemm_requantize(const struct qk_codebook_weights *weights,
+                                      const void *a,
+                                      qk_dtype a_dtype,
+                                      size_t a_count,
+                                      size_t m,
+                                      size_t lda,
+                                      int32_t a_zero_point,
+                                      float a_scale,
+                                      const int32_t *bias,
+                                      size_t bias_count,
+                                      float out_scale,
+                                      int32_t out_zero_point,
+                                      qk_requant_mode mode,
+                                      int32_t out_min,
+                                      int32_t out_max,
+                                      void *c,
+                                      qk_dtype c_dtype,
+                                      size_t c_count,
+                                      size_t ldc);
 
 /**
  * Packs the OHWI filter `weights` (dtype `weights_dtype`, `QK_U8` or `QK_I8`) for

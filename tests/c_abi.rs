@@ -1953,3 +1953,201 @@ fn qlinear_conv_and_conv_integer_bad_input() {
         expect_err(q(0.5, x.as_ptr().cast_mut(), 1), QK_ERR_INVALID_PARAMETER, "qk_qlinear_conv", "overlap");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Codebook GEMM with requantized output
+
+/// llama.cpp's IQ4_NL table: integer levels (an odd one among them), so the integer grid
+/// is the levels themselves and each column's grid scale is its scale.
+const IQ4_NL: [f32; 16] = [-127., -104., -83., -65., -49., -35., -22., -10., 1., 13., 25., 38., 53., 69., 89., 113.];
+
+/// Codebook weights (`QK_SCHEME_CODEBOOK`, IQ4_NL, per-column scales) from explicit codes.
+fn codebook_weights(codes: &[u8], k: usize, n: usize, scale: &[f32]) -> *mut qk_codebook_weights {
+    let mut out = null_mut();
+    // SAFETY: valid buffers with their counts; a writable out-pointer.
+    let st = unsafe {
+        qk_codebook_weights_create(codes.as_ptr(), codes.len(), k, n, QK_SCHEME_CODEBOOK, 4, IQ4_NL.as_ptr(), 16, scale.as_ptr(), scale.len(), &mut out)
+    };
+    expect_ok(st);
+    out
+}
+
+/// The parameters of one `qk_codebook_gemm_requantize` call (A is u8 unless `a_i8`).
+#[derive(Clone, Copy)]
+struct CbRq {
+    za: i32,
+    sa: f32,
+    so: f32,
+    zo: i32,
+    mode: i32,
+    lo: i32,
+    hi: i32,
+    c_dtype: i32,
+    a_i8: bool,
+}
+
+const CB_OK: CbRq = CbRq { za: 0, sa: 1.0, so: 1.0, zo: 0, mode: QK_REQUANT_FP32, lo: 0, hi: 255, c_dtype: QK_U8, a_i8: false };
+
+#[allow(clippy::too_many_arguments)]
+fn cb_rq(w: *const qk_codebook_weights, a: &[u8], m: usize, k: usize, bias: &[i32], q: &mut [u8], n: usize, p: CbRq) -> qk_status {
+    let bias_ptr = if bias.is_empty() { null() } else { bias.as_ptr() };
+    let a_dtype = if p.a_i8 { QK_I8 } else { QK_U8 };
+    // SAFETY: valid buffers with their counts; `q` is disjoint from the inputs.
+    unsafe {
+        qk_codebook_gemm_requantize(
+            w,
+            a.as_ptr().cast(),
+            a_dtype,
+            a.len(),
+            m,
+            k,
+            p.za,
+            p.sa,
+            bias_ptr,
+            bias.len(),
+            p.so,
+            p.zo,
+            p.mode,
+            p.lo,
+            p.hi,
+            q.as_mut_ptr().cast(),
+            p.c_dtype,
+            q.len(),
+            n,
+        )
+    }
+}
+
+/// The definition, independently: decode each code through the levels, exact i64 dot
+/// product, bias, then the scalar reference requantizer with the multiplier
+/// `sa·scale[n]/so` (f32 for `Fp32`, TFLite's QuantizeMultiplier in f64 otherwise).
+#[allow(clippy::too_many_arguments)]
+fn cb_oracle(a: &[u8], m: usize, k: usize, codes: &[u8], n: usize, scale: &[f32], bias: &[i32], p: CbRq) -> Vec<u8> {
+    use qkern_kernels::reference::requant::{quantize_multiplier, requantize};
+    let mode = [RequantMode::Fp32, RequantMode::TfliteDoubleRounding, RequantMode::SingleRounding][p.mode as usize];
+    let av = |x: u8| if p.a_i8 { x as i8 as i64 } else { x as i64 };
+    let mut out = Vec::with_capacity(m * n);
+    for i in 0..m {
+        for j in 0..n {
+            let acc: i64 = (0..k).map(|kk| (av(a[i * k + kk]) - p.za as i64) * IQ4_NL[codes[kk * n + j] as usize] as i64).sum::<i64>()
+                + bias.get(j).map_or(0, |&b| b as i64);
+            let qm = quantize_multiplier(p.sa as f64 * scale[j] as f64 / p.so as f64, mode);
+            out.push(requantize(acc, mode, (p.sa * scale[j]) / p.so, qm, p.zo, p.lo, p.hi) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn codebook_gemm_requantize_matches_the_definition() {
+    const K: usize = 37;
+    const N: usize = 5;
+    const M: usize = 3;
+    let codes: Vec<u8> = (0..K * N).map(|i| ((i * 7 + 3) % 16) as u8).collect();
+    let scale = [0.5f32, 0.25, 0.75, 1.0, 0.125];
+    let w = codebook_weights(&codes, K, N, &scale);
+    // The handle decodes through exactly these levels and scales.
+    let (mut table, mut gs) = ([0i8; 16], [0f32; N]);
+    // SAFETY: valid, disjoint buffers with their counts.
+    expect_ok(unsafe { qk_codebook_weights_table(w, table.as_mut_ptr(), 16, gs.as_mut_ptr(), N) });
+    assert_eq!(table.map(|v| v as f32), IQ4_NL);
+    assert_eq!(gs, scale);
+    let a: Vec<u8> = (0..M * K).map(|i| (i * 89 % 256) as u8).collect();
+    let bias: Vec<i32> = (0..N as i32).map(|j| j * 500 - 900).collect();
+    for mode in [QK_REQUANT_FP32, QK_REQUANT_TFLITE_DOUBLE_ROUNDING, QK_REQUANT_SINGLE_ROUNDING] {
+        for (a_i8, za) in [(false, 131), (true, -5)] {
+            for (c_dtype, zo, lo, hi) in [(QK_U8, 120, 0, 255), (QK_U8, 30, 30, 200), (QK_I8, -3, -128, 127), (QK_I8, 4, 4, 127)] {
+                for b in [&bias[..], &[][..]] {
+                    let p = CbRq { za, sa: 0.02, so: 0.9, zo, mode, lo, hi, c_dtype, a_i8 };
+                    let mut q = vec![0u8; M * N];
+                    expect_ok(cb_rq(w, &a, M, K, b, &mut q, N, p));
+                    assert_eq!(q, cb_oracle(&a, M, K, &codes, N, &scale, b, p), "mode {mode} a_i8 {a_i8} c_dtype {c_dtype} zo {zo}");
+                }
+            }
+        }
+        // A K whose sums pass the i32 bound (the chunked i64 path): saturates, and an
+        // output scale that maps the sums into range requantizes them exactly.
+        let k = 70_001;
+        let codes_l = vec![0u8; k * 2]; // level −127
+        let wl = codebook_weights(&codes_l, k, 2, &[1.0, 0.5]);
+        let al = vec![255u8; k];
+        for (so, c_dtype, zo, lo, hi) in [(1.0f32, QK_U8, 100, 0, 255), (1.0, QK_I8, 0, -128, 127), (2.5e7, QK_I8, 0, -128, 127), (2.5e7, QK_U8, 128, 0, 255)] {
+            let p = CbRq { za: 0, sa: 1.0, so, zo, mode, lo, hi, c_dtype, a_i8: false };
+            let mut q = vec![0u8; 2];
+            expect_ok(cb_rq(wl, &al, 1, k, &[], &mut q, 2, p));
+            let want = cb_oracle(&al, 1, k, &codes_l, 2, &[1.0, 0.5], &[], p);
+            assert_eq!(q, want, "long K mode {mode} so {so}");
+        }
+        // SAFETY: a live handle, freed once.
+        expect_ok(unsafe { qk_codebook_weights_free(wl) });
+    }
+    // SAFETY: a live handle, freed once.
+    expect_ok(unsafe { qk_codebook_weights_free(w) });
+}
+
+#[test]
+fn codebook_gemm_requantize_bad_input() {
+    const F: &str = "qk_codebook_gemm_requantize";
+    const K: usize = 8;
+    const N: usize = 4;
+    const M: usize = 2;
+    let codes: Vec<u8> = (0..K * N).map(|i| (i % 16) as u8).collect();
+    let w = codebook_weights(&codes, K, N, &[0.5]);
+    let a: Vec<u8> = (0..M * K).map(|i| i as u8).collect();
+    let mut q = vec![0xA5u8; M * N];
+    let run = |p: CbRq, bias: &[i32], q: &mut [u8]| cb_rq(w, &a, M, K, bias, q, N, p);
+    expect_ok(run(CB_OK, &[], &mut q));
+    q.fill(0xA5);
+    let bad = |p: CbRq, want: qk_status, needle: &str| {
+        let mut q = vec![0xA5u8; M * N];
+        expect_err(run(p, &[], &mut q), want, F, needle);
+        assert!(q.iter().all(|&v| v == 0xA5), "nothing written on failure ({needle})");
+    };
+    for mode in [3, -1, i32::MIN] {
+        bad(CbRq { mode, ..CB_OK }, QK_ERR_INVALID_PARAMETER, "`mode`");
+    }
+    for d in [0, 4242] {
+        bad(CbRq { c_dtype: d, ..CB_OK }, QK_ERR_INVALID_PARAMETER, "`c_dtype`");
+    }
+    bad(CbRq { c_dtype: QK_I32, ..CB_OK }, QK_ERR_UNSUPPORTED, "`c_dtype`");
+    bad(CbRq { zo: 256, ..CB_OK }, QK_ERR_ZERO_POINT, "out_zero_point");
+    bad(CbRq { zo: -1, ..CB_OK }, QK_ERR_ZERO_POINT, "out_zero_point");
+    bad(CbRq { zo: -129, lo: -128, hi: 127, c_dtype: QK_I8, ..CB_OK }, QK_ERR_ZERO_POINT, "out_zero_point");
+    bad(CbRq { za: 256, ..CB_OK }, QK_ERR_ZERO_POINT, "a_zero_point");
+    bad(CbRq { za: 128, a_i8: true, ..CB_OK }, QK_ERR_ZERO_POINT, "a_zero_point");
+    bad(CbRq { lo: -1, ..CB_OK }, QK_ERR_INVALID_PARAMETER, "`out_min`");
+    bad(CbRq { hi: 256, ..CB_OK }, QK_ERR_INVALID_PARAMETER, "`out_max`");
+    bad(CbRq { lo: -128, hi: 128, c_dtype: QK_I8, ..CB_OK }, QK_ERR_INVALID_PARAMETER, "`out_max`");
+    bad(CbRq { lo: 200, hi: 100, ..CB_OK }, QK_ERR_INVALID_PARAMETER, "greater than");
+    for s in [0.0, -2.0, f32::NAN, f32::NEG_INFINITY, f32::INFINITY] {
+        bad(CbRq { so: s, ..CB_OK }, QK_ERR_SCALE, "output scale");
+        bad(CbRq { sa: s, ..CB_OK }, QK_ERR_SCALE, "activation scale");
+    }
+    // Multipliers beyond f32 (either way) are refused, not saturated silently.
+    bad(CbRq { sa: 1e30, so: 1e-30, ..CB_OK }, QK_ERR_SCALE, "multiplier");
+    bad(CbRq { sa: 1e-30, so: 1e30, ..CB_OK }, QK_ERR_SCALE, "multiplier");
+    // Buffers: bias of the wrong length, NULL bias with a count, C too short, NULL C,
+    // NULL weights, C overlapping A.
+    expect_err(run(CB_OK, &[1, 2, 3], &mut q), QK_ERR_SHAPE, F, "bias");
+    // SAFETY: NULL `bias` with a count: refused before any read.
+    let st = unsafe {
+        qk_codebook_gemm_requantize(w, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, 1.0, null(), 1, 1.0, 0, QK_REQUANT_FP32, 0, 255, q.as_mut_ptr().cast(), QK_U8, q.len(), N)
+    };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`bias`");
+    expect_err(cb_rq(w, &a, M, K, &[], &mut q[..M * N - 1], N, CB_OK), QK_ERR_BUFFER_TOO_SMALL, F, "`c`");
+    // SAFETY: NULL `c`: refused before any write.
+    let st = unsafe {
+        qk_codebook_gemm_requantize(w, a.as_ptr().cast(), QK_U8, a.len(), M, K, 0, 1.0, null(), 0, 1.0, 0, QK_REQUANT_FP32, 0, 255, null_mut(), QK_U8, M * N, N)
+    };
+    expect_err(st, QK_ERR_NULL_POINTER, F, "`c`");
+    expect_err(cb_rq(null(), &a, M, K, &[], &mut q, N, CB_OK), QK_ERR_NULL_POINTER, F, "`weights`");
+    expect_err(cb_rq(w, &a[..M * K - 1], M, K, &[], &mut q, N, CB_OK), QK_ERR_BUFFER_TOO_SMALL, F, "`a`");
+    let mut buf = a.clone();
+    let p = buf.as_mut_ptr();
+    // SAFETY: `a` and `c` overlap on purpose; refused before any slice is made.
+    let st = unsafe { qk_codebook_gemm_requantize(w, p.cast_const().cast(), QK_U8, M * K, M, K, 0, 1.0, null(), 0, 1.0, 0, QK_REQUANT_FP32, 0, 255, p.cast(), QK_U8, M * N, N) };
+    expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`c` overlaps `a`");
+    assert_eq!(buf, a, "nothing written on failure");
+    // SAFETY: a live handle, freed once.
+    expect_ok(unsafe { qk_codebook_weights_free(w) });
+}

@@ -5,8 +5,9 @@ mod common;
 
 use qkern::codebook::{self, CodebookFamily, CodebookWeights};
 use qkern::quant::{ApotFormat, Granularity, LevelParams, LevelSet, PackedCodes, PotFormat};
-use qkern::{Activations, Context, Error, Int8, Isa, MatrixMut, MatrixRef};
+use qkern::{Activations, Context, Error, Int8, Isa, MatrixMut, MatrixRef, Requantize, RequantMode};
 use qkern_kernels::reference::codebook_gemm_i64;
+use qkern_kernels::reference::requant::{quantize_multiplier, requantize};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -322,6 +323,291 @@ fn shift_family_picks_the_tier_kernel_with_the_right_terms() {
             let a: Vec<u8> = (0..120).map(|i| (i * 37 % 256) as u8).collect();
             let r = reference(&p, &set, 3, &a, 40, 9u8);
             check(&ctx, &w, &p, 3, &a, 40, 9u8, &r, name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Requantized output (u8 / i8)
+
+const MODES: [RequantMode; 3] = [RequantMode::Fp32, RequantMode::TfliteDoubleRounding, RequantMode::SingleRounding];
+
+/// The requantized reference, built here from the exact product `r` (no bias): per column
+/// the multiplier `(sa·gs[j])/so` in f32 (ONNX) or TFLite's `QuantizeMultiplier` of it in
+/// f64, then the scalar `requantize` of `r + bias` (i64, no wrap), clamped.
+#[allow(clippy::too_many_arguments)]
+fn requant_ref(r: &[i64], n: usize, bias: Option<&[i32]>, sa: f32, gs: &[f32], so: f32, mode: RequantMode, zo: i32, lo: i32, hi: i32) -> Vec<i32> {
+    r.iter()
+        .enumerate()
+        .map(|(i, &acc)| {
+            let j = i % n;
+            let acc = acc + bias.map_or(0, |b| b[j] as i64);
+            let scale = (sa * gs[j]) / so;
+            let qm = quantize_multiplier(sa as f64 * gs[j] as f64 / so as f64, mode);
+            requantize(acc, mode, scale, qm, zo, lo, hi)
+        })
+        .collect()
+}
+
+/// One requantized call through `ctx` and `w` (C rows `ldc` apart, the gaps between rows
+/// checked untouched) against [`requant_ref`] on the reference product `r`.
+#[allow(clippy::too_many_arguments)]
+fn check_rq<A: Int8, O: Int8>(
+    ctx: &Context,
+    w: &CodebookWeights,
+    p: &PackedCodes,
+    m: usize,
+    a: &[A],
+    lda: usize,
+    za: A,
+    sa: f32,
+    r: &[i64],
+    rq: &Requantize<'_, O>,
+    ldc: usize,
+    what: &str,
+) {
+    let (k, n) = (p.k(), p.n());
+    let sentinel = O::from_bits(0xA5);
+    let mut c = vec![sentinel; (m - 1) * ldc + n];
+    let am = MatrixRef::new(a, m, k).with_stride(lda);
+    ctx.codebook_gemm_requantize(Activations::new(am, za, sa), w, rq, MatrixMut::new(&mut c, m, n).with_stride(ldc))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let want = requant_ref(r, n, rq.bias, sa, p.grid_scales().unwrap(), rq.scale, rq.mode, rq.zero_point.to_i32(), rq.min.to_i32(), rq.max.to_i32());
+    for i in 0..m {
+        for j in 0..n {
+            let got = c[i * ldc + j].to_i32();
+            assert_eq!(
+                got,
+                want[i * n + j],
+                "{what}: {} {} C[{i}][{j}] (acc {}, so {}, zo {}, clamp [{}, {}], bias {:?}; kernel {})",
+                O::NAME,
+                rq.mode.name(),
+                r[i * n + j],
+                rq.scale,
+                rq.zero_point.to_i32(),
+                rq.min.to_i32(),
+                rq.max.to_i32(),
+                rq.bias.map(|b| b[j]),
+                w.kernel_name()
+            );
+        }
+        if i + 1 < m {
+            assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|v| v.to_bits() == 0xA5), "{what}: a gap between rows was written");
+        }
+    }
+}
+
+/// The output configurations of one case, rotated by `case` so the sweep covers each
+/// with every mode and output type without running all of them everywhere: a spread
+/// scale (some columns saturate) with bias, ReLU, a narrow clamp with a small scale
+/// (mostly saturating), and power-of-two multipliers (½, ¼, …: exact ties).
+#[allow(clippy::too_many_arguments)]
+fn rq_case<A: Int8, O: Int8>(ctx: &Context, w: &CodebookWeights, p: &PackedCodes, m: usize, a: &[A], lda: usize, za: A, r: &[i64], mode: RequantMode, case: usize, what: &str) {
+    let n = p.n();
+    let gs = p.grid_scales().unwrap();
+    let sa = 0.03125f32;
+    let bias: Vec<i32> = (0..n as i32).map(|j| j * 37 - 300).collect();
+    let amax = r.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0).max(1) as f32;
+    let spread = sa * gs[0] * amax / 150.0 * 1.37;
+    let zmid = O::saturate_from((O::MIN + O::MAX) / 2 + 3);
+    let rq = match case % 4 {
+        0 => Requantize::new(spread, zmid).mode(mode).bias(&bias),
+        1 => Requantize::new(spread, O::saturate_from(O::MIN + 37)).mode(mode).relu(),
+        2 => Requantize::new(spread / 8.0, zmid).mode(mode).bias(&bias).clamp(O::saturate_from(O::MIN + 20), O::saturate_from(O::MAX - 30)),
+        _ => Requantize::new(sa * gs[0] * 2.0, zmid).mode(mode).bias(&bias),
+    };
+    let ldc = n + case % 2;
+    check_rq(ctx, w, p, m, a, lda, za, sa, r, &rq, ldc, &format!("{what} case {}", case % 4));
+}
+
+fn requant_sweep<A: Int8>(rng: &mut ChaCha8Rng) {
+    let mut case = 0usize;
+    for isa in common::available_isas() {
+        let ctx = Context::for_isa(isa).unwrap().with_threads(1).unwrap();
+        for (name, set) in sets() {
+            for &k in &[1usize, 9, 64, 1001] {
+                for &n in &[1usize, 17, 47] {
+                    let p = packed(&set, k, n, rng, None);
+                    let ws = weights_for(&ctx, &p);
+                    assert!(!ws.is_empty(), "{name} at {}: no kernel", isa.name());
+                    for m in [1usize, 4, 9] {
+                        let lda = k + 3;
+                        let a: Vec<A> = (0..m * lda).map(|_| A::from_bits(rng.random())).collect();
+                        let za = A::from_bits(rng.random());
+                        let r = reference(&p, &set, m, &a, lda, za);
+                        for w in &ws {
+                            for mode in MODES {
+                                let what = format!("{} {name} {} m={m} n={n} k={k} {}", isa.name(), w.kernel_name(), A::NAME);
+                                rq_case::<A, u8>(&ctx, w, &p, m, &a, lda, za, &r, mode, case, &what);
+                                rq_case::<A, i8>(&ctx, w, &p, m, &a, lda, za, &r, mode, case + 1, &what);
+                                case += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn requantize_exact_u8_activations_every_kernel_every_tier() {
+    requant_sweep::<u8>(&mut ChaCha8Rng::seed_from_u64(11));
+}
+
+#[test]
+fn requantize_exact_i8_activations_every_kernel_every_tier() {
+    requant_sweep::<i8>(&mut ChaCha8Rng::seed_from_u64(12));
+}
+
+/// Extremes: activations at one end of their range against the zero point at the other,
+/// weights all at the largest |grid| code, at a short K and at a K whose sums pass the
+/// i32 bound (the chunked i64 path: results must saturate, not wrap); also biases at the
+/// ends of i32, which push even the short K onto the chunked path. Output scales: one
+/// that saturates everything and one that maps the largest sum into range (exact
+/// requantization of accumulators beyond i32).
+fn requant_extremes<A: Int8>() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let big = [
+        ("pot4", PotFormat::signed(4).unwrap().level_set()),
+        ("iq4_nl", LevelSet::codebook_i16(4, &IQ4_NL).unwrap()),
+        ("cb32", LevelSet::codebook_i16(5, &(0..32).map(|i| (i * 8 - 127).min(127) as i16).collect::<Vec<_>>()).unwrap()),
+    ];
+    let mut case = 0usize;
+    for isa in common::available_isas() {
+        let ctx = Context::for_isa(isa).unwrap().with_threads(2).unwrap();
+        for (name, set) in &big {
+            for &k in &[33usize, 70_001] {
+                let (m, n) = (1, 17);
+                let p = packed(set, k, n, &mut rng, Some(max_code(set)));
+                let ws = weights_for(&ctx, &p);
+                let gs = p.grid_scales().unwrap().to_vec();
+                let sa = 0.5f32;
+                let ext_bias: Vec<i32> = (0..n).map(|j| [i32::MAX, i32::MIN, 0, i32::MAX - 77][j % 4]).collect();
+                for (av, zv) in [(A::MAX, A::MIN), (A::MIN, A::MAX)] {
+                    let a = vec![A::saturate_from(av); m * k];
+                    let za = A::saturate_from(zv);
+                    let r = reference(&p, set, m, &a, k, za);
+                    if k > 65_000 && *name != "pot4" {
+                        assert!(r.iter().any(|v| i32::try_from(*v).is_err()), "{name}: the long K should pass the i32 bound");
+                    }
+                    let amax = r.iter().map(|v| v.unsigned_abs()).max().unwrap().max(1) as f32;
+                    for w in &ws {
+                        for mode in MODES {
+                            let what = format!("{} {name} {} extremes k={k} a={av} za={zv} {}", isa.name(), w.kernel_name(), A::NAME);
+                            case += 1;
+                            // Saturating: a multiplier near 1 on sums of thousands or more.
+                            let sat_u8 = Requantize::new(sa * gs[0] * 1.1, 7u8).mode(mode);
+                            let sat_i8 = Requantize::new(sa * gs[0] * 1.1, -7i8).mode(mode).relu();
+                            // In range: the largest |sum| of column 0 maps to ~100.
+                            let fit = sa * gs[0] * amax / 100.0;
+                            let fit_u8 = Requantize::new(fit, 128u8).mode(mode);
+                            let fit_i8 = Requantize::new(fit, 0i8).mode(mode).clamp(-100, 90);
+                            if case.is_multiple_of(2) {
+                                check_rq(&ctx, w, &p, m, &a, k, za, sa, &r, &sat_u8, n, &what);
+                                check_rq(&ctx, w, &p, m, &a, k, za, sa, &r, &fit_i8, n, &what);
+                            } else {
+                                check_rq(&ctx, w, &p, m, &a, k, za, sa, &r, &fit_u8, n, &what);
+                                check_rq(&ctx, w, &p, m, &a, k, za, sa, &r, &sat_i8, n, &what);
+                            }
+                            // Extreme biases (chunked even at the short K): both outputs.
+                            if k < 1000 {
+                                check_rq(&ctx, w, &p, m, &a, k, za, sa, &r, &fit_u8.bias(&ext_bias), n, &what);
+                                check_rq(&ctx, w, &p, m, &a, k, za, sa, &r, &sat_i8.bias(&ext_bias), n, &what);
+                            }
+                        }
+                    }
+                }
+                // Random codes and activations at the long K: sums of both signs, in range
+                // after requantization, through the chunked path.
+                if k > 65_000 {
+                    let p = packed(set, k, n, &mut rng, None);
+                    let m = 2;
+                    let a: Vec<A> = (0..m * k).map(|_| A::from_bits(rng.random())).collect();
+                    let za = A::saturate_from(A::MIN);
+                    let r = reference(&p, set, m, &a, k, za);
+                    let gs = p.grid_scales().unwrap();
+                    let amax = r.iter().map(|v| v.unsigned_abs()).max().unwrap().max(1) as f32;
+                    for w in weights_for(&ctx, &p) {
+                        for mode in MODES {
+                            let what = format!("{} {name} {} long K random {}", isa.name(), w.kernel_name(), A::NAME);
+                            let rq = Requantize::new(sa * gs[0] * amax / 120.0, 3i8).mode(mode);
+                            check_rq(&ctx, &w, &p, m, &a, k, za, sa, &r, &rq, n, &what);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn requantize_extremes_and_long_k_u8_activations() {
+    requant_extremes::<u8>();
+}
+
+#[test]
+fn requantize_extremes_and_long_k_i8_activations() {
+    requant_extremes::<i8>();
+}
+
+#[test]
+fn requantize_errors_name_the_argument() {
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let set = ApotFormat::weight(4).unwrap().level_set();
+    let p = packed(&set, 10, 4, &mut rng, None);
+    let ctx = Context::new().unwrap();
+    let w = CodebookWeights::new_in(&ctx, &p).unwrap();
+    let a = [3u8; 30];
+    let am = MatrixRef::new(&a, 3, 10);
+    let run = |sa: f32, rq: &Requantize<'_, u8>, c: &mut [u8], rows: usize, cols: usize| {
+        ctx.codebook_gemm_requantize(Activations::new(am, 0u8, sa), &w, rq, MatrixMut::new(c, rows, cols))
+    };
+    let mut c = [0xA5u8; 12];
+    let ok = Requantize::new(0.5f32, 128u8);
+    for s in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let e = run(s, &ok, &mut c, 3, 4);
+        assert!(matches!(e, Err(Error::InvalidScale { what, .. }) if what.contains("activation")), "{e:?}");
+        let e = run(1.0, &Requantize::new(s, 128u8), &mut c, 3, 4);
+        assert!(matches!(e, Err(Error::InvalidScale { what, .. }) if what.contains("output")), "{e:?}");
+    }
+    // Multipliers that overflow or underflow f32 are refused, not saturated silently.
+    let e = run(1e30, &Requantize::new(1e-30, 0u8), &mut c, 3, 4);
+    assert!(matches!(e, Err(Error::InvalidScale { what, .. }) if what.contains("multiplier")), "{e:?}");
+    let e = run(1e-30, &Requantize::new(1e30, 0u8), &mut c, 3, 4);
+    assert!(matches!(e, Err(Error::InvalidScale { what, .. }) if what.contains("multiplier")), "{e:?}");
+    let e = run(1.0, &ok.clamp(200, 100), &mut c, 3, 4);
+    assert!(matches!(&e, Err(Error::InvalidParameter(m)) if m.contains("clamp")), "{e:?}");
+    // Shapes: A's K, C's shape, bias length, a C buffer too short.
+    let e = ctx.codebook_gemm_requantize(Activations::new(MatrixRef::new(&a, 3, 9), 0u8, 1.0), &w, &ok, MatrixMut::new(&mut c, 3, 4));
+    assert!(matches!(e, Err(Error::ShapeMismatch(_))), "{e:?}");
+    let e = run(1.0, &ok, &mut c, 3, 3);
+    assert!(matches!(e, Err(Error::ShapeMismatch(_))), "{e:?}");
+    let e = run(1.0, &ok.bias(&[1, 2]), &mut c, 3, 4);
+    assert!(matches!(&e, Err(Error::ShapeMismatch(m)) if m.contains("bias")), "{e:?}");
+    let e = run(1.0, &ok, &mut c[..10], 3, 4);
+    assert!(e.is_err(), "short C accepted");
+    assert!(c.iter().all(|&v| v == 0xA5), "nothing written on failure");
+    // i8 output: the same checks apply.
+    let mut ci = [0i8; 12];
+    let e = ctx.codebook_gemm_requantize(Activations::new(am, 0u8, 1.0), &w, &Requantize::new(0.5f32, 0i8).clamp(5, -5), MatrixMut::new(&mut ci, 3, 4));
+    assert!(matches!(e, Err(Error::InvalidParameter(_))), "{e:?}");
+    // Weights with per-column offsets (weight normalisation): no scaled output yet.
+    let params = LevelParams::per_channel(set.clone(), 1, vec![0.5; 4]).unwrap().with_offsets(vec![0.25; 4]).unwrap();
+    let po = PackedCodes::pack(&[0u8; 40], 10, 4, &params).unwrap();
+    let wo = CodebookWeights::new_in(&ctx, &po).unwrap();
+    let e = ctx.codebook_gemm_requantize(Activations::new(am, 0u8, 1.0), &wo, &ok, MatrixMut::new(&mut c, 3, 4));
+    assert!(matches!(e, Err(Error::Unsupported(_))), "{e:?}");
+    // The free function runs on the default context.
+    codebook::gemm_requantize(Activations::new(am, 0u8, 1.0), &w, &ok, MatrixMut::new(&mut c, 3, 4)).unwrap();
+    // Weights packed for a tier above the context's are refused (not run).
+    if let Some(&top) = common::available_isas().last() {
+        let tctx = Context::for_isa(top).unwrap();
+        let wt = CodebookWeights::new_in(&tctx, &p).unwrap();
+        let k = tctx.kernels().codebook_candidates.iter().find(|k| k.name == wt.kernel_name()).unwrap();
+        if k.isa != Isa::Scalar {
+            let e = Context::for_isa(Isa::Scalar).unwrap().codebook_gemm_requantize(Activations::new(am, 0u8, 1.0), &wt, &ok, MatrixMut::new(&mut c, 3, 4));
+            assert!(matches!(e, Err(Error::IsaUnavailable(_))), "{e:?}");
         }
     }
 }

@@ -68,6 +68,7 @@ fn header_declares_every_entry_point() {
         "qk_status qk_gemm_i32(",
         "qk_status qk_gemm_f32(",
         "qk_status qk_gemm_requantize(",
+        "qk_status qk_codebook_gemm_requantize(",
         "qk_status qk_matmul_integer(",
         "qk_status qk_qlinear_matmul(",
         "qk_status qk_quantize_linear(",

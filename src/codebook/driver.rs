@@ -1,25 +1,16 @@
 //! The codebook driver: validation, overflow policy, tiling, threads, kernel calls.
 
-use qkern_kernels::reference::{RefOutput, output_stage_ref};
-use qkern_kernels::{CodebookArgs, CodebookFormat, Int8, OutputKind, OutputStage, RequantMode};
+use qkern_kernels::reference::output_stage_ref;
+use qkern_kernels::{CodebookArgs, CodebookFormat, Int8, OutputKind};
 use rayon::prelude::*;
 
 use super::CodebookWeights;
 use crate::dispatch::Context;
 use crate::error::{Error, Result, check_matrix};
-use crate::gemm::{Activations, K_CHUNK, MatrixMut};
-
-/// The output stage of one call.
-pub(super) enum Stage<'a> {
-    I32 { bias: Option<&'a [i32]> },
-    F32 { scale: Vec<f32>, bias: Option<&'a [f32]> },
-}
-
-/// The output matrix.
-pub(super) enum Out<'a> {
-    I32(MatrixMut<'a, i32>),
-    F32(MatrixMut<'a, f32>),
-}
+// The output stage (its tables, the kernels' and the reference's view of it, the
+// chunked path's stores) is the int8 GEMM driver's: the codebook kernels take the same
+// `OutputStage`.
+use crate::gemm::{Activations, K_CHUNK, Out, Stage, stage_at, store_value};
 
 #[derive(Clone, Copy)]
 struct Shared<T>(T);
@@ -40,23 +31,13 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
         return Err(Error::ShapeMismatch(format!("A is {m}×{} but the codebook weights have K = {k}", a.matrix.cols)));
     }
     check_matrix("a", a.matrix.data.len(), m, k, a.matrix.stride)?;
-    let (c_ptr, c_rows, c_cols, ldc, c_len) = match &mut out {
-        Out::I32(c) => (c.data.as_mut_ptr().cast::<u8>(), c.rows, c.cols, c.stride, c.data.len()),
-        Out::F32(c) => (c.data.as_mut_ptr().cast::<u8>(), c.rows, c.cols, c.stride, c.data.len()),
-    };
+    let (c_ptr, c_rows, c_cols, ldc, esize, c_len) = out.raw();
     if c_rows != m || c_cols != n {
         return Err(Error::ShapeMismatch(format!("C is {c_rows}×{c_cols} but A·B is {m}×{n}")));
     }
     check_matrix("c", c_len, m, n, ldc)?;
-    let bias_i32 = match &stage {
-        Stage::I32 { bias } => *bias,
-        Stage::F32 { .. } => None,
-    };
-    let bias_len = match &stage {
-        Stage::I32 { bias } => bias.map(<[i32]>::len),
-        Stage::F32 { bias, .. } => bias.map(<[f32]>::len),
-    };
-    if let Some(len) = bias_len.filter(|&len| len != n) {
+    let bias_i32 = stage.bias_i32();
+    if let Some(len) = stage.bias_len().filter(|&len| len != n) {
         return Err(Error::ShapeMismatch(format!("bias has {len} values, N = {n}")));
     }
     let kernel = w.kernel;
@@ -82,14 +63,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
     let exact_i32 = k as u128 * max_a * w.grid_max as u128 + max_bias <= i32::MAX as u128;
     let za_k = (za + kernel.a_offset[A::SIGNED as usize]) as i64;
 
-    let (scale, bias_f32): (&[f32], Option<&[f32]>) = match &stage {
-        Stage::F32 { scale, bias } => (scale, *bias),
-        Stage::I32 { .. } => (&[], None),
-    };
-    let kind = match out {
-        Out::I32(_) => OutputKind::I32,
-        Out::F32(_) => OutputKind::F32,
-    };
+    let kind = out.kind();
     // Σ (a + off − za − off)·g = raw − (za + off)·Σg; modulo 2^32 in the one-pass case.
     let col_offset: Vec<i32> = (0..n)
         .map(|j| {
@@ -98,22 +72,8 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
         })
         .collect();
     let zeros = vec![0i32; kernel.format.nr];
-    let base = Shared(OutputStage {
-        kind,
-        mode: RequantMode::Fp32,
-        col_offset: std::ptr::null(),
-        scale: if scale.is_empty() { std::ptr::null() } else { scale.as_ptr() },
-        bias_f32: bias_f32.map_or(std::ptr::null(), <[f32]>::as_ptr),
-        qmult: std::ptr::null(),
-        out_zero_point: 0,
-        qmin: 0,
-        qmax: 0,
-    });
-    let stage_for = |j0: usize, col_off: *const i32| {
-        let b = base.get();
-        let off = |p: *const f32| if p.is_null() { p } else { p.wrapping_add(j0) };
-        OutputStage { col_offset: col_off, scale: off(b.scale), bias_f32: off(b.bias_f32), ..b }
-    };
+    let base = Shared(stage.kernel_stage(kind));
+    let stage_for = |j0: usize, col_off: *const i32| stage_at(&base.get(), j0, col_off);
 
     let (mr, nr) = (kernel.mr, kernel.format.nr);
     let fmt: CodebookFormat = kernel.format;
@@ -138,7 +98,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
                     lda,
                     b: w.data[tj * panel_bytes..].as_ptr(),
                     table: table.get(),
-                    c: cptr.wrapping_add((i0 * ldc + j0) * 4),
+                    c: cptr.wrapping_add((i0 * ldc + j0) * esize),
                     ldc,
                     out: stage_for(j0, col_offset[j0..].as_ptr()),
                 };
@@ -151,7 +111,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
         }
     };
 
-    let ro = RefOutput { kind, mode: RequantMode::Fp32, bias_i32, scale, bias_f32, qmult: &[], out_zero_point: 0, qmin: 0, qmax: 0 };
+    let ro = stage.ref_output(kind);
     let chunked_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| -> Result<()> {
         let cptr = cptr.get();
         let mut tile = vec![0i32; mr * nr];
@@ -193,18 +153,9 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
                         let j = j0 + jj;
                         let total = acc[ii * nr + jj] - za_k * w.col_sum[j];
                         let v = output_stage_ref(total, j, &ro);
-                        let p = cptr.wrapping_add(((i0 + ii) * ldc + j) * 4);
-                        let bits = match kind {
-                            OutputKind::I32 => i32::try_from(v).map_err(|_| {
-                                Error::Overflow(format!(
-                                    "C[{}][{j}] = {v} does not fit in i32 (K = {k}); use the f32 output",
-                                    i0 + ii
-                                ))
-                            })? as u32,
-                            _ => v as u32,
-                        };
+                        let p = cptr.wrapping_add(((i0 + ii) * ldc + j) * esize);
                         // SAFETY: (i0+ii, j) is inside the validated C; tiles are disjoint.
-                        unsafe { p.cast::<u32>().write_unaligned(bits) };
+                        unsafe { store_value(p, kind, v, i0 + ii, j, k)? };
                     }
                 }
             }

@@ -9,7 +9,9 @@
 //! `C[m][n] = Σ_k (A[m][k] − za) · grid[code(k, n)]` (+ bias), where `grid` is the level
 //! set's integer grid ([`crate::quant::Grid`]); [`gemm_f32`] returns
 //! `(acc as f32) · (sa · grid_scale[n]) + bias[n]`, the dequantized product, with
-//! `grid_scale` from [`PackedCodes::grid_scales`].
+//! `grid_scale` from [`PackedCodes::grid_scales`]; [`gemm_requantize`] requantizes
+//! `acc + bias[n]` to u8/i8 exactly as the int8 GEMM ([`crate::gemm::gemm_requantize`])
+//! does, with the per-column multiplier `sa · grid_scale[n] / sy`.
 //!
 //! ```
 //! use qkern::codebook::{self, CodebookWeights};
@@ -44,7 +46,8 @@ pub use qkern_kernels::CodebookFamily;
 
 use crate::dispatch::Context;
 use crate::error::{Error, Result, check_scale};
-use crate::gemm::{Activations, MatrixMut};
+use crate::gemm::scratch::Scratch;
+use crate::gemm::{Activations, MatrixMut, Out, Requantize, Stage, requant_out};
 use crate::quant::PackedCodes;
 
 /// Parses a `QKERN_CODEBOOK_KERNEL` value (`lut` / `shift`, case-insensitive; blank =
@@ -270,27 +273,60 @@ pub fn gemm_f32<A: Int8>(a: Activations<'_, A>, w: &CodebookWeights, bias: Optio
     Context::new()?.codebook_gemm_f32(a, w, bias, c)
 }
 
+/// `C (u8/i8) = clamp(requantize(Σ_k (A − za)·grid[code] + rq.bias[n]), rq.min, rq.max)`
+/// with the per-column multiplier `sa·grid_scale[n]/rq.scale` in `rq.mode`, on the
+/// default context: the int8 GEMM's output stage ([`crate::gemm::gemm_requantize`]), the
+/// grid scale in the role of the weight scale. Accumulators past the i32 bound are carried
+/// in i64 and saturate to the clamp.
+pub fn gemm_requantize<A: Int8, O: Int8>(a: Activations<'_, A>, w: &CodebookWeights, rq: &Requantize<'_, O>, c: MatrixMut<'_, O>) -> Result<()> {
+    Context::new()?.codebook_gemm_requantize(a, w, rq, c)
+}
+
+impl CodebookWeights {
+    /// The per-column grid scales, for the scaled outputs (`what`: the output, for the
+    /// message): errors for weights with per-column offsets, whose dequantized value is
+    /// not a multiple of the integer product.
+    fn scales_for(&self, what: &str) -> Result<&[f32]> {
+        if self.has_offsets {
+            return Err(Error::Unsupported(format!(
+                "{what} output of weights with per-column offsets (weight normalisation) is not built yet; use gemm_i32"
+            )));
+        }
+        if self.grid_scales.len() != self.n {
+            return Err(Error::Internal("codebook weights without grid scales".into()));
+        }
+        Ok(&self.grid_scales)
+    }
+}
+
 impl Context {
     /// `C (i32) = Σ_k (A − za)·grid[code] + bias`. See [`gemm_i32`].
     pub fn codebook_gemm_i32<A: Int8>(&self, a: Activations<'_, A>, w: &CodebookWeights, bias: Option<&[i32]>, c: MatrixMut<'_, i32>) -> Result<()> {
-        driver::run(self, &a, w, driver::Stage::I32 { bias }, driver::Out::I32(c))
+        driver::run(self, &a, w, Stage::I32 { bias }, Out::I32(c))
     }
 
     /// `C (f32) = (acc as f32)·(sa·grid_scale[n]) + bias[n]`. See [`gemm_f32`].
     pub fn codebook_gemm_f32<A: Int8>(&self, a: Activations<'_, A>, w: &CodebookWeights, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) -> Result<()> {
         check_scale("activation scale", a.scale)?;
-        if w.has_offsets {
-            return Err(Error::Unsupported(
-                "f32 output of weights with per-column offsets (weight normalisation) is not built yet; use gemm_i32".into(),
-            ));
-        }
-        if w.grid_scales.len() != w.n {
-            return Err(Error::Internal("codebook weights without grid scales".into()));
-        }
-        let scale: Vec<f32> = w.grid_scales.iter().map(|&s| a.scale * s).collect();
+        let scale = Scratch::collect(w.scales_for("f32")?.iter().map(|&s| a.scale * s));
         if let Some(&s) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return Err(Error::InvalidScale { what: "dequantization scale sa·grid_scale", value: s as f64 });
         }
-        driver::run(self, &a, w, driver::Stage::F32 { scale, bias }, driver::Out::F32(c))
+        driver::run(self, &a, w, Stage::F32 { scale, bias }, Out::F32(c))
+    }
+
+    /// `C (u8/i8) = clamp(requantize(Σ_k (A − za)·grid[code] + bias))`. See
+    /// [`gemm_requantize`].
+    pub fn codebook_gemm_requantize<A: Int8, O: Int8>(
+        &self,
+        a: Activations<'_, A>,
+        w: &CodebookWeights,
+        rq: &Requantize<'_, O>,
+        c: MatrixMut<'_, O>,
+    ) -> Result<()> {
+        check_scale("activation scale", a.scale)?;
+        // The int8 GEMM's stage: checks the output scale, the clamp and every multiplier.
+        let stage = Stage::requant(a.scale, w.scales_for("requantized")?, rq)?;
+        driver::run(self, &a, w, stage, requant_out(c))
     }
 }

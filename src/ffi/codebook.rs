@@ -1,14 +1,15 @@
 //! Non-uniform (codebook) GEMM from C: quantize float weights `B[K][N]` to a level set
 //! (uniform, PoT, log, APoT or a learned codebook), pack the codes once into an opaque
-//! handle of [`CodebookWeights`], run it many times with `int32_t` or `float` output
-//! (the table-lookup kernels of [`crate::codebook`], exact in integers).
+//! handle of [`CodebookWeights`], run it many times with `int32_t`, `float` or
+//! requantized 8-bit output (the table-lookup kernels of [`crate::codebook`], exact in
+//! integers).
 
 use std::ffi::c_void;
 
-use super::gemm::{AIn, a_in, inputs, per_channel, with_a, zero_point};
+use super::gemm::{AIn, a_in, inputs, int8_dtype, per_channel, requantize_params, with_a, zero_point};
 use super::runtime::context;
 use super::util::{Span, free_handle, handle_ref, check_disjoint, check_extent, check_outputs_disjoint, opt_slice, opt_span, slice, slice_mut, span};
-use super::{Dtype, Failure, guard, qk_dtype, qk_status};
+use super::{Dtype, Failure, guard, qk_dtype, qk_requant_mode, qk_status, requant_mode_from_c};
 use crate::codebook::CodebookWeights;
 use crate::error::Error;
 use crate::gemm::{Activations, MatrixMut, MatrixRef, PerChannel};
@@ -548,3 +549,69 @@ pub unsafe extern "C" fn qk_codebook_gemm_f32(
     })
 }
 
+
+/// `C[m][n] = clamp(requantize(Σ_k (A[m][k] − a_zero_point)·table[code(k, n)] + bias[n]),
+/// out_min, out_max)` in `c_dtype` (`QK_U8` or `QK_I8`), with the per-column multiplier
+/// `a_scale · grid_scale[n] / out_scale` (see [`qk_codebook_weights_table`]) applied in
+/// `mode`: the output stage of `qk_gemm_requantize`, exact
+/// (a sum beyond `int32_t` is carried in 64 bits and saturates to the clamp).
+///
+/// Arguments as [`qk_codebook_gemm_i32`], plus `a_scale` and `out_scale` (finite, > 0),
+/// `out_zero_point` and the clamp `out_min ≤ out_max` (all within `c_dtype`'s range;
+/// pass the type's full range for no clamp, `out_min = out_zero_point` for a fused
+/// ReLU), and `mode` (a `qk_requant_mode`).
+///
+/// # Safety
+///
+/// As [`qk_codebook_gemm_i32`]; `c` points to `c_count` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_codebook_gemm_requantize(
+    weights: *const qk_codebook_weights,
+    a: *const c_void,
+    a_dtype: qk_dtype,
+    a_count: usize,
+    m: usize,
+    lda: usize,
+    a_zero_point: i32,
+    a_scale: f32,
+    bias: *const i32,
+    bias_count: usize,
+    out_scale: f32,
+    out_zero_point: i32,
+    mode: qk_requant_mode,
+    out_min: i32,
+    out_max: i32,
+    c: *mut c_void,
+    c_dtype: qk_dtype,
+    c_count: usize,
+    ldc: usize,
+) -> qk_status {
+    guard("qk_codebook_gemm_requantize", || {
+        let c = c.cast::<u8>();
+        let (w, a_in, bias_span, c_span) = run_prologue(weights, a, a_dtype, a_count, bias, bias_count, c, c_count)?;
+        let c_dtype = int8_dtype(c_dtype, "c_dtype")?;
+        let mode = requant_mode_from_c(mode, "mode")?;
+        // SAFETY: as in `qk_codebook_gemm_i32`.
+        let (bias, c) = unsafe { (opt_slice(bias, bias_count, &bias_span), slice_mut(c, c_count, &c_span)) };
+        let (k, n) = (w.w.k(), w.w.n());
+        check_extent("a", m, k, lda)?;
+        check_extent("c", m, n, ldc)?;
+        with_a!(a_in, |a: A| {
+            let za = zero_point::<A>(a_zero_point, "a_zero_point")?;
+            let act = Activations::new(MatrixRef::new(a, m, k).with_stride(lda), za, a_scale);
+            let ctx = context()?;
+            match c_dtype {
+                Dtype::U8 => {
+                    let rq = requantize_params::<u8>(bias, out_scale, out_zero_point, mode, out_min, out_max)?;
+                    ctx.codebook_gemm_requantize(act, &w.w, &rq, MatrixMut::new(c, m, n).with_stride(ldc))?;
+                }
+                _ => {
+                    let rq = requantize_params::<i8>(bias, out_scale, out_zero_point, mode, out_min, out_max)?;
+                    let c: &mut [i8] = bytemuck::cast_slice_mut(c);
+                    ctx.codebook_gemm_requantize(act, &w.w, &rq, MatrixMut::new(c, m, n).with_stride(ldc))?;
+                }
+            }
+            Ok(())
+        })
+    })
+}

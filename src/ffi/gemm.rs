@@ -385,6 +385,21 @@ fn requantize_into<A: Int8, O: Int8>(
     out_min: i32,
     out_max: i32,
 ) -> Result<(), Failure> {
+    let rq = requantize_params::<O>(bias, out_scale, out_zero_point, mode, out_min, out_max)?;
+    context()?.gemm_requantize(act, w, &rq, MatrixMut::new(c, m, n).with_stride(ldc))?;
+    Ok(())
+}
+
+/// The [`Requantize`] of a C requantizing call, its `int32_t` zero point and clamp
+/// checked within `O`'s range (the codebook entry point takes them the same way).
+pub(super) fn requantize_params<O: Int8>(
+    bias: Option<&[i32]>,
+    out_scale: f32,
+    out_zero_point: i32,
+    mode: crate::RequantMode,
+    out_min: i32,
+    out_max: i32,
+) -> Result<Requantize<'_, O>, Failure> {
     let zo = zero_point::<O>(out_zero_point, "out_zero_point")?;
     for (v, what) in [(out_min, "out_min"), (out_max, "out_max")] {
         if v < O::MIN || v > O::MAX {
@@ -398,6 +413,5 @@ fn requantize_into<A: Int8, O: Int8>(
     if let Some(b) = bias {
         rq = rq.bias(b);
     }
-    context()?.gemm_requantize(act, w, &rq, MatrixMut::new(c, m, n).with_stride(ldc))?;
-    Ok(())
+    Ok(rq)
 }

@@ -17,48 +17,132 @@ use rayon::prelude::*;
 use super::scratch::Scratch;
 use super::{ARows, ASource, IndirectRows, K_CHUNK, MatrixMut, PackedWeights, Requantize};
 use crate::dispatch::{Context, cpu};
-use crate::error::{Error, Result, check_matrix};
+use crate::error::{Error, Result, check_matrix, check_scale};
 
-/// The output stage, with its per-column tables computed for this call.
-pub(super) enum Stage<'a> {
+/// The output stage, with its per-column tables computed for this call. Shared with the
+/// codebook driver (`crate::codebook`), whose kernels take the same [`OutputStage`].
+pub(crate) enum Stage<'a> {
     I32 { bias: Option<&'a [i32]> },
     F32 { scale: Scratch<f32>, bias: Option<&'a [f32]> },
     Requant { mode: RequantMode, scale: Scratch<f32>, qmult: Scratch<QuantizedMultiplier>, zero_point: i32, qmin: i32, qmax: i32, bias: Option<&'a [i32]> },
 }
 
 impl<'a> Stage<'a> {
-    pub(super) fn requant<O: Int8>(sa: f32, w: &PackedWeights, rq: &Requantize<'a, O>) -> Result<Stage<'a>> {
+    /// The requantization stage of `rq` for activations of scale `sa` and per-column
+    /// weight scales `sb` (the scale of one unit of the accumulator in column `n` is
+    /// `sa·sb[n]`): checks the output scale, the clamp and every multiplier.
+    pub(crate) fn requant<O: Int8>(sa: f32, sb: &[f32], rq: &Requantize<'a, O>) -> Result<Stage<'a>> {
+        check_scale("output scale", rq.scale)?;
+        let (qmin, qmax) = (rq.min.to_i32(), rq.max.to_i32());
+        if qmin > qmax {
+            return Err(Error::InvalidParameter(format!("clamp min {qmin} is greater than max {qmax}")));
+        }
         // ONNX / onnxruntime: the multiplier is (sa·sb)/sy in f32.
-        let scale = Scratch::collect(w.scale.iter().map(|&sb| (sa * sb) / rq.scale));
+        let scale = Scratch::collect(sb.iter().map(|&sb| (sa * sb) / rq.scale));
         if let Some(s) = scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return Err(Error::InvalidScale { what: "requantization multiplier sa·sb/sy", value: *s as f64 });
         }
         let qmult = match rq.mode {
             RequantMode::Fp32 => Scratch::unused(),
             // TFLite: the effective scale in double.
-            mode => Scratch::collect(w.scale.iter().map(|&sb| quantize_multiplier(sa as f64 * sb as f64 / rq.scale as f64, mode))),
+            mode => Scratch::collect(sb.iter().map(|&sb| quantize_multiplier(sa as f64 * sb as f64 / rq.scale as f64, mode))),
         };
-        Ok(Stage::Requant {
-            mode: rq.mode,
-            scale,
-            qmult,
-            zero_point: rq.zero_point.to_i32(),
-            qmin: rq.min.to_i32(),
-            qmax: rq.max.to_i32(),
-            bias: rq.bias,
-        })
+        Ok(Stage::Requant { mode: rq.mode, scale, qmult, zero_point: rq.zero_point.to_i32(), qmin, qmax, bias: rq.bias })
     }
 
-    fn bias_i32(&self) -> Option<&'a [i32]> {
+    /// The i32 bias added to the exact accumulator, if any.
+    pub(crate) fn bias_i32(&self) -> Option<&'a [i32]> {
         match *self {
             Stage::I32 { bias } | Stage::Requant { bias, .. } => bias,
             Stage::F32 { .. } => None,
         }
     }
+
+    /// The length of the bias (i32 or f32), if there is one.
+    pub(crate) fn bias_len(&self) -> Option<usize> {
+        match self {
+            Stage::F32 { bias, .. } => bias.map(<[f32]>::len),
+            _ => self.bias_i32().map(<[i32]>::len),
+        }
+    }
+
+    /// The kernels' output stage writing `kind`, its per-column tables from column 0 and
+    /// no column offsets yet ([`stage_at`] places it on a tile).
+    pub(crate) fn kernel_stage(&self, kind: OutputKind) -> OutputStage {
+        let null_f = std::ptr::null::<f32>();
+        let (scale, bias_f32, qmult, mode, out_zero_point, qmin, qmax) = match self {
+            Stage::I32 { .. } => (null_f, null_f, std::ptr::null(), RequantMode::Fp32, 0, 0, 0),
+            Stage::F32 { scale, bias } => (scale.as_ptr(), bias.map_or(null_f, <[f32]>::as_ptr), std::ptr::null(), RequantMode::Fp32, 0, 0, 0),
+            Stage::Requant { mode, scale, qmult, zero_point, qmin, qmax, .. } => {
+                (scale.as_ptr(), null_f, if qmult.is_empty() { std::ptr::null() } else { qmult.as_ptr() }, *mode, *zero_point, *qmin, *qmax)
+            }
+        };
+        OutputStage { kind, mode, col_offset: std::ptr::null(), scale, bias_f32, qmult, out_zero_point, qmin, qmax }
+    }
+
+    /// The same stage for the scalar reference the long-K (chunked) paths finish with.
+    pub(crate) fn ref_output(&self, kind: OutputKind) -> RefOutput<'_> {
+        match self {
+            Stage::I32 { bias } => {
+                RefOutput { kind, mode: RequantMode::Fp32, bias_i32: *bias, scale: &[], bias_f32: None, qmult: &[], out_zero_point: 0, qmin: 0, qmax: 0 }
+            }
+            Stage::F32 { scale, bias } => {
+                RefOutput { kind, mode: RequantMode::Fp32, bias_i32: None, scale, bias_f32: *bias, qmult: &[], out_zero_point: 0, qmin: 0, qmax: 0 }
+            }
+            Stage::Requant { mode, scale, qmult, zero_point, qmin, qmax, bias } => RefOutput {
+                kind,
+                mode: *mode,
+                bias_i32: *bias,
+                scale,
+                bias_f32: None,
+                qmult,
+                out_zero_point: *zero_point,
+                qmin: *qmin,
+                qmax: *qmax,
+            },
+        }
+    }
+}
+
+/// `base` (from [`Stage::kernel_stage`]) for a tile starting at column `j0`, with the
+/// tile's column offsets `col_off` (each per-column table has n entries or is null).
+pub(crate) fn stage_at(base: &OutputStage, j0: usize, col_off: *const i32) -> OutputStage {
+    let off = |p: *const f32| if p.is_null() { p } else { p.wrapping_add(j0) };
+    OutputStage {
+        col_offset: col_off,
+        scale: off(base.scale),
+        bias_f32: off(base.bias_f32),
+        qmult: if base.qmult.is_null() { base.qmult } else { base.qmult.wrapping_add(j0) },
+        ..*base
+    }
+}
+
+/// Writes one result `v` of the scalar output stage ([`output_stage_ref`]) at `p` as
+/// `kind`; an i32 result beyond i32 is an [`Error::Overflow`] naming `C[i][j]` (`k`: the
+/// call's K, for the message).
+///
+/// # Safety
+/// `p` is valid for an (unaligned) write of one element of `kind`, which nothing else
+/// accesses during the call.
+pub(crate) unsafe fn store_value(p: *mut u8, kind: OutputKind, v: i64, i: usize, j: usize, k: usize) -> Result<()> {
+    match kind {
+        OutputKind::I32 => {
+            let v = i32::try_from(v).map_err(|_| {
+                Error::Overflow(format!("C[{i}][{j}] = {v} does not fit in i32 (K = {k}); use the f32 or requantized output"))
+            })?;
+            // SAFETY: the caller's contract.
+            unsafe { p.cast::<i32>().write_unaligned(v) }
+        }
+        // SAFETY (both): the caller's contract; F32 values arrive as their bit pattern,
+        // U8/I8 ones clamped to the type.
+        OutputKind::F32 => unsafe { p.cast::<u32>().write_unaligned(v as u32) },
+        OutputKind::U8 | OutputKind::I8 => unsafe { p.write(v as u8) },
+    }
+    Ok(())
 }
 
 /// The output matrix, by element type.
-pub(super) enum Out<'a> {
+pub(crate) enum Out<'a> {
     I32(MatrixMut<'a, i32>),
     F32(MatrixMut<'a, f32>),
     U8(MatrixMut<'a, u8>),
@@ -66,7 +150,7 @@ pub(super) enum Out<'a> {
 }
 
 impl Out<'_> {
-    fn kind(&self) -> OutputKind {
+    pub(crate) fn kind(&self) -> OutputKind {
         match self {
             Out::I32(_) => OutputKind::I32,
             Out::F32(_) => OutputKind::F32,
@@ -75,7 +159,7 @@ impl Out<'_> {
         }
     }
     /// (base pointer, rows, cols, stride, element bytes, slice length)
-    fn raw(&mut self) -> (*mut u8, usize, usize, usize, usize, usize) {
+    pub(crate) fn raw(&mut self) -> (*mut u8, usize, usize, usize, usize, usize) {
         match self {
             Out::I32(c) => (c.data.as_mut_ptr().cast(), c.rows, c.cols, c.stride, 4, c.data.len()),
             Out::F32(c) => (c.data.as_mut_ptr().cast(), c.rows, c.cols, c.stride, 4, c.data.len()),
@@ -142,11 +226,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
         return Err(Error::ShapeMismatch(format!("C is {c_rows}×{c_cols} but A·B is {m}×{n}")));
     }
     check_matrix("c", c_len, m, n, ldc)?;
-    let bias_len = match &stage {
-        Stage::F32 { bias, .. } => bias.map(<[f32]>::len),
-        _ => stage.bias_i32().map(<[i32]>::len),
-    };
-    if let Some(len) = bias_len.filter(|&len| len != n) {
+    if let Some(len) = stage.bias_len().filter(|&len| len != n) {
         return Err(Error::ShapeMismatch(format!("bias has {len} values, N = {n}")));
     }
     let kernel = w.kernel;
@@ -254,38 +334,10 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
         gemm_col_term(k, za_k, w.stored_zero_point[j], w.col_sum[j], b)
     }));
 
-    let null_f = std::ptr::null::<f32>();
-    let (scale_ptr, bias_f32_ptr, qmult_ptr, mode, ozp, qmin, qmax) = match &stage {
-        Stage::I32 { .. } => (null_f, null_f, std::ptr::null(), RequantMode::Fp32, 0, 0, 0),
-        Stage::F32 { scale, bias } => (scale.as_ptr(), bias.map_or(null_f, |b| b.as_ptr()), std::ptr::null(), RequantMode::Fp32, 0, 0, 0),
-        Stage::Requant { mode, scale, qmult, zero_point, qmin, qmax, .. } => {
-            (scale.as_ptr(), null_f, if qmult.is_empty() { std::ptr::null() } else { qmult.as_ptr() }, *mode, *zero_point, *qmin, *qmax)
-        }
-    };
     let kind = out.kind();
-    let base = Shared(OutputStage {
-        kind,
-        mode,
-        col_offset: std::ptr::null(),
-        scale: scale_ptr,
-        bias_f32: bias_f32_ptr,
-        qmult: qmult_ptr,
-        out_zero_point: ozp,
-        qmin,
-        qmax,
-    });
-    // The stage for a tile starting at column j0 (each table has n entries or is null).
-    let stage_for = |j0: usize, col_off: *const i32| {
-        let b = base.get();
-        let off = |p: *const f32| if p.is_null() { p } else { p.wrapping_add(j0) };
-        OutputStage {
-            col_offset: col_off,
-            scale: off(b.scale),
-            bias_f32: off(b.bias_f32),
-            qmult: if b.qmult.is_null() { b.qmult } else { b.qmult.wrapping_add(j0) },
-            ..b
-        }
-    };
+    let base = Shared(stage.kernel_stage(kind));
+    // The stage for a tile starting at column j0.
+    let stage_for = |j0: usize, col_off: *const i32| stage_at(&base.get(), j0, col_off);
 
     let (mr, nr) = (tile_mr, kernel.nr());
     let panel_bytes = kernel.format.panel_bytes(k);
@@ -363,30 +415,10 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
     };
 
     // Long K: chunks of K_CHUNK accumulate exactly in i32, carried in i64.
-    let ref_out = |bias_i32| RefOutput {
-        kind,
-        mode,
-        bias_i32,
-        scale: match &stage {
-            Stage::F32 { scale, .. } | Stage::Requant { scale, .. } => scale,
-            Stage::I32 { .. } => &[],
-        },
-        bias_f32: match &stage {
-            Stage::F32 { bias, .. } => *bias,
-            _ => None,
-        },
-        qmult: match &stage {
-            Stage::Requant { qmult, .. } => qmult,
-            _ => &[],
-        },
-        out_zero_point: ozp,
-        qmin,
-        qmax,
-    };
+    let ro = stage.ref_output(kind);
     let chunked_task = |ws: &mut AWorkspace, ti0: usize, ti1: usize, tj0: usize, tj1: usize| -> Result<()> {
         let cptr = cptr.get();
         let a_tile = pack_a_tiles(packed_a.map(|(p, _)| p), a_data, lda, m, mr, k, ti0, ti1, ws);
-        let ro = ref_out(bias);
         let mut tile = vec![0i32; mr * nr];
         let mut acc = vec![0i64; mr * nr];
         let mut col_off = vec![0i32; nr];
@@ -440,22 +472,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
                         let idx = ((i0 + ii) * ldc + j0 + jj) * esize;
                         let p = cptr.wrapping_add(idx);
                         // SAFETY: (i0+ii, j0+jj) is inside the validated C; tiles are disjoint.
-                        unsafe {
-                            match kind {
-                                OutputKind::I32 => {
-                                    let v = i32::try_from(v).map_err(|_| {
-                                        Error::Overflow(format!(
-                                            "C[{}][{}] = {v} does not fit in i32 (K = {k}); use the f32 or requantized output",
-                                            i0 + ii,
-                                            j0 + jj
-                                        ))
-                                    })?;
-                                    p.cast::<i32>().write_unaligned(v)
-                                }
-                                OutputKind::F32 => p.cast::<u32>().write_unaligned(v as u32),
-                                OutputKind::U8 | OutputKind::I8 => p.write(v as u8),
-                            }
-                        }
+                        unsafe { store_value(p, kind, v, i0 + ii, j0 + jj, k)? };
                     }
                 }
             }

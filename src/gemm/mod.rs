@@ -22,7 +22,7 @@ use crate::dispatch::Context;
 use crate::error::{Error, Result, check_scale};
 
 pub use pack::{K_CHUNK, PackedWeights};
-pub(crate) use driver::advise_huge_pages;
+pub(crate) use driver::{Out, Stage, advise_huge_pages, stage_at, store_value};
 
 /// A read-only row-major matrix view: `rows × cols`, rows `stride` elements apart.
 #[derive(Clone, Copy, Debug)]
@@ -325,23 +325,19 @@ impl Context {
     /// [`gemm_requantize`](Self::gemm_requantize) on either row source.
     pub(crate) fn gemm_requantize_src<A: Int8, O: Int8>(&self, a: ASource<'_, A>, w: &PackedWeights, rq: &Requantize<'_, O>, c: MatrixMut<'_, O>) -> Result<()> {
         check_scale("activation scale", a.scale)?;
-        check_scale("output scale", rq.scale)?;
         // One scale per column; `is_empty` would also reject scales given for N = 0.
         if w.scale.len() != w.n {
             return Err(Error::InvalidParameter("requantized output needs weight scales; the weights were packed without".into()));
         }
-        let (qmin, qmax) = (rq.min.to_i32(), rq.max.to_i32());
-        if qmin > qmax {
-            return Err(Error::InvalidParameter(format!("clamp min {qmin} is greater than max {qmax}")));
-        }
-        let stage = driver::Stage::requant(a.scale, w, rq)?;
-        let out = if O::SIGNED {
-            driver::Out::I8(bytemuck_cast_mut(c))
-        } else {
-            driver::Out::U8(bytemuck_cast_mut(c))
-        };
-        driver::run(self, &a, w, stage, out)
+        // Checks the output scale, the clamp and the multipliers.
+        let stage = driver::Stage::requant(a.scale, &w.scale, rq)?;
+        driver::run(self, &a, w, stage, requant_out(c))
     }
+}
+
+/// The driver's output for a requantized `O` matrix.
+pub(crate) fn requant_out<O: Int8>(c: MatrixMut<'_, O>) -> Out<'_> {
+    if O::SIGNED { Out::I8(bytemuck_cast_mut(c)) } else { Out::U8(bytemuck_cast_mut(c)) }
 }
 
 /// Reinterprets an `O: Int8` output view as bytes (u8 and i8 share layout).
