@@ -82,7 +82,7 @@ pub fn run(data: &[u8]) {
     let jitter = g.values(len, -3, 3, qkern_fill());
     for (i, a) in accs.iter_mut().enumerate() {
         if i % 4 != 0 {
-            *a = ((near[i] as f64 / scale as f64) as i64 + jitter[i]).clamp(i32::MIN as i64, i32::MAX as i64);
+            *a = ((near[i] as f64 / scale as f64) as i64).saturating_add(jitter[i]).clamp(i32::MIN as i64, i32::MAX as i64);
         }
     }
     let oracle = |acc: i64, lo: i32, hi: i32, zp: i32| -> i32 {
