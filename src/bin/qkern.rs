@@ -341,9 +341,6 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
     })
     .map(|c| if args.no_gemv { c.without_gemv() } else { c })
     .map_err(|e| e.to_string())?;
-    // The peak is per core; more threads than cores do not raise it.
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let peak_scale = threads.min(cores) as f64;
 
     let total = shapes.len();
     let started = Instant::now();
@@ -387,7 +384,7 @@ fn run_bench(args: BenchArgs) -> Result<(), String> {
             threads,
             timing,
             bandwidth,
-            peak: qkern::peak::path_of(&kernel).and_then(qkern::peak::measured_gops).map(|p| p * peak_scale),
+            peak: kernel_peak(&kernel, threads),
         });
     }
     if progress {
@@ -444,8 +441,6 @@ fn run_bench_conv(args: BenchArgs) -> Result<(), String> {
     }
     .and_then(|c| c.with_threads(threads))
     .map_err(|e| e.to_string())?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let peak_scale = threads.min(cores) as f64;
     let mut out = Vec::new();
     if !args.json {
         println!(
@@ -459,7 +454,7 @@ fn run_bench_conv(args: BenchArgs) -> Result<(), String> {
         case.check().map_err(|e| format!("{}: wrong result: {e}", shape.name))?;
         let ops = shape.ops();
         let kernel = ctx.kernels().gemm_candidates.iter().copied().find(|k| k.name == case.kernel_name());
-        let peak = kernel.and_then(|k| qkern::peak::path_of(&k)).and_then(qkern::peak::measured_gops).map(|p| p * peak_scale);
+        let peak = kernel.and_then(|k| kernel_peak(&k, threads));
         let gops = bench::gops(ops, t.median);
         if args.json {
             let fields = [
@@ -633,6 +628,14 @@ fn print_table(rows: &[Row]) {
         "u8 (zero point 128) x i8 (prepacked) -> i32; isa cap {isa}; GOPS = 2*M*N*K / median time; \
          %peak = GOPS / (per-core peak of the kernel's path, measured on this host by a probe, x threads), '-' where no probe exists"
     );
+}
+
+/// The per-core peak of `kernel`'s instruction path measured on this host, times the
+/// threads that can run at once (more threads than cores do not raise it); `None`
+/// where no probe exists.
+fn kernel_peak(kernel: &qkern_kernels::GemmUkernel, threads: usize) -> Option<f64> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    qkern::peak::path_of(kernel).and_then(qkern::peak::measured_gops).map(|p| p * threads.min(cores) as f64)
 }
 
 /// Seconds with a unit that keeps three or four significant digits.

@@ -93,22 +93,37 @@ fn boxed<C: Copy + Default, S: Scheme<C> + 'static>(s: S) -> FakeQuant {
     Box::new(move |x, shape| s.fake_quantize(x, shape))
 }
 
+/// The tensor every scheme's row is computed on.
+struct Data<'a> {
+    x: &'a [f32],
+    shape: &'a [usize],
+    granularity: Granularity,
+    /// A fine sweep of `[min x, max x]`, built once for every scheme's levels: much finer
+    /// than any level spacing a ≤ 8-bit code can have on that range.
+    sweep: Vec<f32>,
+}
+
+impl<'a> Data<'a> {
+    fn new(x: &'a [f32], shape: &'a [usize], granularity: Granularity) -> Self {
+        let (lo, hi) = min_max(x);
+        const STEPS: usize = 1 << 16;
+        let sweep = (0..=STEPS).map(|i| lo + (hi - lo) * (i as f32 / STEPS as f32)).collect();
+        Data { x, shape, granularity, sweep }
+    }
+}
+
 /// A scheme's row: fitted with `fit(granularity)` on the data for the error, and fitted
 /// per tensor for the levels the histogram shows.
-fn row(name: String, stored_bits: u32, x: &[f32], shape: &[usize], g: Granularity, fit: impl Fn(Granularity) -> qkern::Result<FakeQuant>) -> Row {
-    let result = fit(g).and_then(|fq| ErrorStats::between(x, &fq(x, shape)?)).map_err(|e| e.to_string());
-    let levels = result.is_ok().then(|| fit(Granularity::PerTensor).and_then(|fq| levels_in_range(&fq, x)).ok()).flatten();
+fn row(name: String, stored_bits: u32, d: &Data<'_>, fit: impl Fn(Granularity) -> qkern::Result<FakeQuant>) -> Row {
+    let result = fit(d.granularity).and_then(|fq| ErrorStats::between(d.x, &fq(d.x, d.shape)?)).map_err(|e| e.to_string());
+    let levels = result.is_ok().then(|| fit(Granularity::PerTensor).and_then(|fq| levels_in_range(&fq, &d.sweep)).ok()).flatten();
     Row { name, stored_bits, result, levels }
 }
 
-/// The distinct values `fq` (fitted per tensor) produces over a fine sweep of the data's
-/// range: the scheme's levels there, each found because the sweep is much finer than
-/// any level spacing a ≤ 8-bit code can have on that range.
-fn levels_in_range(fq: &FakeQuant, x: &[f32]) -> qkern::Result<Vec<f32>> {
-    let (lo, hi) = min_max(x);
-    const STEPS: usize = 1 << 16;
-    let sweep: Vec<f32> = (0..=STEPS).map(|i| lo + (hi - lo) * (i as f32 / STEPS as f32)).collect();
-    let mut v = fq(&sweep, &[sweep.len()])?;
+/// The distinct values `fq` (fitted per tensor) produces over `sweep`: the scheme's
+/// levels in the data's range.
+fn levels_in_range(fq: &FakeQuant, sweep: &[f32]) -> qkern::Result<Vec<f32>> {
+    let mut v = fq(sweep, &[sweep.len()])?;
     v.sort_by(f32::total_cmp);
     v.dedup();
     Ok(v)
@@ -135,6 +150,7 @@ pub fn run(args: QuantizeArgs) -> Result<(), String> {
     let want = |s: SchemeArg| all || args.scheme == s;
     let mut rows = Vec::new();
     let (xs, sh) = (&x[..], &shape[..]);
+    let data = Data::new(xs, sh, g);
     let uniform = move |bits: u32| {
         move |g: Granularity| -> qkern::Result<FakeQuant> {
             let f = IntFormat::signed(bits)?;
@@ -145,24 +161,24 @@ pub fn run(args: QuantizeArgs) -> Result<(), String> {
         move |g: Granularity| -> qkern::Result<FakeQuant> { Ok(boxed(q.clone()?.with_granularity(g).calibrate(xs, sh)?)) }
     };
     if want(SchemeArg::Uniform) {
-        rows.push(row("uniform (symmetric, min-max)".into(), b, &x, &shape, g, uniform(b)));
+        rows.push(row("uniform (symmetric, min-max)".into(), b, &data, uniform(b)));
     }
     if want(SchemeArg::Pot) {
         let q = PotFormat::signed(b).map(|f| f.with_base(PotBase::Two).quantizer());
-        rows.push(row("pot (base 2)".into(), b, &x, &shape, g, levels(q)));
+        rows.push(row("pot (base 2)".into(), b, &data, levels(q)));
     }
     if want(SchemeArg::Log) {
         let q = PotFormat::signed(b).map(|f| f.with_base(PotBase::Sqrt2).quantizer());
-        rows.push(row("log (base sqrt 2)".into(), b, &x, &shape, g, levels(q)));
+        rows.push(row("log (base sqrt 2)".into(), b, &data, levels(q)));
     }
     if want(SchemeArg::Apot) {
         let q = ApotFormat::weight(b).map(|f| f.quantizer());
-        rows.push(row("apot (weights)".into(), b, &x, &shape, g, levels(q)));
+        rows.push(row("apot (weights)".into(), b, &data, levels(q)));
     }
     if want(SchemeArg::Codebook) {
         if b == 4 {
             let q = LevelSet::codebook_i16(4, &IQ4_NL).map(LevelQuantizer::new);
-            rows.push(row("codebook (IQ4_NL)".into(), b, &x, &shape, g, levels(q)));
+            rows.push(row("codebook (IQ4_NL)".into(), b, &data, levels(q)));
         } else {
             let result = Err(format!("the built-in learned codebook (IQ4_NL) is 4-bit; --bits is {b}"));
             rows.push(Row { name: "codebook (IQ4_NL)".into(), stored_bits: b, result, levels: None });
@@ -170,12 +186,12 @@ pub fn run(args: QuantizeArgs) -> Result<(), String> {
     }
     if want(SchemeArg::Pwlq) && b < 8 {
         // PWLQ stores b + 1 bits; uniform at that width is the fair comparison too.
-        rows.push(row(format!("uniform at {} bits (PWLQ's storage)", b + 1), b + 1, &x, &shape, g, uniform(b + 1)));
+        rows.push(row(format!("uniform at {} bits (PWLQ's storage)", b + 1), b + 1, &data, uniform(b + 1)));
     }
     if want(SchemeArg::Pwlq) {
         for (label, bp) in [("gaussian p", Breakpoint::Gaussian), ("laplace p", Breakpoint::Laplace), ("search p", Breakpoint::Search)] {
             let fit = |g: Granularity| -> qkern::Result<FakeQuant> { Ok(boxed(PwlqQuantizer::new(b, bp).with_granularity(g).calibrate(&x, &shape)?)) };
-            rows.push(row(format!("pwlq ({label})"), b + 1, &x, &shape, g, fit));
+            rows.push(row(format!("pwlq ({label})"), b + 1, &data, fit));
         }
         // Grid-aligned PWLQ (a ≤ 32-entry int8 codebook at 4 bits): what the snap costs.
         let grid = PwlqQuantizer::new(b, Breakpoint::Search)

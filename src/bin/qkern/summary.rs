@@ -12,7 +12,7 @@ use qkern::bench::{self, CodebookCase, ConvCase, GemmCase, PwlqCase, Shape, Timi
 use qkern::codebook::CodebookFamily;
 use qkern::{Context, Error};
 
-use super::{human_secs, json_num, json_str};
+use super::{human_secs, json_num, json_str, kernel_peak};
 
 /// Codebook and PWLQ shapes of the summary: GEMV 4096² and a batch of 128 (issue 5's and
 /// 6's headline shapes); `qkern bench --op codebook` runs the full set.
@@ -73,11 +73,6 @@ fn shapes(names: &[&str]) -> Result<Vec<Shape>, String> {
     names.iter().map(|s| bench::find_shape(s).map_err(|e| e.to_string())).collect()
 }
 
-fn int8_peak(ctx: &Context, kernel: &qkern_kernels::GemmUkernel) -> Option<f64> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let scale = ctx.threads().min(cores) as f64;
-    qkern::peak::path_of(kernel).and_then(qkern::peak::measured_gops).map(|p| p * scale)
-}
 
 /// Times one int8 GEMM case and returns its row.
 fn gemm_row(ctx: &Context, shape: &Shape, seed: u64, min_time: Duration) -> Result<Row, String> {
@@ -92,7 +87,7 @@ fn gemm_row(ctx: &Context, shape: &Shape, seed: u64, min_time: Duration) -> Resu
         kernel: case.kernel_name().to_string(),
         ops: shape.ops(),
         timing,
-        peak: int8_peak(ctx, &case.kernel()),
+        peak: kernel_peak(&case.kernel(), ctx.threads()),
         int8_median: None,
     })
 }
@@ -129,7 +124,7 @@ pub fn run(ctx: &Context, min_time: Duration, json: bool) -> Result<(), String> 
             kernel: case.kernel_name().to_string(),
             ops: shape.ops(),
             timing,
-            peak: kernel.and_then(|k| int8_peak(ctx, &k)),
+            peak: kernel.and_then(|k| kernel_peak(&k, ctx.threads())),
             int8_median: None,
         });
     }
