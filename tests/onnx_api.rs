@@ -382,6 +382,19 @@ fn quantize_bad_inputs() {
     assert!(matches!(err(run(xt, TensorRef::scalar(&one), None, &a, 5)), Error::ShapeMismatch(_)));
     assert!(matches!(err(run(TensorRef::new(&[], &[usize::MAX, 2]), TensorRef::scalar(&one), None, &a, 0)), Error::InvalidParameter(_)));
     assert!(matches!(err(run(xt, TensorRef::new(&[1.0f32, 2.0], &[3]), None, &a, 6)), Error::ShapeMismatch(_)));
+    // An empty x whose dimensions on one side of the axis overflow usize (the fuzzer's
+    // find: the whole product is 0, the partial one is not representable).
+    let huge = [0usize, 1 << 40, 1 << 40];
+    let e = err(run(TensorRef::new(&[], &huge), TensorRef::new(&[], &[0]), None, &QuantizeAttrs { axis: 0, ..a }, 0));
+    assert!(matches!(&e, Error::InvalidParameter(m) if m.contains("overflows")), "{e}");
+    let e = err(dequantize_linear(
+        QuantTensor::U8(TensorRef::new(&[], &huge)),
+        TensorRef::new(&[], &[0]),
+        None,
+        &DequantizeAttrs { axis: 0, block_size: 0 },
+        &mut [],
+    ));
+    assert!(matches!(&e, Error::InvalidParameter(m) if m.contains("overflows")), "{e}");
     // Scales: NaN, ±inf, 0, negative — per tensor and inside a per-axis vector.
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, -1.0] {
         assert!(matches!(err(run(xt, TensorRef::scalar(&bad), None, &a, 6)), Error::InvalidScale { .. }), "{bad}");

@@ -138,9 +138,12 @@ fn granularity(x_shape: &[usize], s_shape: &[usize], axis: i64, block_size: i64,
     }
     let rank = x_shape.len();
     let ax = normalize_axis("axis", axis, rank)?;
-    let outer = x_shape[..ax].iter().product::<usize>();
+    // x's own length check bounds the whole product, but not these partial ones when
+    // another dimension is 0 (x = [0, 2^40, 2^40] is empty yet its inner product overflows).
+    let overflow = || Error::InvalidParameter(format!("x's shape {x_shape:?} overflows usize on one side of axis {ax}"));
+    let outer = numel(&x_shape[..ax]).ok_or_else(overflow)?;
     let dim = x_shape[ax];
-    let inner = x_shape[ax + 1..].iter().product::<usize>();
+    let inner = numel(&x_shape[ax + 1..]).ok_or_else(overflow)?;
     if block_size == 0 {
         if s_shape.len() != 1 || s_shape[0] != dim {
             return Err(Error::ShapeMismatch(format!(
