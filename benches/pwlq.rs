@@ -146,7 +146,7 @@ fn gemm(t: Duration) {
                 tp.median * 1e3,
                 ops / tp.median / 1e9,
                 100.0 * ti.median / tp.median,
-                if pw.uses_fused(&ctx, m) { "fused pwlq4_dot3_u8 (avx512vnni)" } else { "int8 driver on [C|T|S]" }
+                pw.fused_kernel_name(&ctx, m).unwrap_or("int8 driver on [C|T|S], then combine")
             );
         }
     }
