@@ -13,7 +13,9 @@
 #    self-looping basic block with the most `smlal` in the `aarch64::neon` module; for the
 #    depthwise (`neon::dwconv`) and codebook (`neon::codebook`, `dotprod::codebook`)
 #    kernels, per kernel the self-looping block with the most `smlal` / `smull` / `sdot`;
-#    for the bit-shift kernels (`neon::shift`) the one with the most `sshl`.
+#    for the bit-shift kernels (`neon::shift`) the one with the most `sshl`; for the PWLQ
+#    dequant kernels (`neon::pwlq`) the block loop with the most `tbl` (own table: cycles
+#    per 64 codes).
 # 3. Runs `llvm-mca -mtriple=aarch64 -mcpu=CPU` on each loop and on a block of 16
 #    independent `sdot` / `smmla` / `smlal` (the model's own peak for that instruction),
 #    and prints cycles per iteration, int8 MACs per iteration and per cycle, and the
@@ -190,6 +192,18 @@ for func, label, body in self_loops(r"^_ZN\w*4neon5shift\w*:$"):
     if sshl > kept.get(name, (0,))[0]:
         shift_macs[name] = 8 * eor
     keep(name, label, body, sshl)
+# The PWLQ dequant kernels (`neon::pwlq`, no multiplies): per kernel the block loop (one
+# iteration = one block of 64 codes) with the most `tbl`. Written as `.dq` files: they
+# have their own table (cycles per 64 codes).
+dq = {}
+for func, label, body in self_loops(r"^_ZN\w*4neon4pwlq\w*:$"):
+    kind = "f32" if "dequant_f32" in func else "i8"
+    name = f"pwlq4_dequant_{kind}_u64__neon:block-loop"
+    score = count(body, "tbl")
+    if score > dq.get(name, (0,))[0]:
+        dq[name] = (score, [label + ":"] + body)
+for name, (score, body) in dq.items():
+    open(f"{work}/{name.replace(':', '__')}.dq", "w").write("\n".join(body) + "\n")
 for name, (score, body) in kept.items():
     if name in shift_macs:
         body = [f"// macs: {shift_macs[name]}"] + body
@@ -277,4 +291,17 @@ for cpu in "${cpus[@]}"; do
             'BEGIN {r = m / c; printf "| %-46s | %8.2f | %9d | %10.2f | %7.1f %% of %s |\n", n, c, m, r, 100 * r / pk, pn}'
     done
     echo
+    if ls "$work"/*.dq >/dev/null 2>&1; then
+        # Dequant loops: one iteration = 64 codes (32 value bytes + 8 region bytes read).
+        printf '| %-46s | %16s | %14s |\n' "dequant loop" "cycles / 64 codes" "code bytes/cyc"
+        printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "------------------" "----------------"
+        for f in "$work"/*.dq; do
+            name=$(basename "$f" .dq)
+            name=${name//__/ }
+            name=${name/ /__}
+            cyc=$(run_mca "$cpu" "$f")
+            awk -v n="$name" -v c="$cyc" 'BEGIN {printf "| %-46s | %16.2f | %14.2f |\n", n, c, 40 / c}'
+        done
+        echo
+    fi
 done

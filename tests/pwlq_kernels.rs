@@ -1,6 +1,6 @@
 //! PWLQ kernels (issue 6, points 3–4): the SIMD dequantization (f32, and i8 for
 //! grid-aligned PWLQ) and the exact-mode GEMM, each bit-exact against its scalar
-//! reference on every x86 tier this CPU has (missing tiers are skipped visibly), over odd
+//! reference on every tier this CPU has (x86; NEON on AArch64; missing tiers are skipped visibly), over odd
 //! lengths, all-extreme codes and activations, and per-channel parameters.
 
 mod common;
@@ -413,4 +413,110 @@ fn grid_aligned_pwlq_runs_on_the_codebook_kernels() {
     // Rank 1: no channel axis to make columns of.
     let flat = PwlqQuantizer::new(4, Breakpoint::Search).calibrate(&x[..64], &[64]).unwrap();
     assert!(matches!(flat.snap_to_grid(&x[..64], &[64], GridScope::Shared, 127).unwrap().codebook_codes(), Err(Error::Unsupported(_))));
+}
+
+/// The 4-bit dequant kernels of `isa`, if this architecture has them: (f32, i8).
+#[allow(clippy::type_complexity)]
+fn raw_kernels(isa: qkern::Isa) -> Option<(unsafe fn(&[u8], &[u64], &[f32; 32], &mut [f32]), unsafe fn(&[u8], &[u64], &[i8; 32], &mut [i8]))> {
+    let _ = isa;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use qkern_kernels::x86_64::{avx2, avx512vnni};
+        match isa {
+            qkern::Isa::Avx2 => return Some((avx2::pwlq::pwlq4_dequant_f32_u64, avx2::pwlq::pwlq4_dequant_i8_u64)),
+            qkern::Isa::Avx512Vnni => {
+                return Some((avx512vnni::pwlq::pwlq4_dequant_f32_u64, avx512vnni::pwlq::pwlq4_dequant_i8_u64));
+            }
+            _ => {}
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa == qkern::Isa::Neon {
+        use qkern_kernels::aarch64::neon::pwlq;
+        return Some((pwlq::pwlq4_dequant_f32_u64, pwlq::pwlq4_dequant_i8_u64));
+    }
+    None
+}
+
+/// Each SIMD kernel directly, against `table[field]` computed here from the planes: every
+/// length 0…130 and 300 (odd tails, partial 16-lane groups, partial blocks), every
+/// (region, nibble) field in every lane position, NaN-free tables with distinct entries
+/// and both zeros, and a sentinel after `out` that must stay untouched. The AVX2 f32
+/// kernel assumes the table's odd symmetry (see its docs), so it gets an odd table and
+/// no `0b0_1000` field; the NEON and AVX-512 ones get an arbitrary table and every field.
+#[test]
+fn raw_dequant_kernels_equal_the_table_lookup() {
+    let mut r = rng(77);
+    let mut tested = 0;
+    for isa in common::available_isas() {
+        let Some((kf, ki)) = raw_kernels(isa) else { continue };
+        let symmetric = isa == qkern::Isa::Avx2;
+        for k in (0..=130usize).chain([300, 1000]) {
+            let blocks = k.div_ceil(64);
+            // One spare block after the planes: kernels must not depend on it.
+            let mut values = vec![0u8; (blocks + 1) * 32];
+            let mut regions = vec![0u64; blocks + 1];
+            r.fill(&mut values[..]);
+            r.fill(&mut regions[..]);
+            // Fields cycling through all 32 for the first 64·32 lanes when not random.
+            if k % 3 == 0 {
+                for i in 0..blocks * 64 {
+                    let f = (i + i / 64) % 32;
+                    let b = 32 * (i / 64) + i % 32;
+                    let sh = 4 * ((i % 64) / 32);
+                    values[b] = (values[b] & !(0xF << sh)) | (((f & 0xF) as u8) << sh);
+                    regions[i / 64] = (regions[i / 64] & !(1 << (i % 64))) | (((f >> 4) as u64) << (i % 64));
+                }
+            }
+            if symmetric {
+                // No negative centre zero (not canonical): turn 0b0_1000 into 0b0_0000.
+                for i in 0..blocks * 64 {
+                    if field(&values, &regions, i) == 0b0_1000 {
+                        values[32 * (i / 64) + i % 32] &= !(0x8 << (4 * ((i % 64) / 32)));
+                    }
+                }
+            }
+            let lut: [f32; 32] = if symmetric {
+                let mut t = [0f32; 32];
+                for f in 0..32 {
+                    let mag = if f % 8 == 0 && f < 16 { 0.0 } else { r.random_range(0.0f32..1e6) + f as f32 };
+                    t[f] = if f & 8 == 0 { mag } else { -t[f & !8] };
+                }
+                t
+            } else {
+                core::array::from_fn(|f| match f {
+                    0 => 0.0,
+                    8 => -0.0,
+                    _ => f32::from_bits(r.random::<u32>() & 0x7F7F_FFFF | ((f as u32 & 1) << 31)),
+                })
+            };
+            let table: [i8; 32] = core::array::from_fn(|f| (f as i32 * 8 - 128 + (k as i32 % 7)) as i8);
+            let mut got = vec![f32::NAN; k + 5];
+            let mut got8 = vec![0x55i8; k + 5];
+            // SAFETY: `available_isas` lists only tiers this CPU runs.
+            unsafe {
+                kf(&values, &regions, &lut, &mut got[..k]);
+                ki(&values, &regions, &table, &mut got8[..k]);
+            }
+            for i in 0..k {
+                let f = field(&values, &regions, i);
+                assert_eq!(got[i].to_bits(), lut[f].to_bits(), "{} f32 K {k} element {i} field {f}", isa.name());
+                assert_eq!(got8[i], table[f], "{} i8 K {k} element {i} field {f}", isa.name());
+            }
+            assert!(got[k..].iter().all(|x| x.is_nan()), "{} f32 K {k}: wrote past out", isa.name());
+            assert!(got8[k..].iter().all(|&x| x == 0x55), "{} i8 K {k}: wrote past out", isa.name());
+            tested += 1;
+        }
+    }
+    // NEON is the AArch64 baseline: there the sweep must reach it (unless narrowed).
+    if cfg!(target_arch = "aarch64") && !common::tiers_filtered() {
+        assert!(tested > 0, "the NEON PWLQ dequant kernels were not tested");
+    }
+}
+
+/// The 5-bit field (`region·16 | nibble`) of weight `i` in the 4-bit planes.
+fn field(values: &[u8], regions: &[u64], i: usize) -> usize {
+    let v = values[32 * (i / 64) + i % 32];
+    let nib = if i % 64 < 32 { v & 0xF } else { v >> 4 };
+    nib as usize | ((((regions[i / 64] >> (i % 64)) & 1) as usize) << 4)
 }

@@ -51,6 +51,8 @@ pub fn dequant_kernel_name(isa: Isa, bits: u32, output: &str) -> &'static str {
         (Tier::Avx512, 4, _) => "pwlq4_dequant_f32_u64__avx512",
         (Tier::Avx2, 4, "i8") => "pwlq4_dequant_i8_u64__avx2",
         (Tier::Avx2, 4, _) => "pwlq4_dequant_f32_u64__avx2",
+        (Tier::Neon, 4, "i8") => "pwlq4_dequant_i8_u64__neon",
+        (Tier::Neon, 4, _) => "pwlq4_dequant_f32_u64__neon",
         (_, _, "i8") => "pwlq_dequant_i8__scalar",
         _ => "pwlq_dequant_f32__scalar",
     }
@@ -61,12 +63,15 @@ enum Tier {
     Scalar,
     Avx2,
     Avx512,
+    /// AArch64: NEON, which every higher ARM tier includes.
+    Neon,
 }
 
 fn tier(isa: Isa) -> Tier {
     match isa {
         Isa::Avx512Vnni | Isa::Amx => Tier::Avx512,
         Isa::Avx2 | Isa::AvxVnni => Tier::Avx2,
+        Isa::Neon | Isa::Dotprod | Isa::I8mm => Tier::Neon,
         _ => Tier::Scalar,
     }
 }
@@ -93,8 +98,13 @@ fn run4_f32(t: Tier, values: &[u8], regions: &[u64], lut: &[f32; 32], out: &mut 
             Tier::Avx512 => return unsafe { avx512vnni::pwlq::pwlq4_dequant_f32_u64(values, regions, lut, out) },
             // SAFETY: as above.
             Tier::Avx2 => return unsafe { avx2::pwlq::pwlq4_dequant_f32_u64(values, regions, lut, out) },
-            Tier::Scalar => {}
+            Tier::Scalar | Tier::Neon => {}
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if t == Tier::Neon {
+        // SAFETY: NEON is part of the AArch64 baseline; the kernel checks the plane lengths.
+        return unsafe { qkern_kernels::aarch64::neon::pwlq::pwlq4_dequant_f32_u64(values, regions, lut, out) };
     }
     let _ = t;
     scalar4(values, regions, lut, out);
@@ -111,8 +121,13 @@ fn run4_i8(t: Tier, values: &[u8], regions: &[u64], table: &[i8; 32], out: &mut 
             Tier::Avx512 => return unsafe { avx512vnni::pwlq::pwlq4_dequant_i8_u64(values, regions, table, out) },
             // SAFETY: as above.
             Tier::Avx2 => return unsafe { avx2::pwlq::pwlq4_dequant_i8_u64(values, regions, table, out) },
-            Tier::Scalar => {}
+            Tier::Scalar | Tier::Neon => {}
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if t == Tier::Neon {
+        // SAFETY: NEON is part of the AArch64 baseline; the kernel checks the plane lengths.
+        return unsafe { qkern_kernels::aarch64::neon::pwlq::pwlq4_dequant_i8_u64(values, regions, table, out) };
     }
     let _ = t;
     scalar4(values, regions, table, out);
