@@ -11,7 +11,8 @@
 //!   tiles; [`neon::dwconv`]).
 //! * Codebook: `tbl` decode, then `smull` + `sadalp` (`qx8_codebook{4,5}_gemm_4x8c8__neon`)
 //!   or `sdot` (`qx8_codebook{4,5}_gemm_8x8c8__dotprod`); [`neon::codebook`],
-//!   [`dotprod::codebook`].
+//!   [`dotprod::codebook`]. Grids beyond int8: `tbl` on the i16 table's byte planes +
+//!   `smlal` (`qx8_codebook{4,5}_i16_gemm_4x4c8__neon`).
 //!
 //! The dotprod and i8mm kernels read A either as raw rows or packed by [`pack_a_8x8`]
 //! (the driver packs once per row tile and reuses it for every column tile).

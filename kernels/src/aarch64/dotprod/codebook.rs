@@ -147,6 +147,7 @@ pub const QX8_CODEBOOK4_GEMM_8X8C8__DOTPROD: CodebookUkernel = CodebookUkernel {
     format: CodebookFormat { nr: NR, bits: 4 },
     a_offset: [-128, 0],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
     run: [entry::<true, false>, entry::<false, false>],
 };
@@ -162,6 +163,7 @@ pub const QX8_CODEBOOK5_GEMM_8X8C8__DOTPROD: CodebookUkernel = CodebookUkernel {
     format: CodebookFormat { nr: NR, bits: 5 },
     a_offset: [-128, 0],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
     run: [entry::<true, true>, entry::<false, true>],
 };
