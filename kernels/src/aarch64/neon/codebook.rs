@@ -137,6 +137,29 @@ pub(crate) unsafe fn tables<const B5: bool>(args: &CodebookArgs) -> int8x16x2_t 
     }
 }
 
+/// The bit plane of a group of `nr` columns (5-bit codes; zero otherwise) as
+/// [`decode16`] reads it: the first `min(nr / 2, 4)` bytes of the low-nibble bitmap at
+/// bytes 0.., those of the high-nibble bitmap at 8.. (the bits of the group's first 32
+/// code bytes), zero elsewhere.
+///
+/// # Safety
+/// With `B5`, the group's `nr` plane bytes after its `nr·4` nibble bytes at `p` are
+/// readable.
+#[inline(always)]
+pub(crate) unsafe fn plane_of<const B5: bool>(p: *const u8, nr: usize) -> uint8x16_t {
+    let mut b = [0u8; 16];
+    if B5 {
+        let w = (nr / 2).min(4);
+        // SAFETY: 2 × w ≤ nr plane bytes readable (caller); `b` holds 16.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p.add(nr * 4), b.as_mut_ptr(), w);
+            core::ptr::copy_nonoverlapping(p.add(nr * 4 + nr / 2), b.as_mut_ptr().add(8), w);
+        }
+    }
+    // SAFETY: 16 bytes; NEON is the AArch64 baseline.
+    unsafe { vld1q_u8(b.as_ptr()) }
+}
+
 /// The exact `R × 8` tile (`R ≤ 4`).
 ///
 /// Reads `m` rows of `k` activation bytes (not one past `k`), the panel's
@@ -166,15 +189,7 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
             // SAFETY: group g of the panel: 32 nibble bytes, then (5 bits) 8 plane bytes.
             let w = unsafe {
                 let p = args.b.add(g * gb);
-                let plane = if B5 {
-                    // Two halves of 32 bits each, as [lo 4 bytes, 0 × 4, hi 4 bytes, 0 × 4] so
-                    // that `decode16`'s byte indexes 2v, 2v+1 and 8 + 2v, 8 + 2v + 1 hit them.
-                    let lo = p.add(NR * 4).cast::<u32>().read_unaligned();
-                    let hi = p.add(NR * 4 + NR / 2).cast::<u32>().read_unaligned();
-                    vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(lo as u64), vcreate_u64(hi as u64)))
-                } else {
-                    vdupq_n_u8(0)
-                };
+                let plane = plane_of::<B5>(p, NR);
                 let mut w = [(vdupq_n_s8(0), vdupq_n_s8(0)); 2];
                 for (v, wv) in w.iter_mut().enumerate() {
                     *wv = decode16::<B5>(vld1q_u8(p.add(16 * v)), tables, plane, v);
@@ -306,14 +321,7 @@ unsafe fn wide_tile<const R: usize, const B5: bool>(args: &CodebookArgs) {
             // SAFETY: group g of the panel: 16 nibble bytes, then (5 bits) 4 plane bytes.
             let w = unsafe {
                 let p = args.b.add(g * gb);
-                let plane = if B5 {
-                    // The two 16-bit halves at bytes 0 and 8, where `indices16` looks (v = 0).
-                    let lo = p.add(NR * 4).cast::<u16>().read_unaligned();
-                    let hi = p.add(NR * 4 + NR / 2).cast::<u16>().read_unaligned();
-                    vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(lo as u64), vcreate_u64(hi as u64)))
-                } else {
-                    vdupq_n_u8(0)
-                };
+                let plane = plane_of::<B5>(p, NR);
                 let (il, ih) = indices16::<B5>(vld1q_u8(p), plane, 0);
                 let (ll, lh, hl, hh) = (look(lo_t, il), look(hi_t, il), look(lo_t, ih), look(hi_t, ih));
                 // [K 0–3 of columns 0,1; columns 2,3; K 4–7 of columns 0,1; columns 2,3].
