@@ -4,6 +4,7 @@
 # (issue 7 point 7: qemu says nothing about speed).
 #
 #   benches/arm-mca.sh [CPU ...]      default CPUs: neoverse-n1 cortex-a76 neoverse-v1
+#                                     (cortex-a53: the NEON-only loops)
 #
 # 1. Cross-compiles qkern-kernels for aarch64 to assembly (`cargo rustc -- --emit asm`,
 #    its own target dir, one codegen unit so there is one .s file).
@@ -11,13 +12,16 @@
 #    `// qkern-mca-end` markers (dotprod, i8mm), and for the intrinsics NEON kernel the
 #    self-looping basic block with the most `smlal` in the `aarch64::neon` module; for the
 #    depthwise (`neon::dwconv`) and codebook (`neon::codebook`, `dotprod::codebook`)
-#    kernels, per kernel the self-looping block with the most `smlal` / `smull` / `sdot`.
+#    kernels, per kernel the self-looping block with the most `smlal` / `smull` / `sdot`;
+#    for the bit-shift kernels (`neon::shift`) the one with the most `sshl`.
 # 3. Runs `llvm-mca -mtriple=aarch64 -mcpu=CPU` on each loop and on a block of 16
 #    independent `sdot` / `smmla` / `smlal` (the model's own peak for that instruction),
 #    and prints cycles per iteration, int8 MACs per iteration and per cycle, and the
 #    fraction of that peak. MACs count multiply-adds (an op count is twice that):
 #    `sdot` .4s = 16, `smmla`/`usmmla` = 32, `smlal`/`smlal2` .4s = 4, `smull`/`smull2`
-#    .8h = 8 (the codebook kernel's i8 × i8 products; its `sadalp`s are additions).
+#    .8h = 8 (the codebook kernel's i8 × i8 products; its `sadalp`s are additions); the
+#    shift kernels multiply by shifting: 8 MACs per `eor` (the sign of 8 i16 lanes), shown
+#    against the `smull` peak of the lookup kernel they stand beside.
 #
 # llvm-mca's per-CPU models arrived late: LLVM 14 models neoverse-n1/v1 and cortex-a76 with
 # the Cortex-A57 model; LLVM ≥ 16 has Neoverse-N2/V1 models, ≥ 17 Neoverse-N1. The
@@ -171,7 +175,24 @@ for func, label, body in self_loops(r"^_ZN\w*7dotprod8codebook\w*:$"):
         continue
     bits = 5 if any(re.match(r"(cmtst|cmeq)\b", i) for i in body) else 4
     keep(f"qx8_codebook{bits}_gemm_8x8c8__dotprod:k-loop", label, body, count(body, "sdot"))
+# The bit-shift kernels (`neon::shift`): u8 activations (`ushll` widening; the i8 entry
+# differs only in `sshll`), per term count the group loop with the most `sshl` (the
+# 4-row tile). APoT has two `sshl` per `eor`, PoT one. Each row's `eor` applies the
+# sign to 8 lanes, one weight × activation product each: the loop's MACs, written as a
+# `// macs:` line for `macs_of` (there is no multiply to count).
+shift_macs = {}
+for func, label, body in self_loops(r"^_ZN\w*4neon5shift\w*:$"):
+    if not any(re.match(r"(ushll|uxtl)\b", i) for i in body):
+        continue
+    sshl, eor = count(body, "sshl"), count(body, "eor")
+    kind = "apot" if sshl > 1.5 * eor else "pot"
+    name = f"qx8_shift_{kind}_gemm_4x8c2__neon:k-loop"
+    if sshl > kept.get(name, (0,))[0]:
+        shift_macs[name] = 8 * eor
+    keep(name, label, body, sshl)
 for name, (score, body) in kept.items():
+    if name in shift_macs:
+        body = [f"// macs: {shift_macs[name]}"] + body
     loops[name] = body
 for name, body in loops.items():
     open(f"{work}/{name.replace(':', '__')}.s", "w").write("\n".join(body) + "\n")
@@ -201,12 +222,14 @@ sched_model() { # cpu -> name of the scheduling model's first resource
 macs_of() { # file -> int8 MACs per iteration
     awk '/^[ \t]*(sdot|udot)[ \t]+v[0-9]+\.4s/ {m += 16} /^[ \t]*(smmla|ummla|usmmla)[ \t]/ {m += 32}
          /^[ \t]*(smlal|smlal2|umlal|umlal2)[ \t]+v[0-9]+\.4s/ {m += 4}
-         /^[ \t]*(smull|smull2|smlal|smlal2)[ \t]+v[0-9]+\.8h/ {m += 8} END {print m + 0}' "$1"
+         /^[ \t]*(smull|smull2|smlal|smlal2)[ \t]+v[0-9]+\.8h/ {m += 8}
+         /^\/\/ macs: [0-9]+$/ {m += $3} END {print m + 0}' "$1"
 }
 peak_of() { # kernel file -> which peak block applies
     if grep -qE '^[[:space:]]*(smmla|usmmla|ummla)' "$1"; then echo smmla
     elif grep -qE '^[[:space:]]*(sdot|udot)' "$1"; then echo sdot
     elif grep -qE '^[[:space:]]*smull2?[[:space:]]+v[0-9]+\.8h' "$1"; then echo smull
+    elif grep -q '^// macs:' "$1"; then echo smull # shift kernels: against the lookup kernel's path
     else echo smlal; fi
 }
 has_i8mm() { # cpu -> whether the core implements FEAT_I8MM
@@ -215,8 +238,14 @@ has_i8mm() { # cpu -> whether the core implements FEAT_I8MM
         *) return 0 ;;
     esac
 }
+has_dotprod() { # cpu -> whether the core implements FEAT_DotProd
+    case "$1" in
+        cortex-a35 | cortex-a5[357] | cortex-a7[23]) return 1 ;;
+        *) return 0 ;;
+    esac
+}
 for cpu in "${cpus[@]}"; do
-    if ! "$mca" -mtriple=aarch64 -mcpu="$cpu" "$work/peak_sdot.s.peak" >/dev/null 2>&1; then
+    if ! "$mca" -mtriple=aarch64 -mcpu="$cpu" -mattr=+dotprod,+i8mm "$work/peak_sdot.s.peak" >/dev/null 2>&1; then
         echo "($cpu: unknown to this llvm-mca, skipped)"
         continue
     fi
@@ -234,6 +263,9 @@ for cpu in "${cpus[@]}"; do
     for f in "$work"/*.s; do
         if grep -qE '^[[:space:]]*(smmla|usmmla|ummla)' "$f" && ! has_i8mm "$cpu"; then
             continue # the core has no i8mm: its model's numbers would mean nothing
+        fi
+        if grep -qE '^[[:space:]]*(sdot|udot)' "$f" && ! has_dotprod "$cpu"; then
+            continue # nor dotprod (Cortex-A53: the NEON kernels only)
         fi
         name=$(basename "$f" .s)
         name=${name//__/ }

@@ -4,7 +4,11 @@
 //!   (value plane + region words), against a `memcpy` of the same number of bytes timed
 //!   in the same run (before and after, averaged). Two modes: `stream` decodes channel by
 //!   channel into one K-float buffer that stays in L1/L2 (how a consumer uses it), `full`
-//!   writes the whole N·K f32 matrix (6.4× the codes' bytes written).
+//!   writes the whole N·K f32 matrix (6.4× the codes' bytes written). Because the output
+//!   is 6.4× (f32) or 1.6× (i8) the codes, a second comparison divides the bytes *written*
+//!   per second by those of a `memcpy` of the output's size (`stream`: one K-float row,
+//!   `full`: the whole matrix), timed the same way: that is the store bandwidth a
+//!   memory-bound decoder can reach, whatever its input size.
 //! * gemm: the exact-mode PWLQ GEMM (`PwlqGemmWeights`, three int8 dot products + f32
 //!   combine) against our int8 GEMM (`gemm_i32`, u8 × i8 prepacked) at M = 1, 16, 128,
 //!   N = K = 4096, same tier, same thread count (1); ratio = int8 time / PWLQ time.
@@ -64,8 +68,8 @@ fn memcpy_gbps(src: &[u8], dst: &mut [u8], t: Duration) -> f64 {
 fn dequant(t: Duration) {
     println!("== dequant: 4-bit PWLQ codes -> f32 / i8, one core; GB/s of codes read (values + region words) ==");
     println!(
-        "{:<7} {:>6} {:>6} {:>9} {:<32} {:>9} {:>11} {:>7}",
-        "mode", "N", "K", "codes KiB", "kernel", "GB/s", "memcpy GB/s", "%memcpy"
+        "{:<7} {:>6} {:>6} {:>9} {:<32} {:>9} {:>11} {:>7} | {:>9} {:>11} {:>7}",
+        "mode", "N", "K", "codes KiB", "kernel", "GB/s", "memcpy GB/s", "%memcpy", "out GB/s", "memcpy GB/s", "%memcpy"
     );
     for (n, k) in [(64usize, 4096usize), (4096, 4096)] {
         let (x, w) = pwlq(k, n);
@@ -83,6 +87,8 @@ fn dequant(t: Duration) {
         let mut row = vec![0f32; k];
         let mut full = vec![0f32; n * k];
         let mut full8 = vec![0i8; n * k];
+        let out_src = vec![1u8; 4 * n * k];
+        let mut out_dst = vec![0u8; 4 * n * k];
         for isa in tiers() {
             let ctx = Context::for_isa(isa).unwrap();
             let runs: [Run<'_>; 3] = [
@@ -101,21 +107,30 @@ fn dequant(t: Duration) {
                 ("full", "i8", Box::new(|| gw.dequantize_i8_in(&ctx, &tables, &mut full8))),
             ];
             for (mode, out, mut f) in runs {
+                // Bytes one call writes, and the buffer a same-size memcpy writes.
+                let elem = if out == "f32" { 4 } else { 1 };
+                let (written, copy_len) = if mode == "stream" { (elem * n * k, elem * k) } else { (elem * n * k, elem * n * k) };
                 let before = memcpy_gbps(&src, &mut dst, t / 2);
+                let before_out = memcpy_gbps(&out_src[..copy_len], &mut out_dst[..copy_len], t / 2);
                 let tm = time(t, &mut f).unwrap();
                 let after = memcpy_gbps(&src, &mut dst, t / 2);
+                let after_out = memcpy_gbps(&out_src[..copy_len], &mut out_dst[..copy_len], t / 2);
                 let gbps = code_bytes as f64 / tm.median / 1e9;
                 let mc = 0.5 * (before + after);
+                let out_gbps = written as f64 / tm.median / 1e9;
+                let mc_out = 0.5 * (before_out + after_out);
                 println!(
-                    "{mode:<7} {n:>6} {k:>6} {:>9.1} {:<32} {gbps:>9.2} {mc:>11.2} {:>7.1}",
+                    "{mode:<7} {n:>6} {k:>6} {:>9.1} {:<32} {gbps:>9.2} {mc:>11.2} {:>7.1} | {out_gbps:>9.2} {mc_out:>11.2} {:>7.1}",
                     code_bytes as f64 / 1024.0,
                     dequant_kernel_name(isa, 4, out),
-                    100.0 * gbps / mc
+                    100.0 * gbps / mc,
+                    100.0 * out_gbps / mc_out
                 );
             }
         }
     }
     println!("memcpy = copy_from_slice of the same number of bytes, timed just before and after (mean of the two medians)");
+    println!("right of |: bytes written per second against a memcpy of the output's size (stream: one K row; full: the matrix)");
 }
 
 fn gemm(t: Duration) {
@@ -146,7 +161,7 @@ fn gemm(t: Duration) {
                 tp.median * 1e3,
                 ops / tp.median / 1e9,
                 100.0 * ti.median / tp.median,
-                if pw.uses_fused(&ctx, m) { "fused pwlq4_dot3_u8 (avx512vnni)" } else { "int8 driver on [C|T|S]" }
+                pw.fused_kernel_name(&ctx, m).unwrap_or("int8 driver on [C|T|S], then combine")
             );
         }
     }

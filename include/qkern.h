@@ -99,9 +99,10 @@ typedef int32_t qk_status;
 
 /**
  * Prepacked codebook weights `B[K][N]`: the codes in the kernel's layout, the integer
- * table and the per-column scales. Opaque: create with [`qk_codebook_pack`] or
- * [`qk_codebook_weights_create`], release with [`qk_codebook_weights_free`]. Immutable
- * once created, so one handle may be used by several threads at once.
+ * table and the per-column scales. Opaque: create with [`qk_codebook_pack`],
+ * [`qk_codebook_weights_create`] or (grid-aligned PWLQ) `qk_pwlq_snap_to_grid`, release
+ * with [`qk_codebook_weights_free`]. Immutable once created, so one handle may be used
+ * by several threads at once.
  */
 typedef struct qk_codebook_weights qk_codebook_weights;
 
@@ -548,8 +549,8 @@ qk_status qk_codebook_pack(const float *w,
                            struct qk_codebook_weights **out);
 
 /**
- * Releases weights created by [`qk_codebook_pack`] or [`qk_codebook_weights_create`].
- * NULL is accepted and does nothing (`QK_OK`).
+ * Releases weights created by [`qk_codebook_pack`], [`qk_codebook_weights_create`] or
+ * `qk_pwlq_snap_to_grid`. NULL is accepted and does nothing (`QK_OK`).
  *
  * # Safety
  *
@@ -1384,6 +1385,86 @@ qk_status qk_pwlq_gemm_f32(const struct qk_pwlq_weights *weights,
                            float *c,
                            size_t c_count,
                            size_t ldc);
+
+/**
+ * Grid-aligned PWLQ as codebook weights: snaps the 4-bit PWLQ parameters `m`, `p` of
+ * the float weights `w` to one ratio `p/m = i/(i+j)` shared by every channel, so that
+ * each weight is an integer level `L` (`|L| ≤ 7·(i+j) ≤ max_level`) times its channel's
+ * grid `g = m / (7·(i+j))`, and packs the result for the codebook kernels: the handle
+ * runs with `qk_codebook_gemm_i32`, `qk_codebook_gemm_f32` and
+ * `qk_codebook_gemm_requantize` (weights `B[K][N]`; `qk_codebook_weights_table` gives
+ * the integer levels and grid scales) and is released with `qk_codebook_weights_free`.
+ * The Rust `PwlqParams::snap_to_grid(.., GridScope::Shared, max_level)` then
+ * `GridAligned::codebook_codes`.
+ *
+ * * `w`, `w_count`, `rows`, `cols`, `channel_axis`: the float weights as for
+ *   [`qk_pwlq_quantize`] (exactly `rows · cols` finite values); with `channel_axis` 0
+ *   (`W[N][K]`) the handle holds the transpose `B[K][N]`.
+ * * `bits`: must be 4 (6- and 8-bit PWLQ have more levels than a codebook kernel
+ *   takes: `QK_ERR_UNSUPPORTED`).
+ * * `m`, `p`: each channel's range and breakpoint (as [`qk_pwlq_quantize`] writes
+ *   them); the counts must equal the number of channels.
+ * * `max_level`: the largest `|L|` allowed, at least 7 (else
+ *   `QK_ERR_INVALID_PARAMETER`): 127 for the int8 tables of the codebook kernels (64
+ *   keeps AVX2's `vpmaddubsw` path exact); a snapped table past 127 is
+ *   `QK_ERR_UNSUPPORTED`.
+ * * `mse`, `mse_count`: may be NULL with count 0; else exactly 2 doubles, receiving the
+ *   mean squared error of the PWLQ weights before snapping and of the grid-aligned
+ *   weights (their difference is what the snapping costs). Written only on success.
+ * * `out`: receives the handle; set to NULL first, so it is NULL on any failure.
+ *
+ * # Safety
+ *
+ * Each pointer must be NULL (an error, unless optional) or point to at least its count
+ * of elements, readable (`w`, `m`, `p`) or writable (`mse`); `mse` must not overlap the
+ * inputs; `out` must be NULL (an error) or point to a writable `qk_codebook_weights*`.
+ */
+qk_status qk_pwlq_snap_to_grid(const float *w,
+                               size_t w_count,
+                               size_t rows,
+                               size_t cols,
+                               size_t channel_axis,
+                               uint32_t bits,
+                               const float *m,
+                               size_t m_count,
+                               const float *p,
+                               size_t p_count,
+                               int32_t max_level,
+                               double *mse,
+                               size_t mse_count,
+                               struct qk_codebook_weights **out);
+
+/**
+ * Bias correction (Fang et al., as for uniform quantization by Nagel et al.): the bias
+ * that cancels the expected output error of the quantized weights for inputs of mean
+ * `μ`, `out[n] = bias[n] + Σ_k μ_k·(w[k][n] − ŵ[k][n])` (the sum in double, rounded to
+ * `float`, then added to the bias in `float`) — the Rust
+ * `PwlqTensor::corrected_bias`.
+ *
+ * * `weights`: the PWLQ handle (its `ŵ`).
+ * * `w`, `w_count`: the original float weights the handle was quantized from, in the
+ *   layout given to [`qk_pwlq_pack`] (`rows · cols` = `N · K` finite values).
+ * * `input_mean`, `input_mean_count`: the mean of each input feature (`K` values) or
+ *   one for all (1 value), finite.
+ * * `bias`, `bias_count`: may be NULL with count 0 (a zero bias); else `N` values.
+ * * `out`, `out_count`: exactly `N` floats; must not overlap the inputs (write to a
+ *   copy to update a bias in place).
+ *
+ * # Safety
+ *
+ * `weights` must be NULL (an error) or a live handle. Each buffer pointer must be NULL
+ * (an error, unless optional) or point to at least its count of elements, readable
+ * (inputs) or writable (`out`).
+ */
+qk_status qk_pwlq_bias_correction(const struct qk_pwlq_weights *weights,
+                                  const float *w,
+                                  size_t w_count,
+                                  const float *input_mean,
+                                  size_t input_mean_count,
+                                  const float *bias,
+                                  size_t bias_count,
+                                  float *out,
+                                  size_t out_count);
 
 /**
  * Requantizes a `rows × cols` matrix of int32 accumulators (row-major, contiguous) to

@@ -655,13 +655,12 @@ impl PwlqCase {
         Ok(PwlqCase { shape: shape.clone(), ctx: ctx.clone(), a, packed, w, c })
     }
 
-    /// What runs: the fused single-pass kernel, or the int8 GEMM kernel on the three
-    /// code matrices.
+    /// What runs: a fused single-pass kernel, or the int8 GEMM kernel on the three code
+    /// matrices.
     pub fn kernel_name(&self) -> &'static str {
-        if self.w.uses_fused(&self.ctx, self.shape.m) {
-            "pwlq4_dot3_u8__avx512vnni"
-        } else {
-            self.ctx.gemm_kernel_for(self.w.packed(), self.shape.m).name
+        match self.w.fused_kernel_name(&self.ctx, self.shape.m) {
+            Some(name) => name,
+            None => self.ctx.gemm_kernel_for(self.w.packed(), self.shape.m).name,
         }
     }
 

@@ -201,6 +201,8 @@ fn build_and_run_nonuniform(out_name: &str, link: &[&str]) {
     assert!(stdout.contains("expected error 9: qk_codebook_weights_create: unsupported:"), "{stdout}");
     assert!(stdout.contains("expected error 8: qk_pwlq_quantize:"), "{stdout}");
     assert!(stdout.contains("pwlq4: C[0][0..2] = "), "{stdout}");
+    assert!(stdout.contains("pwlq grid: "), "{stdout}");
+    assert!(stdout.contains("expected error 2: qk_pwlq_bias_correction: shape mismatch: `input_mean`"), "{stdout}");
     assert!(stdout.trim_end().ends_with("nonuniform: all checks passed"), "{stdout}");
 }
 
@@ -2150,4 +2152,260 @@ fn codebook_gemm_requantize_bad_input() {
     assert_eq!(buf, a, "nothing written on failure");
     // SAFETY: a live handle, freed once.
     expect_ok(unsafe { qk_codebook_weights_free(w) });
+}
+
+// ---------------------------------------------------------------------------------------
+// PWLQ: grid-aligned mode (a codebook handle) and bias correction, against the Rust API
+
+mod pwlq_grid_and_bias {
+    use super::*;
+    use qkern::codebook::{self, CodebookWeights};
+    use qkern::quant::Granularity;
+    use qkern::quant::pwlq::{Breakpoint, GridScope, PwlqQuantizer};
+
+    /// Bell-shaped weights with outliers (the tails), deterministic.
+    fn weights(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|i| {
+                let v: f32 = (0..4)
+                    .map(|_| {
+                        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        (s >> 8 & 0xFFFF) as f32 / 65536.0 - 0.5
+                    })
+                    .sum();
+                v * if i % 13 == 0 { 1.5 } else { 0.5 }
+            })
+            .collect()
+    }
+
+    /// `qk_pwlq_quantize` (4-bit, Gaussian breakpoint): codes, m, p.
+    fn quantize(w: &[f32], rows: usize, cols: usize, axis: usize) -> (Vec<i16>, Vec<f32>, Vec<f32>) {
+        let nch = if axis == 1 { cols } else { rows };
+        let (mut codes, mut m, mut p) = (vec![0i16; w.len()], vec![0f32; nch], vec![0f32; nch]);
+        // SAFETY: valid, disjoint buffers with their lengths.
+        let st = unsafe {
+            qk_pwlq_quantize(w.as_ptr(), w.len(), rows, cols, axis, 4, QK_PWLQ_GAUSSIAN, codes.as_mut_ptr(), codes.len(), m.as_mut_ptr(), m.len(), p.as_mut_ptr(), p.len())
+        };
+        expect_ok(st);
+        (codes, m, p)
+    }
+
+    /// The arguments of one `qk_pwlq_snap_to_grid` call.
+    #[derive(Clone, Copy)]
+    struct Snap<'a> {
+        w: &'a [f32],
+        rows: usize,
+        cols: usize,
+        axis: usize,
+        bits: u32,
+        m: &'a [f32],
+        p: &'a [f32],
+        max_level: i32,
+    }
+
+    fn snap(s: Snap<'_>, mse: *mut f64, mse_count: usize) -> (qk_status, *mut qk_codebook_weights) {
+        let mut out = std::ptr::NonNull::<qk_codebook_weights>::dangling().as_ptr(); // non-NULL sentinel
+        // SAFETY: the buffers are valid for their counts (or NULL on purpose); `out` is writable.
+        let st = unsafe {
+            qk_pwlq_snap_to_grid(s.w.as_ptr(), s.w.len(), s.rows, s.cols, s.axis, s.bits, s.m.as_ptr(), s.m.len(), s.p.as_ptr(), s.p.len(), s.max_level, mse, mse_count, &mut out)
+        };
+        (st, out)
+    }
+
+    #[test]
+    fn pwlq_snap_to_grid_runs_on_the_codebook_entry_points_as_the_rust_api() {
+        const F: &str = "qk_pwlq_snap_to_grid";
+        let (k, n, m_rows) = (75usize, 6usize, 3usize);
+        for axis in [1usize, 0] {
+            let (rows, cols) = if axis == 1 { (k, n) } else { (n, k) };
+            let w = weights(k * n, 7 + axis as u32);
+            let (_, m, p) = quantize(&w, rows, cols, axis);
+            let params = PwlqQuantizer::new(4, Breakpoint::Gaussian).with_granularity(Granularity::PerChannel { axis }).calibrate(&w, &[rows, cols]).unwrap();
+            for (c, ch) in params.channels().iter().enumerate() {
+                assert_eq!((ch.m.to_bits(), ch.p.to_bits()), (m[c].to_bits(), p[c].to_bits()));
+            }
+            for max_level in [127, 64] {
+                let mut mse = [f64::NAN; 2];
+                let (st, h) = snap(Snap { w: &w, rows, cols, axis, bits: 4, m: &m, p: &p, max_level }, mse.as_mut_ptr(), 2);
+                expect_ok(st);
+                let ga = params.snap_to_grid(&w, &[rows, cols], GridScope::Shared, max_level).unwrap();
+                let pc = ga.codebook_codes().unwrap();
+                let cw = CodebookWeights::new(&pc).unwrap();
+                assert_eq!(mse.map(f64::to_bits), [ga.mse_pwlq().to_bits(), ga.mse_grid().to_bits()]);
+                let (mut hk, mut hn, mut hb) = (0usize, 0usize, 0u32);
+                // SAFETY: a live handle and writable scalars.
+                expect_ok(unsafe { qk_codebook_weights_shape(h, &mut hk, &mut hn, &mut hb) });
+                assert_eq!((hk, hn, hb), (k, n, pc.level_set().bits()));
+                let mut table = vec![0i8; 1 << hb];
+                let mut gs = vec![0f32; n];
+                // SAFETY: a live handle and writable buffers with their counts.
+                expect_ok(unsafe { qk_codebook_weights_table(h, table.as_mut_ptr(), table.len(), gs.as_mut_ptr(), gs.len()) });
+                assert_eq!(table, cw.table()[..1 << hb]);
+                assert_eq!(gs.iter().map(|g| g.to_bits()).collect::<Vec<_>>(), pc.grid_scales().unwrap().iter().map(|g| g.to_bits()).collect::<Vec<_>>());
+                // The GEMMs: bit for bit the Rust API on the same codes.
+                let a: Vec<u8> = (0..m_rows * k).map(|i| (i * 37 % 256) as u8).collect();
+                let bias: Vec<f32> = (0..n).map(|c| c as f32 * 0.5 - 1.0).collect();
+                let (mut cf, mut rf) = (vec![f32::NAN; m_rows * n], vec![f32::NAN; m_rows * n]);
+                // SAFETY: a live handle; valid, disjoint buffers with their counts.
+                let st = unsafe {
+                    qk_codebook_gemm_f32(h, a.as_ptr().cast(), QK_U8, a.len(), m_rows, k, 100, 0.02, bias.as_ptr(), n, cf.as_mut_ptr(), cf.len(), n)
+                };
+                expect_ok(st);
+                let act = Activations::new(MatrixRef::new(&a, m_rows, k), 100u8, 0.02);
+                codebook::gemm_f32(act, &cw, Some(&bias), MatrixMut::new(&mut rf, m_rows, n)).unwrap();
+                assert_eq!(cf.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), rf.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                let (mut ci, mut ri) = (vec![0i32; m_rows * n], vec![1i32; m_rows * n]);
+                // SAFETY: as above.
+                let st = unsafe { qk_codebook_gemm_i32(h, a.as_ptr().cast(), QK_U8, a.len(), m_rows, k, 100, null(), 0, ci.as_mut_ptr(), ci.len(), n) };
+                expect_ok(st);
+                codebook::gemm_i32(act, &cw, None, MatrixMut::new(&mut ri, m_rows, n)).unwrap();
+                assert_eq!(ci, ri);
+                // And the integers are Σ (a − za)·L of the grid levels (grid step 2^e).
+                let step = pc.grid_scales().unwrap()[0] / ga.grid_scales()[0];
+                for i in 0..m_rows {
+                    for c in 0..n {
+                        let acc: i64 = (0..k)
+                            .map(|kk| {
+                                let code = ga.codes()[if axis == 1 { kk * n + c } else { c * k + kk }];
+                                (a[i * k + kk] as i64 - 100) * ga.level(c, code) as i64
+                            })
+                            .sum();
+                        assert_eq!(ci[i * n + c] as f64 * step as f64, acc as f64);
+                    }
+                }
+                // SAFETY: a live handle, freed once.
+                expect_ok(unsafe { qk_codebook_weights_free(h) });
+                // Without the MSE output.
+                let (st, h) = snap(Snap { w: &w, rows, cols, axis, bits: 4, m: &m, p: &p, max_level }, null_mut(), 0);
+                expect_ok(st);
+                // SAFETY: a live handle, freed once.
+                expect_ok(unsafe { qk_codebook_weights_free(h) });
+            }
+        }
+
+        // Errors: a status, a message naming the argument, NULL in `out`, `mse` untouched.
+        let w = weights(k * n, 3);
+        let (_, m, p) = quantize(&w, k, n, 1);
+        let ok = Snap { w: &w, rows: k, cols: n, axis: 1, bits: 4, m: &m, p: &p, max_level: 127 };
+        let mut mse = [-1f64; 2];
+        let bad = |s: Snap<'_>, mse: &mut [f64; 2], want: qk_status, needle: &str| {
+            let (st, h) = snap(s, mse.as_mut_ptr(), 2);
+            expect_err(st, want, F, needle);
+            assert!(h.is_null(), "no handle on failure");
+            assert_eq!(*mse, [-1.0; 2], "mse untouched on failure");
+        };
+        bad(Snap { w: &w[..k * n - 1], ..ok }, &mut mse, QK_ERR_SHAPE, "`w_count`");
+        bad(Snap { m: &m[..n - 1], ..ok }, &mut mse, QK_ERR_SHAPE, "`m_count`");
+        bad(Snap { p: &p[1..], ..ok }, &mut mse, QK_ERR_SHAPE, "`p_count`");
+        bad(Snap { axis: 2, ..ok }, &mut mse, QK_ERR_INVALID_PARAMETER, "`channel_axis`");
+        bad(Snap { rows: 0, ..ok }, &mut mse, QK_ERR_SHAPE, "`rows`");
+        bad(Snap { max_level: 6, ..ok }, &mut mse, QK_ERR_INVALID_PARAMETER, "`max_level`");
+        bad(Snap { max_level: 7 * 1024, ..ok }, &mut mse, QK_ERR_UNSUPPORTED, "max_level ≤ 127");
+        bad(Snap { bits: 6, ..ok }, &mut mse, QK_ERR_UNSUPPORTED, "4-bit");
+        bad(Snap { bits: 5, ..ok }, &mut mse, QK_ERR_INVALID_PARAMETER, "`bits`");
+        let p_big: Vec<f32> = m.iter().map(|&v| v * 2.0).collect();
+        bad(Snap { p: &p_big, ..ok }, &mut mse, QK_ERR_INVALID_PARAMETER, "breakpoint `p`");
+        let mut w_nan = w.clone();
+        w_nan[5] = f32::NAN;
+        bad(Snap { w: &w_nan, ..ok }, &mut mse, QK_ERR_INVALID_PARAMETER, "`w` must be finite");
+        let (st, h) = snap(ok, mse.as_mut_ptr(), 1);
+        expect_err(st, QK_ERR_SHAPE, F, "`mse_count`");
+        assert!(h.is_null());
+        let (st, h) = snap(ok, null_mut(), 2);
+        expect_err(st, QK_ERR_NULL_POINTER, F, "`mse`");
+        assert!(h.is_null());
+        // NULL inputs and a NULL out-pointer.
+        let mut out = std::ptr::NonNull::<qk_codebook_weights>::dangling().as_ptr();
+        // SAFETY: NULL `w` with a count: refused before any read.
+        let st = unsafe { qk_pwlq_snap_to_grid(null(), k * n, k, n, 1, 4, m.as_ptr(), n, p.as_ptr(), n, 127, null_mut(), 0, &mut out) };
+        expect_err(st, QK_ERR_NULL_POINTER, F, "`w`");
+        assert!(out.is_null());
+        // SAFETY: NULL `m` / `p`: refused before any read.
+        let st = unsafe { qk_pwlq_snap_to_grid(w.as_ptr(), k * n, k, n, 1, 4, null(), n, p.as_ptr(), n, 127, null_mut(), 0, &mut out) };
+        expect_err(st, QK_ERR_NULL_POINTER, F, "`m`");
+        // SAFETY: as above.
+        let st = unsafe { qk_pwlq_snap_to_grid(w.as_ptr(), k * n, k, n, 1, 4, m.as_ptr(), n, null(), n, 127, null_mut(), 0, &mut out) };
+        expect_err(st, QK_ERR_NULL_POINTER, F, "`p`");
+        // SAFETY: NULL `out`: refused before anything is written.
+        let st = unsafe { qk_pwlq_snap_to_grid(w.as_ptr(), k * n, k, n, 1, 4, m.as_ptr(), n, p.as_ptr(), n, 127, null_mut(), 0, null_mut()) };
+        expect_err(st, QK_ERR_NULL_POINTER, F, "`out`");
+        // Per-channel snapping is the Rust API's alone: two breakpoint ratios in one
+        // tensor still snap to one shared ratio here, and run.
+        let p_mixed: Vec<f32> = m.iter().enumerate().map(|(c, &v)| v * [0.2, 0.8][c % 2]).collect();
+        let (st, h) = snap(Snap { p: &p_mixed, ..ok }, null_mut(), 0);
+        expect_ok(st);
+        // SAFETY: a live handle, freed once.
+        expect_ok(unsafe { qk_codebook_weights_free(h) });
+    }
+
+    fn pack(codes: &[i16], rows: usize, cols: usize, axis: usize, m: &[f32], p: &[f32]) -> *mut qk_pwlq_weights {
+        let mut out = null_mut();
+        // SAFETY: valid buffers with their counts, a writable out-pointer.
+        expect_ok(unsafe { qk_pwlq_pack(codes.as_ptr(), codes.len(), rows, cols, axis, 4, m.as_ptr(), m.len(), p.as_ptr(), p.len(), &mut out) });
+        out
+    }
+
+    fn correct(h: *const qk_pwlq_weights, w: &[f32], mean: &[f32], bias: Option<&[f32]>, out: &mut [f32]) -> qk_status {
+        let (bp, bn) = bias.map_or((null(), 0), |b| (b.as_ptr(), b.len()));
+        // SAFETY: valid buffers with their counts (or NULL with 0), `out` disjoint.
+        unsafe { qk_pwlq_bias_correction(h, w.as_ptr(), w.len(), mean.as_ptr(), mean.len(), bp, bn, out.as_mut_ptr(), out.len()) }
+    }
+
+    #[test]
+    fn pwlq_bias_correction_is_the_rust_api_bit_for_bit() {
+        const F: &str = "qk_pwlq_bias_correction";
+        let (k, n) = (90usize, 7usize);
+        for axis in [0usize, 1] {
+            let (rows, cols) = if axis == 1 { (k, n) } else { (n, k) };
+            let w = weights(k * n, 11 + axis as u32);
+            let (codes, m, p) = quantize(&w, rows, cols, axis);
+            let h = pack(&codes, rows, cols, axis, &m, &p);
+            let t = PwlqQuantizer::new(4, Breakpoint::Gaussian).with_granularity(Granularity::PerChannel { axis }).quantize(&w, &[rows, cols]).unwrap();
+            assert_eq!(t.codes(), codes.as_slice());
+            let mean: Vec<f32> = (0..k).map(|i| 0.25 + (i % 5) as f32 * 0.1).collect();
+            let bias: Vec<f32> = (0..n).map(|c| c as f32 - 3.0).collect();
+            for (mu, b) in [(&mean[..], Some(&bias[..])), (&mean[..1], None), (&mean[..], None)] {
+                let mut out = vec![f32::NAN; n];
+                expect_ok(correct(h, &w, mu, b, &mut out));
+                let want = t.corrected_bias(&w, mu, b).unwrap();
+                assert_eq!(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                assert!(out.iter().zip(b.unwrap_or(&[0.0; 7])).any(|(o, b)| o != b), "the correction moves the bias");
+            }
+            // Errors, each naming its argument.
+            let mut out = vec![0f32; n];
+            expect_err(correct(null(), &w, &mean, None, &mut out), QK_ERR_NULL_POINTER, F, "`weights`");
+            expect_err(correct(h, &w[1..], &mean, None, &mut out), QK_ERR_SHAPE, F, "`w_count`");
+            expect_err(correct(h, &w, &mean, None, &mut out[1..]), QK_ERR_SHAPE, F, "`out_count`");
+            expect_err(correct(h, &w, &mean[..2], None, &mut out), QK_ERR_SHAPE, F, "input_mean");
+            expect_err(correct(h, &w, &mean, Some(&bias[1..]), &mut out), QK_ERR_SHAPE, F, "bias");
+            let mut nan = mean.clone();
+            nan[3] = f32::NAN;
+            expect_err(correct(h, &w, &nan, None, &mut out), QK_ERR_INVALID_PARAMETER, F, "input_mean");
+            let mut w_inf = w.clone();
+            w_inf[0] = f32::INFINITY;
+            expect_err(correct(h, &w_inf, &mean, None, &mut out), QK_ERR_INVALID_PARAMETER, F, "`w` must be finite");
+            // SAFETY: NULL `w` / `input_mean` / `out` with counts: refused before any access.
+            let st = unsafe { qk_pwlq_bias_correction(h, null(), w.len(), mean.as_ptr(), k, null(), 0, out.as_mut_ptr(), n) };
+            expect_err(st, QK_ERR_NULL_POINTER, F, "`w`");
+            // SAFETY: as above.
+            let st = unsafe { qk_pwlq_bias_correction(h, w.as_ptr(), w.len(), null(), k, null(), 0, out.as_mut_ptr(), n) };
+            expect_err(st, QK_ERR_NULL_POINTER, F, "`input_mean`");
+            // SAFETY: as above.
+            let st = unsafe { qk_pwlq_bias_correction(h, w.as_ptr(), w.len(), mean.as_ptr(), k, null(), 3, out.as_mut_ptr(), n) };
+            expect_err(st, QK_ERR_NULL_POINTER, F, "`bias`");
+            // SAFETY: as above.
+            let st = unsafe { qk_pwlq_bias_correction(h, w.as_ptr(), w.len(), mean.as_ptr(), k, null(), 0, null_mut(), n) };
+            expect_err(st, QK_ERR_NULL_POINTER, F, "`out`");
+            // `out` overlapping an input (the bias updated in place) is refused.
+            let mut b2 = bias.clone();
+            let bp = b2.as_mut_ptr();
+            // SAFETY: `bias` and `out` overlap on purpose; refused before any slice is made.
+            let st = unsafe { qk_pwlq_bias_correction(h, w.as_ptr(), w.len(), mean.as_ptr(), k, bp.cast_const(), n, bp, n) };
+            expect_err(st, QK_ERR_INVALID_PARAMETER, F, "`out` overlaps `bias`");
+            assert_eq!(b2, bias);
+            // SAFETY: a live handle, freed once.
+            expect_ok(unsafe { qk_pwlq_weights_free(h) });
+        }
+    }
 }

@@ -25,6 +25,9 @@ fn sets() -> Vec<(&'static str, LevelSet)> {
         // 5-bit: APoT-5 weights (grid 48) and a 32-level codebook reaching ±127.
         ("apot5", ApotFormat::weight(5).unwrap().level_set()),
         ("cb32", LevelSet::codebook_i16(5, &(0..32).map(|i| (i * 8 - 127).min(127) as i16).collect::<Vec<_>>()).unwrap()),
+        // Every level `±(2^a [+ 2^b])`, up to the shift format's largest, 96 = 2^6 + 2^5:
+        // the bit-shift kernels without a table bound run it (255·96 in one i16 lane).
+        ("shift96", LevelSet::codebook_i16(4, &[-96, -80, -72, -68, -66, -65, -64, -40, -3, 0, 1, 6, 34, 65, 80, 96]).unwrap()),
     ]
     .into_iter()
     .chain(wide_sets())
@@ -342,13 +345,13 @@ fn shift_family_picks_the_tier_kernel_with_the_right_terms() {
             let w = CodebookWeights::with_family(&ctx, &p, CodebookFamily::Shift).unwrap();
             let k = shift.iter().find(|k| k.name == w.kernel_name()).unwrap();
             assert_eq!(k.format.bits, 8 * terms, "{name} at {}: {}", isa.name(), k.name);
-            // x86: each tier's own shift kernels (AVX-VNNI adds none over AVX2); ARM has
-            // only the portable ones so far.
+            // x86: each tier's own shift kernels (AVX-VNNI adds none over AVX2); ARM: the
+            // NEON ones at every tier (dotprod and i8mm add none).
             let want_isa = match isa {
                 Isa::AvxVnni => Isa::Avx2,
                 Isa::Amx => Isa::Avx512Vnni,
+                Isa::Neon | Isa::Dotprod | Isa::I8mm => Isa::Neon,
                 Isa::Scalar | Isa::Avx2 | Isa::Avx512Vnni => isa,
-                _ => Isa::Scalar,
             };
             assert_eq!(k.isa, want_isa, "{name} at {}: {}", isa.name(), k.name);
             let runs: Vec<_> = weights_for(&ctx, &p).iter().map(|w| w.kernel_name()).collect();

@@ -395,6 +395,12 @@ fn quantize_bad_inputs() {
         &mut [],
     ));
     assert!(matches!(&e, Error::InvalidParameter(m) if m.contains("overflows")), "{e}");
+    // Empty x with a huge dimension: nothing to walk (the fuzzer's find: the loops over
+    // 2^40 outer rows of nothing did not end).
+    let wide = [1usize << 40, 0];
+    assert!(run(TensorRef::new(&[], &wide), TensorRef::new(&[], &[0]), None, &QuantizeAttrs { axis: 1, ..a }, 0).is_ok());
+    let blocked = QuantizeAttrs { axis: 0, block_size: 1 << 20, saturate: true };
+    assert!(run(TensorRef::new(&[], &wide), TensorRef::new(&[], &[1 << 20, 0]), None, &blocked, 0).is_ok());
     // Scales: NaN, ±inf, 0, negative — per tensor and inside a per-axis vector.
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, -1.0] {
         assert!(matches!(err(run(xt, TensorRef::scalar(&bad), None, &a, 6)), Error::InvalidScale { .. }), "{bad}");

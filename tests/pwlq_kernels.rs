@@ -268,3 +268,149 @@ fn grid_alignment_reports_its_extra_mse() {
         );
     }
 }
+
+/// The AVX-512 one-thread context (the fused kernels' only home), or None with a visible
+/// skip.
+fn fused_context(what: &str) -> Option<Context> {
+    if common::available_isas().contains(&qkern::Isa::Avx512Vnni) {
+        Some(Context::for_isa(qkern::Isa::Avx512Vnni).unwrap().with_threads(1).unwrap())
+    } else {
+        let _ = writeln!(std::io::stderr(), "SKIP {what}: avx512vnni not available on this CPU");
+        None
+    }
+}
+
+#[test]
+fn fused_gemm_microkernel_odd_shapes_and_extremes() {
+    // qs8_pwlq_dot3_gemm_8x16c4: every row count 2..=9 and past 16 (the 8-row tile and
+    // each remainder instantiation), channels around the 16-wide panel, K around the
+    // 4-wide step and the 64-wide block; extreme fields and activations, zero points at
+    // both ends.
+    let Some(ctx) = fused_context("qs8_pwlq_dot3_gemm_8x16c4") else { return };
+    let mut r = rng(123);
+    let mut runs = 0;
+    for ms in [2usize, 3, 4, 5, 6, 7, 8, 9, 17] {
+        for (n, k) in [(1usize, 1usize), (15, 3), (16, 4), (17, 5), (33, 63), (16, 65), (5, 129), (31, 260)] {
+            let ws = [quantized(4, k, n, (ms * 7 + n * 3 + k) as u64), extreme(4, n, k, (ms + n + k) as u64)];
+            let g = PwlqGemmWeights::new_in(&ctx, &ws[0]).unwrap();
+            assert_eq!(g.fused_kernel_name(&ctx, ms), Some("qs8_pwlq_dot3_gemm_8x16c4__avx512vnni"));
+            for w in &ws {
+                let bias: Vec<f32> = (0..n).map(|c| 0.5 - c as f32 * 0.125).collect();
+                let au: Vec<u8> = (0..ms * k).map(|i| if i % 4 == 0 { [0, 255][(i / 4) % 2] } else { r.random() }).collect();
+                for za in [0u8, 77, 255] {
+                    check_gemm(&ctx, w, &au, ms, za, 0.031, Some(&bias));
+                }
+                let all_max = vec![255u8; ms * k];
+                check_gemm(&ctx, w, &all_max, ms, 0, 1.0, None);
+                let ai: Vec<i8> = (0..ms * k).map(|i| if i % 2 == 0 { [-128, 127][(i / 2) % 2] } else { r.random() }).collect();
+                for za in [-128i8, 127] {
+                    check_gemm(&ctx, w, &ai, ms, za, 0.5, Some(&bias));
+                }
+                runs += 1;
+            }
+        }
+    }
+    assert_eq!(runs, 9 * 8 * 2);
+    // One row keeps the GEMV kernel on the 4-bit planes; the driver serves other contexts.
+    let g = PwlqGemmWeights::new_in(&ctx, &quantized(4, 64, 4, 1)).unwrap();
+    assert_eq!(g.fused_kernel_name(&ctx, 1), Some("pwlq4_dot3_u8__avx512vnni"));
+    assert_eq!(g.fused_kernel_name(&ctx, 0), None);
+    let two = Context::for_isa(qkern::Isa::Avx512Vnni).unwrap().with_threads(2).unwrap();
+    assert_eq!(g.fused_kernel_name(&two, 8), None);
+}
+
+#[test]
+fn fused_gemm_microkernel_past_the_i32_bound() {
+    // Q = 7, |a − za| = 255: the kernel's raw i32 sums are exact up to 18 798 blocks of
+    // 64 (K = 1 203 072); one weight more and the dots pass i32, so the path must chunk K
+    // and carry i64. 9 rows: the 8-row tile and the 1-row remainder of the microkernel.
+    use qkern::quant::pwlq::{PwlqParams, PwlqTensor};
+    let Some(ctx) = fused_context("qs8_pwlq_dot3_gemm_8x16c4 past i32") else { return };
+    let k_at = 18_798 * 64;
+    let (m_range, p) = (3.0f32, 1.25f32);
+    let params = PwlqParams::new(4, Granularity::PerChannel { axis: 0 }, vec![m_range; 2], vec![p; 2]).unwrap();
+    let ms = 9;
+    for k in [k_at, k_at + 1] {
+        // Channel 0: c = 7 everywhere; channel 1: t = −7, s = −1 everywhere.
+        let codes: Vec<i16> = (0..2 * k).map(|i| if i < k { 7 } else { -15 }).collect();
+        let packed = PwlqTensor::new(codes, &[2, k], params.clone()).unwrap().pack().unwrap();
+        let g = PwlqGemmWeights::new_in(&ctx, &packed).unwrap();
+        assert_eq!(g.fused_kernel_name(&ctx, ms), Some("qs8_pwlq_dot3_gemm_8x16c4__avx512vnni"));
+        let kk = k as i64;
+        for (au, za, x) in [(vec![255u8; ms * k], 0u8, 255i64), (vec![0u8; ms * k], 255, -255)] {
+            // Exact dots, then the combine as documented (one rounding per i64 dot).
+            let d = [(kk * x * 7, 0, 0), (0, -kk * x * 7, -kk * x)];
+            assert_eq!(d[0].0.abs() > i32::MAX as i64, k > k_at);
+            let (s1, s2) = (p / 7.0, (m_range - p) / 7.0);
+            let want: Vec<f32> = d.iter().map(|&(dc, dt, ds)| ((s1 * dc as f32 + s2 * dt as f32) + p * ds as f32) * 0.5).collect();
+            let mut got = vec![f32::NAN; ms * 2];
+            g.gemm_f32_in(&ctx, Activations::new(MatrixRef::new(&au, ms, k), za, 0.5), None, MatrixMut::new(&mut got, ms, 2)).unwrap();
+            for r in 0..ms {
+                assert_eq!([got[2 * r].to_bits(), got[2 * r + 1].to_bits()], [want[0].to_bits(), want[1].to_bits()], "K {k} row {r} za {za}");
+            }
+        }
+    }
+}
+
+#[test]
+fn grid_aligned_pwlq_runs_on_the_codebook_kernels() {
+    use qkern::codebook::CodebookWeights;
+    let mut r = rng(77);
+    for ctx in contexts() {
+        for (k, n, axis) in [(70usize, 5usize, 1usize), (33, 17, 0), (256, 8, 1)] {
+            let shape = if axis == 1 { [k, n] } else { [n, k] };
+            let mut x = weights(shape[0], shape[1], (k + n) as u64);
+            // One all-zero channel: g = 0, stored as level 0.
+            for kk in 0..k {
+                x[if axis == 1 { kk * n + 2 } else { 2 * k + kk }] = 0.0;
+            }
+            let params = PwlqQuantizer::new(4, Breakpoint::Search).with_granularity(Granularity::PerChannel { axis }).calibrate(&x, &shape).unwrap();
+            for max_level in [127, 64] {
+                let ga = params.snap_to_grid(&x, &shape, GridScope::Shared, max_level).unwrap();
+                let pc = ga.codebook_codes().unwrap();
+                assert_eq!((pc.k(), pc.n()), (k, n));
+                // The codebook weights' values are the grid-aligned values, bit for bit.
+                let (deq, xg) = (pc.dequantize(), ga.dequantize());
+                let at = |kk: usize, c: usize| if axis == 1 { kk * n + c } else { c * k + kk };
+                for kk in 0..k {
+                    for c in 0..n {
+                        assert_eq!(deq[kk * n + c].to_bits(), xg[at(kk, c)].to_bits(), "K {k} ({kk},{c})");
+                    }
+                }
+                // And the kernels give Σ (a − za)·L exactly.
+                let cw = CodebookWeights::new_in(&ctx, &pc).unwrap();
+                let m = 3;
+                let a: Vec<u8> = (0..m * k).map(|i| if i % 7 == 0 { 255 } else { r.random() }).collect();
+                let za = 131u8;
+                let mut got = vec![0i32; m * n];
+                ctx.codebook_gemm_i32(Activations::new(MatrixRef::new(&a, m, k), za, 1.0), &cw, None, MatrixMut::new(&mut got, m, n)).unwrap();
+                let grid_step = ga.grid_scales().iter().zip(pc.grid_scales().unwrap()).find(|(g, _)| **g > 0.0).map_or(1.0, |(g, s)| s / g);
+                for i in 0..m {
+                    for c in 0..n {
+                        let acc: i64 = (0..k).map(|kk| (a[i * k + kk] as i64 - za as i64) * ga.level(c, ga.codes()[at(kk, c)]) as i64).sum();
+                        let want = if ga.grid_scales()[c] > 0.0 { acc as f64 / grid_step as f64 } else { 0.0 };
+                        assert_eq!(got[i * n + c] as f64, want, "{} K {k} ({i},{c})", ctx.kernels().isa.name());
+                    }
+                }
+            }
+        }
+    }
+    // What the codebook kernels cannot take is an error naming the way out.
+    let (k, n) = (64, 6);
+    let x = weights(k, n, 5);
+    let params = PwlqQuantizer::new(4, Breakpoint::Search).with_granularity(Granularity::PerChannel { axis: 1 }).calibrate(&x, &[k, n]).unwrap();
+    // Breakpoints at 0.2·m and 0.8·m in turn: per-channel snapping keeps two ratios.
+    let two = qkern::quant::pwlq::PwlqParams::new(4, Granularity::PerChannel { axis: 1 }, vec![1.0; n], (0..n).map(|c| [0.2, 0.8][c % 2]).collect()).unwrap();
+    let per_channel = two.snap_to_grid(&x, &[k, n], GridScope::PerChannel, 127).unwrap();
+    assert_ne!(per_channel.ratios()[0], per_channel.ratios()[1]);
+    assert!(matches!(per_channel.codebook_codes(), Err(Error::Unsupported(m)) if m.contains("GridScope::Shared")));
+    let wide = params.snap_to_grid(&x, &[k, n], GridScope::Shared, 7 * 1024).unwrap();
+    if wide.max_level() > 127 {
+        assert!(matches!(wide.codebook_codes(), Err(Error::Unsupported(m)) if m.contains("max_level")));
+    }
+    let p6 = PwlqQuantizer::new(6, Breakpoint::Search).with_granularity(Granularity::PerChannel { axis: 1 }).calibrate(&x, &[k, n]).unwrap();
+    assert!(matches!(p6.snap_to_grid(&x, &[k, n], GridScope::Shared, 127).unwrap().codebook_codes(), Err(Error::Unsupported(_))));
+    // Rank 1: no channel axis to make columns of.
+    let flat = PwlqQuantizer::new(4, Breakpoint::Search).calibrate(&x[..64], &[64]).unwrap();
+    assert!(matches!(flat.snap_to_grid(&x[..64], &[64], GridScope::Shared, 127).unwrap().codebook_codes(), Err(Error::Unsupported(_))));
+}

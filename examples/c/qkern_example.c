@@ -200,6 +200,21 @@ int main(void) {
             }
         }
         printf("codebook: C[0][0..3] = %d %d %d %d\n", cc[0], cc[1], cc[2], cc[3]);
+        /* The same codes requantized to u8: the int8 GEMM's output stage, with the
+         * column's table scale in the role of the weight scale. */
+        uint8_t cq[M * N];
+        QK_TRY(qk_codebook_gemm_requantize(cw, a, QK_U8, M * K, M, K, a_zp, a_scale, bias, N,
+                                           out_scale, out_zp, QK_REQUANT_FP32, 0, 255, cq,
+                                           QK_U8, M * N, N));
+        for (int i = 0; i < M; i++) {
+            for (int j = 0; j < N; j++) {
+                float mult = (a_scale * b_scale[j]) / out_scale;
+                float v = nearbyintf((float)cc[i * N + j] * mult) + (float)out_zp;
+                int32_t e = v < 0.0f ? 0 : v > 255.0f ? 255 : (int32_t)v;
+                CHECK(cq[i * N + j] == (uint8_t)e);
+            }
+        }
+        printf("codebook requantized: C[0][0..3] = %u %u %u %u\n", cq[0], cq[1], cq[2], cq[3]);
         QK_TRY(qk_codebook_weights_free(cw));
     }
 

@@ -146,6 +146,15 @@ fn conv(g: &mut Gen) {
         pad_right: g.size(0, 3),
         groups: g.pick(&[1, 2, 0, 3]),
     };
+    // An image of 2^20..2^40 padded pixels is valid and allocatable, just slow: building
+    // its indirection buffer writes up to gigabytes (seconds, past the fuzz timeout under
+    // coverage instrumentation). Smaller images run; larger ones exercise the refusal.
+    let pixels = geo.in_h.saturating_add(geo.pad_top).saturating_add(geo.pad_bottom).saturating_mul(
+        geo.in_w.saturating_add(geo.pad_left).saturating_add(geo.pad_right),
+    );
+    if (1 << 20..1 << 40).contains(&pixels) {
+        return;
+    }
     let wlen = geo.out_c.saturating_mul(geo.kernel_h).saturating_mul(geo.kernel_w).saturating_mul(geo.in_c.checked_div(geo.groups).unwrap_or(1));
     let (wv, w_count, w_null) = buf::<i8>(g, wlen);
     let zps = [g.int(-130, 130) as i32];

@@ -53,9 +53,10 @@ pub const QK_PER_TENSOR: qk_granularity = 0;
 pub const QK_PER_CHANNEL: qk_granularity = 1;
 
 /// Prepacked codebook weights `B[K][N]`: the codes in the kernel's layout, the integer
-/// table and the per-column scales. Opaque: create with [`qk_codebook_pack`] or
-/// [`qk_codebook_weights_create`], release with [`qk_codebook_weights_free`]. Immutable
-/// once created, so one handle may be used by several threads at once.
+/// table and the per-column scales. Opaque: create with [`qk_codebook_pack`],
+/// [`qk_codebook_weights_create`] or (grid-aligned PWLQ) `qk_pwlq_snap_to_grid`, release
+/// with [`qk_codebook_weights_free`]. Immutable once created, so one handle may be used
+/// by several threads at once.
 #[allow(non_camel_case_types)]
 pub struct qk_codebook_weights {
     pub(super) w: CodebookWeights,
@@ -219,9 +220,16 @@ fn pack(codes: &[u8], k: usize, n: usize, params: &LevelParams, bits: u32) -> Re
     Ok(qk_codebook_weights { w, bits })
 }
 
+/// Prepares codes packed elsewhere (grid-aligned PWLQ) for the kernels of the C
+/// context; the code width is the level set's.
+pub(super) fn from_packed(packed: &PackedCodes) -> Result<qk_codebook_weights, Failure> {
+    let w = CodebookWeights::new_in(&*context()?, packed)?;
+    Ok(qk_codebook_weights { w, bits: packed.level_set().bits() })
+}
+
 /// Clears `*out` and checks it; every create function starts so, so that every failure
 /// leaves NULL behind.
-fn clear_out(out: *mut *mut qk_codebook_weights) -> Result<(), Failure> {
+pub(super) fn clear_out(out: *mut *mut qk_codebook_weights) -> Result<(), Failure> {
     span(out.cast_const(), 1, "out")?;
     // SAFETY: `out` is non-null and aligned (checked above); the caller guarantees it is
     // writable.
@@ -230,7 +238,7 @@ fn clear_out(out: *mut *mut qk_codebook_weights) -> Result<(), Failure> {
 }
 
 /// Hands a new handle to C.
-fn give(out: *mut *mut qk_codebook_weights, w: qk_codebook_weights) {
+pub(super) fn give(out: *mut *mut qk_codebook_weights, w: qk_codebook_weights) {
     let handle = Box::into_raw(Box::new(w));
     // SAFETY: `out` was checked non-null and aligned by `clear_out`; writable per the caller.
     unsafe { out.write(handle) };
@@ -333,8 +341,8 @@ pub unsafe extern "C" fn qk_codebook_pack(
     })
 }
 
-/// Releases weights created by [`qk_codebook_pack`] or [`qk_codebook_weights_create`].
-/// NULL is accepted and does nothing (`QK_OK`).
+/// Releases weights created by [`qk_codebook_pack`], [`qk_codebook_weights_create`] or
+/// `qk_pwlq_snap_to_grid`. NULL is accepted and does nothing (`QK_OK`).
 ///
 /// # Safety
 ///
@@ -350,7 +358,7 @@ pub unsafe extern "C" fn qk_codebook_weights_free(weights: *mut qk_codebook_weig
 
 /// The handle behind a pointer.
 fn weights_ref<'a>(w: *const qk_codebook_weights) -> Result<&'a qk_codebook_weights, Failure> {
-    handle_ref(w, "weights", "qk_codebook_pack or qk_codebook_weights_create")
+    handle_ref(w, "weights", "qk_codebook_pack, qk_codebook_weights_create or qk_pwlq_snap_to_grid")
 }
 
 /// K, N and the code width of a handle.

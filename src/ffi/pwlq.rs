@@ -1,18 +1,20 @@
 //! Piecewise-linear quantization (PWLQ, Fang et al. 2020) from C: quantize float weights
-//! per channel, pack the codes into an opaque handle, dequantize it to `float`, and run
-//! the exact-mode fused GEMM (three integer dot products combined in `float`). See
-//! [`crate::quant::pwlq`] for the numbers.
+//! per channel, pack the codes into an opaque handle, dequantize it to `float`, run
+//! the exact-mode fused GEMM (three integer dot products combined in `float`), correct a
+//! bias for the quantization error, and snap to grid-aligned PWLQ for the codebook
+//! kernels. See [`crate::quant::pwlq`] for the numbers.
 
 use std::ffi::c_void;
 
 use super::gemm::{AIn, a_in, inputs, with_a, zero_point};
+use super::codebook::{clear_out, from_packed, give, qk_codebook_weights};
 use super::runtime::context;
 use super::util::{Span, free_handle, handle_ref, check_disjoint, check_extent, check_outputs_disjoint, opt_slice, opt_span, slice, slice_mut, span};
 use super::{Dtype, Failure, guard, qk_dtype, qk_status};
 use crate::error::check_matrix;
 use crate::gemm::{Activations, MatrixMut, MatrixRef};
 use crate::quant::Granularity;
-use crate::quant::pwlq::{Breakpoint, PwlqGemmWeights, PwlqPacked, PwlqParams, PwlqQuantizer, PwlqTensor};
+use crate::quant::pwlq::{Breakpoint, GridScope, PwlqGemmWeights, PwlqPacked, PwlqParams, PwlqQuantizer, PwlqTensor};
 
 /// How [`qk_pwlq_quantize`] chooses each channel's breakpoint `p`, passed from C as an
 /// `int32_t`.
@@ -62,6 +64,26 @@ fn dims(rows: usize, cols: usize, channel_axis: usize) -> Result<(usize, usize),
         .checked_mul(cols)
         .ok_or_else(|| Failure::overflow(format!("`rows` × `cols` = {rows} × {cols} overflows size_t")))?;
     Ok((len, channels))
+}
+
+/// The per-channel `m` and `p` counts, each exactly the number of channels.
+fn channel_counts(m_count: usize, p_count: usize, channels: usize) -> Result<(), Failure> {
+    exact_count("m_count", m_count, channels, "the number of channels")?;
+    exact_count("p_count", p_count, channels, "the number of channels")
+}
+
+/// The PWLQ parameters of `bits`-bit weights with channels on `axis` from C's `m`, `p`.
+fn params_of(bits: u32, axis: usize, m: &[f32], p: &[f32]) -> Result<PwlqParams, Failure> {
+    Ok(PwlqParams::new(bits, Granularity::PerChannel { axis }, m.to_vec(), p.to_vec())?)
+}
+
+/// Refuses a non-finite value in `x`, naming the C argument (the Rust check names its
+/// own parameter).
+fn check_finite(what: &str, x: &[f32]) -> Result<(), Failure> {
+    match x.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Failure::invalid(format!("`{what}` must be finite, but element {i} is {}", x[i]))),
+    }
 }
 
 /// A count that must equal the shape's, as `QK_ERR_SHAPE` naming the argument.
@@ -125,8 +147,7 @@ pub unsafe extern "C" fn qk_pwlq_quantize(
         let (len, channels) = dims(rows, cols, channel_axis)?;
         exact_count("w_count", w_count, len, "rows · cols")?;
         exact_count("codes_count", codes_count, len, "rows · cols")?;
-        exact_count("m_count", m_count, channels, "the number of channels")?;
-        exact_count("p_count", p_count, channels, "the number of channels")?;
+        channel_counts(m_count, p_count, channels)?;
         // SAFETY: every span was checked with its pointer and count; the outputs are
         // disjoint from each other and from `w`; the caller guarantees validity.
         let (x, codes, ms, ps) = unsafe {
@@ -191,12 +212,11 @@ pub unsafe extern "C" fn qk_pwlq_pack(
         let p_span = span(p, p_count, "p")?;
         let (len, channels) = dims(rows, cols, channel_axis)?;
         exact_count("codes_count", codes_count, len, "rows · cols")?;
-        exact_count("m_count", m_count, channels, "the number of channels")?;
-        exact_count("p_count", p_count, channels, "the number of channels")?;
+        channel_counts(m_count, p_count, channels)?;
         // SAFETY: each span was checked with the same pointer and count; the caller
         // guarantees the memory is readable, and nothing here writes it.
         let (codes, ms, ps) = unsafe { (slice(codes, codes_count, &c_span), slice(m, m_count, &m_span), slice(p, p_count, &p_span)) };
-        let params = PwlqParams::new(bits, Granularity::PerChannel { axis: channel_axis }, ms.to_vec(), ps.to_vec())?;
+        let params = params_of(bits, channel_axis, ms, ps)?;
         let packed = PwlqTensor::new(codes.to_vec(), &[rows, cols], params)?.pack()?;
         let gemm = PwlqGemmWeights::new_in(&*context()?, &packed)?;
         let handle = Box::into_raw(Box::new(qk_pwlq_weights { packed, gemm }));
@@ -337,5 +357,141 @@ pub unsafe extern "C" fn qk_pwlq_gemm_f32(
             w.gemm.gemm_f32_in(&*context()?, act, bias, MatrixMut::new(c, m, n).with_stride(ldc))?;
             Ok(())
         })
+    })
+}
+
+/// Grid-aligned PWLQ as codebook weights: snaps the 4-bit PWLQ parameters `m`, `p` of
+/// the float weights `w` to one ratio `p/m = i/(i+j)` shared by every channel, so that
+/// each weight is an integer level `L` (`|L| ≤ 7·(i+j) ≤ max_level`) times its channel's
+/// grid `g = m / (7·(i+j))`, and packs the result for the codebook kernels: the handle
+/// runs with `qk_codebook_gemm_i32`, `qk_codebook_gemm_f32` and
+/// `qk_codebook_gemm_requantize` (weights `B[K][N]`; `qk_codebook_weights_table` gives
+/// the integer levels and grid scales) and is released with `qk_codebook_weights_free`.
+/// The Rust `PwlqParams::snap_to_grid(.., GridScope::Shared, max_level)` then
+/// `GridAligned::codebook_codes`.
+///
+/// * `w`, `w_count`, `rows`, `cols`, `channel_axis`: the float weights as for
+///   [`qk_pwlq_quantize`] (exactly `rows · cols` finite values); with `channel_axis` 0
+///   (`W[N][K]`) the handle holds the transpose `B[K][N]`.
+/// * `bits`: must be 4 (6- and 8-bit PWLQ have more levels than a codebook kernel
+///   takes: `QK_ERR_UNSUPPORTED`).
+/// * `m`, `p`: each channel's range and breakpoint (as [`qk_pwlq_quantize`] writes
+///   them); the counts must equal the number of channels.
+/// * `max_level`: the largest `|L|` allowed, at least 7 (else
+///   `QK_ERR_INVALID_PARAMETER`): 127 for the int8 tables of the codebook kernels (64
+///   keeps AVX2's `vpmaddubsw` path exact); a snapped table past 127 is
+///   `QK_ERR_UNSUPPORTED`.
+/// * `mse`, `mse_count`: may be NULL with count 0; else exactly 2 doubles, receiving the
+///   mean squared error of the PWLQ weights before snapping and of the grid-aligned
+///   weights (their difference is what the snapping costs). Written only on success.
+/// * `out`: receives the handle; set to NULL first, so it is NULL on any failure.
+///
+/// # Safety
+///
+/// Each pointer must be NULL (an error, unless optional) or point to at least its count
+/// of elements, readable (`w`, `m`, `p`) or writable (`mse`); `mse` must not overlap the
+/// inputs; `out` must be NULL (an error) or point to a writable `qk_codebook_weights*`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_pwlq_snap_to_grid(
+    w: *const f32,
+    w_count: usize,
+    rows: usize,
+    cols: usize,
+    channel_axis: usize,
+    bits: u32,
+    m: *const f32,
+    m_count: usize,
+    p: *const f32,
+    p_count: usize,
+    max_level: i32,
+    mse: *mut f64,
+    mse_count: usize,
+    out: *mut *mut qk_codebook_weights,
+) -> qk_status {
+    guard("qk_pwlq_snap_to_grid", || {
+        clear_out(out)?;
+        let w_span = span(w, w_count, "w")?;
+        let m_span = span(m, m_count, "m")?;
+        let p_span = span(p, p_count, "p")?;
+        let mse_span = opt_span(mse.cast_const(), mse_count, "mse")?;
+        if let Some(s) = &mse_span {
+            check_disjoint(s, &[&w_span, &m_span, &p_span])?;
+            exact_count("mse_count", mse_count, 2, "the number of MSE values written")?;
+        }
+        let (len, channels) = dims(rows, cols, channel_axis)?;
+        exact_count("w_count", w_count, len, "rows · cols")?;
+        channel_counts(m_count, p_count, channels)?;
+        // SAFETY: each input span was checked with the same pointer and count; the caller
+        // guarantees the memory is readable, and nothing here writes it.
+        let (x, ms, ps) = unsafe { (slice(w, w_count, &w_span), slice(m, m_count, &m_span), slice(p, p_count, &p_span)) };
+        check_finite("w", x)?;
+        let params = params_of(bits, channel_axis, ms, ps)?;
+        let grid = params.snap_to_grid(x, &[rows, cols], GridScope::Shared, max_level)?;
+        let handle = from_packed(&grid.codebook_codes()?)?;
+        if let Some(s) = &mse_span {
+            // SAFETY: checked with this pointer and count, disjoint from the inputs.
+            unsafe { slice_mut(mse, mse_count, s) }.copy_from_slice(&[grid.mse_pwlq(), grid.mse_grid()]);
+        }
+        give(out, handle);
+        Ok(())
+    })
+}
+
+/// Bias correction (Fang et al., as for uniform quantization by Nagel et al.): the bias
+/// that cancels the expected output error of the quantized weights for inputs of mean
+/// `μ`, `out[n] = bias[n] + Σ_k μ_k·(w[k][n] − ŵ[k][n])` (the sum in double, rounded to
+/// `float`, then added to the bias in `float`) — the Rust
+/// `PwlqTensor::corrected_bias`.
+///
+/// * `weights`: the PWLQ handle (its `ŵ`).
+/// * `w`, `w_count`: the original float weights the handle was quantized from, in the
+///   layout given to [`qk_pwlq_pack`] (`rows · cols` = `N · K` finite values).
+/// * `input_mean`, `input_mean_count`: the mean of each input feature (`K` values) or
+///   one for all (1 value), finite.
+/// * `bias`, `bias_count`: may be NULL with count 0 (a zero bias); else `N` values.
+/// * `out`, `out_count`: exactly `N` floats; must not overlap the inputs (write to a
+///   copy to update a bias in place).
+///
+/// # Safety
+///
+/// `weights` must be NULL (an error) or a live handle. Each buffer pointer must be NULL
+/// (an error, unless optional) or point to at least its count of elements, readable
+/// (inputs) or writable (`out`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_pwlq_bias_correction(
+    weights: *const qk_pwlq_weights,
+    w: *const f32,
+    w_count: usize,
+    input_mean: *const f32,
+    input_mean_count: usize,
+    bias: *const f32,
+    bias_count: usize,
+    out: *mut f32,
+    out_count: usize,
+) -> qk_status {
+    guard("qk_pwlq_bias_correction", || {
+        let h = weights_ref(weights)?;
+        let w_span = span(w, w_count, "w")?;
+        let mean_span = span(input_mean, input_mean_count, "input_mean")?;
+        let bias_span: Option<Span> = opt_span(bias, bias_count, "bias")?;
+        let o_span = span(out.cast_const(), out_count, "out")?;
+        let ins: Vec<&Span> = [Some(&w_span), Some(&mean_span), bias_span.as_ref()].into_iter().flatten().collect();
+        check_disjoint(&o_span, &ins)?;
+        let (n, k) = (h.packed.channels(), h.packed.k());
+        exact_count("w_count", w_count, n * k, "N · K of the weights")?;
+        exact_count("out_count", out_count, n, "the number of channels")?;
+        // SAFETY: spans checked with these pointers and counts, `out` disjoint from the
+        // inputs; the caller guarantees validity for the duration of the call.
+        let (x, mean, bias, o) = unsafe {
+            (
+                slice(w, w_count, &w_span),
+                slice(input_mean, input_mean_count, &mean_span),
+                opt_slice(bias, bias_count, &bias_span),
+                slice_mut(out, out_count, &o_span),
+            )
+        };
+        check_finite("w", x)?;
+        o.copy_from_slice(&h.packed.unpack().corrected_bias(x, mean, bias)?);
+        Ok(())
     })
 }

@@ -92,6 +92,10 @@ enum Granularity {
 /// Writes `out[e] = f(x[e], p)` for every element `e`, where `p` is the index of the
 /// element's scale and zero point under `g` (quantize and dequantize share this walk).
 fn map_with_params<X: Copy, Y>(g: Granularity, x: &[X], out: &mut [Y], mut f: impl FnMut(X, usize) -> Y) {
+    // An empty x may still have a huge dimension ([2^40, 0]): don't walk it.
+    if x.is_empty() {
+        return;
+    }
     match g {
         Granularity::Tensor => {
             for (o, &v) in out.iter_mut().zip(x) {

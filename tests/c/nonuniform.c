@@ -1,8 +1,9 @@
 /*
- * The codebook, PWLQ, thread and info entry points of qkern's C ABI, called from C and
- * checked against results this program computes itself with plain loops (integer
- * results exactly; float results bit for bit, each float operation written out in the
- * order qkern documents, compiled with -ffp-contract=off so no FMA changes a rounding).
+ * The codebook, PWLQ (exact mode, grid-aligned mode, bias correction), thread and info
+ * entry points of qkern's C ABI, called from C and checked against results this program
+ * computes itself with plain loops (integer results exactly; float results bit for bit,
+ * each float operation written out in the order qkern documents, compiled with
+ * -ffp-contract=off so no FMA changes a rounding).
  * Built and run by tests/c_abi.rs; exit status 0 means every check passed.
  */
 #include <stdint.h>
@@ -240,15 +241,22 @@ static void test_apot_from_floats(void) {
     QK_TRY(qk_codebook_weights_free(w));
 }
 
+/* Bell-shaped weights W[N][K] with every `outlier_every`-th one tripled (the tails),
+ * quantized to 4-bit PWLQ per channel (axis 0) with `breakpoint`. */
+static void pwlq_weights(int outlier_every, qk_pwlq_breakpoint breakpoint, float *wf, int16_t *codes, float *m,
+                         float *p) {
+    for (int i = 0; i < N * K; i++) {
+        wf[i] = bell() * (i % outlier_every == 0 ? 3.0f : 1.0f);
+    }
+    QK_TRY(qk_pwlq_quantize(wf, N * K, N, K, 0, 4, breakpoint, codes, N * K, m, N, p, N));
+}
+
 /* PWLQ 4-bit: quantize W[N][K] per channel, pack, dequantize, fused GEMM. */
 static void test_pwlq(void) {
     float wf[N * K];
-    for (int i = 0; i < N * K; i++) {
-        wf[i] = bell() * (i % 11 == 0 ? 3.0f : 1.0f);
-    }
     int16_t codes[N * K];
     float m[N], p[N];
-    QK_TRY(qk_pwlq_quantize(wf, N * K, N, K, 0, 4, QK_PWLQ_GAUSSIAN, codes, N * K, m, N, p, N));
+    pwlq_weights(11, QK_PWLQ_GAUSSIAN, wf, codes, m, p);
     qk_pwlq_weights *w = NULL;
     QK_TRY(qk_pwlq_pack(codes, N * K, N, K, 0, 4, m, N, p, N, &w));
     CHECK(w != NULL);
@@ -344,11 +352,122 @@ static void test_pwlq(void) {
     QK_TRY(qk_pwlq_weights_free(w));
 }
 
+/* Grid-aligned PWLQ on the codebook entry points, and bias correction. The integer
+ * weights are read back through the GEMM itself (one-hot activation rows), then every
+ * other result is recomputed here from them: the reported grid MSE, the i32 and f32
+ * GEMMs, and the corrected bias from qk_pwlq_dequantize. */
+static void test_pwlq_grid_and_bias(void) {
+    float wf[N * K];
+    int16_t codes[N * K];
+    float m[N], p[N];
+    pwlq_weights(13, QK_PWLQ_SEARCH, wf, codes, m, p);
+    double mse[2] = {-1.0, -1.0};
+    qk_codebook_weights *g = NULL;
+    QK_TRY(qk_pwlq_snap_to_grid(wf, N * K, N, K, 0, 4, m, N, p, N, 127, mse, 2, &g));
+    CHECK(g != NULL);
+    if (g == NULL) {
+        return;
+    }
+    size_t gk = 0, gn = 0;
+    uint32_t gb = 0;
+    QK_TRY(qk_codebook_weights_shape(g, &gk, &gn, &gb));
+    CHECK(gk == K && gn == N && (gb == 4 || gb == 5)); /* B[K][N]: W[N][K] transposed */
+    int8_t table[32];
+    float gs[N];
+    QK_TRY(qk_codebook_weights_table(g, table, 32, gs, N));
+    for (uint32_t c = 1; c < (1u << gb); c++) {
+        CHECK(table[c] > table[c - 1] || table[c] == 0); /* sorted levels (0 past the set) */
+    }
+
+    /* One-hot rows: C[k][n] = the integer level of weight (k, n). */
+    static uint8_t onehot[K * K];
+    memset(onehot, 0, sizeof onehot);
+    for (int k = 0; k < K; k++) {
+        onehot[k * K + k] = 1;
+    }
+    int32_t lv[K * N];
+    QK_TRY(qk_codebook_gemm_i32(g, onehot, QK_U8, K * K, K, K, 0, NULL, 0, lv, K * N, N));
+    double sse = 0.0;
+    for (int n = 0; n < N; n++) {
+        for (int k = 0; k < K; k++) {
+            int found = 0;
+            for (uint32_t c = 0; c < (1u << gb); c++) {
+                found |= table[c] == lv[k * N + n];
+            }
+            CHECK(found);
+            float v = (float)lv[k * N + n] * gs[n];
+            double d = (double)wf[n * K + k] - (double)v;
+            sse += d * d;
+        }
+    }
+    CHECK(mse[0] > 0.0 && mse[1] >= 0.0);
+    CHECK(mse[1] == sse / (double)(N * K)); /* the reported MSE is that of these weights */
+
+    uint8_t a[M * K];
+    for (int i = 0; i < M * K; i++) {
+        a[i] = (uint8_t)(lcg() & 0xFF);
+    }
+    const int32_t za = 99;
+    const float sa = 0.125f;
+    const float bias[N] = {1.0f, -0.5f, 0.0f, 2.5f, -3.0f};
+    int32_t ci[M * N];
+    float cf[M * N];
+    QK_TRY(qk_codebook_gemm_i32(g, a, QK_U8, M * K, M, K, za, NULL, 0, ci, M * N, N));
+    QK_TRY(qk_codebook_gemm_f32(g, a, QK_U8, M * K, M, K, za, sa, bias, N, cf, M * N, N));
+    for (int i = 0; i < M; i++) {
+        for (int n = 0; n < N; n++) {
+            int64_t acc = 0;
+            for (int k = 0; k < K; k++) {
+                acc += ((int64_t)a[i * K + k] - za) * lv[k * N + n];
+            }
+            CHECK(ci[i * N + n] == (int32_t)acc);
+            float y = (float)acc * (sa * gs[n]);
+            CHECK(same_float(cf[i * N + n], y + bias[n]));
+        }
+    }
+    printf("pwlq grid: %u-bit table, MSE %.4e -> %.4e (%+.2f %%), C[0][0..2] = %.6f %.6f %.6f\n", (unsigned)gb,
+           mse[0], mse[1], 100.0 * (mse[1] - mse[0]) / mse[0], (double)cf[0], (double)cf[1], (double)cf[2]);
+    QK_TRY(qk_codebook_weights_free(g));
+
+    /* Bias correction: bias + (float)sum_k mu_k*(w - w_hat) in double. */
+    qk_pwlq_weights *w = NULL;
+    QK_TRY(qk_pwlq_pack(codes, N * K, N, K, 0, 4, m, N, p, N, &w));
+    CHECK(w != NULL);
+    if (w == NULL) {
+        return;
+    }
+    float deq[N * K], mu[K], out[N];
+    QK_TRY(qk_pwlq_dequantize(w, deq, N * K));
+    for (int k = 0; k < K; k++) {
+        mu[k] = 0.5f + (float)(k % 7) * 0.0625f;
+    }
+    QK_TRY(qk_pwlq_bias_correction(w, wf, N * K, mu, K, bias, N, out, N));
+    for (int n = 0; n < N; n++) {
+        double d = 0.0;
+        for (int k = 0; k < K; k++) {
+            d += (double)mu[k] * ((double)wf[n * K + k] - (double)deq[n * K + k]);
+        }
+        CHECK(same_float(out[n], bias[n] + (float)d));
+    }
+
+    /* Errors: 6-bit PWLQ has too many levels for a codebook; NULL out; a short mean. */
+    qk_codebook_weights *g2 = (qk_codebook_weights *)(void *)table; /* non-NULL */
+    qk_status st = qk_pwlq_snap_to_grid(wf, N * K, N, K, 0, 6, m, N, p, N, 127, NULL, 0, &g2);
+    CHECK(st != QK_OK && g2 == NULL);
+    st = qk_pwlq_snap_to_grid(wf, N * K, N, K, 0, 4, m, N, p, N, 127, NULL, 0, NULL);
+    CHECK(st == QK_ERR_NULL_POINTER);
+    st = qk_pwlq_bias_correction(w, wf, N * K, mu, K - 1, NULL, 0, out, N);
+    CHECK(st == QK_ERR_SHAPE);
+    printf("expected error %d: %s\n", (int)st, qk_last_error());
+    QK_TRY(qk_pwlq_weights_free(w));
+}
+
 int main(void) {
     test_info_and_threads();
     test_learned_codebook();
     test_apot_from_floats();
     test_pwlq();
+    test_pwlq_grid_and_bias();
     QK_TRY(qk_set_num_threads(0));
     if (failures != 0) {
         fprintf(stderr, "nonuniform: %d check(s) FAILED\n", failures);

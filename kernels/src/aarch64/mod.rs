@@ -13,6 +13,8 @@
 //!   or `sdot` (`qx8_codebook{4,5}_gemm_8x8c8__dotprod`); [`neon::codebook`],
 //!   [`dotprod::codebook`]. Grids beyond int8: `tbl` on the i16 table's byte planes +
 //!   `smlal` (`qx8_codebook{4,5}_i16_gemm_4x4c8__neon`).
+//! * Bit shift (codebook family `shift`): `qx8_shift_{pot,apot}_gemm_4x8c2__neon`
+//!   (`sshl` on i16 lanes, `eor` sign, `sadalp`; [`neon::shift`]).
 //!
 //! The dotprod and i8mm kernels read A either as raw rows or packed by [`pack_a_8x8`]
 //! (the driver packs once per row tile and reuses it for every column tile).
@@ -34,9 +36,14 @@ pub fn dwconv_kernels() -> impl Iterator<Item = DwconvUkernel> {
     neon::dwconv::DWCONV_KERNELS.iter().copied()
 }
 
-/// Every AArch64 codebook (table-lookup) microkernel in this build, least preferred first.
+/// Every AArch64 codebook microkernel in this build (both families: table lookup and bit
+/// shift), least preferred first.
 pub fn codebook_kernels() -> impl Iterator<Item = CodebookUkernel> {
-    neon::codebook::CODEBOOK_KERNELS.iter().chain(dotprod::codebook::CODEBOOK_KERNELS).copied()
+    neon::shift::SHIFT_KERNELS
+        .iter()
+        .chain(neon::codebook::CODEBOOK_KERNELS)
+        .chain(dotprod::codebook::CODEBOOK_KERNELS)
+        .copied()
 }
 
 /// Rows of the 8-row packed A layout ([`pack_a_8x8`]).

@@ -24,17 +24,25 @@
 //! unless K passes that: 66 311 rows for 8-bit, 271 661 for 6-bit, 1 203 072 for 4-bit),
 //! each slice's dots are exact in i32 for any activations and zero point
 //! (`|a − za| ≤ 255`, `|c|, |t|, |s| ≤ Q`), and the slices are summed in i64. The fused
-//! AVX-512 path likewise runs K in chunks whose raw i32 sums are exact, summed in i64
-//! (see `FUSED_CHUNK_BLOCKS`). The per-channel epilogue is [`combine_exact`] on the i64
-//! dots: `((s1·Dc + s2·Dt) + p·Ds)·sa (+ bias)`, each step one f32 operation, each dot
+//! AVX-512 paths (one thread, 4-bit: [`PwlqGemmWeights::fused_kernel_name`]) likewise run
+//! K in chunks whose raw i32 sums are exact, summed in i64 (see `FUSED_CHUNK_BLOCKS`).
+//! The per-channel epilogue is [`combine_exact`] on the i64 dots:
+//! `((s1·Dc + s2·Dt) + p·Ds)·sa (+ bias)`, each step one f32 operation, each dot
 //! converted i64 → f32 once (round to nearest even), exactly as the reference does.
+//!
+//! The fused GEMM kernel (two or more rows) reads the codes one byte per weight in
+//! 16-channel panels and decodes them in registers (one XOR, three `vpshufb` per 24
+//! `vpdpbusd`), an 8 × 16 × 3 accumulator tile. Int8 `[C | T | S]` panels, tried first,
+//! need no decode but stream three bytes per weight: at M = 8–16 (N = K = 4096) they ran
+//! DRAM-bound at 1/8–1/6 of the int8 GEMM, which streams one.
 
 use qkern_kernels::{Int8, Isa};
 
-use super::{DotTriple, GridAligned, PwlqChannel, PwlqPacked, PwlqParams, PwlqTensor, combine_exact, decompose, dequantize_value, field_to_code};
+use super::{DotTriple, GridAligned, grid_level, PwlqChannel, PwlqPacked, PwlqParams, PwlqTensor, combine_exact, decompose, dequantize_value, field_to_code};
 use crate::dispatch::Context;
 use crate::error::{Error, Result, check_matrix, check_scale};
 use crate::gemm::{Activations, MatrixMut, MatrixRef, PackedWeights, PerChannel, WeightQuant};
+use crate::quant::{Granularity, LevelParams, LevelSet, PackedCodes};
 
 /// Which dequantization kernel a tier runs for `bits`-bit PWLQ (the name reports use).
 pub fn dequant_kernel_name(isa: Isa, bits: u32, output: &str) -> &'static str {
@@ -240,6 +248,70 @@ impl GridAligned {
         }
         Ok(t)
     }
+
+    /// The grid-aligned weights as [`PackedCodes`] `B[K][N]` for the codebook GEMM
+    /// kernels ([`crate::codebook::CodebookWeights`]): one integer level set — the
+    /// distinct levels of the shared table, ascending (4-bit codes when there are at most
+    /// 16, else 5-bit) — and one scale per column, the slot's grid `g`; so a weight's
+    /// value is `(L as f32)·g`, what [`GridAligned::dequantize`] gives.
+    ///
+    /// Needs 4-bit PWLQ, a rank-2 tensor with one slot per channel (axis 1; axis 0, a
+    /// `W[N][K]`, is transposed), one ratio shared by every slot with `g > 0` (snap with
+    /// [`GridScope::Shared`](super::GridScope::Shared): the codebook kernels take one
+    /// table per tensor) and levels within int8 (`max_level ≤ 127`); otherwise
+    /// [`Error::Unsupported`]. A slot with `g = 0` (`m = 0`) weighs nothing: its codes
+    /// are stored as the level 0 with scale 1, so its weights are `+0.0`.
+    pub fn codebook_codes(&self) -> Result<PackedCodes> {
+        let (k, n, axis) = match (self.shape.as_slice(), self.granularity) {
+            (&[r, c], Granularity::PerChannel { axis: 1 }) => (r, c, 1),
+            (&[r, c], Granularity::PerChannel { axis: 0 }) => (c, r, 0),
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "codebook weights need a rank-2 tensor snapped per channel on axis 0 or 1; got shape {:?}, {:?}",
+                    self.shape, self.granularity
+                )));
+            }
+        };
+        if self.bits != 4 {
+            return Err(Error::Unsupported(format!(
+                "the codebook kernels take at most 32 levels: 4-bit PWLQ; these weights are {}-bit",
+                self.bits
+            )));
+        }
+        let mut live = self.ratios.iter().zip(&self.g).filter(|&(_, &g)| g > 0.0).map(|(&r, _)| r);
+        let ratio = live.next().unwrap_or((1, 0));
+        if let Some(other) = live.find(|&r| r != ratio) {
+            return Err(Error::Unsupported(format!(
+                "the codebook kernels take one table per tensor, but the slots have ratios {ratio:?} and {other:?}: \
+                 snap with GridScope::Shared"
+            )));
+        }
+        let q = self.q_max;
+        let level = |code: i16| grid_level(code, q, ratio);
+        let mut levels: Vec<i32> = (-(2 * q + 1)..=2 * q + 1).map(level).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        let top = levels.iter().map(|l| l.abs()).max().unwrap_or(0);
+        if top > 127 {
+            return Err(Error::Unsupported(format!(
+                "the shared table reaches level {top}; the codebook kernels need int8 levels (snap with max_level ≤ 127)"
+            )));
+        }
+        let small: Vec<i16> = levels.iter().map(|&l| l as i16).collect(); // |l| ≤ 127
+        let set = LevelSet::codebook_i16(if levels.len() <= 16 { 4 } else { 5 }, &small)?;
+        // Every code's level is in `levels` (built from all codes above).
+        let code_of = |c: i16| levels.binary_search(&level(c)).unwrap_or(0) as u8;
+        let zero = code_of(0);
+        let mut codes = vec![0u8; k * n];
+        for kk in 0..k {
+            for c in 0..n {
+                let i = if axis == 1 { kk * n + c } else { c * k + kk };
+                codes[kk * n + c] = if self.g[c] > 0.0 { code_of(self.codes[i]) } else { zero };
+            }
+        }
+        let scales = self.g.iter().map(|&g| if g > 0.0 { g } else { 1.0 }).collect();
+        PackedCodes::pack(&codes, k, n, &LevelParams::per_channel(set, 1, scales)?)
+    }
 }
 
 /// PWLQ weights prepared for the exact-mode GEMM: the `K × 3N` int8 matrix `[C | T | S]`
@@ -271,20 +343,53 @@ fn slice_rows(q_max: i16) -> usize {
     (i32::MAX as u64 / (255 * (q_max.max(1) as u64))) as usize
 }
 
-/// What the fused single-pass path reads: the 4-bit planes themselves and, per channel,
-/// `Σc`, `Σt`, `Σs` over K (for the zero-point correction).
+/// What the fused single-pass paths read: the 4-bit planes themselves (one row: the
+/// GEMV kernel), the same codes one byte per weight in the panels of the GEMM
+/// microkernel (two or more rows) — both decoded in registers — and, per channel, `Σc`,
+/// `Σt`, `Σs` over K (for the zero-point correction).
 #[derive(Debug)]
-// Only the x86-64 kernel reads the code planes; elsewhere `Fused` is never built.
+// Only the x86-64 kernels read the planes; elsewhere `Fused` is never built.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Fused {
     values: Vec<u8>,
     regions: Vec<u64>,
     blocks: usize,
+    /// `⌈N/16⌉` panels of `steps` K steps ([`PANEL_NR`] channels × 4 K, one byte per
+    /// weight, the layout of `pwlq_dot3_gemm_8x16c4`); padding channels and K are zero.
+    panels: Vec<u8>,
+    /// `⌈K/4⌉`.
+    steps: usize,
     sums: Vec<[i64; 3]>,
 }
 
-/// Channels per tile of the fused path (see `fused_f32`).
-const FUSED_TILE_N: usize = 32;
+/// Channels per panel of the GEMM microkernel, and bytes per K step of a panel.
+#[cfg(target_arch = "x86_64")]
+use qkern_kernels::x86_64::avx512vnni::pwlq::{DOT3_PANEL_NR as PANEL_NR, DOT3_STEP_BYTES as STEP_BYTES};
+#[cfg(not(target_arch = "x86_64"))]
+const PANEL_NR: usize = 16;
+#[cfg(not(target_arch = "x86_64"))]
+const STEP_BYTES: usize = 64;
+
+/// Rows per call of the GEMM microkernel (its 8 × 16 × 3 = 24 accumulators).
+const PANEL_MR: usize = 8;
+
+/// The 4-bit codes of `w` as the microkernel's panels (see [`Fused::panels`]): byte
+/// `nibble | region·0x80` of each weight, 16 channels × 4 K per 64-byte step.
+fn pack_panels(w: &PwlqPacked) -> Vec<u8> {
+    let (n, k) = (w.n, w.k);
+    let steps = k.div_ceil(4);
+    let mut out = vec![0u8; n.div_ceil(PANEL_NR) * steps * STEP_BYTES];
+    // As the int8 weights: huge pages before the first write (the panels stream).
+    crate::gemm::advise_huge_pages(&mut out);
+    for c in 0..n {
+        let (p, col) = (c / PANEL_NR, c % PANEL_NR);
+        for kk in 0..k {
+            let f = w.field(c, kk);
+            out[(p * steps + kk / 4) * STEP_BYTES + col * 4 + kk % 4] = (f & 0xF) as u8 | ((f >> 4) as u8) << 7;
+        }
+    }
+    out
+}
 
 /// 64-element blocks per call of the fused kernel: its raw i32 sums of u8 activations ×
 /// 4-bit codes (`|c|, |t| ≤ Q = 7`, `|s| ≤ 1`) are exact while `blocks·64·255·7 < 2³¹`,
@@ -312,6 +417,61 @@ fn dot3<const R: usize, const NC: usize>(f: &Fused, a: [&[u8]; R], c0: usize, nc
     out
 }
 
+/// Raw sums of row group `a` (`nr ≤ 8` rows packed step-major, `4·nr·(s1 − s0)` bytes;
+/// see `pwlq_dot3_gemm_8x16c4`) × steps `s0..s1` of panel `p` (within the i32 bound of
+/// one chunk) into `out[..nr]`, `[plane][col]`.
+fn panel_chunk(f: &Fused, a: &[u8], p: usize, s0: usize, s1: usize, out: &mut [[[i32; PANEL_NR]; 3]; PANEL_MR]) {
+    let base = p * f.steps * STEP_BYTES;
+    let panel = &f.panels[base + s0 * STEP_BYTES..base + s1 * STEP_BYTES];
+    let nr = a.len() / (4 * (s1 - s0)).max(1);
+    fn run<const R: usize>(a: &[u8], panel: &[u8], out: &mut [[[i32; PANEL_NR]; 3]]) {
+        out[..R].copy_from_slice(&microkernel::<R>(a, panel));
+    }
+    match nr {
+        8 => run::<8>(a, panel, out),
+        7 => run::<7>(a, panel, out),
+        6 => run::<6>(a, panel, out),
+        5 => run::<5>(a, panel, out),
+        4 => run::<4>(a, panel, out),
+        3 => run::<3>(a, panel, out),
+        2 => run::<2>(a, panel, out),
+        _ => run::<1>(a, panel, out),
+    }
+}
+
+/// One call of the GEMM microkernel.
+#[allow(unsafe_code)] // the one call site of the panel kernel
+fn microkernel<const R: usize>(a: &[u8], panel: &[u8]) -> [[[i32; PANEL_NR]; 3]; R] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `Fused` exists only when the context's tier is AVX-512 VNNI (checked
+        // against the CPU when the context was built); the kernel checks the lengths.
+        unsafe { qkern_kernels::x86_64::avx512vnni::pwlq::pwlq_dot3_gemm_8x16c4::<R>(a, panel) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, panel);
+        unreachable!("the fused path is built only on x86-64")
+    }
+}
+
+/// The vectorised epilogue of one panel row (`pwlq_combine_row16`), for dots that fit
+/// i32.
+#[allow(unsafe_code)] // the one call site of the combine kernel
+fn combine_row16(raw: &[[i32; 16]; 3], zsum: &[[i32; 16]; 3], params: &[[f32; 16]; 3], sa: f32, bias: Option<&[f32; 16]>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: as for the microkernel (AVX-512 F is part of the tier); the kernel
+        // checks `out`'s length.
+        unsafe { qkern_kernels::x86_64::avx512vnni::pwlq::pwlq_combine_row16(raw, zsum, params, sa, bias, out) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (raw, zsum, params, sa, bias, out);
+        unreachable!("the fused path is built only on x86-64")
+    }
+}
+
 /// [`dot3`] on blocks `b0..b1` (at most [`FUSED_CHUNK_BLOCKS`]); `a` holds those blocks'
 /// activations.
 #[allow(unsafe_code)] // the one call site of the fused kernel
@@ -335,6 +495,26 @@ fn dot3_chunk<const R: usize, const NC: usize>(f: &Fused, a: [&[u8]; R], c0: usi
     {
         let _ = (f, a, c0, nc, b0, b1);
         unreachable!("the fused path is built only on x86-64")
+    }
+}
+
+/// One row of a panel tile: `out[j]` = [`combine_exact`] of the raw sums minus `za·Σw`
+/// (`z`), for the channels `ch` (the bias test hoisted out of the loop, which the
+/// per-output epilogue otherwise pays for on every one of the M·N outputs).
+#[inline]
+fn store_row(out: &mut [f32], raw: &[[i64; PANEL_NR]; 3], z: &[[i64; 3]], ch: &[PwlqChannel], sa: f32, bias: Option<&[f32]>) {
+    let dots = |j: usize| DotTriple { centre: raw[0][j] - z[j][0], tail: raw[1][j] - z[j][1], tail_sign: raw[2][j] - z[j][2] };
+    match bias {
+        Some(b) => {
+            for (j, ((y, c), &b)) in out.iter_mut().zip(ch).zip(b).enumerate() {
+                *y = combine_exact(dots(j), c, sa, Some(b));
+            }
+        }
+        None => {
+            for (j, (y, c)) in out.iter_mut().zip(ch).enumerate() {
+                *y = combine_exact(dots(j), c, sa, None);
+            }
+        }
     }
 }
 
@@ -380,7 +560,7 @@ impl PwlqGemmWeights {
                     s
                 })
                 .collect();
-            Fused { values: w.values.clone(), regions: w.regions.clone(), blocks, sums }
+            Fused { values: w.values.clone(), regions: w.regions.clone(), blocks, panels: pack_panels(w), steps: k.div_ceil(4), sums }
         });
         Ok(PwlqGemmWeights { slices, n, k, channels: w.channels.clone(), fused })
     }
@@ -480,75 +660,123 @@ impl PwlqGemmWeights {
         Ok(())
     }
 
-    /// Whether a call of `m` rows on `ctx` runs the fused single-pass kernel
-    /// (`pwlq4_dot3_u8__avx512vnni`: 4-bit weights, an AVX-512 VNNI context of one thread,
-    /// any `m ≥ 1` and any K — measured faster than the driver on `[C | T | S]` at
-    /// M = 1…128, which streams three int8 matrices) instead of the int8 GEMM driver on
-    /// `[C | T | S]`.
+    /// Whether a call of `m` rows on `ctx` runs a fused single-pass kernel (4-bit
+    /// weights, an AVX-512 VNNI context of one thread, any `m ≥ 1` and any K; see
+    /// [`PwlqGemmWeights::fused_kernel_name`]) instead of the int8 GEMM driver on
+    /// `[C | T | S]` followed by a separate combine pass.
     pub fn uses_fused(&self, ctx: &Context, m: usize) -> bool {
         self.fused.is_some() && m > 0 && ctx.threads() == 1 && tier(ctx.kernels().isa) == Tier::Avx512
     }
 
+    /// The fused kernel a call of `m` rows on `ctx` runs, or `None` for the driver path:
+    /// `m = 1`, `pwlq4_dot3_u8__avx512vnni` (decodes the 4-bit planes in registers,
+    /// four channels per call: the codes are what streams); `m ≥ 2`,
+    /// `qs8_pwlq_dot3_gemm_8x16c4__avx512vnni` (8 rows × 16 channels × 3 accumulators
+    /// on prepacked int8 `[C | T | S]` panels, the tile of the int8 GEMM kernel with three
+    /// planes instead of two column vectors).
+    pub fn fused_kernel_name(&self, ctx: &Context, m: usize) -> Option<&'static str> {
+        match m {
+            _ if !self.uses_fused(ctx, m) => None,
+            1 => Some("pwlq4_dot3_u8__avx512vnni"),
+            _ => Some("qs8_pwlq_dot3_gemm_8x16c4__avx512vnni"),
+        }
+    }
+
     /// The fused path: per row, the activations (as u8: i8 ones XOR 0x80, the zero point
-    /// likewise) zero-padded to whole blocks, four channels per kernel call; then
-    /// `D = raw − za·Σw` in i64 (`raw` from `dot3`, exact for any K) and [`combine_exact`].
+    /// likewise) zero-padded to whole blocks; the raw sums of the kernel
+    /// ([`PwlqGemmWeights::fused_kernel_name`]), exact for any K; then
+    /// `D = raw − za·Σw` in i64 and [`combine_exact`] straight into `c` (no `M × 3N`
+    /// intermediate).
     #[allow(clippy::needless_range_loop)] // raw[row][channel] beside emit(row, channel)
     fn fused_f32<A: Int8>(&self, f: &Fused, a: Activations<'_, A>, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) {
         let (m, n, k) = (a.matrix.rows, self.n, self.k);
         let flip = if A::SIGNED { 0x80u8 } else { 0 };
         let za = ((a.zero_point.to_i32() as u8) ^ flip) as i64;
-        let mut rows = vec![0u8; m * f.blocks * 64];
-        for (r, dst) in rows.chunks_exact_mut(f.blocks * 64).enumerate() {
-            let src = &a.matrix.data[r * a.matrix.stride..r * a.matrix.stride + k];
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = (s.to_i32() as u8) ^ flip;
+        let u8_of = |v: A| (v.to_i32() as u8) ^ flip;
+        let src = |r: usize| &a.matrix.data[r * a.matrix.stride..r * a.matrix.stride + k];
+        let (out, ld) = (c.data, c.stride);
+        // za·Σw per channel, once per call rather than per output.
+        let zsum: Vec<[i64; 3]> = f.sums.iter().map(|s| s.map(|v| za * v)).collect();
+        let value = |ch: usize, raw: [i64; 3]| {
+            let z = &zsum[ch];
+            let t = DotTriple { centre: raw[0] - z[0], tail: raw[1] - z[1], tail_sign: raw[2] - z[2] };
+            combine_exact(t, &self.channels[ch], a.scale, bias.map(|b| b[ch]))
+        };
+        if m == 1 {
+            // One row: the GEMV kernel on the 4-bit planes (the codes are the bytes that
+            // stream; decoding them in registers beats reading the 3-byte panels), four
+            // channels per call, on the row zero-padded to whole blocks.
+            let mut row = vec![0u8; f.blocks * 64];
+            for (d, &v) in row.iter_mut().zip(src(0)) {
+                *d = u8_of(v);
+            }
+            for c0 in (0..n).step_by(4) {
+                let nc = (n - c0).min(4);
+                let raw = dot3::<1, 4>(f, [&row], c0, nc);
+                for j in 0..nc {
+                    out[c0 + j] = value(c0 + j, raw[0][j]);
+                }
+            }
+            return;
+        }
+        // Two or more rows: the 8 × 16 GEMM microkernel on the [C | T | S] panels. The
+        // rows go in groups of PANEL_MR, each packed step-major as the kernel reads it
+        // (group at row r0: 4·steps·r0 bytes in), zero-padded to whole steps.
+        let steps = f.steps;
+        let mut packed = vec![0u8; m * 4 * steps];
+        for (r0, group) in (0..m).step_by(PANEL_MR).zip(packed.chunks_mut(PANEL_MR * 4 * steps)) {
+            let nr = (m - r0).min(PANEL_MR);
+            for r in 0..nr {
+                for (st, quad) in src(r0 + r).chunks(4).enumerate() {
+                    let at = (st * nr + r) * 4;
+                    for (d, &v) in group[at..at + quad.len()].iter_mut().zip(quad) {
+                        *d = u8_of(v);
+                    }
+                }
             }
         }
-        let row = |r: usize| &rows[r * f.blocks * 64..(r + 1) * f.blocks * 64];
-        let (out, ld) = (c.data, c.stride);
-        let mut emit = |r: usize, ch: usize, raw: [i64; 3]| {
-            let s = &f.sums[ch];
-            let t = DotTriple { centre: raw[0] - za * s[0], tail: raw[1] - za * s[1], tail_sign: raw[2] - za * s[2] };
-            out[r * ld + ch] = combine_exact(t, &self.channels[ch], a.scale, bias.map(|b| b[ch]));
-        };
-        // Channel tiles of FUSED_TILE_N outermost, so a tile's codes (80 KiB) stay in L2
-        // while every row group reads them; within a tile, groups of 8 rows run 8 rows × 1 channel
-        // per call, one row 4 channels, 2–7 rows 4 rows × 2 channels (≤ 24 accumulators).
-        for ct in (0..n).step_by(FUSED_TILE_N) {
-            let ce = (ct + FUSED_TILE_N).min(n);
-            let mut r0 = 0;
-            while r0 < m {
-                let nr = if m - r0 >= 8 { 8 } else { (m - r0).min(4) };
-                if nr == 8 {
-                    // 8 rows × 1 channel: the decode is shared by 24 `vpdpbusd`.
-                    let ar: [&[u8]; 8] = core::array::from_fn(|i| row(r0 + i));
-                    for c0 in ct..ce {
-                        let raw = dot3::<8, 1>(f, ar, c0, 1);
-                        for (i, rw) in raw.iter().enumerate() {
-                            emit(r0 + i, c0, rw[0]);
-                        }
+        // Panel outermost, so that a panel (16 channels × K bytes: 64 KiB at K = 4096)
+        // stays in L1/L2 while every row group reads it.
+        let chunk = 16 * FUSED_CHUNK_BLOCKS;
+        let mut raw = [[[0i32; PANEL_NR]; 3]; PANEL_MR];
+        let mut sums = [[[0i64; PANEL_NR]; 3]; PANEL_MR];
+        for p in 0..n.div_ceil(PANEL_NR) {
+            let c0 = p * PANEL_NR;
+            let nc = (n - c0).min(PANEL_NR);
+            let (ch, z) = (&self.channels[c0..c0 + nc], &zsum[c0..c0 + nc]);
+            let bias = bias.map(|b| &b[c0..c0 + nc]);
+            // One K chunk: every dot, `za·Σw` and raw sum fits i32 (the chunk bound, with
+            // |a|, |a − za| ≤ 255), so the vector epilogue converts i32 → f32 directly.
+            let lanes = |g: &dyn Fn(usize) -> f32| -> [f32; 16] { core::array::from_fn(|j| if j < nc { g(j) } else { 0.0 }) };
+            let params = [lanes(&|j| ch[j].s1), lanes(&|j| ch[j].s2), lanes(&|j| ch[j].p)];
+            let bias16 = bias.map(|b| lanes(&|j| b[j]));
+            let zsum32: [[i32; 16]; 3] = core::array::from_fn(|q| core::array::from_fn(|j| if j < nc { z[j][q] as i32 } else { 0 }));
+            for (r0, group) in (0..m).step_by(PANEL_MR).zip(packed.chunks(PANEL_MR * 4 * steps)) {
+                let nr = group.len() / (4 * steps);
+                if steps <= chunk {
+                    panel_chunk(f, group, p, 0, steps, &mut raw);
+                    for (rr, rw) in raw[..nr].iter().enumerate() {
+                        let at = (r0 + rr) * ld + c0;
+                        combine_row16(rw, &zsum32, &params, a.scale, bias16.as_ref(), &mut out[at..at + nc]);
                     }
-                } else if nr == 1 {
-                    for c0 in (ct..ce).step_by(4) {
-                        let nc = (ce - c0).min(4);
-                        let raw = dot3::<1, 4>(f, [row(r0)], c0, nc);
-                        for j in 0..nc {
-                            emit(r0, c0 + j, raw[0][j]);
-                        }
-                    }
-                } else {
-                    let ar: [&[u8]; 4] = core::array::from_fn(|i| row(r0 + i.min(nr - 1)));
-                    for c0 in (ct..ce).step_by(2) {
-                        let nc = (ce - c0).min(2);
-                        let raw = dot3::<4, 2>(f, ar, c0, nc);
-                        for i in 0..nr {
-                            for j in 0..nc {
-                                emit(r0 + i, c0 + j, raw[i][j]);
+                    continue;
+                }
+                sums[..nr].fill([[0; PANEL_NR]; 3]);
+                for s0 in (0..steps).step_by(chunk) {
+                    let s1 = (s0 + chunk).min(steps);
+                    panel_chunk(f, &group[4 * nr * s0..4 * nr * s1], p, s0, s1, &mut raw);
+                    for (o, w) in sums.iter_mut().zip(&raw).take(nr) {
+                        for (op, wp) in o.iter_mut().zip(w) {
+                            for (x, &y) in op.iter_mut().zip(wp) {
+                                *x += y as i64;
                             }
                         }
                     }
                 }
-                r0 += nr;
+                for (rr, rw) in sums[..nr].iter().enumerate() {
+                    let at = (r0 + rr) * ld + c0;
+                    store_row(&mut out[at..at + nc], rw, z, ch, a.scale, bias);
+                }
             }
         }
     }

@@ -17,6 +17,7 @@
 
 pub mod codebook;
 pub mod dwconv;
+pub mod shift;
 
 use core::arch::aarch64::*;
 

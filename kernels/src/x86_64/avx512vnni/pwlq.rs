@@ -173,3 +173,110 @@ pub unsafe fn pwlq4_dot3_u8<const R: usize, const NC: usize>(
     }
     out
 }
+
+/// Columns per panel of [`pwlq_dot3_gemm_8x16c4`]'s packed weights.
+pub const DOT3_PANEL_NR: usize = 16;
+
+/// Bytes of one K step (4 weights of each of the 16 columns) of a panel.
+pub const DOT3_STEP_BYTES: usize = 64;
+
+/// Exact-mode PWLQ GEMM microkernel, `qs8_pwlq_dot3_gemm_8x16c4__avx512vnni`: `R ≤ 8`
+/// activation rows × one panel of 16 channels of 4-bit PWLQ, returning the raw sums
+/// `out[r][j][col] = Σ_k a[r][k] · plane_j[k][col]` for the planes `j` = 0 (centre codes
+/// `c`), 1 (tail codes `t`), 2 (tail signs `s`) — no zero point: the caller subtracts
+/// `za·Σ plane_j`.
+///
+/// `panel` is `steps` K steps of [`DOT3_STEP_BYTES`] bytes, byte `col·4 + i` of step `s`
+/// the weight `(4s + i, col)` (the int8 GEMM's `c4` layout) as `nibble | region·0x80`,
+/// the nibble `sign·8 | q` of the packed format. One byte per weight, as int8 weights,
+/// decoded in registers per step: `vpshufb` of the byte through the signed-magnitude
+/// table gives `c` (a tail byte has bit 7 set, which `vpshufb` zeroes), and of the byte
+/// XOR 0x80 through it and the sign table gives `t` and `s` (now the centre bytes are
+/// zeroed) — one XOR and three shuffles per 24 `vpdpbusd`. A zero byte (the padding)
+/// decodes to 0 in all three.
+///
+/// `a` is the `R` rows packed the same way, `a[(s·R + r)·4 + i] = a[r][4s + i]`
+/// (`4·R·steps` bytes): one sequential stream, where `R` separate rows a page apart
+/// would share one L1 set. Per step: one 64-byte load, the decode, `R` broadcasts and
+/// `3R` `vpdpbusd` into `3R ≤ 24` accumulators (24 + three planes + two tables + the
+/// broadcast: 30 zmm registers, no spill). The caller zero-pads K to a whole step. Exact
+/// in i32 while `4·steps·255·7` < 2³¹ (the caller chunks K).
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn pwlq_dot3_gemm_8x16c4<const R: usize>(a: &[u8], panel: &[u8]) -> [[[i32; DOT3_PANEL_NR]; 3]; R] {
+    const { assert!(R != 0 && R <= 8, "1 to 8 rows") };
+    let steps = panel.len() / DOT3_STEP_BYTES;
+    assert!(a.len() >= 4 * R * steps, "packed activations shorter than the panel's K");
+    let tq = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6, -7));
+    let ts = _mm512_broadcast_i32x4(_mm_setr_epi8(1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1));
+    let region = _mm512_set1_epi8(i8::MIN);
+    let ap = a.as_ptr();
+    let wp = panel.as_ptr();
+    let mut acc = [[_mm512_setzero_si512(); 3]; R];
+    for s in 0..steps {
+        // SAFETY: DOT3_STEP_BYTES·(s + 1) ≤ panel.len().
+        let f = unsafe { _mm512_loadu_si512(wp.add(DOT3_STEP_BYTES * s).cast()) };
+        let wc = _mm512_shuffle_epi8(tq, f);
+        let x = _mm512_xor_si512(f, region);
+        let wt = _mm512_shuffle_epi8(tq, x);
+        let ws = _mm512_shuffle_epi8(ts, x);
+        for r in 0..R {
+            // SAFETY: 4·(s·R + r) + 4 ≤ 4·R·steps ≤ a.len() (checked above).
+            let av = _mm512_set1_epi32(unsafe { ap.add(4 * (s * R + r)).cast::<i32>().read_unaligned() });
+            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, wc);
+            acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, wt);
+            acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], av, ws);
+        }
+    }
+    let mut out = [[[0i32; DOT3_PANEL_NR]; 3]; R];
+    for r in 0..R {
+        for j in 0..3 {
+            // SAFETY: out[r][j] holds 16 i32.
+            unsafe { _mm512_storeu_si512(out[r][j].as_mut_ptr().cast(), acc[r][j]) };
+        }
+    }
+    out
+}
+
+/// The exact-mode epilogue of one row of a 16-channel panel, for dots that fit i32 (one
+/// K chunk of [`pwlq_dot3_gemm_8x16c4`]): per lane `D_j = raw[j] − zsum[j]` (i32; the
+/// caller proves the true dot and both terms fit), converted by `vcvtdq2ps` (round to
+/// nearest even: the same f32 as the reference's i64 → f32 of the same integer), then
+/// `y = ((s1·Dc + s2·Dt) + p·Ds)·sa (+ bias)` with `params` = `[s1, s2, p]` per lane,
+/// every step one IEEE f32 operation in this order, no FMA — bit for bit
+/// `qkern::quant::pwlq::combine_exact`. Writes the first `out.len() ≤ 16` lanes.
+///
+/// # Safety
+/// The CPU must support AVX-512 F.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn pwlq_combine_row16(
+    raw: &[[i32; 16]; 3],
+    zsum: &[[i32; 16]; 3],
+    params: &[[f32; 16]; 3],
+    sa: f32,
+    bias: Option<&[f32; 16]>,
+    out: &mut [f32],
+) {
+    assert!(out.len() <= 16, "a panel row has at most 16 channels");
+    // SAFETY: every array holds 16 lanes.
+    let (d, pr, b) = unsafe {
+        let d: [__m512; 3] = core::array::from_fn(|j| {
+            let r = _mm512_loadu_si512(raw[j].as_ptr().cast());
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(r, _mm512_loadu_si512(zsum[j].as_ptr().cast())))
+        });
+        let pr: [__m512; 3] = core::array::from_fn(|j| _mm512_loadu_ps(params[j].as_ptr()));
+        (d, pr, bias.map(|b| _mm512_loadu_ps(b.as_ptr())))
+    };
+    let c = _mm512_mul_ps(pr[0], d[0]);
+    let t = _mm512_mul_ps(pr[1], d[1]);
+    let s = _mm512_mul_ps(pr[2], d[2]);
+    let mut y = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(c, t), s), _mm512_set1_ps(sa));
+    if let Some(b) = b {
+        y = _mm512_add_ps(y, b);
+    }
+    let mask = ((1u32 << out.len()) - 1) as u16;
+    // SAFETY: the mask writes only lanes 0..out.len().
+    unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), mask, y) };
+}
