@@ -1,7 +1,8 @@
 //! Codebook benchmarks (issue 5): u8 activations × 4-/5-bit codebook weights → i32, on
 //! `qkern::bench::CODEBOOK_SHAPES` (GEMV 4096² and 11008×4096, GEMM M = 16 / 128 with
 //! N = K = 4096), for each scheme of `CODEBOOK_SCHEMES` (PoT-4, APoT-4, IQ4_NL-style
-//! codebook-4, APoT-5) on the table-lookup kernels and, where the level set is
+//! codebook-4, APoT-5; PoT-5 and 4-bit log, grids beyond int8, on the int16 lookup
+//! kernels) on the table-lookup kernels and, where the level set is
 //! `±(2^a [+ 2^b])`, the bit-shift kernels; the int8 GEMM on the same shape beside them.
 //! One criterion group per ISA tier; benchmark ids are `<family>_<scheme>/<shape>`
 //! (`int8/<shape>`). Throughput is `2·M·N·K` elements (`Gelem/s` = GOPS).

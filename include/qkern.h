@@ -352,8 +352,8 @@ typedef int32_t qk_pwlq_breakpoint;
 
 /**
  * Power of two (Miyashita et al.): `{0} ∪ {±2^e}`, sign + exponent-index codes, a
- * power-of-two scale (the full-scale-range exponent), `bits` 2–5. The lookup kernels take
- * 2–4 bits (the 5-bit grid, 16384, exceeds int8: `QK_ERR_UNSUPPORTED`).
+ * power-of-two scale (the full-scale-range exponent), `bits` 2–5. 2–4 bits run on the
+ * int8 lookup kernels; 5 bits (grid 16384, beyond int8) on the int16 ones.
  */
 #define QK_SCHEME_POT 1
 
@@ -373,8 +373,9 @@ typedef int32_t qk_pwlq_breakpoint;
 /**
  * A learned codebook: the caller's `levels` (2 to `2^bits` finite, strictly increasing
  * values; code `c` is `levels[c]`), `bits` 1–5. Packing needs the levels on an integer
- * grid within int8: every level an integer multiple `g·2^e` of one power of two with
- * `|g| ≤ 127` (e.g. llama.cpp's IQ4_NL table).
+ * grid: every level an integer multiple `g·2^e` of one power of two with `|g| ≤ 32767`
+ * (`|g| ≤ 127`, e.g. llama.cpp's IQ4_NL table, runs on the int8 kernels; wider grids on
+ * the int16 ones).
  */
 #define QK_SCHEME_CODEBOOK 4
 
@@ -497,7 +498,7 @@ qk_status qk_codebook_quantize(const float *w,
  *   an out-of-range code is `QK_ERR_INVALID_PARAMETER` naming its position.
  * * `levels`, `levels_count`: the table of `QK_SCHEME_CODEBOOK` (finite, strictly
  *   increasing, 2 to `2^bits` values); NULL with count 0 for the other schemes. A table
- *   with no integer grid, or one whose grid exceeds int8, is `QK_ERR_UNSUPPORTED`.
+ *   with no integer grid (within ±32767) is `QK_ERR_UNSUPPORTED`.
  * * `scale`, `scale_count`: 1 (per tensor) or `n` (per column) finite positive scales;
  *   `B[k][n] = levels[codes[k][n]] · scale[n]`.
  * * `out`: receives the handle; set to NULL first, so it is NULL on any failure.
@@ -528,8 +529,8 @@ qk_status qk_codebook_weights_create(const uint8_t *codes,
  * weights as `qk_codebook_quantize` followed by [`qk_codebook_weights_create`].
  *
  * Errors: those of both, in particular `QK_ERR_UNSUPPORTED` for a scheme the integer
- * kernels cannot run (`QK_SCHEME_LOG`, 5-bit `QK_SCHEME_POT`, a learned table without
- * an int8 grid). `out` is set to NULL first, so it is NULL on any failure.
+ * kernels cannot run (`QK_SCHEME_LOG`, a learned table without an integer grid within
+ * ±32767). `out` is set to NULL first, so it is NULL on any failure.
  *
  * # Safety
  *
@@ -581,7 +582,9 @@ qk_status qk_codebook_weights_shape(const struct qk_codebook_weights *weights,
  *
  * * `table`, `table_count`: may be NULL with count 0 (not wanted); else at least
  *   `2^bits` entries, of which the first `2^bits` are written (0 for a code the level set
- *   does not have).
+ *   does not have). A grid beyond int8 (5-bit PoT, a learned table reaching ±128 or
+ *   more) has no `int8_t` table: `QK_ERR_UNSUPPORTED` (use
+ *   [`qk_codebook_weights_table_i16`]).
  * * `grid_scale`, `grid_scale_count`: may be NULL with count 0; else at least N entries,
  *   of which the first N are written.
  *
@@ -595,6 +598,20 @@ qk_status qk_codebook_weights_table(const struct qk_codebook_weights *weights,
                                     size_t table_count,
                                     float *grid_scale,
                                     size_t grid_scale_count);
+
+/**
+ * As [`qk_codebook_weights_table`], the table as `int16_t`: every level set with an
+ * integer grid (within ±32767), including those beyond int8.
+ *
+ * # Safety
+ *
+ * As [`qk_codebook_weights_table`].
+ */
+qk_status qk_codebook_weights_table_i16(const struct qk_codebook_weights *weights,
+                                        int16_t *table,
+                                        size_t table_count,
+                                        float *grid_scale,
+                                        size_t grid_scale_count);
 
 /**
  * `C[m][n] = Σ_k (A[m][k] − a_zero_point)·table[code(k, n)] + bias[n]` in `int32_t`,

@@ -501,10 +501,11 @@ impl DwconvCase {
 /// 11008×4096, GEMM M = 16 and 128 with N = K = 4096.
 pub const CODEBOOK_SHAPES: &[&str] = &["dec4096", "dec11008", "b16_4096", "b128_4096"];
 
-/// The 4-bit schemes `qkern bench --op codebook` times: PoT-4, APoT-4 weights, and
+/// The schemes `qkern bench --op codebook` times: PoT-4, APoT-4 weights, and
 /// `codebook4` = llama.cpp's IQ4_NL learned table (grid up to 127), and 5-bit APoT
-/// weights (`apot5`, grid 48).
-pub const CODEBOOK_SCHEMES: &[&str] = &["pot4", "apot4", "codebook4", "apot5"];
+/// weights (`apot5`, grid 48) on the int8 lookup kernels; PoT-5 (`pot5`, grid 2^14) and
+/// 4-bit log (`log4`, unsigned PoT, grid 2^14) on the int16 ones.
+pub const CODEBOOK_SCHEMES: &[&str] = &["pot4", "apot4", "codebook4", "apot5", "pot5", "log4"];
 
 /// The level set of a [`CODEBOOK_SCHEMES`] name.
 pub fn codebook_scheme(name: &str) -> Result<crate::quant::LevelSet> {
@@ -513,6 +514,8 @@ pub fn codebook_scheme(name: &str) -> Result<crate::quant::LevelSet> {
         "pot4" => Ok(PotFormat::signed(4)?.level_set()),
         "apot4" => Ok(ApotFormat::weight(4)?.level_set()),
         "apot5" => Ok(ApotFormat::weight(5)?.level_set()),
+        "pot5" => Ok(PotFormat::signed(5)?.level_set()),
+        "log4" => Ok(PotFormat::unsigned(4)?.level_set()),
         "codebook4" => LevelSet::codebook_i16(4, &[-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]),
         _ => Err(Error::InvalidParameter(format!("codebook scheme {name:?} is not one of {}", CODEBOOK_SCHEMES.join(", ")))),
     }

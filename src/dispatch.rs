@@ -231,13 +231,13 @@ impl KernelTable {
         Ok(KernelTable { isa: cap, gemm, gemm_candidates, gemv, dwconv_candidates, codebook_candidates })
     }
 
-    /// The lookup-family codebook kernel that runs any table of `bits`-bit codes at this
-    /// tier (a kernel with a table bound, e.g. AVX2 `vpmaddubsw`, is preferred by the
-    /// packer where the bound holds).
+    /// The lookup-family codebook kernel that runs any i8 table of `bits`-bit codes at
+    /// this tier (a kernel with a table bound, e.g. AVX2 `vpmaddubsw`, is preferred by the
+    /// packer where the bound holds; grids beyond int8 take an i16-table kernel).
     pub fn codebook_kernel(&self, bits: u32) -> Option<&CodebookUkernel> {
         self.codebook_candidates
             .iter()
-            .find(|k| k.family == qkern_kernels::CodebookFamily::Lut && k.bits == bits && k.max_abs_table.is_none())
+            .find(|k| k.family == qkern_kernels::CodebookFamily::Lut && k.bits == bits && k.max_abs_table.is_none() && !k.table_i16)
     }
 
     /// The GEMV kernel for a call of `m` rows on weights packed for `packed`, if any.

@@ -29,6 +29,20 @@ fn sets() -> Vec<(&'static str, LevelSet)> {
         // the bit-shift kernels without a table bound run it (255·96 in one i16 lane).
         ("shift96", LevelSet::codebook_i16(4, &[-96, -80, -72, -68, -66, -65, -64, -40, -3, 0, 1, 6, 34, 65, 80, 96]).unwrap()),
     ]
+    .into_iter()
+    .chain(wide_sets())
+    .collect()
+}
+
+/// Grids beyond int8, run by the i16-table kernels: PoT-5 (grid 2^14), 4-bit log
+/// (unsigned PoT: 2^0 … 2^14), and a learned 4-bit table at both ends of i16 with the
+/// values around the int8 edge.
+fn wide_sets() -> Vec<(&'static str, LevelSet)> {
+    vec![
+        ("pot5", PotFormat::signed(5).unwrap().level_set()),
+        ("log4", PotFormat::unsigned(4).unwrap().level_set()),
+        ("cb16w", LevelSet::codebook_i16(4, &[-32767, -20001, -129, -128, -1, 0, 1, 127, 128, 1000, 32767]).unwrap()),
+    ]
 }
 
 /// Packed codes of a random K × N matrix over `set` (per-column power-of-two scales),
@@ -199,14 +213,16 @@ fn extremes_and_long_k_i8() {
 #[test]
 fn threads_split_gemv_and_gemm() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
-    let set = PotFormat::signed(4).unwrap().level_set();
     let ctx = Context::new().unwrap().with_threads(2).unwrap();
-    for &(m, n, k) in &[(1usize, 1000usize, 515usize), (3, 200, 700), (70, 130, 300)] {
-        let p = packed(&set, k, n, &mut rng, None);
-        let w = CodebookWeights::new_in(&ctx, &p).unwrap();
-        let a: Vec<u8> = (0..m * k).map(|_| rng.random()).collect();
-        let r = reference(&p, &set, m, &a, k, 77u8);
-        check(&ctx, &w, &p, m, &a, k, 77u8, &r, &format!("threads m={m} n={n} k={k}"));
+    for set in [PotFormat::signed(4).unwrap().level_set(), PotFormat::signed(5).unwrap().level_set()] {
+        // k = 4099 with PoT-5: the chunked path (its i32 bound is K ≈ 514 at grid 2^14).
+        for &(m, n, k) in &[(1usize, 1000usize, 515usize), (3, 200, 700), (70, 130, 300), (2, 300, 4099)] {
+            let p = packed(&set, k, n, &mut rng, None);
+            let w = CodebookWeights::new_in(&ctx, &p).unwrap();
+            let a: Vec<u8> = (0..m * k).map(|_| rng.random()).collect();
+            let r = reference(&p, &set, m, &a, k, 0u8);
+            check(&ctx, &w, &p, m, &a, k, 0u8, &r, &format!("threads {} m={m} n={n} k={k}", w.kernel_name()));
+        }
     }
 }
 
@@ -222,6 +238,20 @@ fn dispatch_picks_the_best_exact_kernel_per_tier() {
             let gmax = set.grid().unwrap().max_abs() as i32;
             let five = set.bits() == 5;
             assert!(k.max_abs_table.is_none_or(|x| gmax <= x), "{name}: {} picked beyond its bound", k.name);
+            // The i16 table exactly when the grid is beyond int8, at the tier's own kernel
+            // (ARM: NEON's, from every tier).
+            assert_eq!(k.table_i16, gmax > 127, "{name} at {}: {}", isa.name(), k.name);
+            if gmax > 127 {
+                let expect_isa = match isa {
+                    Isa::AvxVnni => Isa::Avx2,
+                    Isa::Amx => Isa::Avx512Vnni,
+                    Isa::Dotprod | Isa::I8mm => Isa::Neon,
+                    _ => isa,
+                };
+                assert_eq!(k.isa, expect_isa, "{name} at {}: {}", isa.name(), k.name);
+                assert_eq!(k.bits, set.bits().max(4), "{name}: {}", k.name);
+                continue;
+            }
             // Within its bound the faster `vpmaddubsw` kernel is preferred on AVX2.
             if matches!(isa, Isa::Avx2 | Isa::AvxVnni) && (!five || gmax <= 64) {
                 assert_eq!(k.max_abs_table.is_some(), gmax <= 64, "{name} at {}: {}", isa.name(), k.name);
@@ -261,13 +291,23 @@ fn errors_name_the_argument() {
     let mut cf = [0f32; 12];
     let e = ctx.codebook_gemm_f32(Activations::new(MatrixRef::new(&a, 3, 10), 0u8, f32::NAN), &w, None, MatrixMut::new(&mut cf, 3, 4));
     assert!(e.is_err(), "NaN scale accepted");
-    // Sets the lookup kernels cannot run: no grid (base √2), grid beyond i8 (PoT-5).
+    // A set the lookup kernels cannot run: no grid (base √2).
     let sqrt2 = PotFormat::signed(4).unwrap().with_base(qkern::quant::PotBase::Sqrt2).level_set();
+    let p = PackedCodes::pack(&[0u8; 8], 4, 2, &LevelParams::new(sqrt2, Granularity::PerTensor, vec![1.0]).unwrap()).unwrap();
+    let e = CodebookWeights::new_in(&ctx, &p);
+    assert!(matches!(&e, Err(Error::Unsupported(m)) if m.contains("no integer grid")), "{e:?}");
+    // A grid beyond int8 (PoT-5): the lookup family runs it on an i16 table; the shift
+    // family and every i8-table kernel refuse it by its grid.
     let pot5 = PotFormat::signed(5).unwrap().level_set();
-    for s in [sqrt2, pot5] {
-        let p = PackedCodes::pack(&[0u8; 8], 4, 2, &LevelParams::new(s, Granularity::PerTensor, vec![1.0]).unwrap()).unwrap();
-        let e = CodebookWeights::new_in(&ctx, &p);
-        assert!(matches!(e, Err(Error::Unsupported(_))), "{e:?}");
+    let p5 = packed(&pot5, 8, 8, &mut rng, None);
+    let w5 = CodebookWeights::new_in(&ctx, &p5).unwrap();
+    assert!(w5.table().is_empty() && w5.table_i16() == pot5.grid().unwrap().values(), "{:?}", w5.table_i16());
+    assert_eq!(w5.grid_max(), 16384);
+    let e = CodebookWeights::with_family(&ctx, &p5, CodebookFamily::Shift);
+    assert!(matches!(&e, Err(Error::Unsupported(m)) if m.contains("16384") && m.contains("lut")), "{e:?}");
+    for k in ctx.kernels().codebook_candidates.iter().filter(|k| !k.table_i16 && (k.family == CodebookFamily::Shift || k.bits == 5)) {
+        let e = CodebookWeights::with_kernel(&ctx, &p5, k.name);
+        assert!(matches!(&e, Err(Error::Unsupported(m)) if m.contains("16384")), "{}: {e:?}", k.name);
     }
     // The shift family refuses a learned codebook by value (the lookup family runs it).
     let iq = LevelSet::codebook_i16(4, &IQ4_NL).unwrap();
@@ -475,6 +515,7 @@ fn requant_extremes<A: Int8>() {
         ("pot4", PotFormat::signed(4).unwrap().level_set()),
         ("iq4_nl", LevelSet::codebook_i16(4, &IQ4_NL).unwrap()),
         ("cb32", LevelSet::codebook_i16(5, &(0..32).map(|i| (i * 8 - 127).min(127) as i16).collect::<Vec<_>>()).unwrap()),
+        ("pot5", PotFormat::signed(5).unwrap().level_set()),
     ];
     let mut case = 0usize;
     for isa in common::available_isas() {

@@ -513,15 +513,22 @@ fn codebook_ref(a: &[u8], za: i32, grid: &[i16], codes: &[u8], m: usize, k: usiz
 }
 
 #[test]
-fn codebook_grid_must_fit_i8() {
+fn codebook_grid_i8_or_i16_table() {
     let ctx = Context::new().unwrap();
     let codes = vec![1u8; 8];
     let p = codes_for(&[1, 127], &codes, 8, 1).unwrap();
     assert_eq!(p.level_set().grid().unwrap().max_abs(), 127);
-    assert!(CodebookWeights::new_in(&ctx, &p).is_ok());
-    let p = codes_for(&[1, 128], &codes, 8, 1).unwrap();
-    let r = CodebookWeights::new_in(&ctx, &p);
-    assert!(is_unsupported(&r), "{r:?}");
+    let w = CodebookWeights::new_in(&ctx, &p).unwrap();
+    assert_eq!(w.table(), &[1, 127, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    // Past int8: the i16-table kernels, up to ±32767 (the grid's own bound).
+    for top in [128i16, 32767] {
+        let p = codes_for(&[1, top], &codes, 8, 1).unwrap();
+        let w = CodebookWeights::new_in(&ctx, &p).unwrap();
+        assert!(w.table().is_empty() && w.table_i16()[..2] == [1, top], "{}", w.kernel_name());
+    }
+    // −32768 = −2^15 next to 1: no grid within ±32767.
+    let r = LevelSet::codebook_i16(4, &[-32768, 1]).map(|s| s.grid().is_none());
+    assert!(matches!(r, Ok(true)), "{r:?}");
 }
 
 #[test]
@@ -547,6 +554,46 @@ fn codebook_driver_bound_at_and_past() {
         // Past but fitting (bias −1913): chunked, exact.
         ctx.codebook_gemm_i32(act, &w, Some(&[-1913; 8]), MatrixMut::new(&mut c, 1, n)).unwrap();
         assert!(c.iter().all(|&v| v as i64 == MAX - 1912 - 1913), "{}: {c:?}", w.kernel_name());
+    }
+}
+
+#[test]
+fn codebook_i16_driver_bound_at_and_past() {
+    // a = 255, za = 0, every weight 16384 (PoT-5's top): 514 · 255 · 16384 = i32::MAX − 32767.
+    let k = 514;
+    assert_eq!(k as i64 * 255 * 16384 + 32767, MAX);
+    let n = 20;
+    let codes = vec![1u8; k * n];
+    let p = codes_for(&[1, 16384], &codes, k, n).unwrap();
+    let a = vec![255u8; k];
+    for ctx in tiers() {
+        let w = CodebookWeights::new_in(&ctx, &p).unwrap();
+        let act = Activations::new(MatrixRef::new(&a, 1, k), 0u8, 1.0);
+        let mut c = vec![0i32; n];
+        ctx.codebook_gemm_i32(act, &w, Some(&[32767; 20]), MatrixMut::new(&mut c, 1, n)).unwrap();
+        let expect = codebook_ref(&a, 0, &[1, 16384], &codes, 1, k, n, Some(&[32767; 20]));
+        assert!(expect.iter().all(|&e| e == MAX));
+        assert!(c.iter().all(|&v| v == i32::MAX), "{}: {c:?}", w.kernel_name());
+        // Past: bias 32768 → 2^31, through K chunks of 512 (the chunk bound at 2^14).
+        let r = ctx.codebook_gemm_i32(act, &w, Some(&[32768; 20]), MatrixMut::new(&mut c, 1, n));
+        assert!(is_overflow(&r), "{}: {r:?}", w.kernel_name());
+        // Past but fitting (bias −32768): chunked, exact.
+        ctx.codebook_gemm_i32(act, &w, Some(&[-32768; 20]), MatrixMut::new(&mut c, 1, n)).unwrap();
+        assert!(c.iter().all(|&v| v as i64 == MAX - 32767 - 32768), "{}: {c:?}", w.kernel_name());
+        // A K twice the chunk and more, every weight at ±32767 (the widest grid), centred
+        // activations: sums of ±2^31-scale chunks carried exactly.
+        let k2 = 2000;
+        let codes2: Vec<u8> = (0..k2 * n).map(|i| ((i / n) % 3 == 0) as u8).collect();
+        let p2 = codes_for(&[-32767, 32767], &codes2, k2, n).unwrap();
+        let w2 = CodebookWeights::new_in(&ctx, &p2).unwrap();
+        let a2: Vec<u8> = (0..k2).map(|i| if i % 2 == 0 { 255 } else { 0 }).collect();
+        let mut cf = vec![0f32; n];
+        ctx.codebook_gemm_f32(Activations::new(MatrixRef::new(&a2, 1, k2), 0u8, 1.0), &w2, None, MatrixMut::new(&mut cf, 1, n)).unwrap();
+        let e = codebook_ref(&a2, 0, &[-32767, 32767], &codes2, 1, k2, n, None);
+        assert!(e.iter().all(|&v| i32::try_from(v).is_err()), "{e:?}");
+        for (got, want) in cf.iter().zip(&e) {
+            assert_eq!(*got, *want as f32, "{}", w2.kernel_name());
+        }
     }
 }
 

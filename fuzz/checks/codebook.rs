@@ -16,8 +16,8 @@ pub fn run(data: &[u8]) {
         1 => ApotFormat::weight(g.pick(&[4, 5])).ok().map(|f| f.level_set()),
         2 => ApotFormat::activation(g.pick(&[4, 5])).ok().map(|f| f.level_set()),
         _ => {
-            // A learned table: any count, any values (unsorted, duplicates and values
-            // past the i8 grid must be refused).
+            // A learned table: any count, any values (unsorted and duplicates must be
+            // refused; values past the i8 grid run on the i16-table kernels).
             let bits = g.pick(&[4u32, 5, 3, 6]);
             let n = g.size(0, 34);
             let fill = g.fill();

@@ -633,15 +633,22 @@ pub struct CodebookArgs {
     pub n: usize,
     /// Reduction length (the real K).
     pub k: usize,
-    /// First activation row (u8 or i8 bit patterns, per the entry point).
+    /// First activation row (u8 or i8 bit patterns, per the entry point; for the kernels
+    /// with [`CodebookUkernel::table_i16`], i16 values the driver widened from them, so
+    /// that no kernel spends a shuffle per row and K group on the widening).
     pub a: *const u8,
     /// Distance in elements between activation rows.
     pub lda: usize,
     /// Start of this tile's packed code panel.
     pub b: *const u8,
     /// The table: the integer grid value of each code, as i8 (16 entries for 4-bit
-    /// kernels, 32 for 5-bit ones).
+    /// kernels, 32 for 5-bit ones). Read by the kernels without
+    /// [`CodebookUkernel::table_i16`].
     pub table: *const i8,
+    /// The same table as i16, always 32 entries (zero past the level set's codes), for
+    /// grids beyond int8 (PoT-5, 4-bit log: up to ±2^14; any grid within ±32767). Read
+    /// only by the kernels with [`CodebookUkernel::table_i16`].
+    pub table16: *const i16,
     /// Output tile origin.
     pub c: *mut u8,
     /// Distance in elements (of the output type) between output rows.
@@ -743,6 +750,12 @@ pub struct CodebookUkernel {
     /// `Some(x)`: exact only when every table value satisfies `|v| ≤ x` (AVX2
     /// `vpmaddubsw`: `2·255·64 ≤ 32767`). `None`: exact for any i8 table.
     pub max_abs_table: Option<i32>,
+    /// Decodes through the i16 table ([`CodebookArgs::table16`]), reads A as i16
+    /// ([`CodebookArgs::a`]) and multiplies in i16 (`vpmaddwd`, `vpdpwssd`, `smlal`):
+    /// exact for every grid within ±32767, one product `|a·g| ≤ 255·32767 < 2^23` and a
+    /// pair of them `< 2^24`, so nothing saturates. `false`: the i8 table
+    /// ([`CodebookArgs::table`]) and byte activations.
+    pub table_i16: bool,
     /// CPU features needed beyond `isa` (`cpuid` flag names, e.g. `"avx512vbmi"`); dispatch
     /// skips the kernel on CPUs that lack one.
     pub extra_features: &'static [&'static str],

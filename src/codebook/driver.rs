@@ -10,6 +10,7 @@ use crate::error::{Error, Result, check_matrix};
 // The output stage (its tables, the kernels' and the reference's view of it, the
 // chunked path's stores) is the int8 GEMM driver's: the codebook kernels take the same
 // `OutputStage`.
+use crate::gemm::scratch::Scratch;
 use crate::gemm::{Activations, K_CHUNK, Out, Stage, stage_at, store_value};
 
 #[derive(Clone, Copy)]
@@ -54,13 +55,15 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
     }
     let ukernel = kernel.run[A::SIGNED as usize];
 
-    // Overflow policy (DESIGN.md §2): one i32 pass while K·max|a−za|·max|grid| + max|bias|
-    // fits; otherwise K chunks whose raw sums (|a + a_offset| ≤ 255, |grid| ≤ 127) are exact
-    // in i32, carried in i64.
+    // Overflow policy (DESIGN.md §2): one i32 pass while max|a−za|·max_n Σ_k|grid| +
+    // max|bias| fits (the packer's per-column bound, at most K·max|grid|): the kernel's
+    // wrapping sum is then the exact value. Otherwise K chunks whose raw sums are exact in
+    // i32 (`k_chunk`), carried in i64.
     let za = a.zero_point.to_i32();
     let max_a = (za - A::MIN).max(A::MAX - za) as u128;
     let max_bias = bias_i32.map_or(0, |b| b.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0)) as u128;
-    let exact_i32 = k as u128 * max_a * w.grid_max as u128 + max_bias <= i32::MAX as u128;
+    let exact_i32 = max_a * w.col_abs_max as u128 + max_bias <= i32::MAX as u128;
+    let k_chunk = k_chunk(w.grid_max);
     let za_k = (za + kernel.a_offset[A::SIGNED as usize]) as i64;
 
     let kind = out.kind();
@@ -81,8 +84,23 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
     let (tiles_m, tiles_n) = (m.div_ceil(mr), n.div_ceil(nr));
     let a_data = a.matrix.data;
     let lda = if k == 0 { 0 } else { a.matrix.stride };
+    // The i16-table kernels read A widened to i16 (rows of K, packed): once per call, m·k
+    // conversions against m·n·k products, instead of a shuffle per row, K group and
+    // column tile in the kernel.
+    let mut wide_a: Scratch<i16> = Scratch::unused();
+    if kernel.table_i16 {
+        wide_a = Scratch::new();
+        wide_a.reserve(m * k);
+        for i in 0..m {
+            wide_a.extend(a_data[i * lda..i * lda + k].iter().map(|v| v.to_i32() as i16));
+        }
+    }
+    let (a_ptr, lda, a_esize): (*const u8, usize, usize) =
+        if kernel.table_i16 { (wide_a.as_ptr().cast(), k, 2) } else { (a_data.as_ptr().cast(), lda, 1) };
+    let a_ptr = Shared(a_ptr);
     let cptr = Shared(c_ptr);
     let table = Shared(w.table.as_ptr());
+    let table16 = Shared(w.table16.as_ptr());
 
     let exact_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| {
         let cptr = cptr.get();
@@ -94,17 +112,18 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
                     m: mr.min(m - i0),
                     n: nr.min(n - j0),
                     k,
-                    a: a_data[i0 * lda..].as_ptr().cast(),
+                    a: a_ptr.get().wrapping_add(i0 * lda * a_esize),
                     lda,
                     b: w.data[tj * panel_bytes..].as_ptr(),
                     table: table.get(),
+                    table16: table16.get(),
                     c: cptr.wrapping_add((i0 * ldc + j0) * esize),
                     ldc,
                     out: stage_for(j0, col_offset[j0..].as_ptr()),
                 };
-                // SAFETY: shapes and strides validated above: rows i0.. of A hold k
+                // SAFETY: shapes and strides validated above: rows i0.. of A (or its i16 copy) hold k
                 // elements, the panel holds panel_bytes, the C tile lies inside `c`, the
-                // per-column tables have n entries, the table 16; the kernel's ISA is
+                // per-column tables have n entries, both tables 32; the kernel's ISA is
                 // available (checked). Tiles are disjoint.
                 unsafe { ukernel(&args) };
             }
@@ -123,23 +142,24 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
                 let i0 = ti * mr;
                 let mm = mr.min(m - i0);
                 acc.fill(0);
-                for k0 in (0..k).step_by(K_CHUNK) {
+                for k0 in (0..k).step_by(k_chunk) {
                     let mut st = stage_for(j0, zeros.as_ptr());
                     st.kind = OutputKind::I32;
                     let args = CodebookArgs {
                         m: mm,
                         n: nn,
-                        k: K_CHUNK.min(k - k0),
-                        a: a_data[i0 * lda + k0..].as_ptr().cast(),
+                        k: k_chunk.min(k - k0),
+                        a: a_ptr.get().wrapping_add((i0 * lda + k0) * a_esize),
                         lda,
                         b: w.data[tj * panel_bytes + k0 / CodebookFormat::KR * fmt.group_bytes()..].as_ptr(),
                         table: table.get(),
+                    table16: table16.get(),
                         c: tile.as_mut_ptr().cast(),
                         ldc: nr,
                         out: st,
                     };
                     // SAFETY: as in the one-pass case for the K range [k0, k0 + kc):
-                    // K_CHUNK is a multiple of 8, so the chunk starts on a packed group;
+                    // k_chunk is a multiple of 8, so the chunk starts on a packed group;
                     // the output is the local mr × nr tile, col_offset nr zeros.
                     unsafe { ukernel(&args) };
                     for ii in 0..mm {
@@ -189,4 +209,14 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
     } else {
         tasks.iter().try_for_each(|&(a0, a1, b0, b1)| chunked_task(a0, a1, b0, b1))
     }
+}
+
+/// The K chunk of the chunked path for a grid reaching `grid_max`: the largest multiple of
+/// 8 (a packed group) with `chunk · 255 · grid_max ≤ i32::MAX` — every kernel's raw
+/// activation `a + a_offset` is within ±255 — capped at the int8 GEMM's [`K_CHUNK`]. So
+/// 8192 for int8 grids (`8192·255·127 < 2^31`), 512 for PoT-5 / 4-bit log (2^14), 256
+/// for a grid reaching 32767.
+fn k_chunk(grid_max: u16) -> usize {
+    let c = i32::MAX as usize / (255 * (grid_max as usize).max(1));
+    (c & !(CodebookFormat::KR - 1)).min(K_CHUNK)
 }

@@ -1,6 +1,9 @@
 //! Codebook GEMM / GEMV: activations (u8/i8, zero point, scale) times weights stored as
 //! 4- or 5-bit codes of a level set with an integer grid (PoT-4, APoT-4, a learned codebook),
-//! computed exactly in integers by the table-lookup kernels (DESIGN.md §2), or, on
+//! computed exactly in integers by the table-lookup kernels (DESIGN.md §2: an i8 table
+//! and the int8 dot products; for grids beyond int8 — PoT-5 and 4-bit log reach 2^14,
+//! any grid within ±32767 — an i16 table and the i16 products `vpmaddwd` / `vpdpwssd` /
+//! `smlal`), or, on
 //! request ([`CodebookFamily::Shift`], `QKERN_CODEBOOK_KERNEL=shift`), by the bit-shift
 //! kernels (`Σ ±((x << e1) + (x << e2))`) for level sets whose grid values are all
 //! `±(2^a [+ 2^b])` (PoT, APoT). The lookup family is the default: measured, it is the
@@ -81,13 +84,19 @@ pub struct CodebookWeights {
     pub(crate) k: usize,
     pub(crate) n: usize,
     pub(crate) data: Vec<u8>,
-    /// The 32-entry table (entries past the code count are 0; 4-bit kernels read 16).
+    /// The 32-entry i8 table (entries past the code count are 0; 4-bit kernels read 16);
+    /// all 0 for a grid beyond int8.
     pub(crate) table: [i8; 32],
+    /// The same table as i16 (every grid), read by the i16-table kernels.
+    pub(crate) table16: [i16; 32],
     pub(crate) bits: u32,
     pub(crate) grid_max: u16,
     pub(crate) grid_scales: Vec<f32>,
     /// `Σ_{k<K} grid[code(k, n)]` per column.
     pub(crate) col_sum: Vec<i64>,
+    /// `max_n Σ_{k<K} |grid[code(k, n)]|`: with it the driver proves one i32 pass exact
+    /// (`max|a − za| · this + max|bias| ≤ i32::MAX`), never looser than `K · grid_max`.
+    pub(crate) col_abs_max: u64,
     pub(crate) has_offsets: bool,
 }
 
@@ -111,11 +120,13 @@ impl CodebookWeights {
         Self::with_family(ctx, codes, family)
     }
 
-    /// Packs `codes` for the best kernel of `family` at `ctx`'s tier. The shift family
-    /// errors ([`Error::Unsupported`], naming the value) for a level set whose grid is
-    /// not made of `±(2^a [+ 2^b])` values.
+    /// Packs `codes` for the best kernel of `family` at `ctx`'s tier: for the lookup
+    /// family an i8-table kernel when the grid fits int8, else an i16-table one. The
+    /// shift family errors ([`Error::Unsupported`], naming the value) for a level set
+    /// whose grid is not made of `±(2^a [+ 2^b])` values, or is beyond int8.
     pub fn with_family(ctx: &Context, codes: &PackedCodes, family: CodebookFamily) -> Result<Self> {
-        let (table, grid_max) = table_of(codes)?;
+        let tables = table_of(codes)?;
+        let (grid_max, wide) = (tables.grid_max, tables.wide());
         if family == CodebookFamily::Shift {
             let terms = shift_terms_of(codes)?;
             let fits = |k: &CodebookUkernel| k.family == family && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x);
@@ -128,7 +139,7 @@ impl CodebookWeights {
                 .or_else(|| cands.iter().find(|k| fits(k) && k.format.bits >= 8 * terms))
                 .copied()
                 .ok_or_else(|| Error::Internal("no unconditional shift codebook kernel registered".into()))?;
-            return Ok(Self::pack(kernel, codes, table, grid_max));
+            return Ok(Self::pack(kernel, codes, &tables));
         }
         let cands: Vec<CodebookUkernel> = ctx.kernels().codebook_candidates.iter().copied().filter(|k| k.family == family).collect();
         if cands.is_empty() {
@@ -140,15 +151,18 @@ impl CodebookWeights {
         }
         let kernel = cands
             .into_iter()
-            .find(|k| k.bits == codes.level_set().bits().max(4) && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x))
+            .find(|k| {
+                k.bits == codes.level_set().bits().max(4) && k.table_i16 == wide && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x)
+            })
             .ok_or_else(|| Error::Internal("no unconditional codebook kernel registered".into()))?;
-        Ok(Self::pack(kernel, codes, table, grid_max))
+        Ok(Self::pack(kernel, codes, &tables))
     }
 
     /// Packs `codes` for the kernel named `name` among `ctx`'s candidates (tests and
     /// benches that compare kernels); errors if it cannot run these codes exactly.
     pub fn with_kernel(ctx: &Context, codes: &PackedCodes, name: &str) -> Result<Self> {
-        let (table, grid_max) = table_of(codes)?;
+        let tables = table_of(codes)?;
+        let grid_max = tables.grid_max;
         let kernel = ctx.kernels().codebook_candidates.iter().copied().find(|k| k.name == name).ok_or_else(|| {
             Error::InvalidParameter(format!(
                 "no codebook kernel named {name:?} at {} (candidates: {})",
@@ -170,10 +184,16 @@ impl CodebookWeights {
                 "{name} is exact only for grids within ±{x}; this level set's grid reaches {grid_max}"
             )));
         }
-        Ok(Self::pack(kernel, codes, table, grid_max))
+        if tables.wide() && !kernel.table_i16 {
+            return Err(Error::Unsupported(format!(
+                "{name} decodes through an i8 table; this level set's grid reaches {grid_max}: use an i16-table kernel"
+            )));
+        }
+        Ok(Self::pack(kernel, codes, &tables))
     }
 
-    fn pack(kernel: CodebookUkernel, codes: &PackedCodes, table: [i8; 32], grid_max: u16) -> Self {
+    fn pack(kernel: CodebookUkernel, codes: &PackedCodes, tables: &Tables) -> Self {
+        let Tables { t8: table, t16: table16, grid_max } = *tables;
         let (k, n) = (codes.k(), codes.n());
         let fmt: CodebookFormat = kernel.format;
         let mut data = vec![0u8; fmt.packed_bytes(k, n)];
@@ -196,10 +216,29 @@ impl CodebookWeights {
         } else {
             qkern_kernels::pack::pack_codebook(fmt, k, n, code, &mut data);
         }
-        let col_sum = (0..n).map(|j| (0..k).map(|kk| table[code(kk, j) as usize] as i64).sum()).collect();
+        let mut col_sum = Vec::with_capacity(n);
+        let mut col_abs_max = 0u64;
+        for j in 0..n {
+            let (s, a) = (0..k).map(|kk| table16[code(kk, j) as usize] as i64).fold((0i64, 0u64), |(s, a), g| (s + g, a + g.unsigned_abs()));
+            col_sum.push(s);
+            col_abs_max = col_abs_max.max(a);
+        }
         let grid_scales = codes.grid_scales().map(<[f32]>::to_vec).unwrap_or_default();
         let bits = codes.level_set().bits().max(4);
-        CodebookWeights { kernel, k, n, data, table, bits, grid_max, grid_scales, col_sum, has_offsets: codes.offsets().is_some() }
+        CodebookWeights {
+            kernel,
+            k,
+            n,
+            data,
+            table,
+            table16,
+            bits,
+            grid_max,
+            grid_scales,
+            col_sum,
+            col_abs_max,
+            has_offsets: codes.offsets().is_some(),
+        }
     }
 
     /// The kernel these weights were packed for.
@@ -217,10 +256,24 @@ impl CodebookWeights {
         self.n
     }
 
-    /// The integer table the kernel decodes through (16 entries for 4-bit codes, 32 for
-    /// 5-bit), indexed by code.
+    /// The i8 table the kernel decodes through (16 entries for 4-bit codes, 32 for
+    /// 5-bit), indexed by code; empty when the grid is beyond int8 (the kernel decodes
+    /// through [`CodebookWeights::table_i16`]).
     pub fn table(&self) -> &[i8] {
-        &self.table[..1 << self.bits]
+        if self.grid_max > 127 { &[] } else { &self.table[..1 << self.bits] }
+    }
+
+    /// The integer grid value of every code as i16 (16 or 32 entries, indexed by code),
+    /// for every level set: the table of the i16-table kernels, and the same values as
+    /// [`CodebookWeights::table`] otherwise.
+    pub fn table_i16(&self) -> &[i16] {
+        &self.table16[..1 << self.bits]
+    }
+
+    /// The largest `|grid value|` of the level set (its i8 kernels need ≤ 127; the i16
+    /// ones take up to 32767).
+    pub fn grid_max(&self) -> u16 {
+        self.grid_max
     }
 
     /// Packed bytes (the codes in the kernel's layout).
@@ -229,27 +282,50 @@ impl CodebookWeights {
     }
 }
 
-/// The 32-entry i8 table of `codes` and its largest magnitude, or why the lookup
-/// kernels cannot run them.
-fn table_of(codes: &PackedCodes) -> Result<([i8; 32], u16)> {
+/// The tables of a level set's integer grid (32 entries each, 0 past its codes).
+#[derive(Clone, Copy)]
+struct Tables {
+    /// As i8, all 0 when the grid is beyond int8.
+    t8: [i8; 32],
+    /// As i16 (every grid).
+    t16: [i16; 32],
+    grid_max: u16,
+}
+
+impl Tables {
+    /// Whether the grid needs the i16-table kernels (`|g| > 127`).
+    fn wide(&self) -> bool {
+        self.grid_max > 127
+    }
+}
+
+/// The tables of `codes` and their largest magnitude, or why the lookup kernels cannot
+/// run them (no integer grid; a grid is always within ±32767, [`crate::quant::Grid`]).
+fn table_of(codes: &PackedCodes) -> Result<Tables> {
     let set = codes.level_set();
     let grid = set.grid().ok_or_else(|| {
         Error::Unsupported("the level set has no integer grid (e.g. base-√2 PoT); only the float paths apply".into())
     })?;
-    if !grid.fits_i8() {
-        return Err(Error::Unsupported(format!(
-            "the level set's integer grid reaches {}, beyond i8: needs the int16 path (not built yet)",
-            grid.max_abs()
-        )));
+    let mut t16 = [0i16; 32];
+    for (d, &v) in t16.iter_mut().zip(grid.values()) {
+        *d = v;
     }
-    let t = codes.int_levels_i8().ok_or_else(|| Error::Internal("grid fits i8 but no i8 table".into()))?;
-    Ok((t, grid.max_abs()))
+    let t8 = codes.int_levels_i8().unwrap_or([0; 32]);
+    Ok(Tables { t8, t16, grid_max: grid.max_abs() })
 }
 
 /// The shift terms per weight (1 or 2) of `codes`' level set, or why the bit-shift
-/// kernels cannot run it (a grid value not `±(2^a [+ 2^b])`, `a, b ≤ 6`).
+/// kernels cannot run it (a grid value not `±(2^a [+ 2^b])`, `a, b ≤ 6`; a grid beyond
+/// int8).
 fn shift_terms_of(codes: &PackedCodes) -> Result<u32> {
-    let (table, _) = table_of(codes)?;
+    let tables = table_of(codes)?;
+    if tables.wide() {
+        return Err(Error::Unsupported(format!(
+            "the level set's grid reaches {}, beyond int8: the bit-shift (shift) codebook kernels take int8 grids only; use the lookup (lut) family",
+            tables.grid_max
+        )));
+    }
+    let table = tables.t8;
     let mut terms = 1;
     for &v in &table[..codes.level_set().num_codes()] {
         let t = qkern_kernels::pack::shift_terms(v as i32).ok_or_else(|| {

@@ -25,8 +25,8 @@ pub type qk_scheme = i32;
 /// code 0 = the most negative), `bits` 2–5.
 pub const QK_SCHEME_UNIFORM: qk_scheme = 0;
 /// Power of two (Miyashita et al.): `{0} ∪ {±2^e}`, sign + exponent-index codes, a
-/// power-of-two scale (the full-scale-range exponent), `bits` 2–5. The lookup kernels take
-/// 2–4 bits (the 5-bit grid, 16384, exceeds int8: `QK_ERR_UNSUPPORTED`).
+/// power-of-two scale (the full-scale-range exponent), `bits` 2–5. 2–4 bits run on the
+/// int8 lookup kernels; 5 bits (grid 16384, beyond int8) on the int16 ones.
 pub const QK_SCHEME_POT: qk_scheme = 1;
 /// Logarithmic base √2: `{0} ∪ {±√2^−j}`, `bits` 2–5. Its levels have no integer grid, so
 /// it can be quantized ([`qk_codebook_quantize`]) but not packed for the integer kernels
@@ -37,8 +37,9 @@ pub const QK_SCHEME_LOG: qk_scheme = 2;
 pub const QK_SCHEME_APOT: qk_scheme = 3;
 /// A learned codebook: the caller's `levels` (2 to `2^bits` finite, strictly increasing
 /// values; code `c` is `levels[c]`), `bits` 1–5. Packing needs the levels on an integer
-/// grid within int8: every level an integer multiple `g·2^e` of one power of two with
-/// `|g| ≤ 127` (e.g. llama.cpp's IQ4_NL table).
+/// grid: every level an integer multiple `g·2^e` of one power of two with `|g| ≤ 32767`
+/// (`|g| ≤ 127`, e.g. llama.cpp's IQ4_NL table, runs on the int8 kernels; wider grids on
+/// the int16 ones).
 pub const QK_SCHEME_CODEBOOK: qk_scheme = 4;
 
 /// One scale for the whole weight tensor, or one per output column, passed from C as an
@@ -252,7 +253,7 @@ pub(super) fn give(out: *mut *mut qk_codebook_weights, w: qk_codebook_weights) {
 ///   an out-of-range code is `QK_ERR_INVALID_PARAMETER` naming its position.
 /// * `levels`, `levels_count`: the table of `QK_SCHEME_CODEBOOK` (finite, strictly
 ///   increasing, 2 to `2^bits` values); NULL with count 0 for the other schemes. A table
-///   with no integer grid, or one whose grid exceeds int8, is `QK_ERR_UNSUPPORTED`.
+///   with no integer grid (within ±32767) is `QK_ERR_UNSUPPORTED`.
 /// * `scale`, `scale_count`: 1 (per tensor) or `n` (per column) finite positive scales;
 ///   `B[k][n] = levels[codes[k][n]] · scale[n]`.
 /// * `out`: receives the handle; set to NULL first, so it is NULL on any failure.
@@ -304,8 +305,8 @@ pub unsafe extern "C" fn qk_codebook_weights_create(
 /// weights as `qk_codebook_quantize` followed by [`qk_codebook_weights_create`].
 ///
 /// Errors: those of both, in particular `QK_ERR_UNSUPPORTED` for a scheme the integer
-/// kernels cannot run (`QK_SCHEME_LOG`, 5-bit `QK_SCHEME_POT`, a learned table without
-/// an int8 grid). `out` is set to NULL first, so it is NULL on any failure.
+/// kernels cannot run (`QK_SCHEME_LOG`, a learned table without an integer grid within
+/// ±32767). `out` is set to NULL first, so it is NULL on any failure.
 ///
 /// # Safety
 ///
@@ -399,7 +400,9 @@ pub unsafe extern "C" fn qk_codebook_weights_shape(
 ///
 /// * `table`, `table_count`: may be NULL with count 0 (not wanted); else at least
 ///   `2^bits` entries, of which the first `2^bits` are written (0 for a code the level set
-///   does not have).
+///   does not have). A grid beyond int8 (5-bit PoT, a learned table reaching ±128 or
+///   more) has no `int8_t` table: `QK_ERR_UNSUPPORTED` (use
+///   [`qk_codebook_weights_table_i16`]).
 /// * `grid_scale`, `grid_scale_count`: may be NULL with count 0; else at least N entries,
 ///   of which the first N are written.
 ///
@@ -417,34 +420,84 @@ pub unsafe extern "C" fn qk_codebook_weights_table(
 ) -> qk_status {
     guard("qk_codebook_weights_table", || {
         let w = weights_ref(weights)?;
-        let t_span = opt_span(table.cast_const(), table_count, "table")?;
-        let g_span = opt_span(grid_scale.cast_const(), grid_scale_count, "grid_scale")?;
-        if let (Some(t), Some(g)) = (&t_span, &g_span) {
-            check_outputs_disjoint(&[t, g])?;
+        if !table.is_null() && w.w.table().is_empty() {
+            return Err(Error::Unsupported(format!(
+                "the grid reaches {}, beyond int8: read the table with qk_codebook_weights_table_i16",
+                w.w.grid_max()
+            ))
+            .into());
         }
-        let codes = 1usize << w.bits;
-        let n = w.w.n();
-        if let Some(t) = &t_span {
-            if table_count < codes {
-                return Err(Error::BufferTooSmall { what: "table", needed: codes, got: table_count }.into());
-            }
-            // SAFETY: checked with this pointer and count, disjoint from `grid_scale`.
-            let out = unsafe { slice_mut(table, table_count, t) };
-            out[..codes].copy_from_slice(&w.w.table[..codes]);
-        }
-        if let Some(g) = &g_span {
-            if grid_scale_count < n {
-                return Err(Error::BufferTooSmall { what: "grid_scale", needed: n, got: grid_scale_count }.into());
-            }
-            if w.w.grid_scales.len() != n {
-                return Err(Error::Internal("codebook weights without grid scales".into()).into());
-            }
-            // SAFETY: as above.
-            let out = unsafe { slice_mut(grid_scale, grid_scale_count, g) };
-            out[..n].copy_from_slice(&w.w.grid_scales);
-        }
-        Ok(())
+        // SAFETY: forwarded (the caller's guarantees on both buffers).
+        unsafe { write_table(w, table, table_count, w.w.table(), grid_scale, grid_scale_count) }
     })
+}
+
+/// As [`qk_codebook_weights_table`], the table as `int16_t`: every level set with an
+/// integer grid (within ±32767), including those beyond int8.
+///
+/// # Safety
+///
+/// As [`qk_codebook_weights_table`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qk_codebook_weights_table_i16(
+    weights: *const qk_codebook_weights,
+    table: *mut i16,
+    table_count: usize,
+    grid_scale: *mut f32,
+    grid_scale_count: usize,
+) -> qk_status {
+    guard("qk_codebook_weights_table_i16", || {
+        let w = weights_ref(weights)?;
+        // SAFETY: forwarded (the caller's guarantees on both buffers).
+        unsafe { write_table(w, table, table_count, w.w.table_i16(), grid_scale, grid_scale_count) }
+    })
+}
+
+/// The body of the two table getters: `values` (the `2^bits` table entries) to `table`,
+/// the grid scales to `grid_scale`.
+///
+/// # Safety
+///
+/// Each buffer is NULL (with count 0) or its count of writable elements; they do not
+/// overlap (checked).
+unsafe fn write_table<T: Copy>(
+    w: &qk_codebook_weights,
+    table: *mut T,
+    table_count: usize,
+    values: &[T],
+    grid_scale: *mut f32,
+    grid_scale_count: usize,
+) -> Result<(), Failure> {
+    let t_span = opt_span(table.cast_const(), table_count, "table")?;
+    let g_span = opt_span(grid_scale.cast_const(), grid_scale_count, "grid_scale")?;
+    if let (Some(t), Some(g)) = (&t_span, &g_span) {
+        check_outputs_disjoint(&[t, g])?;
+    }
+    let codes = 1usize << w.bits;
+    let n = w.w.n();
+    if let Some(t) = &t_span {
+        if table_count < codes {
+            return Err(Error::BufferTooSmall { what: "table", needed: codes, got: table_count }.into());
+        }
+        if values.len() < codes {
+            return Err(Error::Internal("codebook weights with a short table".into()).into());
+        }
+        // SAFETY: checked with this pointer and count, disjoint from `grid_scale`.
+        let out = unsafe { slice_mut(table, table_count, t) };
+        out[..codes].copy_from_slice(&values[..codes]);
+    }
+    if let Some(g) = &g_span {
+        if grid_scale_count < n {
+            return Err(Error::BufferTooSmall { what: "grid_scale", needed: n, got: grid_scale_count }.into());
+        }
+        if w.w.grid_scales.len() != n {
+            return Err(Error::Internal("codebook weights without grid scales".into()).into());
+        }
+        // SAFETY: as above.
+        let out = unsafe { slice_mut(grid_scale, grid_scale_count, g) };
+        out[..n].copy_from_slice(&w.w.grid_scales);
+    }
+    Ok(())
 }
 
 /// The checked buffers of a codebook GEMM call.

@@ -31,6 +31,7 @@ macro_rules! pooled {
 }
 pooled!(
     u8,
+    i16,
     i32,
     f32,
     QuantizedMultiplier,

@@ -155,7 +155,7 @@ static void test_learned_codebook(void) {
     printf("codebook (IQ4_NL): C[0][0..2] = %d %d %d\n", c[0], c[1], c[2]);
     QK_TRY(qk_codebook_weights_free(w));
 
-    /* A code past the table, and a table the int8 kernels cannot hold. */
+    /* A code past the table, a table beyond int8 (the int16 kernels), and one with no grid. */
     codes[17] = 16;
     w = (qk_codebook_weights *)&codes; /* must be reset to NULL on failure */
     qk_status st = qk_codebook_weights_create(codes, K * N, K, N, QK_SCHEME_CODEBOOK, 4, levels, 16, scale, N, &w);
@@ -165,7 +165,31 @@ static void test_learned_codebook(void) {
     static const float wide[3] = {-201, 0, 200};
     uint8_t small_codes[K * N];
     memset(small_codes, 1, sizeof small_codes);
-    st = qk_codebook_weights_create(small_codes, K * N, K, N, QK_SCHEME_CODEBOOK, 2, wide, 3, scale, N, &w);
+    QK_TRY(qk_codebook_weights_create(small_codes, K * N, K, N, QK_SCHEME_CODEBOOK, 2, wide, 3, scale, N, &w));
+    CHECK(w != NULL);
+    if (w != NULL) {
+        /* No int8 table; the int16 one, and exact results through it (every code 1: 0). */
+        st = qk_codebook_weights_table(w, table, 16, NULL, 0);
+        CHECK(st == QK_ERR_UNSUPPORTED);
+        printf("expected error %d: %s\n", (int)st, qk_last_error());
+        int16_t table16[4];
+        QK_TRY(qk_codebook_weights_table_i16(w, table16, 4, NULL, 0));
+        CHECK(table16[0] == -201 && table16[1] == 0 && table16[2] == 200 && table16[3] == 0);
+        small_codes[0] = 2; /* C[.][0] += (a[.][0] − za)·200 */
+        QK_TRY(qk_codebook_weights_free(w));
+        QK_TRY(qk_codebook_weights_create(small_codes, K * N, K, N, QK_SCHEME_CODEBOOK, 2, wide, 3, scale, N, &w));
+        QK_TRY(qk_codebook_gemm_i32(w, a, QK_U8, M * K, M, K, za, bias, N, c, M * N, N));
+        for (int i = 0; i < M; i++) {
+            for (int j = 0; j < N; j++) {
+                int32_t want = bias[j] + (j == 0 ? ((int32_t)a[i * K] - za) * 200 : 0);
+                CHECK(c[i * N + j] == want);
+            }
+        }
+        QK_TRY(qk_codebook_weights_free(w));
+    }
+    static const float no_grid[3] = {-32768, 0, 1}; /* −2^15 next to 1: no grid within ±32767 */
+    w = (qk_codebook_weights *)&codes;
+    st = qk_codebook_weights_create(small_codes, K * N, K, N, QK_SCHEME_CODEBOOK, 2, no_grid, 3, scale, N, &w);
     CHECK(st == QK_ERR_UNSUPPORTED && w == NULL);
     printf("expected error %d: %s\n", (int)st, qk_last_error());
 }

@@ -11,7 +11,8 @@
 //!   tiles; [`neon::dwconv`]).
 //! * Codebook: `tbl` decode, then `smull` + `sadalp` (`qx8_codebook{4,5}_gemm_4x8c8__neon`)
 //!   or `sdot` (`qx8_codebook{4,5}_gemm_8x8c8__dotprod`); [`neon::codebook`],
-//!   [`dotprod::codebook`].
+//!   [`dotprod::codebook`]. Grids beyond int8: `tbl` on the i16 table's byte planes +
+//!   `smlal` (`qx8_codebook{4,5}_i16_gemm_4x4c8__neon`).
 //! * Bit shift (codebook family `shift`): `qx8_shift_{pot,apot}_gemm_4x8c2__neon`
 //!   (`sshl` on i16 lanes, `eor` sign, `sadalp`; [`neon::shift`]).
 //!

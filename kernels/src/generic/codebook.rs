@@ -29,17 +29,40 @@ pub unsafe fn store_tile<const MR: usize, const NR: usize>(args: &CodebookArgs, 
     }
 }
 
-/// Portable tile: decodes each code through the table and multiplies plainly.
+/// The two K quads of pre-widened (i16) activations at a group of `kn` real K (the
+/// i16-table kernels), four words each as an i64 (lanes past K are 0, so the padding
+/// codes meet a zero activation).
 ///
-/// Reads `m` rows of `k` activations (stride `lda`), the panel's
-/// `k.div_ceil(8)·NR·4` bytes and the 16 table bytes; nothing past them.
+/// # Safety
+/// `p` is readable for `min(kn, 8)` i16.
+#[inline(always)]
+pub unsafe fn a_quads16(p: *const i16, kn: usize) -> (i64, i64) {
+    if kn >= 8 {
+        // SAFETY: 8 i16 readable (caller).
+        return unsafe { (p.cast::<i64>().read_unaligned(), p.add(4).cast::<i64>().read_unaligned()) };
+    }
+    let mut w = [0i16; 8];
+    // SAFETY: kn < 8 i16 readable (caller); `w` holds 8.
+    unsafe { core::ptr::copy_nonoverlapping(p, w.as_mut_ptr(), kn) };
+    let quad = |o: usize| (0..4).fold(0u64, |q, t| q | (w[o + t] as u16 as u64) << (16 * t)) as i64;
+    (quad(0), quad(4))
+}
+
+/// Portable tile: decodes each code through the table (the i8 one, or with `WIDE` the
+/// i16 one) and multiplies plainly.
+///
+/// Reads `m` rows of `k` activations (stride `lda`; i16 ones when `WIDE`), the panel's
+/// `k.div_ceil(8)·NR·BITS` bytes and the `2^BITS` table entries; nothing past them.
 ///
 /// # Safety
 /// `args` satisfies the [`CodebookArgs`] contract; `m ≤ MR`, `n ≤ NR`, panel of `NR` columns.
-pub unsafe fn codebook_tile<A: Int8, const MR: usize, const NR: usize, const BITS: u32>(args: &CodebookArgs) {
+pub unsafe fn codebook_tile<A: Int8, const MR: usize, const NR: usize, const BITS: u32, const WIDE: bool>(args: &CodebookArgs) {
     let gb = CodebookFormat { nr: NR, bits: BITS }.group_bytes();
-    // SAFETY: 2^BITS table entries (contract).
-    let table = unsafe { core::slice::from_raw_parts(args.table, 1 << BITS) };
+    let mut table = [0i32; 32];
+    for (c, t) in table.iter_mut().enumerate().take(1 << BITS) {
+        // SAFETY: 2^BITS entries of the table the kernel reads (contract).
+        *t = unsafe { if WIDE { *args.table16.add(c) as i32 } else { *args.table.add(c) as i32 } };
+    }
     let mut acc = [[0i32; NR]; MR];
     for g in 0..args.k.div_ceil(8) {
         let k0 = 8 * g;
@@ -47,10 +70,11 @@ pub unsafe fn codebook_tile<A: Int8, const MR: usize, const NR: usize, const BIT
         // SAFETY: group g of the panel holds `gb` bytes (contract).
         let blk = unsafe { core::slice::from_raw_parts(args.b.add(g * gb), gb) };
         for (i, acc_row) in acc.iter_mut().enumerate().take(args.m) {
-            // SAFETY: row i has `k` elements from `a + i·lda` (contract).
-            let arow = unsafe { core::slice::from_raw_parts(args.a.add(i * args.lda + k0), kn) };
-            for (r, &abits) in arow.iter().enumerate() {
-                let av = A::from_bits(abits).to_i32();
+            for r in 0..kn {
+                let at = i * args.lda + k0 + r;
+                // SAFETY: row i has `k` elements (bytes, or i16 when WIDE) from `a + i·lda`
+                // (contract); k0 + r < k.
+                let av = unsafe { if WIDE { *args.a.cast::<i16>().add(at) as i32 } else { A::from_bits(*args.a.add(at)).to_i32() } };
                 let (t, shift) = (r % 4, 4 * (r / 4));
                 for (j, accv) in acc_row.iter_mut().enumerate() {
                     let mut code = (blk[4 * j + t] >> shift) & 0x0F;
@@ -58,7 +82,7 @@ pub unsafe fn codebook_tile<A: Int8, const MR: usize, const NR: usize, const BIT
                         let bit = (r / 4) * NR * 4 + 4 * j + t;
                         code |= ((blk[NR * 4 + bit / 8] >> (bit % 8)) & 1) << 4;
                     }
-                    *accv = accv.wrapping_add(av * table[code as usize] as i32);
+                    *accv = accv.wrapping_add(av * table[code as usize]);
                 }
             }
         }
@@ -77,8 +101,9 @@ pub const QX8_CODEBOOK4_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel 
     format: CodebookFormat { nr: 16, bits: 4 },
     a_offset: [0, 0],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
-    run: [codebook_tile::<u8, 4, 16, 4>, codebook_tile::<i8, 4, 16, 4>],
+    run: [codebook_tile::<u8, 4, 16, 4, false>, codebook_tile::<i8, 4, 16, 4, false>],
 };
 
 /// `qx8_codebook5_gemm_4x16c8__generic`: 5-bit codes, any 32-entry i8 table.
@@ -91,8 +116,41 @@ pub const QX8_CODEBOOK5_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel 
     format: CodebookFormat { nr: 16, bits: 5 },
     a_offset: [0, 0],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
-    run: [codebook_tile::<u8, 4, 16, 5>, codebook_tile::<i8, 4, 16, 5>],
+    run: [codebook_tile::<u8, 4, 16, 5, false>, codebook_tile::<i8, 4, 16, 5, false>],
+};
+
+/// `qx8_codebook4_i16_gemm_4x16c8__generic`: 4-bit codes, any i16 table (grids beyond
+/// int8: 4-bit log, learned tables up to ±32767).
+pub const QX8_CODEBOOK4_I16_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_i16_gemm_4x16c8__generic",
+    family: CodebookFamily::Lut,
+    isa: Isa::Scalar,
+    bits: 4,
+    mr: 4,
+    format: CodebookFormat { nr: 16, bits: 4 },
+    a_offset: [0, 0],
+    max_abs_table: None,
+    table_i16: true,
+    extra_features: &[],
+    run: [codebook_tile::<u8, 4, 16, 4, true>, codebook_tile::<i8, 4, 16, 4, true>],
+};
+
+/// `qx8_codebook5_i16_gemm_4x16c8__generic`: 5-bit codes, any 32-entry i16 table (PoT-5:
+/// grid 2^14).
+pub const QX8_CODEBOOK5_I16_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook5_i16_gemm_4x16c8__generic",
+    family: CodebookFamily::Lut,
+    isa: Isa::Scalar,
+    bits: 5,
+    mr: 4,
+    format: CodebookFormat { nr: 16, bits: 5 },
+    a_offset: [0, 0],
+    max_abs_table: None,
+    table_i16: true,
+    extra_features: &[],
+    run: [codebook_tile::<u8, 4, 16, 5, true>, codebook_tile::<i8, 4, 16, 5, true>],
 };
 
 /// Every portable codebook kernel, least preferred first.
@@ -101,6 +159,8 @@ pub const QX8_CODEBOOK5_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel 
 pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
     crate::generic::shift::QX8_SHIFT_POT_GEMM_4X16C2__GENERIC,
     crate::generic::shift::QX8_SHIFT_APOT_GEMM_4X16C2__GENERIC,
+    QX8_CODEBOOK4_I16_GEMM_4X16C8__GENERIC,
+    QX8_CODEBOOK5_I16_GEMM_4X16C8__GENERIC,
     QX8_CODEBOOK4_GEMM_4X16C8__GENERIC,
     QX8_CODEBOOK5_GEMM_4X16C8__GENERIC,
 ];

@@ -67,6 +67,7 @@ pub const QX8_SHIFT_POT_GEMM_4X16C2__GENERIC: CodebookUkernel = CodebookUkernel 
     format: CodebookFormat { nr: 16, bits: 8 },
     a_offset: [0, 0],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
     run: [shift_tile::<u8, 4, 16, 1>, shift_tile::<i8, 4, 16, 1>],
 };
@@ -81,6 +82,7 @@ pub const QX8_SHIFT_APOT_GEMM_4X16C2__GENERIC: CodebookUkernel = CodebookUkernel
     format: CodebookFormat { nr: 16, bits: 16 },
     a_offset: [0, 0],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
     run: [shift_tile::<u8, 4, 16, 2>, shift_tile::<i8, 4, 16, 2>],
 };

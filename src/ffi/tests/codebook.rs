@@ -86,11 +86,23 @@ fn gemm_f32<A: Copy>(h: &Handle, a: &[A], dtype: i32, m: usize, lda: usize, za: 
     unsafe { qk_codebook_gemm_f32(h.0, a.as_ptr().cast(), dtype, a.len(), m, lda, za, sa, opt_ptr(bias), bias.len(), c.as_mut_ptr(), c.len(), ldc) }
 }
 
-fn table(h: &Handle, bits: u32, n: usize) -> (Vec<i8>, Vec<f32>) {
-    let mut t = vec![99i8; 1 << bits];
+/// The handle's table as i16 (every grid) and grid scales; the i8 getter agrees where
+/// the grid fits int8 and refuses it otherwise.
+fn table(h: &Handle, bits: u32, n: usize) -> (Vec<i16>, Vec<f32>) {
+    let mut t = vec![99i16; 1 << bits];
     let mut g = vec![0f32; n];
     // SAFETY: valid, disjoint buffers.
-    expect_ok(unsafe { qk_codebook_weights_table(h.0, t.as_mut_ptr(), t.len(), g.as_mut_ptr(), g.len()) });
+    expect_ok(unsafe { qk_codebook_weights_table_i16(h.0, t.as_mut_ptr(), t.len(), g.as_mut_ptr(), g.len()) });
+    let mut t8 = vec![99i8; 1 << bits];
+    // SAFETY: as above.
+    let st = unsafe { qk_codebook_weights_table(h.0, t8.as_mut_ptr(), t8.len(), null_mut(), 0) };
+    if t.iter().all(|v| v.unsigned_abs() <= 127) {
+        expect_ok(st);
+        assert!(t8.iter().zip(&t).all(|(&a, &b)| a as i16 == b), "{t8:?} vs {t:?}");
+    } else {
+        expect_err(st, QK_ERR_UNSUPPORTED, "qk_codebook_weights_table", "qk_codebook_weights_table_i16");
+        assert!(t8.iter().all(|&v| v == 99), "written on failure");
+    }
     (t, g)
 }
 
@@ -123,6 +135,10 @@ fn round_trip_every_scheme_matches_the_rust_api() {
         (QK_SCHEME_UNIFORM, 5, vec![]),
         (QK_SCHEME_POT, 3, vec![]),
         (QK_SCHEME_POT, 4, vec![]),
+        // Grids beyond int8 (the int16 kernels): PoT-5 (2^14) and a learned table on a
+        // grid of step 1/4 reaching 4000·4.
+        (QK_SCHEME_POT, 5, vec![]),
+        (QK_SCHEME_CODEBOOK, 4, vec![-4000.0, -1.25, 0.0, 0.5, 3.0, 777.75, 1999.0]),
         (QK_SCHEME_APOT, 2, vec![]),
         (QK_SCHEME_APOT, 4, vec![]),
         (QK_SCHEME_APOT, 5, vec![]),
@@ -161,6 +177,7 @@ fn round_trip_every_scheme_matches_the_rust_api() {
                     assert_eq!(cw.kernel_name(), rw.kernel_name(), "{what}");
                     assert_eq!(cw.data, rw.data, "{what}");
                     assert_eq!(cw.table, rw.table, "{what}");
+                    assert_eq!(cw.table16, rw.table16, "{what}");
                     assert_eq!(cw.grid_scales, rw.grid_scales, "{what}");
                 }
 
@@ -170,7 +187,7 @@ fn round_trip_every_scheme_matches_the_rust_api() {
                 expect_ok(unsafe { qk_codebook_weights_shape(h.0, &mut qk, &mut qn, &mut qb) });
                 assert_eq!((qk, qn, qb), (k, n, *bits), "{what}");
                 let (tab, gs) = table(&h, *bits, n);
-                assert_eq!(&tab[..], &rw.table()[..1 << bits], "{what}");
+                assert_eq!(&tab[..], &rw.table_i16()[..1 << bits], "{what}");
 
                 // Runs: i32 and f32, u8 and i8 activations, with and without bias, strided.
                 let (lda, ldc) = (k + 3, n + 2);
@@ -241,9 +258,9 @@ fn log_quantizes_but_does_not_pack() {
     expect_err(st, QK_ERR_UNSUPPORTED, "qk_codebook_pack", "integer grid");
     let (st, _h) = create(&codes, k, n, QK_SCHEME_LOG, 4, &[], &scales);
     expect_err(st, QK_ERR_UNSUPPORTED, "qk_codebook_weights_create", "integer grid");
-    // 5-bit PoT: a grid, but beyond int8.
+    // 5-bit PoT: a grid beyond int8, run by the int16 kernels.
     let (st, _h) = pack(&w, k, n, QK_SCHEME_POT, 5, &[], QK_PER_TENSOR);
-    expect_err(st, QK_ERR_UNSUPPORTED, "qk_codebook_pack", "beyond i8");
+    expect_ok(st);
 }
 
 #[test]
@@ -306,9 +323,12 @@ fn pack_and_quantize_bad_input() {
     expect_err(st, QK_ERR_INVALID_PARAMETER, F, "2 to 16 levels");
     let (st, _h) = pack(&w, k, n, QK_SCHEME_CODEBOOK, 4, &[0.0, f32::NAN], QK_PER_TENSOR);
     expect_err(st, QK_ERR_INVALID_PARAMETER, F, "finite");
-    // Tables the integer kernels cannot run: beyond int8, and no grid at all.
+    // Tables the integer kernels cannot run: a grid beyond ±32767, and no grid at all (a
+    // grid beyond int8 runs on the int16 kernels).
     let (st, _h) = pack(&w, k, n, QK_SCHEME_CODEBOOK, 2, &[-201.0, 0.0, 200.0], QK_PER_TENSOR);
-    expect_err(st, QK_ERR_UNSUPPORTED, F, "beyond i8");
+    expect_ok(st);
+    let (st, _h) = pack(&w, k, n, QK_SCHEME_CODEBOOK, 2, &[-32768.0, 0.0, 1.0], QK_PER_TENSOR);
+    expect_err(st, QK_ERR_UNSUPPORTED, F, "integer grid");
     let (st, _h) = pack(&w, k, n, QK_SCHEME_CODEBOOK, 2, &[-1.0, 0.1, 1.0], QK_PER_TENSOR);
     expect_err(st, QK_ERR_UNSUPPORTED, F, "integer grid");
 

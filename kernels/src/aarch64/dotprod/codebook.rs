@@ -22,7 +22,7 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use crate::aarch64::neon::codebook::{decode16, load_a8, tables};
+use crate::aarch64::neon::codebook::{decode16, load_a8, plane_of, tables};
 use crate::generic::codebook::store_tile;
 use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, Isa};
 
@@ -74,15 +74,7 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
             // (the low-nibble bitmap, then the high one: `decode16`'s layout).
             let w = unsafe {
                 let p = args.b.add(g * gb);
-                let plane = if B5 {
-                    // The two bitmaps (32 bits each) as [lo 4 bytes, 0 × 4, hi 4 bytes, 0 × 4]:
-                    // `decode16`'s byte indexes 2v, 2v + 1 and 8 + 2v, 8 + 2v + 1.
-                    let lo = p.add(NR * 4).cast::<u32>().read_unaligned();
-                    let hi = p.add(NR * 4 + NR / 2).cast::<u32>().read_unaligned();
-                    vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(lo as u64), vcreate_u64(hi as u64)))
-                } else {
-                    vdupq_n_u8(0)
-                };
+                let plane = plane_of::<B5>(p, NR);
                 let mut w = [(vdupq_n_s8(0), vdupq_n_s8(0)); 2];
                 for (v, wv) in w.iter_mut().enumerate() {
                     *wv = decode16::<B5>(vld1q_u8(p.add(16 * v)), tables, plane, v);
@@ -147,6 +139,7 @@ pub const QX8_CODEBOOK4_GEMM_8X8C8__DOTPROD: CodebookUkernel = CodebookUkernel {
     format: CodebookFormat { nr: NR, bits: 4 },
     a_offset: [-128, 0],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
     run: [entry::<true, false>, entry::<false, false>],
 };
@@ -162,6 +155,7 @@ pub const QX8_CODEBOOK5_GEMM_8X8C8__DOTPROD: CodebookUkernel = CodebookUkernel {
     format: CodebookFormat { nr: NR, bits: 5 },
     a_offset: [-128, 0],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
     run: [entry::<true, true>, entry::<false, true>],
 };

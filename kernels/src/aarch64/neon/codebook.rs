@@ -19,10 +19,13 @@
 //!
 //! Accumulators: lanes `(col j, K 0–1)` and `(col j, K 2–3)` (a `sadalp` leaves two per
 //! column), so a 4 × 8 tile needs 16 vectors; one `addp` per 4 columns at the end.
+//!
+//! Grids beyond int8 (PoT-5, 4-bit log) run on the i16-table tile ([`wide_tile`]):
+//! the same indexes, two byte-plane `tbl`s zipped to i16, `smlal`/`smlal2`.
 
 use core::arch::aarch64::*;
 
-use crate::generic::codebook::store_tile;
+use crate::generic::codebook::{a_quads16, store_tile};
 use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, Isa};
 
 /// The decoded i8 weights of 16 bytes of a group: `(lo, hi)` = the weights of K `t` and
@@ -59,11 +62,27 @@ unsafe fn decode16_inner<const B5: bool>(
 ) -> (int8x16_t, int8x16_t) {
     // SAFETY: register-only NEON operations.
     unsafe {
-        let mask = vdupq_n_u8(0x0F);
-        let il = vandq_u8(raw, mask);
-        let ih = vshrq_n_u8::<4>(raw);
+        let (il, ih) = indices16::<B5>(raw, plane, v);
         if !B5 {
             return (vqtbl1q_s8(tables.0, il), vqtbl1q_s8(tables.0, ih));
+        }
+        (vqtbl2q_s8(tables, il), vqtbl2q_s8(tables, ih))
+    }
+}
+
+/// The table indexes of 16 bytes of a group: `(lo, hi)` = the codes of K `t` and `4 + t`
+/// at byte `4j + t`, with bit 4 from `plane` for 5-bit codes (see [`decode16`]).
+///
+/// # Safety
+/// None beyond NEON (the AArch64 baseline).
+#[inline(always)]
+unsafe fn indices16<const B5: bool>(raw: uint8x16_t, plane: uint8x16_t, v: usize) -> (uint8x16_t, uint8x16_t) {
+    // SAFETY: register-only NEON operations.
+    unsafe {
+        let il = vandq_u8(raw, vdupq_n_u8(0x0F));
+        let ih = vshrq_n_u8::<4>(raw);
+        if !B5 {
+            return (il, ih);
         }
         // Element e of this vector is bit 16v + e of each half of the plane: byte 2v + e / 8,
         // bit e % 8.
@@ -74,10 +93,7 @@ unsafe fn decode16_inner<const B5: bool>(
         let sixteen = vdupq_n_u8(0x10);
         let bl = vandq_u8(vtstq_u8(vqtbl1q_u8(plane, lo_idx), sel), sixteen);
         let bh = vandq_u8(vtstq_u8(vqtbl1q_u8(plane, hi_idx), sel), sixteen);
-        (
-            vqtbl2q_s8(tables, vorrq_u8(il, bl)),
-            vqtbl2q_s8(tables, vorrq_u8(ih, bh)),
-        )
+        (vorrq_u8(il, bl), vorrq_u8(ih, bh))
     }
 }
 
@@ -121,6 +137,29 @@ pub(crate) unsafe fn tables<const B5: bool>(args: &CodebookArgs) -> int8x16x2_t 
     }
 }
 
+/// The bit plane of a group of `nr` columns (5-bit codes; zero otherwise) as
+/// [`decode16`] reads it: the first `min(nr / 2, 4)` bytes of the low-nibble bitmap at
+/// bytes 0.., those of the high-nibble bitmap at 8.. (the bits of the group's first 32
+/// code bytes), zero elsewhere.
+///
+/// # Safety
+/// With `B5`, the group's `nr` plane bytes after its `nr·4` nibble bytes at `p` are
+/// readable.
+#[inline(always)]
+pub(crate) unsafe fn plane_of<const B5: bool>(p: *const u8, nr: usize) -> uint8x16_t {
+    let mut b = [0u8; 16];
+    if B5 {
+        let w = (nr / 2).min(4);
+        // SAFETY: 2 × w ≤ nr plane bytes readable (caller); `b` holds 16.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p.add(nr * 4), b.as_mut_ptr(), w);
+            core::ptr::copy_nonoverlapping(p.add(nr * 4 + nr / 2), b.as_mut_ptr().add(8), w);
+        }
+    }
+    // SAFETY: 16 bytes; NEON is the AArch64 baseline.
+    unsafe { vld1q_u8(b.as_ptr()) }
+}
+
 /// The exact `R × 8` tile (`R ≤ 4`).
 ///
 /// Reads `m` rows of `k` activation bytes (not one past `k`), the panel's
@@ -150,15 +189,7 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
             // SAFETY: group g of the panel: 32 nibble bytes, then (5 bits) 8 plane bytes.
             let w = unsafe {
                 let p = args.b.add(g * gb);
-                let plane = if B5 {
-                    // Two halves of 32 bits each, as [lo 4 bytes, 0 × 4, hi 4 bytes, 0 × 4] so
-                    // that `decode16`'s byte indexes 2v, 2v+1 and 8 + 2v, 8 + 2v + 1 hit them.
-                    let lo = p.add(NR * 4).cast::<u32>().read_unaligned();
-                    let hi = p.add(NR * 4 + NR / 2).cast::<u32>().read_unaligned();
-                    vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(lo as u64), vcreate_u64(hi as u64)))
-                } else {
-                    vdupq_n_u8(0)
-                };
+                let plane = plane_of::<B5>(p, NR);
                 let mut w = [(vdupq_n_s8(0), vdupq_n_s8(0)); 2];
                 for (v, wv) in w.iter_mut().enumerate() {
                     *wv = decode16::<B5>(vld1q_u8(p.add(16 * v)), tables, plane, v);
@@ -228,6 +259,7 @@ pub const QX8_CODEBOOK4_GEMM_4X8C8__NEON: CodebookUkernel = CodebookUkernel {
     format: CodebookFormat { nr: 8, bits: 4 },
     a_offset: [-128, 0],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
     run: [entry::<true, false>, entry::<false, false>],
 };
@@ -243,12 +275,155 @@ pub const QX8_CODEBOOK5_GEMM_4X8C8__NEON: CodebookUkernel = CodebookUkernel {
     format: CodebookFormat { nr: 8, bits: 5 },
     a_offset: [-128, 0],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
     run: [entry::<true, true>, entry::<false, true>],
 };
 
-/// NEON codebook kernels, least preferred first.
+/// The exact `R × 4` tile of the i16-table kernels (grids beyond int8: PoT-5, 4-bit log;
+/// `R ≤ 4`): the codes' table indexes as [`decode16`] makes them, one `tbl` on the low
+/// and one on the high byte plane of the i16 table (`ld2` splits it; two-register `tbl`
+/// for 5-bit codes), `zip1`/`zip2` back to i16 (2 columns × 4 K per vector), then
+/// `smlal`/`smlal2` with the row's K quads of the activations the driver widened to i16
+/// (`a_offset` 0). One lane of an accumulator is one K residue of one column (4 per
+/// column, 16 for the tile's row), each step a single product `|a·w| ≤ 255·32767`
+/// added in wrapping i32 as the [`CodebookArgs`] contract allows; two `addp` per row at
+/// the end.
+///
+/// Reads `m` rows of `k` i16 activations (not one past `k`), the panel's
+/// `k.div_ceil(8)` groups (16 bytes, or 20 with `B5`), the 32 i16 of `table16`; writes
+/// the `m × n` tile.
+///
+/// # Safety
+/// `args` satisfies the [`CodebookArgs`] contract with `m = R`, `n ≤ 4`, an `nr = 4`
+/// panel of `bits = 4` (or 5 with `B5`) codes.
+#[target_feature(enable = "neon")]
+unsafe fn wide_tile<const R: usize, const B5: bool>(args: &CodebookArgs) {
+    const NR: usize = 4;
+    let gb = CodebookFormat {
+        nr: NR,
+        bits: if B5 { 5 } else { 4 },
+    }
+    .group_bytes();
+    // SAFETY: the table's 32 i16 (64 bytes): `ld2` deinterleaves low and high bytes.
+    let (lo_t, hi_t) = unsafe {
+        let t0 = vld2q_u8(args.table16.cast::<u8>());
+        let t1 = vld2q_u8(args.table16.cast::<u8>().add(32));
+        (uint8x16x2_t(t0.0, t1.0), uint8x16x2_t(t0.1, t1.1))
+    };
+    let look = |t: uint8x16x2_t, idx: uint8x16_t| if B5 { vqtbl2q_u8(t, idx) } else { vqtbl1q_u8(t.0, idx) };
+    // acc[r][j]: row r, column j, lanes = K residues 0–3.
+    let mut acc = [[vdupq_n_s32(0); NR]; R];
+    // As in `tile`: one copy for the whole groups, one for the K tail.
+    macro_rules! group {
+        ($g:expr, $kn:expr) => {{
+            let (g, kn): (usize, usize) = ($g, $kn);
+            // SAFETY: group g of the panel: 16 nibble bytes, then (5 bits) 4 plane bytes.
+            let w = unsafe {
+                let p = args.b.add(g * gb);
+                let plane = plane_of::<B5>(p, NR);
+                let (il, ih) = indices16::<B5>(vld1q_u8(p), plane, 0);
+                let (ll, lh, hl, hh) = (look(lo_t, il), look(hi_t, il), look(lo_t, ih), look(hi_t, ih));
+                // [K 0–3 of columns 0,1; columns 2,3; K 4–7 of columns 0,1; columns 2,3].
+                [
+                    vreinterpretq_s16_u8(vzip1q_u8(ll, lh)),
+                    vreinterpretq_s16_u8(vzip2q_u8(ll, lh)),
+                    vreinterpretq_s16_u8(vzip1q_u8(hl, hh)),
+                    vreinterpretq_s16_u8(vzip2q_u8(hl, hh)),
+                ]
+            };
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                // SAFETY: row r < m, i16 8g .. 8g + kn ≤ k (zero past them).
+                let a = unsafe {
+                    let p = args.a.cast::<i16>().add(r * args.lda + 8 * g);
+                    if kn >= 8 {
+                        vld1q_s16(p)
+                    } else {
+                        let (lo, hi) = a_quads16(p, kn);
+                        vreinterpretq_s16_s64(vcombine_s64(vcreate_s64(lo as u64), vcreate_s64(hi as u64)))
+                    }
+                };
+                let (alo, ahi) = (vget_low_s16(a), vget_high_s16(a));
+                let (alo2, ahi2) = (vcombine_s16(alo, alo), vcombine_s16(ahi, ahi));
+                for h in 0..2 {
+                    acc_r[2 * h] = vmlal_s16(acc_r[2 * h], vget_low_s16(w[h]), alo);
+                    acc_r[2 * h + 1] = vmlal_high_s16(acc_r[2 * h + 1], w[h], alo2);
+                    acc_r[2 * h] = vmlal_s16(acc_r[2 * h], vget_low_s16(w[2 + h]), ahi);
+                    acc_r[2 * h + 1] = vmlal_high_s16(acc_r[2 * h + 1], w[2 + h], ahi2);
+                }
+            }
+        }};
+    }
+    let full = args.k / 8;
+    for g in 0..full {
+        group!(g, 8);
+    }
+    if !args.k.is_multiple_of(8) {
+        group!(full, args.k % 8);
+    }
+    let mut out = [[0i32; NR]; R];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        // SAFETY: 4 i32 of the row.
+        unsafe { vst1q_s32(o.as_mut_ptr(), vpaddq_s32(vpaddq_s32(a[0], a[1]), vpaddq_s32(a[2], a[3]))) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { store_tile::<R, NR>(args, &out) }
+}
+
+/// Dispatches on the tile's row count.
+///
+/// # Safety
+/// `args` satisfies the [`CodebookArgs`] contract with `m ≤ 4`, `n ≤ 4`, an `nr = 4`
+/// panel of `bits = 4` (5 with `B5`) codes.
+unsafe fn wide_entry<const B5: bool>(args: &CodebookArgs) {
+    // SAFETY (each arm): forwarded, R = m; NEON is the AArch64 baseline.
+    unsafe {
+        match args.m {
+            1 => wide_tile::<1, B5>(args),
+            2 => wide_tile::<2, B5>(args),
+            3 => wide_tile::<3, B5>(args),
+            _ => wide_tile::<4, B5>(args),
+        }
+    }
+}
+
+/// `qx8_codebook4_i16_gemm_4x4c8__neon`: 4-bit codes, any i16 table (4-bit log: grid
+/// 2^14), `tbl` on two byte planes + `smlal`/`smlal2`.
+pub const QX8_CODEBOOK4_I16_GEMM_4X4C8__NEON: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_i16_gemm_4x4c8__neon",
+    family: CodebookFamily::Lut,
+    isa: Isa::Neon,
+    bits: 4,
+    mr: 4,
+    format: CodebookFormat { nr: 4, bits: 4 },
+    a_offset: [0, 0],
+    max_abs_table: None,
+    table_i16: true,
+    extra_features: &[],
+    run: [wide_entry::<false>, wide_entry::<false>],
+};
+
+/// `qx8_codebook5_i16_gemm_4x4c8__neon`: 5-bit codes, any 32-entry i16 table (PoT-5:
+/// grid 2^14), two-register `tbl` per byte plane.
+pub const QX8_CODEBOOK5_I16_GEMM_4X4C8__NEON: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook5_i16_gemm_4x4c8__neon",
+    family: CodebookFamily::Lut,
+    isa: Isa::Neon,
+    bits: 5,
+    mr: 4,
+    format: CodebookFormat { nr: 4, bits: 5 },
+    a_offset: [0, 0],
+    max_abs_table: None,
+    table_i16: true,
+    extra_features: &[],
+    run: [wide_entry::<true>, wide_entry::<true>],
+};
+
+/// NEON codebook kernels, least preferred first (the i16-table ones run only grids
+/// beyond int8, which no other kernel here takes).
 pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
+    QX8_CODEBOOK4_I16_GEMM_4X4C8__NEON,
+    QX8_CODEBOOK5_I16_GEMM_4X4C8__NEON,
     QX8_CODEBOOK4_GEMM_4X8C8__NEON,
     QX8_CODEBOOK5_GEMM_4X8C8__NEON,
 ];

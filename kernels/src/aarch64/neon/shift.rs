@@ -214,6 +214,7 @@ const fn kernel(name: &'static str, terms: u32, run: [CodebookUkernelFn; 2]) -> 
         format: CodebookFormat { nr: NR, bits: 8 * terms },
         a_offset: [0, 0],
         max_abs_table: None,
+        table_i16: false,
         extra_features: &[],
         run,
     }

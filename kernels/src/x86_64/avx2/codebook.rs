@@ -4,7 +4,8 @@
 //!
 //! Two kernels: `vpmaddubsw` (fast, tables within ±64) and an exact one for any i8 table
 //! (IQ4_NL-style codebooks reach 127) that sign-extends the decoded weights to i16 and
-//! multiplies with `vpmaddwd`.
+//! multiplies with `vpmaddwd`. The same exact tile also decodes through an i16 table
+//! (grids beyond int8: PoT-5, 4-bit log) from two byte planes.
 //!
 //! `vpmaddubsw` saturates its i16 pair sums. The kernel is registered with
 //! `max_abs_table: Some(64)`: with every table value within ±64 a pair is at most
@@ -13,7 +14,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::generic::codebook::store_tile;
+use crate::generic::codebook::{a_quads16, store_tile};
 use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, Isa};
 use crate::x86_64::avx512vnni::codebook::a_tail_words;
 
@@ -155,86 +156,154 @@ pub const QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUke
     format: CodebookFormat { nr: 16, bits: 4 },
     a_offset: [0, 128],
     max_abs_table: Some(64),
+    table_i16: false,
     extra_features: &[],
     run: [qx8_codebook4_gemm_4x16c8_maddubs_u8a, qx8_codebook4_gemm_4x16c8_maddubs_i8a],
 };
 
-/// The exact `MR × 8` tile (one ymm of nibbles per K group): decoded weights
-/// sign-extended to i16 (4 columns × 4 K per ymm), activations zero-extended to an i16
-/// quad broadcast, `vpmaddwd` leaves two partial sums per column, added pairwise at the
-/// end. Every product and pair sum is exact in i32 (`2·255·128 < 2^31`).
+/// The exact `MR × 8` tile (one ymm of nibbles per K group): decoded weights as i16
+/// (4 columns × 4 K per ymm), activations zero-extended to an i16 quad broadcast,
+/// `vpmaddwd` leaves two partial sums per column, added pairwise at the end.
 ///
-/// Reads `m` rows of `k` activation bytes (not one past `k`), the panel's
-/// `k.div_ceil(8)·32` bytes, 16 table bytes; writes the `m × n` tile.
+/// The i8 table (`WIDE = false`): one `vpshufb` per nibble half, sign-extended to i16.
+/// The i16 table (`WIDE`, grids beyond int8): its low and high bytes as two 16-byte
+/// planes, one `vpshufb` each, interleaved back to i16 by `vpunpck{l,h}bw` (5-bit codes:
+/// a second pair of planes for codes 16–31, blended in by the bit plane as the
+/// `vpmaddubsw` tile does). Every product `|a·w| ≤ 255·32767` and pair sum `< 2^24` is
+/// exact in i32; the accumulators wrap as the contract allows.
+///
+/// Reads `m` rows of `k` activation bytes (`WIDE`: `k` i16; not one past `k`), the
+/// panel's `k.div_ceil(8)` groups (32 bytes, or 40 with `B5`), 16 table bytes (`WIDE`:
+/// the 32 i16 of `table16`); writes the `m × n` tile.
 ///
 /// # Safety
 /// `args` satisfies the [`CodebookArgs`] contract, `m ≤ MR`, `n ≤ 8`; the CPU supports AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn exact_tile<const MR: usize, const FLIP: bool>(args: &CodebookArgs) {
+pub unsafe fn exact_tile<const MR: usize, const FLIP: bool, const WIDE: bool, const B5: bool>(args: &CodebookArgs) {
     // SAFETY (each arm): forwarded, m ≤ the row count.
     unsafe {
         match args.m {
-            1 => exact::<1, FLIP>(args),
-            2 => exact::<2, FLIP>(args),
-            _ => exact::<MR, FLIP>(args),
+            1 => exact::<1, FLIP, WIDE, B5>(args),
+            2 => exact::<2, FLIP, WIDE, B5>(args),
+            _ => exact::<MR, FLIP, WIDE, B5>(args),
         }
     }
+}
+
+/// The low and high byte planes of 16 i16 table entries, each broadcast to both lanes.
+///
+/// # Safety
+/// `t` is readable for 16 i16; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn byte_planes(t: *const i16) -> (__m256i, __m256i) {
+    // Per 8 entries: low bytes to bytes 0–7, high bytes to 8–15.
+    let split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    // SAFETY: 16 entries readable (caller).
+    let (e0, e1) = unsafe { (_mm_loadu_si128(t.cast()), _mm_loadu_si128(t.add(8).cast())) };
+    let (e0, e1) = (_mm_shuffle_epi8(e0, split), _mm_shuffle_epi8(e1, split));
+    (_mm256_broadcastsi128_si256(_mm_unpacklo_epi64(e0, e1)), _mm256_broadcastsi128_si256(_mm_unpackhi_epi64(e0, e1)))
 }
 
 /// # Safety
 /// As [`exact_tile`], `m ≤ R`.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn exact<const R: usize, const FLIP: bool>(args: &CodebookArgs) {
+unsafe fn exact<const R: usize, const FLIP: bool, const WIDE: bool, const B5: bool>(args: &CodebookArgs) {
     const NR: usize = 8;
+    let gb = CodebookFormat { nr: NR, bits: if B5 { 5 } else { 4 } }.group_bytes();
     // SAFETY: reads stay within the contract's ranges (as in `tile`), rows < m only.
     unsafe {
-        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast()));
+        // Byte tables: [low plane, high plane] of codes 0–15 and (5-bit) 16–31; the i8
+        // table is its own low plane.
+        let (lo0, hi0) = if WIDE { byte_planes(args.table16) } else { (_mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast())), _mm256_setzero_si256()) };
+        let (lo1, hi1) = match (WIDE, B5) {
+            (true, true) => byte_planes(args.table16.add(16)),
+            (false, true) => (_mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.add(16).cast())), hi0),
+            _ => (lo0, hi0),
+        };
         let mask = _mm256_set1_epi8(0x0F);
         let zero = _mm256_setzero_si256();
         let mut acc = [[zero; 2]; R];
         let full = args.k / 8;
         let m = args.m;
-        // The weights of a group as i16: [lo cols 0–3, lo cols 4–7, hi cols 0–3, hi cols 4–7].
+        // One plane lookup of 32 indexes (codes 16–31 blended in where `sel` is set).
+        let look = |t0: __m256i, t1: __m256i, idx: __m256i, sel: __m256i| {
+            let v = _mm256_shuffle_epi8(t0, idx);
+            if B5 { _mm256_blendv_epi8(v, _mm256_shuffle_epi8(t1, idx), sel) } else { v }
+        };
+        // The weights of a group as i16. i8 table: [lo cols 0–3, lo cols 4–7, hi cols 0–3,
+        // hi cols 4–7]; i16 table: [lo cols 0,1|4,5, lo cols 2,3|6,7, hi …, hi …] (the
+        // unpacks work per 128-bit lane).
         let decode = |p: *const u8| -> [__m256i; 4] {
             let raw = _mm256_loadu_si256(p.cast());
-            let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, mask));
-            let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask));
-            [
-                _mm256_cvtepi8_epi16(_mm256_castsi256_si128(lo)),
-                _mm256_cvtepi8_epi16(_mm256_extracti128_si256(lo, 1)),
-                _mm256_cvtepi8_epi16(_mm256_castsi256_si128(hi)),
-                _mm256_cvtepi8_epi16(_mm256_extracti128_si256(hi, 1)),
-            ]
+            let il = _mm256_and_si256(raw, mask);
+            let ih = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+            let (sl, sh) = if B5 {
+                let plane = p.add(NR * 4);
+                (expand_bits(plane.cast::<u32>().read_unaligned()), expand_bits(plane.add(4).cast::<u32>().read_unaligned()))
+            } else {
+                (zero, zero)
+            };
+            let (lo, hi) = (look(lo0, lo1, il, sl), look(lo0, lo1, ih, sh));
+            if WIDE {
+                let (lo_h, hi_h) = (look(hi0, hi1, il, sl), look(hi0, hi1, ih, sh));
+                [
+                    _mm256_unpacklo_epi8(lo, lo_h),
+                    _mm256_unpackhi_epi8(lo, lo_h),
+                    _mm256_unpacklo_epi8(hi, hi_h),
+                    _mm256_unpackhi_epi8(hi, hi_h),
+                ]
+            } else {
+                [
+                    _mm256_cvtepi8_epi16(_mm256_castsi256_si128(lo)),
+                    _mm256_cvtepi8_epi16(_mm256_extracti128_si256(lo, 1)),
+                    _mm256_cvtepi8_epi16(_mm256_castsi256_si128(hi)),
+                    _mm256_cvtepi8_epi16(_mm256_extracti128_si256(hi, 1)),
+                ]
+            }
         };
+        // A K quad as four i16, repeated: bytes zero-extended, or (WIDE) four words of the
+        // pre-widened A broadcast as they are.
         let quad = |word: i32| _mm256_cvtepu8_epi16(_mm_set1_epi32(word));
-        let step = |acc: &mut [__m256i; 2], lo: i32, hi: i32, w: &[__m256i; 4]| {
-            let (alo, ahi) = (quad(lo), quad(hi));
+        let quads = |r: usize, g: usize, kn: usize| {
+            if WIDE {
+                let (lo, hi) = a_quads16(args.a.cast::<i16>().add(r * args.lda + 8 * g), kn);
+                (_mm256_set1_epi64x(lo), _mm256_set1_epi64x(hi))
+            } else {
+                let (lo, hi) = a_tail_words::<FLIP>(args.a.add(r * args.lda + 8 * g), kn);
+                (quad(lo), quad(hi))
+            }
+        };
+        let step = |acc: &mut [__m256i; 2], (alo, ahi): (__m256i, __m256i), w: &[__m256i; 4]| {
             acc[0] = _mm256_add_epi32(acc[0], _mm256_add_epi32(_mm256_madd_epi16(alo, w[0]), _mm256_madd_epi16(ahi, w[2])));
             acc[1] = _mm256_add_epi32(acc[1], _mm256_add_epi32(_mm256_madd_epi16(alo, w[1]), _mm256_madd_epi16(ahi, w[3])));
         };
         let flip = if FLIP { 0x8080_8080u32 as i32 } else { 0 };
         for g in 0..full {
-            let w = decode(args.b.add(g * NR * 4));
+            let w = decode(args.b.add(g * gb));
             for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
-                let p = args.a.add(r * args.lda + 8 * g);
-                let lo = p.cast::<i32>().read_unaligned() ^ flip;
-                let hi = p.add(4).cast::<i32>().read_unaligned() ^ flip;
-                step(acc_r, lo, hi, &w);
+                let a = if WIDE {
+                    quads(r, g, 8)
+                } else {
+                    let p = args.a.add(r * args.lda + 8 * g);
+                    (quad(p.cast::<i32>().read_unaligned() ^ flip), quad(p.add(4).cast::<i32>().read_unaligned() ^ flip))
+                };
+                step(acc_r, a, &w);
             }
         }
         let kn = args.k - 8 * full;
         if kn > 0 {
-            let w = decode(args.b.add(full * NR * 4));
+            let w = decode(args.b.add(full * gb));
             for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
-                let (lo, hi) = a_tail_words::<FLIP>(args.a.add(r * args.lda + 8 * full), kn);
-                step(acc_r, lo, hi, &w);
+                step(acc_r, quads(r, full, kn), &w);
             }
         }
         let mut out = [[0i32; NR]; R];
         for r in 0..R.min(m) {
-            // [c0 c1 c4 c5 | c2 c3 c6 c7] → column order.
-            let s = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][0], acc[r][1]), 0b11_01_10_00);
+            let s = _mm256_hadd_epi32(acc[r][0], acc[r][1]);
+            // i8: [c0 c1 c4 c5 | c2 c3 c6 c7] → column order; i16: already in order.
+            let s = if WIDE { s } else { _mm256_permute4x64_epi64(s, 0b11_01_10_00) };
             _mm256_storeu_si256(out[r].as_mut_ptr().cast(), s);
         }
         store_tile::<R, NR>(args, &out);
@@ -247,7 +316,7 @@ unsafe fn exact<const R: usize, const FLIP: bool>(args: &CodebookArgs) {
 /// [`exact_tile`]'s contract for a 4×8 tile.
 pub unsafe fn qx8_codebook4_gemm_4x8c8_u8a(args: &CodebookArgs) {
     // SAFETY: forwarded.
-    unsafe { exact_tile::<4, false>(args) }
+    unsafe { exact_tile::<4, false, false, false>(args) }
 }
 
 /// Exact 4×8 tile, i8 activations (flipped to u8).
@@ -256,7 +325,7 @@ pub unsafe fn qx8_codebook4_gemm_4x8c8_u8a(args: &CodebookArgs) {
 /// [`exact_tile`]'s contract for a 4×8 tile.
 pub unsafe fn qx8_codebook4_gemm_4x8c8_i8a(args: &CodebookArgs) {
     // SAFETY: forwarded.
-    unsafe { exact_tile::<4, true>(args) }
+    unsafe { exact_tile::<4, true, false, false>(args) }
 }
 
 /// `qx8_codebook4_gemm_4x8c8__avx2`: exact for any i8 table (`vpmaddwd` on i16).
@@ -269,6 +338,7 @@ pub const QX8_CODEBOOK4_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel {
     format: CodebookFormat { nr: 8, bits: 4 },
     a_offset: [0, 128],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
     run: [qx8_codebook4_gemm_4x8c8_u8a, qx8_codebook4_gemm_4x8c8_i8a],
 };
@@ -302,10 +372,49 @@ pub const QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUke
     format: CodebookFormat { nr: 16, bits: 5 },
     a_offset: [0, 128],
     max_abs_table: Some(64),
+    table_i16: false,
     extra_features: &[],
     run: [qx8_codebook5_gemm_4x16c8_maddubs_u8a, qx8_codebook5_gemm_4x16c8_maddubs_i8a],
 };
 
-/// AVX2 codebook kernels, least preferred first.
-pub const CODEBOOK_KERNELS: &[CodebookUkernel] =
-    &[QX8_CODEBOOK4_GEMM_4X8C8__AVX2, QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2, QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2];
+/// `qx8_codebook4_i16_gemm_4x8c8__avx2`: 4-bit codes, any i16 table (4-bit log: grid
+/// 2^14); two `vpshufb` byte-plane lookups per nibble half, `vpmaddwd`.
+pub const QX8_CODEBOOK4_I16_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_i16_gemm_4x8c8__avx2",
+    family: CodebookFamily::Lut,
+    isa: Isa::Avx2,
+    bits: 4,
+    mr: 4,
+    format: CodebookFormat { nr: 8, bits: 4 },
+    a_offset: [0, 0],
+    max_abs_table: None,
+    table_i16: true,
+    extra_features: &[],
+    run: [exact_tile::<4, false, true, false>, exact_tile::<4, false, true, false>],
+};
+
+/// `qx8_codebook5_i16_gemm_4x8c8__avx2`: 5-bit codes, any 32-entry i16 table (PoT-5:
+/// grid 2^14); four byte-plane lookups and two blends per nibble half, `vpmaddwd`.
+pub const QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook5_i16_gemm_4x8c8__avx2",
+    family: CodebookFamily::Lut,
+    isa: Isa::Avx2,
+    bits: 5,
+    mr: 4,
+    format: CodebookFormat { nr: 8, bits: 5 },
+    a_offset: [0, 0],
+    max_abs_table: None,
+    table_i16: true,
+    extra_features: &[],
+    run: [exact_tile::<4, false, true, true>, exact_tile::<4, false, true, true>],
+};
+
+/// AVX2 codebook kernels, least preferred first (the i16-table ones run only grids
+/// beyond int8, which no other kernel here takes).
+pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
+    QX8_CODEBOOK4_I16_GEMM_4X8C8__AVX2,
+    QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2,
+    QX8_CODEBOOK4_GEMM_4X8C8__AVX2,
+    QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2,
+    QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2,
+];

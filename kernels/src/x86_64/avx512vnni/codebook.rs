@@ -12,7 +12,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::generic::codebook::store_tile;
+use crate::generic::codebook::{a_quads16, store_tile};
 use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, Isa};
 
 /// The activation words of a partial last group of `kn < 8` bytes: bytes past K are 0
@@ -203,6 +203,7 @@ pub const QX8_CODEBOOK4_GEMM_8X32C8__AVX512VNNI: CodebookUkernel = CodebookUkern
     format: CodebookFormat { nr: 32, bits: 4 },
     a_offset: [0, 128],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
     run: [qx8_codebook4_gemm_8x32c8_u8a, qx8_codebook4_gemm_8x32c8_i8a],
 };
@@ -237,6 +238,7 @@ pub const QX8_CODEBOOK4_GEMM_8X32C8__AVX512VBMI: CodebookUkernel = CodebookUkern
     format: CodebookFormat { nr: 32, bits: 4 },
     a_offset: [0, 128],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &["avx512vbmi"],
     run: [qx8_codebook4_gemm_8x32c8_vbmi_u8a, qx8_codebook4_gemm_8x32c8_vbmi_i8a],
 };
@@ -271,10 +273,168 @@ pub const QX8_CODEBOOK5_GEMM_8X32C8__AVX512VNNI: CodebookUkernel = CodebookUkern
     format: CodebookFormat { nr: 32, bits: 5 },
     a_offset: [0, 128],
     max_abs_table: None,
+    table_i16: false,
     extra_features: &[],
     run: [qx8_codebook5_gemm_8x32c8_u8a, qx8_codebook5_gemm_8x32c8_i8a],
 };
 
-/// AVX-512 VNNI codebook kernels, least preferred first.
-pub const CODEBOOK_KERNELS: &[CodebookUkernel] =
-    &[QX8_CODEBOOK4_GEMM_8X32C8__AVX512VNNI, QX8_CODEBOOK5_GEMM_8X32C8__AVX512VNNI, QX8_CODEBOOK4_GEMM_8X32C8__AVX512VBMI];
+/// The `MR × 16` tile of the i16-table kernels (grids beyond int8: PoT-5, 4-bit log):
+/// codes zero-extended to words (`vpmovzxbw`), the nibble (and, for 5-bit codes, bit 4
+/// from the group's bit plane as a masked `+16`) picks one of the 32 i16 table entries
+/// held in one zmm (`vpermw`), and `vpdpwssd` multiplies them with the activations the
+/// driver widened to i16 (`a_offset` 0), a K quad broadcast per row. One zmm of weights is 8
+/// columns × 4 K, so a dword lane sums two K of one column; the pairs are added at the
+/// end. Every product `|a·w| ≤ 255·32767` and pair sum `< 2^24` is exact; the
+/// accumulators wrap as the [`CodebookArgs`] contract allows.
+///
+/// Reads `m` rows of `k` i16 activations (not one past `k`), the panel's
+/// `k.div_ceil(8)` groups (64 bytes, or 80 with `B5`), the 32 i16 of `table16`; writes
+/// the `m × n` tile.
+///
+/// # Safety
+/// `args` satisfies the [`CodebookArgs`] contract, `m ≤ MR`, `n ≤ 16`; the CPU supports
+/// AVX-512 F/BW/VL/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn wide_tile<const MR: usize, const B5: bool>(args: &CodebookArgs) {
+    // SAFETY (each arm): forwarded, m ≤ the row count. Short tiles (GEMV) keep the two
+    // K halves in separate accumulators (two dependency chains per column block).
+    unsafe {
+        match args.m {
+            1 => wide::<1, true, B5>(args),
+            2 => wide::<2, true, B5>(args),
+            3 | 4 if MR > 4 => wide::<4, false, B5>(args),
+            _ => wide::<MR, false, B5>(args),
+        }
+    }
+}
+
+/// # Safety
+/// As [`wide_tile`], `m ≤ R`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn wide<const R: usize, const SPLIT: bool, const B5: bool>(args: &CodebookArgs) {
+    const NR: usize = 16;
+    let gb = CodebookFormat { nr: NR, bits: if B5 { 5 } else { 4 } }.group_bytes();
+    // SAFETY: every access stays within the contract's ranges: full groups read 8
+    // activation bytes at k0 ≤ k − 8, the tail reads k − k0 bytes, the panel has
+    // k.div_ceil(8) groups of `gb` bytes, the table 32 i16; rows ≥ m are never read.
+    unsafe {
+        let table = _mm512_loadu_si512(args.table16.cast());
+        let low = _mm512_set1_epi16(0x0F);
+        let sixteen = _mm512_set1_epi16(16);
+        let zero = _mm512_setzero_si512();
+        let mut acc = [[zero; 2]; R];
+        let mut acc2 = [[zero; 2]; R];
+        let full = args.k / 8;
+        let m = args.m;
+        // The weights of a group as i16: [lo-nibble K (8g..8g+4) of columns 0–7, of
+        // columns 8–15, hi-nibble K (8g+4..8g+8) of columns 0–7, of columns 8–15].
+        let decode = |p: *const u8| -> [__m512i; 4] {
+            let mut w = [zero; 4];
+            for v in 0..2 {
+                // `vpmovzxbw zmm, m256`: the load folded in, no lane extract.
+                let words = _mm512_cvtepu8_epi16(_mm256_loadu_si256(p.add(32 * v).cast()));
+                let mut il = _mm512_and_si512(words, low);
+                let mut ih = _mm512_srli_epi16(words, 4);
+                if B5 {
+                    // Bit 32v + i of each bitmap is bit 4 of the code at word i.
+                    let plane = p.add(NR * 4);
+                    let ml: __mmask32 = plane.add(4 * v).cast::<u32>().read_unaligned();
+                    let mh: __mmask32 = plane.add(NR / 2 + 4 * v).cast::<u32>().read_unaligned();
+                    il = _mm512_mask_add_epi16(il, ml, il, sixteen);
+                    ih = _mm512_mask_add_epi16(ih, mh, ih, sixteen);
+                }
+                w[v] = _mm512_permutexvar_epi16(il, table);
+                w[2 + v] = _mm512_permutexvar_epi16(ih, table);
+            }
+            w
+        };
+        // The pre-widened A (i16): a K quad is one qword, broadcast from memory (a load,
+        // no shuffle).
+        let a16 = args.a.cast::<i16>();
+        for g in 0..full {
+            let w = decode(args.b.add(g * gb));
+            for r in 0..R {
+                if r >= m {
+                    break;
+                }
+                let p = a16.add(r * args.lda + 8 * g);
+                let alo = _mm512_set1_epi64(p.cast::<i64>().read_unaligned());
+                let ahi = _mm512_set1_epi64(p.add(4).cast::<i64>().read_unaligned());
+                for v in 0..2 {
+                    acc[r][v] = _mm512_dpwssd_epi32(acc[r][v], alo, w[v]);
+                    if SPLIT {
+                        acc2[r][v] = _mm512_dpwssd_epi32(acc2[r][v], ahi, w[2 + v]);
+                    } else {
+                        acc[r][v] = _mm512_dpwssd_epi32(acc[r][v], ahi, w[2 + v]);
+                    }
+                }
+            }
+        }
+        let kn = args.k - 8 * full;
+        if kn > 0 {
+            let w = decode(args.b.add(full * gb));
+            for (r, acc_r) in acc.iter_mut().enumerate().take(m) {
+                // Words past K are 0: the padding codes meet a zero activation.
+                let (lo, hi) = a_quads16(a16.add(r * args.lda + 8 * full), kn);
+                for v in 0..2 {
+                    acc_r[v] = _mm512_dpwssd_epi32(acc_r[v], _mm512_set1_epi64(lo), w[v]);
+                    acc_r[v] = _mm512_dpwssd_epi32(acc_r[v], _mm512_set1_epi64(hi), w[2 + v]);
+                }
+            }
+        }
+        let mut out = [[0i32; NR]; R];
+        for ((o, a1), a2) in out.iter_mut().zip(&acc).zip(&acc2).take(m) {
+            for v in 0..2 {
+                let s = if SPLIT { _mm512_add_epi32(a1[v], a2[v]) } else { a1[v] };
+                // Dword lanes 2c, 2c + 1 are column c's two K pairs: add them into the low
+                // dword of each qword, then narrow the qwords.
+                let s = _mm512_cvtepi64_epi32(_mm512_add_epi32(s, _mm512_srli_epi64(s, 32)));
+                _mm256_storeu_si256(o[8 * v..].as_mut_ptr().cast(), s);
+            }
+        }
+        store_tile::<R, NR>(args, &out);
+    }
+}
+
+/// `qx8_codebook4_i16_gemm_8x16c8__avx512vnni`: 4-bit codes, any i16 table (4-bit log:
+/// grid 2^14), `vpermw` decode + `vpdpwssd`.
+pub const QX8_CODEBOOK4_I16_GEMM_8X16C8__AVX512VNNI: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_i16_gemm_8x16c8__avx512vnni",
+    family: CodebookFamily::Lut,
+    isa: Isa::Avx512Vnni,
+    bits: 4,
+    mr: 8,
+    format: CodebookFormat { nr: 16, bits: 4 },
+    a_offset: [0, 0],
+    max_abs_table: None,
+    table_i16: true,
+    extra_features: &[],
+    run: [wide_tile::<8, false>, wide_tile::<8, false>],
+};
+
+/// `qx8_codebook5_i16_gemm_8x16c8__avx512vnni`: 5-bit codes, any 32-entry i16 table
+/// (PoT-5: grid 2^14): the whole table in one zmm, bit 4 a masked add.
+pub const QX8_CODEBOOK5_I16_GEMM_8X16C8__AVX512VNNI: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook5_i16_gemm_8x16c8__avx512vnni",
+    family: CodebookFamily::Lut,
+    isa: Isa::Avx512Vnni,
+    bits: 5,
+    mr: 8,
+    format: CodebookFormat { nr: 16, bits: 5 },
+    a_offset: [0, 0],
+    max_abs_table: None,
+    table_i16: true,
+    extra_features: &[],
+    run: [wide_tile::<8, true>, wide_tile::<8, true>],
+};
+
+/// AVX-512 VNNI codebook kernels, least preferred first (the i16-table ones run only
+/// grids beyond int8, which no other kernel here takes).
+pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
+    QX8_CODEBOOK4_I16_GEMM_8X16C8__AVX512VNNI,
+    QX8_CODEBOOK5_I16_GEMM_8X16C8__AVX512VNNI,
+    QX8_CODEBOOK4_GEMM_8X32C8__AVX512VNNI,
+    QX8_CODEBOOK5_GEMM_8X32C8__AVX512VNNI,
+    QX8_CODEBOOK4_GEMM_8X32C8__AVX512VBMI,
+];
