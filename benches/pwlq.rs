@@ -12,6 +12,7 @@
 //! * gemm: the exact-mode PWLQ GEMM (`PwlqGemmWeights`, three int8 dot products + f32
 //!   combine) against our int8 GEMM (`gemm_i32`, u8 × i8 prepacked) at M = 1, 16, 128,
 //!   N = K = 4096, same tier, same thread count (1); ratio = int8 time / PWLQ time.
+//!   Grid-aligned mode (one shared ratio) runs the same shapes on the codebook kernels.
 //!
 //! `cargo bench --bench pwlq` (add `-- quick` for short timings, `-- dequant` or
 //! `-- gemm` for one part).
@@ -20,6 +21,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use qkern::bench::time;
+use qkern::codebook::CodebookWeights;
 use qkern::quant::Granularity;
 use qkern::quant::pwlq::{Breakpoint, GridScope, PwlqGemmWeights, PwlqPacked, PwlqQuantizer, dequant_kernel_name};
 use qkern::{Activations, Context, Isa, MatrixMut, MatrixRef, PackedWeights, WeightQuant};
@@ -136,15 +138,28 @@ fn dequant(t: Duration) {
 fn gemm(t: Duration) {
     println!();
     println!("== exact-mode PWLQ GEMM vs our int8 GEMM, one thread, N = K = 4096 ==");
-    println!("{:<11} {:>4} {:>12} {:>10} {:>12} {:>10} {:>7}  pwlq path", "isa", "M", "int8 time", "int8 GOPS", "pwlq time", "pwlq GOPS", "ratio");
+    println!(
+        "{:<11} {:>4} {:>12} {:>10} {:>12} {:>10} {:>7} {:>10} {:>7}  pwlq path",
+        "isa", "M", "int8 time", "int8 GOPS", "pwlq time", "pwlq GOPS", "ratio", "grid GOPS", "ratio"
+    );
     let (n, k) = (4096usize, 4096usize);
-    let (_, w) = pwlq(k, n);
+    let (x, w) = pwlq(k, n);
+    // Grid-aligned mode: one shared ratio, so the codes run on the codebook kernels.
+    let grid = PwlqQuantizer::new(4, Breakpoint::Gaussian)
+        .with_granularity(Granularity::PerChannel { axis: 1 })
+        .calibrate(&x, &[k, n])
+        .unwrap()
+        .snap_to_grid(&x, &[k, n], GridScope::Shared, 127)
+        .unwrap()
+        .codebook_codes()
+        .unwrap();
     let mut r = ChaCha8Rng::seed_from_u64(3);
     let b: Vec<i8> = (0..k * n).map(|_| r.random()).collect();
     for isa in tiers().into_iter().filter(|&i| i != Isa::Scalar) {
         let ctx = Context::for_isa(isa).unwrap().with_threads(1).unwrap();
         let int8 = PackedWeights::new_in(&ctx, MatrixRef::new(&b, k, n), WeightQuant::zero_point_only(qkern::PerChannel::Tensor(0))).unwrap();
         let pw = PwlqGemmWeights::new_in(&ctx, &w).unwrap();
+        let gw = CodebookWeights::new_in(&ctx, &grid).unwrap();
         for m in [1usize, 4, 8, 16, 128] {
             let a: Vec<u8> = (0..m * k).map(|_| r.random()).collect();
             let am = MatrixRef::new(&a, m, k);
@@ -152,20 +167,23 @@ fn gemm(t: Duration) {
             let mut cf = vec![0f32; m * n];
             let ti = time(t, || ctx.gemm_i32(Activations::new(am, 128u8, 1.0), &int8, None, MatrixMut::new(&mut ci, m, n))).unwrap();
             let tp = time(t, || pw.gemm_f32_in(&ctx, Activations::new(am, 128u8, 0.01), None, MatrixMut::new(&mut cf, m, n))).unwrap();
+            let tg = time(t, || ctx.codebook_gemm_f32(Activations::new(am, 128u8, 0.01), &gw, None, MatrixMut::new(&mut cf, m, n))).unwrap();
             let ops = 2.0 * (m * n * k) as f64;
             println!(
-                "{:<11} {m:>4} {:>9.3} ms {:>10.1} {:>9.3} ms {:>10.1} {:>6.1}%  {}",
+                "{:<11} {m:>4} {:>9.3} ms {:>10.1} {:>9.3} ms {:>10.1} {:>6.1}% {:>10.1} {:>6.1}%  {}",
                 isa.name(),
                 ti.median * 1e3,
                 ops / ti.median / 1e9,
                 tp.median * 1e3,
                 ops / tp.median / 1e9,
                 100.0 * ti.median / tp.median,
+                ops / tg.median / 1e9,
+                100.0 * ti.median / tg.median,
                 pw.fused_kernel_name(&ctx, m).unwrap_or("int8 driver on [C|T|S], then combine")
             );
         }
     }
-    println!("int8 = gemm_i32 (u8 x i8 prepacked -> i32); pwlq = PwlqGemmWeights::gemm_f32_in (three exact dots + f32 combine); GOPS = 2MNK / median time; ratio = int8 time / pwlq time");
+    println!("int8 = gemm_i32 (u8 x i8 prepacked -> i32); pwlq = PwlqGemmWeights::gemm_f32_in (three exact dots + f32 combine); GOPS = 2MNK / median time; ratio = int8 time / pwlq time; grid = grid-aligned mode (one shared ratio, snap_to_grid -> codebook_codes) on the codebook kernels, codebook_gemm_f32");
 }
 
 fn main() {
