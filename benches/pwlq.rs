@@ -111,7 +111,8 @@ fn dequant(t: Duration) {
             for (mode, out, mut f) in runs {
                 // Bytes one call writes, and the buffer a same-size memcpy writes.
                 let elem = if out == "f32" { 4 } else { 1 };
-                let (written, copy_len) = if mode == "stream" { (elem * n * k, elem * k) } else { (elem * n * k, elem * n * k) };
+                let written = elem * n * k;
+                let copy_len = if mode == "stream" { elem * k } else { written };
                 let before = memcpy_gbps(&src, &mut dst, t / 2);
                 let before_out = memcpy_gbps(&out_src[..copy_len], &mut out_dst[..copy_len], t / 2);
                 let tm = time(t, &mut f).unwrap();

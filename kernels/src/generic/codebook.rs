@@ -91,67 +91,36 @@ pub unsafe fn codebook_tile<A: Int8, const MR: usize, const NR: usize, const BIT
     unsafe { store_tile::<MR, NR>(args, &acc) }
 }
 
+/// The portable 4×16 lookup tile for `BITS`-bit codes, its table in i8 or (`WIDE`) i16.
+const fn lut_kernel<const BITS: u32, const WIDE: bool>(name: &'static str) -> CodebookUkernel {
+    CodebookUkernel {
+        name,
+        family: CodebookFamily::Lut,
+        isa: Isa::Scalar,
+        bits: BITS,
+        mr: 4,
+        format: CodebookFormat { nr: 16, bits: BITS },
+        a_offset: [0, 0],
+        max_abs_table: None,
+        table_i16: WIDE,
+        extra_features: &[],
+        run: [codebook_tile::<u8, 4, 16, BITS, WIDE>, codebook_tile::<i8, 4, 16, BITS, WIDE>],
+    }
+}
+
 /// `qx8_codebook4_gemm_4x16c8__generic`: any i8 table, u8 or i8 activations as they are.
-pub const QX8_CODEBOOK4_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel {
-    name: "qx8_codebook4_gemm_4x16c8__generic",
-    family: CodebookFamily::Lut,
-    isa: Isa::Scalar,
-    bits: 4,
-    mr: 4,
-    format: CodebookFormat { nr: 16, bits: 4 },
-    a_offset: [0, 0],
-    max_abs_table: None,
-    table_i16: false,
-    extra_features: &[],
-    run: [codebook_tile::<u8, 4, 16, 4, false>, codebook_tile::<i8, 4, 16, 4, false>],
-};
+pub const QX8_CODEBOOK4_GEMM_4X16C8__GENERIC: CodebookUkernel = lut_kernel::<4, false>("qx8_codebook4_gemm_4x16c8__generic");
 
 /// `qx8_codebook5_gemm_4x16c8__generic`: 5-bit codes, any 32-entry i8 table.
-pub const QX8_CODEBOOK5_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel {
-    name: "qx8_codebook5_gemm_4x16c8__generic",
-    family: CodebookFamily::Lut,
-    isa: Isa::Scalar,
-    bits: 5,
-    mr: 4,
-    format: CodebookFormat { nr: 16, bits: 5 },
-    a_offset: [0, 0],
-    max_abs_table: None,
-    table_i16: false,
-    extra_features: &[],
-    run: [codebook_tile::<u8, 4, 16, 5, false>, codebook_tile::<i8, 4, 16, 5, false>],
-};
+pub const QX8_CODEBOOK5_GEMM_4X16C8__GENERIC: CodebookUkernel = lut_kernel::<5, false>("qx8_codebook5_gemm_4x16c8__generic");
 
 /// `qx8_codebook4_i16_gemm_4x16c8__generic`: 4-bit codes, any i16 table (grids beyond
 /// int8: 4-bit log, learned tables up to ±32767).
-pub const QX8_CODEBOOK4_I16_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel {
-    name: "qx8_codebook4_i16_gemm_4x16c8__generic",
-    family: CodebookFamily::Lut,
-    isa: Isa::Scalar,
-    bits: 4,
-    mr: 4,
-    format: CodebookFormat { nr: 16, bits: 4 },
-    a_offset: [0, 0],
-    max_abs_table: None,
-    table_i16: true,
-    extra_features: &[],
-    run: [codebook_tile::<u8, 4, 16, 4, true>, codebook_tile::<i8, 4, 16, 4, true>],
-};
+pub const QX8_CODEBOOK4_I16_GEMM_4X16C8__GENERIC: CodebookUkernel = lut_kernel::<4, true>("qx8_codebook4_i16_gemm_4x16c8__generic");
 
 /// `qx8_codebook5_i16_gemm_4x16c8__generic`: 5-bit codes, any 32-entry i16 table (PoT-5:
 /// grid 2^14).
-pub const QX8_CODEBOOK5_I16_GEMM_4X16C8__GENERIC: CodebookUkernel = CodebookUkernel {
-    name: "qx8_codebook5_i16_gemm_4x16c8__generic",
-    family: CodebookFamily::Lut,
-    isa: Isa::Scalar,
-    bits: 5,
-    mr: 4,
-    format: CodebookFormat { nr: 16, bits: 5 },
-    a_offset: [0, 0],
-    max_abs_table: None,
-    table_i16: true,
-    extra_features: &[],
-    run: [codebook_tile::<u8, 4, 16, 5, true>, codebook_tile::<i8, 4, 16, 5, true>],
-};
+pub const QX8_CODEBOOK5_I16_GEMM_4X16C8__GENERIC: CodebookUkernel = lut_kernel::<5, true>("qx8_codebook5_i16_gemm_4x16c8__generic");
 
 /// Every portable codebook kernel, least preferred first.
 /// The bit-shift ones ([`crate::generic::shift`]) come first: within a family the
