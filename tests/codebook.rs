@@ -239,9 +239,11 @@ fn dispatch_picks_the_best_exact_kernel_per_tier() {
             let five = set.bits() == 5;
             assert!(k.max_abs_table.is_none_or(|x| gmax <= x), "{name}: {} picked beyond its bound", k.name);
             // The i16 table exactly when the grid is beyond int8, at the tier's own kernel
-            // (ARM: NEON's, from every tier).
-            assert_eq!(k.table_i16, gmax > 127, "{name} at {}: {}", isa.name(), k.name);
-            if gmax > 127 {
+            // (ARM: NEON's, from every tier); also for an AVX2 5-bit grid past the ±64 of
+            // its only i8-table kernel (the tier's i16 kernel, not the portable one).
+            let avx2_wide5 = matches!(isa, Isa::Avx2 | Isa::AvxVnni) && five && gmax > 64;
+            assert_eq!(k.table_i16, gmax > 127 || avx2_wide5, "{name} at {}: {}", isa.name(), k.name);
+            if gmax > 127 || avx2_wide5 {
                 let expect_isa = match isa {
                     Isa::AvxVnni => Isa::Avx2,
                     Isa::Amx => Isa::Avx512Vnni,
@@ -258,8 +260,6 @@ fn dispatch_picks_the_best_exact_kernel_per_tier() {
             }
             let expect_isa = match isa {
                 Isa::Avx512Vnni => Isa::Avx512Vnni,
-                // AVX2 5-bit: only the `vpmaddubsw` kernel (grid ≤ 64), else the portable one.
-                Isa::Avx2 | Isa::AvxVnni if five && gmax > 64 => Isa::Scalar,
                 Isa::Avx2 | Isa::AvxVnni => Isa::Avx2,
                 // AArch64: the `sdot` kernels from the dotprod tier up, `smull` below.
                 Isa::Neon => Isa::Neon,

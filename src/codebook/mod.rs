@@ -149,12 +149,19 @@ impl CodebookWeights {
                 family.name()
             )));
         }
-        let kernel = cands
-            .into_iter()
-            .find(|k| {
-                k.bits == codes.level_set().bits().max(4) && k.table_i16 == wide && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x)
-            })
-            .ok_or_else(|| Error::Internal("no unconditional codebook kernel registered".into()))?;
+        let fits = |k: &&CodebookUkernel| k.bits == codes.level_set().bits().max(4) && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x);
+        let i8_table = cands.iter().filter(|k| !wide && !k.table_i16).find(fits);
+        let i16_table = cands.iter().filter(|k| k.table_i16).find(fits);
+        // An i8 grid takes an i8-table kernel, unless none of this tier holds it (AVX2's
+        // 5-bit `vpmaddubsw` kernel needs ±64): then the tier's i16-table kernel beats
+        // the portable one.
+        let kernel = match (i8_table, i16_table) {
+            (Some(a), Some(b)) if b.isa > a.isa => b,
+            (Some(a), _) => a,
+            (None, Some(b)) => b,
+            (None, None) => return Err(Error::Internal("no unconditional codebook kernel registered".into())),
+        };
+        let kernel = *kernel;
         Ok(Self::pack(kernel, codes, &tables))
     }
 
