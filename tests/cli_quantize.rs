@@ -25,13 +25,14 @@ fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[
     w.finish().unwrap();
 }
 
-fn run(args: &[&str]) -> Output {
+/// The `qkern` binary as a command (under the test's own runner when emulated).
+fn command() -> Command {
     let exe = env!("CARGO_BIN_EXE_qkern");
     // An aarch64 build tested under qemu-user (CI) starts its child natively, where the
     // host cannot run it: run the binary under the same runner cargo used for this test.
     let host = Command::new("uname").arg("-m").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     let emulated = cfg!(target_arch = "aarch64") && host.is_ok_and(|h| !h.is_empty() && h != "aarch64" && h != "arm64");
-    let mut cmd = if emulated {
+    if emulated {
         let runner = std::env::var("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER")
             .unwrap_or_else(|_| "qemu-aarch64 -L /usr/aarch64-linux-gnu".into());
         let mut words = runner.split_whitespace();
@@ -40,8 +41,11 @@ fn run(args: &[&str]) -> Output {
         c
     } else {
         Command::new(exe)
-    };
-    cmd.arg("quantize").args(args).output().unwrap()
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    command().arg("quantize").args(args).output().unwrap()
 }
 
 fn gaussian(n: usize) -> Vec<f32> {
@@ -86,6 +90,24 @@ fn quantize_prints_every_scheme_with_the_library_numbers() {
     assert!(out64.status.success());
     let body = |s: &str| s.lines().skip(1).map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(body(&String::from_utf8_lossy(&out64.stdout)), body(&stdout));
+}
+
+/// A reader that goes away (`qkern info | head -1`) ends the tool quietly, not in a
+/// panic: the pipe is closed before the child writes its first line.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    use std::process::Stdio;
+    let d = dir();
+    let p = d.join("pipe.npy");
+    write_npy(&p, &[64, 96], &gaussian(64 * 96));
+    for args in [vec!["info"], vec!["quantize", p.to_str().unwrap(), "--scheme", "all", "--bits", "4"]] {
+        let mut child = command().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "qkern {args:?} with stdout closed: {stderr}");
+        assert!(out.status.success(), "qkern {args:?} with stdout closed: {:?} {stderr}", out.status);
+    }
 }
 
 #[test]

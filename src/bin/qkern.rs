@@ -12,6 +12,28 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+/// `println!` that ends the process quietly when the reader of stdout has gone
+/// (`qkern info | head -3`) instead of panicking, and with a message on any other
+/// write error. Defined before the modules so they use it too.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::stdout_failed(e)
+        }
+    }};
+}
+
+/// Ends the process after a failed write to stdout: status 0 for a closed pipe (the
+/// reader took what it wanted), 1 with a message otherwise.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("qkern: error: writing to stdout: {e}");
+    std::process::exit(1)
+}
+
 #[path = "qkern/quantize.rs"]
 mod quantize;
 #[path = "qkern/summary.rs"]
