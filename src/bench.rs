@@ -261,9 +261,7 @@ pub struct GemmCase {
 pub const A_ZERO_POINT: u8 = 128;
 
 fn try_vec<T: Clone>(what: &str, len: usize, fill: T) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|_| Error::InvalidParameter(format!("cannot allocate {len} elements for {what}")))?;
+    let mut v = crate::error::try_vec_with_capacity(Some(len), || format!("{what} ({len} elements)"))?;
     v.resize(len, fill);
     Ok(v)
 }

@@ -99,6 +99,17 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// An empty vector with room for `n` elements, or [`Error::Overflow`] naming `what`
+/// when `n` overflowed (`None`) or the allocator refuses: an error instead of a
+/// capacity-overflow panic or an allocation-failure abort.
+pub(crate) fn try_vec_with_capacity<T>(n: Option<usize>, what: impl FnOnce() -> String) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    match n.map(|n| v.try_reserve_exact(n)) {
+        Some(Ok(())) => Ok(v),
+        _ => Err(Error::Overflow(format!("{} cannot be allocated", what()))),
+    }
+}
+
 /// Checks a scale: finite and > 0.
 pub(crate) fn check_scale(what: &'static str, s: f32) -> Result<()> {
     if s.is_finite() && s > 0.0 {

@@ -151,16 +151,10 @@ impl Dw {
     ///
     /// Errors: a size that overflows or cannot be allocated (`Error::Overflow`), e.g. a
     /// geometry of a huge image, which must come back as an error, not an abort.
-    fn indirection(&self, stride: usize, buf: &mut Vec<usize>) -> Result<()> {
-        buf.clear();
+    fn indirection(&self, stride: usize) -> Result<Vec<usize>> {
         let n = self.oh.checked_mul(self.ow).and_then(|p| p.checked_mul(self.taps()));
-        n.and_then(|n| buf.try_reserve_exact(n).ok()).ok_or_else(|| {
-            Error::Overflow(format!(
-                "the depthwise indirection buffer ({}×{} output pixels × {} taps) cannot be allocated",
-                self.oh,
-                self.ow,
-                self.taps()
-            ))
+        let mut buf = crate::error::try_vec_with_capacity(n, || {
+            format!("the depthwise indirection buffer ({}×{} output pixels × {} taps)", self.oh, self.ow, self.taps())
         })?;
         for oy in 0..self.oh {
             for ox in 0..self.ow {
@@ -175,7 +169,7 @@ impl Dw {
                 }
             }
         }
-        Ok(())
+        Ok(buf)
     }
 }
 
@@ -351,8 +345,7 @@ impl DepthwiseConv {
                 filter.channels, filter.kernel_h, filter.kernel_w, dw.c, dw.kh, dw.kw
             )));
         }
-        let mut indirection = Vec::new();
-        dw.indirection(dw.c, &mut indirection)?;
+        let indirection = dw.indirection(dw.c)?;
         Ok(DepthwiseConv {
             filter,
             geometry: *geometry,
@@ -513,7 +506,7 @@ impl DepthwiseConv {
         }
 
         if m.stride != self.ind_stride {
-            dw.indirection(m.stride, &mut self.indirection)?;
+            self.indirection = dw.indirection(m.stride)?;
             self.ind_stride = m.stride;
         }
         let za = input.zero_point.to_i32();

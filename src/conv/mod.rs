@@ -287,9 +287,8 @@ impl Conv2d {
         let (oh, ow) = (g.out_h(), g.out_w());
         let taps = g.kernel_h * g.kernel_w;
         let n = g.batch.checked_mul(oh).and_then(|v| v.checked_mul(ow)).and_then(|v| v.checked_mul(taps));
-        let mut ind = Vec::new();
-        n.and_then(|n| ind.try_reserve_exact(n).ok()).ok_or_else(|| {
-            Error::Overflow(format!("the conv indirection buffer ({} images × {oh}×{ow} pixels × {taps} taps) cannot be allocated", g.batch))
+        let mut ind = crate::error::try_vec_with_capacity(n, || {
+            format!("the conv indirection buffer ({} images × {oh}×{ow} pixels × {taps} taps)", g.batch)
         })?;
         for n in 0..g.batch {
             for oy in 0..oh {
