@@ -25,6 +25,9 @@
 #    shift kernels multiply by shifting: 8 MACs per `eor` (the sign of 8 i16 lanes), shown
 #    against the `smull` peak of the lookup kernel they stand beside.
 #
+# The GEMM kernels' indirect (convolution) entries have no loop of their own: per tap they
+# run the raw-row loops (`raw-*` rows; the NEON kernel its one k-loop) on the tap's rows.
+#
 # llvm-mca's per-CPU models arrived late: LLVM 14 models neoverse-n1/v1 and cortex-a76 with
 # the Cortex-A57 model; LLVM ≥ 16 has Neoverse-N2/V1 models, ≥ 17 Neoverse-N1. The
 # script uses the newest llvm-mca it finds (`LLVM_MCA=...` overrides) and prints which

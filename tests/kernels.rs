@@ -43,8 +43,8 @@ fn every_gemm_kernel_matches_the_reference() {
 }
 
 /// Every indirect GEMM entry (the convolution's in-place rows) against the reference,
-/// and the tiers that must have one do (the portable twins, both AVX2 kernels and the
-/// AVX-512 VNNI default).
+/// and the tiers that must have one do (the portable twins, both AVX2 kernels, the
+/// AVX-512 VNNI default and the AArch64 NEON, dotprod and i8mm kernels).
 #[test]
 fn every_indirect_gemm_entry_matches_the_reference() {
     let kernels = dispatch::gemm_kernels();
@@ -56,6 +56,9 @@ fn every_indirect_gemm_entry_matches_the_reference() {
         "qu8s8_gemm_6x16c4__avxvnni",
         "qu8s8_gemm_6x16c4__avx512vnni_ymm",
         "qu8s8_gemm_8x32c4__avx512vnni",
+        "qx8_gemm_4x16c1__neon",
+        "qx8_gemm_8x8c4__dotprod",
+        "qx8_gemm_8x8c8__i8mm",
     ] {
         if let Some(k) = kernels.iter().find(|k| k.name == name) {
             assert!(k.indirect.is_some(), "{name} lost its indirect entry");

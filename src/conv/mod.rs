@@ -29,7 +29,9 @@
 //! one tap; gather for 1×1 filters that are not pointwise (strided or padded), where it
 //! measured as fast or faster, and, for a kernel that widens A once per row tile on the
 //! gather path (a packed-A entry: AVX2's exact kernel), for ungrouped layers of more than
-//! one column tile. [`Context::without_indirect_conv`] forces the gather path.
+//! one column tile (more than two where packing A only re-lays bytes out, the AArch64
+//! dotprod and i8mm kernels: argued from instruction counts, not timed).
+//! [`Context::without_indirect_conv`] forces the gather path.
 //!
 //! ```
 //! use qkern::conv::{Conv2d, Conv2dGeometry, ConvInput};
@@ -430,13 +432,31 @@ impl Conv2d {
 /// faster indirect. So such a kernel takes the indirect path only for grouped layers or
 /// `out_c/groups ≤ nr`. The AVX2 `vpmaddubsw` kernel (no packed A, rows read in place)
 /// was as fast or faster indirect on every layer measured (1.0–2.7×).
+///
+/// A packed-A kernel whose packer only re-lays bytes out (no widening: the AArch64
+/// dotprod and i8mm kernels, 8 rows × 8 K per 64-byte block) gets twice that width,
+/// `out_c/groups ≤ 2·nr`. Not measured (no ARM machine; qemu says nothing about speed):
+/// argued from instruction counts. Their indirect entries run the raw-row K loop, which
+/// by `benches/arm-mca.sh` (llvm-mca 16) takes per 8 K × 8 rows × 8 columns 16 / 20
+/// cycles (dotprod i8 / u8, the u8 flip's 8 `eor`) and 10 (i8mm, the `ld1` lane loads)
+/// on the Neoverse-V1 model against the packed loop's 16 and 8, and 22 / 24 against 16
+/// on the Cortex-A57 model LLVM 16 uses for Neoverse-N1: 0–8 cycles more per block and
+/// column tile. The gather path instead pays once per row tile and block a gather copy
+/// and `pack_a_8x8` (≈ 45 scalar instructions, 8 loads + 8 stores, compiled; ≈ 10–15
+/// cycles with the copy), which the packed loop then reuses for every column tile. So
+/// indirect wins up to about 2–5 column tiles depending on the core and activation type:
+/// 2 is on the safe side of every case. Grouped layers stay indirect (the gather copies
+/// only `cpg` bytes per tap there, a short copy per tap and row). A kernel without packed
+/// A (the NEON one: same loop on raw and indirect rows) reads rows in place everywhere.
 fn takes_indirect(kernel: &qkern_kernels::GemmUkernel, g: &Conv2dGeometry, b_signed: bool) -> bool {
     let cpg = g.group_in_c();
+    // Column tiles up to which a packed-A kernel still reads rows in place (see above).
+    let tiles = kernel.packed_a.map_or(usize::MAX, |p| if p.group_bytes > kernel.mr * p.kr { 1 } else { 2 });
     kernel.indirect.is_some_and(|e| e.run[0][b_signed as usize].is_some() || e.run[1][b_signed as usize].is_some())
         && cpg >= 1
         && cpg.is_multiple_of(kernel.format.kr)
         && g.kernel_h * g.kernel_w > 1
-        && (kernel.packed_a.is_none() || g.groups > 1 || g.group_out_c() <= kernel.format.nr)
+        && (g.groups > 1 || g.group_out_c().div_ceil(kernel.format.nr) <= tiles)
 }
 
 fn act<'a, A: Int8>(m: MatrixRef<'a, A>, input: &ConvInput<'_, A>) -> Activations<'a, A> {

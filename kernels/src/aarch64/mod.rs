@@ -17,7 +17,10 @@
 //!   (`sshl` on i16 lanes, `eor` sign, `sadalp`; [`neon::shift`]).
 //!
 //! The dotprod and i8mm kernels read A either as raw rows or packed by [`pack_a_8x8`]
-//! (the driver packs once per row tile and reuses it for every column tile).
+//! (the driver packs once per row tile and reuses it for every column tile). All three
+//! GEMM kernels also have indirect entries (convolution rows read in place through an
+//! indirection buffer, [`IgemmArgs`](crate::IgemmArgs)): per tap, the raw-row K loop on
+//! the tap's row pointers ([`tap_rows`]).
 
 pub mod dotprod;
 pub mod i8mm;
@@ -86,6 +89,19 @@ pub(crate) unsafe fn pack_a_8x8<const FLIP: bool>(a: *const u8, lda: usize, m: u
             unsafe { dst.add(blk * PACK_BLOCK_BYTES + r * PACK_KB).cast::<u64>().write_unaligned(word) };
         }
     }
+}
+
+/// The row pointers of tap `t` of an indirect tile ([`IgemmArgs`](crate::IgemmArgs)):
+/// rows at and past `m` repeat row `m − 1` (valid memory), so the K loops run all `MR`
+/// rows without a branch, as on raw rows ([`row_pointers`]); their results are never
+/// stored.
+///
+/// # Safety
+/// `args` satisfies the [`IgemmArgs`](crate::IgemmArgs) contract and `t < args.taps`.
+#[inline(always)]
+pub(crate) unsafe fn tap_rows<const MR: usize>(args: &crate::types::IgemmArgs, t: usize) -> [*const u8; MR] {
+    // SAFETY: min(i, m − 1) < m and t < taps (contract).
+    core::array::from_fn(|i| unsafe { args.tap_ptr(i.min(args.m - 1), t) })
 }
 
 /// The row pointers of a raw-row tile: rows at and past `m` repeat row `m − 1`, so the

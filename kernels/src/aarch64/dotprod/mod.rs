@@ -20,6 +20,10 @@
 //! them in the loop (8 `eor` per 32 `sdot`). The K tail (K mod 8) goes through a packed
 //! copy of the last partial block, so nothing past a row's `k` bytes is read.
 //!
+//! The indirect entry ([`IgemmArgs`], convolution rows read in place through the
+//! indirection buffer) runs the raw-row loop tap by tap on the tap's row pointers, with
+//! the same tail, so its inner loop is the raw entry's (flip included for u8).
+//!
 //! Epilogue: the accumulators go to a stack tile and through the shared NEON output stage
 //! ([`store_tile_neon`](super::store_tile_neon)), bit-exact with the reference for every stage.
 
@@ -28,8 +32,8 @@ pub mod codebook;
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use super::{PACK_BLOCK_BYTES, PACK_KB, pack_a_8x8, row_pointers};
-use crate::types::{GemmArgs, GemmUkernel, Isa, PackFormat, PackedA};
+use super::{PACK_BLOCK_BYTES, PACK_KB, pack_a_8x8, row_pointers, tap_rows};
+use crate::types::{GemmArgs, GemmUkernel, IgemmArgs, Indirect, Isa, PackFormat, PackedA};
 
 /// Rows per tile.
 const MR: usize = 8;
@@ -600,6 +604,68 @@ unsafe fn qx8_gemm_8x8c4__dotprod_packed_a(args: &GemmArgs) {
     }
 }
 
+/// Indirect entry point ([`IgemmArgs`], `FLIP` for u8 activations): per tap, the 8 tap
+/// rows (rows past `m` repeat row `m − 1`) run the raw-row loop ([`loop_raw`], the same
+/// instructions as the raw entry) over the tap's whole blocks of 8 K, then a K tail of 4
+/// (`kc` is a multiple of 4, not necessarily of 8) runs [`group_packed`] on a packed copy
+/// of the tail, as the raw entry's. The panel is read in order, `kc/4` groups per tap.
+///
+/// Reads the `m·taps` indirection entries; per row `i < m` and tap `t`, the `kc` bytes at
+/// [`IgemmArgs::tap_ptr`]`(i, t)`; the panel's `taps·kc/4·32` bytes; the per-column
+/// tables and row sums as [`store_tile_neon`](super::store_tile_neon). Writes only the
+/// `m × n` output tile.
+///
+/// # Safety
+/// The CPU has dotprod; `args` satisfies the [`IgemmArgs`] contract with `m ≤ 8`,
+/// `n ≤ 8`, `kc` a positive multiple of 4 and a `{nr: 8, kr: 4}` panel of i8-stored
+/// weights.
+#[target_feature(enable = "neon,dotprod")]
+#[allow(non_snake_case)] // the kernel's XNNPACK-style name (DESIGN.md §4)
+unsafe fn qx8_igemm_8x8c4__dotprod<const FLIP: bool>(args: &IgemmArgs) {
+    let mut c: Acc = [vdupq_n_s32(0); 16];
+    let iters = args.kc / PACK_KB;
+    let rem = args.kc % PACK_KB;
+    let mut bp = args.b;
+    for t in 0..args.taps {
+        // SAFETY: t < taps; every tap row holds kc bytes (rows past m repeat row m − 1):
+        // the loop reads 8·iters ≤ kc of them and the tail the last rem = 4; the panel
+        // holds kc/4 groups of 32 bytes for this tap after bp.
+        unsafe {
+            let mut rows = tap_rows::<MR>(args, t);
+            loop_raw::<FLIP>(&mut c, &mut rows, bp, iters);
+            bp = bp.add(iters * B_BLOCK_BYTES);
+            if rem > 0 {
+                // kc is a multiple of 4: the tail is one K group. Each row's 4 bytes go to
+                // the start of its 8 in a packed block (lanes 0 and 2 of a row pair, what
+                // `group_packed` reads), inline: no packer call that would spill the
+                // accumulators once per tap. Rows past m repeat row m − 1 (readable);
+                // their sums are never stored.
+                debug_assert_eq!(rem, KR);
+                let flip = if FLIP { 0x8080_8080u32 } else { 0 };
+                let mut blk = [0u8; PACK_BLOCK_BYTES];
+                for (r, &p) in rows.iter().enumerate() {
+                    let w = p.cast::<u32>().read_unaligned() ^ flip;
+                    blk[r * PACK_KB..r * PACK_KB + KR].copy_from_slice(&w.to_le_bytes());
+                }
+                group_packed(&mut c, blk.as_ptr(), bp);
+                bp = bp.add(NR * KR);
+            }
+        }
+    }
+    // SAFETY: the output side of `args` is a GemmArgs tile with m ≤ 8, n ≤ 8.
+    unsafe { finish(&args.epilogue_args(), &c) }
+}
+
+/// The indirect entry for u8 (`FLIP`) or i8 activations, as an
+/// [`IgemmUkernelFn`](crate::IgemmUkernelFn).
+///
+/// # Safety
+/// As [`qx8_igemm_8x8c4__dotprod`].
+unsafe fn indirect_entry<const FLIP: bool>(args: &IgemmArgs) {
+    // SAFETY: forwarded (the registration's ISA guarantees dotprod).
+    unsafe { qx8_igemm_8x8c4__dotprod::<FLIP>(args) }
+}
+
 /// The raw-row entry for u8 (`FLIP`) or i8 activations, as a [`GemmUkernelFn`](crate::GemmUkernelFn).
 ///
 /// # Safety
@@ -638,7 +704,12 @@ pub const QX8_GEMM_8X8C4__DOTPROD: GemmUkernel = GemmUkernel {
     b_offset: [128, 0],
     max_abs_stored_b: None,
     run: [[Some(entry::<true>), Some(entry::<true>)], [Some(entry::<false>), Some(entry::<false>)]],
-    indirect: None,
+    indirect: Some(Indirect {
+        run: [
+            [Some(indirect_entry::<true>), Some(indirect_entry::<true>)],
+            [Some(indirect_entry::<false>), Some(indirect_entry::<false>)],
+        ],
+    }),
     packed_a: Some(PackedA {
         kr: PACK_KB,
         group_bytes: PACK_BLOCK_BYTES,

@@ -14,14 +14,18 @@
 //! (`v16 + 4p + q`: rows `2p, 2p+1` × columns `2q, 2q+1`, lanes `[r0c0, r0c1, r1c0,
 //! r1c1]`). The K tail (K mod 8) goes through a packed copy of the last partial block.
 //!
+//! The indirect entry ([`IgemmArgs`], convolution rows read in place through the
+//! indirection buffer) runs the raw-row loop tap by tap on the tap's row pointers: its
+//! inner loop is the raw entry's.
+//!
 //! Epilogue: the accumulators are unscrambled to a stack tile and go through the NEON
 //! output stage ([`store_tile_neon`](super::store_tile_neon)), bit-exact with the reference for every stage.
 
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use super::{PACK_BLOCK_BYTES, PACK_KB, pack_a_8x8, row_pointers};
-use crate::types::{GemmArgs, GemmUkernel, Isa, PackFormat, PackedA};
+use super::{PACK_BLOCK_BYTES, PACK_KB, pack_a_8x8, row_pointers, tap_rows};
+use crate::types::{GemmArgs, GemmUkernel, IgemmArgs, Indirect, Isa, PackFormat, PackedA};
 
 /// Rows per tile.
 const MR: usize = 8;
@@ -536,6 +540,49 @@ unsafe fn qx8_gemm_8x8c8__i8mm_packed_a<const U: bool>(args: &GemmArgs) {
     }
 }
 
+/// Indirect entry point ([`IgemmArgs`], `U` for u8 activations): per tap, the 8 tap rows
+/// (rows past `m` repeat row `m − 1`) run the raw-row loop ([`loop_raw`], the same
+/// instructions as the raw entry) over the tap's `kc/8` groups; the panel is read in
+/// order. `kc` is a multiple of 8 (the contract's `kr`), so no K group straddles two taps
+/// and there is no K tail.
+///
+/// Reads the `m·taps` indirection entries; per row `i < m` and tap `t`, the `kc` bytes at
+/// [`IgemmArgs::tap_ptr`]`(i, t)`; the panel's `taps·kc/8·64` bytes; the per-column
+/// tables and row sums as [`store_tile_neon`](super::store_tile_neon). Writes only the
+/// `m × n` output tile.
+///
+/// # Safety
+/// The CPU has i8mm; `args` satisfies the [`IgemmArgs`] contract with `m ≤ 8`, `n ≤ 8`,
+/// `kc` a positive multiple of 8 and a `{nr: 8, kr: 8}` panel of i8-stored weights.
+#[target_feature(enable = "neon,i8mm")]
+#[allow(non_snake_case)] // the kernel's XNNPACK-style name (DESIGN.md §4)
+unsafe fn qx8_igemm_8x8c8__i8mm<const U: bool>(args: &IgemmArgs) {
+    debug_assert!(args.kc.is_multiple_of(KR));
+    let mut c: Acc = [vdupq_n_s32(0); 16];
+    let iters = args.kc / KR;
+    let mut bp = args.b;
+    for t in 0..args.taps {
+        // SAFETY: t < taps; every tap row r < m holds kc = 8·iters bytes (rows past m
+        // repeat row m − 1); the panel holds kc/8 groups of 64 bytes for this tap after bp.
+        unsafe {
+            let mut rows = tap_rows::<MR>(args, t);
+            loop_raw::<U>(&mut c, &mut rows, bp, iters);
+            bp = bp.add(iters * B_BLOCK_BYTES);
+        }
+    }
+    // SAFETY: the output side of `args` is a GemmArgs tile with m ≤ 8, n ≤ 8.
+    unsafe { finish(&args.epilogue_args(), &c) }
+}
+
+/// The indirect entry, as an [`IgemmUkernelFn`](crate::IgemmUkernelFn).
+///
+/// # Safety
+/// As [`qx8_igemm_8x8c8__i8mm`].
+unsafe fn indirect_entry<const U: bool>(args: &IgemmArgs) {
+    // SAFETY: forwarded (the registration's ISA guarantees i8mm).
+    unsafe { qx8_igemm_8x8c8__i8mm::<U>(args) }
+}
+
 /// The raw-row entry, as a [`GemmUkernelFn`](crate::GemmUkernelFn).
 ///
 /// # Safety
@@ -574,7 +621,12 @@ pub const QX8_GEMM_8X8C8__I8MM: GemmUkernel = GemmUkernel {
     b_offset: [128, 0],
     max_abs_stored_b: None,
     run: [[Some(entry::<true>), Some(entry::<true>)], [Some(entry::<false>), Some(entry::<false>)]],
-    indirect: None,
+    indirect: Some(Indirect {
+        run: [
+            [Some(indirect_entry::<true>), Some(indirect_entry::<true>)],
+            [Some(indirect_entry::<false>), Some(indirect_entry::<false>)],
+        ],
+    }),
     packed_a: Some(PackedA {
         kr: PACK_KB,
         group_bytes: PACK_BLOCK_BYTES,

@@ -13,6 +13,9 @@
 //! (`sxtl`/`sxtl2`) and 16 `smlal` (4 rows × 16 columns) use the row's K-th i16 lane.
 //! The K tail (K mod 8) multiplies by scalars, reading nothing past a row's `k` bytes.
 //!
+//! The indirect entry ([`IgemmArgs`], convolution rows read in place through the
+//! indirection buffer) runs the same K loop tap by tap on the tap's row pointers.
+//!
 //! Epilogue: the shared NEON output stage ([`store_tile_neon`](super::store_tile_neon)) over the accumulator tile.
 
 pub mod codebook;
@@ -23,7 +26,7 @@ pub mod shift;
 use core::arch::aarch64::*;
 
 use super::row_pointers;
-use crate::types::{GemmArgs, GemmUkernel, Isa, PackFormat};
+use crate::types::{GemmArgs, GemmUkernel, IgemmArgs, Indirect, Isa, PackFormat};
 
 /// Rows per tile.
 const MR: usize = 4;
@@ -76,25 +79,21 @@ macro_rules! mlal_lane {
     }};
 }
 
-/// The tile: whole blocks of 8 K with lane multiplies, then the K tail by scalars.
-///
-/// Reads `m` rows of `k` bytes of A (stride `lda`) and the panel's `16·k` bytes; nothing
-/// past them.
+/// `k` K steps of the `MR` rows (rows past the tile's `m` may repeat a real row) into
+/// `c`: whole blocks of 8 K with lane multiplies, then the K tail by scalars. Returns
+/// the panel pointer past the `k` K rows read.
 ///
 /// # Safety
-/// `args` satisfies the [`GemmArgs`] contract with `m ≤ 4`, `n ≤ 16` and a
-/// `{nr: 16, kr: 1}` panel.
+/// Every `rows[r]` is readable for `k` bytes; `b` for `16·k`.
 #[target_feature(enable = "neon")]
-#[allow(non_snake_case)] // the kernel's XNNPACK-style name (DESIGN.md §4)
-unsafe fn qx8_gemm_4x16c1__neon<const A_SIGNED: bool, const B_SIGNED: bool>(args: &GemmArgs) {
-    let mut c: Acc = [[vdupq_n_s32(0); 4]; MR];
-    // SAFETY: m ≥ 1 rows of k bytes (contract); the block loop reads bytes kk..kk+8 ≤ k
-    // of each row and panel rows kk..kk+8 ≤ k; the tail reads single bytes < k.
+#[inline]
+unsafe fn k_loop<const A_SIGNED: bool, const B_SIGNED: bool>(c: &mut Acc, rows: &[*const u8; MR], b: *const u8, k: usize) -> *const u8 {
+    let mut b = b;
+    // SAFETY: the block loop reads bytes kk..kk+8 ≤ k of each row and panel rows
+    // kk..kk+8 ≤ k; the tail reads single bytes < k (contract).
     unsafe {
-        let rows = row_pointers::<MR>(args);
-        let mut b = args.b;
         let mut kk = 0;
-        while kk + 8 <= args.k {
+        while kk + 8 <= k {
             let mut a = [vdupq_n_s16(0); MR];
             for r in 0..MR {
                 a[r] = load_a8::<A_SIGNED>(rows[r].add(kk));
@@ -110,7 +109,7 @@ unsafe fn qx8_gemm_4x16c1__neon<const A_SIGNED: bool, const B_SIGNED: bool>(args
             b = b.add(8 * NR);
             kk += 8;
         }
-        while kk < args.k {
+        while kk < k {
             let (b0, b1) = load_b16::<B_SIGNED>(b);
             for r in 0..MR {
                 let x = *rows[r].add(kk);
@@ -123,14 +122,86 @@ unsafe fn qx8_gemm_4x16c1__neon<const A_SIGNED: bool, const B_SIGNED: bool>(args
             b = b.add(NR);
             kk += 1;
         }
-        let mut tile = [[0i32; NR]; MR];
-        for (row, cr) in tile.iter_mut().zip(&c) {
-            for (v, x) in cr.iter().enumerate() {
-                vst1q_s32(row.as_mut_ptr().add(4 * v), *x);
-            }
-        }
-        super::store_tile_neon::<MR, NR>(args, &tile);
     }
+    b
+}
+
+/// The accumulator tile through the shared NEON output stage.
+///
+/// # Safety
+/// As [`store_tile_neon`](super::store_tile_neon).
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn finish(args: &GemmArgs, c: &Acc) {
+    let mut tile = [[0i32; NR]; MR];
+    for (row, cr) in tile.iter_mut().zip(c) {
+        for (v, x) in cr.iter().enumerate() {
+            // SAFETY: 4 i32 inside the row of 16.
+            unsafe { vst1q_s32(row.as_mut_ptr().add(4 * v), *x) };
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { super::store_tile_neon::<MR, NR>(args, &tile) }
+}
+
+/// The tile: [`k_loop`] over the whole K, then the output stage.
+///
+/// Reads `m` rows of `k` bytes of A (stride `lda`) and the panel's `16·k` bytes; nothing
+/// past them.
+///
+/// # Safety
+/// `args` satisfies the [`GemmArgs`] contract with `m ≤ 4`, `n ≤ 16` and a
+/// `{nr: 16, kr: 1}` panel.
+#[target_feature(enable = "neon")]
+#[allow(non_snake_case)] // the kernel's XNNPACK-style name (DESIGN.md §4)
+unsafe fn qx8_gemm_4x16c1__neon<const A_SIGNED: bool, const B_SIGNED: bool>(args: &GemmArgs) {
+    let mut c: Acc = [[vdupq_n_s32(0); 4]; MR];
+    // SAFETY: m ≥ 1 rows of k bytes (contract; rows past m repeat row m − 1), the panel
+    // holds 16·k bytes.
+    unsafe {
+        let rows = row_pointers::<MR>(args);
+        k_loop::<A_SIGNED, B_SIGNED>(&mut c, &rows, args.b, args.k);
+        finish(args, &c);
+    }
+}
+
+/// Indirect entry point ([`IgemmArgs`]): per tap, [`k_loop`] (the raw entry's loop) over
+/// the tap's `kc` elements of its 4 row pointers (rows past `m` repeat row `m − 1`),
+/// the panel read in order; then the same output stage.
+///
+/// Reads the `m·taps` indirection entries; per row `i < m` and tap `t`, the `kc` bytes at
+/// [`IgemmArgs::tap_ptr`]`(i, t)`; the panel's `16·taps·kc` bytes; the per-column tables
+/// and row sums as [`store_tile_neon`](super::store_tile_neon). Writes only the `m × n`
+/// output tile.
+///
+/// # Safety
+/// `args` satisfies the [`IgemmArgs`] contract with `m ≤ 4`, `n ≤ 16` and a
+/// `{nr: 16, kr: 1}` panel.
+#[target_feature(enable = "neon")]
+#[allow(non_snake_case)] // the kernel's XNNPACK-style name (DESIGN.md §4)
+unsafe fn qx8_igemm_4x16c1__neon<const A_SIGNED: bool, const B_SIGNED: bool>(args: &IgemmArgs) {
+    let mut c: Acc = [[vdupq_n_s32(0); 4]; MR];
+    let mut b = args.b;
+    for t in 0..args.taps {
+        // SAFETY: t < taps; every tap row holds kc bytes (rows past m repeat row m − 1);
+        // the panel holds 16·kc bytes for this tap after b.
+        unsafe {
+            let rows = super::tap_rows::<MR>(args, t);
+            b = k_loop::<A_SIGNED, B_SIGNED>(&mut c, &rows, b, args.kc);
+        }
+    }
+    // SAFETY: the output side of `args` is a GemmArgs tile with m ≤ 4, n ≤ 16.
+    unsafe { finish(&args.epilogue_args(), &c) }
+}
+
+/// Indirect entry for one (A, B) signedness pair, as an
+/// [`IgemmUkernelFn`](crate::IgemmUkernelFn).
+///
+/// # Safety
+/// As [`qx8_igemm_4x16c1__neon`].
+unsafe fn indirect_entry<const A_SIGNED: bool, const B_SIGNED: bool>(args: &IgemmArgs) {
+    // SAFETY: forwarded (NEON is part of the aarch64 baseline).
+    unsafe { qx8_igemm_4x16c1__neon::<A_SIGNED, B_SIGNED>(args) }
 }
 
 /// Entry point for one (A, B) signedness pair, as a [`GemmUkernelFn`](crate::GemmUkernelFn).
@@ -153,7 +224,12 @@ pub const QX8_GEMM_4X16C1__NEON: GemmUkernel = GemmUkernel {
     b_offset: [0, 0],
     max_abs_stored_b: None,
     run: [[Some(entry::<false, false>), Some(entry::<false, true>)], [Some(entry::<true, false>), Some(entry::<true, true>)]],
-    indirect: None,
+    indirect: Some(Indirect {
+        run: [
+            [Some(indirect_entry::<false, false>), Some(indirect_entry::<false, true>)],
+            [Some(indirect_entry::<true, false>), Some(indirect_entry::<true, true>)],
+        ],
+    }),
     packed_a: None,
 };
 
