@@ -9,6 +9,14 @@
 //! `±(2^a [+ 2^b])` (PoT, APoT). The lookup family is the default: measured, it is the
 //! faster one on every x86 tier here.
 //!
+//! Calls with many rows (from [`CodebookWeights::decode_min_m`], measured per tier: 16
+//! to 64) of an int8 grid take the decoded path instead: the codes of a column strip are
+//! decoded once by a SIMD decoder (`qkern_kernels::pack::decode`) into the packed B of
+//! the tier's int8 GEMM kernel, which then runs over every row tile through the int8
+//! GEMM driver — the in-register kernels decode again for every row tile.
+//! [`CodebookWeights::kernel_name_for`] says which path a call of `m` rows takes; the
+//! result is the same integers either way.
+//!
 //! `C[m][n] = Σ_k (A[m][k] − za) · grid[code(k, n)]` (+ bias), where `grid` is the level
 //! set's integer grid ([`crate::quant::Grid`]); [`gemm_f32`] returns
 //! `(acc as f32) · (sa · grid_scale[n]) + bias[n]`, the dequantized product, with
