@@ -5,7 +5,10 @@
 //! kernels) on the table-lookup kernels and, where the level set is
 //! `±(2^a [+ 2^b])`, the bit-shift kernels; the int8 GEMM on the same shape beside them.
 //! One criterion group per ISA tier; benchmark ids are `<family>_<scheme>/<shape>`
-//! (`int8/<shape>`). Throughput is `2·M·N·K` elements (`Gelem/s` = GOPS).
+//! (`int8/<shape>`); where dispatch takes the decoded path (M at or past
+//! `CodebookWeights::decode_min_m`: codes decoded to int8 panels, then the int8 GEMM),
+//! `lutr_<scheme>/<shape>` times the in-register lookup kernel beside it. The kernels
+//! each id runs go to stderr. Throughput is `2·M·N·K` elements (`Gelem/s` = GOPS).
 //!
 //! Environment:
 //! * `QKERN_BENCH_SHAPES=dec4096,b16_4096` — only these shapes (names or MxNxK).
@@ -85,7 +88,7 @@ fn main() {
             drop(g);
             for scheme in bench::CODEBOOK_SCHEMES {
                 for family in [CodebookFamily::Lut, CodebookFamily::Shift] {
-                    let mut case = match CodebookCase::with_family(&ctx, shape, scheme, seed, Some(family)) {
+                    let case = match CodebookCase::with_family(&ctx, shape, scheme, seed, Some(family)) {
                         Ok(c) => c,
                         Err(qkern::Error::Unsupported(e)) if family == CodebookFamily::Shift => {
                             eprintln!("codebook/{}/shift_{scheme}: no row ({e})", isa.name());
@@ -93,12 +96,24 @@ fn main() {
                         }
                         Err(e) => fail(format!("{shape} {scheme}: {e}")),
                     };
-                    let t = bench::time(Duration::from_millis(20), || case.run()).unwrap_or_else(|e| fail(e.to_string()));
-                    case.check().unwrap_or_else(|e| fail(format!("{shape} {scheme}: wrong result: {e}")));
-                    // Ten samples must fit: stretch the measurement time for the slow cases.
-                    group.measurement_time(Duration::from_secs_f64((12.0 * t.median).max(1.0)));
-                    let id = BenchmarkId::new(format!("{}_{scheme}", family.name()), &shape.name);
-                    group.bench_function(id, |b| b.iter(|| case.run().unwrap_or_else(|e| fail(e.to_string()))));
+                    // The dispatched path; where that is the decoded one (codes decoded to
+                    // int8 panels, the int8 GEMM), also the in-register kernel it replaces
+                    // (`lutr_<scheme>`).
+                    let inreg = case.decodes().then(|| {
+                        CodebookCase::with_family(&ctx, shape, scheme, seed, Some(family))
+                            .unwrap_or_else(|e| fail(format!("{shape} {scheme}: {e}")))
+                            .without_decode()
+                    });
+                    for (label, mut case) in [(family.name(), Some(case)), ("lutr", inreg)] {
+                        let Some(case) = case.as_mut() else { continue };
+                        let t = bench::time(Duration::from_millis(20), || case.run()).unwrap_or_else(|e| fail(e.to_string()));
+                        case.check().unwrap_or_else(|e| fail(format!("{shape} {scheme}: wrong result: {e}")));
+                        eprintln!("codebook/{}/{label}_{scheme}/{}: {}", isa.name(), shape.name, case.kernel_name());
+                        // Ten samples must fit: stretch the measurement time for the slow cases.
+                        group.measurement_time(Duration::from_secs_f64((12.0 * t.median).max(1.0)));
+                        let id = BenchmarkId::new(format!("{label}_{scheme}"), &shape.name);
+                        group.bench_function(id, |b| b.iter(|| case.run().unwrap_or_else(|e| fail(e.to_string()))));
+                    }
                 }
             }
         }

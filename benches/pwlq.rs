@@ -140,7 +140,7 @@ fn gemm(t: Duration) {
     println!();
     println!("== exact-mode PWLQ GEMM vs our int8 GEMM, one thread, N = K = 4096 ==");
     println!(
-        "{:<11} {:>4} {:>12} {:>10} {:>12} {:>10} {:>7} {:>10} {:>7}  pwlq path",
+        "{:<11} {:>4} {:>12} {:>10} {:>12} {:>10} {:>7} {:>10} {:>7}  pwlq path | grid path",
         "isa", "M", "int8 time", "int8 GOPS", "pwlq time", "pwlq GOPS", "ratio", "grid GOPS", "ratio"
     );
     let (n, k) = (4096usize, 4096usize);
@@ -161,7 +161,7 @@ fn gemm(t: Duration) {
         let int8 = PackedWeights::new_in(&ctx, MatrixRef::new(&b, k, n), WeightQuant::zero_point_only(qkern::PerChannel::Tensor(0))).unwrap();
         let pw = PwlqGemmWeights::new_in(&ctx, &w).unwrap();
         let gw = CodebookWeights::new_in(&ctx, &grid).unwrap();
-        for m in [1usize, 4, 8, 16, 128] {
+        for m in [1usize, 4, 8, 16, 32, 128] {
             let a: Vec<u8> = (0..m * k).map(|_| r.random()).collect();
             let am = MatrixRef::new(&a, m, k);
             let mut ci = vec![0i32; m * n];
@@ -171,7 +171,7 @@ fn gemm(t: Duration) {
             let tg = time(t, || ctx.codebook_gemm_f32(Activations::new(am, 128u8, 0.01), &gw, None, MatrixMut::new(&mut cf, m, n))).unwrap();
             let ops = 2.0 * (m * n * k) as f64;
             println!(
-                "{:<11} {m:>4} {:>9.3} ms {:>10.1} {:>9.3} ms {:>10.1} {:>6.1}% {:>10.1} {:>6.1}%  {}",
+                "{:<11} {m:>4} {:>9.3} ms {:>10.1} {:>9.3} ms {:>10.1} {:>6.1}% {:>10.1} {:>6.1}%  {} | {}",
                 isa.name(),
                 ti.median * 1e3,
                 ops / ti.median / 1e9,
@@ -180,7 +180,8 @@ fn gemm(t: Duration) {
                 100.0 * ti.median / tp.median,
                 ops / tg.median / 1e9,
                 100.0 * ti.median / tg.median,
-                pw.fused_kernel_name(&ctx, m).unwrap_or("int8 driver on [C|T|S], then combine")
+                pw.fused_kernel_name(&ctx, m).unwrap_or("int8 driver on [C|T|S], then combine"),
+                gw.kernel_name_for(m)
             );
         }
     }

@@ -567,9 +567,22 @@ impl CodebookCase {
         Ok(CodebookCase { shape: shape.clone(), ctx: ctx.clone(), a, codes, w, c })
     }
 
-    /// The kernel that runs.
-    pub fn kernel_name(&self) -> &'static str {
-        self.w.kernel_name()
+    /// What runs at this M: the codebook kernel, or the decoder and the int8 GEMM kernel
+    /// of the decoded path ([`crate::codebook::CodebookWeights::kernel_name_for`]).
+    pub fn kernel_name(&self) -> String {
+        self.w.kernel_name_for(self.shape.m)
+    }
+
+    /// Whether this M takes the decoded path (codes decoded to int8 panels).
+    pub fn decodes(&self) -> bool {
+        self.w.decode_min_m().is_some_and(|min| self.shape.m >= min && self.shape.k > 0)
+    }
+
+    /// The same case on the in-register codebook kernel at every M (the decoded path
+    /// off), to time both paths side by side.
+    pub fn without_decode(mut self) -> CodebookCase {
+        self.w = self.w.with_decode_min_m(usize::MAX);
+        self
     }
 
     /// One call.

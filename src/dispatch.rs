@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use qkern_kernels::pack::decode::CodebookDecoder;
 use qkern_kernels::{CodebookUkernel, DwconvUkernel, GemmUkernel, Isa};
 
 use crate::error::{Error, Result};
@@ -150,6 +151,17 @@ pub fn codebook_kernels() -> Vec<CodebookUkernel> {
     v.extend(qkern_kernels::x86_64::codebook_kernels());
     #[cfg(target_arch = "aarch64")]
     v.extend(qkern_kernels::aarch64::codebook_kernels());
+    v
+}
+
+/// Every codebook decoder (codes to int8 GEMM panels, for the codebook calls with many
+/// rows) compiled into this build, least preferred first: the portable reference ones,
+/// then the SIMD ones of each tier.
+pub fn codebook_decoders() -> Vec<CodebookDecoder> {
+    #[allow(unused_mut)]
+    let mut v = qkern_kernels::pack::decode::GENERIC_DECODERS.to_vec();
+    #[cfg(target_arch = "x86_64")]
+    v.extend(qkern_kernels::x86_64::codebook_decoders());
     v
 }
 

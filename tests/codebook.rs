@@ -98,7 +98,7 @@ fn check<A: Int8>(ctx: &Context, w: &CodebookWeights, p: &PackedCodes, m: usize,
     if want.iter().all(|v| i32::try_from(*v).is_ok()) {
         res.unwrap_or_else(|e| panic!("{what}: {e}"));
         for (i, (&got, &wv)) in c.iter().zip(&want).enumerate() {
-            assert_eq!(got as i64, wv, "{what}: i32 C[{}][{}] (kernel {})", i / n, i % n, w.kernel_name());
+            assert_eq!(got as i64, wv, "{what}: i32 C[{}][{}] (kernel {})", i / n, i % n, w.kernel_name_for(m));
         }
     } else {
         assert!(matches!(res, Err(Error::Overflow(_))), "{what}: expected an overflow error, got {res:?}");
@@ -111,17 +111,18 @@ fn check<A: Int8>(ctx: &Context, w: &CodebookWeights, p: &PackedCodes, m: usize,
     for (i, (&got, &acc)) in cf.iter().zip(r).enumerate() {
         let j = i % n;
         let e = acc as f32 * (sa * gs[j]) + fb[j];
-        assert_eq!(got.to_bits(), e.to_bits(), "{what}: f32 C[{}][{j}] = {got} want {e} (kernel {})", i / n, w.kernel_name());
+        assert_eq!(got.to_bits(), e.to_bits(), "{what}: f32 C[{}][{j}] = {got} want {e} (kernel {})", i / n, w.kernel_name_for(m));
     }
 }
 
-/// Every codebook kernel usable at `isa` that can run `p` exactly.
+/// Every codebook kernel usable at `isa` that can run `p` exactly; and for each with a
+/// decoded path (codes decoded to int8 panels, the int8 GEMM over the rows), the same
+/// weights taking it from one row on, so every test here runs that path too.
 fn weights_for(ctx: &Context, p: &PackedCodes) -> Vec<CodebookWeights> {
-    ctx.kernels()
-        .codebook_candidates
-        .iter()
-        .filter_map(|k| CodebookWeights::with_kernel(ctx, p, k.name).ok())
-        .collect()
+    let ws: Vec<CodebookWeights> =
+        ctx.kernels().codebook_candidates.iter().filter_map(|k| CodebookWeights::with_kernel(ctx, p, k.name).ok()).collect();
+    let decoded: Vec<CodebookWeights> = ws.iter().filter(|w| w.decode_kernels().is_some()).map(|w| w.clone().with_decode_min_m(1)).collect();
+    ws.into_iter().chain(decoded).collect()
 }
 
 fn sweep<A: Int8>(rng: &mut ChaCha8Rng) {
@@ -139,7 +140,7 @@ fn sweep<A: Int8>(rng: &mut ChaCha8Rng) {
                         let za = A::from_bits(rng.random());
                         let r = reference(&p, &set, m, &a, lda, za);
                         for w in &ws {
-                            let what = format!("{} {name} {} m={m} n={n} k={k} {}", isa.name(), w.kernel_name(), A::NAME);
+                            let what = format!("{} {name} {} m={m} n={n} k={k} {}", isa.name(), w.kernel_name_for(m), A::NAME);
                             check(&ctx, w, &p, m, &a, lda, za, &r, &what);
                         }
                     }
@@ -179,7 +180,7 @@ fn extremes<A: Int8>() {
                     let a = vec![A::saturate_from(av); m * k];
                     let r = reference(&p, &set, m, &a, k, A::saturate_from(zv));
                     for w in &ws {
-                        let what = format!("{} {name} {} extremes k={k} a={av} za={zv} {}", isa.name(), w.kernel_name(), A::NAME);
+                        let what = format!("{} {name} {} extremes k={k} a={av} za={zv} {}", isa.name(), w.kernel_name_for(3), A::NAME);
                         check(&ctx, w, &p, m, &a, k, A::saturate_from(zv), &r, &what);
                     }
                 }
@@ -191,7 +192,7 @@ fn extremes<A: Int8>() {
                     let a: Vec<A> = (0..m * k).map(|_| A::from_bits(rng.random())).collect();
                     let r = reference(&p, &set, m, &a, k, A::saturate_from(A::MIN));
                     for w in weights_for(&ctx, &p) {
-                        let what = format!("{} {name} {} long K {}", isa.name(), w.kernel_name(), A::NAME);
+                        let what = format!("{} {name} {} long K {}", isa.name(), w.kernel_name_for(5), A::NAME);
                         check(&ctx, &w, &p, m, &a, k, A::saturate_from(A::MIN), &r, &what);
                     }
                 }
@@ -221,7 +222,7 @@ fn threads_split_gemv_and_gemm() {
             let w = CodebookWeights::new_in(&ctx, &p).unwrap();
             let a: Vec<u8> = (0..m * k).map(|_| rng.random()).collect();
             let r = reference(&p, &set, m, &a, k, 0u8);
-            check(&ctx, &w, &p, m, &a, k, 0u8, &r, &format!("threads {} m={m} n={n} k={k}", w.kernel_name()));
+            check(&ctx, &w, &p, m, &a, k, 0u8, &r, &format!("threads {} m={m} n={n} k={k}", w.kernel_name_for(m)));
         }
     }
 }
@@ -431,7 +432,7 @@ fn check_rq<A: Int8, O: Int8>(
                 rq.min.to_i32(),
                 rq.max.to_i32(),
                 rq.bias.map(|b| b[j]),
-                w.kernel_name()
+                w.kernel_name_for(m)
             );
         }
         if i + 1 < m {
@@ -480,7 +481,7 @@ fn requant_sweep<A: Int8>(rng: &mut ChaCha8Rng) {
                         let r = reference(&p, &set, m, &a, lda, za);
                         for w in &ws {
                             for mode in MODES {
-                                let what = format!("{} {name} {} m={m} n={n} k={k} {}", isa.name(), w.kernel_name(), A::NAME);
+                                let what = format!("{} {name} {} m={m} n={n} k={k} {}", isa.name(), w.kernel_name_for(m), A::NAME);
                                 rq_case::<A, u8>(&ctx, w, &p, m, &a, lda, za, &r, mode, case, &what);
                                 rq_case::<A, i8>(&ctx, w, &p, m, &a, lda, za, &r, mode, case + 1, &what);
                                 case += 1;
@@ -538,7 +539,7 @@ fn requant_extremes<A: Int8>() {
                     let amax = r.iter().map(|v| v.unsigned_abs()).max().unwrap().max(1) as f32;
                     for w in &ws {
                         for mode in MODES {
-                            let what = format!("{} {name} {} extremes k={k} a={av} za={zv} {}", isa.name(), w.kernel_name(), A::NAME);
+                            let what = format!("{} {name} {} extremes k={k} a={av} za={zv} {}", isa.name(), w.kernel_name_for(m), A::NAME);
                             case += 1;
                             // Saturating: a multiplier near 1 on sums of thousands or more.
                             let sat_u8 = Requantize::new(sa * gs[0] * 1.1, 7u8).mode(mode);
@@ -574,7 +575,7 @@ fn requant_extremes<A: Int8>() {
                     let amax = r.iter().map(|v| v.unsigned_abs()).max().unwrap().max(1) as f32;
                     for w in weights_for(&ctx, &p) {
                         for mode in MODES {
-                            let what = format!("{} {name} {} long K random {}", isa.name(), w.kernel_name(), A::NAME);
+                            let what = format!("{} {name} {} long K random {}", isa.name(), w.kernel_name_for(m), A::NAME);
                             let rq = Requantize::new(sa * gs[0] * amax / 120.0, 3i8).mode(mode);
                             check_rq(&ctx, &w, &p, m, &a, k, za, sa, &r, &rq, n, &what);
                         }
@@ -652,6 +653,104 @@ fn requantize_errors_name_the_argument() {
         if k.isa != Isa::Scalar {
             let e = Context::for_isa(Isa::Scalar).unwrap().codebook_gemm_requantize(Activations::new(am, 0u8, 1.0), &wt, &ok, MatrixMut::new(&mut c, 3, 4));
             assert!(matches!(e, Err(Error::IsaUnavailable(_))), "{e:?}");
+        }
+    }
+}
+
+/// Every codebook decoder this CPU runs (codes → int8 GEMM panels, the decoded path of
+/// calls with many rows) writes exactly the packer's bytes of the decoded weights, at
+/// every source and target panel width, K tail and odd N (the shared tester).
+#[test]
+fn every_decoder_writes_the_packed_int8_panels() {
+    let mut tested = 0;
+    for d in qkern::dispatch::codebook_decoders() {
+        if !common::tier_selected(d.name, d.isa) || !common::isa_or_skip(d.name, d.isa) {
+            continue;
+        }
+        // SAFETY: the CPU supports the decoder's ISA (checked).
+        let s = unsafe { qkern_kernels::testing::check_codebook_decoder(&d) };
+        assert!(s.calls > 1000, "{}: only {} calls", d.name, s.calls);
+        tested += 1;
+    }
+    assert!(tested > 0 || common::tiers_filtered(), "no decoder tested");
+}
+
+/// The decoded path at its default threshold: shapes whose M crosses it (below, at,
+/// above, several row tiles and a partial one) at every tier, one and two threads, K
+/// tails, odd N, every int8-grid set; i32, f32 and requantized outputs exact; and
+/// `kernel_name_for` names the path each M takes.
+fn decoded_threshold<A: Int8>(seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut crossed = 0;
+    for isa in common::available_isas() {
+        for threads in [1, 2] {
+            let ctx = Context::for_isa(isa).unwrap().with_threads(threads).unwrap();
+            for (name, set) in sets().into_iter().filter(|(_, s)| s.grid().unwrap().max_abs() <= 127) {
+                for &(k, n) in &[(9usize, 47usize), (64, 17), (1001, 100)] {
+                    let p = packed(&set, k, n, &mut rng, None);
+                    let w = CodebookWeights::with_family(&ctx, &p, CodebookFamily::Lut).unwrap();
+                    let Some(min) = w.decode_min_m() else { continue };
+                    let (dec, gemm) = w.decode_kernels().unwrap();
+                    crossed += 1;
+                    for m in [min - 1, min, min + 1, 2 * min + 5] {
+                        let run = w.kernel_name_for(m);
+                        assert_eq!(run.contains(gemm), m >= min, "{name} m={m}: {run}");
+                        assert_eq!(run.contains(dec), m >= min, "{name} m={m}: {run}");
+                        let lda = k + 1;
+                        let a: Vec<A> = (0..m * lda).map(|_| A::from_bits(rng.random())).collect();
+                        let za = A::from_bits(rng.random());
+                        let r = reference(&p, &set, m, &a, lda, za);
+                        let what = format!("{} t{threads} {name} {run} m={m} n={n} k={k} {}", isa.name(), A::NAME);
+                        check(&ctx, &w, &p, m, &a, lda, za, &r, &what);
+                        rq_case::<A, u8>(&ctx, &w, &p, m, &a, lda, za, &r, RequantMode::Fp32, m, &what);
+                        rq_case::<A, i8>(&ctx, &w, &p, m, &a, lda, za, &r, RequantMode::TfliteDoubleRounding, m + 1, &what);
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    assert!(crossed > 0 || common::tiers_filtered() || !qkern::dispatch::cpu().has(Isa::Avx2), "no decoded path crossed");
+    let _ = crossed;
+}
+
+#[test]
+fn decoded_path_across_its_threshold_u8() {
+    decoded_threshold::<u8>(21);
+}
+
+#[test]
+fn decoded_path_across_its_threshold_i8() {
+    decoded_threshold::<i8>(22);
+}
+
+/// The decoded path at large M past the i32-exact bound (K chunks carried in i64 by the
+/// int8 driver), with activations at their extremes against the zero point at the other
+/// end and the ±127 ends of the tables: i32 results that overflow are errors, f32 and
+/// requantized ones exact.
+#[test]
+fn decoded_path_huge_k_extremes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    for isa in common::available_isas() {
+        let ctx = Context::for_isa(isa).unwrap().with_threads(2).unwrap();
+        for (name, set) in sets().into_iter().filter(|(n, _)| ["iq4_nl", "cb32", "pot4"].contains(n)) {
+            let (k, n) = (70_001usize, 33usize);
+            for code in end_codes(&set) {
+                let p = packed(&set, k, n, &mut rng, Some(code));
+                let w = CodebookWeights::with_family(&ctx, &p, CodebookFamily::Lut).unwrap();
+                let Some(min) = w.decode_min_m() else { continue };
+                let m = min + 1;
+                for (av, zv) in [(u8::MAX, u8::MIN), (u8::MIN, u8::MAX)] {
+                    let a = vec![av; m * k];
+                    let r = reference(&p, &set, m, &a, k, zv);
+                    let what = format!("{} {name} {} huge K code {code} a={av} za={zv}", isa.name(), w.kernel_name_for(m));
+                    check(&ctx, &w, &p, m, &a, k, zv, &r, &what);
+                    rq_case::<u8, i8>(&ctx, &w, &p, m, &a, k, zv, &r, RequantMode::SingleRounding, 3, &what);
+                }
+                let a = vec![i8::MIN; m * k];
+                let r = reference(&p, &set, m, &a, k, i8::MAX);
+                check(&ctx, &w, &p, m, &a, k, i8::MAX, &r, &format!("{} {name} huge K i8 extremes", isa.name()));
+            }
         }
     }
 }

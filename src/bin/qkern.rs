@@ -554,7 +554,16 @@ fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
         for scheme in bench::CODEBOOK_SCHEMES {
             for family in [CodebookFamily::Lut, CodebookFamily::Shift] {
                 match bench::CodebookCase::with_family(&ctx, shape, scheme, seed, Some(family)) {
-                    Ok(c) => cases.push((*scheme, family, c)),
+                    Ok(c) if c.decodes() => {
+                        // Both paths, the dispatched one first: "lut/r" is the in-register
+                        // kernel the decoded path replaces at this M.
+                        let r = bench::CodebookCase::with_family(&ctx, shape, scheme, seed, Some(family))
+                            .map_err(|e| format!("{shape} {scheme}: {e}"))?
+                            .without_decode();
+                        cases.push((*scheme, family.name(), c));
+                        cases.push((*scheme, "lut/r", r));
+                    }
+                    Ok(c) => cases.push((*scheme, family.name(), c)),
                     Err(qkern::Error::Unsupported(_)) if family == CodebookFamily::Shift => {}
                     Err(e) => return Err(format!("{shape} {scheme} {}: {e}", family.name())),
                 }
@@ -592,7 +601,7 @@ fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
         line("int8", "-", g.kernel().name, base_t);
         for ((scheme, family, c), t) in cases.iter().zip(tc.iter_mut()) {
             c.check().map_err(|e| format!("{shape} {scheme}: wrong result: {e}"))?;
-            line(scheme, family.name(), c.kernel_name(), median(t));
+            line(scheme, family, &c.kernel_name(), median(t));
         }
     }
     println!("u8 activations (zero point 128), i32 output; median of {ROUNDS} interleaved rounds; isa cap {}", ctx.kernels().isa.name());

@@ -4,14 +4,17 @@ use qkern_kernels::reference::output_stage_ref;
 use qkern_kernels::{CodebookArgs, CodebookFormat, Int8, OutputKind};
 use rayon::prelude::*;
 
-use super::CodebookWeights;
+use qkern_kernels::pack::decode::CodebookDecodeArgs;
+
+use super::{CodebookWeights, DecodePlan};
+use crate::dispatch::cpu;
 use crate::dispatch::Context;
 use crate::error::{Error, Result, check_matrix};
 // The output stage (its tables, the kernels' and the reference's view of it, the
 // chunked path's stores) is the int8 GEMM driver's: the codebook kernels take the same
 // `OutputStage`.
 use crate::gemm::scratch::Scratch;
-use crate::gemm::{Activations, K_CHUNK, Out, Stage, stage_at, store_value};
+use crate::gemm::{ASource, Activations, K_CHUNK, Out, PackedWeights, Stage, run_packed, stage_at, store_value};
 
 #[derive(Clone, Copy)]
 struct Shared<T>(T);
@@ -52,6 +55,9 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
     }
     if m == 0 || n == 0 {
         return Ok(());
+    }
+    if let Some(plan) = w.decode.as_ref().filter(|p| m >= p.min_m && k > 0 && decoded_runs_in(ctx, p)) {
+        return run_decoded(ctx, a, w, plan, stage, out);
     }
     let ukernel = kernel.run[A::SIGNED as usize];
 
@@ -219,4 +225,100 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
 fn k_chunk(grid_max: u16) -> usize {
     let c = i32::MAX as usize / (255 * (grid_max as usize).max(1));
     (c & !(CodebookFormat::KR - 1)).min(K_CHUNK)
+}
+
+/// Whether `ctx` runs the decoded path's kernels (the weights may be used with a context
+/// capped below the one that packed them: then the codebook kernel runs alone).
+fn decoded_runs_in(ctx: &Context, p: &DecodePlan) -> bool {
+    let tier = ctx.kernels().isa;
+    p.gemm.isa.within(tier) && p.decoder.isa.within(tier) && cpu().has(p.gemm.isa) && cpu().has(p.decoder.isa)
+}
+
+/// The decoded path (validated call, `m, n, k > 0`): per column strip, the codes decoded
+/// into the int8 GEMM kernel's packed B (`plan.decoder`, the strip's panels split between
+/// the threads), then the int8 GEMM driver on that strip — its zero-point terms, output
+/// stages, overflow policy (whole K in i32 when provably exact, else K chunks carried in
+/// i64) and threads. A strip is as many panels per thread as the int8 driver puts in one
+/// column block (~512 KiB), so the decoded panels are still in L2 when every row tile
+/// reads them.
+fn run_decoded<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWeights, plan: &DecodePlan, stage: Stage<'_>, mut out: Out<'_>) -> Result<()> {
+    let (k, n) = (w.k, w.n);
+    let gemm = plan.gemm;
+    let (nr, pb) = (gemm.format.nr, gemm.format.panel_bytes(k));
+    let tiles_n = n.div_ceil(nr);
+    let per_thread = (512 * 1024 / pb.max(1)).clamp(1, tiles_n);
+    let strip = (per_thread * ctx.threads()).min(tiles_n);
+    let chunks = k.div_ceil(K_CHUNK).max(1);
+    let src = Shared(w.data.as_ptr());
+    let table = Shared(plan.table.as_ptr());
+    let decode = |p0: usize, panels: usize, dst: &mut [u8]| {
+        let args = CodebookDecodeArgs {
+            src: src.get(),
+            src_nr: w.kernel.format.nr,
+            k,
+            n,
+            j0: p0 * nr,
+            panels,
+            table: table.get(),
+            dst: dst.as_mut_ptr(),
+            dst_nr: nr,
+        };
+        debug_assert!(dst.len() >= panels * pb && p0 * nr < n && panels <= (n - p0 * nr).div_ceil(nr));
+        // SAFETY: `w.data` holds the codebook panels of all n columns in `w.kernel.format`
+        // (the decoder reads that width and 4 or 5 bits, as the plan was built for); the
+        // table has 32 bytes; `dst` holds `panels` target panels of `pb` bytes, starting
+        // at a panel below n; the decoder's ISA is available (`decoded_runs_in`).
+        unsafe { (plan.decoder.run)(&args) };
+    };
+    let src_a: ASource<'_, A> = (*a).into();
+    // The strip buffer is kept per thread between calls: a fresh 0.5 MiB+ allocation
+    // per call went through brk / mmap, page faults and the zeroing of a huge page every
+    // time (measured on Zen 4: as long as the decode itself at M = 16).
+    let mut data = STRIP.take();
+    if data.len() < strip * pb {
+        data = vec![0u8; strip * pb];
+    }
+    for s0 in (0..tiles_n).step_by(strip) {
+        let np = strip.min(tiles_n - s0);
+        let (j0, j1) = (s0 * nr, ((s0 + np) * nr).min(n));
+        let buf = &mut data[..np * pb];
+        if ctx.threads() > 1 && np > 1 {
+            ctx.install(|| buf.par_chunks_mut(pb).enumerate().for_each(|(p, d)| decode(s0 + p, 1, d)));
+        } else {
+            decode(s0, np, buf);
+        }
+        let ns = j1 - j0;
+        let pw = PackedWeights {
+            kernel: gemm,
+            k,
+            n: ns,
+            signed: true,
+            data: std::mem::take(&mut data),
+            zero_point: vec![0; ns],
+            stored_zero_point: vec![0; ns],
+            any_zero_point: false,
+            scale: Vec::new(),
+            chunk_col_sum: (0..chunks).flat_map(|c| plan.chunk_col_sum[c * n + j0..c * n + j1].iter().copied()).collect(),
+            // Wrapping, as the int8 driver's sums: exact modulo 2^32.
+            col_sum: w.col_sum[j0..j1].iter().map(|&s| s as i32).collect(),
+            max_abs_centered: plan.max_abs,
+        };
+        let res = run_packed(ctx, &src_a, &pw, stage.columns(j0, j1), out.columns(j0, j1));
+        data = pw.data;
+        if let Err(e) = res {
+            STRIP.set(data);
+            return Err(match e {
+                Error::Overflow(msg) => Error::Overflow(format!("{msg} (columns counted from column {j0}, where this block of the decoded path starts)")),
+                e => e,
+            });
+        }
+    }
+    STRIP.set(data);
+    Ok(())
+}
+
+thread_local! {
+    /// The decoded path's strip buffer of this thread, reused by its next call (empty
+    /// while a call holds it, so a nested call allocates its own).
+    static STRIP: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }

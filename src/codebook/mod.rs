@@ -9,6 +9,14 @@
 //! `±(2^a [+ 2^b])` (PoT, APoT). The lookup family is the default: measured, it is the
 //! faster one on every x86 tier here.
 //!
+//! Calls with many rows (from [`CodebookWeights::decode_min_m`], measured per tier: 16
+//! to 64) of an int8 grid take the decoded path instead: the codes of a column strip are
+//! decoded once by a SIMD decoder (`qkern_kernels::pack::decode`) into the packed B of
+//! the tier's int8 GEMM kernel, which then runs over every row tile through the int8
+//! GEMM driver — the in-register kernels decode again for every row tile.
+//! [`CodebookWeights::kernel_name_for`] says which path a call of `m` rows takes; the
+//! result is the same integers either way.
+//!
 //! `C[m][n] = Σ_k (A[m][k] − za) · grid[code(k, n)]` (+ bias), where `grid` is the level
 //! set's integer grid ([`crate::quant::Grid`]); [`gemm_f32`] returns
 //! `(acc as f32) · (sa · grid_scale[n]) + bias[n]`, the dequantized product, with
@@ -43,14 +51,15 @@
 mod driver;
 
 use qkern_kernels::pack::shift::SHIFT_ZERO;
-use qkern_kernels::{CodebookFormat, CodebookUkernel, Int8};
+use qkern_kernels::pack::decode::CodebookDecoder;
+use qkern_kernels::{CodebookFormat, CodebookUkernel, GemmUkernel, Int8, Isa};
 
 pub use qkern_kernels::CodebookFamily;
 
 use crate::dispatch::Context;
 use crate::error::{Error, Result, check_scale};
 use crate::gemm::scratch::Scratch;
-use crate::gemm::{Activations, MatrixMut, Out, Requantize, Stage, requant_out};
+use crate::gemm::{Activations, K_CHUNK, MatrixMut, Out, Requantize, Stage, requant_out};
 use crate::quant::PackedCodes;
 
 /// Parses a `QKERN_CODEBOOK_KERNEL` value (`lut` / `shift`, case-insensitive; blank =
@@ -98,6 +107,81 @@ pub struct CodebookWeights {
     /// (`max|a − za| · this + max|bias| ≤ i32::MAX`), never looser than `K · grid_max`.
     pub(crate) col_abs_max: u64,
     pub(crate) has_offsets: bool,
+    /// The path of calls with many rows: decode to int8 panels, run the int8 GEMM.
+    pub(crate) decode: Option<DecodePlan>,
+}
+
+/// How a call of at least `min_m` rows runs: the codes decoded, a column strip at a time,
+/// into the packed B of the int8 GEMM kernel `gemm` by `decoder`, then the int8 GEMM
+/// driver over every row tile on that strip — each weight decoded once per call instead of
+/// once per row tile.
+#[derive(Clone, Debug)]
+pub(crate) struct DecodePlan {
+    pub(crate) gemm: GemmUkernel,
+    pub(crate) decoder: CodebookDecoder,
+    /// The byte stored for each code (the grid value; the kernel's i8 `b_offset` is 0).
+    pub(crate) table: [u8; 32],
+    pub(crate) min_m: usize,
+    /// `Σ grid` of each K chunk of [`K_CHUNK`] per column, `[c·n + j]` (the int8 driver's
+    /// long-K path).
+    pub(crate) chunk_col_sum: Vec<i32>,
+    /// A bound `b` with `K·b ≥ max_n Σ_k |grid|` (the int8 driver proves one i32 pass
+    /// exact from `K·max|a − za|·b`, so this keeps the codebook's tighter bound).
+    pub(crate) max_abs: i32,
+}
+
+/// The default `min_m` of the decoded path for the int8 GEMM kernel `gemm`. Measured on
+/// Zen 4 (N = K = 4096, one thread; 2 shared cores, so ±10 %): decoding all of B costs
+/// about as much as 3–5 rows of the int8 GEMM (AVX-512 ≈ 0.5 ms for 4096²). The
+/// in-register kernels run at 0.85–0.95× of the int8 GEMM on AVX-512 (4-bit, `vpermb`),
+/// at 0.65× on AVX2 with the exact kernel (±127 tables) and near 1.0× with `vpmaddubsw`
+/// (tables within ±64). Measured crossovers: AVX2 exact, M = 16 already 4.25 ms decoded
+/// vs 5.25 ms in-register (IQ4_NL); AVX2 `vpmaddubsw`, M = 16 3.3 vs 3.05 ms, M = 128
+/// 42 vs 53 ms; AVX-512, M = 32 5.1 vs 4.5 ms (4-bit) and 5.3 vs 5.1 ms (5-bit), M = 64
+/// 5.7 vs 5.4 ms (4-bit) and 6.3–7.0 vs 6.8–10.3 ms (5-bit), M = 128 16.8 vs 17.2 ms
+/// (4-bit) and 16.2 vs 21.3 ms (5-bit). Below
+/// the crossover the in-register kernels' reuse of each decoded register across their
+/// row tile is the better deal.
+fn default_decode_min_m(gemm: &GemmUkernel, bits: u32) -> usize {
+    match gemm.isa {
+        // 5-bit: the in-register kernel blends two lookups per weight (0.8× of int8).
+        Isa::Avx512Vnni | Isa::Amx if bits == 5 => 32,
+        Isa::Avx512Vnni | Isa::Amx => 64,
+        _ if gemm.max_abs_stored_b.is_some() => 32,
+        _ => 16,
+    }
+}
+
+/// The decoded path for weights packed for `kernel` at `ctx`'s tier, if there is one:
+/// a lookup kernel on 4-/5-bit codes of an int8 grid, an int8 GEMM kernel of the tier
+/// that takes i8 weights within the grid (the first, best, of the candidates: the AVX2
+/// `vpmaddubsw` one only within its bound), and a SIMD decoder for the codes' width and
+/// the GEMM's K group. (Without a SIMD decoder — the portable tier, ARM — none.)
+fn decode_pair(ctx: &Context, kernel: &CodebookUkernel, tables: &Tables) -> Option<(GemmUkernel, CodebookDecoder)> {
+    if kernel.family != CodebookFamily::Lut || tables.wide() || !matches!(kernel.format.bits, 4 | 5) || !kernel.format.nr.is_multiple_of(8) {
+        return None;
+    }
+    let g = tables.grid_max as i32;
+    let decoders = crate::dispatch::codebook_decoders();
+    let decoder_for = |gk: &GemmUkernel| {
+        decoders.iter().rev().copied().find(|d| {
+            d.isa != Isa::Scalar
+                && d.isa.within(ctx.kernels().isa)
+                && crate::dispatch::cpu().has(d.isa)
+                && d.bits == kernel.format.bits
+                && d.kr == gk.format.kr
+                && kernel.format.nr.is_multiple_of(d.cols)
+                && gk.format.nr.is_multiple_of(d.cols)
+        })
+    };
+    let gemm = ctx.kernels().gemm_candidates.iter().copied().find(|gk| {
+        gk.isa != Isa::Scalar
+            && gk.run[0][1].is_some()
+            && gk.run[1][1].is_some()
+            && gk.b_offset_for(true) == 0
+            && crate::gemm::holds_weights(gk, true, -g, g)
+    })?;
+    Some((gemm, decoder_for(&gemm)?))
 }
 
 impl CodebookWeights {
@@ -139,7 +223,7 @@ impl CodebookWeights {
                 .or_else(|| cands.iter().find(|k| fits(k) && k.format.bits >= 8 * terms))
                 .copied()
                 .ok_or_else(|| Error::Internal("no unconditional shift codebook kernel registered".into()))?;
-            return Ok(Self::pack(kernel, codes, &tables));
+            return Ok(Self::pack(ctx, kernel, codes, &tables));
         }
         let cands: Vec<CodebookUkernel> = ctx.kernels().codebook_candidates.iter().copied().filter(|k| k.family == family).collect();
         if cands.is_empty() {
@@ -162,7 +246,7 @@ impl CodebookWeights {
             (None, None) => return Err(Error::Internal("no unconditional codebook kernel registered".into())),
         };
         let kernel = *kernel;
-        Ok(Self::pack(kernel, codes, &tables))
+        Ok(Self::pack(ctx, kernel, codes, &tables))
     }
 
     /// Packs `codes` for the kernel named `name` among `ctx`'s candidates (tests and
@@ -196,10 +280,10 @@ impl CodebookWeights {
                 "{name} decodes through an i8 table; this level set's grid reaches {grid_max}: use an i16-table kernel"
             )));
         }
-        Ok(Self::pack(kernel, codes, &tables))
+        Ok(Self::pack(ctx, kernel, codes, &tables))
     }
 
-    fn pack(kernel: CodebookUkernel, codes: &PackedCodes, tables: &Tables) -> Self {
+    fn pack(ctx: &Context, kernel: CodebookUkernel, codes: &PackedCodes, tables: &Tables) -> Self {
         let Tables { t8: table, t16: table16, grid_max } = *tables;
         let (k, n) = (codes.k(), codes.n());
         let fmt: CodebookFormat = kernel.format;
@@ -223,13 +307,31 @@ impl CodebookWeights {
         } else {
             qkern_kernels::pack::pack_codebook(fmt, k, n, code, &mut data);
         }
+        let pair = decode_pair(ctx, &kernel, tables);
+        let chunks = k.div_ceil(K_CHUNK).max(1);
+        let mut chunk_col_sum = vec![0i32; if pair.is_some() { chunks * n } else { 0 }];
         let mut col_sum = Vec::with_capacity(n);
         let mut col_abs_max = 0u64;
         for j in 0..n {
-            let (s, a) = (0..k).map(|kk| table16[code(kk, j) as usize] as i64).fold((0i64, 0u64), |(s, a), g| (s + g, a + g.unsigned_abs()));
+            let (mut s, mut a) = (0i64, 0u64);
+            for kk in 0..k {
+                let g = table16[code(kk, j) as usize] as i64;
+                (s, a) = (s + g, a + g.unsigned_abs());
+                if let Some(c) = chunk_col_sum.get_mut(kk / K_CHUNK * n + j) {
+                    *c += g as i32; // |Σ| ≤ 8192·128 for an int8 grid
+                }
+            }
             col_sum.push(s);
             col_abs_max = col_abs_max.max(a);
         }
+        let decode = pair.map(|(gemm, decoder)| DecodePlan {
+            gemm,
+            decoder,
+            table: table.map(|v| v as u8),
+            min_m: default_decode_min_m(&gemm, decoder.bits),
+            chunk_col_sum,
+            max_abs: if k == 0 { 0 } else { col_abs_max.div_ceil(k as u64).min(i32::MAX as u64) as i32 },
+        });
         let grid_scales = codes.grid_scales().map(<[f32]>::to_vec).unwrap_or_default();
         let bits = codes.level_set().bits().max(4);
         CodebookWeights {
@@ -245,10 +347,44 @@ impl CodebookWeights {
             col_sum,
             col_abs_max,
             has_offsets: codes.offsets().is_some(),
+            decode,
         }
     }
 
-    /// The kernel these weights were packed for.
+    /// The same weights with the decoded path (codes decoded to int8 panels, the int8 GEMM
+    /// over every row tile) taken from `min_m` rows on (`usize::MAX`: never; 1: always).
+    /// No effect on weights without that path ([`CodebookWeights::decode_kernels`] is
+    /// `None`). The default is the measured crossover of the tier.
+    pub fn with_decode_min_m(mut self, min_m: usize) -> Self {
+        if let Some(p) = &mut self.decode {
+            p.min_m = min_m.max(1);
+        }
+        self
+    }
+
+    /// The row count from which a call takes the decoded path, if these weights have one.
+    pub fn decode_min_m(&self) -> Option<usize> {
+        self.decode.as_ref().map(|p| p.min_m)
+    }
+
+    /// The decoder and the int8 GEMM kernel of the decoded path, if these weights have
+    /// one (a lookup kernel on an int8 grid at a tier with a SIMD decoder).
+    pub fn decode_kernels(&self) -> Option<(&'static str, &'static str)> {
+        self.decode.as_ref().map(|p| (p.decoder.name, p.gemm.name))
+    }
+
+    /// What a call of `m` rows runs: [`CodebookWeights::kernel_name`], or from
+    /// [`CodebookWeights::decode_min_m`] rows on `"<decoder> + <int8 GEMM kernel>"`.
+    pub fn kernel_name_for(&self, m: usize) -> String {
+        match &self.decode {
+            Some(p) if m >= p.min_m && self.k > 0 => format!("{} + {}", p.decoder.name, p.gemm.name),
+            _ => self.kernel.name.to_string(),
+        }
+    }
+
+    /// The codebook kernel these weights were packed for: what calls with fewer rows
+    /// than [`CodebookWeights::decode_min_m`] run ([`CodebookWeights::kernel_name_for`]
+    /// names what a call of `m` rows runs).
     pub fn kernel_name(&self) -> &'static str {
         self.kernel.name
     }

@@ -66,6 +66,26 @@ impl<'a> Stage<'a> {
         }
     }
 
+    /// The same stage for output columns `j0..j1` only (its per-column tables and bias
+    /// sliced), for a caller that runs a GEMM column strip by column strip (the codebook
+    /// driver's decoded path).
+    pub(crate) fn columns(&self, j0: usize, j1: usize) -> Stage<'a> {
+        let cols = |v: &Scratch<f32>| Scratch::collect(v[j0..j1].iter().copied());
+        match self {
+            Stage::I32 { bias } => Stage::I32 { bias: bias.map(|b| &b[j0..j1]) },
+            Stage::F32 { scale, bias } => Stage::F32 { scale: cols(scale), bias: bias.map(|b| &b[j0..j1]) },
+            Stage::Requant { mode, scale, qmult, zero_point, qmin, qmax, bias } => Stage::Requant {
+                mode: *mode,
+                scale: cols(scale),
+                qmult: if qmult.is_empty() { Scratch::unused() } else { Scratch::collect(qmult[j0..j1].iter().copied()) },
+                zero_point: *zero_point,
+                qmin: *qmin,
+                qmax: *qmax,
+                bias: bias.map(|b| &b[j0..j1]),
+            },
+        }
+    }
+
     /// The kernels' output stage writing `kind`, its per-column tables from column 0 and
     /// no column offsets yet ([`stage_at`] places it on a tile).
     pub(crate) fn kernel_stage(&self, kind: OutputKind) -> OutputStage {
@@ -158,6 +178,19 @@ impl Out<'_> {
             Out::I8(_) => OutputKind::I8,
         }
     }
+    /// The view of output columns `j0..j1` (`j0 ≤ j1 ≤` the columns): the same rows and
+    /// stride, starting at column `j0`.
+    pub(crate) fn columns(&mut self, j0: usize, j1: usize) -> Out<'_> {
+        fn cols<'b, T>(c: &'b mut MatrixMut<'_, T>, j0: usize, j1: usize) -> MatrixMut<'b, T> {
+            MatrixMut { data: &mut c.data[j0..], rows: c.rows, cols: j1 - j0, stride: c.stride }
+        }
+        match self {
+            Out::I32(c) => Out::I32(cols(c, j0, j1)),
+            Out::F32(c) => Out::F32(cols(c, j0, j1)),
+            Out::U8(c) => Out::U8(cols(c, j0, j1)),
+            Out::I8(c) => Out::I8(cols(c, j0, j1)),
+        }
+    }
     /// (base pointer, rows, cols, stride, element bytes, slice length)
     pub(crate) fn raw(&mut self) -> (*mut u8, usize, usize, usize, usize, usize) {
         match self {
@@ -197,7 +230,7 @@ pub(super) fn whole_k_exact<A: Int8>(za: A, k: usize, w: &PackedWeights, bias: O
 /// Indirect rows ([`ARows::Indirect`]) run on the kernel's indirect entry, and only
 /// where whole-K i32 accumulation is exact (the caller checks [`whole_k_exact`] and
 /// gathers the rows into a matrix otherwise): an `Internal` error if not.
-pub(super) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights, stage: Stage<'_>, mut out: Out<'_>) -> Result<()> {
+pub(crate) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights, stage: Stage<'_>, mut out: Out<'_>) -> Result<()> {
     let (m, k, n) = match &a.rows {
         ARows::Matrix(mat) => (mat.rows, w.k, w.n),
         ARows::Indirect(ir) => (ir.indirection.offsets.len() / ir.indirection.taps, w.k, w.n),

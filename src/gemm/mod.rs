@@ -22,7 +22,8 @@ use crate::dispatch::Context;
 use crate::error::{Error, Result, check_scale};
 
 pub use pack::{K_CHUNK, PackedWeights};
-pub(crate) use driver::{Out, Stage, advise_huge_pages, stage_at, store_value};
+pub(crate) use pack::holds_weights;
+pub(crate) use driver::{Out, Stage, advise_huge_pages, run as run_packed, stage_at, store_value};
 
 /// A read-only row-major matrix view: `rows × cols`, rows `stride` elements apart.
 #[derive(Clone, Copy, Debug)]

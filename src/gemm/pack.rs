@@ -95,9 +95,8 @@ impl PackedWeights {
             .iter()
             .copied()
             .find(|kn| {
-                let off = kn.b_offset_for(B::SIGNED);
                 let handles = kn.run[0][B::SIGNED as usize].is_some() || kn.run[1][B::SIGNED as usize].is_some();
-                handles && (empty || kn.max_abs_stored_b.is_none_or(|lim| (bmin - off).abs().max((bmax - off).abs()) <= lim))
+                handles && (empty || holds_weights(kn, B::SIGNED, bmin, bmax))
             })
             .ok_or_else(|| {
                 Error::Unsupported(format!(
@@ -175,6 +174,13 @@ impl PackedWeights {
     pub fn packed_bytes(&self) -> usize {
         self.data.len()
     }
+}
+
+/// Whether `kn`'s precondition on its stored weights (`max_abs_stored_b`) holds for
+/// weights of signedness `signed` within `bmin..=bmax` (stored as `b − b_offset`).
+pub(crate) fn holds_weights(kn: &GemmUkernel, signed: bool, bmin: i32, bmax: i32) -> bool {
+    let off = kn.b_offset_for(signed);
+    kn.max_abs_stored_b.is_none_or(|lim| (bmin - off).abs().max((bmax - off).abs()) <= lim)
 }
 
 /// Refuses a K × N whose packed panels and per-column tables could not be allocated —

@@ -1,6 +1,7 @@
 //! Packers: each writes one [`PackFormat`](crate::PackFormat) that a family of kernels reads.
 
 pub mod codebook;
+pub mod decode;
 pub mod shift;
 
 pub use codebook::{pack_codebook, pack_codebook4};

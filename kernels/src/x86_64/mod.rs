@@ -6,6 +6,7 @@ pub mod avx512vnni;
 pub mod avxvnni;
 pub mod bandwidth;
 
+use crate::pack::decode::CodebookDecoder;
 use crate::types::{CodebookUkernel, DwconvUkernel, GemmUkernel};
 
 /// Every x86-64 GEMM microkernel in this build, least preferred first. The AVX-VNNI
@@ -40,4 +41,10 @@ pub fn codebook_kernels() -> impl Iterator<Item = CodebookUkernel> {
         .chain(avx512vnni::shift::SHIFT_KERNELS)
         .chain(avx512vnni::codebook::CODEBOOK_KERNELS)
         .copied()
+}
+
+/// Every x86-64 codebook decoder (codes to int8 GEMM panels, for calls with many rows)
+/// in this build, least preferred first.
+pub fn codebook_decoders() -> impl Iterator<Item = CodebookDecoder> {
+    avx2::decode::DECODERS.iter().chain(avx512vnni::decode::DECODERS).copied()
 }

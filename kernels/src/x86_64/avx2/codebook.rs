@@ -41,7 +41,7 @@ pub unsafe fn codebook_tile<const MR: usize, const FLIP: bool, const B5: bool>(a
 /// 32 bits of a bit plane (bit `i` for byte `i` of a ymm) expanded to a byte mask.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn expand_bits(bits: u32) -> __m256i {
+pub(crate) fn expand_bits(bits: u32) -> __m256i {
     // Byte i takes mask byte i / 8, then tests its bit i % 8.
     let spread = _mm256_setr_epi8(
         0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,

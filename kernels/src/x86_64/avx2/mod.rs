@@ -3,6 +3,7 @@
 
 pub mod dwconv;
 pub mod codebook;
+pub mod decode;
 pub mod gemm;
 pub mod igemm;
 pub mod pwlq;

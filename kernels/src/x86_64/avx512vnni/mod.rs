@@ -9,6 +9,7 @@
 
 pub mod dwconv;
 pub mod codebook;
+pub mod decode;
 pub mod gemm;
 pub mod gemv;
 pub mod igemm;
