@@ -1,7 +1,9 @@
 //! AArch64 kernels, one module per ISA tier (NEON, dotprod, i8mm). Each tier lists its
 //! kernels in its own `GEMM_KERNELS`; [`gemm_kernels`] joins them, least preferred first.
 //!
-//! * NEON: `qx8_gemm_4x16c1__neon`, exact for every input (i16 widening + `smlal`).
+//! * NEON: `qx8_gemm_4x16c1__neon`, exact for every input (i16 widening + `smlal`);
+//!   `qx8_gemm_4x4c16_sadalp__neon` (`smull` + `smlal2` i16 pairs + `sadalp`) for weights
+//!   whose stored `|b| ≤ 127`.
 //! * dotprod: `qx8_gemm_8x8c4__dotprod` (`sdot` by element, weights stored as i8,
 //!   u8 activations flipped to i8).
 //! * i8mm: `qx8_gemm_8x8c8__i8mm` (`smmla` for i8 activations, `usmmla` for u8, weights
