@@ -10,9 +10,11 @@
 #    its own target dir, one codegen unit so there is one .s file).
 # 2. Extracts each loop: the `asm!` K loops between their `// qkern-mca-begin NAME` and
 #    `// qkern-mca-end` markers (dotprod, i8mm), and for the intrinsics NEON kernel the
-#    self-looping basic block with the most `smlal` in the `aarch64::neon` module; for the
-#    depthwise (`neon::dwconv`) and codebook (`neon::codebook`, `dotprod::codebook`)
-#    kernels, per kernel the self-looping block with the most `smlal` / `smull` / `sdot`;
+#    self-looping basic block with the most `smlal` in the `aarch64::neon` module, for its
+#    `smull` + `smlal2` + `sadalp` variant (`neon::pairs`) the one with the most `sadalp`; for the
+#    depthwise (`neon::dwconv`) and codebook (`neon::codebook`, `dotprod::codebook`,
+#    `i8mm::codebook`) kernels, per kernel the self-looping block with the most `smlal` /
+#    `smull` / `sdot` / `usmmla`;
 #    for the bit-shift kernels (`neon::shift`) the one with the most `sshl`; for the PWLQ
 #    dequant kernels (`neon::pwlq`) the block loop with the most `tbl` (own table: cycles
 #    per 64 codes).
@@ -180,6 +182,17 @@ for func, label, body in self_loops(r"^_ZN\w*7dotprod8codebook\w*:$"):
         continue
     bits = 5 if any(re.match(r"(cmtst|cmeq)\b", i) for i in body) else 4
     keep(f"qx8_codebook{bits}_gemm_8x8c8__dotprod:k-loop", label, body, count(body, "sdot"))
+# i8mm: the u8-activation entry (`usmmla`), the 8-row tile's loop (16 per group).
+for func, label, body in self_loops(r"^_ZN\w*4i8mm8codebook\w*:$"):
+    if not any(i.startswith("usmmla") for i in body):
+        continue
+    bits = 5 if any(re.match(r"(cmtst|cmeq)\b", i) for i in body) else 4
+    keep(f"qx8_codebook{bits}_gemm_8x8c8__i8mm:k-loop", label, body, count(body, "usmmla"))
+# The NEON pair GEMM (`neon::pairs`): per entry (u8 activations: `eor` flip; i8: none)
+# the self-looping block with the most `sadalp` (one 16-K group of the 4×4 tile).
+for func, label, body in self_loops(r"^_ZN\w*4neon5pairs\w*:$"):
+    act = "u8" if any(i.startswith("eor") for i in body) else "i8"
+    keep(f"qx8_gemm_4x4c16_sadalp__neon:k-loop-{act}", label, body, count(body, "sadalp"))
 # The bit-shift kernels (`neon::shift`): u8 activations (`ushll` widening; the i8 entry
 # differs only in `sshll`), per term count the group loop with the most `sshl` (the
 # 4-row tile). APoT has two `sshl` per `eor`, PoT one. Each row's `eor` applies the

@@ -22,7 +22,7 @@ use qkern::{
 };
 use qkern_kernels::reference::{RefOutput, gemm_i64, output_stage_ref, quantize_multiplier};
 use qkern_kernels::x86_64::avx2::{QX8_GEMM_4X16C4_MADDUBS__AVX2 as FAST, QX8_GEMM_6X16C2__AVX2 as EXACT};
-use qkern_kernels::{GemmArgs, GemmUkernel, OutputKind, OutputStage, pack::pack_b_kgroups};
+use qkern_kernels::{GemmUkernel, OutputKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -111,43 +111,9 @@ fn fast_kernel_only_within_the_bound_u8_weights() {
 /// Runs one full tile of `kernel` directly on u8 activations and stored i8 weights (no
 /// zero points, I32 output) and returns the tile.
 fn run_tile(kernel: &GemmUkernel, a: &[u8], b_stored: &[i8], k: usize) -> Vec<i32> {
-    let (mr, nr) = (kernel.mr, kernel.nr());
-    assert_eq!((a.len(), b_stored.len()), (mr * k, k * nr));
-    let mut packed = vec![0u8; kernel.format.packed_bytes(k, nr)];
-    pack_b_kgroups(kernel.format, b_stored, k, nr, nr, 0, &mut packed);
-    let col_offset = vec![0i32; nr];
-    let mut c = vec![0i32; mr * nr];
-    let args = GemmArgs {
-        m: mr,
-        n: nr,
-        k,
-        a: a.as_ptr(),
-        lda: k,
-        b: packed.as_ptr(),
-        a_row_sum: std::ptr::null(),
-        b_zero_point: std::ptr::null(),
-        c: c.as_mut_ptr().cast(),
-        ldc: nr,
-        out: OutputStage {
-            kind: OutputKind::I32,
-            mode: RequantMode::Fp32,
-            col_offset: col_offset.as_ptr(),
-            scale: std::ptr::null(),
-            bias_f32: std::ptr::null(),
-            qmult: std::ptr::null(),
-            out_zero_point: 0,
-            qmin: 0,
-            qmax: 0,
-        },
-    };
-    let f = kernel.run[0][1].unwrap();
-    // SAFETY: the caller checked AVX2. `args` is one full tile: `mr` rows of `k` u8
-    // activations, a panel packed in the kernel's format, `nr` column offsets, an
-    // `mr × nr` i32 output; no zero points. The weights may break the fast kernel's
-    // precondition: then its results are wrong (saturated), which is what this shows,
-    // but every access stays inside the buffers.
-    unsafe { f(&args) };
-    c
+    // SAFETY: the callers checked AVX2. The weights may break the fast kernel's
+    // precondition: then its results are wrong (saturated), which is what this shows.
+    unsafe { common::run_tile_i32(kernel, a, false, b_stored, k) }
 }
 
 /// The precondition is not conservative: at 64 the fast kernel is exact, at 65 (and at

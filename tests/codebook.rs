@@ -262,9 +262,8 @@ fn dispatch_picks_the_best_exact_kernel_per_tier() {
             let expect_isa = match isa {
                 Isa::Avx512Vnni => Isa::Avx512Vnni,
                 Isa::Avx2 | Isa::AvxVnni => Isa::Avx2,
-                // AArch64: the `sdot` kernels from the dotprod tier up, `smull` below.
-                Isa::Neon => Isa::Neon,
-                Isa::Dotprod | Isa::I8mm => Isa::Dotprod,
+                // AArch64: `smull` at NEON, `sdot` at dotprod, `smmla` at i8mm.
+                Isa::Neon | Isa::Dotprod | Isa::I8mm => isa,
                 _ => k.isa,
             };
             assert_eq!(k.isa, expect_isa, "{name} at {}: {}", isa.name(), k.name);

@@ -105,3 +105,57 @@ pub fn available_isas() -> Vec<Isa> {
     })
     .clone()
 }
+
+/// Runs one full `mr × nr` tile of `kernel` directly: `mr` rows of `k` activation bytes
+/// (the entry for `a_signed` activations and i8-stored weights), the stored weights
+/// `b_stored` (`k × nr`, row-major) packed in the kernel's format, no zero points, I32
+/// output. Returns the tile. For the tests that show a conditional kernel going wrong
+/// past its `max_abs_stored_b`: such weights give wrong values, but every access stays
+/// inside the buffers.
+///
+/// # Safety
+/// The CPU runs `kernel.isa`.
+pub unsafe fn run_tile_i32(
+    kernel: &qkern_kernels::GemmUkernel,
+    a: &[u8],
+    a_signed: bool,
+    b_stored: &[i8],
+    k: usize,
+) -> Vec<i32> {
+    use qkern_kernels::{GemmArgs, OutputKind, OutputStage, RequantMode, pack::pack_b_kgroups};
+    let (mr, nr) = (kernel.mr, kernel.nr());
+    assert_eq!((a.len(), b_stored.len()), (mr * k, k * nr));
+    let mut packed = vec![0u8; kernel.format.packed_bytes(k, nr)];
+    pack_b_kgroups(kernel.format, b_stored, k, nr, nr, 0, &mut packed);
+    let col_offset = vec![0i32; nr];
+    let mut c = vec![0i32; mr * nr];
+    let args = GemmArgs {
+        m: mr,
+        n: nr,
+        k,
+        a: a.as_ptr(),
+        lda: k,
+        b: packed.as_ptr(),
+        a_row_sum: std::ptr::null(),
+        b_zero_point: std::ptr::null(),
+        c: c.as_mut_ptr().cast(),
+        ldc: nr,
+        out: OutputStage {
+            kind: OutputKind::I32,
+            mode: RequantMode::Fp32,
+            col_offset: col_offset.as_ptr(),
+            scale: std::ptr::null(),
+            bias_f32: std::ptr::null(),
+            qmult: std::ptr::null(),
+            out_zero_point: 0,
+            qmin: 0,
+            qmax: 0,
+        },
+    };
+    let f = kernel.run[a_signed as usize][1].expect("an entry for i8-stored weights");
+    // SAFETY: the CPU runs the kernel's ISA (caller). `args` is one full tile: `mr` rows
+    // of `k` activations, a panel packed in the kernel's format, `nr` column offsets, an
+    // `mr × nr` i32 output; no zero points.
+    unsafe { f(&args) };
+    c
+}

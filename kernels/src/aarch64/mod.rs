@@ -1,7 +1,9 @@
 //! AArch64 kernels, one module per ISA tier (NEON, dotprod, i8mm). Each tier lists its
 //! kernels in its own `GEMM_KERNELS`; [`gemm_kernels`] joins them, least preferred first.
 //!
-//! * NEON: `qx8_gemm_4x16c1__neon`, exact for every input (i16 widening + `smlal`).
+//! * NEON: `qx8_gemm_4x16c1__neon`, exact for every input (i16 widening + `smlal`);
+//!   `qx8_gemm_4x4c16_sadalp__neon` (`smull` + `smlal2` i16 pairs + `sadalp`) for weights
+//!   whose stored `|b| ≤ 127`.
 //! * dotprod: `qx8_gemm_8x8c4__dotprod` (`sdot` by element, weights stored as i8,
 //!   u8 activations flipped to i8).
 //! * i8mm: `qx8_gemm_8x8c8__i8mm` (`smmla` for i8 activations, `usmmla` for u8, weights
@@ -9,9 +11,10 @@
 //!
 //! * Depthwise: `qx8_dwconv_{up,9p,25p}16__neon` (i16 widening `smlal`, 16-channel
 //!   tiles; [`neon::dwconv`]).
-//! * Codebook: `tbl` decode, then `smull` + `sadalp` (`qx8_codebook{4,5}_gemm_4x8c8__neon`)
-//!   or `sdot` (`qx8_codebook{4,5}_gemm_8x8c8__dotprod`); [`neon::codebook`],
-//!   [`dotprod::codebook`]. Grids beyond int8: `tbl` on the i16 table's byte planes +
+//! * Codebook: `tbl` decode, then `smull` + `sadalp` (`qx8_codebook{4,5}_gemm_4x8c8__neon`),
+//!   `sdot` (`qx8_codebook{4,5}_gemm_8x8c8__dotprod`) or `smmla`/`usmmla`
+//!   (`qx8_codebook{4,5}_gemm_8x8c8__i8mm`); [`neon::codebook`], [`dotprod::codebook`],
+//!   [`i8mm::codebook`]. Grids beyond int8: `tbl` on the i16 table's byte planes +
 //!   `smlal` (`qx8_codebook{4,5}_i16_gemm_4x4c8__neon`).
 //! * Bit shift (codebook family `shift`): `qx8_shift_{pot,apot}_gemm_4x8c2__neon`
 //!   (`sshl` on i16 lanes, `eor` sign, `sadalp`; [`neon::shift`]).
@@ -46,6 +49,7 @@ pub fn codebook_kernels() -> impl Iterator<Item = CodebookUkernel> {
         .iter()
         .chain(neon::codebook::CODEBOOK_KERNELS)
         .chain(dotprod::codebook::CODEBOOK_KERNELS)
+        .chain(i8mm::codebook::CODEBOOK_KERNELS)
         .copied()
 }
 

@@ -22,7 +22,7 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use crate::aarch64::neon::codebook::{decode16, load_a8, plane_of, tables};
+use crate::aarch64::neon::codebook::{decode_group8, load_a8, tables};
 use crate::generic::codebook::store_tile;
 use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, Isa};
 
@@ -58,7 +58,6 @@ macro_rules! sdot_lane {
 /// panel of `bits = 4` (5 with `B5`) codes; the CPU has dotprod.
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) {
-    let gb = CodebookFormat { nr: NR, bits: if B5 { 5 } else { 4 } }.group_bytes();
     // SAFETY: table bytes (contract).
     let tables = unsafe { tables::<B5>(args) };
     let mut acc = [[vdupq_n_s32(0); 2]; R];
@@ -70,17 +69,8 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
     macro_rules! group {
         ($g:expr, $kn:expr) => {{
             let (g, kn): (usize, usize) = ($g, $kn);
-            // SAFETY: group g of the panel: 64 nibble bytes, then (5 bits) 16 plane bytes
-            // (the low-nibble bitmap, then the high one: `decode16`'s layout).
-            let w = unsafe {
-                let p = args.b.add(g * gb);
-                let plane = plane_of::<B5>(p, NR);
-                let mut w = [(vdupq_n_s8(0), vdupq_n_s8(0)); 2];
-                for (v, wv) in w.iter_mut().enumerate() {
-                    *wv = decode16::<B5>(vld1q_u8(p.add(16 * v)), tables, plane, v);
-                }
-                w
-            };
+            // SAFETY: group g < k.div_ceil(8) of the panel (contract).
+            let w = unsafe { decode_group8::<B5>(args.b, g, tables) };
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 // SAFETY: row r < m, bytes 8g .. 8g + kn ≤ k; dotprod (contract).
                 unsafe {

@@ -21,6 +21,8 @@
 //! Epilogue: the accumulators are unscrambled to a stack tile and go through the NEON
 //! output stage ([`store_tile_neon`](super::store_tile_neon)), bit-exact with the reference for every stage.
 
+pub mod codebook;
+
 use core::arch::aarch64::*;
 use core::arch::asm;
 

@@ -97,6 +97,30 @@ unsafe fn indices16<const B5: bool>(raw: uint8x16_t, plane: uint8x16_t, v: usize
     }
 }
 
+/// The decoded i8 weights of group `g` of an `nr = 8` panel (the NEON, dotprod and i8mm
+/// kernels' shared decode): element `v` is [`decode16`] of the group's bytes
+/// `16v .. 16v + 16`, i.e. `(lo, hi)` = columns `4v .. 4v + 4` × K `t` / `4 + t` at byte
+/// `4(j − 4v) + t`.
+///
+/// # Safety
+/// Group `g` of an `nr = 8` panel of `bits = 4` (5 with `B5`) codes lies at
+/// `b + g·group_bytes` (32 nibble bytes, then 8 plane bytes with `B5`).
+#[inline(always)]
+pub(crate) unsafe fn decode_group8<const B5: bool>(
+    b: *const u8,
+    g: usize,
+    tables: int8x16x2_t,
+) -> [(int8x16_t, int8x16_t); 2] {
+    const NR: usize = 8;
+    let gb = CodebookFormat { nr: NR, bits: if B5 { 5 } else { 4 } }.group_bytes();
+    // SAFETY: the group's nibble and plane bytes (caller); NEON is the AArch64 baseline.
+    unsafe {
+        let p = b.add(g * gb);
+        let plane = plane_of::<B5>(p, NR);
+        [decode16::<B5>(vld1q_u8(p), tables, plane, 0), decode16::<B5>(vld1q_u8(p.add(16)), tables, plane, 1)]
+    }
+}
+
 /// The 8 activation bytes of a row at K `8g` as i8 (XOR 0x80 with `FLIP`); with
 /// `kn < 8`, only `kn` bytes are read and the rest are 0 (after the flip: padding codes
 /// must meet a zero activation).
@@ -171,11 +195,6 @@ pub(crate) unsafe fn plane_of<const B5: bool>(p: *const u8, nr: usize) -> uint8x
 #[target_feature(enable = "neon")]
 unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) {
     const NR: usize = 8;
-    let gb = CodebookFormat {
-        nr: NR,
-        bits: if B5 { 5 } else { 4 },
-    }
-    .group_bytes();
     // SAFETY: table bytes (contract).
     let tables = unsafe { tables::<B5>(args) };
     // acc[r][2v + h]: row r, columns 4v + 2h .. 4v + 2h + 2, two K halves per column.
@@ -186,16 +205,8 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
     macro_rules! group {
         ($g:expr, $kn:expr) => {{
             let (g, kn): (usize, usize) = ($g, $kn);
-            // SAFETY: group g of the panel: 32 nibble bytes, then (5 bits) 8 plane bytes.
-            let w = unsafe {
-                let p = args.b.add(g * gb);
-                let plane = plane_of::<B5>(p, NR);
-                let mut w = [(vdupq_n_s8(0), vdupq_n_s8(0)); 2];
-                for (v, wv) in w.iter_mut().enumerate() {
-                    *wv = decode16::<B5>(vld1q_u8(p.add(16 * v)), tables, plane, v);
-                }
-                w
-            };
+            // SAFETY: group g < k.div_ceil(8) of the panel (contract).
+            let w = unsafe { decode_group8::<B5>(args.b, g, tables) };
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 // SAFETY: row r < m, bytes 8g .. 8g + kn ≤ k.
                 let a = unsafe { load_a8::<FLIP>(args.a.add(r * args.lda + 8 * g), kn) };

@@ -17,9 +17,13 @@
 //! indirection buffer) runs the same K loop tap by tap on the tap's row pointers.
 //!
 //! Epilogue: the shared NEON output stage ([`store_tile_neon`](super::store_tile_neon)) over the accumulator tile.
+//!
+//! [`pairs::QX8_GEMM_4X4C16_SADALP__NEON`]: the `smull` + `smlal2` + `sadalp` variant, for
+//! weights the packer proved within stored `|b| ≤ 127` (see [`pairs`]).
 
 pub mod codebook;
 pub mod dwconv;
+pub mod pairs;
 pub mod pwlq;
 pub mod shift;
 
@@ -233,5 +237,6 @@ pub const QX8_GEMM_4X16C1__NEON: GemmUkernel = GemmUkernel {
     packed_a: None,
 };
 
-/// NEON GEMM microkernels, least preferred first.
-pub const GEMM_KERNELS: &[GemmUkernel] = &[QX8_GEMM_4X16C1__NEON];
+/// NEON GEMM microkernels, least preferred first: the `sadalp` pair kernel after the
+/// exact one, so the packer tries it first and falls back where its bound fails.
+pub const GEMM_KERNELS: &[GemmUkernel] = &[QX8_GEMM_4X16C1__NEON, pairs::QX8_GEMM_4X4C16_SADALP__NEON];
