@@ -15,7 +15,10 @@
 #    kernels, per kernel the self-looping block with the most `smlal` / `smull` / `sdot`;
 #    for the bit-shift kernels (`neon::shift`) the one with the most `sshl`; for the PWLQ
 #    dequant kernels (`neon::pwlq`) the block loop with the most `tbl` (own table: cycles
-#    per 64 codes).
+#    per 64 codes); for the fused exact-mode PWLQ GEMM kernels the marked `asm!` K-step
+#    loop (dotprod) and the self-looping block with the most `smull` in the NEON one's
+#    8-row entry (own table: three dot products per output, so one output's useful MACs
+#    are a third of the multiplies; compared with the tier's int8 GEMM loop).
 # 3. Runs `llvm-mca -mtriple=aarch64 -mcpu=CPU` on each loop and on a block of 16
 #    independent `sdot` / `smmla` / `smlal` (the model's own peak for that instruction),
 #    and prints cycles per iteration, int8 MACs per iteration and per cycle, and the
@@ -196,7 +199,7 @@ for func, label, body in self_loops(r"^_ZN\w*4neon5shift\w*:$"):
 # iteration = one block of 64 codes) with the most `tbl`. Written as `.dq` files: they
 # have their own table (cycles per 64 codes).
 dq = {}
-for func, label, body in self_loops(r"^_ZN\w*4neon4pwlq\w*:$"):
+for func, label, body in self_loops(r"^_ZN\w*4neon4pwlq\w*dequant\w*:$"):
     kind = "f32" if "dequant_f32" in func else "i8"
     name = f"pwlq4_dequant_{kind}_u64__neon:block-loop"
     score = count(body, "tbl")
@@ -204,12 +207,22 @@ for func, label, body in self_loops(r"^_ZN\w*4neon4pwlq\w*:$"):
         dq[name] = (score, [label + ":"] + body)
 for name, (score, body) in dq.items():
     open(f"{work}/{name.replace(':', '__')}.dq", "w").write("\n".join(body) + "\n")
+# The fused exact-mode PWLQ GEMM (`.p3` files, own table): the NEON kernel's 8-row entry
+# (2-row register tiles, two K steps per iteration), the loop with the most `smull`; the
+# dotprod one is a marked `asm!` loop (written as `.p3` below too).
+p3 = (0, None)
+for func, label, body in self_loops(r"^_ZN\w*4neon4pwlq\w*dot3_gemm\w*:$"):
+    if count(body, "smull") > p3[0]:
+        p3 = (count(body, "smull"), [label + ":"] + body)
+if p3[1]:
+    loops["qs8_pwlq_dot3_gemm_8x16c4__neon:2-steps"] = p3[1]
 for name, (score, body) in kept.items():
     if name in shift_macs:
         body = [f"// macs: {shift_macs[name]}"] + body
     loops[name] = body
 for name, body in loops.items():
-    open(f"{work}/{name.replace(':', '__')}.s", "w").write("\n".join(body) + "\n")
+    ext = "p3" if name.startswith("qs8_pwlq_dot3") else "s"
+    open(f"{work}/{name.replace(':', '__')}.{ext}", "w").write("\n".join(body) + "\n")
 # Peak blocks: 16 independent accumulators, operands not written.
 peaks = {
     "sdot": [f"sdot v{16+i}.4s, v{i%4}.16b, v{4+i%4}.4b[0]" for i in range(16)],
@@ -246,6 +259,12 @@ peak_of() { # kernel file -> which peak block applies
     elif grep -q '^// macs:' "$1"; then echo smull # shift kernels: against the lookup kernel's path
     else echo smlal; fi
 }
+loop_name() { # file suffix -> the loop's name as printed ("kernel__name loop")
+    local n
+    n=$(basename "$1" "$2")
+    n=${n//__/ }
+    echo "${n/ /__}"
+}
 has_i8mm() { # cpu -> whether the core implements FEAT_I8MM
     case "$1" in
         neoverse-n1 | neoverse-e1 | cortex-a5[357] | cortex-a7[2-7]* | cortex-x1) return 1 ;;
@@ -281,9 +300,7 @@ for cpu in "${cpus[@]}"; do
         if grep -qE '^[[:space:]]*(sdot|udot)' "$f" && ! has_dotprod "$cpu"; then
             continue # nor dotprod (Cortex-A53: the NEON kernels only)
         fi
-        name=$(basename "$f" .s)
-        name=${name//__/ }
-        name=${name/ /__}
+        name=$(loop_name "$f" .s)
         cyc=$(run_mca "$cpu" "$f")
         macs=$(macs_of "$f")
         p=$(peak_of "$f")
@@ -296,11 +313,35 @@ for cpu in "${cpus[@]}"; do
         printf '| %-46s | %16s | %14s |\n' "dequant loop" "cycles / 64 codes" "code bytes/cyc"
         printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "------------------" "----------------"
         for f in "$work"/*.dq; do
-            name=$(basename "$f" .dq)
-            name=${name//__/ }
-            name=${name/ /__}
+            name=$(loop_name "$f" .dq)
             cyc=$(run_mca "$cpu" "$f")
             awk -v n="$name" -v c="$cyc" 'BEGIN {printf "| %-46s | %16.2f | %14.2f |\n", n, c, 40 / c}'
+        done
+        echo
+    fi
+    if ls "$work"/*.p3 >/dev/null 2>&1; then
+        # Fused exact-mode PWLQ GEMM: each output takes three dot products (centre codes,
+        # tail codes, tail signs), so its useful MACs are a third of the multiplies. The
+        # dotprod loop does one K step (4 K) of 8 rows x 4 columns per iteration, the NEON
+        # one two K steps of 2 rows x 4 columns. "vs int8" divides by the MACs/cycle of
+        # the same tier's int8 GEMM loop in the table above (issue 6's target: >= 33 %).
+        printf '| %-46s | %8s | %16s | %17s | %9s | %8s |\n' "fused PWLQ loop" "cyc/iter" "useful MACs/iter" "useful MACs/cycle" "% of peak" "vs int8"
+        printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "----------" "------------------" "-------------------" "-----------" "----------"
+        for f in "$work"/*.p3; do
+            if grep -qE '^[[:space:]]*sdot' "$f"; then
+                has_dotprod "$cpu" || continue
+                base="$work/qx8_gemm_8x8c4__dotprod__packed.s"
+            else
+                base="$work/qx8_gemm_4x16c1__neon__k-loop.s"
+            fi
+            name=$(loop_name "$f" .p3)
+            cyc=$(run_mca "$cpu" "$f")
+            macs=$(macs_of "$f")
+            p=$(peak_of "$f")
+            bc=$(run_mca "$cpu" "$base")
+            bm=$(macs_of "$base")
+            awk -v n="$name" -v c="$cyc" -v m="$macs" -v pk="${peak[$p]}" -v pn="$p" -v bc="$bc" -v bm="$bm" \
+                'BEGIN {u = m / 3; r = u / c; printf "| %-46s | %8.2f | %16d | %17.2f | %6.1f %% of %s | %6.1f %% |\n", n, c, u, r, 100 * r / pk, pn, 100 * r / (bm / bc)}'
         done
         echo
     fi

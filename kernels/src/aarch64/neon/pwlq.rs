@@ -146,3 +146,167 @@ pub unsafe fn pwlq4_dequant_i8_u64(values: &[u8], regions: &[u64], table: &[i8; 
         out[64 * whole..].copy_from_slice(&tmp[..k - 64 * whole]);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Exact-mode fused GEMM: the shared decode and the plain-NEON kernel
+// ---------------------------------------------------------------------------------------
+
+/// Columns per panel of the fused exact-mode GEMM kernels (this one and
+/// `aarch64::dotprod::pwlq`): the panel layout of the x86 kernel
+/// (`x86_64::avx512vnni::pwlq::pwlq_dot3_gemm_8x16c4`), so one packer serves every tier.
+pub const DOT3_PANEL_NR: usize = 16;
+
+/// Bytes of one K step (4 weights of each of the 16 columns) of a panel.
+pub const DOT3_STEP_BYTES: usize = 64;
+
+/// The decode constants of a panel byte `nibble | region·0x80` (`nibble = sign·8 | q`):
+/// `tq` maps the nibble to `±q`, `ts` to `±1`, `flip` is 0x80 in every byte.
+#[derive(Clone, Copy)]
+pub(crate) struct Dot3Tables {
+    pub(crate) tq: int8x16_t,
+    pub(crate) ts: int8x16_t,
+    pub(crate) flip: uint8x16_t,
+}
+
+impl Dot3Tables {
+    /// The constants (three registers for the whole K loop).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    pub(crate) fn new() -> Self {
+        const TQ: [i8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6, -7];
+        const TS: [i8; 16] = [1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1];
+        // SAFETY: both tables hold 16 bytes.
+        let (tq, ts) = unsafe { (vld1q_s8(TQ.as_ptr()), vld1q_s8(TS.as_ptr())) };
+        Dot3Tables { tq, ts, flip: vdupq_n_u8(0x80) }
+    }
+}
+
+/// Decodes 16 panel bytes to the three int8 operands `[c, t, s]` of the exact-mode
+/// dots, the x86 kernel's decode in `tbl`: `tbl` returns 0 for an index ≥ 16, as
+/// `vpshufb` does for bit 7, so `tbl(tq, b)` is the centre code (a tail byte, bit 7 set,
+/// gives 0) and, after `b ^ 0x80` (now the centre bytes have bit 7), `tbl(tq, ·)` and
+/// `tbl(ts, ·)` are the tail code and the tail sign. A zero byte (padding) gives 0 in
+/// all three. One `eor` and three `tbl` per 16 weights.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) fn dot3_decode(b: uint8x16_t, t: &Dot3Tables) -> [int8x16_t; 3] {
+    let c = vqtbl1q_s8(t.tq, b);
+    let x = veorq_u8(b, t.flip);
+    [c, vqtbl1q_s8(t.tq, x), vqtbl1q_s8(t.ts, x)]
+}
+
+/// Rows per register tile of [`pwlq_dot3_gemm_8x16c4`]: 2 × 3 planes × 2 halves = 12
+/// accumulators beside the 6 decoded operands of two K steps, their 6 high halves and 3
+/// constants (with 3 rows rustc 1.95 spilled 17 vector registers per iteration; with 2
+/// one `stp`/`ldp` pair and some register moves remain).
+const NEON_SUB_ROWS: usize = 2;
+
+/// Exact-mode PWLQ GEMM microkernel without `sdot`, `qs8_pwlq_dot3_gemm_8x16c4__neon`:
+/// the contract of `aarch64::dotprod::pwlq::pwlq_dot3_gemm_8x16c4` (and of the x86
+/// kernel, with **i8** activations: u8 ones XOR 0x80, the caller moves the zero point) —
+/// `R ≤ 8` rows packed step-major (`a[(s·R + r)·4 + i] = a[r][4s + i]`, `4·R·steps`
+/// bytes) × one 16-channel panel of `steps` K steps of [`DOT3_STEP_BYTES`], returning the
+/// raw sums `out[r][j][col] = Σ_k a[r][k]·plane_j[k][col]`, planes `c`, `t`, `s`.
+///
+/// Per 4 columns (16 panel bytes = 4 columns × 4 K) the bytes are decoded by
+/// [`dot3_decode`]; each row's 4 activation bytes, duplicated, multiply the low and high
+/// 8 bytes (`smull`, `smull2`: products per column and K), the products of two K steps
+/// are summed in i16 (`smlal`, `smlal2`) and the i16 lanes added pairwise into i32
+/// (`sadalp`); at the end `addp` joins each column's two i32 halves. Rows go in register
+/// tiles of 2 (the decode is shared by the tile's rows). A fallback for cores without
+/// `sdot` (Cortex-A53/A72): per 2 K steps and 4 columns, 8 decode instructions against
+/// 12 multiplies and 6 `sadalp` per row.
+///
+/// **Overflow.** An activation is an i8, `|a| ≤ 128`, and a decoded weight `|c|, |t| ≤
+/// Q = 7`, `|s| ≤ 1`: one product is at most 128·7 = 896 in magnitude, and an i16 lane
+/// holds the sum of exactly two (the `smull` of step `s`, the `smlal` of step `s + 1`),
+/// at most 1 792 < 2^15 − 1 — no i16 sum can overflow (the bound would allow 36
+/// products). Everything past that is i32 (`sadalp` widens each pair before adding), exact
+/// while `4·steps·896 < 2^31` (the caller chunks K far below that).
+///
+/// # Safety
+/// The CPU must support NEON (every AArch64 CPU does).
+#[target_feature(enable = "neon")]
+pub unsafe fn pwlq_dot3_gemm_8x16c4<const R: usize>(a: &[u8], panel: &[u8]) -> [[[i32; DOT3_PANEL_NR]; 3]; R] {
+    const { assert!(R != 0 && R <= 8, "1 to 8 rows") };
+    let steps = panel.len() / DOT3_STEP_BYTES;
+    assert!(a.len() >= 4 * R * steps, "packed activations shorter than the panel's K");
+    let mut out = [[[0i32; DOT3_PANEL_NR]; 3]; R];
+    let mut r0 = 0;
+    while r0 < R {
+        let rows = (R - r0).min(NEON_SUB_ROWS);
+        let dst = &mut out[r0..r0 + rows];
+        // SAFETY: rows r0..r0 + rows < R of every step lie in `a` (checked above), the
+        // panel holds `steps` steps.
+        unsafe {
+            match rows {
+                3 => neon_rows::<3>(a.as_ptr().add(4 * r0), 4 * R, panel.as_ptr(), steps, dst),
+                2 => neon_rows::<2>(a.as_ptr().add(4 * r0), 4 * R, panel.as_ptr(), steps, dst),
+                _ => neon_rows::<1>(a.as_ptr().add(4 * r0), 4 * R, panel.as_ptr(), steps, dst),
+            }
+        }
+        r0 += rows;
+    }
+    out
+}
+
+/// The full 8-row call of [`pwlq_dot3_gemm_8x16c4`] (four register tiles of 2 rows),
+/// instantiated in this crate so that its loops are in this crate's code
+/// (`benches/arm-mca.sh` reads them).
+///
+/// # Safety
+/// As [`pwlq_dot3_gemm_8x16c4`].
+#[target_feature(enable = "neon")]
+pub unsafe fn pwlq_dot3_gemm_8x16c4_rows8(a: &[u8], panel: &[u8]) -> [[[i32; DOT3_PANEL_NR]; 3]; 8] {
+    // SAFETY: forwarded.
+    unsafe { pwlq_dot3_gemm_8x16c4::<8>(a, panel) }
+}
+
+/// `S` rows (the first at `a`, each step `stride` bytes on) × the panel, into
+/// `out[..S]`.
+///
+/// # Safety
+/// `a + s·stride + 4r` is readable for 4 bytes for `s < steps`, `r < S`; `panel` for
+/// `steps·64` bytes.
+#[target_feature(enable = "neon")]
+unsafe fn neon_rows<const S: usize>(a: *const u8, stride: usize, panel: *const u8, steps: usize, out: &mut [[[i32; DOT3_PANEL_NR]; 3]]) {
+    let t = Dot3Tables::new();
+    // SAFETY (the loads below): within the bounds of the contract.
+    let arow = |s: usize, r: usize| unsafe { vreinterpretq_s8_u32(vdupq_n_u32(a.add(s * stride + 4 * r).cast::<u32>().read_unaligned())) };
+    for g in 0..DOT3_PANEL_NR / 4 {
+        // SAFETY: step s of column group g is bytes 64s + 16g .. + 16 of the panel.
+        let w = |s: usize| unsafe { dot3_decode(vld1q_u8(panel.add(DOT3_STEP_BYTES * s + 16 * g)), &t) };
+        // acc[r][j]: [col 0 (K 0–1, 2–3), col 1 (…)], [col 2, col 3].
+        let mut acc = [[[vdupq_n_s32(0); 2]; 3]; S];
+        let mut s = 0;
+        while s + 2 <= steps {
+            let (d0, d1) = (w(s), w(s + 1));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let (a0, a1) = (arow(s, r), arow(s + 1, r));
+                for j in 0..3 {
+                    let lo = vmlal_s8(vmull_s8(vget_low_s8(d0[j]), vget_low_s8(a0)), vget_low_s8(d1[j]), vget_low_s8(a1));
+                    let hi = vmlal_high_s8(vmull_high_s8(d0[j], a0), d1[j], a1);
+                    acc_r[j][0] = vpadalq_s16(acc_r[j][0], lo);
+                    acc_r[j][1] = vpadalq_s16(acc_r[j][1], hi);
+                }
+            }
+            s += 2;
+        }
+        if s < steps {
+            let d0 = w(s);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let a0 = arow(s, r);
+                for j in 0..3 {
+                    acc_r[j][0] = vpadalq_s16(acc_r[j][0], vmull_s8(vget_low_s8(d0[j]), vget_low_s8(a0)));
+                    acc_r[j][1] = vpadalq_s16(acc_r[j][1], vmull_high_s8(d0[j], a0));
+                }
+            }
+        }
+        for (o, acc_r) in out.iter_mut().zip(&acc) {
+            for j in 0..3 {
+                // SAFETY: 4 lanes at 4g ≤ 12 of a 16-lane row.
+                unsafe { vst1q_s32(o[j].as_mut_ptr().add(4 * g), vpaddq_s32(acc_r[j][0], acc_r[j][1])) };
+            }
+        }
+    }
+}
