@@ -15,10 +15,10 @@
 #    kernels, per kernel the self-looping block with the most `smlal` / `smull` / `sdot`;
 #    for the bit-shift kernels (`neon::shift`) the one with the most `sshl`; for the PWLQ
 #    dequant kernels (`neon::pwlq`) the block loop with the most `tbl` (own table: cycles
-#    per 64 codes); for the fused exact-mode PWLQ GEMM kernels the marked `asm!` K-step
-#    loop (dotprod) and the self-looping block with the most `smull` in the NEON one's
-#    8-row entry (own table: three dot products per output, so one output's useful MACs
-#    are a third of the multiplies; compared with the tier's int8 GEMM loop).
+#    per 64 codes); for the fused exact-mode PWLQ GEMM kernels their marked `asm!` loops
+#    (dotprod 8 rows, NEON 2-row tile; own table: three dot products per output, so one
+#    output's useful MACs are a third of the multiplies; compared with the tier's int8
+#    GEMM loop).
 # 3. Runs `llvm-mca -mtriple=aarch64 -mcpu=CPU` on each loop and on a block of 16
 #    independent `sdot` / `smmla` / `smlal` (the model's own peak for that instruction),
 #    and prints cycles per iteration, int8 MACs per iteration and per cycle, and the
@@ -207,19 +207,11 @@ for func, label, body in self_loops(r"^_ZN\w*4neon4pwlq\w*dequant\w*:$"):
         dq[name] = (score, [label + ":"] + body)
 for name, (score, body) in dq.items():
     open(f"{work}/{name.replace(':', '__')}.dq", "w").write("\n".join(body) + "\n")
-# The fused exact-mode PWLQ GEMM (`.p3` files, own table): the NEON kernel's 8-row entry
-# (2-row register tiles, two K steps per iteration), the loop with the most `smull`; the
-# dotprod one is a marked `asm!` loop (written as `.p3` below too).
-p3 = (0, None)
-for func, label, body in self_loops(r"^_ZN\w*4neon4pwlq\w*dot3_gemm\w*:$"):
-    if count(body, "smull") > p3[0]:
-        p3 = (count(body, "smull"), [label + ":"] + body)
-if p3[1]:
-    loops["qs8_pwlq_dot3_gemm_8x16c4__neon:2-steps"] = p3[1]
 for name, (score, body) in kept.items():
     if name in shift_macs:
         body = [f"// macs: {shift_macs[name]}"] + body
     loops[name] = body
+# The fused exact-mode PWLQ GEMM loops (marked `asm!`) go to their own table (`.p3`).
 for name, body in loops.items():
     ext = "p3" if name.startswith("qs8_pwlq_dot3") else "s"
     open(f"{work}/{name.replace(':', '__')}.{ext}", "w").write("\n".join(body) + "\n")

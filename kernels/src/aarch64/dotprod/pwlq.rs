@@ -29,7 +29,7 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use crate::aarch64::neon::pwlq::{DOT3_PANEL_NR, DOT3_STEP_BYTES, Dot3Tables, dot3_decode};
+use crate::aarch64::neon::pwlq::{DOT3_PANEL_NR, DOT3_STEP_BYTES, Dot3Tables, dot3_decode, dot3_steps};
 
 /// Exact-mode PWLQ GEMM microkernel, `qs8_pwlq_dot3_gemm_8x16c4__dotprod`: `R ≤ 8`
 /// activation rows (i8, packed step-major: `a[(s·R + r)·4 + i] = a[r][4s + i]`,
@@ -43,8 +43,7 @@ use crate::aarch64::neon::pwlq::{DOT3_PANEL_NR, DOT3_STEP_BYTES, Dot3Tables, dot
 #[target_feature(enable = "neon,dotprod")]
 pub unsafe fn pwlq_dot3_gemm_8x16c4<const R: usize>(a: &[u8], panel: &[u8]) -> [[[i32; DOT3_PANEL_NR]; 3]; R] {
     const { assert!(R != 0 && R <= 8, "1 to 8 rows") };
-    let steps = panel.len() / DOT3_STEP_BYTES;
-    assert!(a.len() >= 4 * R * steps, "packed activations shorter than the panel's K");
+    let steps = dot3_steps(a, panel, R);
     let mut out = [[[0i32; DOT3_PANEL_NR]; 3]; R];
     if steps == 0 {
         return out;

@@ -19,6 +19,7 @@
 //! `st1` on the Cortex-A53, Neoverse-V1 and A57-class models; `benches/arm-mca.sh`).
 
 use core::arch::aarch64::*;
+use core::arch::asm;
 
 /// Checks the plane lengths for `k` weights (the kernels' only preconditions); a panic
 /// here is a caller bug, the safe wrapper validates first.
@@ -195,10 +196,19 @@ pub(crate) fn dot3_decode(b: uint8x16_t, t: &Dot3Tables) -> [int8x16_t; 3] {
     [c, vqtbl1q_s8(t.tq, x), vqtbl1q_s8(t.ts, x)]
 }
 
+/// The K steps of `panel`, checking that `a` holds `rows` packed rows of that many (the
+/// fused kernels' length contract; a panic here is a caller bug).
+#[inline]
+pub(crate) fn dot3_steps(a: &[u8], panel: &[u8], rows: usize) -> usize {
+    let steps = panel.len() / DOT3_STEP_BYTES;
+    assert!(a.len() >= 4 * rows * steps, "packed activations shorter than the panel's K");
+    steps
+}
+
 /// Rows per register tile of [`pwlq_dot3_gemm_8x16c4`]: 2 × 3 planes × 2 halves = 12
-/// accumulators beside the 6 decoded operands of two K steps, their 6 high halves and 3
-/// constants (with 3 rows rustc 1.95 spilled 17 vector registers per iteration; with 2
-/// one `stp`/`ldp` pair and some register moves remain).
+/// accumulators beside the 6 decoded operands of two K steps, 4 activation vectors, 6
+/// product temporaries and 3 constants (the 2-row tile is the `asm!` loop
+/// [`pair_loop2`]; a 3-row tile in intrinsics spilled 17 vector registers per iteration).
 const NEON_SUB_ROWS: usize = 2;
 
 /// Exact-mode PWLQ GEMM microkernel without `sdot`, `qs8_pwlq_dot3_gemm_8x16c4__neon`:
@@ -213,7 +223,8 @@ const NEON_SUB_ROWS: usize = 2;
 /// 8 bytes (`smull`, `smull2`: products per column and K), the products of two K steps
 /// are summed in i16 (`smlal`, `smlal2`) and the i16 lanes added pairwise into i32
 /// (`sadalp`); at the end `addp` joins each column's two i32 halves. Rows go in register
-/// tiles of 2 (the decode is shared by the tile's rows). A fallback for cores without
+/// tiles of 2 (the decode is shared by the tile's rows; [`pair_loop2`]), a last odd row
+/// and an odd last K step through the same operations in intrinsics. A fallback for cores without
 /// `sdot` (Cortex-A53/A72): per 2 K steps and 4 columns, 8 decode instructions against
 /// 12 multiplies and 6 `sadalp` per row.
 ///
@@ -229,8 +240,7 @@ const NEON_SUB_ROWS: usize = 2;
 #[target_feature(enable = "neon")]
 pub unsafe fn pwlq_dot3_gemm_8x16c4<const R: usize>(a: &[u8], panel: &[u8]) -> [[[i32; DOT3_PANEL_NR]; 3]; R] {
     const { assert!(R != 0 && R <= 8, "1 to 8 rows") };
-    let steps = panel.len() / DOT3_STEP_BYTES;
-    assert!(a.len() >= 4 * R * steps, "packed activations shorter than the panel's K");
+    let steps = dot3_steps(a, panel, R);
     let mut out = [[[0i32; DOT3_PANEL_NR]; 3]; R];
     let mut r0 = 0;
     while r0 < R {
@@ -262,6 +272,101 @@ pub unsafe fn pwlq_dot3_gemm_8x16c4_rows8(a: &[u8], panel: &[u8]) -> [[[i32; DOT
     unsafe { pwlq_dot3_gemm_8x16c4::<8>(a, panel) }
 }
 
+/// Two K steps of two rows per iteration (`iters` iterations), one `asm!` block (the
+/// compiler's schedule of the intrinsics kept 20 register moves and a spill pair in this
+/// loop): per step one 16-byte panel load and the [`dot3_decode`] (`c`, `t`, `s` in
+/// `v8..v10`, `v11..v13`), per row and step one `ld1r` of its 4 bytes (so the high half
+/// of the activation vector repeats the low one and `smull2` needs no `ext`), per row
+/// and plane `smull`, `smull2`, `smlal`, `smlal2`, two `sadalp` into `v20..v31`
+/// (`acc[r][j][h]` = `v(20 + 6r + 2j + h)`), three (row, plane) pairs at a time so that
+/// dependent instructions stand six apart (for in-order cores such as the Cortex-A53).
+///
+/// # Safety
+/// `acc` points to 12 accumulators; for `s < 2·iters`, `a + s·stride` and `+ 4` are
+/// readable for 4 bytes and `w + 64·s` for 16.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn pair_loop2(acc: *mut [int32x4_t; 12], a: *const u8, stride: usize, w: *const u8, iters: usize, t: &Dot3Tables) {
+    // SAFETY: the caller's contract.
+    let c = unsafe { &mut *acc };
+    // SAFETY: the loop reads what the contract allows (see above).
+    unsafe {
+        asm!(
+            "// qkern-mca-begin qs8_pwlq_dot3_gemm_8x16c4__neon 2-steps",
+            "2:",
+            "ldr q0, [{w}]",
+            "ldr q1, [{w}, #64]",
+            "add {w}, {w}, #128",
+            "ld1r {{v2.4s}}, [{p0}], {st}",
+            "ld1r {{v3.4s}}, [{p0}], {st}",
+            "ld1r {{v4.4s}}, [{p1}], {st}",
+            "ld1r {{v14.4s}}, [{p1}], {st}",
+            "tbl v8.16b, {{v5.16b}}, v0.16b",
+            "eor v0.16b, v0.16b, v7.16b",
+            "tbl v11.16b, {{v5.16b}}, v1.16b",
+            "eor v1.16b, v1.16b, v7.16b",
+            "tbl v9.16b, {{v5.16b}}, v0.16b",
+            "tbl v10.16b, {{v6.16b}}, v0.16b",
+            "tbl v12.16b, {{v5.16b}}, v1.16b",
+            "tbl v13.16b, {{v6.16b}}, v1.16b",
+            // row 0 c, row 1 c, row 0 t: products of step s, + step s + 1, into i32
+            "smull v15.8h, v8.8b, v2.8b",
+            "smull2 v16.8h, v8.16b, v2.16b",
+            "smull v17.8h, v8.8b, v4.8b",
+            "smull2 v18.8h, v8.16b, v4.16b",
+            "smull v19.8h, v9.8b, v2.8b",
+            "smull2 v1.8h, v9.16b, v2.16b",
+            "smlal v15.8h, v11.8b, v3.8b",
+            "smlal2 v16.8h, v11.16b, v3.16b",
+            "smlal v17.8h, v11.8b, v14.8b",
+            "smlal2 v18.8h, v11.16b, v14.16b",
+            "smlal v19.8h, v12.8b, v3.8b",
+            "smlal2 v1.8h, v12.16b, v3.16b",
+            "sadalp v20.4s, v15.8h",
+            "sadalp v21.4s, v16.8h",
+            "sadalp v26.4s, v17.8h",
+            "sadalp v27.4s, v18.8h",
+            "sadalp v22.4s, v19.8h",
+            "sadalp v23.4s, v1.8h",
+            // row 1 t, row 0 s, row 1 s: products of step s, + step s + 1, into i32
+            "smull v15.8h, v9.8b, v4.8b",
+            "smull2 v16.8h, v9.16b, v4.16b",
+            "smull v17.8h, v10.8b, v2.8b",
+            "smull2 v18.8h, v10.16b, v2.16b",
+            "smull v19.8h, v10.8b, v4.8b",
+            "smull2 v1.8h, v10.16b, v4.16b",
+            "smlal v15.8h, v12.8b, v14.8b",
+            "smlal2 v16.8h, v12.16b, v14.16b",
+            "smlal v17.8h, v13.8b, v3.8b",
+            "smlal2 v18.8h, v13.16b, v3.16b",
+            "smlal v19.8h, v13.8b, v14.8b",
+            "smlal2 v1.8h, v13.16b, v14.16b",
+            "sadalp v28.4s, v15.8h",
+            "sadalp v29.4s, v16.8h",
+            "sadalp v24.4s, v17.8h",
+            "sadalp v25.4s, v18.8h",
+            "sadalp v30.4s, v19.8h",
+            "sadalp v31.4s, v1.8h",
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            "// qkern-mca-end",
+            w = inout(reg) w => _,
+            p0 = inout(reg) a => _,
+            p1 = inout(reg) a.wrapping_add(4) => _,
+            st = in(reg) stride,
+            n = inout(reg) iters => _,
+            out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _,
+            in("v5") t.tq, in("v6") t.ts, in("v7") t.flip,
+            out("v8") _, out("v9") _, out("v10") _, out("v11") _, out("v12") _, out("v13") _,
+            out("v14") _, out("v15") _, out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+            inout("v20") c[0], inout("v21") c[1], inout("v22") c[2], inout("v23") c[3],
+            inout("v24") c[4], inout("v25") c[5], inout("v26") c[6], inout("v27") c[7],
+            inout("v28") c[8], inout("v29") c[9], inout("v30") c[10], inout("v31") c[11],
+            options(nostack, readonly),
+        );
+    }
+}
+
 /// `S` rows (the first at `a`, each step `stride` bytes on) × the panel, into
 /// `out[..S]`.
 ///
@@ -279,6 +384,12 @@ unsafe fn neon_rows<const S: usize>(a: *const u8, stride: usize, panel: *const u
         // acc[r][j]: [col 0 (K 0–1, 2–3), col 1 (…)], [col 2, col 3].
         let mut acc = [[[vdupq_n_s32(0); 2]; 3]; S];
         let mut s = 0;
+        if S == 2 && steps >= 2 {
+            // SAFETY: the two rows' bytes of steps 0..2·⌊steps/2⌋ and those steps of
+            // column group g (contract); `acc` is 12 vectors when S = 2.
+            unsafe { pair_loop2(acc.as_mut_ptr().cast(), a, stride, panel.add(16 * g), steps / 2, &t) };
+            s = steps / 2 * 2;
+        }
         while s + 2 <= steps {
             let (d0, d1) = (w(s), w(s + 1));
             for (r, acc_r) in acc.iter_mut().enumerate() {
