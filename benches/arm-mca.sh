@@ -17,7 +17,10 @@
 #    `smull` / `sdot` / `usmmla`;
 #    for the bit-shift kernels (`neon::shift`) the one with the most `sshl`; for the PWLQ
 #    dequant kernels (`neon::pwlq`) the block loop with the most `tbl` (own table: cycles
-#    per 64 codes).
+#    per 64 codes); for the fused exact-mode PWLQ GEMM kernels their marked `asm!` loops
+#    (dotprod 8 rows, NEON 2-row tile; own table: three dot products per output, so one
+#    output's useful MACs are a third of the multiplies; compared with the tier's int8
+#    GEMM loop).
 # 3. Runs `llvm-mca -mtriple=aarch64 -mcpu=CPU` on each loop and on a block of 16
 #    independent `sdot` / `smmla` / `smlal` (the model's own peak for that instruction),
 #    and prints cycles per iteration, int8 MACs per iteration and per cycle, and the
@@ -212,7 +215,7 @@ for func, label, body in self_loops(r"^_ZN\w*4neon5shift\w*:$"):
 # iteration = one block of 64 codes) with the most `tbl`. Written as `.dq` files: they
 # have their own table (cycles per 64 codes).
 dq = {}
-for func, label, body in self_loops(r"^_ZN\w*4neon4pwlq\w*:$"):
+for func, label, body in self_loops(r"^_ZN\w*4neon4pwlq\w*dequant\w*:$"):
     kind = "f32" if "dequant_f32" in func else "i8"
     name = f"pwlq4_dequant_{kind}_u64__neon:block-loop"
     score = count(body, "tbl")
@@ -224,8 +227,10 @@ for name, (score, body) in kept.items():
     if name in shift_macs:
         body = [f"// macs: {shift_macs[name]}"] + body
     loops[name] = body
+# The fused exact-mode PWLQ GEMM loops (marked `asm!`) go to their own table (`.p3`).
 for name, body in loops.items():
-    open(f"{work}/{name.replace(':', '__')}.s", "w").write("\n".join(body) + "\n")
+    ext = "p3" if name.startswith("qs8_pwlq_dot3") else "s"
+    open(f"{work}/{name.replace(':', '__')}.{ext}", "w").write("\n".join(body) + "\n")
 # Peak blocks: 16 independent accumulators, operands not written.
 peaks = {
     "sdot": [f"sdot v{16+i}.4s, v{i%4}.16b, v{4+i%4}.4b[0]" for i in range(16)],
@@ -262,6 +267,12 @@ peak_of() { # kernel file -> which peak block applies
     elif grep -q '^// macs:' "$1"; then echo smull # shift kernels: against the lookup kernel's path
     else echo smlal; fi
 }
+loop_name() { # file suffix -> the loop's name as printed ("kernel__name loop")
+    local n
+    n=$(basename "$1" "$2")
+    n=${n//__/ }
+    echo "${n/ /__}"
+}
 has_i8mm() { # cpu -> whether the core implements FEAT_I8MM
     case "$1" in
         neoverse-n1 | neoverse-e1 | cortex-a5[357] | cortex-a7[2-7]* | cortex-x1) return 1 ;;
@@ -297,9 +308,7 @@ for cpu in "${cpus[@]}"; do
         if grep -qE '^[[:space:]]*(sdot|udot)' "$f" && ! has_dotprod "$cpu"; then
             continue # nor dotprod (Cortex-A53: the NEON kernels only)
         fi
-        name=$(basename "$f" .s)
-        name=${name//__/ }
-        name=${name/ /__}
+        name=$(loop_name "$f" .s)
         cyc=$(run_mca "$cpu" "$f")
         macs=$(macs_of "$f")
         p=$(peak_of "$f")
@@ -312,11 +321,35 @@ for cpu in "${cpus[@]}"; do
         printf '| %-46s | %16s | %14s |\n' "dequant loop" "cycles / 64 codes" "code bytes/cyc"
         printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "------------------" "----------------"
         for f in "$work"/*.dq; do
-            name=$(basename "$f" .dq)
-            name=${name//__/ }
-            name=${name/ /__}
+            name=$(loop_name "$f" .dq)
             cyc=$(run_mca "$cpu" "$f")
             awk -v n="$name" -v c="$cyc" 'BEGIN {printf "| %-46s | %16.2f | %14.2f |\n", n, c, 40 / c}'
+        done
+        echo
+    fi
+    if ls "$work"/*.p3 >/dev/null 2>&1; then
+        # Fused exact-mode PWLQ GEMM: each output takes three dot products (centre codes,
+        # tail codes, tail signs), so its useful MACs are a third of the multiplies. The
+        # dotprod loop does one K step (4 K) of 8 rows x 4 columns per iteration, the NEON
+        # one two K steps of 2 rows x 4 columns. "vs int8" divides by the MACs/cycle of
+        # the same tier's int8 GEMM loop in the table above (issue 6's target: >= 33 %).
+        printf '| %-46s | %8s | %16s | %17s | %9s | %8s |\n' "fused PWLQ loop" "cyc/iter" "useful MACs/iter" "useful MACs/cycle" "% of peak" "vs int8"
+        printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "----------" "------------------" "-------------------" "-----------" "----------"
+        for f in "$work"/*.p3; do
+            if grep -qE '^[[:space:]]*sdot' "$f"; then
+                has_dotprod "$cpu" || continue
+                base="$work/qx8_gemm_8x8c4__dotprod__packed.s"
+            else
+                base="$work/qx8_gemm_4x16c1__neon__k-loop.s"
+            fi
+            name=$(loop_name "$f" .p3)
+            cyc=$(run_mca "$cpu" "$f")
+            macs=$(macs_of "$f")
+            p=$(peak_of "$f")
+            bc=$(run_mca "$cpu" "$base")
+            bm=$(macs_of "$base")
+            awk -v n="$name" -v c="$cyc" -v m="$macs" -v pk="${peak[$p]}" -v pn="$p" -v bc="$bc" -v bm="$bm" \
+                'BEGIN {u = m / 3; r = u / c; printf "| %-46s | %8.2f | %16d | %17.2f | %6.1f %% of %s | %6.1f %% |\n", n, c, u, r, 100 * r / pk, pn, 100 * r / (bm / bc)}'
         done
         echo
     fi

@@ -749,8 +749,8 @@ fn requantizer_exact_at_accumulator_extremes() {
 // ---------------------------------------------------------------------------------------
 // 7. PWLQ exact mode (src/quant/pwlq/kernels.rs): exact for any K. The driver path packs
 //    [C | T | S] in K slices of ⌊i32::MAX / (255·Q)⌋ rows (each exact in i32) summed in
-//    i64; the fused AVX-512 path runs the kernel on chunks of blocks·64·255·Q < 2^31 and
-//    sums them in i64. Past either bound: still exact, no `Error::Overflow`.
+//    i64; the fused paths (AVX-512; NEON/dotprod on AArch64) run their kernels on chunks
+//    of blocks·64·255·Q < 2^31 and sum them in i64. Past either bound: still exact, no `Error::Overflow`.
 
 #[test]
 fn pwlq_exact_mode_at_and_past_i32() {
@@ -784,7 +784,9 @@ fn pwlq_exact_mode_at_and_past_i32() {
         for base in ends.into_iter().take(all.len().min(2)) {
             let ctx = base.with_threads(1).unwrap();
             let w = PwlqGemmWeights::new_in(&ctx, &packed).unwrap();
-            let fused_tier = cfg!(target_arch = "x86_64") && ctx.kernels().isa == Isa::Avx512Vnni;
+            // The tiers with fused PWLQ kernels: AVX-512 VNNI; every SIMD tier on AArch64.
+            let fused_tier = (cfg!(target_arch = "x86_64") && ctx.kernels().isa == Isa::Avx512Vnni)
+                || (cfg!(target_arch = "aarch64") && ctx.kernels().isa != Isa::Scalar);
             assert_eq!(w.uses_fused(&ctx, 1), fused_tier, "k={k} at {:?}", ctx.kernels().isa);
             assert_eq!(w.k_slices(), slices, "k={k}");
             let mut y = [0f32; 2];

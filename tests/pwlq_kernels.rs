@@ -205,7 +205,7 @@ fn exact_gemm_equals_the_reference_on_every_tier() {
                 let ws = [quantized(bits, k, n, (k * 3 + n) as u64), extreme(bits, n, k, (k + n) as u64)];
                 let fused = PwlqGemmWeights::new_in(&ctx, &ws[0]).unwrap().uses_fused(&ctx, ms);
                 fused_runs += fused as usize;
-                if ctx.kernels().isa == qkern::Isa::Avx512Vnni && ctx.threads() == 1 {
+                if fused_kernel(ctx.kernels().isa, ms).is_some() && ctx.threads() == 1 {
                     assert_eq!(fused, bits == 4);
                 }
                 for w in &ws {
@@ -223,8 +223,8 @@ fn exact_gemm_equals_the_reference_on_every_tier() {
             }
         }
     }
-    if !common::available_isas().contains(&qkern::Isa::Avx512Vnni) {
-        let _ = writeln!(std::io::stderr(), "SKIP fused PWLQ GEMM kernel: avx512vnni not available on this CPU");
+    if fused_contexts("fused PWLQ GEMM kernel").is_empty() {
+        assert_eq!(fused_runs, 0);
     } else {
         assert!(fused_runs > 0);
     }
@@ -269,15 +269,31 @@ fn grid_alignment_reports_its_extra_mse() {
     }
 }
 
-/// The AVX-512 one-thread context (the fused kernels' only home), or None with a visible
-/// skip.
-fn fused_context(what: &str) -> Option<Context> {
-    if common::available_isas().contains(&qkern::Isa::Avx512Vnni) {
-        Some(Context::for_isa(qkern::Isa::Avx512Vnni).unwrap().with_threads(1).unwrap())
-    } else {
-        let _ = writeln!(std::io::stderr(), "SKIP {what}: avx512vnni not available on this CPU");
-        None
+/// The fused kernel a one-thread context of `isa` must run for `m ≥ 1` rows of 4-bit
+/// weights (None: that tier has none, the driver path serves it).
+fn fused_kernel(isa: qkern::Isa, m: usize) -> Option<&'static str> {
+    use qkern::Isa;
+    match isa {
+        Isa::Avx512Vnni | Isa::Amx if m == 1 => Some("pwlq4_dot3_u8__avx512vnni"),
+        Isa::Avx512Vnni | Isa::Amx => Some("qs8_pwlq_dot3_gemm_8x16c4__avx512vnni"),
+        Isa::Dotprod | Isa::I8mm => Some("qs8_pwlq_dot3_gemm_8x16c4__dotprod"),
+        Isa::Neon => Some("qs8_pwlq_dot3_gemm_8x16c4__neon"),
+        _ => None,
     }
+}
+
+/// A one-thread context of every tier here that has fused kernels (AVX-512 VNNI; NEON,
+/// dotprod and i8mm on AArch64), each with a visible skip when there is none.
+fn fused_contexts(what: &str) -> Vec<Context> {
+    let ctxs: Vec<Context> = common::available_isas()
+        .into_iter()
+        .filter(|&i| fused_kernel(i, 2).is_some())
+        .map(|i| Context::for_isa(i).unwrap().with_threads(1).unwrap())
+        .collect();
+    if ctxs.is_empty() {
+        let _ = writeln!(std::io::stderr(), "SKIP {what}: no tier with fused PWLQ kernels on this CPU (or in QKERN_TEST_TIERS)");
+    }
+    ctxs
 }
 
 #[test]
@@ -286,37 +302,44 @@ fn fused_gemm_microkernel_odd_shapes_and_extremes() {
     // each remainder instantiation), channels around the 16-wide panel, K around the
     // 4-wide step and the 64-wide block; extreme fields and activations, zero points at
     // both ends.
-    let Some(ctx) = fused_context("qs8_pwlq_dot3_gemm_8x16c4") else { return };
-    let mut r = rng(123);
-    let mut runs = 0;
-    for ms in [2usize, 3, 4, 5, 6, 7, 8, 9, 17] {
-        for (n, k) in [(1usize, 1usize), (15, 3), (16, 4), (17, 5), (33, 63), (16, 65), (5, 129), (31, 260)] {
-            let ws = [quantized(4, k, n, (ms * 7 + n * 3 + k) as u64), extreme(4, n, k, (ms + n + k) as u64)];
-            let g = PwlqGemmWeights::new_in(&ctx, &ws[0]).unwrap();
-            assert_eq!(g.fused_kernel_name(&ctx, ms), Some("qs8_pwlq_dot3_gemm_8x16c4__avx512vnni"));
-            for w in &ws {
-                let bias: Vec<f32> = (0..n).map(|c| 0.5 - c as f32 * 0.125).collect();
-                let au: Vec<u8> = (0..ms * k).map(|i| if i % 4 == 0 { [0, 255][(i / 4) % 2] } else { r.random() }).collect();
-                for za in [0u8, 77, 255] {
-                    check_gemm(&ctx, w, &au, ms, za, 0.031, Some(&bias));
+    // On AArch64 one row runs the same kernel (1-row tile), so M = 1 is in the sweep.
+    for ctx in fused_contexts("qs8_pwlq_dot3_gemm_8x16c4") {
+        let isa = ctx.kernels().isa;
+        let mut r = rng(123);
+        let mut runs = 0;
+        let rows: &[usize] = if cfg!(target_arch = "aarch64") { &[1, 2, 3, 4, 5, 6, 7, 8, 9, 17] } else { &[2, 3, 4, 5, 6, 7, 8, 9, 17] };
+        for &ms in rows {
+            for (n, k) in [(1usize, 1usize), (15, 3), (16, 4), (17, 5), (33, 63), (16, 65), (5, 129), (31, 260)] {
+                let ws = [quantized(4, k, n, (ms * 7 + n * 3 + k) as u64), extreme(4, n, k, (ms + n + k) as u64)];
+                let g = PwlqGemmWeights::new_in(&ctx, &ws[0]).unwrap();
+                assert_eq!(g.fused_kernel_name(&ctx, ms), fused_kernel(isa, ms));
+                for w in &ws {
+                    let bias: Vec<f32> = (0..n).map(|c| 0.5 - c as f32 * 0.125).collect();
+                    let au: Vec<u8> = (0..ms * k).map(|i| if i % 4 == 0 { [0, 255][(i / 4) % 2] } else { r.random() }).collect();
+                    for za in [0u8, 77, 255] {
+                        check_gemm(&ctx, w, &au, ms, za, 0.031, Some(&bias));
+                    }
+                    let all_max = vec![255u8; ms * k];
+                    check_gemm(&ctx, w, &all_max, ms, 0, 1.0, None);
+                    let ai: Vec<i8> = (0..ms * k).map(|i| if i % 2 == 0 { [-128, 127][(i / 2) % 2] } else { r.random() }).collect();
+                    for za in [-128i8, 127] {
+                        check_gemm(&ctx, w, &ai, ms, za, 0.5, Some(&bias));
+                    }
+                    runs += 1;
                 }
-                let all_max = vec![255u8; ms * k];
-                check_gemm(&ctx, w, &all_max, ms, 0, 1.0, None);
-                let ai: Vec<i8> = (0..ms * k).map(|i| if i % 2 == 0 { [-128, 127][(i / 2) % 2] } else { r.random() }).collect();
-                for za in [-128i8, 127] {
-                    check_gemm(&ctx, w, &ai, ms, za, 0.5, Some(&bias));
-                }
-                runs += 1;
             }
         }
+        assert_eq!(runs, rows.len() * 8 * 2);
+        // One row keeps the GEMV kernel on the 4-bit planes on x86; the driver serves other
+        // contexts: no rows, two threads, another tier's family.
+        let g = PwlqGemmWeights::new_in(&ctx, &quantized(4, 64, 4, 1)).unwrap();
+        assert_eq!(g.fused_kernel_name(&ctx, 1), fused_kernel(isa, 1));
+        assert_eq!(g.fused_kernel_name(&ctx, 0), None);
+        let two = Context::for_isa(isa).unwrap().with_threads(2).unwrap();
+        assert_eq!(g.fused_kernel_name(&two, 8), None);
+        let scalar = Context::for_isa(qkern::Isa::Scalar).unwrap().with_threads(1).unwrap();
+        assert_eq!(g.fused_kernel_name(&scalar, 8), None);
     }
-    assert_eq!(runs, 9 * 8 * 2);
-    // One row keeps the GEMV kernel on the 4-bit planes; the driver serves other contexts.
-    let g = PwlqGemmWeights::new_in(&ctx, &quantized(4, 64, 4, 1)).unwrap();
-    assert_eq!(g.fused_kernel_name(&ctx, 1), Some("pwlq4_dot3_u8__avx512vnni"));
-    assert_eq!(g.fused_kernel_name(&ctx, 0), None);
-    let two = Context::for_isa(qkern::Isa::Avx512Vnni).unwrap().with_threads(2).unwrap();
-    assert_eq!(g.fused_kernel_name(&two, 8), None);
 }
 
 #[test]
@@ -324,30 +347,46 @@ fn fused_gemm_microkernel_past_the_i32_bound() {
     // Q = 7, |a − za| = 255: the kernel's raw i32 sums are exact up to 18 798 blocks of
     // 64 (K = 1 203 072); one weight more and the dots pass i32, so the path must chunk K
     // and carry i64. 9 rows: the 8-row tile and the 1-row remainder of the microkernel.
+    // u8 and i8 activations at both ends (the x86 kernels take u8, the ARM ones i8: each
+    // flips the other type, which must leave a − za intact).
     use qkern::quant::pwlq::{PwlqParams, PwlqTensor};
-    let Some(ctx) = fused_context("qs8_pwlq_dot3_gemm_8x16c4 past i32") else { return };
+    fn run<A: Int8>(ctx: &Context, g: &PwlqGemmWeights, ms: usize, a: A, za: A, x: i64, (m_range, p): (f32, f32)) {
+        let k = g.k();
+        let kk = k as i64;
+        // Exact dots, then the combine as documented (one rounding per i64 dot).
+        let d = [(kk * x * 7, 0, 0), (0, -kk * x * 7, -kk * x)];
+        let (s1, s2) = (p / 7.0, (m_range - p) / 7.0);
+        let want: Vec<f32> = d.iter().map(|&(dc, dt, ds)| ((s1 * dc as f32 + s2 * dt as f32) + p * ds as f32) * 0.5).collect();
+        let av = vec![a; ms * k];
+        let mut got = vec![f32::NAN; ms * 2];
+        g.gemm_f32_in(ctx, Activations::new(MatrixRef::new(&av, ms, k), za, 0.5), None, MatrixMut::new(&mut got, ms, 2)).unwrap();
+        for r in 0..ms {
+            assert_eq!(
+                [got[2 * r].to_bits(), got[2 * r + 1].to_bits()],
+                [want[0].to_bits(), want[1].to_bits()],
+                "{} K {k} row {r} {}",
+                ctx.kernels().isa.name(),
+                A::NAME
+            );
+        }
+    }
     let k_at = 18_798 * 64;
-    let (m_range, p) = (3.0f32, 1.25f32);
-    let params = PwlqParams::new(4, Granularity::PerChannel { axis: 0 }, vec![m_range; 2], vec![p; 2]).unwrap();
+    let range = (3.0f32, 1.25f32);
+    let params = PwlqParams::new(4, Granularity::PerChannel { axis: 0 }, vec![range.0; 2], vec![range.1; 2]).unwrap();
     let ms = 9;
+    let ctxs = fused_contexts("qs8_pwlq_dot3_gemm_8x16c4 past i32");
     for k in [k_at, k_at + 1] {
+        assert_eq!(k as i64 * 255 * 7 > i32::MAX as i64, k > k_at);
         // Channel 0: c = 7 everywhere; channel 1: t = −7, s = −1 everywhere.
         let codes: Vec<i16> = (0..2 * k).map(|i| if i < k { 7 } else { -15 }).collect();
         let packed = PwlqTensor::new(codes, &[2, k], params.clone()).unwrap().pack().unwrap();
-        let g = PwlqGemmWeights::new_in(&ctx, &packed).unwrap();
-        assert_eq!(g.fused_kernel_name(&ctx, ms), Some("qs8_pwlq_dot3_gemm_8x16c4__avx512vnni"));
-        let kk = k as i64;
-        for (au, za, x) in [(vec![255u8; ms * k], 0u8, 255i64), (vec![0u8; ms * k], 255, -255)] {
-            // Exact dots, then the combine as documented (one rounding per i64 dot).
-            let d = [(kk * x * 7, 0, 0), (0, -kk * x * 7, -kk * x)];
-            assert_eq!(d[0].0.abs() > i32::MAX as i64, k > k_at);
-            let (s1, s2) = (p / 7.0, (m_range - p) / 7.0);
-            let want: Vec<f32> = d.iter().map(|&(dc, dt, ds)| ((s1 * dc as f32 + s2 * dt as f32) + p * ds as f32) * 0.5).collect();
-            let mut got = vec![f32::NAN; ms * 2];
-            g.gemm_f32_in(&ctx, Activations::new(MatrixRef::new(&au, ms, k), za, 0.5), None, MatrixMut::new(&mut got, ms, 2)).unwrap();
-            for r in 0..ms {
-                assert_eq!([got[2 * r].to_bits(), got[2 * r + 1].to_bits()], [want[0].to_bits(), want[1].to_bits()], "K {k} row {r} za {za}");
-            }
+        for ctx in &ctxs {
+            let g = PwlqGemmWeights::new_in(ctx, &packed).unwrap();
+            assert_eq!(g.fused_kernel_name(ctx, ms), fused_kernel(ctx.kernels().isa, ms));
+            run(ctx, &g, ms, 255u8, 0u8, 255, range);
+            run(ctx, &g, ms, 0u8, 255u8, -255, range);
+            run(ctx, &g, ms, 127i8, -128i8, 255, range);
+            run(ctx, &g, ms, -128i8, 127i8, -255, range);
         }
     }
 }

@@ -18,6 +18,10 @@
 //!   `smlal` (`qx8_codebook{4,5}_i16_gemm_4x4c8__neon`).
 //! * Bit shift (codebook family `shift`): `qx8_shift_{pot,apot}_gemm_4x8c2__neon`
 //!   (`sshl` on i16 lanes, `eor` sign, `sadalp`; [`neon::shift`]).
+//! * PWLQ exact mode (fused GEMM, called by `qkern::quant::pwlq`):
+//!   `qs8_pwlq_dot3_gemm_8x16c4__dotprod` (`tbl` decode of the code bytes into the three
+//!   int8 operands, `sdot`; [`dotprod::pwlq`]) and `qs8_pwlq_dot3_gemm_8x16c4__neon`
+//!   (`tbl`, `smull`/`smlal`/`sadalp`; [`neon::pwlq`]).
 //!
 //! The dotprod and i8mm kernels read A either as raw rows or packed by [`pack_a_8x8`]
 //! (the driver packs once per row tile and reuses it for every column tile). All three

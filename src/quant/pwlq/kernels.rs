@@ -32,7 +32,12 @@
 //!
 //! The fused GEMM kernel (two or more rows) reads the codes one byte per weight in
 //! 16-channel panels and decodes them in registers (one XOR, three `vpshufb` per 24
-//! `vpdpbusd`), an 8 × 16 × 3 accumulator tile. Int8 `[C | T | S]` panels, tried first,
+//! `vpdpbusd`), an 8 × 16 × 3 accumulator tile. On AArch64 the same panels run on
+//! `qs8_pwlq_dot3_gemm_8x16c4__dotprod` (dotprod and i8mm contexts: one `eor`, three
+//! `tbl` per 24 `sdot`, 8 rows × 4 columns × 3 planes at a time) or
+//! `qs8_pwlq_dot3_gemm_8x16c4__neon` (`tbl`, then `smull`/`smlal`/`sadalp`) for every M
+//! ≥ 1, one thread, with i8 activations (u8 ones and the zero point XOR 0x80) and the
+//! scalar epilogue ([`combine_exact`] on the i64 dots). Int8 `[C | T | S]` panels, tried first,
 //! need no decode but stream three bytes per weight: at M = 8–16 (N = K = 4096) they ran
 //! DRAM-bound at 1/8–1/6 of the int8 GEMM, which streams one.
 
@@ -363,9 +368,11 @@ fn slice_rows(q_max: i16) -> usize {
 /// microkernel (two or more rows) — both decoded in registers — and, per channel, `Σc`,
 /// `Σt`, `Σs` over K (for the zero-point correction).
 #[derive(Debug)]
-// Only the x86-64 kernels read the planes; elsewhere `Fused` is never built.
+// Only the x86-64 GEMV kernel reads the planes (the ARM tiers run the panels for every M).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Fused {
+    /// The kernel family (the context's tier when the weights were prepared).
+    kind: FusedKind,
     values: Vec<u8>,
     regions: Vec<u64>,
     blocks: usize,
@@ -377,13 +384,47 @@ struct Fused {
     sums: Vec<[i64; 3]>,
 }
 
-/// Channels per panel of the GEMM microkernel, and bytes per K step of a panel.
+/// Channels per panel of the GEMM microkernel, and bytes per K step of a panel (one
+/// layout on every architecture).
+#[cfg(target_arch = "aarch64")]
+use qkern_kernels::aarch64::neon::pwlq::{DOT3_PANEL_NR as PANEL_NR, DOT3_STEP_BYTES as STEP_BYTES};
 #[cfg(target_arch = "x86_64")]
 use qkern_kernels::x86_64::avx512vnni::pwlq::{DOT3_PANEL_NR as PANEL_NR, DOT3_STEP_BYTES as STEP_BYTES};
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const PANEL_NR: usize = 16;
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const STEP_BYTES: usize = 64;
+
+/// Which fused exact-mode kernels a tier runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FusedKind {
+    /// AVX-512 VNNI: the GEMV kernel on the 4-bit planes (M = 1), the 8 × 16 panel
+    /// kernel (u8 activations) otherwise.
+    Avx512,
+    /// AArch64 dotprod (and i8mm, which includes it): the `sdot` panel kernel, i8
+    /// activations, every M.
+    Dotprod,
+    /// AArch64 NEON: the `smull`/`smlal`/`sadalp` panel kernel, i8 activations, every M.
+    Neon,
+}
+
+impl FusedKind {
+    /// The fused kernels of `isa`, if it has any (compiled for this architecture only).
+    fn of(isa: Isa) -> Option<FusedKind> {
+        match isa {
+            Isa::Avx512Vnni | Isa::Amx if cfg!(target_arch = "x86_64") => Some(FusedKind::Avx512),
+            Isa::Dotprod | Isa::I8mm if cfg!(target_arch = "aarch64") => Some(FusedKind::Dotprod),
+            Isa::Neon if cfg!(target_arch = "aarch64") => Some(FusedKind::Neon),
+            _ => None,
+        }
+    }
+
+    /// Whether the kernels take the activations as i8 (`sdot`, `smull`) rather than u8
+    /// (`vpdpbusd`).
+    fn signed_activations(self) -> bool {
+        self != FusedKind::Avx512
+    }
+}
 
 /// Rows per call of the GEMM microkernel (its 8 × 16 × 3 = 24 accumulators).
 const PANEL_MR: usize = 8;
@@ -439,34 +480,49 @@ fn panel_chunk(f: &Fused, a: &[u8], p: usize, s0: usize, s1: usize, out: &mut [[
     let base = p * f.steps * STEP_BYTES;
     let panel = &f.panels[base + s0 * STEP_BYTES..base + s1 * STEP_BYTES];
     let nr = a.len() / (4 * (s1 - s0)).max(1);
-    fn run<const R: usize>(a: &[u8], panel: &[u8], out: &mut [[[i32; PANEL_NR]; 3]]) {
-        out[..R].copy_from_slice(&microkernel::<R>(a, panel));
+    fn run<const R: usize>(kind: FusedKind, a: &[u8], panel: &[u8], out: &mut [[[i32; PANEL_NR]; 3]]) {
+        out[..R].copy_from_slice(&microkernel::<R>(kind, a, panel));
     }
+    let k = f.kind;
     match nr {
-        8 => run::<8>(a, panel, out),
-        7 => run::<7>(a, panel, out),
-        6 => run::<6>(a, panel, out),
-        5 => run::<5>(a, panel, out),
-        4 => run::<4>(a, panel, out),
-        3 => run::<3>(a, panel, out),
-        2 => run::<2>(a, panel, out),
-        _ => run::<1>(a, panel, out),
+        8 => run::<8>(k, a, panel, out),
+        7 => run::<7>(k, a, panel, out),
+        6 => run::<6>(k, a, panel, out),
+        5 => run::<5>(k, a, panel, out),
+        4 => run::<4>(k, a, panel, out),
+        3 => run::<3>(k, a, panel, out),
+        2 => run::<2>(k, a, panel, out),
+        _ => run::<1>(k, a, panel, out),
     }
 }
 
-/// One call of the GEMM microkernel.
-#[allow(unsafe_code)] // the one call site of the panel kernel
-fn microkernel<const R: usize>(a: &[u8], panel: &[u8]) -> [[[i32; PANEL_NR]; 3]; R] {
+/// One call of the GEMM microkernel of `kind`.
+#[allow(unsafe_code)] // the one call site of the panel kernels
+fn microkernel<const R: usize>(kind: FusedKind, a: &[u8], panel: &[u8]) -> [[[i32; PANEL_NR]; 3]; R] {
+    let _ = kind;
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: `Fused` exists only when the context's tier is AVX-512 VNNI (checked
-        // against the CPU when the context was built); the kernel checks the lengths.
+        // SAFETY: `Fused` of this kind exists only when the context's tier is AVX-512
+        // VNNI (checked against the CPU when the context was built), and runs only on
+        // such a context (`uses_fused`); the kernel checks the lengths.
         unsafe { qkern_kernels::x86_64::avx512vnni::pwlq::pwlq_dot3_gemm_8x16c4::<R>(a, panel) }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        use qkern_kernels::aarch64::{dotprod, neon};
+        match kind {
+            // SAFETY: a dotprod `Fused` runs only on a context whose tier has dotprod
+            // (checked against the CPU when the context was built); the kernel checks
+            // the lengths.
+            FusedKind::Dotprod => unsafe { dotprod::pwlq::pwlq_dot3_gemm_8x16c4::<R>(a, panel) },
+            // SAFETY: NEON is the AArch64 baseline; the kernel checks the lengths.
+            _ => unsafe { neon::pwlq::pwlq_dot3_gemm_8x16c4::<R>(a, panel) },
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (a, panel);
-        unreachable!("the fused path is built only on x86-64")
+        unreachable!("the fused path is built only on x86-64 and AArch64")
     }
 }
 
@@ -562,7 +618,8 @@ impl PwlqGemmWeights {
         }
         let blocks = w.blocks();
         // 4-bit only (Q = 7, which FUSED_CHUNK_BLOCKS assumes); any K (`dot3` chunks it).
-        let fused = (cfg!(target_arch = "x86_64") && w.bits == 4 && w.q_max == 7 && tier(ctx.kernels().isa) == Tier::Avx512).then(|| {
+        let kind = FusedKind::of(ctx.kernels().isa).filter(|_| w.bits == 4 && w.q_max == 7);
+        let fused = kind.map(|kind| {
             let sums = (0..n)
                 .map(|c| {
                     let mut s = [0i64; 3];
@@ -575,7 +632,9 @@ impl PwlqGemmWeights {
                     s
                 })
                 .collect();
-            Fused { values: w.values.clone(), regions: w.regions.clone(), blocks, panels: pack_panels(w), steps: k.div_ceil(4), sums }
+            // The GEMV kernel's planes: only AVX-512 has one.
+            let (values, regions) = if kind == FusedKind::Avx512 { (w.values.clone(), w.regions.clone()) } else { (Vec::new(), Vec::new()) };
+            Fused { kind, values, regions, blocks, panels: pack_panels(w), steps: k.div_ceil(4), sums }
         });
         Ok(PwlqGemmWeights { slices, n, k, channels: w.channels.clone(), fused })
     }
@@ -676,11 +735,13 @@ impl PwlqGemmWeights {
     }
 
     /// Whether a call of `m` rows on `ctx` runs a fused single-pass kernel (4-bit
-    /// weights, an AVX-512 VNNI context of one thread, any `m ≥ 1` and any K; see
-    /// [`PwlqGemmWeights::fused_kernel_name`]) instead of the int8 GEMM driver on
+    /// weights prepared for a context of the same kernel family — AVX-512 VNNI, AArch64
+    /// dotprod/i8mm or AArch64 NEON — a context of one thread, any `m ≥ 1` and any K;
+    /// see [`PwlqGemmWeights::fused_kernel_name`]) instead of the int8 GEMM driver on
     /// `[C | T | S]` followed by a separate combine pass.
     pub fn uses_fused(&self, ctx: &Context, m: usize) -> bool {
-        self.fused.is_some() && m > 0 && ctx.threads() == 1 && tier(ctx.kernels().isa) == Tier::Avx512
+        let kind = FusedKind::of(ctx.kernels().isa);
+        self.fused.as_ref().is_some_and(|f| Some(f.kind) == kind) && m > 0 && ctx.threads() == 1
     }
 
     /// The fused kernel a call of `m` rows on `ctx` runs, or `None` for the driver path:
@@ -689,24 +750,35 @@ impl PwlqGemmWeights {
     /// `qs8_pwlq_dot3_gemm_8x16c4__avx512vnni` (8 rows × 16 channels × 3 accumulators
     /// on prepacked int8 `[C | T | S]` panels, the tile of the int8 GEMM kernel with three
     /// planes instead of two column vectors).
+    ///
+    /// On AArch64 every `m` runs the panel kernel: `qs8_pwlq_dot3_gemm_8x16c4__dotprod`
+    /// (dotprod and i8mm contexts: `tbl` decode, three `sdot` per row and 4 columns) or
+    /// `qs8_pwlq_dot3_gemm_8x16c4__neon` (`tbl` decode, `smull`/`smlal`/`sadalp`).
     pub fn fused_kernel_name(&self, ctx: &Context, m: usize) -> Option<&'static str> {
-        match m {
-            _ if !self.uses_fused(ctx, m) => None,
-            1 => Some("pwlq4_dot3_u8__avx512vnni"),
-            _ => Some("qs8_pwlq_dot3_gemm_8x16c4__avx512vnni"),
+        if !self.uses_fused(ctx, m) {
+            return None;
+        }
+        match (self.fused.as_ref()?.kind, m) {
+            (FusedKind::Avx512, 1) => Some("pwlq4_dot3_u8__avx512vnni"),
+            (FusedKind::Avx512, _) => Some("qs8_pwlq_dot3_gemm_8x16c4__avx512vnni"),
+            (FusedKind::Dotprod, _) => Some("qs8_pwlq_dot3_gemm_8x16c4__dotprod"),
+            (FusedKind::Neon, _) => Some("qs8_pwlq_dot3_gemm_8x16c4__neon"),
         }
     }
 
-    /// The fused path: per row, the activations (as u8: i8 ones XOR 0x80, the zero point
-    /// likewise) zero-padded to whole blocks; the raw sums of the kernel
+    /// The fused path: per row, the activations in the kernel's type (u8 on AVX-512: i8
+    /// ones XOR 0x80; i8 on AArch64: u8 ones XOR 0x80; the zero point likewise, so
+    /// `a − za` is unchanged) zero-padded to whole blocks; the raw sums of the kernel
     /// ([`PwlqGemmWeights::fused_kernel_name`]), exact for any K; then
     /// `D = raw − za·Σw` in i64 and [`combine_exact`] straight into `c` (no `M × 3N`
     /// intermediate).
     #[allow(clippy::needless_range_loop)] // raw[row][channel] beside emit(row, channel)
     fn fused_f32<A: Int8>(&self, f: &Fused, a: Activations<'_, A>, bias: Option<&[f32]>, c: MatrixMut<'_, f32>) {
         let (m, n, k) = (a.matrix.rows, self.n, self.k);
-        let flip = if A::SIGNED { 0x80u8 } else { 0 };
-        let za = ((a.zero_point.to_i32() as u8) ^ flip) as i64;
+        let signed = f.kind.signed_activations();
+        let flip = if A::SIGNED == signed { 0 } else { 0x80u8 };
+        let zb = (a.zero_point.to_i32() as u8) ^ flip;
+        let za = if signed { zb as i8 as i64 } else { zb as i64 };
         let u8_of = |v: A| (v.to_i32() as u8) ^ flip;
         let src = |r: usize| &a.matrix.data[r * a.matrix.stride..r * a.matrix.stride + k];
         let (out, ld) = (c.data, c.stride);
@@ -717,7 +789,7 @@ impl PwlqGemmWeights {
             let t = DotTriple { centre: raw[0] - z[0], tail: raw[1] - z[1], tail_sign: raw[2] - z[2] };
             combine_exact(t, &self.channels[ch], a.scale, bias.map(|b| b[ch]))
         };
-        if m == 1 {
+        if m == 1 && f.kind == FusedKind::Avx512 {
             // One row: the GEMV kernel on the 4-bit planes (the codes are the bytes that
             // stream; decoding them in registers beats reading the 3-byte panels), four
             // channels per call, on the row zero-padded to whole blocks.
@@ -768,7 +840,9 @@ impl PwlqGemmWeights {
             let zsum32: [[i32; 16]; 3] = core::array::from_fn(|q| core::array::from_fn(|j| if j < nc { z[j][q] as i32 } else { 0 }));
             for (r0, group) in (0..m).step_by(PANEL_MR).zip(packed.chunks(PANEL_MR * 4 * steps)) {
                 let nr = group.len() / (4 * steps);
-                if steps <= chunk {
+                // The vector epilogue is AVX-512's; elsewhere the i64 path below runs the
+                // scalar one (`store_row`: `combine_exact` per output).
+                if steps <= chunk && f.kind == FusedKind::Avx512 {
                     panel_chunk(f, group, p, 0, steps, &mut raw);
                     for (rr, rw) in raw[..nr].iter().enumerate() {
                         let at = (r0 + rr) * ld + c0;

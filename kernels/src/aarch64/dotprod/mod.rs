@@ -27,7 +27,10 @@
 //! Epilogue: the accumulators go to a stack tile and through the shared NEON output stage
 //! ([`store_tile_neon`](super::store_tile_neon)), bit-exact with the reference for every stage.
 
+// `sdot_lane!` (defined in `codebook`) is also used by `pwlq`.
+#[macro_use]
 pub mod codebook;
+pub mod pwlq;
 
 use core::arch::aarch64::*;
 use core::arch::asm;
