@@ -199,7 +199,9 @@ impl Conv2d {
         }
         let path = if g.is_pointwise() {
             ConvPath::Pointwise
-        } else if ctx.indirect_conv() && packed.first().is_some_and(|w| takes_indirect(&w.kernel(), g, B::SIGNED)) {
+        } else if ctx.indirect_conv() && !packed.is_empty() && packed.iter().all(|w| takes_indirect(&w.kernel(), g, B::SIGNED)) {
+            // Every group reads in place, or the filter gathers: a group whose kernel has
+            // no indirect entry (a bounded fast kernel) would gather anyway.
             ConvPath::IndirectGemm
         } else {
             ConvPath::ImplicitGemm
@@ -229,9 +231,17 @@ impl Conv2d {
         self.path
     }
 
-    /// The microkernel the filter was packed for (GEMM, or depthwise on that path).
+    /// The microkernel the filter was packed for (GEMM, or depthwise on that path); for a
+    /// grouped GEMM filter, the first group's ([`Conv2d::group_kernel_names`]).
     pub fn kernel_name(&self) -> &'static str {
         self.weights.first().map_or(self.dw_kernel, PackedWeights::kernel_name)
+    }
+
+    /// The GEMM microkernel of each group, in group order (empty on the depthwise path).
+    /// Groups can differ: a kernel with a bound on the stored weights (AVX2
+    /// `vpmaddubsw`, NEON `smull` pairs) takes the groups whose weights meet it.
+    pub fn group_kernel_names(&self) -> Vec<&'static str> {
+        self.weights.iter().map(PackedWeights::kernel_name).collect()
     }
 
     /// Whether the indirection buffer has been built (by a first implicit-GEMM run; the
