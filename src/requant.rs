@@ -254,10 +254,10 @@ impl Requantizer {
                 O::NAME
             )));
         }
-        for (o, &a) in out.iter_mut().zip(acc) {
-            let v = r::requantize(a as i64, self.mode, self.scale, self.qm, self.zero_point, lo, hi);
-            *o = O::saturate_from(v);
-        }
+        // [lo, hi] lies within O's range, so each result's low byte is O's bit pattern:
+        // the kernel (NEON on AArch64, the scalar reference elsewhere) writes bytes.
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
+        qkern_kernels::generic::requant::requantize_i32_slice(acc, bytes, self.mode, self.scale, self.qm, self.zero_point, lo, hi);
         Ok(())
     }
 }

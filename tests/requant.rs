@@ -876,3 +876,55 @@ fn bad_input_requantizer() {
     // Empty slices are fine.
     rq.requantize_slice(&[], &mut [0u8; 0]).unwrap();
 }
+
+/// `requantize_slice` (NEON on AArch64, 4 lanes at a time plus a scalar tail) against the
+/// scalar reference element by element, in every mode: accumulators at the i32 extremes
+/// and small ones (exact `.5` ties of both signs after a `2^30` multiplier), multipliers
+/// and shifts at both ends of what `from_multiplier` accepts, every zero point and clamp
+/// class, and lengths that leave each tail size.
+#[test]
+fn requantize_slice_matches_the_reference_at_the_corners() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x51ce);
+    let mut acc: Vec<i32> = (-40..=40).collect();
+    acc.extend_from_slice(&[i32::MIN, i32::MIN + 1, i32::MAX, i32::MAX - 1, 1 << 30, -(1 << 30), 65_536, -65_537]);
+    acc.extend((0..200).map(|_| rng.random::<i32>() >> rng.random_range(0..32)));
+    let mults = [1 << 30, (1 << 30) + 1, 3 << 29, i32::MAX, i32::MAX - 1, 1_518_500_250, 0];
+    let mut cases: Vec<(RequantMode, QuantizedMultiplier, f32)> = Vec::new();
+    for &m in &mults {
+        for shift in (-31..=31).filter(|s| *s <= 2 || *s >= 29 || s % 7 == 0) {
+            cases.push((DR, qm(m, shift), 0.0));
+            if shift <= 30 {
+                cases.push((SR, qm(m, shift), 0.0));
+            }
+        }
+    }
+    for scale in [1.0f32, 0.5, 0.25, 0.375, 1e-3, 1e-9, 3.0, 1e6, 2.5e9, f32::MIN_POSITIVE] {
+        cases.push((FP, qm(0, 0), scale));
+    }
+    for (mode, q, scale) in cases {
+        for zp in [0, -128, 127, -1, 255, 1] {
+            let rq = if mode == FP { Requantizer::new(mode, scale, zp) } else { Requantizer::from_multiplier(mode, q, zp) }.unwrap();
+            for (lo, hi) in [(i32::MIN, i32::MAX), (zp, zp.saturating_add(6)), (-5, 5), (0, 0)] {
+                let rq = rq.with_clamp(lo, hi).unwrap();
+                let len = acc.len() - rng.random_range(0..4);
+                let acc = &acc[..len];
+                if (-128..=127).contains(&zp) && hi >= -128 && lo <= 127 {
+                    let mut out = vec![0x55i8; len];
+                    rq.requantize_slice(acc, &mut out).unwrap();
+                    for (i, &a) in acc.iter().enumerate() {
+                        let want = r::requantize(a as i64, mode, scale, q, zp, lo.max(-128), hi.min(127));
+                        assert_eq!(out[i] as i32, want, "{mode:?} {q:?} scale={scale} zp={zp} clamp=[{lo},{hi}] acc={a} (i={i}, len={len})");
+                    }
+                }
+                if (0..=255).contains(&zp) && hi >= 0 && lo <= 255 {
+                    let mut out = vec![0x55u8; len];
+                    rq.requantize_slice(acc, &mut out).unwrap();
+                    for (i, &a) in acc.iter().enumerate() {
+                        let want = r::requantize(a as i64, mode, scale, q, zp, lo.max(0), hi.min(255));
+                        assert_eq!(out[i] as i32, want, "{mode:?} {q:?} scale={scale} zp={zp} clamp=[{lo},{hi}] acc={a} (i={i}, len={len})");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -33,6 +33,9 @@ pub mod dotprod;
 pub mod i8mm;
 pub mod neon;
 
+#[cfg(test)]
+mod tests;
+
 use crate::types::{CodebookUkernel, DwconvUkernel, GemmUkernel};
 
 /// Every AArch64 GEMM microkernel in this build, least preferred first.
@@ -170,13 +173,155 @@ unsafe fn store_cols4(p: *mut i32, x: core::arch::aarch64::int32x4_t, n: usize, 
     }
 }
 
+/// The fixed-point requantization parameters of 4 columns, derived once per column
+/// group from their `QuantizedMultiplier {multiplier, shift}` for [`store_tile_neon`].
+///
+/// Target: `reference::requant::requantize_fixed` on an i32 accumulator, i.e. the exact
+/// (unwrapped, unsaturated) value of the mode's formula, `+ zero_point`, then the clamp.
+///
+/// * Narrow path (`TfliteDoubleRounding`, every shift ≤ 0, so no left shift): gemmlowp's
+///   two steps on i32 lanes. `sqrdmulh` is `SaturatingRoundingDoublingHighMul` exactly,
+///   `floor((x·M + 2^30) / 2^31)`, except that it saturates the one product
+///   `INT32_MIN·INT32_MIN` to `2^31 − 1` where the exact value is `2^31` (fixed below).
+///   Then `RoundingDivideByPOT(h, r)`, ties away from zero, with `r = −shift`:
+///   `srshl` by `−r` computes `floor((v + 2^(r−1)) / 2^r)` exactly (the architecture
+///   adds the rounding constant in unbounded precision), i.e. ties toward +∞. For
+///   `h ≥ 0` that is already round-half-away. For `h < 0`, round-half-away is
+///   `ceil((h − 2^(r−1)) / 2^r)`, and for integers `ceil(a / 2^r) = floor((a + 2^r − 1) / 2^r)`,
+///   so it equals `floor((h − 1 + 2^(r−1)) / 2^r)`: `srshl` applied to `h − 1`. The
+///   fix-up `(h & −r) >> 31` (arithmetic) is −1 exactly when `h < 0` and `r > 0` (the
+///   sign bit of `−r` is set iff `r > 0`; for `r = 0` `srshl` does not round, so no
+///   fix-up); `h ≥ −(2^31 − 1)` (`sqrdmulh` never returns `INT32_MIN`), so `h − 1` does
+///   not wrap. `r ≥ 32` gives 0 for every `h`, as the exact form does, so `r` is
+///   clamped to 32. The saturating corner: for `1 ≤ r ≤ 31`, `2^31 − 1` and `2^31`
+///   round to the same `2^(31−r)`; they differ by one at `r = 0` (`2^31` vs `2^31 − 1`)
+///   and `r = 32` (`1` vs `0`). Those lanes (`M = INT32_MIN`, `shift ∈ {0, −32}`, and
+///   the accumulator `INT32_MIN`) get `+1` after the saturating zero-point add, which is
+///   exact: `sat(sat(2^31 − 1 + zp) + 1) = sat(2^31 + zp)` for every `zp`, and the clamp
+///   to `[qmin, qmax] ⊂ i32` of an i32-saturated value equals the clamp of the exact one.
+/// * Wide path (`SingleRounding`, or a positive shift in the group): the exact product
+///   `p = x·M` in i64 lanes (`smull`/`smull2`, `|p| ≤ 2^62`), then one `sqrshl` by
+///   `s`: for `s < 0` a rounding right shift `floor((p + 2^(−s−1)) / 2^−s)` (exact, as
+///   above; `−s ≥ 64` gives 0, as `|p| < 2^63`), for `s ≥ 0` a left shift saturating
+///   to i64 (beyond i64 the clamp gives `qmin`/`qmax` with the right sign anyway).
+///   Single rounding: `floor(p·2^shift / 2^31 + 1/2)` is that with `s = shift − 31`.
+///   Double rounding: `SaturatingRoundingDoublingHighMul(x·2^left, M)` evaluated exactly
+///   is `floor((p·2^left + 2^30) / 2^31)`, i.e. `s = left − 31`; then the
+///   `RoundingDivideByPOT` with the same fix-up in i64 (`right > 0` only when `left = 0`,
+///   so `|y| ≤ 2^31` there). The zero point is added in i64 (saturating), then `sqxtn`.
+#[derive(Clone, Copy)]
+struct FixedCols4 {
+    /// The multipliers.
+    mult: core::arch::aarch64::int32x4_t,
+    /// Narrow path: `−min(r, 32)`; wide path: `−min(right, 63)` (0 for single rounding).
+    neg_right: core::arch::aarch64::int32x4_t,
+    /// Narrow path: lanes whose `INT32_MIN` accumulator needs the `+1` (all ones).
+    corner: core::arch::aarch64::int32x4_t,
+    /// Narrow path: `corner` has a lane set.
+    any_corner: bool,
+    /// Wide path: the `sqrshl` count `s` per lane, in `[−64, 63]`.
+    sh: core::arch::aarch64::int32x4_t,
+    /// The narrow path applies (double rounding, every shift ≤ 0).
+    use_narrow: bool,
+}
+
+impl FixedCols4 {
+    /// The parameters of columns `j0..min(j0 + 4, n)` (lanes past `n` get `{0, 0}`).
+    ///
+    /// # Safety
+    /// `qmult` has `n > j0` readable entries.
+    #[inline(always)]
+    unsafe fn load(qmult: *const crate::types::QuantizedMultiplier, n: usize, j0: usize, single: bool) -> FixedCols4 {
+        use core::arch::aarch64::*;
+        // SAFETY: a whole group lies inside the table; a partial one is copied.
+        unsafe {
+            let mut part = [crate::types::QuantizedMultiplier::default(); 4];
+            let src = if j0 + 4 <= n {
+                qmult.add(j0)
+            } else {
+                core::ptr::copy_nonoverlapping(qmult.add(j0), part.as_mut_ptr(), n - j0);
+                part.as_ptr()
+            };
+            // `{multiplier, shift}` pairs (repr(C), two i32): de-interleave.
+            let q = vld2q_s32(src.cast::<i32>());
+            let (mult, shift) = (q.0, q.1);
+            let zero = vdupq_n_s32(0);
+            let narrow = !single && vmaxvq_s32(shift) <= 0;
+            if narrow {
+                let min = vdupq_n_s32(i32::MIN);
+                let at = |s: i32| vceqq_s32(shift, vdupq_n_s32(s));
+                let corner = vandq_u32(vceqq_s32(mult, min), vorrq_u32(at(0), at(-32)));
+                FixedCols4 {
+                    mult,
+                    neg_right: vmaxq_s32(shift, vdupq_n_s32(-32)),
+                    corner: vreinterpretq_s32_u32(corner),
+                    any_corner: vmaxvq_u32(corner) != 0,
+                    sh: zero,
+                    use_narrow: narrow,
+                }
+            } else {
+                let sh = if single {
+                    // s = shift − 31, clamped to [−64, 63] (both ends act as beyond).
+                    vsubq_s32(vmaxq_s32(vminq_s32(shift, vdupq_n_s32(94)), vdupq_n_s32(-33)), vdupq_n_s32(31))
+                } else {
+                    // s = max(shift, 0) − 31, clamped to ≤ 63.
+                    vsubq_s32(vminq_s32(vmaxq_s32(shift, zero), vdupq_n_s32(94)), vdupq_n_s32(31))
+                };
+                let neg_right = if single { zero } else { vmaxq_s32(vminq_s32(shift, zero), vdupq_n_s32(-63)) };
+                FixedCols4 { mult, neg_right, corner: zero, any_corner: false, sh, use_narrow: narrow }
+            }
+        }
+    }
+
+    /// Narrow path on 4 accumulators: `sat32(requantize_fixed(x))` before the clamp
+    /// (zero point included).
+    #[inline(always)]
+    unsafe fn narrow(&self, x: core::arch::aarch64::int32x4_t, zp: core::arch::aarch64::int32x4_t) -> core::arch::aarch64::int32x4_t {
+        use core::arch::aarch64::*;
+        // SAFETY: register-only NEON arithmetic (NEON is baseline on AArch64).
+        unsafe {
+            let h = vqrdmulhq_s32(x, self.mult);
+            // h − 1 where h < 0 and r > 0 (see the type's comment), then the rounding shift.
+            let h = vsraq_n_s32::<31>(h, vandq_s32(h, self.neg_right));
+            let q = vqaddq_s32(vrshlq_s32(h, self.neg_right), zp);
+            if self.any_corner {
+                let fix = vandq_s32(vreinterpretq_s32_u32(vceqq_s32(x, vdupq_n_s32(i32::MIN))), self.corner);
+                vqsubq_s32(q, fix) // + 1 (saturating) on the corner lanes
+            } else {
+                q
+            }
+        }
+    }
+
+    /// Wide path on 4 accumulators: as [`FixedCols4::narrow`].
+    #[inline(always)]
+    unsafe fn wide(&self, x: core::arch::aarch64::int32x4_t, zp: core::arch::aarch64::int64x2_t) -> core::arch::aarch64::int32x4_t {
+        use core::arch::aarch64::*;
+        // SAFETY: register-only NEON arithmetic.
+        unsafe {
+            let half = |p: int64x2_t, sh: int64x2_t, nr: int64x2_t| {
+                let y = vqrshlq_s64(p, sh);
+                // RoundingDivideByPOT (nr = 0 for single rounding: no-op).
+                let y = vsraq_n_s64::<63>(y, vandq_s64(y, nr));
+                vqmovn_s64(vqaddq_s64(vrshlq_s64(y, nr), zp))
+            };
+            let lo = half(
+                vmull_s32(vget_low_s32(x), vget_low_s32(self.mult)),
+                vmovl_s32(vget_low_s32(self.sh)),
+                vmovl_s32(vget_low_s32(self.neg_right)),
+            );
+            let hi = half(vmull_high_s32(x, self.mult), vmovl_high_s32(self.sh), vmovl_high_s32(self.neg_right));
+            vcombine_s32(lo, hi)
+        }
+    }
+}
+
 /// The shared epilogue of the AArch64 kernels: adds the zero-point terms to the
-/// accumulator tile and writes it through the output stage, 4 columns at a time in NEON
-/// for I32, F32 and the `Fp32` requantization (bit-exact with the reference: `scvtf`,
-/// separate multiply and add as the reference rounds twice, `fcvtns` rounds half to
-/// even and saturates NaN to 0 as `as` does, a saturating zero-point add, then
-/// `max(qmin)`, `min(qmax)`); the fixed-point requantization modes go through the
-/// portable per-element code, the reference's own formula.
+/// accumulator tile and writes it through the output stage, 4 columns at a time in NEON,
+/// bit-exact with the reference for every stage: I32; F32 and the `Fp32` requantization
+/// (`scvtf`, separate multiply and add as the reference rounds twice, `fcvtns` rounds
+/// half to even and saturates NaN to 0 as `as` does, a saturating zero-point add); the
+/// fixed-point modes as [`FixedCols4`] describes; then `max(qmin)`, `min(qmax)`.
 ///
 /// Reads `n` entries of each per-column table the stage uses and `m` row sums; writes
 /// the `m × n` output tile only.
@@ -190,15 +335,12 @@ pub(crate) unsafe fn store_tile_neon<const MR: usize, const NR: usize>(args: &cr
     use core::arch::aarch64::*;
     let out = &args.out;
     let (m, n) = (args.m, args.n);
-    if matches!(out.kind, OutputKind::U8 | OutputKind::I8) && out.mode != RequantMode::Fp32 {
-        // SAFETY: forwarded contract.
-        return unsafe { crate::generic::gemm::store_tile::<MR, NR>(args, tile) };
-    }
     let zb_terms = !args.a_row_sum.is_null() && !args.b_zero_point.is_null();
     let mut j0 = 0;
     while j0 < n {
         // SAFETY (every table read below): the contract gives n entries for each table
-        // the stage uses; `load_cols4` reads only those. Row sums: m entries.
+        // the stage uses; `load_cols4` and `FixedCols4::load` read only those. Row sums:
+        // m entries.
         unsafe {
             let col_off = load_cols4(out.col_offset, n, j0);
             let zb = if zb_terms { load_cols4(args.b_zero_point, n, j0) } else { vdupq_n_s32(0) };
@@ -225,13 +367,13 @@ pub(crate) unsafe fn store_tile_neon<const MR: usize, const NR: usize>(args: &cr
                     }
                 }
                 OutputKind::U8 | OutputKind::I8 => {
-                    let scale = vreinterpretq_f32_s32(load_cols4(out.scale.cast(), n, j0));
                     let zp = vdupq_n_s32(out.out_zero_point);
                     let (qmin, qmax) = (vdupq_n_s32(out.qmin), vdupq_n_s32(out.qmax));
-                    for i in 0..m {
-                        let q = vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(x_of(i)), scale));
-                        let q = vminq_s32(vmaxq_s32(vqaddq_s32(q, zp), qmin), qmax);
-                        // In the byte range now: the low byte of each lane is the value.
+                    // `q`: the requantized value with the zero point, saturated to i32
+                    // (which the clamp to [qmin, qmax] ⊂ i32 does not see).
+                    let store = |i: usize, q: int32x4_t| {
+                        let q = vminq_s32(vmaxq_s32(q, qmin), qmax);
+                        // The stored byte is the low byte of each lane (`as u8`).
                         let b = vmovn_s16(vcombine_s16(vmovn_s32(q), vdup_n_s16(0)));
                         let word = vget_lane_u32::<0>(vreinterpret_u32_s8(b));
                         let dst = args.c.add(i * args.ldc + j0);
@@ -242,10 +384,83 @@ pub(crate) unsafe fn store_tile_neon<const MR: usize, const NR: usize>(args: &cr
                                 dst.add(t).write((word >> (8 * t)) as u8);
                             }
                         }
+                    };
+                    match out.mode {
+                        RequantMode::Fp32 => {
+                            let scale = vreinterpretq_f32_s32(load_cols4(out.scale.cast(), n, j0));
+                            for i in 0..m {
+                                let q = vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(x_of(i)), scale));
+                                store(i, vqaddq_s32(q, zp));
+                            }
+                        }
+                        mode => {
+                            let cols = FixedCols4::load(out.qmult, n, j0, mode == RequantMode::SingleRounding);
+                            if cols.use_narrow {
+                                for i in 0..m {
+                                    store(i, cols.narrow(x_of(i), zp));
+                                }
+                            } else {
+                                let zp64 = vdupq_n_s64(out.out_zero_point as i64);
+                                for i in 0..m {
+                                    store(i, cols.wide(x_of(i), zp64));
+                                }
+                            }
+                        }
                     }
                 }
             }
         }
         j0 += 4;
     }
+}
+
+/// The NEON body of [`requantize_i32_slice`](crate::generic::requant::requantize_i32_slice):
+/// requantizes the first `4·⌊len/4⌋` of `len = min(acc.len(), out.len())` elements as
+/// the GEMM epilogue does (one [`FixedCols4`] broadcast from `qm` for the fixed-point
+/// modes, `scvtf`/`fmul`/`fcvtns` for `Fp32`), storing the low byte of each clamped
+/// value, and returns how many it did (the caller finishes the tail). Bit-exact with
+/// `reference::requant::requantize` for every input, except that `Fp32` needs
+/// `|zero_point|, |qmin|, |qmax| ≤ 2^16` (where `fcvtns` saturating to i32 cannot be
+/// told from the reference's i64); otherwise it does nothing and returns 0.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn requantize_slice_neon(
+    acc: &[i32],
+    out: &mut [u8],
+    mode: crate::types::RequantMode,
+    scale: f32,
+    qm: crate::types::QuantizedMultiplier,
+    zero_point: i32,
+    qmin: i32,
+    qmax: i32,
+) -> usize {
+    use crate::types::RequantMode;
+    use core::arch::aarch64::*;
+    const FP32_LIMIT: i32 = 1 << 16;
+    if mode == RequantMode::Fp32 && [zero_point, qmin, qmax].iter().any(|v| v.unsigned_abs() > FP32_LIMIT as u32) {
+        return 0;
+    }
+    let len = acc.len().min(out.len()) / 4 * 4;
+    let (acc, out) = (&acc[..len], &mut out[..len]);
+    // SAFETY: NEON is baseline on AArch64; every load and store below is of a whole
+    // 4-element chunk of the slices.
+    unsafe {
+        let zp = vdupq_n_s32(zero_point);
+        let zp64 = vdupq_n_s64(zero_point as i64);
+        let (lo, hi) = (vdupq_n_s32(qmin), vdupq_n_s32(qmax));
+        let qms = [qm; 4];
+        let cols = FixedCols4::load(qms.as_ptr(), 4, 0, mode == RequantMode::SingleRounding);
+        let vscale = vdupq_n_f32(scale);
+        for (a, o) in acc.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
+            let x = vld1q_s32(a.as_ptr());
+            let q = match mode {
+                RequantMode::Fp32 => vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(x), vscale)), zp),
+                _ if cols.use_narrow => cols.narrow(x, zp),
+                _ => cols.wide(x, zp64),
+            };
+            let q = vminq_s32(vmaxq_s32(q, lo), hi);
+            let b = vmovn_s16(vcombine_s16(vmovn_s32(q), vdup_n_s16(0)));
+            o.as_mut_ptr().cast::<u32>().write_unaligned(vget_lane_u32::<0>(vreinterpret_u32_s8(b)));
+        }
+    }
+    len
 }

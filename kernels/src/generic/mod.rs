@@ -4,6 +4,7 @@
 pub mod dwconv;
 pub mod codebook;
 pub mod gemm;
+pub mod requant;
 pub mod shift;
 
 pub use dwconv::DWCONV_KERNELS;
