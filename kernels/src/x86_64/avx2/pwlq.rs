@@ -122,7 +122,9 @@ fn lookup(t: &Tables, idx: __m256i, region: __m256i) -> __m256 {
 /// 4-bit PWLQ codes of one channel → i8 on a common integer grid: `out[i] =
 /// table[field(i)]` (`table[0..16]` centre levels, `table[16..32]` tail levels, by nibble;
 /// two `vpshufb` and a `vpblendvb` on the region bits expanded to bytes, 32 weights per
-/// step). Reads `⌈K/64⌉` blocks of both planes, writes exactly `out`.
+/// step). The region word is broadcast from memory once per block (`vpbroadcastq`); per
+/// 32 weights one `vpshufb` spreads its bytes, an AND and a compare make the byte mask.
+/// Reads `⌈K/64⌉` blocks of both planes, writes exactly `out`.
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -137,36 +139,65 @@ pub unsafe fn pwlq4_dequant_i8_u64(values: &[u8], regions: &[u64], table: &[i8; 
             _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().add(16).cast())),
         )
     };
-    let nib = _mm256_set1_epi8(0x0F);
-    // Byte i of a 32-bit region word: broadcast byte i/8, test bit i%8.
-    let spread = _mm256_setr_epi8(
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
-    );
-    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    // Byte i of half h (weights 32h..32h + 32): byte 4h + i/8 of the region word (in both
+    // 128-bit lanes after the broadcast), tested against bit i%8.
+    let spread = |h: i8| {
+        let b = 4 * h;
+        _mm256_setr_epi8(
+            b, b, b, b, b, b, b, b, b + 1, b + 1, b + 1, b + 1, b + 1, b + 1, b + 1, b + 1, //
+            b + 2, b + 2, b + 2, b + 2, b + 2, b + 2, b + 2, b + 2, b + 3, b + 3, b + 3, b + 3, b + 3, b + 3, b + 3, b + 3,
+        )
+    };
+    let t = TablesI8 {
+        tc,
+        tt,
+        nib: _mm256_set1_epi8(0x0F),
+        spread: [spread(0), spread(1)],
+        bit: _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64),
+    };
     let vp = values.as_ptr();
+    let rp = regions.as_ptr();
     let op = out.as_mut_ptr();
-    let mut tmp = [0i8; 32];
-    for b in 0..blocks {
-        // SAFETY: 32·b + 32 ≤ values.len().
-        let v = unsafe { _mm256_loadu_si256(vp.add(32 * b).cast()) };
-        let halves = [_mm256_and_si256(v, nib), _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib)];
+    let full = k / 64;
+    for b in 0..full {
+        // SAFETY: b < blocks, so the planes hold block b (checked above); 64·b + 64 ≤ k.
+        unsafe { block_i8(&t, vp.add(32 * b), rp.add(b), op.add(64 * b)) };
+    }
+    if full < blocks {
+        let mut tmp = [0i8; 64];
+        // SAFETY: block `full` < blocks is in the planes; `tmp` holds 64 bytes.
+        unsafe { block_i8(&t, vp.add(32 * full), rp.add(full), tmp.as_mut_ptr()) };
+        out[64 * full..].copy_from_slice(&tmp[..k - 64 * full]);
+    }
+}
+
+/// The constant registers of [`pwlq4_dequant_i8_u64`].
+struct TablesI8 {
+    tc: __m256i,
+    tt: __m256i,
+    nib: __m256i,
+    spread: [__m256i; 2],
+    bit: __m256i,
+}
+
+/// One block of [`pwlq4_dequant_i8_u64`]: 64 bytes from the 32 value bytes at `v` and the
+/// region word at `r`, stored at `o`.
+///
+/// # Safety
+/// AVX2; `v` readable for 32 bytes, `r` for one `u64`, `o` writable for 64 bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block_i8(t: &TablesI8, v: *const u8, r: *const u64, o: *mut i8) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let v = _mm256_loadu_si256(v.cast());
+        let r = _mm256_set1_epi64x(r.read_unaligned() as i64);
+        let halves = [_mm256_and_si256(v, t.nib), _mm256_and_si256(_mm256_srli_epi16::<4>(v), t.nib)];
         for (h, idx) in halves.into_iter().enumerate() {
-            let start = 64 * b + 32 * h;
-            if start >= k {
-                break;
-            }
-            let word = (regions[b] >> (32 * h)) as u32 as i32;
-            let m = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(word), spread), bit);
-            let m = _mm256_cmpeq_epi8(m, bit);
-            let val = _mm256_blendv_epi8(_mm256_shuffle_epi8(tc, idx), _mm256_shuffle_epi8(tt, idx), m);
-            if start + 32 <= k {
-                // SAFETY: start + 32 ≤ out.len().
-                unsafe { _mm256_storeu_si256(op.add(start).cast(), val) };
-            } else {
-                // SAFETY: `tmp` holds 32 bytes.
-                unsafe { _mm256_storeu_si256(tmp.as_mut_ptr().cast(), val) };
-                out[start..k].copy_from_slice(&tmp[..k - start]);
-            }
+            let m = _mm256_and_si256(_mm256_shuffle_epi8(r, t.spread[h]), t.bit);
+            let m = _mm256_cmpeq_epi8(m, t.bit);
+            let val = _mm256_blendv_epi8(_mm256_shuffle_epi8(t.tc, idx), _mm256_shuffle_epi8(t.tt, idx), m);
+            _mm256_storeu_si256(o.add(32 * h).cast(), val);
         }
     }
 }
