@@ -96,7 +96,7 @@ fn check_dequant(w: &PwlqPacked, ctx: &Context, what: &str) {
     }
 }
 
-const KS: [usize; 11] = [1, 2, 7, 15, 16, 31, 33, 63, 64, 65, 300];
+const KS: [usize; 13] = [1, 2, 7, 15, 16, 31, 33, 63, 64, 65, 300, 4095, 4097];
 
 #[test]
 fn dequant_f32_equals_the_reference_on_every_tier() {
@@ -123,6 +123,9 @@ fn dequant_rejects_bad_buffers() {
     let mut o8 = vec![0i8; 3 * 65];
     assert!(matches!(w.dequantize_i8_in(&ctx, &[[0i8; 32]; 2], &mut o8), Err(Error::ShapeMismatch(_))));
     assert!(w.dequant_table(3).is_err());
+    let mut row = vec![0f32; 65];
+    assert!(matches!(w.dequantize_channel_f32_in(&ctx, 3, &mut row), Err(Error::InvalidParameter(m)) if m.contains("`channel`")));
+    assert!(matches!(w.dequantize_channel_f32_in(&ctx, 0, &mut row[..64]), Err(Error::ShapeMismatch(_))));
     let w6 = quantized(6, 65, 3, 1);
     assert!(matches!(w6.dequantize_i8_in(&ctx, &[[0i8; 32]; 3], &mut o8), Err(Error::Unsupported(_))));
 }
@@ -478,7 +481,7 @@ fn raw_kernels(isa: qkern::Isa) -> Option<(unsafe fn(&[u8], &[u64], &[f32; 32], 
 }
 
 /// Each SIMD kernel directly, against `table[field]` computed here from the planes: every
-/// length 0…130 and 300 (odd tails, partial 16-lane groups, partial blocks), every
+/// length 0…130, 300, 1000 and 4095–4097 (odd tails, partial 16-lane groups, partial blocks), every
 /// (region, nibble) field in every lane position, NaN-free tables with distinct entries
 /// and both zeros, and a sentinel after `out` that must stay untouched. The AVX2 f32
 /// kernel assumes the table's odd symmetry (see its docs), so it gets an odd table and
@@ -490,7 +493,7 @@ fn raw_dequant_kernels_equal_the_table_lookup() {
     for isa in common::available_isas() {
         let Some((kf, ki)) = raw_kernels(isa) else { continue };
         let symmetric = isa == qkern::Isa::Avx2;
-        for k in (0..=130usize).chain([300, 1000]) {
+        for k in (0..=130usize).chain([300, 1000, 4095, 4096, 4097]) {
             let blocks = k.div_ceil(64);
             // One spare block after the planes: kernels must not depend on it.
             let mut values = vec![0u8; (blocks + 1) * 32];

@@ -154,9 +154,7 @@ impl PwlqPacked {
     /// The dequantization table of channel `channel`: entry `f` is [`dequantize_value`] of
     /// the code of field `f` (`2^(b+1)` entries: 32, 128 or 512). See the module docs.
     pub fn dequant_table(&self, channel: usize) -> Result<Vec<f32>> {
-        let ch = self.channels.get(channel).ok_or_else(|| {
-            Error::InvalidParameter(format!("`channel` is {channel}; the weights have {} channels", self.n))
-        })?;
+        let ch = self.channel_at(channel)?;
         Ok((0..1u16 << (self.bits + 1)).map(|f| dequantize_value(field_to_code(f, self.q_max, self.bits), self.q_max, ch)).collect())
     }
 
@@ -178,15 +176,19 @@ impl PwlqPacked {
     /// tier — the piece a consumer that decodes a channel at a time into a cache-resident
     /// buffer calls; bit-exact with [`PwlqPacked::dequantize_channel_major`]'s row.
     pub fn dequantize_channel_f32_in(&self, ctx: &Context, channel: usize, out: &mut [f32]) -> Result<()> {
-        let table = self.dequant_table(channel)?;
+        let ch = self.channel_at(channel)?;
         if out.len() != self.k {
             return Err(Error::ShapeMismatch(format!("`out` has {} elements, K = {}", out.len(), self.k)));
         }
         if self.bits == 4 {
-            let lut: [f32; 32] = table.as_slice().try_into().map_err(|_| Error::Internal("PWLQ table size".into()))?;
+            // On the stack, not `dequant_table`'s Vec: a consumer calls this per channel
+            // of a cache-resident row, and at K = 4096 the Vec cost ~60 ns a call, a third
+            // of the AVX-512 kernel's time. The same entries: `dequantize_value` per field.
+            let lut: [f32; 32] = core::array::from_fn(|f| dequantize_value(field_to_code(f as u16, self.q_max, 4), self.q_max, ch));
             let (v, r) = planes(self, channel);
             run4_f32(tier(ctx.kernels().isa), v, r, &lut, out);
         } else {
+            let table = self.dequant_table(channel)?;
             for (kk, x) in out.iter_mut().enumerate() {
                 *x = table[self.field(channel, kk) as usize];
             }
@@ -216,6 +218,13 @@ impl PwlqPacked {
             run4_i8(t, v, r, table, &mut out[c * self.k..(c + 1) * self.k]);
         }
         Ok(())
+    }
+
+    /// Channel `channel`'s parameters, or an error naming the argument.
+    fn channel_at(&self, channel: usize) -> Result<&PwlqChannel> {
+        self.channels.get(channel).ok_or_else(|| {
+            Error::InvalidParameter(format!("`channel` is {channel}; the weights have {} channels", self.n))
+        })
     }
 
     fn check_out(&self, what: &'static str, got: usize) -> Result<()> {
