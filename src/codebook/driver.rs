@@ -9,7 +9,7 @@ use qkern_kernels::pack::decode::CodebookDecodeArgs;
 use super::{CodebookWeights, DecodePlan};
 use crate::dispatch::cpu;
 use crate::dispatch::Context;
-use crate::error::{Error, Result, check_matrix};
+use crate::error::{Error, Result, check_matrix, try_vec_with_capacity};
 // The output stage (its tables, the kernels' and the reference's view of it, the
 // chunked path's stores) is the int8 GEMM driver's: the codebook kernels take the same
 // `OutputStage`.
@@ -276,7 +276,11 @@ fn run_decoded<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWeigh
     // time (measured on Zen 4: as long as the decode itself at M = 16).
     let mut data = STRIP.take();
     if data.len() < strip * pb {
-        data = vec![0u8; strip * pb];
+        // One panel is `nr·K` bytes, twice the codes of its columns: a huge K must be an
+        // error, not an allocation abort.
+        drop(data);
+        data = try_vec_with_capacity(strip.checked_mul(pb), || format!("the decoded path's buffer of {strip} panels of {pb} bytes"))?;
+        data.resize(strip * pb, 0);
     }
     for s0 in (0..tiles_n).step_by(strip) {
         let np = strip.min(tiles_n - s0);
