@@ -14,9 +14,11 @@
 //! (`max_abs_stored_b`, e.g. AVX2 `vpmaddubsw`) is fed only weights that satisfy it, with
 //! its weight extremes at the bound: the packer never gives it others.
 
+pub mod codebook;
 pub mod decode;
 pub mod dwconv;
 pub mod igemm;
+pub use codebook::{CodebookTestSummary, check_codebook_ukernel};
 pub use decode::{DecodeTestSummary, check_codebook_decoder};
 pub use dwconv::{DwconvTestSummary, check_dwconv_ukernel};
 pub use igemm::{IgemmTestSummary, check_igemm_ukernel};
