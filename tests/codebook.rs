@@ -239,9 +239,12 @@ fn dispatch_picks_the_best_exact_kernel_per_tier() {
             let gmax = set.grid().unwrap().max_abs() as i32;
             assert!(k.max_abs_table.is_none_or(|x| gmax <= x), "{name}: {} picked beyond its bound", k.name);
             // The i16 table exactly when the grid is beyond int8, at the tier's own kernel
-            // (ARM: NEON's, from every tier).
-            assert_eq!(k.table_i16, gmax > 127, "{name} at {}: {}", isa.name(), k.name);
-            if gmax > 127 {
+            // (ARM: NEON's, from every tier); also for an AVX2 5-bit grid past ±64 (the
+            // tier's i16 kernel, measured no slower than its 5-bit split-table one, and not
+            // the portable one).
+            let avx2_wide5 = matches!(isa, Isa::Avx2 | Isa::AvxVnni) && set.bits() == 5 && gmax > 64;
+            assert_eq!(k.table_i16, gmax > 127 || avx2_wide5, "{name} at {}: {}", isa.name(), k.name);
+            if gmax > 127 || avx2_wide5 {
                 let expect_isa = match isa {
                     Isa::AvxVnni => Isa::Avx2,
                     Isa::Amx => Isa::Avx512Vnni,
@@ -253,7 +256,7 @@ fn dispatch_picks_the_best_exact_kernel_per_tier() {
                 continue;
             }
             // Within its bound the faster `vpmaddubsw` kernel is preferred on AVX2; beyond
-            // it (4- and 5-bit) the split-table `vpmaddubsw` kernel, exact for any i8 table.
+            // it (4-bit) the split-table `vpmaddubsw` kernel, exact for any i8 table.
             if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
                 assert_eq!(k.max_abs_table.is_some(), gmax <= 64, "{name} at {}: {}", isa.name(), k.name);
                 assert_eq!(k.name.contains("_split__"), gmax > 64, "{name} at {}: {}", isa.name(), k.name);

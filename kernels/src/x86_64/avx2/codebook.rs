@@ -216,18 +216,14 @@ pub const QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUke
 #[target_feature(enable = "avx2")]
 pub unsafe fn split_tile<const MR: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) {
     const { assert!(MR == 4) };
-    // SAFETY (each arm): forwarded, rows r0..r0 + m below args.m. Three or four rows run
-    // as two passes of two: the four-row tile spills its accumulators (16 ymm for the
-    // i32 and i16 sums alone), the second decode of each group costs less.
+    // SAFETY (each arm): forwarded, exactly m rows (loops of a fixed trip count keep the
+    // accumulators in registers).
     unsafe {
         match args.m {
-            1 => store16::<1>(args, &split::<1, FLIP, B5>(args, 0, 1)),
-            2 => store16::<2>(args, &split::<2, FLIP, B5>(args, 0, 2)),
-            m => {
-                let [a0, a1] = split::<2, FLIP, B5>(args, 0, 2);
-                let [a2, a3] = split::<2, FLIP, B5>(args, 2, m - 2);
-                store16::<4>(args, &[a0, a1, a2, a3]);
-            }
+            1 => store16::<1>(args, &split::<1, FLIP, B5>(args)),
+            2 => store16::<2>(args, &split::<2, FLIP, B5>(args)),
+            3 => store16::<3>(args, &split::<3, FLIP, B5>(args)),
+            _ => store16::<4>(args, &split::<4, FLIP, B5>(args)),
         }
     }
 }
@@ -267,13 +263,13 @@ unsafe fn split_tables(t: *const i8) -> (__m256i, __m256i) {
 /// Nothing saturates and no i16 sum overflows. The i32 accumulators wrap as the contract
 /// allows (modulo 2^32: exact whenever the true sum fits, which the driver ensures).
 ///
-/// Returns the i32 sums of rows `r0..r0 + m` (`m ≤ R`; entries past `m` are 0).
+/// Returns the i32 sums of the tile's `R` rows.
 ///
 /// # Safety
-/// As [`split_tile`], `r0 + m ≤ args.m`, `m ≤ R`.
+/// As [`split_tile`], `R = args.m`.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn split<const R: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs, r0: usize, m: usize) -> [[__m256i; 2]; R] {
+unsafe fn split<const R: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) -> [[__m256i; 2]; R] {
     const NV: usize = 2;
     const NR: usize = 16;
     let gb = CodebookFormat { nr: NR, bits: if B5 { 5 } else { 4 } }.group_bytes();
@@ -289,9 +285,8 @@ unsafe fn split<const R: usize, const FLIP: bool, const B5: bool>(args: &Codeboo
         let flip = _mm256_set1_epi8(-128);
         let zero = _mm256_setzero_si256();
         let mut acc = [[zero; NV]; R];
-        let mut hacc = [[zero; NV]; R];
         let full = args.k / 8;
-        let a0 = args.a.add(r0 * args.lda);
+        let a0 = args.a;
         // Column vector `v` of a group: [l of K 0–3, l of K 4–7, h of K 0–3, h of K 4–7].
         let decode = |p: *const u8, v: usize| {
             let raw = _mm256_loadu_si256(p.add(32 * v).cast());
@@ -321,9 +316,9 @@ unsafe fn split<const R: usize, const FLIP: bool, const B5: bool>(args: &Codeboo
             *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(pl, ones));
             *hacc = _mm256_add_epi16(*hacc, ph);
         };
-        let widen = |acc: &mut [[__m256i; NV]; R], hacc: &mut [[__m256i; NV]; R]| {
-            for (a, h) in acc.iter_mut().zip(hacc.iter_mut()).take(m) {
-                for v in 0..NV {
+        let widen = |acc: &mut [[__m256i; NV]; R], hacc: &mut [[__m256i; NV]; R], v0: usize, v1: usize| {
+            for (a, h) in acc.iter_mut().zip(hacc.iter_mut()) {
+                for v in v0..v1 {
                     a[v] = _mm256_add_epi32(a[v], _mm256_madd_epi16(h[v], s32));
                     h[v] = zero;
                 }
@@ -333,33 +328,46 @@ unsafe fn split<const R: usize, const FLIP: bool, const B5: bool>(args: &Codeboo
             let a = _mm256_set1_epi32(p.cast::<i32>().read_unaligned());
             if FLIP { _mm256_xor_si256(a, flip) } else { a }
         };
-        let mut g0 = 0;
-        while g0 < full {
-            let g1 = full.min(g0 + SPLIT_BLOCK);
-            for g in g0..g1 {
-                // One column vector at a time: its four decoded registers stay live across
-                // the rows, the activation broadcasts are reloaded (loads, no ALU).
-                for v in 0..NV {
-                    let w = decode(args.b.add(g * gb), v);
-                    for (r, (a, h)) in acc.iter_mut().zip(hacc.iter_mut()).enumerate().take(m) {
-                        let p = a0.add(r * args.lda + 8 * g);
-                        step(&mut a[v], &mut h[v], word(p), word(p.add(4)), &w);
+        let mut hacc = [[zero; NV]; R];
+        // Columns `8·v0..8·v1` over all of K.
+        let run = |v0: usize, v1: usize, acc: &mut [[__m256i; NV]; R], hacc: &mut [[__m256i; NV]; R]| {
+            let mut g0 = 0;
+            while g0 < full {
+                let g1 = full.min(g0 + SPLIT_BLOCK);
+                for g in g0..g1 {
+                    for v in v0..v1 {
+                        let w = decode(args.b.add(g * gb), v);
+                        for (r, (a, h)) in acc.iter_mut().zip(hacc.iter_mut()).enumerate() {
+                            let p = a0.add(r * args.lda + 8 * g);
+                            step(&mut a[v], &mut h[v], word(p), word(p.add(4)), &w);
+                        }
                     }
                 }
+                widen(acc, hacc, v0, v1);
+                g0 = g1;
             }
-            widen(&mut acc, &mut hacc);
-            g0 = g1;
-        }
-        let kn = args.k - 8 * full;
-        if kn > 0 {
-            for v in 0..NV {
-                let w = decode(args.b.add(full * gb), v);
-                for (r, (a, h)) in acc.iter_mut().zip(hacc.iter_mut()).enumerate().take(m) {
-                    let (lo, hi) = a_tail_words::<FLIP>(a0.add(r * args.lda + 8 * full), kn);
-                    step(&mut a[v], &mut h[v], _mm256_set1_epi32(lo), _mm256_set1_epi32(hi), &w);
+            let kn = args.k - 8 * full;
+            if kn > 0 {
+                for v in v0..v1 {
+                    let w = decode(args.b.add(full * gb), v);
+                    for (r, (a, h)) in acc.iter_mut().zip(hacc.iter_mut()).enumerate() {
+                        let (lo, hi) = a_tail_words::<FLIP>(a0.add(r * args.lda + 8 * full), kn);
+                        step(&mut a[v], &mut h[v], _mm256_set1_epi32(lo), _mm256_set1_epi32(hi), &w);
+                    }
                 }
+                widen(acc, hacc, v0, v1);
             }
-            widen(&mut acc, &mut hacc);
+        };
+        if R <= 2 {
+            // Both column vectors per group: the activation split is shared by both.
+            run(0, NV, &mut acc, &mut hacc);
+        } else {
+            // One column vector at a time over all of K: its R i32 and R i16 sums and
+            // four decoded registers fit the 16 ymm at four rows (both vectors' do not);
+            // the activation broadcasts are loaded twice (loads, no ALU).
+            for v in 0..NV {
+                run(v, v + 1, &mut acc, &mut hacc);
+            }
         }
         acc
     }
