@@ -8,14 +8,13 @@
 //! [`codebook_gemm_i64`] modulo 2^32: the kernel contract's wrapping sum, exact whenever
 //! the true value fits (the driver's overflow policy, tested through the public API).
 
-use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::Rng;
+use super::{Rng, raw_i32_stage};
 use crate::pack::pack_codebook;
 use crate::reference::codebook_gemm_i64;
-use crate::types::{CodebookArgs, CodebookFamily, CodebookUkernel, OutputKind, OutputStage, RequantMode};
+use crate::types::{CodebookArgs, CodebookFamily, CodebookUkernel};
 
 /// What [`check_codebook_ukernel`] covered.
 #[derive(Clone, Copy, Debug, Default)]
@@ -92,17 +91,7 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
                             table16: core::ptr::null(),
                             c: c.as_mut_ptr().cast(),
                             ldc,
-                            out: OutputStage {
-                                kind: OutputKind::I32,
-                                mode: RequantMode::Fp32,
-                                col_offset: zeros.as_ptr(),
-                                scale: core::ptr::null(),
-                                bias_f32: core::ptr::null(),
-                                qmult: core::ptr::null(),
-                                out_zero_point: 0,
-                                qmin: 0,
-                                qmax: 0,
-                            },
+                            out: raw_i32_stage(zeros.as_ptr()),
                         };
                         // SAFETY: A holds `m ≤ MR` rows of `lda ≥ k` bytes, the panel its
                         // packed bytes, the table 32 entries, C `m` rows of `ldc ≥ n`; the
@@ -112,12 +101,7 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
                             for j in 0..ldc {
                                 let got = c[i * ldc + j];
                                 let exp = if j < n { want[i * n + j] as i32 } else { 0x5A5A_5A5A };
-                                assert_eq!(
-                                    got,
-                                    exp,
-                                    "{}",
-                                    format!("{}: C[{i}][{j}] m={m} n={n} k={k} table #{ti} a_signed={signed} fill={fill:?}", kernel.name)
-                                );
+                                assert_eq!(got, exp, "{}: C[{i}][{j}] m={m} n={n} k={k} table #{ti} a_signed={signed} fill={fill:?}", kernel.name);
                             }
                         }
                         sum.calls += 1;

@@ -373,54 +373,23 @@ unsafe fn split<const R: usize, const FLIP: bool, const B5: bool>(args: &Codeboo
     }
 }
 
-/// 4-bit 4×16 split tile, u8 activations.
-///
-/// # Safety
-/// [`split_tile`]'s contract for a 4×16 tile.
-pub unsafe fn qx8_codebook4_gemm_4x16c8_split_u8a(args: &CodebookArgs) {
-    // SAFETY: forwarded.
-    unsafe { split_tile::<4, false, false>(args) }
-}
-
-/// 4-bit 4×16 split tile, i8 activations (flipped to u8).
-///
-/// # Safety
-/// [`split_tile`]'s contract for a 4×16 tile.
-pub unsafe fn qx8_codebook4_gemm_4x16c8_split_i8a(args: &CodebookArgs) {
-    // SAFETY: forwarded.
-    unsafe { split_tile::<4, true, false>(args) }
-}
-
 /// `qx8_codebook4_gemm_4x16c8_split__avx2`: 4 rows × 16 columns, exact for any i8 table
-/// (split activations, `vpmaddubsw`).
+/// (split table, `vpmaddubsw`).
 pub const QX8_CODEBOOK4_GEMM_4X16C8_SPLIT__AVX2: CodebookUkernel = CodebookUkernel {
     name: "qx8_codebook4_gemm_4x16c8_split__avx2",
-    family: CodebookFamily::Lut,
-    isa: Isa::Avx2,
-    bits: 4,
-    mr: 4,
-    format: CodebookFormat { nr: 16, bits: 4 },
-    a_offset: [0, 128],
     max_abs_table: None,
-    table_i16: false,
-    extra_features: &[],
-    run: [qx8_codebook4_gemm_4x16c8_split_u8a, qx8_codebook4_gemm_4x16c8_split_i8a],
+    run: [split_tile::<4, false, false>, split_tile::<4, true, false>],
+    // The layout, tile and activation offset of the ±64 tile.
+    ..QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2
 };
 
 /// `qx8_codebook5_gemm_4x16c8_split__avx2`: the split tile on 5-bit codes (a 32-level
 /// codebook reaching ±127), exact for any i8 table.
 pub const QX8_CODEBOOK5_GEMM_4X16C8_SPLIT__AVX2: CodebookUkernel = CodebookUkernel {
     name: "qx8_codebook5_gemm_4x16c8_split__avx2",
-    family: CodebookFamily::Lut,
-    isa: Isa::Avx2,
-    bits: 5,
-    mr: 4,
-    format: CodebookFormat { nr: 16, bits: 5 },
-    a_offset: [0, 128],
     max_abs_table: None,
-    table_i16: false,
-    extra_features: &[],
     run: [split_tile::<4, false, true>, split_tile::<4, true, true>],
+    ..QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2
 };
 
 /// The exact `MR × 8` tile (one ymm of nibbles per K group): decoded weights as i16
