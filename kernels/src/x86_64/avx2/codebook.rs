@@ -12,17 +12,24 @@
 //! `2·255·64 = 32640 ≤ 32767` (DESIGN.md §2), so nothing saturates and the result is
 //! exact; the driver picks it only for such tables (PoT-4: 64, APoT-4: 10).
 //!
-//! The split-activation tiles (`qx8_codebook{4,5}_gemm_4x16c8_split__avx2`) keep that
-//! decode and `vpmaddubsw` for every i8 table (−128..=127, `max_abs_table: None`): each
-//! u8 activation (i8 ones flipped by `XOR 0x80`) is split as `a = l + 64·h`, `l = a & 63`,
-//! `h = a >> 6 ≤ 3`, and `a·w = l·w + 64·h·w`. With `|w| ≤ 128`, a `vpmaddubsw(l, w)` pair
-//! is at most `2·63·128 = 16128`, so the K 0–3 and K 4–7 pairs of a group add in i16
-//! (`≤ 32256 ≤ 32767`) before one `vpmaddwd` by ones widens them; a `vpmaddubsw(h, w)`
-//! pair is at most `2·3·128 = 768`, a group `≤ 1536`, so the `h` products of 16 groups
-//! sum in i16 (`≤ 24576`) and are widened once per 16 groups by `vpmaddwd` with 64.
-//! Nothing saturates and every i16 sum is exact, so the tile is exact. (A split at bit 7,
-//! `l ≤ 127`, would need a `vpmaddwd` per pair of K quads, as the ±64 tile does, instead
-//! of one per group: the 6-bit split saves a quarter of the multiplies.)
+//! The split-table tiles (`qx8_codebook{4,5}_gemm_4x16c8_split__avx2`) keep that decode
+//! and `vpmaddubsw` for every i8 table (−128..=127, `max_abs_table: None`): each table
+//! value is split as `w = l + 32·h`, `l = w & 31` (0..=31), `h = w >> 5` (−4..=3), two
+//! derived 16-byte tables looked up by the same nibble indexes, and `a·w = a·l + 32·a·h`
+//! for the u8 activation `a` (i8 ones flipped by `XOR 0x80`). A `vpmaddubsw(a, l)` pair
+//! is at most `2·255·31 = 15810`, so the K 0–3 and K 4–7 pairs of a group add in i16
+//! (`≤ 31620 ≤ 32767`) before one `vpmaddwd` by ones widens them; a `vpmaddubsw(a, h)`
+//! pair is at most `2·255·4 = 2040` in magnitude, a group `≤ 4080`, so the `h` products
+//! of 8 groups sum in i16 (`≤ 32640`) and are widened once per 8 groups by `vpmaddwd`
+//! with 32. Nothing saturates and every i16 sum is exact, so the tile is exact.
+//!
+//! Why the table and not the activations is split (the first design split `a = l + 64·h`
+//! the same way, with the same i16 sums): the table split costs four more `vpshufb` per
+//! group, shared by every row of the tile, where the activation split costs six ALU
+//! operations per row and group (`vpand` ×2, `vpandn` ×2, `vpsrlw` ×2). By count, at M = 1
+//! 30 against 32 vector ALU uops per group of 8 K × 16 columns (the ±64 tile: 24), both
+//! with 10 multiplies (±64 tile: 8); from M = 2 on the table split is clearly ahead. (On
+//! the noisy shared host the two were not told apart at M = 1.)
 
 use core::arch::x86_64::*;
 
