@@ -237,12 +237,12 @@ fn dispatch_picks_the_best_exact_kernel_per_tier() {
             let w = CodebookWeights::with_family(&ctx, &p, CodebookFamily::Lut).unwrap();
             let k = ctx.kernels().codebook_candidates.iter().find(|k| k.name == w.kernel_name()).unwrap();
             let gmax = set.grid().unwrap().max_abs() as i32;
-            let five = set.bits() == 5;
             assert!(k.max_abs_table.is_none_or(|x| gmax <= x), "{name}: {} picked beyond its bound", k.name);
             // The i16 table exactly when the grid is beyond int8, at the tier's own kernel
-            // (ARM: NEON's, from every tier); also for an AVX2 5-bit grid past the ±64 of
-            // its only i8-table kernel (the tier's i16 kernel, not the portable one).
-            let avx2_wide5 = matches!(isa, Isa::Avx2 | Isa::AvxVnni) && five && gmax > 64;
+            // (ARM: NEON's, from every tier); also for an AVX2 5-bit grid past ±64 (the
+            // tier's i16 kernel, measured no slower than its 5-bit split-table one, and not
+            // the portable one).
+            let avx2_wide5 = matches!(isa, Isa::Avx2 | Isa::AvxVnni) && set.bits() == 5 && gmax > 64;
             assert_eq!(k.table_i16, gmax > 127 || avx2_wide5, "{name} at {}: {}", isa.name(), k.name);
             if gmax > 127 || avx2_wide5 {
                 let expect_isa = match isa {
@@ -255,9 +255,11 @@ fn dispatch_picks_the_best_exact_kernel_per_tier() {
                 assert_eq!(k.bits, set.bits().max(4), "{name}: {}", k.name);
                 continue;
             }
-            // Within its bound the faster `vpmaddubsw` kernel is preferred on AVX2.
-            if matches!(isa, Isa::Avx2 | Isa::AvxVnni) && (!five || gmax <= 64) {
+            // Within its bound the faster `vpmaddubsw` kernel is preferred on AVX2; beyond
+            // it (4-bit) the split-table `vpmaddubsw` kernel, exact for any i8 table.
+            if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
                 assert_eq!(k.max_abs_table.is_some(), gmax <= 64, "{name} at {}: {}", isa.name(), k.name);
+                assert_eq!(k.name.contains("_split__"), gmax > 64, "{name} at {}: {}", isa.name(), k.name);
             }
             let expect_isa = match isa {
                 Isa::Avx512Vnni => Isa::Avx512Vnni,
@@ -269,6 +271,27 @@ fn dispatch_picks_the_best_exact_kernel_per_tier() {
             assert_eq!(k.isa, expect_isa, "{name} at {}: {}", isa.name(), k.name);
         }
     }
+}
+
+/// Every i8-table lookup kernel this CPU runs, called directly by the shared tester
+/// (`qkern_kernels::testing::check_codebook_ukernel`): tables over the kernel's whole
+/// range (both ends of i8, −128 included, for the kernels without a table bound — the
+/// packer never builds such a table, the kernels must still be exact for it), K tails and
+/// K past the i32 bound (wrapping sums), every tile height, activation extremes.
+#[test]
+fn every_lookup_kernel_direct_any_table() {
+    let tiers = common::available_isas();
+    let mut checked = 0;
+    for k in qkern::dispatch::codebook_kernels() {
+        if k.family != CodebookFamily::Lut || k.table_i16 || !tiers.contains(&k.isa) || !qkern::dispatch::codebook_runs_here(&k) {
+            continue;
+        }
+        // SAFETY: the CPU runs the kernel's tier and features (checked above).
+        let s = unsafe { qkern_kernels::testing::check_codebook_ukernel(&k) };
+        assert!(s.calls > 0, "{}", k.name);
+        checked += 1;
+    }
+    assert!(checked > 0, "no lookup kernel checked");
 }
 
 #[test]

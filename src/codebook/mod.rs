@@ -9,7 +9,7 @@
 //! `±(2^a [+ 2^b])` (PoT, APoT). The lookup family is the default: measured, it is the
 //! faster one on every x86 tier here.
 //!
-//! Calls with many rows (from [`CodebookWeights::decode_min_m`], measured per tier: 16
+//! Calls with many rows (from [`CodebookWeights::decode_min_m`], measured per tier: 8
 //! to 64) of an int8 grid take the decoded path instead: the codes of a column strip are
 //! decoded once by a SIMD decoder (`qkern_kernels::pack::decode`) into the packed B of
 //! the tier's int8 GEMM kernel, which then runs over every row tile through the int8
@@ -142,13 +142,22 @@ pub(crate) struct DecodePlan {
 /// (4-bit) and 16.2 vs 21.3 ms (5-bit). Below
 /// the crossover the in-register kernels' reuse of each decoded register across their
 /// row tile is the better deal.
+///
+/// AVX2 tables beyond ±64 (decoded for the exact int8 GEMM `qx8_gemm_6x16c2__avx2`),
+/// re-measured with the split-table kernel (session 15; N = K = 4096, u8 activations,
+/// IQ4_NL and a 32-level ±127 table, one thread, fastest of 9–15 interleaved rounds while
+/// the other core was busy): 4-bit `qx8_codebook4_gemm_4x16c8_split__avx2` vs decoded,
+/// M = 8 2.62 vs 2.69 ms, M = 10 3.29 vs 3.18 ms, M = 12 3.71 vs 3.51 ms, M = 16 4.77
+/// vs 4.40 ms: from 10; 5-bit `qx8_codebook5_i16_gemm_4x8c8__avx2` vs decoded, M = 4
+/// 1.65 vs 2.13 ms, M = 8 3.14 vs 2.98 ms, M = 16 6.02 vs 4.60 ms: from 8.
 fn default_decode_min_m(gemm: &GemmUkernel, bits: u32) -> usize {
     match gemm.isa {
         // 5-bit: the in-register kernel blends two lookups per weight (0.8× of int8).
         Isa::Avx512Vnni | Isa::Amx if bits == 5 => 32,
         Isa::Avx512Vnni | Isa::Amx => 64,
         _ if gemm.max_abs_stored_b.is_some() => 32,
-        _ => 16,
+        _ if bits == 5 => 8,
+        _ => 10,
     }
 }
 
@@ -236,11 +245,15 @@ impl CodebookWeights {
         let fits = |k: &&CodebookUkernel| k.bits == codes.level_set().bits().max(4) && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x);
         let i8_table = cands.iter().filter(|k| !wide && !k.table_i16).find(fits);
         let i16_table = cands.iter().filter(|k| k.table_i16).find(fits);
-        // An i8 grid takes an i8-table kernel, unless none of this tier holds it (AVX2's
-        // 5-bit `vpmaddubsw` kernel needs ±64): then the tier's i16-table kernel beats
-        // the portable one.
+        // An i8 grid takes an i8-table kernel, unless none of this tier holds it: then the
+        // tier's i16-table kernel beats the portable one. AVX2 5-bit grids beyond ±64 also
+        // take the i16-table kernel: its only i8-table kernel for them, the split-table
+        // `qx8_codebook5_gemm_4x16c8_split__avx2` (four lookups and four blends per 32
+        // codes), measured no faster (N = K = 4096: M = 1 0.81 vs 0.77 ms, M = 4 1.81 vs
+        // 1.65 ms, M = 8 3.40 vs 3.14 ms).
+        let split5 = |a: &CodebookUkernel| a.isa == Isa::Avx2 && a.bits == 5 && a.max_abs_table.is_none();
         let kernel = match (i8_table, i16_table) {
-            (Some(a), Some(b)) if b.isa > a.isa => b,
+            (Some(a), Some(b)) if b.isa > a.isa || (b.isa == a.isa && split5(a)) => b,
             (Some(a), _) => a,
             (None, Some(b)) => b,
             (None, None) => return Err(Error::Internal("no unconditional codebook kernel registered".into())),

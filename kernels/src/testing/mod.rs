@@ -14,9 +14,11 @@
 //! (`max_abs_stored_b`, e.g. AVX2 `vpmaddubsw`) is fed only weights that satisfy it, with
 //! its weight extremes at the bound: the packer never gives it others.
 
+pub mod codebook;
 pub mod decode;
 pub mod dwconv;
 pub mod igemm;
+pub use codebook::{CodebookTestSummary, check_codebook_ukernel};
 pub use decode::{DecodeTestSummary, check_codebook_decoder};
 pub use dwconv::{DwconvTestSummary, check_dwconv_ukernel};
 pub use igemm::{IgemmTestSummary, check_igemm_ukernel};
@@ -32,6 +34,22 @@ use crate::types::{
     APackFn, GemmArgs, GemmUkernel, GemmUkernelFn, Int8, OutputKind, OutputStage, PackedA, QuantizedMultiplier,
     RequantMode,
 };
+
+/// The raw i32 output stage (`OutputKind::I32`) adding `col_offset` (one i32 per column),
+/// no scale, bias or requantization tables (null, so a kernel that reads them faults).
+pub fn raw_i32_stage(col_offset: *const i32) -> OutputStage {
+    OutputStage {
+        kind: OutputKind::I32,
+        mode: RequantMode::Fp32,
+        col_offset,
+        scale: core::ptr::null(),
+        bias_f32: core::ptr::null(),
+        qmult: core::ptr::null(),
+        out_zero_point: 0,
+        qmin: 0,
+        qmax: 0,
+    }
+}
 
 /// A small deterministic generator (SplitMix64): the kernels crate has no `rand`, and a
 /// fixed, documented sequence keeps every failure reproducible on every platform.

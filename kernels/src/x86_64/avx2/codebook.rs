@@ -11,6 +11,25 @@
 //! `max_abs_table: Some(64)`: with every table value within ±64 a pair is at most
 //! `2·255·64 = 32640 ≤ 32767` (DESIGN.md §2), so nothing saturates and the result is
 //! exact; the driver picks it only for such tables (PoT-4: 64, APoT-4: 10).
+//!
+//! The split-table tiles (`qx8_codebook{4,5}_gemm_4x16c8_split__avx2`) keep that decode
+//! and `vpmaddubsw` for every i8 table (−128..=127, `max_abs_table: None`): each table
+//! value is split as `w = l + 32·h`, `l = w & 31` (0..=31), `h = w >> 5` (−4..=3), two
+//! derived 16-byte tables looked up by the same nibble indexes, and `a·w = a·l + 32·a·h`
+//! for the u8 activation `a` (i8 ones flipped by `XOR 0x80`). A `vpmaddubsw(a, l)` pair
+//! is at most `2·255·31 = 15810`, so the K 0–3 and K 4–7 pairs of a group add in i16
+//! (`≤ 31620 ≤ 32767`) before one `vpmaddwd` by ones widens them; a `vpmaddubsw(a, h)`
+//! pair is at most `2·255·4 = 2040` in magnitude, a group `≤ 4080`, so the `h` products
+//! of 8 groups sum in i16 (`≤ 32640`) and are widened once per 8 groups by `vpmaddwd`
+//! with 32. Nothing saturates and every i16 sum is exact, so the tile is exact.
+//!
+//! Why the table and not the activations is split (the first design split `a = l + 64·h`
+//! the same way, with the same i16 sums): the table split costs four more `vpshufb` per
+//! group, shared by every row of the tile, where the activation split costs six ALU
+//! operations per row and group (`vpand` ×2, `vpandn` ×2, `vpsrlw` ×2). By count, at M = 1
+//! 30 against 32 vector ALU uops per group of 8 K × 16 columns (the ±64 tile: 24), both
+//! with 10 multiplies (±64 tile: 8); from M = 2 on the table split is clearly ahead. (On
+//! the noisy shared host the two were not told apart at M = 1.)
 
 use core::arch::x86_64::*;
 
@@ -51,6 +70,39 @@ pub(crate) fn expand_bits(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel)
 }
 
+/// Decodes one K group of a 16-column panel (`p`: 64 nibble bytes, then with `B5` the
+/// 16-byte bit plane) to i8 weights: `wlo[v]` / `whi[v]` hold columns `8v..8v+8` × K 0–3
+/// / 4–7, four bytes per column. `table` (and `table_hi`, codes 16–31) broadcast to both
+/// lanes, `mask` = `0x0F` bytes.
+///
+/// # Safety
+/// `p` is readable for the group (64 bytes, 80 with `B5`); the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn decode16<const B5: bool>(p: *const u8, table: __m256i, table_hi: __m256i, mask: __m256i, wlo: &mut [__m256i; 2], whi: &mut [__m256i; 2]) {
+    const NR: usize = 16;
+    for v in 0..2 {
+        // SAFETY: within the group (caller): bytes 32v..32v+32 and the plane's 16.
+        let (raw, ml, mh) = unsafe {
+            let raw = _mm256_loadu_si256(p.add(32 * v).cast());
+            if B5 {
+                let plane = p.add(NR * 4);
+                (raw, plane.add(4 * v).cast::<u32>().read_unaligned(), plane.add(NR / 2 + 4 * v).cast::<u32>().read_unaligned())
+            } else {
+                (raw, 0, 0)
+            }
+        };
+        let il = _mm256_and_si256(raw, mask);
+        let ih = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+        wlo[v] = _mm256_shuffle_epi8(table, il);
+        whi[v] = _mm256_shuffle_epi8(table, ih);
+        if B5 {
+            wlo[v] = _mm256_blendv_epi8(wlo[v], _mm256_shuffle_epi8(table_hi, il), expand_bits(ml));
+            whi[v] = _mm256_blendv_epi8(whi[v], _mm256_shuffle_epi8(table_hi, ih), expand_bits(mh));
+        }
+    }
+}
+
 /// # Safety
 /// As [`codebook_tile`], `m ≤ R`.
 #[target_feature(enable = "avx2")]
@@ -72,22 +124,7 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
         let mut acc = [[zero; NV]; R];
         let full = args.k / 8;
         let m = args.m;
-        let decode = |p: *const u8, wlo: &mut [__m256i; NV], whi: &mut [__m256i; NV]| {
-            for v in 0..NV {
-                let raw = _mm256_loadu_si256(p.add(32 * v).cast());
-                let il = _mm256_and_si256(raw, mask);
-                let ih = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
-                wlo[v] = _mm256_shuffle_epi8(table, il);
-                whi[v] = _mm256_shuffle_epi8(table, ih);
-                if B5 {
-                    let plane = p.add(NR * 4);
-                    let ml = expand_bits(plane.add(4 * v).cast::<u32>().read_unaligned());
-                    let mh = expand_bits(plane.add(NR / 2 + 4 * v).cast::<u32>().read_unaligned());
-                    wlo[v] = _mm256_blendv_epi8(wlo[v], _mm256_shuffle_epi8(table_hi, il), ml);
-                    whi[v] = _mm256_blendv_epi8(whi[v], _mm256_shuffle_epi8(table_hi, ih), mh);
-                }
-            }
-        };
+        let decode = |p: *const u8, wlo: &mut [__m256i; NV], whi: &mut [__m256i; NV]| decode16::<B5>(p, table, table_hi, mask, wlo, whi);
         let step = |acc: &mut [__m256i; NV], alo: __m256i, ahi: __m256i, wlo: &[__m256i; NV], whi: &[__m256i; NV]| {
             for v in 0..NV {
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(alo, wlo[v]), ones);
@@ -118,14 +155,26 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
                 step(acc_r, _mm256_set1_epi32(lo), _mm256_set1_epi32(hi), &wlo, &whi);
             }
         }
-        let mut out = [[0i32; NR]; R];
-        for r in 0..R.min(m) {
-            for v in 0..NV {
-                _mm256_storeu_si256(out[r][8 * v..].as_mut_ptr().cast(), acc[r][v]);
-            }
-        }
-        store_tile::<R, NR>(args, &out);
+        store16::<R>(args, &acc);
     }
+}
+
+/// Runs the output stage of the `R × 16` accumulators (`acc[r][v]`: columns `8v..8v+8`).
+///
+/// # Safety
+/// `args` satisfies the [`CodebookArgs`] contract, `m ≤ R`, `n ≤ 16`; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn store16<const R: usize>(args: &CodebookArgs, acc: &[[__m256i; 2]; R]) {
+    let mut out = [[0i32; 16]; R];
+    for (o, a) in out.iter_mut().zip(acc).take(args.m) {
+        for v in 0..2 {
+            // SAFETY: `o[8v..]` holds 8 i32.
+            unsafe { _mm256_storeu_si256(o[8 * v..].as_mut_ptr().cast(), a[v]) };
+        }
+    }
+    // SAFETY: forwarded (caller).
+    unsafe { store_tile::<R, 16>(args, &out) };
 }
 
 /// 4×16 tile, u8 activations.
@@ -159,6 +208,195 @@ pub const QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUke
     table_i16: false,
     extra_features: &[],
     run: [qx8_codebook4_gemm_4x16c8_maddubs_u8a, qx8_codebook4_gemm_4x16c8_maddubs_i8a],
+};
+
+/// The `MR × 16` split tile, exact for every i8 table (−128..=127): the `vpmaddubsw`
+/// tile with each table value split as `w = l + 32·h`, `l = w & 31` (0..=31),
+/// `h = w >> 5` (arithmetic, −4..=3), looked up from two derived 16-byte tables.
+///
+/// Reads `m` rows of `k` activation bytes (not one past `k`), the panel's
+/// `k.div_ceil(8)` groups (64 bytes, or 80 with `B5`), 16 table bytes (32 with `B5`);
+/// writes the `m × n` tile.
+///
+/// # Safety
+/// `args` satisfies the [`CodebookArgs`] contract, `m ≤ MR`, `n ≤ 16`; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn split_tile<const MR: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) {
+    const { assert!(MR == 4) };
+    // SAFETY (each arm): forwarded, exactly m rows (loops of a fixed trip count keep the
+    // accumulators in registers).
+    unsafe {
+        match args.m {
+            1 => store16::<1>(args, &split::<1, FLIP, B5>(args)),
+            2 => store16::<2>(args, &split::<2, FLIP, B5>(args)),
+            3 => store16::<3>(args, &split::<3, FLIP, B5>(args)),
+            _ => store16::<4>(args, &split::<4, FLIP, B5>(args)),
+        }
+    }
+}
+
+/// K groups whose `h` products are summed in i16 before they are widened (see
+/// [`split`]): `SPLIT_BLOCK · 4080 ≤ 32767`.
+const SPLIT_BLOCK: usize = 8;
+const _: () = assert!(SPLIT_BLOCK * 2 * 2 * 255 * 4 <= i16::MAX as usize);
+
+/// The `l` and `h` tables of 16 i8 table entries (`l = w & 31`, `h = w >> 5`), each
+/// broadcast to both lanes.
+///
+/// # Safety
+/// `t` is readable for 16 bytes; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn split_tables(t: *const i8) -> (__m256i, __m256i) {
+    // SAFETY: 16 bytes readable (caller).
+    let w = unsafe { _mm_loadu_si128(t.cast()) };
+    let l = _mm_and_si128(w, _mm_set1_epi8(31));
+    // The top 3 bits of each byte (no byte shifts: a 16-bit one, masked), sign-extended
+    // as `(u ^ 4) − 4`: `(w − l) / 32` exactly.
+    let u = _mm_and_si128(_mm_srli_epi16(w, 5), _mm_set1_epi8(7));
+    let h = _mm_sub_epi8(_mm_xor_si128(u, _mm_set1_epi8(4)), _mm_set1_epi8(4));
+    (_mm256_broadcastsi128_si256(l), _mm256_broadcastsi128_si256(h))
+}
+
+/// Exactness, for any i8 table value `w = l + 32·h` and u8 activation `a` (i8 ones
+/// flipped by `XOR 0x80`):
+/// - `vpmaddubsw(a, l)`: a pair `≤ 2·255·31 = 15810`, so the K 0–3 and K 4–7 pairs of a
+///   group add in i16 (`≤ 31620 ≤ 32767`) before one `vpmaddwd` by ones widens them —
+///   one widening per column pair and group, half of the ±64 tile's.
+/// - `vpmaddubsw(a, h)`: a pair `|·| ≤ 2·255·4 = 2040`, a group `≤ 4080`; summed in i16
+///   over [`SPLIT_BLOCK`] = 8 groups (`≤ 32640 ≤ 32767`), then widened by one `vpmaddwd`
+///   with 32 (`|32·(x + y)| < 2^21`) per block.
+///
+/// Nothing saturates and no i16 sum overflows. The i32 accumulators wrap as the contract
+/// allows (modulo 2^32: exact whenever the true sum fits, which the driver ensures).
+///
+/// Returns the i32 sums of the tile's `R` rows.
+///
+/// # Safety
+/// As [`split_tile`], `R = args.m`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn split<const R: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) -> [[__m256i; 2]; R] {
+    const NV: usize = 2;
+    const NR: usize = 16;
+    let gb = CodebookFormat { nr: NR, bits: if B5 { 5 } else { 4 } }.group_bytes();
+    // SAFETY: reads stay within the contract's ranges (full groups: 8 bytes at
+    // k0 ≤ k − 8; tail: k − k0 bytes; the panel's groups; both 16-byte table halves with
+    // `B5`); rows < m only.
+    unsafe {
+        let (tl, th) = split_tables(args.table);
+        let (tl1, th1) = if B5 { split_tables(args.table.add(16)) } else { (tl, th) };
+        let mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let s32 = _mm256_set1_epi16(32);
+        let flip = _mm256_set1_epi8(-128);
+        let zero = _mm256_setzero_si256();
+        let mut acc = [[zero; NV]; R];
+        let full = args.k / 8;
+        let a0 = args.a;
+        // Column vector `v` of a group: [l of K 0–3, l of K 4–7, h of K 0–3, h of K 4–7].
+        let decode = |p: *const u8, v: usize| {
+            let raw = _mm256_loadu_si256(p.add(32 * v).cast());
+            let il = _mm256_and_si256(raw, mask);
+            let ih = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+            let look = |t0: __m256i, t1: __m256i, idx: __m256i, sel: Option<__m256i>| {
+                let x = _mm256_shuffle_epi8(t0, idx);
+                match sel {
+                    Some(sel) => _mm256_blendv_epi8(x, _mm256_shuffle_epi8(t1, idx), sel),
+                    None => x,
+                }
+            };
+            let (sl, sh) = if B5 {
+                let plane = p.add(NR * 4);
+                (
+                    Some(expand_bits(plane.add(4 * v).cast::<u32>().read_unaligned())),
+                    Some(expand_bits(plane.add(NR / 2 + 4 * v).cast::<u32>().read_unaligned())),
+                )
+            } else {
+                (None, None)
+            };
+            [look(tl, tl1, il, sl), look(tl, tl1, ih, sh), look(th, th1, il, sl), look(th, th1, ih, sh)]
+        };
+        let step = |acc: &mut __m256i, hacc: &mut __m256i, alo: __m256i, ahi: __m256i, w: &[__m256i; 4]| {
+            let pl = _mm256_add_epi16(_mm256_maddubs_epi16(alo, w[0]), _mm256_maddubs_epi16(ahi, w[1]));
+            let ph = _mm256_add_epi16(_mm256_maddubs_epi16(alo, w[2]), _mm256_maddubs_epi16(ahi, w[3]));
+            *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(pl, ones));
+            *hacc = _mm256_add_epi16(*hacc, ph);
+        };
+        let widen = |acc: &mut [[__m256i; NV]; R], hacc: &mut [[__m256i; NV]; R], v0: usize, v1: usize| {
+            for (a, h) in acc.iter_mut().zip(hacc.iter_mut()) {
+                for v in v0..v1 {
+                    a[v] = _mm256_add_epi32(a[v], _mm256_madd_epi16(h[v], s32));
+                    h[v] = zero;
+                }
+            }
+        };
+        let word = |p: *const u8| {
+            let a = _mm256_set1_epi32(p.cast::<i32>().read_unaligned());
+            if FLIP { _mm256_xor_si256(a, flip) } else { a }
+        };
+        let mut hacc = [[zero; NV]; R];
+        // Columns `8·v0..8·v1` over all of K.
+        let run = |v0: usize, v1: usize, acc: &mut [[__m256i; NV]; R], hacc: &mut [[__m256i; NV]; R]| {
+            let mut g0 = 0;
+            while g0 < full {
+                let g1 = full.min(g0 + SPLIT_BLOCK);
+                for g in g0..g1 {
+                    for v in v0..v1 {
+                        let w = decode(args.b.add(g * gb), v);
+                        for (r, (a, h)) in acc.iter_mut().zip(hacc.iter_mut()).enumerate() {
+                            let p = a0.add(r * args.lda + 8 * g);
+                            step(&mut a[v], &mut h[v], word(p), word(p.add(4)), &w);
+                        }
+                    }
+                }
+                widen(acc, hacc, v0, v1);
+                g0 = g1;
+            }
+            let kn = args.k - 8 * full;
+            if kn > 0 {
+                for v in v0..v1 {
+                    let w = decode(args.b.add(full * gb), v);
+                    for (r, (a, h)) in acc.iter_mut().zip(hacc.iter_mut()).enumerate() {
+                        let (lo, hi) = a_tail_words::<FLIP>(a0.add(r * args.lda + 8 * full), kn);
+                        step(&mut a[v], &mut h[v], _mm256_set1_epi32(lo), _mm256_set1_epi32(hi), &w);
+                    }
+                }
+                widen(acc, hacc, v0, v1);
+            }
+        };
+        if R <= 2 {
+            // Both column vectors per group: the activation split is shared by both.
+            run(0, NV, &mut acc, &mut hacc);
+        } else {
+            // One column vector at a time over all of K: its R i32 and R i16 sums and
+            // four decoded registers fit the 16 ymm at four rows (both vectors' do not);
+            // the activation broadcasts are loaded twice (loads, no ALU).
+            for v in 0..NV {
+                run(v, v + 1, &mut acc, &mut hacc);
+            }
+        }
+        acc
+    }
+}
+
+/// `qx8_codebook4_gemm_4x16c8_split__avx2`: 4 rows × 16 columns, exact for any i8 table
+/// (split table, `vpmaddubsw`).
+pub const QX8_CODEBOOK4_GEMM_4X16C8_SPLIT__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_gemm_4x16c8_split__avx2",
+    max_abs_table: None,
+    run: [split_tile::<4, false, false>, split_tile::<4, true, false>],
+    // The layout, tile and activation offset of the ±64 tile.
+    ..QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2
+};
+
+/// `qx8_codebook5_gemm_4x16c8_split__avx2`: the split tile on 5-bit codes (a 32-level
+/// codebook reaching ±127), exact for any i8 table.
+pub const QX8_CODEBOOK5_GEMM_4X16C8_SPLIT__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook5_gemm_4x16c8_split__avx2",
+    max_abs_table: None,
+    run: [split_tile::<4, false, true>, split_tile::<4, true, true>],
+    ..QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2
 };
 
 /// The exact `MR × 8` tile (one ymm of nibbles per K group): decoded weights as i16
@@ -415,6 +653,8 @@ pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
     QX8_CODEBOOK4_I16_GEMM_4X8C8__AVX2,
     QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2,
     QX8_CODEBOOK4_GEMM_4X8C8__AVX2,
+    QX8_CODEBOOK4_GEMM_4X16C8_SPLIT__AVX2,
+    QX8_CODEBOOK5_GEMM_4X16C8_SPLIT__AVX2,
     QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2,
     QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2,
 ];

@@ -1,0 +1,115 @@
+//! The exactness tester of the i8-table lookup codebook kernels ([`CodebookUkernel`] with
+//! `family: Lut`, `table_i16: false`), called directly on panels packed by
+//! [`pack_codebook`]: every tile height `m ≤ MR`, widths `1, NR − 1, NR`, K tails and
+//! long K (below, at and past a kernel's internal block lengths), u8 and i8 activations
+//! (random and all at 0 / 255 / −128 / 127), and tables over the kernel's whole range —
+//! for a kernel without a table bound both ends of i8, −128 and 127, included. The raw
+//! i32 output (`OutputKind::I32`, zero column offsets) must equal the i64 reference
+//! [`codebook_gemm_i64`] modulo 2^32: the kernel contract's wrapping sum, exact whenever
+//! the true value fits (the driver's overflow policy, tested through the public API).
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::{Rng, raw_i32_stage};
+use crate::pack::pack_codebook;
+use crate::reference::codebook_gemm_i64;
+use crate::types::{CodebookArgs, CodebookFamily, CodebookUkernel};
+
+/// What [`check_codebook_ukernel`] covered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CodebookTestSummary {
+    /// Kernel calls compared.
+    pub calls: usize,
+    /// Output values compared.
+    pub values: usize,
+}
+
+/// Runs `kernel` against the reference; panics on the first value that differs, naming
+/// the case. Panics if `kernel` is not an i8-table lookup kernel.
+///
+/// # Safety
+/// The CPU supports the kernel's ISA and its `extra_features`.
+pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSummary {
+    assert!(kernel.family == CodebookFamily::Lut && !kernel.table_i16, "{}: not an i8-table lookup kernel", kernel.name);
+    let mut rng = Rng::new(Rng::seed_from_str(kernel.name));
+    let mut sum = CodebookTestSummary::default();
+    let (mr, nr, fmt) = (kernel.mr, kernel.format.nr, kernel.format);
+    let ncodes = 1usize << kernel.bits;
+    let bound = kernel.max_abs_table.unwrap_or(128);
+    let (lo, hi) = (-bound.min(128), bound.min(127));
+    let mut ks: Vec<usize> = (1..=17).collect();
+    // Past 2^31 / (255·128) ≈ 65794 the extreme sums wrap: the i32 bound, crossed.
+    ks.extend([31, 63, 64, 65, 127, 128, 129, 513, 1031, 66_001]);
+    // Tables: random over the range; alternating ends; every entry at one end.
+    let tables: Vec<[i8; 32]> = vec![
+        core::array::from_fn(|_| (lo + rng.below((hi - lo + 1) as usize) as i32) as i8),
+        core::array::from_fn(|c| if c % 2 == 0 { lo as i8 } else { hi as i8 }),
+        [lo as i8; 32],
+        [hi as i8; 32],
+        core::array::from_fn(|c| (lo + (c as i32 * 37) % (hi - lo + 1)) as i8),
+    ];
+    let zeros = vec![0i32; nr];
+    for (ti, table) in tables.iter().enumerate() {
+        let levels: Vec<i16> = table.iter().map(|&v| v as i16).collect();
+        for &k in &ks {
+            for n in [1, nr - 1, nr] {
+                let extreme = rng.chance(1, 4);
+                let codes: Vec<u8> = (0..k * n).map(|_| if extreme { (ncodes - 1) as u8 } else { rng.below(ncodes) as u8 }).collect();
+                let mut b = vec![0u8; fmt.packed_bytes(k, n)];
+                pack_codebook(fmt, k, n, |kk, j| codes[kk * n + j], &mut b);
+                for signed in [false, true] {
+                    // Activation bit patterns: random, or one extreme everywhere.
+                    let fill: Option<u8> = match if k > 65_536 { 1 } else { rng.below(6) } {
+                        0 => Some(0),
+                        1 => Some(0xFF),
+                        2 => Some(if signed { 0x80 } else { 0x01 }),
+                        3 => Some(if signed { 0x7F } else { 0x80 }),
+                        _ => None,
+                    };
+                    let lda = k + rng.below(3);
+                    let a: Vec<u8> = (0..mr * lda).map(|_| fill.unwrap_or_else(|| rng.next_u64() as u8)).collect();
+                    let off = kernel.a_offset[signed as usize];
+                    let mut want = vec![0i64; mr * n];
+                    if signed {
+                        let ai: Vec<i8> = a.iter().map(|&v| v as i8).collect();
+                        codebook_gemm_i64(mr, n, k, &ai, lda, -off, |kk, j| codes[kk * n + j], &levels, &mut want, n);
+                    } else {
+                        codebook_gemm_i64(mr, n, k, &a, lda, -off, |kk, j| codes[kk * n + j], &levels, &mut want, n);
+                    }
+                    for m in 1..=mr {
+                        let ldc = n + 1;
+                        let mut c = vec![0x5A5A_5A5Ai32; m * ldc];
+                        let args = CodebookArgs {
+                            m,
+                            n,
+                            k,
+                            a: a.as_ptr(),
+                            lda,
+                            b: b.as_ptr(),
+                            table: table.as_ptr(),
+                            table16: core::ptr::null(),
+                            c: c.as_mut_ptr().cast(),
+                            ldc,
+                            out: raw_i32_stage(zeros.as_ptr()),
+                        };
+                        // SAFETY: A holds `m ≤ MR` rows of `lda ≥ k` bytes, the panel its
+                        // packed bytes, the table 32 entries, C `m` rows of `ldc ≥ n`; the
+                        // CPU feature is the caller's.
+                        unsafe { (kernel.run[signed as usize])(&args) };
+                        for i in 0..m {
+                            for j in 0..ldc {
+                                let got = c[i * ldc + j];
+                                let exp = if j < n { want[i * n + j] as i32 } else { 0x5A5A_5A5A };
+                                assert_eq!(got, exp, "{}: C[{i}][{j}] m={m} n={n} k={k} table #{ti} a_signed={signed} fill={fill:?}", kernel.name);
+                            }
+                        }
+                        sum.calls += 1;
+                        sum.values += m * n;
+                    }
+                }
+            }
+        }
+    }
+    sum
+}
