@@ -30,10 +30,10 @@ mod x86 {
     use std::time::{Duration, Instant};
 
     use qkern::bench::{self, Shape};
-    use qkern::{Activations, Context, Isa, MatrixMut, MatrixRef, PackedWeights, RequantMode, WeightQuant};
+    use qkern::{Activations, Context, Isa, MatrixMut, MatrixRef, PackedWeights, WeightQuant};
     use qkern_kernels::pack::pack_b_kgroups;
     use qkern_kernels::x86_64::avx2::{QX8_GEMM_4X16C4_MADDUBS__AVX2, QX8_GEMM_6X16C2__AVX2, peak};
-    use qkern_kernels::{GemmArgs, GemmUkernel, OutputKind, OutputStage};
+    use qkern_kernels::{GemmArgs, GemmUkernel, OutputStage};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -104,17 +104,7 @@ mod x86 {
             b_zero_point: std::ptr::null(),
             c: c.as_mut_ptr().cast(),
             ldc: nr,
-            out: OutputStage {
-                kind: OutputKind::I32,
-                mode: RequantMode::Fp32,
-                col_offset: col_offset.as_ptr(),
-                scale: std::ptr::null(),
-                bias_f32: std::ptr::null(),
-                qmult: std::ptr::null(),
-                out_zero_point: 0,
-                qmin: 0,
-                qmax: 0,
-            },
+            out: OutputStage::raw_i32(col_offset.as_ptr()),
         };
         let ops = 2.0 * (mr * nr * k) as f64;
         let calls = ((SAMPLE_SECS * 150e9 / ops) as usize).max(1); // ~SAMPLE_SECS at 150 GOPS

@@ -218,6 +218,25 @@ pub struct OutputStage {
     pub qmax: i32,
 }
 
+impl OutputStage {
+    /// The raw i32 stage (`OutputKind::I32`) adding `col_offset` (one i32 per column):
+    /// no scale, bias or requantization tables (null, so a kernel that reads them
+    /// faults). What the testers and benchmarks that call a kernel directly use.
+    pub const fn raw_i32(col_offset: *const i32) -> OutputStage {
+        OutputStage {
+            kind: OutputKind::I32,
+            mode: RequantMode::Fp32,
+            col_offset,
+            scale: core::ptr::null(),
+            bias_f32: core::ptr::null(),
+            qmult: core::ptr::null(),
+            out_zero_point: 0,
+            qmin: 0,
+            qmax: 0,
+        }
+    }
+}
+
 /// Arguments of one GEMM microkernel call: one `m ≤ MR` × `n ≤ NR` tile over K.
 ///
 /// The kernel computes, for `i < m`, `j < n`,

@@ -122,7 +122,7 @@ pub unsafe fn run_tile_i32(
     b_stored: &[i8],
     k: usize,
 ) -> Vec<i32> {
-    use qkern_kernels::{GemmArgs, OutputKind, OutputStage, RequantMode, pack::pack_b_kgroups};
+    use qkern_kernels::{GemmArgs, OutputStage, pack::pack_b_kgroups};
     let (mr, nr) = (kernel.mr, kernel.nr());
     assert_eq!((a.len(), b_stored.len()), (mr * k, k * nr));
     let mut packed = vec![0u8; kernel.format.packed_bytes(k, nr)];
@@ -140,17 +140,7 @@ pub unsafe fn run_tile_i32(
         b_zero_point: std::ptr::null(),
         c: c.as_mut_ptr().cast(),
         ldc: nr,
-        out: OutputStage {
-            kind: OutputKind::I32,
-            mode: RequantMode::Fp32,
-            col_offset: col_offset.as_ptr(),
-            scale: std::ptr::null(),
-            bias_f32: std::ptr::null(),
-            qmult: std::ptr::null(),
-            out_zero_point: 0,
-            qmin: 0,
-            qmax: 0,
-        },
+        out: OutputStage::raw_i32(col_offset.as_ptr()),
     };
     let f = kernel.run[a_signed as usize][1].expect("an entry for i8-stored weights");
     // SAFETY: the CPU runs the kernel's ISA (caller). `args` is one full tile: `mr` rows

@@ -11,10 +11,10 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{Rng, raw_i32_stage};
+use super::Rng;
 use crate::pack::pack_codebook;
 use crate::reference::codebook_gemm_i64;
-use crate::types::{CodebookArgs, CodebookFamily, CodebookUkernel};
+use crate::types::{CodebookArgs, CodebookFamily, CodebookUkernel, OutputStage};
 
 /// What [`check_codebook_ukernel`] covered.
 #[derive(Clone, Copy, Debug, Default)]
@@ -91,7 +91,7 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
                             table16: core::ptr::null(),
                             c: c.as_mut_ptr().cast(),
                             ldc,
-                            out: raw_i32_stage(zeros.as_ptr()),
+                            out: OutputStage::raw_i32(zeros.as_ptr()),
                         };
                         // SAFETY: A holds `m ≤ MR` rows of `lda ≥ k` bytes, the panel its
                         // packed bytes, the table 32 entries, C `m` rows of `ldc ≥ n`; the

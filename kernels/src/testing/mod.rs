@@ -35,22 +35,6 @@ use crate::types::{
     RequantMode,
 };
 
-/// The raw i32 output stage (`OutputKind::I32`) adding `col_offset` (one i32 per column),
-/// no scale, bias or requantization tables (null, so a kernel that reads them faults).
-pub fn raw_i32_stage(col_offset: *const i32) -> OutputStage {
-    OutputStage {
-        kind: OutputKind::I32,
-        mode: RequantMode::Fp32,
-        col_offset,
-        scale: core::ptr::null(),
-        bias_f32: core::ptr::null(),
-        qmult: core::ptr::null(),
-        out_zero_point: 0,
-        qmin: 0,
-        qmax: 0,
-    }
-}
-
 /// A small deterministic generator (SplitMix64): the kernels crate has no `rand`, and a
 /// fixed, documented sequence keeps every failure reproducible on every platform.
 #[derive(Clone, Debug)]

@@ -251,17 +251,7 @@ fn short_tiles_split_k_exactly() {
                                 b_zero_point: core::ptr::null(),
                                 c: c[GUARD..].as_mut_ptr().cast(),
                                 ldc,
-                                out: OutputStage {
-                                    kind: OutputKind::I32,
-                                    mode: RequantMode::Fp32,
-                                    col_offset: zeros.as_ptr(),
-                                    scale: core::ptr::null(),
-                                    bias_f32: core::ptr::null(),
-                                    qmult: core::ptr::null(),
-                                    out_zero_point: 0,
-                                    qmin: 0,
-                                    qmax: 0,
-                                },
+                                out: OutputStage::raw_i32(zeros.as_ptr()),
                             };
                             // SAFETY: the CPU has the ISA (`runnable`); rows 0..m of A hold k bytes
                             // (stride lda); the panel holds k4·nr·4 bytes; col_offset has
