@@ -155,7 +155,7 @@ impl PwlqPacked {
     /// the code of field `f` (`2^(b+1)` entries: 32, 128 or 512). See the module docs.
     pub fn dequant_table(&self, channel: usize) -> Result<Vec<f32>> {
         let ch = self.channel_at(channel)?;
-        Ok((0..1u16 << (self.bits + 1)).map(|f| dequantize_value(field_to_code(f, self.q_max, self.bits), self.q_max, ch)).collect())
+        Ok((0..1u16 << (self.bits + 1)).map(|f| self.field_value(ch, f)).collect())
     }
 
     /// Dequantizes every channel into `out` (`N·K` floats, channel-major: `out[n·K + k]`),
@@ -183,8 +183,8 @@ impl PwlqPacked {
         if self.bits == 4 {
             // On the stack, not `dequant_table`'s Vec: a consumer calls this per channel
             // of a cache-resident row, and at K = 4096 the Vec cost ~60 ns a call, a third
-            // of the AVX-512 kernel's time. The same entries: `dequantize_value` per field.
-            let lut: [f32; 32] = core::array::from_fn(|f| dequantize_value(field_to_code(f as u16, self.q_max, 4), self.q_max, ch));
+            // of the AVX-512 kernel's time. The same entries.
+            let lut: [f32; 32] = core::array::from_fn(|f| self.field_value(ch, f as u16));
             let (v, r) = planes(self, channel);
             run4_f32(tier(ctx.kernels().isa), v, r, &lut, out);
         } else {
@@ -218,6 +218,12 @@ impl PwlqPacked {
             run4_i8(t, v, r, table, &mut out[c * self.k..(c + 1) * self.k]);
         }
         Ok(())
+    }
+
+    /// Entry `f` of a channel's dequantization table: [`dequantize_value`] of the code of
+    /// field `f`.
+    fn field_value(&self, ch: &PwlqChannel, f: u16) -> f32 {
+        dequantize_value(field_to_code(f, self.q_max, self.bits), self.q_max, ch)
     }
 
     /// Channel `channel`'s parameters, or an error naming the argument.
