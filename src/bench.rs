@@ -253,6 +253,10 @@ pub struct GemmCase {
     a: Vec<u8>,
     b: Vec<i8>,
     w: PackedWeights,
+    /// Extra identical copies of `w` that [`GemmCase::run`] rotates through with `w`
+    /// ([`GemmCase::with_weight_copies`]); empty for hot weights.
+    copies: Vec<PackedWeights>,
+    next: usize,
     c: Vec<i32>,
 }
 
@@ -284,7 +288,7 @@ impl GemmCase {
         let w = PackedWeights::new_in(ctx, MatrixRef::new(&b, k, n), WeightQuant::per_tensor(0, 0.01))?;
         // Non-zero so the pages are mapped now, not during the first timed call.
         let c = try_vec("C", m * n, 1i32)?;
-        Ok(GemmCase { shape: shape.clone(), ctx: ctx.clone(), a, b, w, c })
+        Ok(GemmCase { shape: shape.clone(), ctx: ctx.clone(), a, b, w, copies: Vec::new(), next: 0, c })
     }
 
     /// The shape.
@@ -308,11 +312,24 @@ impl GemmCase {
         self.w.packed_bytes()
     }
 
-    /// One GEMM call.
+    /// The same case over `copies` identical copies of the packed weights, one per call
+    /// in turn (see [`cold_copies`]).
+    pub fn with_weight_copies(mut self, copies: usize) -> Result<GemmCase> {
+        self.copies = clone_copies(&self.w, self.w.packed_bytes(), copies)?;
+        Ok(self)
+    }
+
+    /// Copies of the packed weights the calls rotate through (1: hot weights).
+    pub fn weight_copies(&self) -> usize {
+        1 + self.copies.len()
+    }
+
+    /// One GEMM call (on the next copy of the weights, when there are several).
     pub fn run(&mut self) -> Result<()> {
         let (m, n, k) = (self.shape.m, self.shape.n, self.shape.k);
         let a = Activations::new(MatrixRef::new(&self.a, m, k), A_ZERO_POINT, 0.02);
-        self.ctx.gemm_i32(a, &self.w, None, MatrixMut::new(&mut self.c, m, n))
+        let w = rotate(&self.w, &self.copies, &mut self.next);
+        self.ctx.gemm_i32(a, w, None, MatrixMut::new(&mut self.c, m, n))
     }
 
     /// Checks up to 64 entries of the last result (corners and pseudo-random ones)
@@ -341,6 +358,34 @@ impl GemmCase {
         }
         Ok(())
     }
+}
+
+/// How many copies of `bytes` of weights make a rotation that no cache level holds: at
+/// least twice the L3 (sysfs, 32 MiB where it does not say), so that each call reads its
+/// weights from DRAM, as an inference engine streaming a model's layers does. Capped at
+/// 1 GiB in all; 1 when one copy is already that large.
+pub fn cold_copies(bytes: usize) -> usize {
+    let l3 = crate::peak::cache_sizes().1.unwrap_or(32 << 20);
+    let want = (2 * l3).div_ceil(bytes.max(1));
+    want.clamp(1, ((1usize << 30) / bytes.max(1)).max(1))
+}
+
+/// `copies − 1` clones of `w` (`bytes` each, for the error), allocation failures as errors.
+fn clone_copies<W: Clone>(w: &W, bytes: usize, copies: usize) -> Result<Vec<W>> {
+    let extra = copies.saturating_sub(1);
+    let mut v = crate::error::try_vec_with_capacity(Some(extra), || format!("{extra} weight copies"))?;
+    if extra.checked_mul(bytes).is_none_or(|total| total > 1 << 30) {
+        return Err(Error::InvalidParameter(format!("{copies} copies of {bytes} bytes of weights exceed the 1 GiB cap")));
+    }
+    v.extend((0..extra).map(|_| w.clone()));
+    Ok(v)
+}
+
+/// The weights of the next call: `first`, then each of `rest`, round robin.
+fn rotate<'a, W>(first: &'a W, rest: &'a [W], next: &mut usize) -> &'a W {
+    let i = *next;
+    *next = if i >= rest.len() { 0 } else { i + 1 };
+    if i == 0 { first } else { &rest[i - 1] }
 }
 
 /// A depthwise convolution benchmark layer (batch 1, square kernel, symmetric padding),
@@ -528,6 +573,9 @@ pub struct CodebookCase {
     a: Vec<u8>,
     codes: crate::quant::PackedCodes,
     w: crate::codebook::CodebookWeights,
+    /// Extra identical copies of `w` for cold-weight timing, as in [`GemmCase`].
+    copies: Vec<crate::codebook::CodebookWeights>,
+    next: usize,
     c: Vec<i32>,
 }
 
@@ -564,7 +612,7 @@ impl CodebookCase {
             None => crate::codebook::CodebookWeights::new_in(ctx, &codes)?,
         };
         let c = try_vec("C", m * n, 1i32)?;
-        Ok(CodebookCase { shape: shape.clone(), ctx: ctx.clone(), a, codes, w, c })
+        Ok(CodebookCase { shape: shape.clone(), ctx: ctx.clone(), a, codes, w, copies: Vec::new(), next: 0, c })
     }
 
     /// What runs at this M: the codebook kernel, or the decoder and the int8 GEMM kernel
@@ -581,15 +629,35 @@ impl CodebookCase {
     /// The same case on the in-register codebook kernel at every M (the decoded path
     /// off), to time both paths side by side.
     pub fn without_decode(mut self) -> CodebookCase {
-        self.w = self.w.with_decode_min_m(usize::MAX);
+        for w in std::iter::once(&mut self.w).chain(&mut self.copies) {
+            w.set_decode_min_m(usize::MAX);
+        }
         self
     }
 
-    /// One call.
+    /// Bytes of packed codes one call streams.
+    pub fn weight_bytes(&self) -> usize {
+        self.w.packed_bytes()
+    }
+
+    /// Copies of the packed codes the calls rotate through (1: hot weights).
+    pub fn weight_copies(&self) -> usize {
+        1 + self.copies.len()
+    }
+
+    /// The same case over `copies` identical copies of the packed codes, one per call in
+    /// turn (see [`cold_copies`]).
+    pub fn with_weight_copies(mut self, copies: usize) -> Result<CodebookCase> {
+        self.copies = clone_copies(&self.w, self.w.packed_bytes(), copies)?;
+        Ok(self)
+    }
+
+    /// One call (on the next copy of the codes, when there are several).
     pub fn run(&mut self) -> Result<()> {
         let (m, n, k) = (self.shape.m, self.shape.n, self.shape.k);
         let a = Activations::new(MatrixRef::new(&self.a, m, k), A_ZERO_POINT, 0.02);
-        self.ctx.codebook_gemm_i32(a, &self.w, None, MatrixMut::new(&mut self.c, m, n))
+        let w = rotate(&self.w, &self.copies, &mut self.next);
+        self.ctx.codebook_gemm_i32(a, w, None, MatrixMut::new(&mut self.c, m, n))
     }
 
     /// Checks up to 64 entries of the last result against a plain decode-and-multiply.
@@ -979,6 +1047,40 @@ mod tests {
             if calls == 3 { Err("boom") } else { Ok(()) }
         });
         assert_eq!((r, calls), (Err("boom"), 3));
+    }
+
+    #[test]
+    fn cold_copies_outgrow_the_l3_and_rotate_in_turn() {
+        let l3 = crate::peak::cache_sizes().1.unwrap_or(32 << 20);
+        for bytes in [1, 4096, 8 << 20, 45 << 20, 2 << 30] {
+            let n = cold_copies(bytes);
+            assert!(n >= 1);
+            // Twice the L3 in all, unless that would pass the 1 GiB cap.
+            assert!(n * bytes >= (2 * l3).min(1 << 30) || n == 1, "{bytes} bytes: {n} copies");
+            assert!(n == 1 || n * bytes <= 1 << 30, "{bytes} bytes: {n} copies");
+        }
+        let (first, rest) = (0, [1, 2]);
+        let mut next = 0;
+        let seen: Vec<i32> = (0..7).map(|_| *rotate(&first, &rest, &mut next)).collect();
+        assert_eq!(seen, [0, 1, 2, 0, 1, 2, 0]);
+        assert!(clone_copies(&0u8, 1 << 30, 3).is_err());
+        assert_eq!(clone_copies(&7u8, 1, 3).unwrap(), [7, 7]);
+
+        // A cold case computes what the hot one does, whichever copy ran last.
+        let ctx = Context::new().unwrap();
+        let shape = find_shape("1x40x70").unwrap();
+        let mut c = CodebookCase::new(&ctx, &shape, "codebook4", 3).unwrap().with_weight_copies(3).unwrap();
+        assert_eq!(c.weight_copies(), 3);
+        for _ in 0..4 {
+            c.run().unwrap();
+            c.check().unwrap();
+        }
+        let mut g = GemmCase::new(&ctx, &shape, 3).unwrap().with_weight_copies(2).unwrap();
+        assert_eq!(g.weight_copies(), 2);
+        for _ in 0..3 {
+            g.run().unwrap();
+            g.check().unwrap();
+        }
     }
 
     #[test]

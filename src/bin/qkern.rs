@@ -105,6 +105,12 @@ struct BenchArgs {
     /// Default: all of them.
     #[arg(long = "conv", value_name = "NAME", value_parser = parse_dw)]
     convs: Vec<DwShape>,
+    /// With `--op codebook`: time cold weights. Each case rotates through enough copies
+    /// of its packed weights (at least twice the L3) that every call reads them from
+    /// DRAM, as an engine streaming a model's layers does. Without it, weights that fit
+    /// in the L3 stay there between calls (hot).
+    #[arg(long)]
+    cold: bool,
 }
 
 impl BenchArgs {
@@ -331,6 +337,9 @@ impl Row {
 }
 
 fn run_bench(args: BenchArgs) -> Result<(), String> {
+    if args.cold && args.op() != Op::Codebook {
+        return Err("--cold times the codebook cases (use --op codebook with it)".into());
+    }
     match args.op() {
         Op::Conv => return run_bench_conv(args),
         Op::Dwconv => return run_dw_bench(args),
@@ -548,7 +557,11 @@ fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
     );
     for (i, shape) in shapes.iter().enumerate() {
         let seed = 0x9e37_79b9 + i as u64;
-        let mut g = GemmCase::new(&ctx, shape, seed).map_err(|e| format!("{shape}: {e}"))?;
+        // With --cold, every case rotates through copies of its weights (1 when hot).
+        let copies = |bytes: usize| if args.cold { bench::cold_copies(bytes) } else { 1 };
+        let g = GemmCase::new(&ctx, shape, seed).map_err(|e| format!("{shape}: {e}"))?;
+        let n = copies(g.weight_bytes());
+        let mut g = g.with_weight_copies(n).map_err(|e| format!("{shape}: {e}"))?;
         // (scheme, family, case); a family that cannot run the scheme has no row.
         let mut cases = Vec::new();
         for scheme in bench::CODEBOOK_SCHEMES {
@@ -569,6 +582,27 @@ fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
                 }
             }
         }
+        let cases = cases
+            .into_iter()
+            .map(|(scheme, family, c)| {
+                let n = copies(c.weight_bytes());
+                c.with_weight_copies(n).map(|c| (scheme, family, c)).map_err(|e| format!("{shape} {scheme}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if args.cold {
+            let mut sizes: Vec<(usize, usize)> = cases.iter().map(|(_, _, c)| (c.weight_copies(), c.weight_bytes())).collect();
+            sizes.sort_unstable();
+            sizes.dedup();
+            let sizes: Vec<String> = sizes.iter().map(|&(n, b)| format!("{n} × {:.1} MiB", b as f64 / (1 << 20) as f64)).collect();
+            println!(
+                "{:<10} cold weights, rotated per call: int8 {} × {:.1} MiB; codes {}",
+                shape.name,
+                g.weight_copies(),
+                g.weight_bytes() as f64 / (1 << 20) as f64,
+                sizes.join(", ")
+            );
+        }
+        let mut cases = cases;
         let mut tg = Vec::new();
         let mut tc: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
         for _ in 0..ROUNDS {
@@ -604,7 +638,11 @@ fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
             line(scheme, family, &c.kernel_name(), median(t));
         }
     }
-    println!("u8 activations (zero point 128), i32 output; median of {ROUNDS} interleaved rounds; isa cap {}", ctx.kernels().isa.name());
+    println!(
+        "u8 activations (zero point 128), i32 output; median of {ROUNDS} interleaved rounds; {} weights; isa cap {}",
+        if args.cold { "cold (from DRAM)" } else { "hot (cache-resident where they fit)" },
+        ctx.kernels().isa.name()
+    );
     Ok(())
 }
 
@@ -766,6 +804,11 @@ mod tests {
         // An explicit `all` with an option of one family is refused, naming the option.
         let err = run_all(bench_args(&["--op", "all", "--shape", "sq256"])).unwrap_err();
         assert!(err.contains("--shape"), "{err}");
+        // Cold weights are a codebook-table option; elsewhere they are refused, not ignored.
+        for argv in [&["--cold"][..], &["--cold", "--op", "gemm"], &["--cold", "--op", "dwconv"]] {
+            let err = run_bench(bench_args(argv)).unwrap_err();
+            assert!(err.contains("--cold"), "{err}");
+        }
     }
 
     #[test]

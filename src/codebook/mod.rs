@@ -369,10 +369,15 @@ impl CodebookWeights {
     /// No effect on weights without that path ([`CodebookWeights::decode_kernels`] is
     /// `None`). The default is the measured crossover of the tier.
     pub fn with_decode_min_m(mut self, min_m: usize) -> Self {
+        self.set_decode_min_m(min_m);
+        self
+    }
+
+    /// In place, as [`CodebookWeights::with_decode_min_m`].
+    pub(crate) fn set_decode_min_m(&mut self, min_m: usize) {
         if let Some(p) = &mut self.decode {
             p.min_m = min_m.max(1);
         }
-        self
     }
 
     /// The row count from which a call takes the decoded path, if these weights have one.
