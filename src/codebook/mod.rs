@@ -242,22 +242,16 @@ impl CodebookWeights {
                 family.name()
             )));
         }
-        let fits = |k: &&CodebookUkernel| k.bits == codes.level_set().bits().max(4) && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x);
-        let i8_table = cands.iter().filter(|k| !wide && !k.table_i16).find(fits);
-        let i16_table = cands.iter().filter(|k| k.table_i16).find(fits);
-        // An i8 grid takes an i8-table kernel, unless none of this tier holds it: then the
-        // tier's i16-table kernel beats the portable one. AVX2 5-bit grids beyond ±64 also
-        // take the i16-table kernel: its only i8-table kernel for them, the split-table
-        // `qx8_codebook5_gemm_4x16c8_split__avx2` (four lookups and four blends per 32
-        // codes), measured no faster (N = K = 4096: M = 1 0.81 vs 0.77 ms, M = 4 1.81 vs
-        // 1.65 ms, M = 8 3.40 vs 3.14 ms).
-        let split5 = |a: &CodebookUkernel| a.isa == Isa::Avx2 && a.bits == 5 && a.max_abs_table.is_none();
-        let kernel = match (i8_table, i16_table) {
-            (Some(a), Some(b)) if b.isa > a.isa || (b.isa == a.isa && split5(a)) => b,
-            (Some(a), _) => a,
-            (None, Some(b)) => b,
-            (None, None) => return Err(Error::Internal("no unconditional codebook kernel registered".into())),
-        };
+        // The candidates come best first (each tier's registration list orders its own
+        // kernels; a higher tier's come before a lower one's, the portable ones last):
+        // the first that runs the codes exactly. A grid beyond int8 needs an i16-table
+        // kernel; an i8 grid takes the tier's i8-table kernel where one holds its bound,
+        // else the tier's i16-table one, which beats any lower tier's.
+        let bits = codes.level_set().bits().max(4);
+        let kernel = cands
+            .iter()
+            .find(|k| k.bits == bits && (k.table_i16 || !wide) && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x))
+            .ok_or_else(|| Error::Internal("no unconditional codebook kernel registered".into()))?;
         let kernel = *kernel;
         Ok(Self::pack(ctx, kernel, codes, &tables))
     }
