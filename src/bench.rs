@@ -595,6 +595,25 @@ impl CodebookCase {
         seed: u64,
         family: Option<crate::codebook::CodebookFamily>,
     ) -> Result<CodebookCase> {
+        Self::build(ctx, shape, scheme, seed, |codes| match family {
+            Some(f) => crate::codebook::CodebookWeights::with_family(ctx, codes, f),
+            None => crate::codebook::CodebookWeights::new_in(ctx, codes),
+        })
+    }
+
+    /// As [`CodebookCase::new`], packed for the kernel named `kernel` (an error if it is
+    /// not a candidate of `ctx` or cannot run `scheme` exactly).
+    pub fn with_kernel(ctx: &Context, shape: &Shape, scheme: &str, seed: u64, kernel: &str) -> Result<CodebookCase> {
+        Self::build(ctx, shape, scheme, seed, |codes| crate::codebook::CodebookWeights::with_kernel(ctx, codes, kernel))
+    }
+
+    fn build(
+        ctx: &Context,
+        shape: &Shape,
+        scheme: &str,
+        seed: u64,
+        pack: impl FnOnce(&crate::quant::PackedCodes) -> Result<crate::codebook::CodebookWeights>,
+    ) -> Result<CodebookCase> {
         use crate::quant::{LevelParams, PackedCodes};
         let (m, n, k) = (shape.m, shape.n, shape.k);
         case_bytes(shape)?;
@@ -607,10 +626,7 @@ impl CodebookCase {
         codes.iter_mut().for_each(|c| *c = (rng.next_u64() % nc) as u8);
         let params = LevelParams::per_channel(set, 1, (0..n).map(|j| (2f32).powi(-((j % 7) as i32) - 4)).collect())?;
         let codes = PackedCodes::pack(&codes, k, n, &params)?;
-        let w = match family {
-            Some(f) => crate::codebook::CodebookWeights::with_family(ctx, &codes, f)?,
-            None => crate::codebook::CodebookWeights::new_in(ctx, &codes)?,
-        };
+        let w = pack(&codes)?;
         let c = try_vec("C", m * n, 1i32)?;
         Ok(CodebookCase { shape: shape.clone(), ctx: ctx.clone(), a, codes, w, copies: Vec::new(), next: 0, c })
     }

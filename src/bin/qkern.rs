@@ -83,6 +83,8 @@ struct BenchArgs {
     isa: Option<Isa>,
     /// Force one GEMM microkernel by name (one of the tier's candidates; `qkern info`
     /// lists the defaults), e.g. `qu8s8_gemm_6x16c4__avx512vnni_ymm` with `--isa avx512vnni`.
+    /// With `--op codebook`: one codebook kernel, on every scheme it runs exactly, at
+    /// every M (no decoded path), e.g. `qx8_codebook4_gemm_4x16c8_split__avx2`.
     #[arg(long, value_name = "NAME")]
     kernel: Option<String>,
     /// Print a JSON array instead of the table.
@@ -565,6 +567,15 @@ fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
         // (scheme, family, case); a family that cannot run the scheme has no row.
         let mut cases = Vec::new();
         for scheme in bench::CODEBOOK_SCHEMES {
+            if let Some(name) = &args.kernel {
+                // One named kernel on every scheme it runs exactly.
+                match bench::CodebookCase::with_kernel(&ctx, shape, scheme, seed, name) {
+                    Ok(c) => cases.push((*scheme, "named", c.without_decode())),
+                    Err(qkern::Error::Unsupported(_)) => {}
+                    Err(e) => return Err(format!("{shape} {scheme}: {e}")),
+                }
+                continue;
+            }
             for family in [CodebookFamily::Lut, CodebookFamily::Shift] {
                 match bench::CodebookCase::with_family(&ctx, shape, scheme, seed, Some(family)) {
                     Ok(c) if c.decodes() => {
@@ -581,6 +592,9 @@ fn run_codebook_bench(args: BenchArgs) -> Result<(), String> {
                     Err(e) => return Err(format!("{shape} {scheme} {}: {e}", family.name())),
                 }
             }
+        }
+        if let (Some(name), true) = (&args.kernel, cases.is_empty()) {
+            return Err(format!("{name} runs none of the schemes ({})", bench::CODEBOOK_SCHEMES.join(", ")));
         }
         let cases = cases
             .into_iter()

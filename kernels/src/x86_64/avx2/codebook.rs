@@ -30,6 +30,16 @@
 //! 30 against 32 vector ALU uops per group of 8 K × 16 columns (the ±64 tile: 24), both
 //! with 10 multiplies (±64 tile: 8); from M = 2 on the table split is clearly ahead. (On
 //! the noisy shared host the two were not told apart at M = 1.)
+//!
+//! The sign tiles (`qx8_codebook{4,5}_gemm_2x16c8_sign__avx2`, tables within ±127, so
+//! every learned 4-bit codebook without −128) make the activations, not the table, fit
+//! `vpmaddubsw`: `s·w = |s|·(w·sign s)` for the signed activation `s`, one `vpsignb` per
+//! lookup; a pair is at most `2·128·127 = 32512`. Per group of 8 K × 16 columns at M = 1
+//! that is 26 vector uops plus 4 activation broadcasts (the split tile: 32 + 2); llvm-mca
+//! (znver3) puts the loop at 7.3–8 cycles per group, bound by the four vector pipes.
+//! Measured on Zen 3 against the split tile: +6 % at M = 1, +4 % at M = 2, −2 % from
+//! M = 4 (its two-row tile re-decodes the codes per row pair), so it is preferred for the
+//! tables it holds; the decoded path takes over from M = 10 either way.
 
 use core::arch::x86_64::*;
 
@@ -399,6 +409,153 @@ pub const QX8_CODEBOOK5_GEMM_4X16C8_SPLIT__AVX2: CodebookUkernel = CodebookUkern
     ..QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2
 };
 
+/// The `MR × 16` sign tile, exact for every i8 table within ±127 (the learned 4-bit
+/// codebooks, e.g. IQ4_NL's −127..=113; a table holding −128 takes the split tile): the
+/// `vpmaddubsw` tile with the activations, not the table, made unsigned. Each activation
+/// is taken as the signed `s` (u8 minus 128 with `FLIP`, i8 as it is; `a_offset` −128 /
+/// 0) and `s·w = |s|·(w·sign s)`: `vpmaddubsw(|s|, vpsignb(w, s))`. A product is at most
+/// `128·127` in magnitude, a pair `2·128·127 = 32512 ≤ 32767`, so nothing saturates and
+/// `vpsignb` never negates −128 (no table entry is −128). Each pair is widened by
+/// `vpmaddwd` with ones; the i32 sums wrap as the contract allows.
+///
+/// `s` and `|s|` of each row are made once per [`SIGN_CHUNK`] groups into two stack
+/// buffers (a `vpxor` and a `vpabsb` per 32 activations), so per row, column vector and
+/// K group the vector pipes spend 8 operations, 5 more per column vector and group
+/// shared by the rows, and four activation broadcasts per row and group (the split tile:
+/// 9, 7 and 2).
+///
+/// Reads `m` rows of `k` activation bytes (not one past `k`), the panel's
+/// `k.div_ceil(8)` groups (64 bytes, or 80 with `B5`), 16 table bytes (32 with `B5`);
+/// writes the `m × n` tile.
+///
+/// # Safety
+/// `args` satisfies the [`CodebookArgs`] contract, `m ≤ MR`, `n ≤ 16`, every table
+/// value within ±127; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn sign_tile<const MR: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) {
+    const { assert!(MR == 2) };
+    // SAFETY (each arm): forwarded, exactly m rows.
+    unsafe {
+        match args.m {
+            1 => store16::<1>(args, &signed::<1, FLIP, B5>(args)),
+            _ => store16::<2>(args, &signed::<2, FLIP, B5>(args)),
+        }
+    }
+}
+
+/// K groups of 8 whose `s` and `|s|` [`sign_tile`] prepares at a time: two stack buffers
+/// of `MR · 8 · SIGN_CHUNK` bytes.
+const SIGN_CHUNK: usize = 32;
+const _: () = assert!((8 * SIGN_CHUNK).is_multiple_of(32));
+
+/// Bytes `k0..k1` (`k1 − k0 ≤ 8·SIGN_CHUNK`) of the activation row at `a`, signed (XOR
+/// 0x80 with `FLIP`), into `s`, their magnitudes into `m`; zeros from `k1 − k0` up to the
+/// next multiple of 32.
+///
+/// # Safety
+/// `a` is readable for bytes `k0..k1`; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn sign_row<const FLIP: bool>(a: *const u8, k0: usize, k1: usize, s: &mut [u8; 8 * SIGN_CHUNK], m: &mut [u8; 8 * SIGN_CHUNK]) {
+    let flip = _mm256_set1_epi8(if FLIP { -128 } else { 0 });
+    let len = k1 - k0;
+    let put = |j: usize, x: __m256i, s: &mut [u8; 8 * SIGN_CHUNK], m: &mut [u8; 8 * SIGN_CHUNK]| {
+        let x = _mm256_xor_si256(x, flip);
+        // SAFETY: j + 32 ≤ 8·SIGN_CHUNK (j is a multiple of 32 below len ≤ 8·SIGN_CHUNK).
+        unsafe {
+            _mm256_storeu_si256(s[j..].as_mut_ptr().cast(), x);
+            _mm256_storeu_si256(m[j..].as_mut_ptr().cast(), _mm256_abs_epi8(x));
+        }
+    };
+    let mut j = 0;
+    while j + 32 <= len {
+        // SAFETY: bytes k0 + j .. k0 + j + 32 ≤ k1 are readable (caller).
+        put(j, unsafe { _mm256_loadu_si256(a.add(k0 + j).cast()) }, s, m);
+        j += 32;
+    }
+    if j < len {
+        // The last bytes, zero-padded before the flip cancels out: `s` is then 0 there.
+        let mut tail = [if FLIP { 0x80u8 } else { 0 }; 32];
+        // SAFETY: bytes k0 + j .. k1 are readable; tail holds 32 ≥ len − j.
+        unsafe { core::ptr::copy_nonoverlapping(a.add(k0 + j), tail.as_mut_ptr(), len - j) };
+        // SAFETY: 32 bytes.
+        put(j, unsafe { _mm256_loadu_si256(tail.as_ptr().cast()) }, s, m);
+    }
+}
+
+/// As [`sign_tile`], `R = args.m`: the i32 sums of the tile's rows.
+///
+/// # Safety
+/// As [`sign_tile`].
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn signed<const R: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) -> [[__m256i; 2]; R] {
+    const NV: usize = 2;
+    let gb = CodebookFormat { nr: 16, bits: if B5 { 5 } else { 4 } }.group_bytes();
+    // SAFETY: reads stay within the contract's ranges (rows < m, bytes < k, the panel's
+    // groups, the table's 16 or 32 bytes); the buffers are read below 8·SIGN_CHUNK.
+    unsafe {
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast()));
+        let table_hi = if B5 { _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.add(16).cast())) } else { table };
+        let mask = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_si256(); NV]; R];
+        let groups = args.k.div_ceil(8);
+        let mut sbuf = [[0u8; 8 * SIGN_CHUNK]; R];
+        let mut mbuf = [[0u8; 8 * SIGN_CHUNK]; R];
+        let decode = |g: usize, v: usize| {
+            let [il, ih] = group_indexes::<B5>(args.b.add(g * gb), v, mask);
+            [lookup::<B5>(table, table_hi, il), lookup::<B5>(table, table_hi, ih)]
+        };
+        // Group `i` of the chunk in row buffers `s`, `m`.
+        let step = |acc: &mut __m256i, s: &[u8; 8 * SIGN_CHUNK], m: &[u8; 8 * SIGN_CHUNK], i: usize, w: [__m256i; 2]| {
+            let word = |b: &[u8; 8 * SIGN_CHUNK], t: usize| _mm256_set1_epi32(b.as_ptr().add(8 * i + 4 * t).cast::<i32>().read_unaligned());
+            let p0 = _mm256_maddubs_epi16(word(m, 0), _mm256_sign_epi8(w[0], word(s, 0)));
+            let p1 = _mm256_maddubs_epi16(word(m, 1), _mm256_sign_epi8(w[1], word(s, 1)));
+            *acc = _mm256_add_epi32(*acc, _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones)));
+        };
+        let mut g0 = 0;
+        while g0 < groups {
+            let g1 = groups.min(g0 + SIGN_CHUNK);
+            for (r, (s, m)) in sbuf.iter_mut().zip(mbuf.iter_mut()).enumerate() {
+                sign_row::<FLIP>(args.a.add(r * args.lda), 8 * g0, args.k.min(8 * g1), s, m);
+            }
+            for g in g0..g1 {
+                for v in 0..NV {
+                    let w = decode(g, v);
+                    for ((a, s), m) in acc.iter_mut().zip(&sbuf).zip(&mbuf) {
+                        step(&mut a[v], s, m, g - g0, w);
+                    }
+                }
+            }
+            g0 = g1;
+        }
+        acc
+    }
+}
+
+/// `qx8_codebook4_gemm_2x16c8_sign__avx2`: 2 rows × 16 columns, tables within ±127
+/// (`vpmaddubsw` on `|s|` and `vpsignb`).
+pub const QX8_CODEBOOK4_GEMM_2X16C8_SIGN__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_gemm_2x16c8_sign__avx2",
+    a_offset: [-128, 0],
+    max_abs_table: Some(127),
+    mr: 2,
+    run: [sign_tile::<2, true, false>, sign_tile::<2, false, false>],
+    // The layout of the ±64 tile.
+    ..QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2
+};
+
+/// `qx8_codebook5_gemm_2x16c8_sign__avx2`: the sign tile on 5-bit codes.
+pub const QX8_CODEBOOK5_GEMM_2X16C8_SIGN__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook5_gemm_2x16c8_sign__avx2",
+    a_offset: [-128, 0],
+    max_abs_table: Some(127),
+    mr: 2,
+    run: [sign_tile::<2, true, true>, sign_tile::<2, false, true>],
+    ..QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2
+};
+
 /// The exact `MR × 8` tile (one ymm of nibbles per K group): decoded weights as i16
 /// (4 columns × 4 K per ymm), activations zero-extended to an i16 quad broadcast,
 /// `vpmaddwd` leaves two partial sums per column, added pairwise at the end.
@@ -648,17 +805,21 @@ pub const QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel 
 };
 
 /// AVX2 codebook kernels, least preferred first: the packer takes the last one here
-/// that runs the codes exactly. The i16-table kernels run the grids beyond int8 and, for
-/// 5 bits, the i8 grids beyond ±64: the 5-bit split-table kernel (four lookups and four
-/// blends per 32 codes) measured no faster there (N = K = 4096: M = 1 0.81 vs 0.77 ms,
-/// M = 4 1.81 vs 1.65 ms, M = 8 3.40 vs 3.14 ms), so it comes first, chosen only by name.
-/// For 4 bits the split-table kernel beats both exact ones.
+/// that runs the codes exactly. 4 bits: the `vpmaddubsw` tile within ±64, the sign tile
+/// within ±127, the split tile for a table holding −128. 5 bits: the `vpmaddubsw` tile
+/// within ±64, else the i16-table tile. The 5-bit sign and split tiles come first, chosen
+/// only by name: measured against the i16-table tile (N = K = 4096, u8 activations,
+/// one thread) the sign tile is faster at M = 1 (0.67 vs 0.93 ms) but slower from M = 4
+/// (1.89 vs 1.64 ms; M = 8 3.76 vs 3.35 ms), and the split tile no faster at any M
+/// (M = 1 0.81 vs 0.77 ms, M = 4 1.81 vs 1.65 ms, M = 8 3.40 vs 3.14 ms, Zen 4).
 pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
     QX8_CODEBOOK5_GEMM_4X16C8_SPLIT__AVX2,
+    QX8_CODEBOOK5_GEMM_2X16C8_SIGN__AVX2,
     QX8_CODEBOOK4_I16_GEMM_4X8C8__AVX2,
     QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2,
     QX8_CODEBOOK4_GEMM_4X8C8__AVX2,
     QX8_CODEBOOK4_GEMM_4X16C8_SPLIT__AVX2,
+    QX8_CODEBOOK4_GEMM_2X16C8_SIGN__AVX2,
     QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2,
     QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2,
 ];
