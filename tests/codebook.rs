@@ -230,24 +230,24 @@ fn threads_split_gemv_and_gemm() {
 #[test]
 fn dispatch_picks_the_best_exact_kernel_per_tier() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    // Besides the sweep's sets, a learned table reaching −128 (the one AVX2 case the sign
-    // tile cannot hold).
-    let m128 = ("cb_m128", LevelSet::codebook_i16(4, &[-128, -60, 0, 5, 127]).unwrap());
+    // Besides the sweep's sets, learned tables reaching −128 (beyond the sign tiles).
+    let m128 = [
+        ("cb_m128", LevelSet::codebook_i16(4, &[-128, -60, 0, 5, 127]).unwrap()),
+        ("cb32_m128", LevelSet::codebook_i16(5, &(0..32).map(|i| (i * 8 - 128) as i16).collect::<Vec<_>>()).unwrap()),
+    ];
     for isa in common::available_isas() {
         let ctx = Context::for_isa(isa).unwrap();
-        for (name, set) in sets().into_iter().chain([m128.clone()]) {
+        for (name, set) in sets().into_iter().chain(m128.clone()) {
             let p = packed(&set, 16, 16, &mut rng, None);
             let w = CodebookWeights::with_family(&ctx, &p, CodebookFamily::Lut).unwrap();
             let k = ctx.kernels().codebook_candidates.iter().find(|k| k.name == w.kernel_name()).unwrap();
             let gmax = set.grid().unwrap().max_abs() as i32;
             assert!(k.max_abs_table.is_none_or(|x| gmax <= x), "{name}: {} picked beyond its bound", k.name);
-            // The i16 table exactly when the grid is beyond int8, at the tier's own kernel
-            // (ARM: NEON's, from every tier); also for an AVX2 5-bit grid past ±64 (the
-            // tier's i16 kernel, measured no slower than its 5-bit split-table one, and not
-            // the portable one).
-            let avx2_wide5 = matches!(isa, Isa::Avx2 | Isa::AvxVnni) && set.bits() == 5 && gmax > 64;
-            assert_eq!(k.table_i16, gmax > 127 || avx2_wide5, "{name} at {}: {}", isa.name(), k.name);
-            if gmax > 127 || avx2_wide5 {
+            // The i16 table exactly when the grid is beyond int8 (a table holding −128
+            // counts: the packer takes ±127 as the i8 range), at the tier's own kernel
+            // (ARM: NEON's, from every tier).
+            assert_eq!(k.table_i16, gmax > 127, "{name} at {}: {}", isa.name(), k.name);
+            if gmax > 127 {
                 let expect_isa = match isa {
                     Isa::AvxVnni => Isa::Avx2,
                     Isa::Amx => Isa::Avx512Vnni,
@@ -258,10 +258,9 @@ fn dispatch_picks_the_best_exact_kernel_per_tier() {
                 assert_eq!(k.bits, set.bits().max(4), "{name}: {}", k.name);
                 continue;
             }
-            // AVX2, 4 bits: the `vpmaddubsw` tile within ±64, the sign tile within ±127,
-            // the split tile (exact for any i8 table) for a table holding −128.
+            // AVX2: the `vpmaddubsw` tile within ±64, else the sign tile (within ±127).
             if matches!(isa, Isa::Avx2 | Isa::AvxVnni) {
-                let want = if gmax <= 64 { "_maddubs__" } else if gmax <= 127 { "_sign__" } else { "_split__" };
+                let want = if gmax <= 64 { "_maddubs__" } else { "_sign__" };
                 assert!(k.name.contains(want), "{name} at {}: {}, want {want}", isa.name(), k.name);
             }
             let expect_isa = match isa {

@@ -34,7 +34,8 @@
 //! The sign tiles (`qx8_codebook{4,5}_gemm_2x16c8_sign__avx2`, tables within ±127, so
 //! every learned 4-bit codebook without −128) make the activations, not the table, fit
 //! `vpmaddubsw`: `s·w = |s|·(w·sign s)` for the signed activation `s`, one `vpsignb` per
-//! lookup; a pair is at most `2·128·127 = 32512`. Per group of 8 K × 16 columns at M = 1
+//! lookup; a pair is at most `2·128·127 = 32512`. They replace the split tiles in
+//! dispatch (the packer's i8 tables stay within ±127), which remain exact for −128 too. Per group of 8 K × 16 columns at M = 1
 //! that is 26 vector uops plus 4 activation broadcasts (the split tile: 32 + 2); llvm-mca
 //! (znver3) puts the loop at 7.3–8 cycles per group, bound by the four vector pipes.
 //! Measured on Zen 3 against the split tile: +6 % at M = 1, +4 % at M = 2, −2 % from
@@ -409,8 +410,8 @@ pub const QX8_CODEBOOK5_GEMM_4X16C8_SPLIT__AVX2: CodebookUkernel = CodebookUkern
     ..QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2
 };
 
-/// The `MR × 16` sign tile, exact for every i8 table within ±127 (the learned 4-bit
-/// codebooks, e.g. IQ4_NL's −127..=113; a table holding −128 takes the split tile): the
+/// The `MR × 16` sign tile, exact for every i8 table within ±127 (every i8 table the
+/// packer builds, e.g. IQ4_NL's −127..=113; it takes −128 as beyond int8): the
 /// `vpmaddubsw` tile with the activations, not the table, made unsigned. Each activation
 /// is taken as the signed `s` (u8 minus 128 with `FLIP`, i8 as it is; `a_offset` −128 /
 /// 0) and `s·w = |s|·(w·sign s)`: `vpmaddubsw(|s|, vpsignb(w, s))`. A product is at most
@@ -805,20 +806,21 @@ pub const QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel 
 };
 
 /// AVX2 codebook kernels, least preferred first: the packer takes the last one here
-/// that runs the codes exactly. 4 bits: the `vpmaddubsw` tile within ±64, the sign tile
-/// within ±127, the split tile for a table holding −128. 5 bits: the `vpmaddubsw` tile
-/// within ±64, else the i16-table tile. The 5-bit sign and split tiles come first, chosen
-/// only by name: measured against the i16-table tile (N = K = 4096, u8 activations,
-/// one thread) the sign tile is faster at M = 1 (0.67 vs 0.93 ms) but slower from M = 4
-/// (1.89 vs 1.64 ms; M = 8 3.76 vs 3.35 ms), and the split tile no faster at any M
-/// (M = 1 0.81 vs 0.77 ms, M = 4 1.81 vs 1.65 ms, M = 8 3.40 vs 3.14 ms, Zen 4).
+/// that runs the codes exactly: the `vpmaddubsw` tile within ±64, else the sign tile
+/// (the packer's i8 tables stay within ±127; one holding −128 is a grid for the
+/// i16-table tiles). The split tiles, exact for any i8 table, come first, chosen only by
+/// name: the 4-bit one is 6 % slower than the sign tile at M = 1 and 4 % at M = 2 (Zen 3,
+/// N = K = 4096), the 5-bit one no faster than the i16-table tile at any M (Zen 4). The
+/// 5-bit sign tile against the i16-table tile (Zen 3, u8 activations, one thread): M = 1
+/// 0.67 vs 0.93 ms, M = 4 1.89 vs 1.64 ms, M = 8 3.76 vs 3.35 ms (the decoded path takes
+/// over from M = 8), preferred for the GEMV.
 pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
     QX8_CODEBOOK5_GEMM_4X16C8_SPLIT__AVX2,
-    QX8_CODEBOOK5_GEMM_2X16C8_SIGN__AVX2,
+    QX8_CODEBOOK4_GEMM_4X16C8_SPLIT__AVX2,
     QX8_CODEBOOK4_I16_GEMM_4X8C8__AVX2,
     QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2,
     QX8_CODEBOOK4_GEMM_4X8C8__AVX2,
-    QX8_CODEBOOK4_GEMM_4X16C8_SPLIT__AVX2,
+    QX8_CODEBOOK5_GEMM_2X16C8_SIGN__AVX2,
     QX8_CODEBOOK4_GEMM_2X16C8_SIGN__AVX2,
     QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2,
     QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2,
