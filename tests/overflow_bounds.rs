@@ -776,7 +776,7 @@ fn pwlq_exact_mode_at_and_past_i32() {
         let d = [(k as i64 * 255 * 7, 0, 0), (0, -(k as i64) * 255 * 7, -(k as i64) * 255)];
         assert_eq!(d[0].0 > MAX, slices == 2);
         let want: Vec<f32> = d.iter().map(|&(dc, dt, ds)| ((s1 * dc as f32 + s2 * dt as f32) + p * ds as f32) * 0.5).collect();
-        // The scalar tier (driver path) and the best one (the fused path on AVX-512): the
+        // The scalar tier (driver path) and the best one (the fused path on x86 SIMD): the
         // driver's own bound runs through every tier in the GEMM tests above, and the
         // slice bound through every tier in the next test.
         let all = tiers();
@@ -784,8 +784,9 @@ fn pwlq_exact_mode_at_and_past_i32() {
         for base in ends.into_iter().take(all.len().min(2)) {
             let ctx = base.with_threads(1).unwrap();
             let w = PwlqGemmWeights::new_in(&ctx, &packed).unwrap();
-            // The tiers with fused PWLQ kernels: AVX-512 VNNI; every SIMD tier on AArch64.
-            let fused_tier = (cfg!(target_arch = "x86_64") && ctx.kernels().isa == Isa::Avx512Vnni)
+            // The tiers with fused PWLQ kernels for one row: AVX2 and AVX-512 VNNI; every
+            // SIMD tier on AArch64.
+            let fused_tier = (cfg!(target_arch = "x86_64") && matches!(ctx.kernels().isa, Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni | Isa::Amx))
                 || (cfg!(target_arch = "aarch64") && ctx.kernels().isa != Isa::Scalar);
             assert_eq!(w.uses_fused(&ctx, 1), fused_tier, "k={k} at {:?}", ctx.kernels().isa);
             assert_eq!(w.k_slices(), slices, "k={k}");

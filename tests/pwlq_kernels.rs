@@ -278,6 +278,7 @@ fn fused_kernel(isa: qkern::Isa, m: usize) -> Option<&'static str> {
     use qkern::Isa;
     match isa {
         Isa::Avx512Vnni | Isa::Amx if m == 1 => Some("pwlq4_dot3_u8__avx512vnni"),
+        Isa::Avx2 | Isa::AvxVnni if m == 1 => Some("pwlq4_dot3_u8__avx2"),
         Isa::Avx512Vnni | Isa::Amx => Some("qs8_pwlq_dot3_gemm_8x16c4__avx512vnni"),
         Isa::Dotprod | Isa::I8mm => Some("qs8_pwlq_dot3_gemm_8x16c4__dotprod"),
         Isa::Neon => Some("qs8_pwlq_dot3_gemm_8x16c4__neon"),
@@ -285,12 +286,13 @@ fn fused_kernel(isa: qkern::Isa, m: usize) -> Option<&'static str> {
     }
 }
 
-/// A one-thread context of every tier here that has fused kernels (AVX-512 VNNI; NEON,
-/// dotprod and i8mm on AArch64), each with a visible skip when there is none.
+/// A one-thread context of every tier here that has fused kernels (AVX2: one row only;
+/// AVX-512 VNNI; NEON, dotprod and i8mm on AArch64), each with a visible skip when there
+/// is none.
 fn fused_contexts(what: &str) -> Vec<Context> {
     let ctxs: Vec<Context> = common::available_isas()
         .into_iter()
-        .filter(|&i| fused_kernel(i, 2).is_some())
+        .filter(|&i| fused_kernel(i, 1).is_some())
         .map(|i| Context::for_isa(i).unwrap().with_threads(1).unwrap())
         .collect();
     if ctxs.is_empty() {
@@ -305,12 +307,13 @@ fn fused_gemm_microkernel_odd_shapes_and_extremes() {
     // each remainder instantiation), channels around the 16-wide panel, K around the
     // 4-wide step and the 64-wide block; extreme fields and activations, zero points at
     // both ends.
-    // On AArch64 one row runs the same kernel (1-row tile), so M = 1 is in the sweep.
+    // One row: the GEMV kernels on x86 (AVX2's only fused kernel; more rows take the
+    // driver there), the 1-row tile on AArch64.
     for ctx in fused_contexts("qs8_pwlq_dot3_gemm_8x16c4") {
         let isa = ctx.kernels().isa;
         let mut r = rng(123);
         let mut runs = 0;
-        let rows: &[usize] = if cfg!(target_arch = "aarch64") { &[1, 2, 3, 4, 5, 6, 7, 8, 9, 17] } else { &[2, 3, 4, 5, 6, 7, 8, 9, 17] };
+        let rows: &[usize] = if fused_kernel(isa, 2).is_some() { &[1, 2, 3, 4, 5, 6, 7, 8, 9, 17] } else { &[1] };
         for &ms in rows {
             for (n, k) in [(1usize, 1usize), (15, 3), (16, 4), (17, 5), (33, 63), (16, 65), (5, 129), (31, 260)] {
                 let ws = [quantized(4, k, n, (ms * 7 + n * 3 + k) as u64), extreme(4, n, k, (ms + n + k) as u64)];
@@ -376,7 +379,6 @@ fn fused_gemm_microkernel_past_the_i32_bound() {
     let k_at = 18_798 * 64;
     let range = (3.0f32, 1.25f32);
     let params = PwlqParams::new(4, Granularity::PerChannel { axis: 0 }, vec![range.0; 2], vec![range.1; 2]).unwrap();
-    let ms = 9;
     let ctxs = fused_contexts("qs8_pwlq_dot3_gemm_8x16c4 past i32");
     for k in [k_at, k_at + 1] {
         assert_eq!(k as i64 * 255 * 7 > i32::MAX as i64, k > k_at);
@@ -385,11 +387,15 @@ fn fused_gemm_microkernel_past_the_i32_bound() {
         let packed = PwlqTensor::new(codes, &[2, k], params.clone()).unwrap().pack().unwrap();
         for ctx in &ctxs {
             let g = PwlqGemmWeights::new_in(ctx, &packed).unwrap();
-            assert_eq!(g.fused_kernel_name(ctx, ms), fused_kernel(ctx.kernels().isa, ms));
-            run(ctx, &g, ms, 255u8, 0u8, 255, range);
-            run(ctx, &g, ms, 0u8, 255u8, -255, range);
-            run(ctx, &g, ms, 127i8, -128i8, 255, range);
-            run(ctx, &g, ms, -128i8, 127i8, -255, range);
+            // 9 rows where the tier has a GEMM kernel, and one row (the x86 GEMV kernels).
+            let rows: &[usize] = if fused_kernel(ctx.kernels().isa, 2).is_some() { &[9, 1] } else { &[1] };
+            for &ms in rows {
+                assert_eq!(g.fused_kernel_name(ctx, ms), fused_kernel(ctx.kernels().isa, ms));
+                run(ctx, &g, ms, 255u8, 0u8, 255, range);
+                run(ctx, &g, ms, 0u8, 255u8, -255, range);
+                run(ctx, &g, ms, 127i8, -128i8, 255, range);
+                run(ctx, &g, ms, -128i8, 127i8, -255, range);
+            }
         }
     }
 }

@@ -118,8 +118,13 @@ pub(crate) fn info_text() -> String {
     }
     let _ = writeln!(s, "pwlq4_dequant: {}", crate::quant::pwlq::dequant_kernel_name(t.isa, 4, "f32"));
     let _ = writeln!(s, "pwlq_dequant: {}", crate::quant::pwlq::dequant_kernel_name(t.isa, 8, "f32"));
-    let fused = cfg!(target_arch = "x86_64") && matches!(t.isa, qkern_kernels::Isa::Avx512Vnni | qkern_kernels::Isa::Amx);
-    let pwlq_gemm = if fused && ctx.threads() == 1 { "pwlq4_dot3_u8__avx512vnni" } else { t.gemm.name };
+    // The one-row exact-mode PWLQ kernel (4-bit, one thread), else the int8 GEMM on [C | T | S].
+    let fused = match t.isa {
+        qkern_kernels::Isa::Avx512Vnni | qkern_kernels::Isa::Amx if cfg!(target_arch = "x86_64") => Some("pwlq4_dot3_u8__avx512vnni"),
+        qkern_kernels::Isa::Avx2 | qkern_kernels::Isa::AvxVnni if cfg!(target_arch = "x86_64") => Some("pwlq4_dot3_u8__avx2"),
+        _ => None,
+    };
+    let pwlq_gemm = fused.filter(|_| ctx.threads() == 1).unwrap_or(t.gemm.name);
     let _ = writeln!(s, "pwlq4_gemm: {pwlq_gemm}");
     s
 }

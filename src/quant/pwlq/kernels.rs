@@ -416,6 +416,9 @@ enum FusedKind {
     /// AVX-512 VNNI: the GEMV kernel on the 4-bit planes (M = 1), the 8 × 16 panel
     /// kernel (u8 activations) otherwise.
     Avx512,
+    /// AVX2: the GEMV kernel on the 4-bit planes (M = 1, `vpmaddubsw`); more rows take
+    /// the int8 GEMM driver on `[C | T | S]`.
+    Avx2,
     /// AArch64 dotprod (and i8mm, which includes it): the `sdot` panel kernel, i8
     /// activations, every M.
     Dotprod,
@@ -428,6 +431,7 @@ impl FusedKind {
     fn of(isa: Isa) -> Option<FusedKind> {
         match isa {
             Isa::Avx512Vnni | Isa::Amx if cfg!(target_arch = "x86_64") => Some(FusedKind::Avx512),
+            Isa::Avx2 | Isa::AvxVnni if cfg!(target_arch = "x86_64") => Some(FusedKind::Avx2),
             Isa::Dotprod | Isa::I8mm if cfg!(target_arch = "aarch64") => Some(FusedKind::Dotprod),
             Isa::Neon if cfg!(target_arch = "aarch64") => Some(FusedKind::Neon),
             _ => None,
@@ -437,7 +441,12 @@ impl FusedKind {
     /// Whether the kernels take the activations as i8 (`sdot`, `smull`) rather than u8
     /// (`vpdpbusd`).
     fn signed_activations(self) -> bool {
-        self != FusedKind::Avx512
+        matches!(self, FusedKind::Dotprod | FusedKind::Neon)
+    }
+
+    /// Whether the kind has a kernel for `m` rows: AVX2 only the one-row GEMV.
+    fn runs(self, m: usize) -> bool {
+        m > 0 && (self != FusedKind::Avx2 || m == 1)
     }
 }
 
@@ -573,9 +582,14 @@ fn dot3_chunk<const R: usize, const NC: usize>(f: &Fused, a: [&[u8]; R], c0: usi
             let c = c0 + j.min(nc - 1);
             &f.regions[c * f.blocks + b0..c * f.blocks + b1]
         });
-        // SAFETY: `Fused` exists only when the context's tier is AVX-512 VNNI (checked
-        // against the CPU when the context was built); the kernel checks the lengths.
-        unsafe { qkern_kernels::x86_64::avx512vnni::pwlq::pwlq4_dot3_u8::<R, NC>(a, v, r) }
+        match f.kind {
+            // SAFETY: an AVX2 `Fused` runs only on a context whose tier is AVX2 (checked
+            // against the CPU when the context was built); the kernel checks the lengths.
+            FusedKind::Avx2 => unsafe { qkern_kernels::x86_64::avx2::pwlq::pwlq4_dot3_u8::<R, NC>(a, v, r) },
+            // SAFETY: any other x86 `Fused` is AVX-512 VNNI's, run only on such a
+            // context; the kernel checks the lengths.
+            _ => unsafe { qkern_kernels::x86_64::avx512vnni::pwlq::pwlq4_dot3_u8::<R, NC>(a, v, r) },
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -648,8 +662,11 @@ impl PwlqGemmWeights {
                 })
                 .collect();
             // The GEMV kernel's planes: only AVX-512 has one.
-            let (values, regions) = if kind == FusedKind::Avx512 { (w.values.clone(), w.regions.clone()) } else { (Vec::new(), Vec::new()) };
-            Fused { kind, values, regions, blocks, panels: pack_panels(w), steps: k.div_ceil(4), sums }
+            let gemv = matches!(kind, FusedKind::Avx512 | FusedKind::Avx2);
+            let (values, regions) = if gemv { (w.values.clone(), w.regions.clone()) } else { (Vec::new(), Vec::new()) };
+            // The panels of the GEMM kernel: AVX2 has none.
+            let panels = if kind == FusedKind::Avx2 { Vec::new() } else { pack_panels(w) };
+            Fused { kind, values, regions, blocks, panels, steps: k.div_ceil(4), sums }
         });
         Ok(PwlqGemmWeights { slices, n, k, channels: w.channels.clone(), fused })
     }
@@ -756,7 +773,7 @@ impl PwlqGemmWeights {
     /// `[C | T | S]` followed by a separate combine pass.
     pub fn uses_fused(&self, ctx: &Context, m: usize) -> bool {
         let kind = FusedKind::of(ctx.kernels().isa);
-        self.fused.as_ref().is_some_and(|f| Some(f.kind) == kind) && m > 0 && ctx.threads() == 1
+        self.fused.as_ref().is_some_and(|f| Some(f.kind) == kind && f.kind.runs(m)) && ctx.threads() == 1
     }
 
     /// The fused kernel a call of `m` rows on `ctx` runs, or `None` for the driver path:
@@ -775,6 +792,7 @@ impl PwlqGemmWeights {
         }
         match (self.fused.as_ref()?.kind, m) {
             (FusedKind::Avx512, 1) => Some("pwlq4_dot3_u8__avx512vnni"),
+            (FusedKind::Avx2, _) => Some("pwlq4_dot3_u8__avx2"),
             (FusedKind::Avx512, _) => Some("qs8_pwlq_dot3_gemm_8x16c4__avx512vnni"),
             (FusedKind::Dotprod, _) => Some("qs8_pwlq_dot3_gemm_8x16c4__dotprod"),
             (FusedKind::Neon, _) => Some("qs8_pwlq_dot3_gemm_8x16c4__neon"),
@@ -804,13 +822,20 @@ impl PwlqGemmWeights {
             let t = DotTriple { centre: raw[0] - z[0], tail: raw[1] - z[1], tail_sign: raw[2] - z[2] };
             combine_exact(t, &self.channels[ch], a.scale, bias.map(|b| b[ch]))
         };
-        if m == 1 && f.kind == FusedKind::Avx512 {
+        if m == 1 && matches!(f.kind, FusedKind::Avx512 | FusedKind::Avx2) {
             // One row: the GEMV kernel on the 4-bit planes (the codes are the bytes that
             // stream; decoding them in registers beats reading the 3-byte panels), four
             // channels per call, on the row zero-padded to whole blocks.
             let mut row = vec![0u8; f.blocks * 64];
             for (d, &v) in row.iter_mut().zip(src(0)) {
                 *d = u8_of(v);
+            }
+            if f.kind == FusedKind::Avx2 {
+                // One channel per call: its six accumulators and the decode fit 16 ymm.
+                for c in 0..n {
+                    out[c] = value(c, dot3::<1, 1>(f, [&row], c, 1)[0][0]);
+                }
+                return;
             }
             for c0 in (0..n).step_by(4) {
                 let nc = (n - c0).min(4);

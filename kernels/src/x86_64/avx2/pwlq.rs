@@ -201,3 +201,94 @@ unsafe fn block_i8(t: &TablesI8, v: *const u8, r: *const u64, o: *mut i8) {
         }
     }
 }
+
+/// Blocks of [`pwlq4_dot3_u8`] whose i16 pair sums are added before widening: a
+/// `vpmaddubsw` pair of u8 activations × codes within ±7 is at most `2·255·7 = 3570`, a
+/// block's two halves `7140`, four blocks `28560 ≤ 32767`.
+const DOT3_I16_BLOCKS: usize = 4;
+const _: () = assert!(DOT3_I16_BLOCKS * 2 * 2 * 255 * 7 <= i16::MAX as usize);
+
+/// Fused exact-mode dot products of 4-bit PWLQ, the AVX2 counterpart of
+/// `x86_64::avx512vnni::pwlq::pwlq4_dot3_u8` with the same contract: for `R` activation
+/// rows `a[r]` (u8, each at least `⌈K/64⌉·64` bytes, zero-padded by the caller; padded
+/// code fields are zero) and `NC` channels (`values[c]`, `regions[c]`: that channel's
+/// planes, `⌈K/64⌉` blocks), returns `out[r][c]` = the raw sums `[Σ a·c, Σ a·t, Σ a·s]`.
+///
+/// Per 32 weights of a block half: `vpshufb` of the nibbles through the signed-magnitude
+/// table gives `q` (`c` in the centre, `t` in the tail) and through the sign table `±1`;
+/// the region bits, expanded to a byte mask, keep the tail's `t` and `s`. Three
+/// `vpmaddubsw` per row give `Σ a·q`, `Σ a·t`, `Σ a·s` (then `Σ a·c = Σ a·q − Σ a·t`):
+/// u8 × values within ±7, so nothing saturates, and the i16 sums of
+/// [`DOT3_I16_BLOCKS`] blocks are exact before `vpmaddwd` by ones widens them. Exact in
+/// i32 while `⌈K/64⌉·64·255·7 < 2³¹` (the caller chunks K). `R·NC` should stay small
+/// (three i16 and three i32 accumulators per pair): the caller uses one row, one channel.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn pwlq4_dot3_u8<const R: usize, const NC: usize>(
+    a: [&[u8]; R],
+    values: [&[u8]; NC],
+    regions: [&[u64]; NC],
+) -> [[[i32; 3]; NC]; R] {
+    use crate::x86_64::avx2::codebook::expand_bits;
+    use crate::x86_64::avx512vnni::pwlq::{DOT3_TQ, DOT3_TS, dot3_blocks};
+    let blocks = dot3_blocks(&a, &values, &regions);
+    // SAFETY: 16 bytes each.
+    let (tq, ts) = unsafe {
+        (_mm256_broadcastsi128_si256(_mm_loadu_si128(DOT3_TQ.as_ptr().cast())), _mm256_broadcastsi128_si256(_mm_loadu_si128(DOT3_TS.as_ptr().cast())))
+    };
+    let nib = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let zero = _mm256_setzero_si256();
+    // [Σ a·q, Σ a·t, Σ a·s] per row and channel: i32, and the i16 sums of the open run.
+    let mut acc = [[[zero; 3]; NC]; R];
+    let mut part = [[[zero; 3]; NC]; R];
+    for b in 0..blocks {
+        // SAFETY: 64·b + 64 ≤ a[r].len().
+        let av: [[__m256i; 2]; R] =
+            core::array::from_fn(|r| unsafe { [_mm256_loadu_si256(a[r].as_ptr().add(64 * b).cast()), _mm256_loadu_si256(a[r].as_ptr().add(64 * b + 32).cast())] });
+        for c in 0..NC {
+            // SAFETY: 32·b + 32 ≤ values[c].len().
+            let v = unsafe { _mm256_loadu_si256(values[c].as_ptr().add(32 * b).cast()) };
+            let rg = regions[c][b];
+            // Weights 0–31 (low nibbles) and 32–63 (high nibbles) of the block.
+            let halves = [(_mm256_and_si256(v, nib), expand_bits(rg as u32)), (_mm256_and_si256(_mm256_srli_epi16::<4>(v), nib), expand_bits((rg >> 32) as u32))];
+            for (h, (idx, tail)) in halves.into_iter().enumerate() {
+                let q = _mm256_shuffle_epi8(tq, idx);
+                let t = _mm256_and_si256(q, tail);
+                let s = _mm256_and_si256(_mm256_shuffle_epi8(ts, idx), tail);
+                for r in 0..R {
+                    let p = &mut part[r][c];
+                    p[0] = _mm256_add_epi16(p[0], _mm256_maddubs_epi16(av[r][h], q));
+                    p[1] = _mm256_add_epi16(p[1], _mm256_maddubs_epi16(av[r][h], t));
+                    p[2] = _mm256_add_epi16(p[2], _mm256_maddubs_epi16(av[r][h], s));
+                }
+            }
+        }
+        if (b + 1) % DOT3_I16_BLOCKS == 0 || b + 1 == blocks {
+            for (ar, pr) in acc.iter_mut().zip(part.iter_mut()) {
+                for (ac, pc) in ar.iter_mut().zip(pr.iter_mut()) {
+                    for (x, y) in ac.iter_mut().zip(pc.iter_mut()) {
+                        *x = _mm256_add_epi32(*x, _mm256_madd_epi16(*y, ones));
+                        *y = zero;
+                    }
+                }
+            }
+        }
+    }
+    let mut out = [[[0i32; 3]; NC]; R];
+    for r in 0..R {
+        for c in 0..NC {
+            let mut lanes = [[0i32; 8]; 3];
+            for (l, x) in lanes.iter_mut().zip(&acc[r][c]) {
+                // SAFETY: 8 i32.
+                unsafe { _mm256_storeu_si256(l.as_mut_ptr().cast(), *x) };
+            }
+            let sum = |l: &[i32; 8]| l.iter().fold(0i32, |s, &x| s.wrapping_add(x));
+            let (q, t, s) = (sum(&lanes[0]), sum(&lanes[1]), sum(&lanes[2]));
+            out[r][c] = [q.wrapping_sub(t), t, s];
+        }
+    }
+    out
+}

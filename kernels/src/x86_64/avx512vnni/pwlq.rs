@@ -111,6 +111,25 @@ pub unsafe fn pwlq4_dequant_i8_u64(values: &[u8], regions: &[u64], table: &[i8; 
     }
 }
 
+/// Nibble `sign·8 | q` → `±q` (the fused dot kernels' signed-magnitude table; q = 0 with
+/// the sign bit only occurs in the tail, where it is −(Q+1+0): t = 0, s = −1).
+pub(crate) const DOT3_TQ: [i8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6, -7];
+/// Nibble `sign·8 | q` → `±1` (the sign table).
+pub(crate) const DOT3_TS: [i8; 16] = [1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1];
+
+/// The block count of the fused dot kernels' planes (`⌈K/64⌉`, from the first channel's
+/// region plane), after checking every row and plane holds that many blocks.
+pub(crate) fn dot3_blocks<const R: usize, const NC: usize>(a: &[&[u8]; R], values: &[&[u8]; NC], regions: &[&[u64]; NC]) -> usize {
+    let blocks = if NC == 0 { 0 } else { regions[0].len() };
+    for r in a {
+        assert!(r.len() >= blocks * 64);
+    }
+    for c in 0..NC {
+        assert!(values[c].len() >= blocks * 32 && regions[c].len() >= blocks);
+    }
+    blocks
+}
+
 /// Fused exact-mode dot products of 4-bit PWLQ: for `R` activation rows `a[r]` (u8, each
 /// at least `⌈K/64⌉·64` bytes — the caller zero-pads; padded code fields are zero) and
 /// `NC` channels (`values[c]`, `regions[c]`: that channel's planes, `⌈K/64⌉` blocks),
@@ -130,17 +149,11 @@ pub unsafe fn pwlq4_dot3_u8<const R: usize, const NC: usize>(
     values: [&[u8]; NC],
     regions: [&[u64]; NC],
 ) -> [[[i32; 3]; NC]; R] {
-    let blocks = if NC == 0 { 0 } else { regions[0].len() };
-    for r in a {
-        assert!(r.len() >= blocks * 64);
-    }
-    for c in 0..NC {
-        assert!(values[c].len() >= blocks * 32 && regions[c].len() >= blocks);
-    }
-    // Nibble `sign·8 | q` → `±q` and → `±1` (q = 0 with the sign bit only occurs in the
-    // tail, where it is −(Q+1+0): t = 0, s = −1).
-    let tq = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6, -7));
-    let ts = _mm512_broadcast_i32x4(_mm_setr_epi8(1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1));
+    let blocks = dot3_blocks(&a, &values, &regions);
+    // SAFETY: 16 bytes each.
+    let (tq, ts) = unsafe {
+        (_mm512_broadcast_i32x4(_mm_loadu_si128(DOT3_TQ.as_ptr().cast())), _mm512_broadcast_i32x4(_mm_loadu_si128(DOT3_TS.as_ptr().cast())))
+    };
     let nib = _mm256_set1_epi8(0x0F);
     let mut acc = [[[_mm512_setzero_si512(); 3]; NC]; R];
     for b in 0..blocks {
