@@ -243,13 +243,24 @@ impl KernelTable {
         Ok(KernelTable { isa: cap, gemm, gemm_candidates, gemv, dwconv_candidates, codebook_candidates })
     }
 
-    /// The lookup-family codebook kernel that runs any i8 table of `bits`-bit codes at
-    /// this tier (a kernel with a table bound, e.g. AVX2 `vpmaddubsw`, is preferred by the
-    /// packer where the bound holds; grids beyond int8 take an i16-table kernel).
+    /// The lookup-family codebook kernel for a table of `bits`-bit codes filling the i8
+    /// range (±127, a typical learned table): what [`Self::codebook_kernel_for`] picks for
+    /// it, so `qkern info` and the runtime report name the kernel dispatch runs.
     pub fn codebook_kernel(&self, bits: u32) -> Option<&CodebookUkernel> {
-        self.codebook_candidates
-            .iter()
-            .find(|k| k.family == qkern_kernels::CodebookFamily::Lut && k.bits == bits && k.max_abs_table.is_none() && !k.table_i16)
+        self.codebook_kernel_for(qkern_kernels::CodebookFamily::Lut, bits, 127, false)
+    }
+
+    /// The codebook kernel of `family` for `bits`-bit codes whose integer grid lies within
+    /// `±grid_max` (`wide`: beyond int8, so only an i16-table kernel runs it). The
+    /// candidates come best first (each tier's registration list orders its own kernels;
+    /// a higher tier's come before a lower one's, the portable ones last), so this is the
+    /// first that runs the codes exactly: an i8 grid takes the tier's i8-table kernel
+    /// where one holds its bound, else the tier's i16-table one, which beats any lower
+    /// tier's.
+    pub fn codebook_kernel_for(&self, family: qkern_kernels::CodebookFamily, bits: u32, grid_max: i32, wide: bool) -> Option<&CodebookUkernel> {
+        self.codebook_candidates.iter().find(|k| {
+            k.family == family && k.bits == bits && (k.table_i16 || !wide) && k.max_abs_table.is_none_or(|x| grid_max <= x)
+        })
     }
 
     /// The GEMV kernel for a call of `m` rows on weights packed for `packed`, if any.

@@ -234,25 +234,18 @@ impl CodebookWeights {
                 .ok_or_else(|| Error::Internal("no unconditional shift codebook kernel registered".into()))?;
             return Ok(Self::pack(ctx, kernel, codes, &tables));
         }
-        let cands: Vec<CodebookUkernel> = ctx.kernels().codebook_candidates.iter().copied().filter(|k| k.family == family).collect();
-        if cands.is_empty() {
+        if !ctx.kernels().codebook_candidates.iter().any(|k| k.family == family) {
             return Err(Error::Unsupported(format!(
                 "the {} codebook kernels (QKERN_CODEBOOK_KERNEL={}) are not built yet; use lut",
                 family.name(),
                 family.name()
             )));
         }
-        // The candidates come best first (each tier's registration list orders its own
-        // kernels; a higher tier's come before a lower one's, the portable ones last):
-        // the first that runs the codes exactly. A grid beyond int8 needs an i16-table
-        // kernel; an i8 grid takes the tier's i8-table kernel where one holds its bound,
-        // else the tier's i16-table one, which beats any lower tier's.
         let bits = codes.level_set().bits().max(4);
-        let kernel = cands
-            .iter()
-            .find(|k| k.bits == bits && (k.table_i16 || !wide) && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x))
+        let kernel = *ctx
+            .kernels()
+            .codebook_kernel_for(family, bits, grid_max as i32, wide)
             .ok_or_else(|| Error::Internal("no unconditional codebook kernel registered".into()))?;
-        let kernel = *kernel;
         Ok(Self::pack(ctx, kernel, codes, &tables))
     }
 

@@ -109,22 +109,15 @@ pub(crate) fn info_text() -> String {
     }
     let family = crate::codebook::family_from_env().unwrap_or(crate::codebook::CodebookFamily::Lut);
     for bits in [4u32, 5] {
-        let name = t
-            .codebook_candidates
-            .iter()
-            .find(|k| k.family == family && k.bits == bits && k.max_abs_table.is_none())
-            .map_or("(none)", |k| k.name);
+        // The kernel dispatch runs for a table filling the i8 range.
+        let name = t.codebook_kernel_for(family, bits, 127, false).map_or("(none)", |k| k.name);
         let _ = writeln!(s, "codebook{bits}: {name}");
     }
     let _ = writeln!(s, "pwlq4_dequant: {}", crate::quant::pwlq::dequant_kernel_name(t.isa, 4, "f32"));
     let _ = writeln!(s, "pwlq_dequant: {}", crate::quant::pwlq::dequant_kernel_name(t.isa, 8, "f32"));
     // The one-row exact-mode PWLQ kernel (4-bit, one thread), else the int8 GEMM on [C | T | S].
-    let fused = match t.isa {
-        qkern_kernels::Isa::Avx512Vnni | qkern_kernels::Isa::Amx if cfg!(target_arch = "x86_64") => Some("pwlq4_dot3_u8__avx512vnni"),
-        qkern_kernels::Isa::Avx2 | qkern_kernels::Isa::AvxVnni if cfg!(target_arch = "x86_64") => Some("pwlq4_dot3_u8__avx2"),
-        _ => None,
-    };
-    let pwlq_gemm = fused.filter(|_| ctx.threads() == 1).unwrap_or(t.gemm.name);
+    let fused = crate::quant::pwlq::fused_kernel_name_for(t.isa, 1).filter(|_| ctx.threads() == 1);
+    let pwlq_gemm = fused.unwrap_or(t.gemm.name);
     let _ = writeln!(s, "pwlq4_gemm: {pwlq_gemm}");
     s
 }

@@ -68,7 +68,7 @@
 
 mod kernels;
 
-pub use kernels::{PwlqGemmWeights, dequant_kernel_name};
+pub use kernels::{PwlqGemmWeights, dequant_kernel_name, fused_kernel_name_for};
 
 use std::borrow::Cow;
 

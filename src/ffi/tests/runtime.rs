@@ -43,6 +43,8 @@ fn set_and_get_num_threads() {
 #[test]
 fn info_reports_the_kernels_in_use() {
     const F: &str = "qk_info";
+    // The report names the thread count and the kernels for it: hold it still.
+    let _lock = THREADS.lock().unwrap_or_else(|e| e.into_inner());
     let mut needed = 0usize;
     // SAFETY: a size query: NULL buffer of size 0, a writable `needed`.
     expect_ok(unsafe { qk_info(null_mut(), 0, &mut needed) });

@@ -448,6 +448,24 @@ impl FusedKind {
     fn runs(self, m: usize) -> bool {
         m > 0 && (self != FusedKind::Avx2 || m == 1)
     }
+
+    /// The kernel a call of `m` rows runs (where [`Self::runs`] holds).
+    fn kernel_name(self, m: usize) -> &'static str {
+        match (self, m) {
+            (FusedKind::Avx512, 1) => "pwlq4_dot3_u8__avx512vnni",
+            (FusedKind::Avx2, _) => "pwlq4_dot3_u8__avx2",
+            (FusedKind::Avx512, _) => "qs8_pwlq_dot3_gemm_8x16c4__avx512vnni",
+            (FusedKind::Dotprod, _) => "qs8_pwlq_dot3_gemm_8x16c4__dotprod",
+            (FusedKind::Neon, _) => "qs8_pwlq_dot3_gemm_8x16c4__neon",
+        }
+    }
+}
+
+/// The fused exact-mode kernel a one-thread call of `m` rows on 4-bit weights runs at
+/// `isa`, or `None` where that call takes the int8 GEMM driver on `[C | T | S]` (for
+/// reports; [`PwlqGemmWeights::fused_kernel_name`] answers for given weights).
+pub fn fused_kernel_name_for(isa: Isa, m: usize) -> Option<&'static str> {
+    FusedKind::of(isa).filter(|k| k.runs(m)).map(|k| k.kernel_name(m))
 }
 
 /// Rows per call of the GEMM microkernel (its 8 × 16 × 3 = 24 accumulators).
@@ -790,13 +808,7 @@ impl PwlqGemmWeights {
         if !self.uses_fused(ctx, m) {
             return None;
         }
-        match (self.fused.as_ref()?.kind, m) {
-            (FusedKind::Avx512, 1) => Some("pwlq4_dot3_u8__avx512vnni"),
-            (FusedKind::Avx2, _) => Some("pwlq4_dot3_u8__avx2"),
-            (FusedKind::Avx512, _) => Some("qs8_pwlq_dot3_gemm_8x16c4__avx512vnni"),
-            (FusedKind::Dotprod, _) => Some("qs8_pwlq_dot3_gemm_8x16c4__dotprod"),
-            (FusedKind::Neon, _) => Some("qs8_pwlq_dot3_gemm_8x16c4__neon"),
-        }
+        Some(self.fused.as_ref()?.kind.kernel_name(m))
     }
 
     /// The fused path: per row, the activations in the kernel's type (u8 on AVX-512: i8
