@@ -244,6 +244,47 @@ pub fn time<E>(min_time: Duration, mut f: impl FnMut() -> std::result::Result<()
     })
 }
 
+/// Times several functions side by side, for ratios on a shared, noisy machine: after
+/// one warm-up call each, rounds of one sample per function (each sample the mean of
+/// enough calls to last about a millisecond, counted per function from its warm-up) until
+/// `min_time` has passed (at least one round) or 10,000 rounds were taken. A slowdown of the machine then
+/// hits every function in the same rounds rather than whichever was timed during it.
+/// Returns one [`Timing`] per function, in order; the first error is returned.
+pub fn time_interleaved<E>(min_time: Duration, fs: &mut [&mut dyn FnMut() -> std::result::Result<(), E>]) -> std::result::Result<Vec<Timing>, E> {
+    let start = Instant::now();
+    let mut per_sample = Vec::with_capacity(fs.len());
+    for f in fs.iter_mut() {
+        let t = Instant::now();
+        f()?;
+        per_sample.push(((SAMPLE_TARGET / t.elapsed().as_secs_f64().max(1e-9)).ceil() as usize).clamp(1, 1 << 20));
+    }
+    let mut samples = vec![Vec::new(); fs.len()];
+    // At least one round: a warm-up is no steady sample to compare.
+    loop {
+        for ((f, &calls), v) in fs.iter_mut().zip(&per_sample).zip(&mut samples) {
+            let t = Instant::now();
+            for _ in 0..calls {
+                f()?;
+            }
+            v.push(t.elapsed().as_secs_f64() / calls as f64);
+        }
+        if start.elapsed() >= min_time || samples.first().is_none_or(|v| v.len() >= MAX_SAMPLES) {
+            break;
+        }
+    }
+    let total = start.elapsed();
+    Ok(samples
+        .into_iter()
+        .zip(per_sample)
+        .map(|(mut v, calls)| {
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            let median = if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) };
+            Timing { median, min: v[0], max: v[n - 1], samples: n, calls_per_sample: calls, calls: 1 + n * calls, total }
+        })
+        .collect())
+}
+
 /// The benchmarked operation: `C (i32) = (A − 128)·B`, u8 activations (zero point 128)
 /// × i8 weights (zero point 0, prepacked), pseudo-random data from a fixed seed.
 #[derive(Debug)]
@@ -1063,6 +1104,49 @@ mod tests {
             if calls == 3 { Err("boom") } else { Ok(()) }
         });
         assert_eq!((r, calls), (Err("boom"), 3));
+    }
+
+    #[test]
+    fn interleaved_timing_samples_every_function_each_round() {
+        let spin = |us: u64| {
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_micros(us) {}
+        };
+        let (mut a, mut b) = (0usize, 0usize);
+        let mut fa = || {
+            a += 1;
+            spin(50);
+            Ok::<(), &str>(())
+        };
+        let mut fb = || {
+            b += 1;
+            spin(200);
+            Ok(())
+        };
+        let t = time_interleaved(Duration::from_millis(30), &mut [&mut fa, &mut fb]).unwrap();
+        assert_eq!(t.len(), 2);
+        // The same number of rounds, every call counted, each near its own cost.
+        assert_eq!(t[0].samples, t[1].samples, "{t:?}");
+        assert_eq!((t[0].calls, t[1].calls), (a, b));
+        for (x, us) in t.iter().zip([50e-6, 200e-6]) {
+            assert!(x.calls == 1 + x.samples * x.calls_per_sample && x.min >= us && x.min <= x.median && x.median <= x.max, "{x:?}");
+        }
+        assert!(t[0].total >= Duration::from_millis(30));
+        // A slow pair: one round after the warm-ups, never none.
+        let mut slow = || {
+            spin(3000);
+            Ok::<(), &str>(())
+        };
+        let t = time_interleaved(Duration::from_millis(1), &mut [&mut slow]).unwrap();
+        assert_eq!((t[0].samples, t[0].calls), (1, 2));
+        // The first error stops the timing and is returned.
+        let mut n = 0;
+        let mut fe = || {
+            n += 1;
+            if n == 3 { Err("boom") } else { Ok(()) }
+        };
+        let mut ok = || Ok(());
+        assert_eq!(time_interleaved(Duration::from_secs(10), &mut [&mut ok, &mut fe]).unwrap_err(), "boom");
     }
 
     #[test]
