@@ -12,7 +12,9 @@
 //! * gemm: the exact-mode PWLQ GEMM (`PwlqGemmWeights`, three int8 dot products + f32
 //!   combine) against our int8 GEMM (`gemm_i32`, u8 × i8 prepacked) at M = 1, 16, 128,
 //!   N = K = 4096, same tier, same thread count (1); ratio = int8 time / PWLQ time.
-//!   Grid-aligned mode (one shared ratio) runs the same shapes on the codebook kernels.
+//!   Grid-aligned mode (one shared ratio) runs the same shapes on the codebook kernels,
+//!   with levels within ±127 and within ±64 (where AVX2 `vpmaddubsw` runs them); from
+//!   M = 4 each pair (int8, path) timed interleaved, at M = 1 each alone (hot weights).
 //!
 //! `cargo bench --bench pwlq` (add `-- quick` for short timings, `-- dequant` or
 //! `-- gemm` for one part).
@@ -175,20 +177,25 @@ fn gemm(t: Duration) {
     println!();
     println!("== exact-mode PWLQ GEMM vs our int8 GEMM, one thread, N = K = 4096 ==");
     println!(
-        "{:<11} {:>4} {:>12} {:>10} {:>12} {:>10} {:>7} {:>10} {:>7}  pwlq path | grid path",
-        "isa", "M", "int8 time", "int8 GOPS", "pwlq time", "pwlq GOPS", "ratio", "grid GOPS", "ratio"
+        "{:<11} {:>4} {:>12} {:>10} {:>12} {:>10} {:>7} {:>10} {:>7} {:>10} {:>7}  pwlq path | grid path | grid64 path",
+        "isa", "M", "int8 time", "int8 GOPS", "pwlq time", "pwlq GOPS", "ratio", "grid GOPS", "ratio", "grid64", "ratio"
     );
     let (n, k) = (4096usize, 4096usize);
     let (x, w) = pwlq(k, n);
-    // Grid-aligned mode: one shared ratio, so the codes run on the codebook kernels.
-    let grid = PwlqQuantizer::new(4, Breakpoint::Gaussian)
-        .with_granularity(Granularity::PerChannel { axis: 1 })
-        .calibrate(&x, &[k, n])
-        .unwrap()
-        .snap_to_grid(&x, &[k, n], GridScope::Shared, 127)
-        .unwrap()
-        .codebook_codes()
-        .unwrap();
+    // Grid-aligned mode: one shared ratio, so the codes run on the codebook kernels. Two
+    // grids: levels within ±127 (an int8 table) and within ±64 (one AVX2 `vpmaddubsw`
+    // runs with u8 activations), each with what its snap costs in MSE.
+    let snap = |max_level: i32| {
+        let g = PwlqQuantizer::new(4, Breakpoint::Gaussian)
+            .with_granularity(Granularity::PerChannel { axis: 1 })
+            .calibrate(&x, &[k, n])
+            .unwrap()
+            .snap_to_grid(&x, &[k, n], GridScope::Shared, max_level)
+            .unwrap();
+        println!("grid |L| <= {max_level}: {:+.2} % MSE vs unsnapped PWLQ (Gaussian p)", 100.0 * g.extra_mse() / g.mse_pwlq());
+        g.codebook_codes().unwrap()
+    };
+    let (grid, grid64) = (snap(127), snap(64));
     let mut r = ChaCha8Rng::seed_from_u64(3);
     let b: Vec<i8> = (0..k * n).map(|_| r.random()).collect();
     for isa in tiers().into_iter().filter(|&i| i != Isa::Scalar) {
@@ -196,29 +203,32 @@ fn gemm(t: Duration) {
         let int8 = PackedWeights::new_in(&ctx, MatrixRef::new(&b, k, n), WeightQuant::zero_point_only(qkern::PerChannel::Tensor(0))).unwrap();
         let pw = PwlqGemmWeights::new_in(&ctx, &w).unwrap();
         let gw = CodebookWeights::new_in(&ctx, &grid).unwrap();
+        let gw64 = CodebookWeights::new_in(&ctx, &grid64).unwrap();
         for m in [1usize, 4, 8, 16, 32, 128] {
             let a: Vec<u8> = (0..m * k).map(|_| r.random()).collect();
             let am = MatrixRef::new(&a, m, k);
             let mut ci = vec![0i32; m * n];
             let (mut cp, mut cg) = (vec![0f32; m * n], vec![0f32; m * n]);
-            // Each path side by side with the int8 GEMM, so a ratio sees one machine
-            // state; in pairs, so that both weight sets of a pair (24 and 26 MiB) can stay
-            // in a 32 MiB L3 between GEMV calls, as when each is timed alone.
+            // Each path against the int8 GEMM. From M = 4 (compute-bound) side by side,
+            // so a ratio sees one machine state; a GEMV (M = 1) streams its weights, and
+            // interleaved with another weight set (24–26 MiB together) they leave a
+            // 32 MiB L3 between calls: each is timed alone, hot, as in `qkern bench`.
             let mut int8_call = || ctx.gemm_i32(Activations::new(am, 128u8, 1.0), &int8, None, MatrixMut::new(&mut ci, m, n));
-            let p = time_interleaved(
-                2 * t,
-                &mut [&mut int8_call, &mut || pw.gemm_f32_in(&ctx, Activations::new(am, 128u8, 0.01), None, MatrixMut::new(&mut cp, m, n))],
-            )
-            .unwrap();
-            let g = time_interleaved(
-                2 * t,
-                &mut [&mut int8_call, &mut || ctx.codebook_gemm_f32(Activations::new(am, 128u8, 0.01), &gw, None, MatrixMut::new(&mut cg, m, n))],
-            )
-            .unwrap();
+            let mut pair = |other: &mut dyn FnMut() -> qkern::Result<()>| -> Vec<qkern::bench::Timing> {
+                if m == 1 {
+                    vec![time(2 * t, &mut int8_call).unwrap(), time(2 * t, other).unwrap()]
+                } else {
+                    time_interleaved(2 * t, &mut [&mut int8_call, other]).unwrap()
+                }
+            };
+            let p = pair(&mut || pw.gemm_f32_in(&ctx, Activations::new(am, 128u8, 0.01), None, MatrixMut::new(&mut cp, m, n)));
+            let g = pair(&mut || ctx.codebook_gemm_f32(Activations::new(am, 128u8, 0.01), &gw, None, MatrixMut::new(&mut cg, m, n)));
+            let g64 = pair(&mut || ctx.codebook_gemm_f32(Activations::new(am, 128u8, 0.01), &gw64, None, MatrixMut::new(&mut cg, m, n)));
             let (ti, tp, tg, tig) = (&p[0], &p[1], &g[1], &g[0]);
+            let (tg64, tig64) = (&g64[1], &g64[0]);
             let ops = 2.0 * (m * n * k) as f64;
             println!(
-                "{:<11} {m:>4} {:>9.3} ms {:>10.1} {:>9.3} ms {:>10.1} {:>6.1}% {:>10.1} {:>6.1}%  {} | {}",
+                "{:<11} {m:>4} {:>9.3} ms {:>10.1} {:>9.3} ms {:>10.1} {:>6.1}% {:>10.1} {:>6.1}% {:>10.1} {:>6.1}%  {} | {} | {}",
                 isa.name(),
                 ti.median * 1e3,
                 ops / ti.median / 1e9,
@@ -227,12 +237,15 @@ fn gemm(t: Duration) {
                 100.0 * ti.median / tp.median,
                 ops / tg.median / 1e9,
                 100.0 * tig.median / tg.median,
+                ops / tg64.median / 1e9,
+                100.0 * tig64.median / tg64.median,
                 pw.fused_kernel_name(&ctx, m).unwrap_or("int8 driver on [C|T|S], then combine"),
-                gw.kernel_name_for(m)
+                gw.kernel_name_for(m),
+                gw64.kernel_name_for(m)
             );
         }
     }
-    println!("int8 = gemm_i32 (u8 x i8 prepacked -> i32); pwlq = PwlqGemmWeights::gemm_f32_in (three exact dots + f32 combine); GOPS = 2MNK / median time; ratio = int8 time / pwlq time, each pair timed interleaved (rounds of one sample each); grid = grid-aligned mode (one shared ratio, snap_to_grid -> codebook_codes) on the codebook kernels, codebook_gemm_f32");
+    println!("int8 = gemm_i32 (u8 x i8 prepacked -> i32); pwlq = PwlqGemmWeights::gemm_f32_in (three exact dots + f32 combine); GOPS = 2MNK / median time; ratio = int8 time / pwlq time, each pair timed interleaved from M = 4 (rounds of one sample each), alone and hot at M = 1; grid = grid-aligned mode (one shared ratio, snap_to_grid -> codebook_codes, levels within +-127) on the codebook kernels, codebook_gemm_f32; grid64 = the same with levels within +-64");
 }
 
 fn main() {

@@ -685,9 +685,15 @@ impl CodebookCase {
 
     /// The same case on the in-register codebook kernel at every M (the decoded path
     /// off), to time both paths side by side.
-    pub fn without_decode(mut self) -> CodebookCase {
+    pub fn without_decode(self) -> CodebookCase {
+        self.with_decode_min_m(usize::MAX)
+    }
+
+    /// The same case with the decoded path from `min_m` rows
+    /// ([`crate::codebook::CodebookWeights::with_decode_min_m`]), to time the crossover.
+    pub fn with_decode_min_m(mut self, min_m: usize) -> CodebookCase {
         for w in std::iter::once(&mut self.w).chain(&mut self.copies) {
-            w.set_decode_min_m(usize::MAX);
+            w.set_decode_min_m(min_m);
         }
         self
     }

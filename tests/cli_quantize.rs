@@ -64,7 +64,7 @@ fn quantize_prints_every_scheme_with_the_library_numbers() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout {stdout}\nstderr {stderr}");
-    for name in ["uniform", "pot (base 2)", "log (base sqrt 2)", "apot", "codebook (IQ4_NL)", "pwlq (gaussian p)", "pwlq (search p)", "pwlq grid-aligned"] {
+    for name in ["uniform", "pot (base 2)", "log (base sqrt 2)", "apot", "codebook (IQ4_NL)", "pwlq (gaussian p)", "pwlq (search p)", "pwlq grid-aligned |L|<=127", "pwlq grid-aligned |L|<=64"] {
         let line = stdout.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row {name}:\n{stdout}"));
         assert!(!line.contains("n/a"), "{line}");
     }

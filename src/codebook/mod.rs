@@ -150,11 +150,20 @@ pub(crate) struct DecodePlan {
 /// M = 8 2.62 vs 2.69 ms, M = 10 3.29 vs 3.18 ms, M = 12 3.71 vs 3.51 ms, M = 16 4.77
 /// vs 4.40 ms: from 10; 5-bit `qx8_codebook5_i16_gemm_4x8c8__avx2` vs decoded, M = 4
 /// 1.65 vs 2.13 ms, M = 8 3.14 vs 2.98 ms, M = 16 6.02 vs 4.60 ms: from 8.
+///
+/// Re-measured on Zen 3 (AVX2 only; `time_interleaved` rounds of int8, in-register and
+/// decoded, 3 s per M, ratios to the int8 GEMM): 4-bit tables within ±64 (PoT-4, APoT-4)
+/// in-register 1.17–1.24× up to M = 32, decoded 0.97× at M = 8 rising to 1.19× at 32:
+/// from 32 stands; IQ4_NL (sign tile vs exact decoded) 0.76 vs 0.74 at M = 8, 0.77 vs
+/// 0.83 at M = 12: from 10 stands; 5-bit tables within ±64 (APoT-5, grid-aligned PWLQ
+/// at ±64) 0.91 vs 0.89 at M = 8, 0.89 vs 0.97 at M = 12, 0.88 vs 1.04 at M = 16: from
+/// 10 (it was 32, the 4-bit bound; the 5-bit tile's blend makes decoding pay earlier).
 fn default_decode_min_m(gemm: &GemmUkernel, bits: u32) -> usize {
     match gemm.isa {
         // 5-bit: the in-register kernel blends two lookups per weight (0.8× of int8).
         Isa::Avx512Vnni | Isa::Amx if bits == 5 => 32,
         Isa::Avx512Vnni | Isa::Amx => 64,
+        _ if gemm.max_abs_stored_b.is_some() && bits == 5 => 10,
         _ if gemm.max_abs_stored_b.is_some() => 32,
         _ if bits == 5 => 8,
         _ => 10,

@@ -193,24 +193,27 @@ pub fn run(args: QuantizeArgs) -> Result<(), String> {
             let fit = |g: Granularity| -> qkern::Result<FakeQuant> { Ok(boxed(PwlqQuantizer::new(b, bp).with_granularity(g).calibrate(&x, &shape)?)) };
             rows.push(row(format!("pwlq ({label})"), b + 1, &data, fit));
         }
-        // Grid-aligned PWLQ (a ≤ 32-entry int8 codebook at 4 bits): what the snap costs.
-        let grid = PwlqQuantizer::new(b, Breakpoint::Search)
-            .with_granularity(g)
-            .calibrate(&x, &shape)
-            .and_then(|p| p.snap_to_grid(&x, &shape, GridScope::PerChannel, 127));
-        let r = grid.map_err(|e| e.to_string()).and_then(|gr| {
-            let xh = gr.dequantize();
-            ErrorStats::between(&x, &xh).map_err(|e| e.to_string()).map(|s| (s, gr.extra_mse() / gr.mse_pwlq()))
-        });
-        let (result, extra) = match r {
-            Ok((s, f)) => (Ok(s), Some(f)),
-            Err(m) => (Err(m), None),
-        };
-        let name = match extra {
-            Some(f) => format!("pwlq grid-aligned |L|<=127 ({:+.2}% MSE vs search p)", 100.0 * f),
-            None => "pwlq grid-aligned |L|<=127".into(),
-        };
-        rows.push(Row { name, stored_bits: b + 1, result, levels: None });
+        // Grid-aligned PWLQ (a ≤ 32-entry int8 codebook at 4 bits): what the snap costs,
+        // for an int8 table (±127) and for one AVX2 `vpmaddubsw` runs (±64).
+        for max_level in [127, 64] {
+            let grid = PwlqQuantizer::new(b, Breakpoint::Search)
+                .with_granularity(g)
+                .calibrate(&x, &shape)
+                .and_then(|p| p.snap_to_grid(&x, &shape, GridScope::PerChannel, max_level));
+            let r = grid.map_err(|e| e.to_string()).and_then(|gr| {
+                let xh = gr.dequantize();
+                ErrorStats::between(&x, &xh).map_err(|e| e.to_string()).map(|s| (s, gr.extra_mse() / gr.mse_pwlq()))
+            });
+            let (result, extra) = match r {
+                Ok((s, f)) => (Ok(s), Some(f)),
+                Err(m) => (Err(m), None),
+            };
+            let name = match extra {
+                Some(f) => format!("pwlq grid-aligned |L|<={max_level} ({:+.2}% MSE vs search p)", 100.0 * f),
+                None => format!("pwlq grid-aligned |L|<={max_level}"),
+            };
+            rows.push(Row { name, stored_bits: b + 1, result, levels: None });
+        }
     }
     let gran = match g {
         Granularity::PerChannel { axis } => format!("per channel (axis {axis})"),
