@@ -1,12 +1,13 @@
 //! Codebook decode to int8 GEMM panels on AVX2 ([`crate::pack::decode`]): 8 columns per
 //! step, one 32-byte load of a codebook group giving 64 weights (nibble split + two
 //! `vpshufb` of the 16-entry table; 5-bit codes blend a second lookup by their bit
-//! plane), stored straight into the `c4` panel (`kr = 4`), or into the `c2` panel
-//! (`kr = 2`, the exact `vpmaddwd` GEMM's layout) with the codes put in c2 order by one
-//! in-lane byte shuffle and a qword permute before the lookups.
+//! plane), stored straight into the `c4` panel (`kr = 4`), or after one in-lane byte
+//! shuffle and a qword permute into the `c2` panel (`kr = 2`, the exact `vpmaddwd`
+//! GEMM's layout).
 
 use core::arch::x86_64::*;
 
+use super::codebook::expand_bits;
 use crate::pack::decode::{CodebookDecodeArgs, CodebookDecoder, finish_panel};
 use crate::types::Isa;
 
@@ -29,11 +30,7 @@ pub unsafe fn decode<const B5: bool, const KR: usize>(args: &CodebookDecodeArgs)
         let lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast()));
         (lo, if B5 { _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.add(16).cast())) } else { lo })
     };
-    let identity: [u8; 32] = core::array::from_fn(|i| i as u8);
-    let (spread, sel) = fifth_bit_vectors(if KR == 2 { &C2_ORDER } else { &identity });
-    // SAFETY: 32-byte arrays.
-    let (spread, sel) = unsafe { (_mm256_loadu_si256(spread.as_ptr().cast()), _mm256_loadu_si256(sel.as_ptr().cast())) };
-    let tables = Tables { ta, tb, nib: _mm256_set1_epi8(0x0F), spread, sel };
+    let tables = Tables { ta, tb, nib: _mm256_set1_epi8(0x0F) };
     for p in 0..args.panels {
         let (jp, dst, full) = args.panel(&geo, p, 8);
         // Steps of 16 columns outermost (the source panel and offset, a division, once per
@@ -61,15 +58,12 @@ pub unsafe fn decode<const B5: bool, const KR: usize>(args: &CodebookDecodeArgs)
     }
 }
 
-/// The broadcast lookup tables (codes 0–15, 16–31), the nibble mask, and the
-/// [`Tables::fifth_bit`] vectors of the step's byte order.
+/// The broadcast lookup tables (codes 0–15, 16–31) and the nibble mask.
 #[derive(Clone, Copy)]
 struct Tables {
     ta: __m256i,
     tb: __m256i,
     nib: __m256i,
-    spread: __m256i,
-    sel: __m256i,
 }
 
 /// Decodes one K group (8 K) of 8 columns: source column `jl` of the group at `gb`
@@ -87,21 +81,14 @@ unsafe fn step<const B5: bool, const KR: usize>(t: &Tables, gb: *const u8, snr: 
     // SAFETY: the caller's contract: 32 nibble bytes at 4·jl and, with B5, 4 plane
     // bytes at jl/2 in each half of the plane.
     let (vlo, vhi) = unsafe {
-        let mut x = _mm256_loadu_si256(gb.add(4 * jl).cast());
-        if KR == 2 {
-            // The c2 order, once on the codes rather than on both decoded halves (the
-            // lookups keep byte positions): per lane the bytes of t 0,1 of its 4 columns,
-            // then those of t 2,3; then the qwords as [t01 of columns 0..8 | t23].
-            let pairs = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
-            x = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(x, pairs), 0b11_01_10_00);
-        }
+        let x = _mm256_loadu_si256(gb.add(4 * jl).cast());
         let lo = _mm256_and_si256(x, t.nib);
         let hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), t.nib);
         let (mut vlo, mut vhi) = (_mm256_shuffle_epi8(t.ta, lo), _mm256_shuffle_epi8(t.ta, hi));
         if B5 {
             let plane = gb.add(4 * snr + jl / 2);
-            let mlo = t.fifth_bit(plane.cast::<u32>().read_unaligned());
-            let mhi = t.fifth_bit(plane.add(snr / 2).cast::<u32>().read_unaligned());
+            let mlo = expand_bits(plane.cast::<u32>().read_unaligned());
+            let mhi = expand_bits(plane.add(snr / 2).cast::<u32>().read_unaligned());
             vlo = _mm256_blendv_epi8(vlo, _mm256_shuffle_epi8(t.tb, lo), mlo);
             vhi = _mm256_blendv_epi8(vhi, _mm256_shuffle_epi8(t.tb, hi), mhi);
         }
@@ -113,46 +100,17 @@ unsafe fn step<const B5: bool, const KR: usize>(t: &Tables, gb: *const u8, snr: 
             _mm256_storeu_si256(dst.add((2 * g * dnr + c0) * 4).cast(), vlo);
             _mm256_storeu_si256(dst.add(((2 * g + 1) * dnr + c0) * 4).cast(), vhi);
         } else {
+            // kr = 2: per lane (4 columns × t 0..4) the bytes of t 0,1 then those of t 2,3.
+            let pairs = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
             for (h, v) in [vlo, vhi].into_iter().enumerate() {
+                // [t01 of columns 0..8 | t23 of columns 0..8].
+                let v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, pairs), 0b11_01_10_00);
                 let d = dst.add(((4 * g + 2 * h) * dnr + c0) * 2);
                 _mm_storeu_si128(d.cast(), _mm256_castsi256_si128(v));
                 _mm_storeu_si128(d.add(dnr * 2).cast(), _mm256_extracti128_si256(v, 1));
             }
         }
     }
-}
-
-impl Tables {
-    /// Byte masks of the fifth code bit, `bits` holding one bit per code byte of a
-    /// source step in its order: byte `i` of the result is all ones where bit `ORDER[i]`
-    /// is set ([`expand_bits`] for `KR = 4`, the byte order of the c2 step for `KR = 2`;
-    /// every lane holds all four bytes of `bits`, so any order is an in-lane shuffle).
-    ///
-    /// # Safety
-    /// The CPU supports AVX2.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn fifth_bit(&self, bits: u32) -> __m256i {
-        let v = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), self.spread);
-        _mm256_cmpeq_epi8(_mm256_and_si256(v, self.sel), self.sel)
-    }
-}
-
-/// Which source byte each byte of a decoded c2 step holds (the `pairs` shuffle, then
-/// the qword permute `[0, 2, 1, 3]`).
-const C2_ORDER: [u8; 32] = [
-    0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29, 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31,
-];
-
-/// The `(spread, sel)` vectors of [`Tables::fifth_bit`] for byte order `order`: byte
-/// `i` reads plane byte `order[i] / 8` and tests bit `order[i] % 8`.
-fn fifth_bit_vectors(order: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
-    let (mut spread, mut sel) = ([0u8; 32], [0u8; 32]);
-    for (i, &o) in order.iter().enumerate() {
-        spread[i] = o / 8;
-        sel[i] = 1 << (o % 8);
-    }
-    (spread, sel)
 }
 
 /// AVX2 decoders, least preferred first.
