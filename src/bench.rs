@@ -218,7 +218,7 @@ pub fn time<E>(min_time: Duration, mut f: impl FnMut() -> std::result::Result<()
     }
     // The warm-up is slower than a steady call (page faults, cold caches), so this
     // errs toward fewer calls per sample.
-    let per_sample = ((SAMPLE_TARGET / warm.max(1e-9)).ceil() as usize).clamp(1, 1 << 20);
+    let per_sample = calls_per_sample(warm);
     let mut samples = Vec::new();
     loop {
         let t = Instant::now();
@@ -230,25 +230,30 @@ pub fn time<E>(min_time: Duration, mut f: impl FnMut() -> std::result::Result<()
             break;
         }
     }
+    Ok(summarize(samples, per_sample, start.elapsed()))
+}
+
+/// Calls per sample of a function whose warm-up call took `warm` seconds: enough to
+/// last [`SAMPLE_TARGET`].
+fn calls_per_sample(warm: f64) -> usize {
+    ((SAMPLE_TARGET / warm.max(1e-9)).ceil() as usize).clamp(1, 1 << 20)
+}
+
+/// The [`Timing`] of non-empty `samples` (seconds per call), each of `calls` calls,
+/// after one warm-up call.
+fn summarize(mut samples: Vec<f64>, calls: usize, total: Duration) -> Timing {
     samples.sort_by(f64::total_cmp);
     let n = samples.len();
     let median = if n % 2 == 1 { samples[n / 2] } else { 0.5 * (samples[n / 2 - 1] + samples[n / 2]) };
-    Ok(Timing {
-        median,
-        min: samples[0],
-        max: samples[n - 1],
-        samples: n,
-        calls_per_sample: per_sample,
-        calls: 1 + n * per_sample,
-        total: start.elapsed(),
-    })
+    Timing { median, min: samples[0], max: samples[n - 1], samples: n, calls_per_sample: calls, calls: 1 + n * calls, total }
 }
 
 /// Times several functions side by side, for ratios on a shared, noisy machine: after
 /// one warm-up call each, rounds of one sample per function (each sample the mean of
-/// enough calls to last about a millisecond, counted per function from its warm-up) until
-/// `min_time` has passed (at least one round) or 10,000 rounds were taken. A slowdown of the machine then
-/// hits every function in the same rounds rather than whichever was timed during it.
+/// enough calls to last about a millisecond, counted per function from its warm-up)
+/// until `min_time` has passed (at least one round) or 10,000 rounds were taken. A
+/// slowdown of the machine then hits every function in the same rounds rather than
+/// whichever was timed during it.
 /// Returns one [`Timing`] per function, in order; the first error is returned.
 pub fn time_interleaved<E>(min_time: Duration, fs: &mut [&mut dyn FnMut() -> std::result::Result<(), E>]) -> std::result::Result<Vec<Timing>, E> {
     let start = Instant::now();
@@ -256,7 +261,7 @@ pub fn time_interleaved<E>(min_time: Duration, fs: &mut [&mut dyn FnMut() -> std
     for f in fs.iter_mut() {
         let t = Instant::now();
         f()?;
-        per_sample.push(((SAMPLE_TARGET / t.elapsed().as_secs_f64().max(1e-9)).ceil() as usize).clamp(1, 1 << 20));
+        per_sample.push(calls_per_sample(t.elapsed().as_secs_f64()));
     }
     let mut samples = vec![Vec::new(); fs.len()];
     // At least one round: a warm-up is no steady sample to compare.
@@ -273,16 +278,7 @@ pub fn time_interleaved<E>(min_time: Duration, fs: &mut [&mut dyn FnMut() -> std
         }
     }
     let total = start.elapsed();
-    Ok(samples
-        .into_iter()
-        .zip(per_sample)
-        .map(|(mut v, calls)| {
-            v.sort_by(f64::total_cmp);
-            let n = v.len();
-            let median = if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) };
-            Timing { median, min: v[0], max: v[n - 1], samples: n, calls_per_sample: calls, calls: 1 + n * calls, total }
-        })
-        .collect())
+    Ok(samples.into_iter().zip(per_sample).map(|(v, calls)| summarize(v, calls, total)).collect())
 }
 
 /// The benchmarked operation: `C (i32) = (A − 128)·B`, u8 activations (zero point 128)
