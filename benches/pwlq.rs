@@ -185,13 +185,9 @@ fn gemm(t: Duration) {
     // Grid-aligned mode: one shared ratio, so the codes run on the codebook kernels. Two
     // grids: levels within ±127 (an int8 table) and within ±64 (one AVX2 `vpmaddubsw`
     // runs with u8 activations), each with what its snap costs in MSE.
+    let params = PwlqQuantizer::new(4, Breakpoint::Gaussian).with_granularity(Granularity::PerChannel { axis: 1 }).calibrate(&x, &[k, n]).unwrap();
     let snap = |max_level: i32| {
-        let g = PwlqQuantizer::new(4, Breakpoint::Gaussian)
-            .with_granularity(Granularity::PerChannel { axis: 1 })
-            .calibrate(&x, &[k, n])
-            .unwrap()
-            .snap_to_grid(&x, &[k, n], GridScope::Shared, max_level)
-            .unwrap();
+        let g = params.snap_to_grid(&x, &[k, n], GridScope::Shared, max_level).unwrap();
         println!("grid |L| <= {max_level}: {:+.2} % MSE vs unsnapped PWLQ (Gaussian p)", 100.0 * g.extra_mse() / g.mse_pwlq());
         g.codebook_codes().unwrap()
     };

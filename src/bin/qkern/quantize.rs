@@ -195,11 +195,10 @@ pub fn run(args: QuantizeArgs) -> Result<(), String> {
         }
         // Grid-aligned PWLQ (a ≤ 32-entry int8 codebook at 4 bits): what the snap costs,
         // for an int8 table (±127) and for one AVX2 `vpmaddubsw` runs (±64).
+        // One calibration (the breakpoint search is the costly part), snapped twice.
+        let params = PwlqQuantizer::new(b, Breakpoint::Search).with_granularity(g).calibrate(&x, &shape);
         for max_level in [127, 64] {
-            let grid = PwlqQuantizer::new(b, Breakpoint::Search)
-                .with_granularity(g)
-                .calibrate(&x, &shape)
-                .and_then(|p| p.snap_to_grid(&x, &shape, GridScope::PerChannel, max_level));
+            let grid = params.as_ref().map_err(|e| e.clone()).and_then(|p| p.snap_to_grid(&x, &shape, GridScope::PerChannel, max_level));
             let r = grid.map_err(|e| e.to_string()).and_then(|gr| {
                 let xh = gr.dequantize();
                 ErrorStats::between(&x, &xh).map_err(|e| e.to_string()).map(|s| (s, gr.extra_mse() / gr.mse_pwlq()))
