@@ -1,9 +1,11 @@
 //! Codebook decode to int8 GEMM panels on AVX2 ([`crate::pack::decode`]): 8 columns per
 //! step, one 32-byte load of a codebook group giving 64 weights (nibble split + two
 //! `vpshufb` of the 16-entry table; 5-bit codes blend a second lookup by their bit
-//! plane), stored straight into the `c4` panel (`kr = 4`), or after one in-lane byte
-//! shuffle and a qword permute into the `c2` panel (`kr = 2`, the exact `vpmaddwd`
-//! GEMM's layout).
+//! plane), stored straight into the `c4` panel (`kr = 4`), or into the `c2` panel
+//! (`kr = 2`, the exact `vpmaddwd` GEMM's layout) 16 columns per step: the code bytes
+//! put in K-pair order by one in-lane shuffle before the lookups, then one qword unpack
+//! per 32-byte row ([`step16_c2`]; 8-column steps with a permute of the decoded bytes
+//! where a source panel does not hold 16 columns).
 
 use core::arch::x86_64::*;
 
@@ -42,7 +44,15 @@ pub unsafe fn decode<const B5: bool, const KR: usize>(args: &CodebookDecodeArgs)
             let (g0, jl) = (args.src_group(&geo, j, 0), j % snr);
             // The second half, where the panel has it, in the same source panel or not.
             let second = (c0 + 8 < full).then(|| if jl + 8 < snr { (g0, jl + 8) } else { (args.src_group(&geo, j + 8, 0), 0) });
+            // `c2` targets take 16 columns of one source panel per step (32-byte rows).
+            let wide = KR == 2 && c0 + 16 <= full && jl.is_multiple_of(16) && jl + 16 <= snr;
             for g in 0..geo.groups {
+                if wide {
+                    // SAFETY: columns j..j + 16 below n, in one source panel; group g < k/8;
+                    // target K group g of columns c0..c0 + 16 of panel p.
+                    unsafe { step16_c2::<B5>(&tables, g0.add(g * geo.src_group), snr, jl, dst, dnr, g, c0) };
+                    continue;
+                }
                 // SAFETY: columns j.. and j + 8.. below n, group g < k/8 of their source
                 // panels; target K group g of columns c0..c0 + 16 of panel p.
                 unsafe {
@@ -110,6 +120,89 @@ unsafe fn step<const B5: bool, const KR: usize>(t: &Tables, gb: *const u8, snr: 
                 _mm_storeu_si128(d.add(dnr * 2).cast(), _mm256_extracti128_si256(v, 1));
             }
         }
+    }
+}
+
+/// [`step`] for 16 columns `jl..jl + 16` of one source panel into a `c2` panel, whose
+/// K-pair rows are then whole 32-byte stores. The columns are loaded as A = 0–3 | 8–11
+/// and B = 4–7 | 12–15 (by lane) and each lane's bytes put in K-pair order before the
+/// lookups, so that one in-lane qword unpack of A and B gives a row of 16 columns in
+/// order: no lane-crossing permute of the decoded bytes.
+///
+/// # Safety
+/// The group holds columns `jl..jl + 16` (and their bit planes with `B5`); the panel at
+/// `dst` (`dnr` columns, 2 bytes per K pair) holds K group `g` and columns `c0..c0 + 16`;
+/// the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+#[allow(clippy::too_many_arguments)] // one step's geometry, called from one loop
+unsafe fn step16_c2<const B5: bool>(t: &Tables, gb: *const u8, snr: usize, jl: usize, dst: *mut u8, dnr: usize, g: usize, c0: usize) {
+    // Per lane (4 columns × t 0..4, byte 4c + t): the bytes of t 0,1 then those of t 2,3.
+    const PAIRS: [i8; 16] = [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15];
+    let pairs = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
+    // SAFETY: the caller's contract: 64 nibble bytes at 4·jl.
+    let (xa, xb) = unsafe {
+        let p = gb.add(4 * jl);
+        let half = |o: usize| _mm_loadu_si128(p.add(o).cast());
+        (_mm256_inserti128_si256(_mm256_castsi128_si256(half(0)), half(32), 1), _mm256_inserti128_si256(_mm256_castsi128_si256(half(16)), half(48), 1))
+    };
+    let (xa, xb) = (_mm256_shuffle_epi8(xa, pairs), _mm256_shuffle_epi8(xb, pairs));
+    let split = |x: __m256i| (_mm256_and_si256(x, t.nib), _mm256_and_si256(_mm256_srli_epi16(x, 4), t.nib));
+    let ((alo, ahi), (blo, bhi)) = (split(xa), split(xb));
+    let look = |i: __m256i| _mm256_shuffle_epi8(t.ta, i);
+    let (mut alo_v, mut ahi_v, mut blo_v, mut bhi_v) = (look(alo), look(ahi), look(blo), look(bhi));
+    if B5 {
+        // The fifth bits of the 16 columns' low (high) nibbles: 8 plane bytes, the
+        // 4 of columns c at byte c/2. Lane l of A holds columns 8l..8l + 4 (plane bytes
+        // 4l, 4l + 1), of B columns 8l + 4..8l + 8 (bytes 4l + 2, 4l + 3); position p of a
+        // lane holds its byte PAIRS[p], whose bit is bit PAIRS[p] mod 8 of byte PAIRS[p]/8.
+        const fn spread(base: [i8; 2]) -> [i8; 32] {
+            let mut c = [0i8; 32];
+            let mut i = 0;
+            while i < 32 {
+                c[i] = base[i / 16] + PAIRS[i % 16] / 8;
+                i += 1;
+            }
+            c
+        }
+        const SPREAD_A: [i8; 32] = spread([0, 4]);
+        const SPREAD_B: [i8; 32] = spread([2, 6]);
+        const SEL: [i8; 16] = {
+            let mut s = [0i8; 16];
+            let mut i = 0;
+            while i < 16 {
+                s[i] = (1u8 << (PAIRS[i] % 8)) as i8;
+                i += 1;
+            }
+            s
+        };
+        // SAFETY: constant arrays of 32 and 16 bytes.
+        let (sa, sb, sel) = unsafe {
+            (
+                _mm256_loadu_si256(SPREAD_A.as_ptr().cast()),
+                _mm256_loadu_si256(SPREAD_B.as_ptr().cast()),
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(SEL.as_ptr().cast())),
+            )
+        };
+        let mask = |q: __m256i, s: __m256i| _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(q, s), sel), sel);
+        // SAFETY: the caller's contract: 8 plane bytes at jl/2 in each half of the plane.
+        let (qlo, qhi) = unsafe {
+            let plane = gb.add(4 * snr + jl / 2);
+            (_mm256_set1_epi64x(plane.cast::<i64>().read_unaligned()), _mm256_set1_epi64x(plane.add(snr / 2).cast::<i64>().read_unaligned()))
+        };
+        let lookb = |i: __m256i| _mm256_shuffle_epi8(t.tb, i);
+        alo_v = _mm256_blendv_epi8(alo_v, lookb(alo), mask(qlo, sa));
+        blo_v = _mm256_blendv_epi8(blo_v, lookb(blo), mask(qlo, sb));
+        ahi_v = _mm256_blendv_epi8(ahi_v, lookb(ahi), mask(qhi, sa));
+        bhi_v = _mm256_blendv_epi8(bhi_v, lookb(bhi), mask(qhi, sb));
+    }
+    // SAFETY (stores): K pairs 4g..4g + 4, columns c0..c0 + 16 of the panel.
+    unsafe {
+        let row = |r: usize| dst.add(((4 * g + r) * dnr + c0) * 2).cast::<__m256i>();
+        _mm256_storeu_si256(row(0), _mm256_unpacklo_epi64(alo_v, blo_v));
+        _mm256_storeu_si256(row(1), _mm256_unpackhi_epi64(alo_v, blo_v));
+        _mm256_storeu_si256(row(2), _mm256_unpacklo_epi64(ahi_v, bhi_v));
+        _mm256_storeu_si256(row(3), _mm256_unpackhi_epi64(ahi_v, bhi_v));
     }
 }
 
