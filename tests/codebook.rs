@@ -753,6 +753,39 @@ fn decoded_path_across_its_threshold_i8() {
     decoded_threshold::<i8>(22);
 }
 
+/// The decoded path over several column strips (one 512 KiB block of decoded panels per
+/// thread each) and row tiles with random activations, one and two threads: the strips
+/// share one packing of A, which must hold every row for every strip.
+#[test]
+fn decoded_path_strips_share_packed_rows() {
+    let mut rng = ChaCha8Rng::seed_from_u64(24);
+    let mut ran = 0;
+    for isa in common::available_isas() {
+        for threads in [1, 2] {
+            let ctx = Context::for_isa(isa).unwrap().with_threads(threads).unwrap();
+            for (name, set) in sets().into_iter().filter(|(n, _)| ["iq4_nl", "cb32", "pot4"].contains(n)) {
+                // 32 KiB panels of 16 columns: 16 per strip and thread, so 3 or 2 strips; 12
+                // row tiles of 6, in two row blocks.
+                let (k, n, m) = (2048usize, 600usize, 67usize);
+                let p = packed(&set, k, n, &mut rng, None);
+                let w = CodebookWeights::with_family(&ctx, &p, CodebookFamily::Lut).unwrap().with_decode_min_m(1);
+                if w.decode_kernels().is_none() {
+                    continue;
+                }
+                ran += 1;
+                let a: Vec<u8> = (0..m * k).map(|_| rng.random()).collect();
+                let za = rng.random::<u8>();
+                let r = reference(&p, &set, m, &a, k, za);
+                let what = format!("{} t{threads} {name} {} strips m={m}", isa.name(), w.kernel_name_for(m));
+                check(&ctx, &w, &p, m, &a, k, za, &r, &what);
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    assert!(ran > 0 || common::tiers_filtered() || !qkern::dispatch::cpu().has(Isa::Avx2), "no decoded path ran");
+    let _ = ran;
+}
+
 /// The decoded path at large M past the i32-exact bound (K chunks carried in i64 by the
 /// int8 driver), with activations at their extremes against the zero point at the other
 /// end and the ±127 ends of the tables: i32 results that overflow are errors, f32 and

@@ -14,7 +14,7 @@ use crate::error::{Error, Result, check_matrix, try_vec_with_capacity};
 // chunked path's stores) is the int8 GEMM driver's: the codebook kernels take the same
 // `OutputStage`.
 use crate::gemm::scratch::Scratch;
-use crate::gemm::{ASource, Activations, K_CHUNK, Out, PackedWeights, Stage, run_packed, stage_at, store_value};
+use crate::gemm::{ASource, Activations, K_CHUNK, Out, PackedWeights, Stage, pack_rows, run_with_rows, stage_at, store_value};
 
 #[derive(Clone, Copy)]
 struct Shared<T>(T);
@@ -282,6 +282,7 @@ fn run_decoded<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWeigh
         data = try_vec_with_capacity(strip.checked_mul(pb), || format!("the decoded path's buffer of {strip} panels of {pb} bytes"))?;
         data.resize(strip * pb, 0);
     }
+    let mut rows = None;
     for s0 in (0..tiles_n).step_by(strip) {
         let np = strip.min(tiles_n - s0);
         let (j0, j1) = (s0 * nr, ((s0 + np) * nr).min(n));
@@ -307,7 +308,11 @@ fn run_decoded<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWeigh
             col_sum: w.col_sum[j0..j1].iter().map(|&s| s as i32).collect(),
             max_abs_centered: plan.max_abs,
         };
-        let res = run_packed(ctx, &src_a, &pw, stage.columns(j0, j1), out.columns(j0, j1));
+        // A is packed once, by the first strip's weights (every strip has the kernel).
+        if rows.is_none() {
+            rows = Some(pack_rows(ctx, &src_a, &pw));
+        }
+        let res = run_with_rows(ctx, &src_a, &pw, stage.columns(j0, j1), out.columns(j0, j1), rows.as_ref().and_then(|r| r.as_ref()));
         data = pw.data;
         if let Err(e) = res {
             STRIP.set(data);

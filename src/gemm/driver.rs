@@ -230,7 +230,48 @@ pub(super) fn whole_k_exact<A: Int8>(za: A, k: usize, w: &PackedWeights, bias: O
 /// Indirect rows ([`ARows::Indirect`]) run on the kernel's indirect entry, and only
 /// where whole-K i32 accumulation is exact (the caller checks [`whole_k_exact`] and
 /// gathers the rows into a matrix otherwise): an `Internal` error if not.
-pub(crate) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights, stage: Stage<'_>, mut out: Out<'_>) -> Result<()> {
+pub(crate) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights, stage: Stage<'_>, out: Out<'_>) -> Result<()> {
+    run_with_rows(ctx, a, w, stage, out, None)
+}
+
+/// Activations packed once, every row tile, by the A packer of one kernel
+/// ([`pack_rows`]), for several [`run_with_rows`] calls on the same activations: the
+/// codebook decoded path runs the driver once per column strip, and each call would
+/// otherwise pack the whole A again (on AVX2 at M = 16, 2 % of the call).
+pub(crate) struct PackedRows {
+    buf: Scratch<u8>,
+    /// The kernel whose packer wrote `buf`, and the shape packed.
+    kernel: &'static str,
+    m: usize,
+    k: usize,
+}
+
+/// Packs every row tile of `a` as [`run_with_rows`] on `w` would (None where that call
+/// reads raw rows: no packer, a GEMV kernel, indirect rows, or an empty or mismatched A).
+pub(crate) fn pack_rows<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights) -> Option<PackedRows> {
+    let ARows::Matrix(mat) = &a.rows else { return None };
+    let (m, k) = (mat.rows, w.k);
+    let runs = cpu().has(w.kernel.isa) && w.kernel.isa.within(ctx.kernels().isa);
+    if !runs || m == 0 || k == 0 || mat.cols != k || check_matrix("a", mat.data.len(), m, k, mat.stride).is_err() || gemv_kernel::<A>(ctx, w, m).is_some() {
+        return None;
+    }
+    let (p, _) = packed_a_entry::<A>(&w.kernel.packed_a, w.signed)?;
+    let mut ws = AWorkspace::default();
+    pack_tiles(p, mat.data, mat.stride, m, w.kernel.mr, k, 0, m.div_ceil(w.kernel.mr), &mut ws.buf);
+    Some(PackedRows { buf: ws.buf, kernel: w.kernel.name, m, k })
+}
+
+/// [`run`], its tasks reading the row tiles from `rows` (when packed for this kernel and
+/// shape, else ignored) instead of packing them. The caller passes the activations
+/// `rows` was packed from.
+pub(crate) fn run_with_rows<A: Int8>(
+    ctx: &Context,
+    a: &ASource<'_, A>,
+    w: &PackedWeights,
+    stage: Stage<'_>,
+    mut out: Out<'_>,
+    rows: Option<&PackedRows>,
+) -> Result<()> {
     let (m, k, n) = match &a.rows {
         ARows::Matrix(mat) => (mat.rows, w.k, w.n),
         ARows::Indirect(ir) => (ir.indirection.offsets.len() / ir.indirection.taps, w.k, w.n),
@@ -298,6 +339,7 @@ pub(crate) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
     let packed_a = if gemv.is_some() || indirect.is_some() { None } else { packed_a_entry::<A>(&kernel.packed_a, w.signed) };
     let ukernel = packed_a.map_or(ukernel, |(_, f)| f);
     let (tile_mr, ukernel) = gemv.unwrap_or((kernel.mr, ukernel));
+    let rows = rows.filter(|r| packed_a.is_some() && r.kernel == kernel.name && r.m == m && r.k == k).map(|r| &r.buf[..]);
 
     // Overflow policy (DESIGN.md §2): whole-K i32 accumulation is exact while
     // K·max|a−za|·max|b−zb| + max|bias| fits in i32; otherwise chunk K and carry i64.
@@ -382,7 +424,7 @@ pub(crate) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
     // One task: a block of row tiles × column tiles.
     let exact_task = |ws: &mut AWorkspace, ti0: usize, ti1: usize, tj0: usize, tj1: usize| {
         let cptr = cptr.get();
-        let a_tile = pack_a_tiles(packed_a.map(|(p, _)| p), a_data, lda, m, mr, k, ti0, ti1, ws);
+        let a_tile = pack_a_tiles(packed_a.map(|(p, _)| p), rows, a_data, lda, m, mr, k, ti0, ti1, ws);
         for tj in tj0..tj1 {
             let j0 = tj * nr;
             let nn = nr.min(n - j0);
@@ -451,7 +493,7 @@ pub(crate) fn run<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWeights,
     let ro = stage.ref_output(kind);
     let chunked_task = |ws: &mut AWorkspace, ti0: usize, ti1: usize, tj0: usize, tj1: usize| -> Result<()> {
         let cptr = cptr.get();
-        let a_tile = pack_a_tiles(packed_a.map(|(p, _)| p), a_data, lda, m, mr, k, ti0, ti1, ws);
+        let a_tile = pack_a_tiles(packed_a.map(|(p, _)| p), rows, a_data, lda, m, mr, k, ti0, ti1, ws);
         let mut tile = vec![0i32; mr * nr];
         let mut acc = vec![0i64; mr * nr];
         let mut col_off = vec![0i32; nr];
@@ -577,14 +619,15 @@ struct AWorkspace {
 }
 
 /// Packs the row tiles `ti0..ti1` of A (rows of `k` elements, `lda` apart, `mr` rows per
-/// tile) with the kernel's A packer into `ws`, unless it holds them already, so that
-/// every column tile of the task (and of the next tasks on the same rows) reuses them.
-/// Returns the function giving the `a` pointer of row tile `ti` at K offset `k0` (a
-/// multiple of the packer's `kr`, or of 1 without a packer) from `ws.buf`: packed when
-/// there is a packer, else the raw row.
+/// tile) with the kernel's A packer into `ws`, unless it holds them already or `all`
+/// holds every row tile, so that every column tile of the task (and of the next tasks
+/// on the same rows) reuses them. Returns the function giving the `a` pointer of row
+/// tile `ti` at K offset `k0` (a multiple of the packer's `kr`, or of 1 without a
+/// packer) from `ws.buf` (or `all`): packed when there is a packer, else the raw row.
 #[allow(clippy::too_many_arguments)]
 fn pack_a_tiles<'a, A: Int8>(
     packer: Option<PackedA>,
+    all: Option<&'a [u8]>,
     a: &'a [A],
     lda: usize,
     m: usize,
@@ -595,33 +638,33 @@ fn pack_a_tiles<'a, A: Int8>(
     ws: &mut AWorkspace,
 ) -> impl Fn(&[u8], usize, usize) -> *const u8 + use<'a, A> {
     let tile_bytes = packer.map_or(0, |p| p.tile_bytes(k));
-    if let Some(p) = packer.filter(|_| ws.rows != Some((ti0, ti1))) {
+    if let Some(p) = packer.filter(|_| all.is_none() && ws.rows != Some((ti0, ti1))) {
         ws.rows = Some((ti0, ti1));
-        let ws = &mut ws.buf;
-        let need = (ti1 - ti0) * tile_bytes;
-        if ws.len() < need {
-            ws.resize(need, 0);
-        }
-        for ti in ti0..ti1 {
-            let i0 = ti * mr;
-            let mm = mr.min(m - i0);
-            // SAFETY: rows i0..i0+mm of A hold k elements `lda` apart (validated by the
-            // caller); the destination is this tile's `tile_bytes` inside `ws`; the
-            // packer belongs to the kernel whose ISA the caller checked.
-            unsafe {
-                (p.pack[A::SIGNED as usize])(
-                    a[i0 * lda..].as_ptr().cast(),
-                    lda,
-                    mm,
-                    k,
-                    ws[(ti - ti0) * tile_bytes..].as_mut_ptr(),
-                )
-            };
-        }
+        pack_tiles(p, a, lda, m, mr, k, ti0, ti1, &mut ws.buf);
     }
-    move |ws: &[u8], ti: usize, k0: usize| match packer {
-        Some(p) => ws[(ti - ti0) * tile_bytes + k0 / p.kr * p.group_bytes..].as_ptr(),
-        None => a[ti * mr * lda + k0..].as_ptr().cast(),
+    move |ws: &[u8], ti: usize, k0: usize| match (packer, all) {
+        (Some(p), Some(all)) => all[ti * tile_bytes + k0 / p.kr * p.group_bytes..].as_ptr(),
+        (Some(p), None) => ws[(ti - ti0) * tile_bytes + k0 / p.kr * p.group_bytes..].as_ptr(),
+        (None, _) => a[ti * mr * lda + k0..].as_ptr().cast(),
+    }
+}
+
+/// Packs row tiles `ti0..ti1` of A (as [`pack_a_tiles`]) into `buf`, tile `ti` at
+/// `(ti − ti0)·tile_bytes`, growing it as needed.
+#[allow(clippy::too_many_arguments)]
+fn pack_tiles<A: Int8>(p: PackedA, a: &[A], lda: usize, m: usize, mr: usize, k: usize, ti0: usize, ti1: usize, buf: &mut Scratch<u8>) {
+    let tile_bytes = p.tile_bytes(k);
+    let need = (ti1 - ti0) * tile_bytes;
+    if buf.len() < need {
+        buf.resize(need, 0);
+    }
+    for ti in ti0..ti1 {
+        let i0 = ti * mr;
+        let mm = mr.min(m - i0);
+        // SAFETY: rows i0..i0+mm of A hold k elements `lda` apart (validated by the
+        // caller); the destination is this tile's `tile_bytes` inside `buf`; the packer
+        // belongs to the kernel whose ISA the caller checked.
+        unsafe { (p.pack[A::SIGNED as usize])(a[i0 * lda..].as_ptr().cast(), lda, mm, k, buf[(ti - ti0) * tile_bytes..].as_mut_ptr()) };
     }
 }
 

@@ -23,7 +23,7 @@ use crate::error::{Error, Result, check_scale};
 
 pub use pack::{K_CHUNK, PackedWeights};
 pub(crate) use pack::holds_weights;
-pub(crate) use driver::{Out, Stage, advise_huge_pages, run as run_packed, stage_at, store_value};
+pub(crate) use driver::{Out, Stage, advise_huge_pages, pack_rows, run_with_rows, stage_at, store_value};
 
 /// A read-only row-major matrix view: `rows × cols`, rows `stride` elements apart.
 #[derive(Clone, Copy, Debug)]
