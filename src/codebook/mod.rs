@@ -158,6 +158,13 @@ pub(crate) struct DecodePlan {
 /// 0.83 at M = 12: from 10 stands; 5-bit tables within ±64 (APoT-5, grid-aligned PWLQ
 /// at ±64) 0.91 vs 0.89 at M = 8, 0.89 vs 0.97 at M = 12, 0.88 vs 1.04 at M = 16: from
 /// 10 (it was 32, the 4-bit bound; the 5-bit tile's blend makes decoding pay earlier).
+///
+/// After the 16-column `c2` decoder and one packing of A per call (Zen 3, the same
+/// rounds, 1.5 s per M): 5-bit tables beyond ±64 (a 32-level ±127 table) in-register vs
+/// decoded 1.07 vs 0.80× at M = 2, 0.78 vs 0.72 at 3, 0.64 vs 0.70 at 4, 0.60 vs 0.68 at
+/// 5, 0.55 vs 0.74 at 8: from 4 (was 8); IQ4_NL 0.76 vs 0.78 at M = 8, 0.81 vs 0.80 at 9,
+/// 0.75 vs 0.81 at 10: from 10 stands; PoT-4 in-register ahead up to 32 (1.18 vs 1.15×):
+/// 32 stands.
 fn default_decode_min_m(gemm: &GemmUkernel, bits: u32) -> usize {
     match gemm.isa {
         // 5-bit: the in-register kernel blends two lookups per weight (0.8× of int8).
@@ -165,7 +172,7 @@ fn default_decode_min_m(gemm: &GemmUkernel, bits: u32) -> usize {
         Isa::Avx512Vnni | Isa::Amx => 64,
         _ if gemm.max_abs_stored_b.is_some() && bits == 5 => 10,
         _ if gemm.max_abs_stored_b.is_some() => 32,
-        _ if bits == 5 => 8,
+        _ if bits == 5 => 4,
         _ => 10,
     }
 }
