@@ -263,6 +263,15 @@ impl KernelTable {
         })
     }
 
+    /// The bit-shift codebook kernel for levels of `terms` power-of-two terms (PoT 1,
+    /// APoT 2) whose integer grid lies within `±grid_max`: the best candidate with exactly
+    /// the terms needed (PoT: one byte per weight), else one with room for them.
+    pub fn shift_kernel_for(&self, terms: u32, grid_max: i32) -> Option<&CodebookUkernel> {
+        let fits = |k: &&CodebookUkernel| k.family == qkern_kernels::CodebookFamily::Shift && k.max_abs_table.is_none_or(|x| grid_max <= x);
+        let cands = || self.codebook_candidates.iter().filter(fits);
+        cands().find(|k| k.format.bits == 8 * terms).or_else(|| cands().find(|k| k.format.bits >= 8 * terms))
+    }
+
     /// The GEMV kernel for a call of `m` rows on weights packed for `packed`, if any.
     pub fn gemv_for(&self, packed: &GemmUkernel, m: usize) -> Option<GemmUkernel> {
         self.gemv.iter().copied().find(|g| m <= g.mr && gemv_reads(g, packed))

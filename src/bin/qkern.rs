@@ -276,10 +276,10 @@ fn info() -> Result<(), String> {
                 println!("{:<12} {:<8} {}", isa.name(), format!("cb{bits}"), k.name);
             }
         }
-        // The bit-shift family (QKERN_CODEBOOK_KERNEL=shift): PoT (one term), APoT (two).
-        for (family, terms) in [("cb-pot", 1), ("cb-apot", 2)] {
-            let shift = table.codebook_candidates.iter().find(|k| k.family == qkern::codebook::CodebookFamily::Shift && k.format.bits == 8 * terms);
-            if let Some(k) = shift {
+        // The bit-shift family (QKERN_CODEBOOK_KERNEL=shift) on PoT-4 (one term, grid 64)
+        // and APoT-4 (two terms, grid 10).
+        for (family, terms, grid_max) in [("cb-pot", 1, 64), ("cb-apot", 2, 10)] {
+            if let Some(k) = table.shift_kernel_for(terms, grid_max) {
                 let bound = k.max_abs_table.map(|x| format!(" (grid within ±{x})")).unwrap_or_default();
                 println!("{:<12} {:<8} {}{bound}", isa.name(), family, k.name);
             }

@@ -238,15 +238,9 @@ impl CodebookWeights {
         let (grid_max, wide) = (tables.grid_max, tables.wide());
         if family == CodebookFamily::Shift {
             let terms = shift_terms_of(codes)?;
-            let fits = |k: &CodebookUkernel| k.family == family && k.max_abs_table.is_none_or(|x| grid_max as i32 <= x);
-            let cands = &ctx.kernels().codebook_candidates;
-            // The kernel with exactly the terms needed (PoT: one byte per weight), else one
-            // with room for them.
-            let kernel = cands
-                .iter()
-                .find(|k| fits(k) && k.format.bits == 8 * terms)
-                .or_else(|| cands.iter().find(|k| fits(k) && k.format.bits >= 8 * terms))
-                .copied()
+            let kernel = *ctx
+                .kernels()
+                .shift_kernel_for(terms, grid_max as i32)
                 .ok_or_else(|| Error::Internal("no unconditional shift codebook kernel registered".into()))?;
             return Ok(Self::pack(ctx, kernel, codes, &tables));
         }
