@@ -139,12 +139,12 @@ unsafe fn step<const B5: bool, const KR: usize>(t: &Tables, gb: *const u8, snr: 
 unsafe fn step16_c2<const B5: bool>(t: &Tables, gb: *const u8, snr: usize, jl: usize, dst: *mut u8, dnr: usize, g: usize, c0: usize) {
     // Per lane (4 columns × t 0..4, byte 4c + t): the bytes of t 0,1 then those of t 2,3.
     const PAIRS: [i8; 16] = [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15];
-    let pairs = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
-    // SAFETY: the caller's contract: 64 nibble bytes at 4·jl.
-    let (xa, xb) = unsafe {
+    // SAFETY: the caller's contract: 64 nibble bytes at 4·jl; PAIRS holds 16 bytes.
+    let (pairs, xa, xb) = unsafe {
+        let pairs = _mm256_broadcastsi128_si256(_mm_loadu_si128(PAIRS.as_ptr().cast()));
         let p = gb.add(4 * jl);
         let half = |o: usize| _mm_loadu_si128(p.add(o).cast());
-        (_mm256_inserti128_si256(_mm256_castsi128_si256(half(0)), half(32), 1), _mm256_inserti128_si256(_mm256_castsi128_si256(half(16)), half(48), 1))
+        (pairs, _mm256_inserti128_si256(_mm256_castsi128_si256(half(0)), half(32), 1), _mm256_inserti128_si256(_mm256_castsi128_si256(half(16)), half(48), 1))
     };
     let (xa, xb) = (_mm256_shuffle_epi8(xa, pairs), _mm256_shuffle_epi8(xb, pairs));
     let split = |x: __m256i| (_mm256_and_si256(x, t.nib), _mm256_and_si256(_mm256_srli_epi16(x, 4), t.nib));
@@ -152,8 +152,8 @@ unsafe fn step16_c2<const B5: bool>(t: &Tables, gb: *const u8, snr: usize, jl: u
     let look = |i: __m256i| _mm256_shuffle_epi8(t.ta, i);
     let (mut alo_v, mut ahi_v, mut blo_v, mut bhi_v) = (look(alo), look(ahi), look(blo), look(bhi));
     if B5 {
-        // The fifth bits of the 16 columns' low (high) nibbles: 8 plane bytes, the
-        // 4 of columns c at byte c/2. Lane l of A holds columns 8l..8l + 4 (plane bytes
+        // The fifth bits of the 16 columns' low (high) nibbles: 8 plane bytes, 4 bits per
+        // column (column c's in byte c/2). Lane l of A holds columns 8l..8l + 4 (plane bytes
         // 4l, 4l + 1), of B columns 8l + 4..8l + 8 (bytes 4l + 2, 4l + 3); position p of a
         // lane holds its byte PAIRS[p], whose bit is bit PAIRS[p] mod 8 of byte PAIRS[p]/8.
         const fn spread(base: [i8; 2]) -> [i8; 32] {
