@@ -813,7 +813,7 @@ pub const QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel 
 /// N = K = 4096), the 5-bit one no faster than the i16-table tile at any M (Zen 4). The
 /// 5-bit sign tile against the i16-table tile (Zen 3, u8 activations, one thread): M = 1
 /// 0.67 vs 0.93 ms, M = 4 1.89 vs 1.64 ms, M = 8 3.76 vs 3.35 ms (the decoded path takes
-/// over from M = 8), preferred for the GEMV.
+/// over from M = 4), preferred for the GEMV.
 pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
     QX8_CODEBOOK5_GEMM_4X16C8_SPLIT__AVX2,
     QX8_CODEBOOK4_GEMM_4X16C8_SPLIT__AVX2,
