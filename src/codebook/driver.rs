@@ -309,10 +309,8 @@ fn run_decoded<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWeigh
             max_abs_centered: plan.max_abs,
         };
         // A is packed once, by the first strip's weights (every strip has the kernel).
-        if rows.is_none() {
-            rows = Some(pack_rows(ctx, &src_a, &pw));
-        }
-        let res = run_with_rows(ctx, &src_a, &pw, stage.columns(j0, j1), out.columns(j0, j1), rows.as_ref().and_then(|r| r.as_ref()));
+        let rows = rows.get_or_insert_with(|| pack_rows(ctx, &src_a, &pw)).as_ref();
+        let res = run_with_rows(ctx, &src_a, &pw, stage.columns(j0, j1), out.columns(j0, j1), rows);
         data = pw.data;
         if let Err(e) = res {
             STRIP.set(data);

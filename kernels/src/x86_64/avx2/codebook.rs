@@ -77,8 +77,15 @@ pub(crate) fn expand_bits(bits: u32) -> __m256i {
         0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
     );
     let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let v = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
-    _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel)
+    spread_bits(_mm256_set1_epi32(bits as i32), spread, sel)
+}
+
+/// Byte mask from bit-plane bytes held in each lane of `planes`: byte `i` is all ones
+/// when bit `sel[i]` (one bit set) of byte `spread[i]` of its lane is set.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn spread_bits(planes: __m256i, spread: __m256i, sel: __m256i) -> __m256i {
+    _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(planes, spread), sel), sel)
 }
 
 /// The lookup indexes of column vector `v` (columns `8v..8v+8`) of one K group of a

@@ -9,7 +9,7 @@
 
 use core::arch::x86_64::*;
 
-use super::codebook::expand_bits;
+use super::codebook::{expand_bits, spread_bits};
 use crate::pack::decode::{CodebookDecodeArgs, CodebookDecoder, finish_panel};
 use crate::types::Isa;
 
@@ -184,7 +184,7 @@ unsafe fn step16_c2<const B5: bool>(t: &Tables, gb: *const u8, snr: usize, jl: u
                 _mm256_broadcastsi128_si256(_mm_loadu_si128(SEL.as_ptr().cast())),
             )
         };
-        let mask = |q: __m256i, s: __m256i| _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(q, s), sel), sel);
+        let mask = |q: __m256i, s: __m256i| spread_bits(q, s, sel);
         // SAFETY: the caller's contract: 8 plane bytes at jl/2 in each half of the plane.
         let (qlo, qhi) = unsafe {
             let plane = gb.add(4 * snr + jl / 2);
