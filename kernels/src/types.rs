@@ -654,9 +654,10 @@ pub struct CodebookArgs {
     pub k: usize,
     /// First activation row (u8 or i8 bit patterns, per the entry point; for the kernels
     /// with [`CodebookUkernel::table_i16`], i16 values the driver widened from them, so
-    /// that no kernel spends a shuffle per row and K group on the widening).
+    /// that no kernel spends a shuffle per row and K group on the widening; for the kernels
+    /// with [`CodebookUkernel::a_sign_split`], sign-split rows of two bytes per K).
     pub a: *const u8,
-    /// Distance in elements between activation rows.
+    /// Distance in elements between activation rows (two bytes each in sign-split rows).
     pub lda: usize,
     /// Start of this tile's packed code panel.
     pub b: *const u8,
@@ -775,6 +776,13 @@ pub struct CodebookUkernel {
     /// pair of them `< 2^24`, so nothing saturates. `false`: the i8 table
     /// ([`CodebookArgs::table`]) and byte activations.
     pub table_i16: bool,
+    /// Reads A in the sign-split form ([`crate::pack::codebook::sign_split_row`]), which
+    /// the driver writes once per call: per K group of 8, the signed activations
+    /// `s = a + a_offset` as i8, then their magnitudes `|s|`, zeros past K. A kernel that
+    /// multiplies `|s|` by `w·sign(s)` (AVX2 `vpmaddubsw` after `vpsignb`) then spends no
+    /// operation per tile on `s` and `|s|`, and no tail code: the padded K adds zeros.
+    /// Both entry points take the same form (the offset made it signed).
+    pub a_sign_split: bool,
     /// CPU features needed beyond `isa` (`cpuid` flag names, e.g. `"avx512vbmi"`); dispatch
     /// skips the kernel on CPUs that lack one.
     pub extra_features: &'static [&'static str],

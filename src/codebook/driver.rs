@@ -4,6 +4,7 @@ use qkern_kernels::reference::output_stage_ref;
 use qkern_kernels::{CodebookArgs, CodebookFormat, Int8, OutputKind};
 use rayon::prelude::*;
 
+use qkern_kernels::pack::codebook::sign_split_row;
 use qkern_kernels::pack::decode::CodebookDecodeArgs;
 
 use super::{CodebookWeights, DecodePlan};
@@ -101,8 +102,26 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
             wide_a.extend(a_data[i * lda..i * lda + k].iter().map(|v| v.to_i32() as i16));
         }
     }
-    let (a_ptr, lda, a_esize): (*const u8, usize, usize) =
-        if kernel.table_i16 { (wide_a.as_ptr().cast(), k, 2) } else { (a_data.as_ptr().cast(), lda, 1) };
+    // The sign-split kernels read each row as `s`, `|s|` byte pairs per K group (see
+    // `sign_split_row`), also once per call: 2·m·k bytes written instead of that work per
+    // column tile. Rows of whole groups: `lda` counts two-byte elements.
+    let mut split_a: Scratch<u8> = Scratch::unused();
+    let split_ld = k.div_ceil(8) * 8;
+    if kernel.a_sign_split && k > 0 {
+        split_a = Scratch::new();
+        split_a.resize(m * 2 * split_ld, 0);
+        let off = kernel.a_offset[A::SIGNED as usize];
+        for (i, row) in split_a.chunks_exact_mut(2 * split_ld).enumerate() {
+            sign_split_row(&a_data[i * lda..i * lda + k], off, row);
+        }
+    }
+    let (a_ptr, lda, a_esize): (*const u8, usize, usize) = if kernel.table_i16 {
+        (wide_a.as_ptr().cast(), k, 2)
+    } else if kernel.a_sign_split {
+        (split_a.as_ptr(), split_ld, 2)
+    } else {
+        (a_data.as_ptr().cast(), lda, 1)
+    };
     let a_ptr = Shared(a_ptr);
     let cptr = Shared(c_ptr);
     let table = Shared(w.table.as_ptr());

@@ -103,6 +103,7 @@ const fn lut_kernel<const BITS: u32, const WIDE: bool>(name: &'static str) -> Co
         a_offset: [0, 0],
         max_abs_table: None,
         table_i16: WIDE,
+        a_sign_split: false,
         extra_features: &[],
         run: [codebook_tile::<u8, 4, 16, BITS, WIDE>, codebook_tile::<i8, 4, 16, BITS, WIDE>],
     }

@@ -1,6 +1,6 @@
 //! Packer of the codebook kernels' [`CodebookFormat`] (nibble pairs, K groups of 8).
 
-use crate::types::CodebookFormat;
+use crate::types::{CodebookFormat, Int8};
 
 /// Packs the 4-bit codes of `B[K][N]`, given by `code(k, n)` (each `< 16`), into
 /// `format`: `out` must hold `format.packed_bytes(k, n)` bytes. Codes past K or N are 0;
@@ -35,6 +35,32 @@ pub fn pack_codebook(format: CodebookFormat, k: usize, n: usize, code: impl Fn(u
                     dst[g * gb + nr * 4 + bit / 8] |= 1 << (bit % 8);
                 }
             }
+        }
+    }
+}
+
+/// Bytes per K group of 8 in a sign-split activation row: 8 signed values, 8 magnitudes.
+pub const SIGN_SPLIT_GROUP_BYTES: usize = 16;
+
+/// Writes the activation row `a` (K = `a.len()`) in the sign-split form of the kernels
+/// with [`crate::types::CodebookUkernel::a_sign_split`]: for each K group of 8, the eight
+/// `s = a + a_offset` as i8, then their eight magnitudes `|s|` as u8 (128 for −128).
+/// Past K, up to the end of the last group, both are 0, so the padding multiplies to 0
+/// whatever code the panel holds there. `out` must hold `a.len().div_ceil(8) · 16` bytes.
+///
+/// Panics (a caller's bug, not a data error) if `out` is too short or if `a_offset` moves
+/// some value of `A` out of i8: the kernels' offsets, −128 for u8 and 0 for i8, do not.
+pub fn sign_split_row<A: Int8>(a: &[A], a_offset: i32, out: &mut [u8]) {
+    assert!((-128..=127).contains(&(A::MIN + a_offset)) && (-128..=127).contains(&(A::MAX + a_offset)), "offset {a_offset} takes {} out of i8", A::NAME);
+    let out = &mut out[..a.len().div_ceil(8) * SIGN_SPLIT_GROUP_BYTES];
+    for (src, dst) in a.chunks(8).zip(out.chunks_exact_mut(SIGN_SPLIT_GROUP_BYTES)) {
+        let (s, m) = dst.split_at_mut(8);
+        s.fill(0);
+        m.fill(0);
+        for ((v, s), m) in src.iter().zip(s.iter_mut()).zip(m.iter_mut()) {
+            let x = (v.to_i32() + a_offset) as i8;
+            *s = x as u8;
+            *m = x.unsigned_abs();
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The exactness tester of the i8-table lookup codebook kernels ([`CodebookUkernel`] with
 //! `family: Lut`, `table_i16: false`), called directly on panels packed by
-//! [`pack_codebook`]: every tile height `m ≤ MR`, widths `1, NR − 1, NR`, K tails and
+//! [`pack_codebook`]: every tile height `m ≤ MR`, widths `1, NR/2, NR/2 + 1, NR − 1, NR`, K tails and
 //! long K (below, at and past a kernel's internal block lengths), u8 and i8 activations
-//! (random and all at 0 / 255 / −128 / 127), and tables over the kernel's whole range —
+//! (random and all at 0 / 255 / −128 / 127; sign-split by [`sign_split_row`] for the
+//! kernels that read A so), and tables over the kernel's whole range —
 //! for a kernel without a table bound both ends of i8, −128 and 127, included. The raw
 //! i32 output (`OutputKind::I32`, zero column offsets) must equal the i64 reference
 //! [`codebook_gemm_i64`] modulo 2^32: the kernel contract's wrapping sum, exact whenever
@@ -12,6 +13,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::Rng;
+use crate::pack::codebook::sign_split_row;
 use crate::pack::pack_codebook;
 use crate::reference::codebook_gemm_i64;
 use crate::types::{CodebookArgs, CodebookFamily, CodebookUkernel, OutputStage};
@@ -53,7 +55,8 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
     for (ti, table) in tables.iter().enumerate() {
         let levels: Vec<i16> = table.iter().map(|&v| v as i16).collect();
         for &k in &ks {
-            for n in [1, nr - 1, nr] {
+            // Past half a panel too: a wide tile may run its column halves apart.
+            for n in [1, nr / 2, nr / 2 + 1, nr - 1, nr] {
                 let extreme = rng.chance(1, 4);
                 let codes: Vec<u8> = (0..k * n).map(|_| if extreme { (ncodes - 1) as u8 } else { rng.below(ncodes) as u8 }).collect();
                 let mut b = vec![0u8; fmt.packed_bytes(k, n)];
@@ -77,6 +80,24 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
                     } else {
                         codebook_gemm_i64(mr, n, k, &a, lda, -off, |kk, j| codes[kk * n + j], &levels, &mut want, n);
                     }
+                    // The sign-split kernels read A as the driver writes it: rows of
+                    // `lda_split` two-byte elements, one or two groups past the row's end.
+                    let lda_split = 8 * (k.div_ceil(8) + rng.below(2));
+                    let split: Vec<u8> = if kernel.a_sign_split {
+                        let mut v = vec![0xA5u8; mr * 2 * lda_split];
+                        for r in 0..mr {
+                            let (row, out) = (&a[r * lda..r * lda + k], &mut v[2 * r * lda_split..]);
+                            if signed {
+                                sign_split_row(bytemuck::cast_slice::<u8, i8>(row), off, out);
+                            } else {
+                                sign_split_row(row, off, out);
+                            }
+                        }
+                        v
+                    } else {
+                        Vec::new()
+                    };
+                    let (a_ptr, a_ld) = if kernel.a_sign_split { (split.as_ptr(), lda_split) } else { (a.as_ptr(), lda) };
                     for m in 1..=mr {
                         let ldc = n + 1;
                         let mut c = vec![0x5A5A_5A5Ai32; m * ldc];
@@ -84,8 +105,8 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
                             m,
                             n,
                             k,
-                            a: a.as_ptr(),
-                            lda,
+                            a: a_ptr,
+                            lda: a_ld,
                             b: b.as_ptr(),
                             table: table.as_ptr(),
                             table16: core::ptr::null(),
@@ -93,7 +114,8 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
                             ldc,
                             out: OutputStage::raw_i32(zeros.as_ptr()),
                         };
-                        // SAFETY: A holds `m ≤ MR` rows of `lda ≥ k` bytes, the panel its
+                        // SAFETY: A holds `m ≤ MR` rows of `lda ≥ k` bytes (sign-split: of
+                        // `2·lda_split ≥ k.div_ceil(8)·16`), the panel its
                         // packed bytes, the table 32 entries, C `m` rows of `ldc ≥ n`; the
                         // CPU feature is the caller's.
                         unsafe { (kernel.run[signed as usize])(&args) };

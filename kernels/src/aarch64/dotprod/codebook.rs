@@ -130,6 +130,7 @@ pub const QX8_CODEBOOK4_GEMM_8X8C8__DOTPROD: CodebookUkernel = CodebookUkernel {
     a_offset: [-128, 0],
     max_abs_table: None,
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [entry::<true, false>, entry::<false, false>],
 };
@@ -146,6 +147,7 @@ pub const QX8_CODEBOOK5_GEMM_8X8C8__DOTPROD: CodebookUkernel = CodebookUkernel {
     a_offset: [-128, 0],
     max_abs_table: None,
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [entry::<true, true>, entry::<false, true>],
 };

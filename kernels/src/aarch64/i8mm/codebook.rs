@@ -162,6 +162,7 @@ const fn kernel(name: &'static str, bits: u32, run: [crate::types::CodebookUkern
         a_offset: [0, 0],
         max_abs_table: None,
         table_i16: false,
+        a_sign_split: false,
         extra_features: &[],
         run,
     }

@@ -271,6 +271,7 @@ pub const QX8_CODEBOOK4_GEMM_4X8C8__NEON: CodebookUkernel = CodebookUkernel {
     a_offset: [-128, 0],
     max_abs_table: None,
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [entry::<true, false>, entry::<false, false>],
 };
@@ -287,6 +288,7 @@ pub const QX8_CODEBOOK5_GEMM_4X8C8__NEON: CodebookUkernel = CodebookUkernel {
     a_offset: [-128, 0],
     max_abs_table: None,
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [entry::<true, true>, entry::<false, true>],
 };
@@ -410,6 +412,7 @@ pub const QX8_CODEBOOK4_I16_GEMM_4X4C8__NEON: CodebookUkernel = CodebookUkernel 
     a_offset: [0, 0],
     max_abs_table: None,
     table_i16: true,
+    a_sign_split: false,
     extra_features: &[],
     run: [wide_entry::<false>, wide_entry::<false>],
 };
@@ -426,6 +429,7 @@ pub const QX8_CODEBOOK5_I16_GEMM_4X4C8__NEON: CodebookUkernel = CodebookUkernel 
     a_offset: [0, 0],
     max_abs_table: None,
     table_i16: true,
+    a_sign_split: false,
     extra_features: &[],
     run: [wide_entry::<true>, wide_entry::<true>],
 };

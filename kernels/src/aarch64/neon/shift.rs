@@ -215,6 +215,7 @@ const fn kernel(name: &'static str, terms: u32, run: [CodebookUkernelFn; 2]) -> 
         a_offset: [0, 0],
         max_abs_table: None,
         table_i16: false,
+        a_sign_split: false,
         extra_features: &[],
         run,
     }

@@ -31,20 +31,31 @@
 //! with 10 multiplies (±64 tile: 8); from M = 2 on the table split is clearly ahead. (On
 //! the noisy shared host the two were not told apart at M = 1.)
 //!
-//! The sign tiles (`qx8_codebook{4,5}_gemm_2x16c8_sign__avx2`, tables within ±127, so
+//! The sign tiles (`qx8_codebook{4,5}_gemm_2x32c8_sign__avx2`, tables within ±127, so
 //! every learned 4-bit codebook without −128) make the activations, not the table, fit
 //! `vpmaddubsw`: `s·w = |s|·(w·sign s)` for the signed activation `s`, one `vpsignb` per
 //! lookup; a pair is at most `2·128·127 = 32512`. They replace the split tiles in
-//! dispatch (the packer's i8 tables stay within ±127), which remain exact for −128 too. Per group of 8 K × 16 columns at M = 1
-//! that is 26 vector uops plus 4 activation broadcasts (the split tile: 32 + 2); llvm-mca
-//! (znver3) puts the loop at 7.3–8 cycles per group, bound by the four vector pipes.
-//! Measured on Zen 3 against the split tile: +6 % at M = 1, +4 % at M = 2, −2 % from
-//! M = 4 (its two-row tile re-decodes the codes per row pair), so it is preferred for the
-//! tables it holds; the decoded path takes over from M = 10 either way.
+//! dispatch (the packer's i8 tables stay within ±127), which remain exact for −128 too.
+//! Per group of 8 K × 16 columns at M = 1 that is 26 vector uops (the split tile: 32).
+//! Two things keep the GEMV near that count:
+//! - `s` and `|s|` are made by the driver once per call (the sign-split rows of
+//!   [`crate::pack::codebook::sign_split_row`]), not per tile: that work, its stores and
+//!   the chunked K loop around it cost the tile 8 % at M = 1.
+//! - Panels are 32 columns wide, so one row's four activation broadcasts per group serve
+//!   four column vectors, not two. On Zen 3 a `vpbroadcastd` from memory also takes a
+//!   vector pipe: removing the four of a 16-column group from a loop in L1 took it from
+//!   8.2 to 7.5 cycles.
+//!
+//! Measured on Zen 3 (GEMV 4096², one thread): 89 GOPS before these two changes, 103
+//! after, against 7.4–7.8 cycles per 16-column group for the bare loop in L1, which is
+//! 105–109 GOPS at 3.16 GHz. Against the split tile (same run, N = K = 4096) the sign
+//! tile is 22 % faster at M = 1, 10 % at M = 2, 5 % at M = 4 and 3 % at M = 8, so it is
+//! preferred for the tables it holds. The decoded path takes over from M = 10 either way.
 
 use core::arch::x86_64::*;
 
 use crate::generic::codebook::{a_quads16, store_tile};
+use crate::pack::codebook::SIGN_SPLIT_GROUP_BYTES;
 use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, Isa};
 use crate::x86_64::avx512vnni::codebook::a_tail_words;
 
@@ -97,8 +108,7 @@ pub(crate) fn spread_bits(planes: __m256i, spread: __m256i, sel: __m256i) -> __m
 /// `p` is readable for the group (64 bytes, 80 with `B5`), `v < 2`; the CPU supports AVX2.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn group_indexes<const B5: bool>(p: *const u8, v: usize, mask: __m256i) -> [(__m256i, __m256i); 2] {
-    const NR: usize = 16;
+unsafe fn group_indexes<const NR: usize, const B5: bool>(p: *const u8, v: usize, mask: __m256i) -> [(__m256i, __m256i); 2] {
     // SAFETY: within the group (caller): bytes 32v..32v+32 and the plane's 16.
     let (raw, ml, mh) = unsafe {
         let raw = _mm256_loadu_si256(p.add(32 * v).cast());
@@ -133,7 +143,7 @@ fn lookup<const B5: bool>(table: __m256i, table_hi: __m256i, idx: (__m256i, __m2
 unsafe fn decode16<const B5: bool>(p: *const u8, table: __m256i, table_hi: __m256i, mask: __m256i, wlo: &mut [__m256i; 2], whi: &mut [__m256i; 2]) {
     for v in 0..2 {
         // SAFETY: forwarded.
-        let [l, h] = unsafe { group_indexes::<B5>(p, v, mask) };
+        let [l, h] = unsafe { group_indexes::<16, B5>(p, v, mask) };
         wlo[v] = lookup::<B5>(table, table_hi, l);
         whi[v] = lookup::<B5>(table, table_hi, h);
     }
@@ -242,6 +252,7 @@ pub const QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUke
     a_offset: [0, 128],
     max_abs_table: Some(64),
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [qx8_codebook4_gemm_4x16c8_maddubs_u8a, qx8_codebook4_gemm_4x16c8_maddubs_i8a],
 };
@@ -332,7 +343,7 @@ unsafe fn split<const R: usize, const FLIP: bool, const B5: bool>(args: &Codeboo
         let a0 = args.a;
         // Column vector `v` of a group: [l of K 0–3, l of K 4–7, h of K 0–3, h of K 4–7].
         let decode = |p: *const u8, v: usize| {
-            let [il, ih] = group_indexes::<B5>(p, v, mask);
+            let [il, ih] = group_indexes::<16, B5>(p, v, mask);
             [lookup::<B5>(tl, tl1, il), lookup::<B5>(tl, tl1, ih), lookup::<B5>(th, th1, il), lookup::<B5>(th, th1, ih)]
         };
         let step = |acc: &mut __m256i, hacc: &mut __m256i, alo: __m256i, ahi: __m256i, w: &[__m256i; 4]| {
@@ -417,150 +428,133 @@ pub const QX8_CODEBOOK5_GEMM_4X16C8_SPLIT__AVX2: CodebookUkernel = CodebookUkern
     ..QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2
 };
 
-/// The `MR × 16` sign tile, exact for every i8 table within ±127 (every i8 table the
+/// Columns per panel of the sign tiles: one row reads four column vectors per K group,
+/// so each activation broadcast (a load that also takes a vector pipe on Zen 3) serves
+/// 32 columns instead of 16.
+const SIGN_NR: usize = 32;
+
+/// The `MR × 32` sign tile, exact for every i8 table within ±127 (every i8 table the
 /// packer builds, e.g. IQ4_NL's −127..=113; it takes −128 as beyond int8): the
 /// `vpmaddubsw` tile with the activations, not the table, made unsigned. Each activation
-/// is taken as the signed `s` (u8 minus 128 with `FLIP`, i8 as it is; `a_offset` −128 /
-/// 0) and `s·w = |s|·(w·sign s)`: `vpmaddubsw(|s|, vpsignb(w, s))`. A product is at most
+/// is taken as the signed `s = a + a_offset` (u8 minus 128, i8 as it is) and
+/// `s·w = |s|·(w·sign s)`: `vpmaddubsw(|s|, vpsignb(w, s))`. A product is at most
 /// `128·127` in magnitude, a pair `2·128·127 = 32512 ≤ 32767`, so nothing saturates and
 /// `vpsignb` never negates −128 (no table entry is −128). Each pair is widened by
 /// `vpmaddwd` with ones; the i32 sums wrap as the contract allows.
 ///
-/// `s` and `|s|` of each row are made once per [`SIGN_CHUNK`] groups into two stack
-/// buffers (a `vpxor` and a `vpabsb` per 32 activations), so per row, column vector and
-/// K group the vector pipes spend 8 operations, 5 more per column vector and group
-/// shared by the rows, and four activation broadcasts per row and group (the split tile:
-/// 9, 7 and 2).
+/// A is read sign-split ([`CodebookUkernel::a_sign_split`]): `s` and `|s|` come from the
+/// driver, made once per call, so per row, column vector and K group the vector pipes
+/// spend 8 operations, 5 more per column vector and group shared by the rows, and four
+/// activation broadcasts per row and group. K is read in whole groups: the padding's `s`
+/// is 0. One row of 4-bit codes takes all four column vectors in one pass over K; two
+/// rows, or 5-bit codes, take them in two passes of two (the accumulators of 2 × 4
+/// vectors and the constants would not fit the 16 ymm), and a panel of at most 16
+/// columns only the first pass.
 ///
-/// Reads `m` rows of `k` activation bytes (not one past `k`), the panel's
-/// `k.div_ceil(8)` groups (64 bytes, or 80 with `B5`), 16 table bytes (32 with `B5`);
-/// writes the `m × n` tile.
+/// Reads `m` sign-split rows of `k.div_ceil(8)·16` bytes (rows `2·lda` bytes apart), the
+/// panel's `k.div_ceil(8)` groups (128 bytes, or 160 with `B5`), 16 table bytes (32 with
+/// `B5`); writes the `m × n` tile.
 ///
 /// # Safety
-/// `args` satisfies the [`CodebookArgs`] contract, `m ≤ MR`, `n ≤ 16`, every table
-/// value within ±127; the CPU supports AVX2.
+/// `args` satisfies the [`CodebookArgs`] contract for a sign-split kernel, `m ≤ MR`,
+/// `n ≤ 32`, every table value within ±127; the CPU supports AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn sign_tile<const MR: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) {
+pub unsafe fn sign_tile<const MR: usize, const B5: bool>(args: &CodebookArgs) {
     const { assert!(MR == 2) };
-    // SAFETY (each arm): forwarded, exactly m rows.
+    let mut out = [[0i32; SIGN_NR]; MR];
+    let wide = args.n > SIGN_NR / 2;
+    // SAFETY (each call): forwarded, exactly m rows, the column vectors of the panel.
     unsafe {
-        match args.m {
-            1 => store16::<1>(args, &signed::<1, FLIP, B5>(args)),
-            _ => store16::<2>(args, &signed::<2, FLIP, B5>(args)),
+        if args.m == 1 && !B5 && wide {
+            put_vectors(&mut out, 0, &signed::<1, 4, B5>(args, 0));
+        } else {
+            // Two rows, or the 5-bit lookups' two more constants and plane masks: the
+            // accumulators of four vectors would not fit beside them (the one-pass 5-bit
+            // GEMV measured 51 GOPS against 56 in two passes, Zen 3).
+            for pass in 0..1 + wide as usize {
+                let v0 = 2 * pass;
+                if args.m == 1 {
+                    put_vectors(&mut out, v0, &signed::<1, 2, B5>(args, v0));
+                } else {
+                    put_vectors(&mut out, v0, &signed::<2, 2, B5>(args, v0));
+                }
+            }
+        }
+        store_tile::<MR, SIGN_NR>(args, &out);
+    }
+}
+
+/// Stores the `R × NV` vectors `acc` as columns `8·v0..8·(v0 + NV)` of `out`'s rows.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn put_vectors<const MR: usize, const R: usize, const NV: usize>(out: &mut [[i32; SIGN_NR]; MR], v0: usize, acc: &[[__m256i; NV]; R]) {
+    for (o, a) in out.iter_mut().zip(acc) {
+        for (v, x) in a.iter().enumerate() {
+            // SAFETY: 8 i32 at `o[8·(v0 + v)..]`, within the row (v0 + NV ≤ 4).
+            unsafe { _mm256_storeu_si256(o[8 * (v0 + v)..][..8].as_mut_ptr().cast(), *x) };
         }
     }
 }
 
-/// K groups of 8 whose `s` and `|s|` [`sign_tile`] prepares at a time: two stack buffers
-/// of `MR · 8 · SIGN_CHUNK` bytes.
-const SIGN_CHUNK: usize = 32;
-const _: () = assert!((8 * SIGN_CHUNK).is_multiple_of(32));
-
-/// Bytes `k0..k1` (`k1 − k0 ≤ 8·SIGN_CHUNK`) of the activation row at `a`, signed (XOR
-/// 0x80 with `FLIP`), into `s`, their magnitudes into `m`; zeros from `k1 − k0` up to the
-/// next multiple of 32.
+/// Column vectors `v0..v0 + NV` (8 columns each) of [`sign_tile`]'s panel over all of K:
+/// the i32 sums of its first `R = args.m` rows.
 ///
 /// # Safety
-/// `a` is readable for bytes `k0..k1`; the CPU supports AVX2.
+/// As [`sign_tile`], `R = args.m`, `v0 + NV ≤ 4`.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn sign_row<const FLIP: bool>(a: *const u8, k0: usize, k1: usize, s: &mut [u8; 8 * SIGN_CHUNK], m: &mut [u8; 8 * SIGN_CHUNK]) {
-    let flip = _mm256_set1_epi8(if FLIP { -128 } else { 0 });
-    let len = k1 - k0;
-    let put = |j: usize, x: __m256i, s: &mut [u8; 8 * SIGN_CHUNK], m: &mut [u8; 8 * SIGN_CHUNK]| {
-        let x = _mm256_xor_si256(x, flip);
-        // SAFETY: j + 32 ≤ 8·SIGN_CHUNK (j is a multiple of 32 below len ≤ 8·SIGN_CHUNK).
-        unsafe {
-            _mm256_storeu_si256(s[j..].as_mut_ptr().cast(), x);
-            _mm256_storeu_si256(m[j..].as_mut_ptr().cast(), _mm256_abs_epi8(x));
-        }
-    };
-    let mut j = 0;
-    while j + 32 <= len {
-        // SAFETY: bytes k0 + j .. k0 + j + 32 ≤ k1 are readable (caller).
-        put(j, unsafe { _mm256_loadu_si256(a.add(k0 + j).cast()) }, s, m);
-        j += 32;
-    }
-    if j < len {
-        // The last bytes, zero-padded before the flip cancels out: `s` is then 0 there.
-        let mut tail = [if FLIP { 0x80u8 } else { 0 }; 32];
-        // SAFETY: bytes k0 + j .. k1 are readable; tail holds 32 ≥ len − j.
-        unsafe { core::ptr::copy_nonoverlapping(a.add(k0 + j), tail.as_mut_ptr(), len - j) };
-        // SAFETY: 32 bytes.
-        put(j, unsafe { _mm256_loadu_si256(tail.as_ptr().cast()) }, s, m);
-    }
-}
-
-/// As [`sign_tile`], `R = args.m`: the i32 sums of the tile's rows.
-///
-/// # Safety
-/// As [`sign_tile`].
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn signed<const R: usize, const FLIP: bool, const B5: bool>(args: &CodebookArgs) -> [[__m256i; 2]; R] {
-    const NV: usize = 2;
-    let gb = CodebookFormat { nr: 16, bits: if B5 { 5 } else { 4 } }.group_bytes();
-    // SAFETY: reads stay within the contract's ranges (rows < m, bytes < k, the panel's
-    // groups, the table's 16 or 32 bytes); the buffers are read below 8·SIGN_CHUNK.
+unsafe fn signed<const R: usize, const NV: usize, const B5: bool>(args: &CodebookArgs, v0: usize) -> [[__m256i; NV]; R] {
+    let gb = CodebookFormat { nr: SIGN_NR, bits: if B5 { 5 } else { 4 } }.group_bytes();
+    // SAFETY: reads stay within the contract's ranges (rows < m of whole sign-split
+    // groups, the panel's groups, the table's 16 or 32 bytes).
     unsafe {
         let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast()));
         let table_hi = if B5 { _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.add(16).cast())) } else { table };
         let mask = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_si256(); NV]; R];
-        let groups = args.k.div_ceil(8);
-        let mut sbuf = [[0u8; 8 * SIGN_CHUNK]; R];
-        let mut mbuf = [[0u8; 8 * SIGN_CHUNK]; R];
-        let decode = |g: usize, v: usize| {
-            let [il, ih] = group_indexes::<B5>(args.b.add(g * gb), v, mask);
-            [lookup::<B5>(table, table_hi, il), lookup::<B5>(table, table_hi, ih)]
-        };
-        // Group `i` of the chunk in row buffers `s`, `m`.
-        let step = |acc: &mut __m256i, s: &[u8; 8 * SIGN_CHUNK], m: &[u8; 8 * SIGN_CHUNK], i: usize, w: [__m256i; 2]| {
-            let word = |b: &[u8; 8 * SIGN_CHUNK], t: usize| _mm256_set1_epi32(b.as_ptr().add(8 * i + 4 * t).cast::<i32>().read_unaligned());
-            let p0 = _mm256_maddubs_epi16(word(m, 0), _mm256_sign_epi8(w[0], word(s, 0)));
-            let p1 = _mm256_maddubs_epi16(word(m, 1), _mm256_sign_epi8(w[1], word(s, 1)));
-            *acc = _mm256_add_epi32(*acc, _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones)));
-        };
-        let mut g0 = 0;
-        while g0 < groups {
-            let g1 = groups.min(g0 + SIGN_CHUNK);
-            for (r, (s, m)) in sbuf.iter_mut().zip(mbuf.iter_mut()).enumerate() {
-                sign_row::<FLIP>(args.a.add(r * args.lda), 8 * g0, args.k.min(8 * g1), s, m);
-            }
-            for g in g0..g1 {
-                for v in 0..NV {
-                    let w = decode(g, v);
-                    for ((a, s), m) in acc.iter_mut().zip(&sbuf).zip(&mbuf) {
-                        step(&mut a[v], s, m, g - g0, w);
-                    }
+        // Four bytes at `p + off`, in every dword.
+        let word = |p: *const u8, off: usize| _mm256_set1_epi32(p.add(off).cast::<i32>().read_unaligned());
+        for g in 0..args.k.div_ceil(8) {
+            // Group g of each row: s of K 0–3, s of K 4–7, |s| of K 0–3, |s| of K 4–7.
+            let rows: [*const u8; R] = core::array::from_fn(|r| args.a.add(2 * r * args.lda + SIGN_SPLIT_GROUP_BYTES * g));
+            for v in 0..NV {
+                let [il, ih] = group_indexes::<SIGN_NR, B5>(args.b.add(g * gb), v0 + v, mask);
+                let (wl, wh) = (lookup::<B5>(table, table_hi, il), lookup::<B5>(table, table_hi, ih));
+                for (acc, &p) in acc.iter_mut().zip(&rows) {
+                    let p0 = _mm256_maddubs_epi16(word(p, 8), _mm256_sign_epi8(wl, word(p, 0)));
+                    let p1 = _mm256_maddubs_epi16(word(p, 12), _mm256_sign_epi8(wh, word(p, 4)));
+                    acc[v] = _mm256_add_epi32(acc[v], _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones)));
                 }
             }
-            g0 = g1;
         }
         acc
     }
 }
 
-/// `qx8_codebook4_gemm_2x16c8_sign__avx2`: 2 rows × 16 columns, tables within ±127
+/// `qx8_codebook4_gemm_2x32c8_sign__avx2`: 2 rows × 32 columns, tables within ±127
 /// (`vpmaddubsw` on `|s|` and `vpsignb`).
-pub const QX8_CODEBOOK4_GEMM_2X16C8_SIGN__AVX2: CodebookUkernel = CodebookUkernel {
-    name: "qx8_codebook4_gemm_2x16c8_sign__avx2",
+pub const QX8_CODEBOOK4_GEMM_2X32C8_SIGN__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook4_gemm_2x32c8_sign__avx2",
     a_offset: [-128, 0],
     max_abs_table: Some(127),
     mr: 2,
-    run: [sign_tile::<2, true, false>, sign_tile::<2, false, false>],
+    format: CodebookFormat { nr: SIGN_NR, bits: 4 },
+    a_sign_split: true,
+    run: [sign_tile::<2, false>, sign_tile::<2, false>],
     // The layout of the ±64 tile.
     ..QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2
 };
 
-/// `qx8_codebook5_gemm_2x16c8_sign__avx2`: the sign tile on 5-bit codes.
-pub const QX8_CODEBOOK5_GEMM_2X16C8_SIGN__AVX2: CodebookUkernel = CodebookUkernel {
-    name: "qx8_codebook5_gemm_2x16c8_sign__avx2",
+/// `qx8_codebook5_gemm_2x32c8_sign__avx2`: the sign tile on 5-bit codes.
+pub const QX8_CODEBOOK5_GEMM_2X32C8_SIGN__AVX2: CodebookUkernel = CodebookUkernel {
+    name: "qx8_codebook5_gemm_2x32c8_sign__avx2",
     a_offset: [-128, 0],
     max_abs_table: Some(127),
     mr: 2,
-    run: [sign_tile::<2, true, true>, sign_tile::<2, false, true>],
+    format: CodebookFormat { nr: SIGN_NR, bits: 5 },
+    a_sign_split: true,
+    run: [sign_tile::<2, true>, sign_tile::<2, true>],
     ..QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2
 };
 
@@ -742,6 +736,7 @@ pub const QX8_CODEBOOK4_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel {
     a_offset: [0, 128],
     max_abs_table: None,
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [qx8_codebook4_gemm_4x8c8_u8a, qx8_codebook4_gemm_4x8c8_i8a],
 };
@@ -776,6 +771,7 @@ pub const QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUke
     a_offset: [0, 128],
     max_abs_table: Some(64),
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [qx8_codebook5_gemm_4x16c8_maddubs_u8a, qx8_codebook5_gemm_4x16c8_maddubs_i8a],
 };
@@ -792,6 +788,7 @@ pub const QX8_CODEBOOK4_I16_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel 
     a_offset: [0, 0],
     max_abs_table: None,
     table_i16: true,
+    a_sign_split: false,
     extra_features: &[],
     run: [exact_tile::<4, false, true, false>, exact_tile::<4, false, true, false>],
 };
@@ -808,6 +805,7 @@ pub const QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel 
     a_offset: [0, 0],
     max_abs_table: None,
     table_i16: true,
+    a_sign_split: false,
     extra_features: &[],
     run: [exact_tile::<4, false, true, true>, exact_tile::<4, false, true, true>],
 };
@@ -816,7 +814,7 @@ pub const QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel 
 /// that runs the codes exactly: the `vpmaddubsw` tile within ±64, else the sign tile
 /// (the packer's i8 tables stay within ±127; one holding −128 is a grid for the
 /// i16-table tiles). The split tiles, exact for any i8 table, come first, chosen only by
-/// name: the 4-bit one is 6 % slower than the sign tile at M = 1 and 4 % at M = 2 (Zen 3,
+/// name: the 4-bit one is 18 % slower than the sign tile at M = 1 and 9 % at M = 2 (Zen 3,
 /// N = K = 4096), the 5-bit one no faster than the i16-table tile at any M (Zen 4). The
 /// 5-bit sign tile against the i16-table tile (Zen 3, u8 activations, one thread): M = 1
 /// 0.67 vs 0.93 ms, M = 4 1.89 vs 1.64 ms, M = 8 3.76 vs 3.35 ms (the decoded path takes
@@ -827,8 +825,8 @@ pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
     QX8_CODEBOOK4_I16_GEMM_4X8C8__AVX2,
     QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2,
     QX8_CODEBOOK4_GEMM_4X8C8__AVX2,
-    QX8_CODEBOOK5_GEMM_2X16C8_SIGN__AVX2,
-    QX8_CODEBOOK4_GEMM_2X16C8_SIGN__AVX2,
+    QX8_CODEBOOK5_GEMM_2X32C8_SIGN__AVX2,
+    QX8_CODEBOOK4_GEMM_2X32C8_SIGN__AVX2,
     QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2,
     QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2,
 ];

@@ -145,6 +145,7 @@ pub const QX8_SHIFT_POT_GEMM_4X8C2__AVX2: CodebookUkernel = CodebookUkernel {
     a_offset: [0, 0],
     max_abs_table: None,
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [qx8_shift_pot_gemm_4x8c2_u8a, qx8_shift_pot_gemm_4x8c2_i8a],
 };
@@ -161,6 +162,7 @@ pub const QX8_SHIFT_APOT_GEMM_4X8C2__AVX2: CodebookUkernel = CodebookUkernel {
     a_offset: [0, 0],
     max_abs_table: None,
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [qx8_shift_apot_gemm_4x8c2_u8a, qx8_shift_apot_gemm_4x8c2_i8a],
 };

@@ -204,6 +204,7 @@ pub const QX8_CODEBOOK4_GEMM_8X32C8__AVX512VNNI: CodebookUkernel = CodebookUkern
     a_offset: [0, 128],
     max_abs_table: None,
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [qx8_codebook4_gemm_8x32c8_u8a, qx8_codebook4_gemm_8x32c8_i8a],
 };
@@ -239,6 +240,7 @@ pub const QX8_CODEBOOK4_GEMM_8X32C8__AVX512VBMI: CodebookUkernel = CodebookUkern
     a_offset: [0, 128],
     max_abs_table: None,
     table_i16: false,
+    a_sign_split: false,
     extra_features: &["avx512vbmi"],
     run: [qx8_codebook4_gemm_8x32c8_vbmi_u8a, qx8_codebook4_gemm_8x32c8_vbmi_i8a],
 };
@@ -274,6 +276,7 @@ pub const QX8_CODEBOOK5_GEMM_8X32C8__AVX512VNNI: CodebookUkernel = CodebookUkern
     a_offset: [0, 128],
     max_abs_table: None,
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [qx8_codebook5_gemm_8x32c8_u8a, qx8_codebook5_gemm_8x32c8_i8a],
 };
@@ -409,6 +412,7 @@ pub const QX8_CODEBOOK4_I16_GEMM_8X16C8__AVX512VNNI: CodebookUkernel = CodebookU
     a_offset: [0, 0],
     max_abs_table: None,
     table_i16: true,
+    a_sign_split: false,
     extra_features: &[],
     run: [wide_tile::<8, false>, wide_tile::<8, false>],
 };
@@ -425,6 +429,7 @@ pub const QX8_CODEBOOK5_I16_GEMM_8X16C8__AVX512VNNI: CodebookUkernel = CodebookU
     a_offset: [0, 0],
     max_abs_table: None,
     table_i16: true,
+    a_sign_split: false,
     extra_features: &[],
     run: [wide_tile::<8, true>, wide_tile::<8, true>],
 };

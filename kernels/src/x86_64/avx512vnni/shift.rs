@@ -172,6 +172,7 @@ pub const QX8_SHIFT_POT_GEMM_8X16C2__AVX512VNNI: CodebookUkernel = CodebookUkern
     a_offset: [0, 0],
     max_abs_table: Some(64),
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [qx8_shift_pot_gemm_8x16c2_u8a, qx8_shift_pot_gemm_8x16c2_i8a],
 };
@@ -188,6 +189,7 @@ pub const QX8_SHIFT_APOT_GEMM_8X16C2__AVX512VNNI: CodebookUkernel = CodebookUker
     a_offset: [0, 0],
     max_abs_table: Some(64),
     table_i16: false,
+    a_sign_split: false,
     extra_features: &[],
     run: [qx8_shift_apot_gemm_8x16c2_u8a, qx8_shift_apot_gemm_8x16c2_i8a],
 };
