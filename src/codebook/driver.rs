@@ -146,7 +146,7 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
                     ldc,
                     out: stage_for(j0, col_offset[j0..].as_ptr()),
                 };
-                // SAFETY: shapes and strides validated above: rows i0.. of A (or its i16 copy) hold k
+                // SAFETY: shapes and strides validated above: rows i0.. of A (or its i16 or sign-split copy) hold k
                 // elements, the panel holds panel_bytes, the C tile lies inside `c`, the
                 // per-column tables have n entries, both tables 32; the kernel's ISA is
                 // available (checked). Tiles are disjoint.
