@@ -253,10 +253,10 @@ pub(crate) fn pack_rows<A: Int8>(ctx: &Context, a: &ASource<'_, A>, w: &PackedWe
     let ARows::Matrix(mat) = &a.rows else { return None };
     let (m, k) = (mat.rows, w.k);
     let runs = cpu().has(w.kernel.isa) && w.kernel.isa.within(ctx.kernels().isa);
-    if !runs || m == 0 || k == 0 || mat.cols != k || check_matrix("a", mat.data.len(), m, k, mat.stride).is_err() || gemv_kernel::<A>(ctx, w, m).is_some() {
+    if !runs || m == 0 || k == 0 || mat.cols != k || check_matrix("a", mat.data.len(), m, k, mat.stride).is_err() {
         return None;
     }
-    let (p, _) = packed_a_entry::<A>(&w.kernel.packed_a, w.signed)?;
+    let (p, _) = a_packer::<A>(ctx, w, m, false)?;
     let mut buf = Scratch::new();
     pack_tiles(p, mat.data, mat.stride, m, w.kernel.mr, k, 0, m.div_ceil(w.kernel.mr), &mut buf);
     Some(PackedRows { buf, kernel: w.kernel.name, m, k })
@@ -335,9 +335,7 @@ pub(crate) fn run_with_rows<A: Int8>(
     // GEMV (m ≤ 4): its own kernel on the same packed weights, and its own tiling (raw
     // rows only).
     let gemv = if indirect.is_some() { None } else { gemv_kernel::<A>(ctx, w, m) };
-    // Kernels that widen A per tile may prefer it packed once per row tile (never a
-    // GEMV kernel: it reads raw rows; never indirect rows).
-    let packed_a = if gemv.is_some() || indirect.is_some() { None } else { packed_a_entry::<A>(&kernel.packed_a, w.signed) };
+    let packed_a = a_packer::<A>(ctx, w, m, indirect.is_some());
     let ukernel = packed_a.map_or(ukernel, |(_, f)| f);
     let (tile_mr, ukernel) = gemv.unwrap_or((kernel.mr, ukernel));
     let rows = rows.filter(|r| packed_a.is_some() && r.kernel == kernel.name && r.m == m && r.k == k).map(|r| &r.buf[..]);
@@ -601,11 +599,17 @@ pub(crate) fn run_with_rows<A: Int8>(
     }
 }
 
-/// The kernel's packed-A entry point for activations `A` and weights of signedness
-/// `b_signed`, with its packer, if it has one (and its K groups divide the overflow
-/// chunks, which must start on a group).
-fn packed_a_entry<A: Int8>(packed_a: &Option<PackedA>, b_signed: bool) -> Option<(PackedA, GemmUkernelFn)> {
-    packed_a.filter(|p| p.kr >= 1 && K_CHUNK.is_multiple_of(p.kr)).and_then(|p| p.run[A::SIGNED as usize][b_signed as usize].map(|f| (p, f)))
+/// The A packer of a call of `m` rows on `w`, with the kernel entry that reads its rows:
+/// the one rule of [`run_with_rows`] and [`pack_rows`]. Kernels that widen A per tile
+/// may prefer it packed once per row tile, but never the GEMV kernel (it reads raw rows)
+/// nor indirect rows; and only a packer whose K groups divide the overflow chunks, which
+/// must start on a group.
+fn a_packer<A: Int8>(ctx: &Context, w: &PackedWeights, m: usize, indirect: bool) -> Option<(PackedA, GemmUkernelFn)> {
+    if indirect || gemv_kernel::<A>(ctx, w, m).is_some() {
+        return None;
+    }
+    let p = w.kernel.packed_a.filter(|p| p.kr >= 1 && K_CHUNK.is_multiple_of(p.kr))?;
+    Some((p, p.run[A::SIGNED as usize][w.signed as usize]?))
 }
 
 /// The packed-A workspace of one thread (or rayon split) for one call, reused by its
