@@ -99,17 +99,19 @@ pub(crate) fn spread_bits(planes: __m256i, spread: __m256i, sel: __m256i) -> __m
     _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(planes, spread), sel), sel)
 }
 
-/// The lookup indexes of column vector `v` (columns `8v..8v+8`) of one K group of a
-/// 16-column panel (`p`: 64 nibble bytes, then with `B5` the 16-byte bit plane): the low
-/// nibbles (K 0–3) and the high ones (K 4–7), four bytes per column, and with `B5` each
-/// one's fifth-bit byte mask (codes 16–31; zero without `B5`). `mask` = `0x0F` bytes.
+/// The lookup indexes of column vector `v` (columns `8v..8v+8`) of one K group of an
+/// `NR`-column panel (`p`: `4·NR` nibble bytes, then with `B5` the `NR`-byte bit plane):
+/// the low nibbles (K 0–3) and the high ones (K 4–7), four bytes per column, and with
+/// `B5` each one's fifth-bit byte mask (codes 16–31; zero without `B5`). `mask` = `0x0F`
+/// bytes.
 ///
 /// # Safety
-/// `p` is readable for the group (64 bytes, 80 with `B5`), `v < 2`; the CPU supports AVX2.
+/// `p` is readable for the group (`4·NR` bytes, `5·NR` with `B5`), `v < NR / 8`; the CPU
+/// supports AVX2.
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn group_indexes<const NR: usize, const B5: bool>(p: *const u8, v: usize, mask: __m256i) -> [(__m256i, __m256i); 2] {
-    // SAFETY: within the group (caller): bytes 32v..32v+32 and the plane's 16.
+    // SAFETY: within the group (caller): bytes 32v..32v+32 and the plane's NR.
     let (raw, ml, mh) = unsafe {
         let raw = _mm256_loadu_si256(p.add(32 * v).cast());
         if B5 {
@@ -213,14 +215,22 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
 #[inline]
 unsafe fn store16<const R: usize>(args: &CodebookArgs, acc: &[[__m256i; 2]; R]) {
     let mut out = [[0i32; 16]; R];
-    for (o, a) in out.iter_mut().zip(acc).take(args.m) {
-        for v in 0..2 {
-            // SAFETY: `o[8v..]` holds 8 i32.
-            unsafe { _mm256_storeu_si256(o[8 * v..].as_mut_ptr().cast(), a[v]) };
-        }
-    }
+    put_vectors(&mut out, 0, acc);
     // SAFETY: forwarded (caller).
     unsafe { store_tile::<R, 16>(args, &out) };
+}
+
+/// Stores the `R × NV` vectors `acc` as columns `8·v0..8·(v0 + NV)` of the first `R`
+/// rows of `out` (rows of `W` i32). Panics if the columns pass `W` (a caller's bug).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn put_vectors<const W: usize, const ROWS: usize, const R: usize, const NV: usize>(out: &mut [[i32; W]; ROWS], v0: usize, acc: &[[__m256i; NV]; R]) {
+    for (o, a) in out.iter_mut().zip(acc) {
+        for (v, x) in a.iter().enumerate() {
+            // SAFETY: `[..8]` bounds the store to 8 i32 of the row.
+            unsafe { _mm256_storeu_si256(o[8 * (v0 + v)..][..8].as_mut_ptr().cast(), *x) };
+        }
+    }
 }
 
 /// 4×16 tile, u8 activations.
@@ -484,18 +494,6 @@ pub unsafe fn sign_tile<const MR: usize, const B5: bool>(args: &CodebookArgs) {
     }
 }
 
-/// Stores the `R × NV` vectors `acc` as columns `8·v0..8·(v0 + NV)` of `out`'s rows.
-#[target_feature(enable = "avx2")]
-#[inline]
-fn put_vectors<const MR: usize, const R: usize, const NV: usize>(out: &mut [[i32; SIGN_NR]; MR], v0: usize, acc: &[[__m256i; NV]; R]) {
-    for (o, a) in out.iter_mut().zip(acc) {
-        for (v, x) in a.iter().enumerate() {
-            // SAFETY: 8 i32 at `o[8·(v0 + v)..]`, within the row (v0 + NV ≤ 4).
-            unsafe { _mm256_storeu_si256(o[8 * (v0 + v)..][..8].as_mut_ptr().cast(), *x) };
-        }
-    }
-}
-
 /// Column vectors `v0..v0 + NV` (8 columns each) of [`sign_tile`]'s panel over all of K:
 /// the i32 sums of its first `R = args.m` rows.
 ///
@@ -542,7 +540,7 @@ pub const QX8_CODEBOOK4_GEMM_2X32C8_SIGN__AVX2: CodebookUkernel = CodebookUkerne
     format: CodebookFormat { nr: SIGN_NR, bits: 4 },
     a_sign_split: true,
     run: [sign_tile::<2, false>, sign_tile::<2, false>],
-    // The layout of the ±64 tile.
+    // The family, tier and code width of the ±64 tile (its own layout and A form above).
     ..QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2
 };
 
@@ -816,9 +814,10 @@ pub const QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel 
 /// i16-table tiles). The split tiles, exact for any i8 table, come first, chosen only by
 /// name: the 4-bit one is 18 % slower than the sign tile at M = 1 and 9 % at M = 2 (Zen 3,
 /// N = K = 4096), the 5-bit one no faster than the i16-table tile at any M (Zen 4). The
-/// 5-bit sign tile against the i16-table tile (Zen 3, u8 activations, one thread): M = 1
-/// 0.67 vs 0.93 ms, M = 4 1.89 vs 1.64 ms, M = 8 3.76 vs 3.35 ms (the decoded path takes
-/// over from M = 4), preferred for the GEMV.
+/// 5-bit sign tile against the i16-table tile (Zen 3, u8 activations, one thread, measured
+/// on its earlier 16-column form): M = 1 0.67 vs 0.93 ms, M = 4 1.89 vs 1.64 ms, M = 8
+/// 3.76 vs 3.35 ms (the decoded path takes over from M = 4), preferred for the GEMV. The
+/// 32-column form ran the PWLQ ±127 grid GEMV at 56 GOPS against the 16-column one's 52.
 pub const CODEBOOK_KERNELS: &[CodebookUkernel] = &[
     QX8_CODEBOOK5_GEMM_4X16C8_SPLIT__AVX2,
     QX8_CODEBOOK4_GEMM_4X16C8_SPLIT__AVX2,
