@@ -191,6 +191,16 @@ pub enum OutputKind {
     I8 = 3,
 }
 
+impl OutputKind {
+    /// Bytes of one output element.
+    pub const fn bytes(self) -> usize {
+        match self {
+            OutputKind::I32 | OutputKind::F32 => 4,
+            OutputKind::U8 | OutputKind::I8 => 1,
+        }
+    }
+}
+
 /// The fused output stage of a GEMM microkernel. Per-column arrays are indexed from the
 /// tile's first column (the driver offsets the pointers).
 #[repr(C)]
@@ -219,6 +229,19 @@ pub struct OutputStage {
 }
 
 impl OutputStage {
+    /// The same stage for the columns from `j0` on: every per-column table that is not
+    /// null advanced by `j0` entries (a kernel storing its tile in column blocks).
+    pub fn from_column(&self, j0: usize) -> OutputStage {
+        let off = |p: *const f32| if p.is_null() { p } else { p.wrapping_add(j0) };
+        OutputStage {
+            col_offset: self.col_offset.wrapping_add(j0),
+            scale: off(self.scale),
+            bias_f32: off(self.bias_f32),
+            qmult: if self.qmult.is_null() { self.qmult } else { self.qmult.wrapping_add(j0) },
+            ..*self
+        }
+    }
+
     /// The raw i32 stage (`OutputKind::I32`) adding `col_offset` (one i32 per column):
     /// no scale, bias or requantization tables (null, so a kernel that reads them
     /// faults). What the testers and benchmarks that call a kernel directly use.

@@ -74,13 +74,14 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
     let za_k = (za + kernel.a_offset[A::SIGNED as usize]) as i64;
 
     let kind = out.kind();
-    // Σ (a + off − za − off)·g = raw − (za + off)·Σg; modulo 2^32 in the one-pass case.
-    let col_offset: Vec<i32> = (0..n)
-        .map(|j| {
-            let b = if exact_i32 { bias_i32.map_or(0, |b| b[j] as i64) } else { 0 };
-            (b - za_k.wrapping_mul(w.col_sum[j])) as i32
-        })
-        .collect();
+    // Σ (a + off − za − off)·g = raw − (za + off)·Σg; modulo 2^32 in the one-pass case,
+    // so computed in wrapping i32 (one pass over N, vectorised: this ran at about 1 % of
+    // the GEMV 4096² call as a per-column i64 closure).
+    let zk = za_k as i32;
+    let col_offset: Vec<i32> = match bias_i32.filter(|_| exact_i32) {
+        Some(b) => w.col_sum.iter().zip(b).map(|(&s, &b)| b.wrapping_sub(zk.wrapping_mul(s as i32))).collect(),
+        None => w.col_sum.iter().map(|&s| zk.wrapping_mul(s as i32).wrapping_neg()).collect(),
+    };
     let zeros = vec![0i32; kernel.format.nr];
     let base = Shared(stage.kernel_stage(kind));
     let stage_for = |j0: usize, col_off: *const i32| stage_at(&base.get(), j0, col_off);

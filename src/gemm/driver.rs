@@ -127,14 +127,7 @@ impl<'a> Stage<'a> {
 /// `base` (from [`Stage::kernel_stage`]) for a tile starting at column `j0`, with the
 /// tile's column offsets `col_off` (each per-column table has n entries or is null).
 pub(crate) fn stage_at(base: &OutputStage, j0: usize, col_off: *const i32) -> OutputStage {
-    let off = |p: *const f32| if p.is_null() { p } else { p.wrapping_add(j0) };
-    OutputStage {
-        col_offset: col_off,
-        scale: off(base.scale),
-        bias_f32: off(base.bias_f32),
-        qmult: if base.qmult.is_null() { base.qmult } else { base.qmult.wrapping_add(j0) },
-        ..*base
-    }
+    OutputStage { col_offset: col_off, ..base.from_column(j0) }
 }
 
 /// Writes one result `v` of the scalar output stage ([`output_stage_ref`]) at `p` as

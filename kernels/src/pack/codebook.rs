@@ -53,14 +53,24 @@ pub const SIGN_SPLIT_GROUP_BYTES: usize = 16;
 pub fn sign_split_row<A: Int8>(a: &[A], a_offset: i32, out: &mut [u8]) {
     assert!((-128..=127).contains(&(A::MIN + a_offset)) && (-128..=127).contains(&(A::MAX + a_offset)), "offset {a_offset} takes {} out of i8", A::NAME);
     let out = &mut out[..a.len().div_ceil(8) * SIGN_SPLIT_GROUP_BYTES];
-    for (src, dst) in a.chunks(8).zip(out.chunks_exact_mut(SIGN_SPLIT_GROUP_BYTES)) {
+    let split = |src: &[A], dst: &mut [u8]| {
         let (s, m) = dst.split_at_mut(8);
-        s.fill(0);
-        m.fill(0);
         for ((v, s), m) in src.iter().zip(s.iter_mut()).zip(m.iter_mut()) {
             let x = (v.to_i32() + a_offset) as i8;
             *s = x as u8;
             *m = x.unsigned_abs();
         }
+    };
+    // Whole groups in fixed chunks of 8 (which the compiler vectorises), then the last
+    // partial group over zeros.
+    let mut groups = out.chunks_exact_mut(SIGN_SPLIT_GROUP_BYTES);
+    let full = a.chunks_exact(8);
+    let rest = full.remainder();
+    for (src, dst) in full.zip(&mut groups) {
+        split(src, dst);
+    }
+    if let Some(dst) = groups.next() {
+        dst.fill(0);
+        split(rest, dst);
     }
 }

@@ -203,10 +203,7 @@ impl StageSpec {
         }
     }
     fn elem_bytes(&self) -> usize {
-        match self.kind {
-            OutputKind::I32 | OutputKind::F32 => 4,
-            OutputKind::U8 | OutputKind::I8 => 1,
-        }
+        self.kind.bytes()
     }
 }
 

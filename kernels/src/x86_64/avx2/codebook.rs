@@ -47,8 +47,8 @@
 //!   8.2 to 7.5 cycles.
 //!
 //! Measured on Zen 3 (GEMV 4096², one thread): 89 GOPS before these two changes, 103
-//! after, against 7.4–7.8 cycles per 16-column group for the bare loop in L1, which is
-//! 105–109 GOPS at 3.16 GHz. Against the split tile (same run, N = K = 4096) the sign
+//! after; 107–108 with the one-row loop in `asm!` (`gemv32`, for its instruction order)
+//! and the vector epilogue (`store_vectors`). Against the split tile (same run, N = K = 4096) the sign
 //! tile is 22 % faster at M = 1, 10 % at M = 2, 5 % at M = 4 and 3 % at M = 8, so it is
 //! preferred for the tables it holds. The decoded path takes over from M = 10 either way.
 
@@ -56,7 +56,7 @@ use core::arch::x86_64::*;
 
 use crate::generic::codebook::{a_quads16, store_tile};
 use crate::pack::codebook::SIGN_SPLIT_GROUP_BYTES;
-use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, Isa};
+use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, GemmArgs, Isa};
 use crate::x86_64::avx512vnni::codebook::a_tail_words;
 
 /// The `MR × 16` tile (two ymm columns of 8).
@@ -203,33 +203,44 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
                 step(acc_r, _mm256_set1_epi32(lo), _mm256_set1_epi32(hi), &wlo, &whi);
             }
         }
-        store16::<R>(args, &acc);
+        store_vectors::<R, 2>(args, &acc);
     }
 }
 
-/// Runs the output stage of the `R × 16` accumulators (`acc[r][v]`: columns `8v..8v+8`).
+/// Runs the output stage of the `R × 8·NV` accumulators (`acc[r][v]`: columns
+/// `8v..8v+8`, `NV` even) 16 columns at a time through the AVX2 GEMM epilogue
+/// ([`super::gemm::store_tile`]: vector adds, scales and requantization, bit-exact with
+/// the portable stage), for every tile of this module that stores 16-column blocks. On
+/// the GEMV 4096² (Zen 3, perf) the portable per-element stage took about 3 % of the
+/// call; what remains (about 2 %) is mostly the two calls per tile.
 ///
 /// # Safety
-/// `args` satisfies the [`CodebookArgs`] contract, `m ≤ R`, `n ≤ 16`; the CPU supports AVX2.
+/// `args` satisfies the [`CodebookArgs`] contract, `m ≤ R`, `n ≤ 8·NV`; the CPU supports AVX2.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn store16<const R: usize>(args: &CodebookArgs, acc: &[[__m256i; 2]; R]) {
-    let mut out = [[0i32; 16]; R];
-    put_vectors(&mut out, 0, acc);
-    // SAFETY: forwarded (caller).
-    unsafe { store_tile::<R, 16>(args, &out) };
-}
-
-/// Stores the `R × NV` vectors `acc` as columns `8·v0..8·(v0 + NV)` of the first `R`
-/// rows of `out` (rows of `W` i32). Panics if the columns pass `W` (a caller's bug).
-#[target_feature(enable = "avx2")]
-#[inline]
-fn put_vectors<const W: usize, const ROWS: usize, const R: usize, const NV: usize>(out: &mut [[i32; W]; ROWS], v0: usize, acc: &[[__m256i; NV]; R]) {
-    for (o, a) in out.iter_mut().zip(acc) {
-        for (v, x) in a.iter().enumerate() {
-            // SAFETY: `[..8]` bounds the store to 8 i32 of the row.
-            unsafe { _mm256_storeu_si256(o[8 * (v0 + v)..][..8].as_mut_ptr().cast(), *x) };
+unsafe fn store_vectors<const R: usize, const NV: usize>(args: &CodebookArgs, acc: &[[__m256i; NV]; R]) {
+    const { assert!(NV.is_multiple_of(2)) };
+    for h in 0..NV / 2 {
+        let j0 = 16 * h;
+        if j0 >= args.n {
+            break;
         }
+        let block = GemmArgs {
+            m: args.m,
+            n: (args.n - j0).min(16),
+            k: args.k,
+            a: core::ptr::null(),
+            lda: 0,
+            b: core::ptr::null(),
+            a_row_sum: core::ptr::null(),
+            b_zero_point: core::ptr::null(),
+            c: args.c.wrapping_add(j0 * args.out.kind.bytes()),
+            ldc: args.ldc,
+            out: args.out.from_column(j0),
+        };
+        // SAFETY: columns j0.. of the tile: the output tile and every per-column table
+        // of the stage hold n − j0 ≥ block.n entries from there (contract); no row terms.
+        unsafe { super::gemm::store_tile::<R>(&block, core::array::from_fn(|r| [acc[r][2 * h], acc[r][2 * h + 1]])) };
     }
 }
 
@@ -284,10 +295,10 @@ pub unsafe fn split_tile<const MR: usize, const FLIP: bool, const B5: bool>(args
     // accumulators in registers).
     unsafe {
         match args.m {
-            1 => store16::<1>(args, &split::<1, FLIP, B5>(args)),
-            2 => store16::<2>(args, &split::<2, FLIP, B5>(args)),
-            3 => store16::<3>(args, &split::<3, FLIP, B5>(args)),
-            _ => store16::<4>(args, &split::<4, FLIP, B5>(args)),
+            1 => store_vectors::<1, 2>(args, &split::<1, FLIP, B5>(args)),
+            2 => store_vectors::<2, 2>(args, &split::<2, FLIP, B5>(args)),
+            3 => store_vectors::<3, 2>(args, &split::<3, FLIP, B5>(args)),
+            _ => store_vectors::<4, 2>(args, &split::<4, FLIP, B5>(args)),
         }
     }
 }
@@ -471,26 +482,25 @@ const SIGN_NR: usize = 32;
 #[target_feature(enable = "avx2")]
 pub unsafe fn sign_tile<const MR: usize, const B5: bool>(args: &CodebookArgs) {
     const { assert!(MR == 2) };
-    let mut out = [[0i32; SIGN_NR]; MR];
+    let mut acc = [[_mm256_setzero_si256(); SIGN_NR / 8]; MR];
     let wide = args.n > SIGN_NR / 2;
     // SAFETY (each call): forwarded, exactly m rows, the column vectors of the panel.
     unsafe {
         if args.m == 1 && !B5 && wide {
-            put_vectors(&mut out, 0, &signed::<1, 4, B5>(args, 0));
+            acc[0] = gemv32(args);
         } else {
             // Two rows, or the 5-bit lookups' two more constants and plane masks: the
             // accumulators of four vectors would not fit beside them (the one-pass 5-bit
             // GEMV measured 51 GOPS against 56 in two passes, Zen 3).
             for pass in 0..1 + wide as usize {
                 let v0 = 2 * pass;
-                if args.m == 1 {
-                    put_vectors(&mut out, v0, &signed::<1, 2, B5>(args, v0));
-                } else {
-                    put_vectors(&mut out, v0, &signed::<2, 2, B5>(args, v0));
+                let rows = if args.m == 1 { [signed::<1, 2, B5>(args, v0)[0], [_mm256_setzero_si256(); 2]] } else { signed::<2, 2, B5>(args, v0) };
+                for (a, r) in acc.iter_mut().zip(rows) {
+                    a[v0..v0 + 2].copy_from_slice(&r);
                 }
             }
         }
-        store_tile::<MR, SIGN_NR>(args, &out);
+        store_vectors::<MR, { SIGN_NR / 8 }>(args, &acc);
     }
 }
 
@@ -528,6 +538,109 @@ unsafe fn signed<const R: usize, const NV: usize, const B5: bool>(args: &Codeboo
         }
         acc
     }
+}
+
+/// Two column vectors of [`gemv32`]'s K group (panel bytes `off..off + 64`), their
+/// operations interleaved: decode, sign, `vpmaddubsw`, widen, add to `$c0` / `$c1`.
+macro_rules! sign_pair {
+    ($off:literal, $c0:ident, $c1:ident) => {
+        concat!(
+            "vmovdqu {x0}, ymmword ptr [{bp} + ", $off, "]\n",
+            "vmovdqu {x2}, ymmword ptr [{bp} + ", $off, " + 32]\n",
+            "vpsrlw {x1}, {x0}, 4\n",
+            "vpsrlw {x3}, {x2}, 4\n",
+            "vpand {x0}, {x0}, {mask}\n",
+            "vpand {x2}, {x2}, {mask}\n",
+            "vpshufb {x0}, {table}, {x0}\n",
+            "vpshufb {x2}, {table}, {x2}\n",
+            "vpand {x1}, {x1}, {mask}\n",
+            "vpand {x3}, {x3}, {mask}\n",
+            "vpshufb {x1}, {table}, {x1}\n",
+            "vpshufb {x3}, {table}, {x3}\n",
+            "vpsignb {x0}, {x0}, {sl}\n",
+            "vpsignb {x2}, {x2}, {sl}\n",
+            "vpsignb {x1}, {x1}, {sh}\n",
+            "vpsignb {x3}, {x3}, {sh}\n",
+            "vpmaddubsw {x0}, {ul}, {x0}\n",
+            "vpmaddubsw {x2}, {ul}, {x2}\n",
+            "vpmaddubsw {x1}, {uh}, {x1}\n",
+            "vpmaddubsw {x3}, {uh}, {x3}\n",
+            "vpmaddwd {x0}, {x0}, {ones}\n",
+            "vpmaddwd {x2}, {x2}, {ones}\n",
+            "vpaddd {", stringify!($c0), "}, {", stringify!($c0), "}, {x0}\n",
+            "vpaddd {", stringify!($c1), "}, {", stringify!($c1), "}, {x2}\n",
+            "vpmaddwd {x1}, {x1}, {ones}\n",
+            "vpmaddwd {x3}, {x3}, {ones}\n",
+            "vpaddd {", stringify!($c0), "}, {", stringify!($c0), "}, {x1}\n",
+            "vpaddd {", stringify!($c1), "}, {", stringify!($c1), "}, {x3}\n",
+        )
+    };
+}
+
+/// One row of 4-bit codes over a whole 32-column panel (the GEMV case of [`sign_tile`]):
+/// [`signed`]`::<1, 4, false>` as one `asm!` loop, for its instruction order. Per K group
+/// the four column vectors go in two pairs, each pair's two chains interleaved
+/// operation by operation; LLVM otherwise emits them one column vector after another.
+/// Zen 3 issues this mix of operations, independent, at four per cycle (6.5 cycles per
+/// 16 columns by count), but one column vector's chain (shift, mask, lookup, sign, two
+/// multiplies, add) is 11 cycles after its load: a probe loop of the sequential order
+/// (in C, the same instructions) ran at 7.7 cycles per 16 columns, the pairs at 7.3.
+/// Called alone on 4096² panels the kernel went from 7.7 to 7.5 cycles (106 to 109
+/// GOPS), streaming the codes from L3.
+///
+/// # Safety
+/// As [`sign_tile`] with `args.m == 1`, 4-bit codes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn gemv32(args: &CodebookArgs) -> [__m256i; 4] {
+    let groups = args.k.div_ceil(8);
+    let mut acc = [_mm256_setzero_si256(); 4];
+    if groups == 0 {
+        return acc;
+    }
+    // SAFETY: the table's 16 bytes (contract).
+    let table = unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast())) };
+    let (mask, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
+    let [mut c0, mut c1, mut c2, mut c3] = acc;
+    // SAFETY: `groups` iterations read 16 bytes of the sign-split row (s of K 0–3, s of
+    // K 4–7, |s| of K 0–3, |s| of K 4–7) and the panel's 128-byte group each, all within
+    // the contract's ranges; AVX2 is enabled; no stack, flags only.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "vpbroadcastd {sl}, dword ptr [{ap}]",
+            "vpbroadcastd {sh}, dword ptr [{ap} + 4]",
+            "vpbroadcastd {ul}, dword ptr [{ap} + 8]",
+            "vpbroadcastd {uh}, dword ptr [{ap} + 12]",
+            sign_pair!(0, c0, c1),
+            sign_pair!(64, c2, c3),
+            "add {ap}, 16",
+            "add {bp}, 128",
+            "dec {n}",
+            "jnz 2b",
+            ap = inout(reg) args.a => _,
+            bp = inout(reg) args.b => _,
+            n = inout(reg) groups => _,
+            table = in(ymm_reg) table,
+            mask = in(ymm_reg) mask,
+            ones = in(ymm_reg) ones,
+            c0 = inout(ymm_reg) c0,
+            c1 = inout(ymm_reg) c1,
+            c2 = inout(ymm_reg) c2,
+            c3 = inout(ymm_reg) c3,
+            sl = out(ymm_reg) _,
+            sh = out(ymm_reg) _,
+            ul = out(ymm_reg) _,
+            uh = out(ymm_reg) _,
+            x0 = out(ymm_reg) _,
+            x1 = out(ymm_reg) _,
+            x2 = out(ymm_reg) _,
+            x3 = out(ymm_reg) _,
+            options(nostack, readonly),
+        );
+    }
+    acc = [c0, c1, c2, c3];
+    acc
 }
 
 /// `qx8_codebook4_gemm_2x32c8_sign__avx2`: 2 rows × 32 columns, tables within ±127
