@@ -48,9 +48,9 @@
 //!
 //! Measured on Zen 3 (GEMV 4096², one thread): 89 GOPS before these two changes, 103
 //! after; 107–108 with the one-row loop in `asm!` (`gemv32`, for its instruction order)
-//! and the vector epilogue (`store_vectors`). Against the split tile (same run, N = K = 4096) the sign
-//! tile is 22 % faster at M = 1, 10 % at M = 2, 5 % at M = 4 and 3 % at M = 8, so it is
-//! preferred for the tables it holds. The decoded path takes over from M = 10 either way.
+//! and the vector epilogue (`store_vectors`). Against the split tile (same run,
+//! N = K = 4096) the sign tile is 22 % faster at M = 1, 10 % at M = 2, 5 % at M = 4 and
+//! 3 % at M = 8, so it is preferred for the tables it holds. The decoded path takes over from M = 10 either way.
 
 use core::arch::x86_64::*;
 
