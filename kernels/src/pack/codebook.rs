@@ -74,3 +74,42 @@ pub fn sign_split_row<A: Int8>(a: &[A], a_offset: i32, out: &mut [u8]) {
         split(rest, dst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_split_row_writes_values_magnitudes_and_zero_padding() {
+        // K = 11: one whole group, one of 3 (zeros past K), over a dirty buffer.
+        let a: [u8; 11] = [0, 1, 127, 128, 129, 255, 64, 200, 0, 128, 255];
+        let mut out = [0xA5u8; 2 * SIGN_SPLIT_GROUP_BYTES + 5];
+        sign_split_row(&a, -128, &mut out);
+        let mut want = [0u8; 2 * SIGN_SPLIT_GROUP_BYTES];
+        for (k, &v) in a.iter().enumerate() {
+            let s = (v as i32 - 128) as i8;
+            let g = SIGN_SPLIT_GROUP_BYTES * (k / 8);
+            want[g + k % 8] = s as u8;
+            want[g + 8 + k % 8] = s.unsigned_abs();
+        }
+        assert_eq!(out[..2 * SIGN_SPLIT_GROUP_BYTES], want);
+        assert_eq!(out[16 + 8], 128, "|−128| is 128");
+        assert!(out[32..].iter().all(|&b| b == 0xA5), "nothing written past the last group");
+        // i8 activations, offset 0: the values as they are.
+        let mut out = [0xA5u8; SIGN_SPLIT_GROUP_BYTES];
+        sign_split_row(&[-128i8, -1, 0, 1, 127], 0, &mut out);
+        assert_eq!(out, [0x80, 0xFF, 0, 1, 127, 0, 0, 0, 128, 1, 0, 1, 127, 0, 0, 0]);
+    }
+
+    #[test]
+    #[should_panic]
+    fn sign_split_row_panics_on_a_short_output() {
+        sign_split_row(&[1u8; 9], -128, &mut [0u8; SIGN_SPLIT_GROUP_BYTES]);
+    }
+
+    #[test]
+    #[should_panic(expected = "out of i8")]
+    fn sign_split_row_panics_on_an_offset_leaving_i8() {
+        sign_split_row(&[1u8; 8], 0, &mut [0u8; SIGN_SPLIT_GROUP_BYTES]);
+    }
+}
