@@ -56,7 +56,7 @@ use core::arch::x86_64::*;
 
 use crate::generic::codebook::{a_quads16, store_tile};
 use crate::pack::codebook::SIGN_SPLIT_GROUP_BYTES;
-use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, GemmArgs, Isa};
+use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, GemmArgs, Isa, OutputKind};
 use crate::x86_64::avx512vnni::codebook::a_tail_words;
 
 /// The `MR × 16` tile (two ymm columns of 8).
@@ -238,9 +238,17 @@ unsafe fn store_vectors<const R: usize, const NV: usize>(args: &CodebookArgs, ac
             ldc: args.ldc,
             out: args.out.from_column(j0),
         };
+        let vectors = core::array::from_fn(|r| [acc[r][2 * h], acc[r][2 * h + 1]]);
         // SAFETY: columns j0.. of the tile: the output tile and every per-column table
         // of the stage hold n − j0 ≥ block.n entries from there (contract); no row terms.
-        unsafe { super::gemm::store_tile::<R>(&block, core::array::from_fn(|r| [acc[r][2 * h], acc[r][2 * h + 1]])) };
+        unsafe {
+            if args.out.kind == OutputKind::I32 {
+                // Inline, the adds and stores alone (the i32 GEMV's case).
+                super::gemm::store_i32_plain::<R, 2>(&block, &vectors)
+            } else {
+                super::gemm::store_tile::<R>(&block, vectors)
+            }
+        }
     }
 }
 
