@@ -50,7 +50,8 @@
 //! after; 107–108 with the one-row loop in `asm!` (`gemv32`, for its instruction order)
 //! and the vector epilogue (`store_vectors`). Against the split tile (same run,
 //! N = K = 4096) the sign tile is 22 % faster at M = 1, 10 % at M = 2, 5 % at M = 4 and
-//! 3 % at M = 8, so it is preferred for the tables it holds. The decoded path takes over from M = 10 either way.
+//! 3 % at M = 8, so it is preferred for the tables it holds. The decoded path takes over
+//! from M = 10 either way.
 
 use core::arch::x86_64::*;
 
@@ -210,9 +211,9 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
 /// Runs the output stage of the `R × 8·NV` accumulators (`acc[r][v]`: columns
 /// `8v..8v+8`, `NV` even) 16 columns at a time through the AVX2 GEMM epilogue
 /// ([`super::gemm::store_tile`]: vector adds, scales and requantization, bit-exact with
-/// the portable stage), for every tile of this module that stores 16-column blocks. On
-/// the GEMV 4096² (Zen 3, perf) the portable per-element stage took about 3 % of the
-/// call; what remains (about 2 %) is mostly the two calls per tile.
+/// the portable stage), for every tile of this module that stores 16-column blocks; the
+/// I32 stage through its inline adds and stores (`store_i32_plain`). On the GEMV 4096²
+/// (Zen 3, perf) the portable per-element stage took about 3 % of the call.
 ///
 /// # Safety
 /// `args` satisfies the [`CodebookArgs`] contract, `m ≤ R`, `n ≤ 8·NV`; the CPU supports AVX2.
@@ -602,14 +603,13 @@ macro_rules! sign_pair {
 #[inline]
 unsafe fn gemv32(args: &CodebookArgs) -> [__m256i; 4] {
     let groups = args.k.div_ceil(8);
-    let mut acc = [_mm256_setzero_si256(); 4];
+    let [mut c0, mut c1, mut c2, mut c3] = [_mm256_setzero_si256(); 4];
     if groups == 0 {
-        return acc;
+        return [c0, c1, c2, c3];
     }
     // SAFETY: the table's 16 bytes (contract).
     let table = unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast())) };
     let (mask, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
-    let [mut c0, mut c1, mut c2, mut c3] = acc;
     // SAFETY: `groups` iterations read 16 bytes of the sign-split row (s of K 0–3, s of
     // K 4–7, |s| of K 0–3, |s| of K 4–7) and the panel's 128-byte group each, all within
     // the contract's ranges; AVX2 is enabled; no stack, flags only.
@@ -647,8 +647,7 @@ unsafe fn gemv32(args: &CodebookArgs) -> [__m256i; 4] {
             options(nostack, readonly),
         );
     }
-    acc = [c0, c1, c2, c3];
-    acc
+    [c0, c1, c2, c3]
 }
 
 /// `qx8_codebook4_gemm_2x32c8_sign__avx2`: 2 rows × 32 columns, tables within ±127
