@@ -57,7 +57,7 @@ use core::arch::x86_64::*;
 
 use crate::generic::codebook::{a_quads16, store_tile};
 use crate::pack::codebook::SIGN_SPLIT_GROUP_BYTES;
-use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, GemmArgs, Isa, OutputKind};
+use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, GemmArgs, Isa};
 use crate::x86_64::avx512vnni::codebook::a_tail_words;
 
 /// The `MR × 16` tile (two ymm columns of 8).
@@ -210,9 +210,9 @@ unsafe fn tile<const R: usize, const FLIP: bool, const B5: bool>(args: &Codebook
 
 /// Runs the output stage of the `R × 8·NV` accumulators (`acc[r][v]`: columns
 /// `8v..8v+8`, `NV` even) 16 columns at a time through the AVX2 GEMM epilogue
-/// ([`super::gemm::store_tile`]: vector adds, scales and requantization, bit-exact with
-/// the portable stage), for every tile of this module that stores 16-column blocks; the
-/// I32 stage through its inline adds and stores (`store_i32_plain`). On the GEMV 4096²
+/// ([`super::gemm::store_acc`]: vector adds, scales and requantization, bit-exact with
+/// the portable stage; the I32 stage as inline adds and stores), for every tile of this
+/// module that stores 16-column blocks. On the GEMV 4096²
 /// (Zen 3, perf) the portable per-element stage took about 3 % of the call.
 ///
 /// # Safety
@@ -239,17 +239,9 @@ unsafe fn store_vectors<const R: usize, const NV: usize>(args: &CodebookArgs, ac
             ldc: args.ldc,
             out: args.out.from_column(j0),
         };
-        let vectors = core::array::from_fn(|r| [acc[r][2 * h], acc[r][2 * h + 1]]);
         // SAFETY: columns j0.. of the tile: the output tile and every per-column table
         // of the stage hold n − j0 ≥ block.n entries from there (contract); no row terms.
-        unsafe {
-            if args.out.kind == OutputKind::I32 {
-                // Inline, the adds and stores alone (the i32 GEMV's case).
-                super::gemm::store_i32_plain::<R, 2>(&block, &vectors)
-            } else {
-                super::gemm::store_tile::<R>(&block, vectors)
-            }
-        }
+        unsafe { super::gemm::store_acc::<R, 2>(&block, core::array::from_fn(|r| [acc[r][2 * h], acc[r][2 * h + 1]])) };
     }
 }
 

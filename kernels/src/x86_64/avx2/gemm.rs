@@ -227,10 +227,24 @@ unsafe fn exact_packed_tile<const MR: usize, const NVA: usize, const B_SIGNED: b
     // SAFETY: forwarded contract: k.div_ceil(2) pairs of packed A and of the panel.
     unsafe {
         exact_k_loop::<MR, NVA, B_SIGNED>(&mut c, args.a, args.b, args.k.div_ceil(2));
+        store_acc::<MR, NVA>(args, c)
+    }
+}
+
+/// The epilogue of an accumulator tile: [`store_i32_plain`] where it applies (I32
+/// output, no weight-zero-point row terms), else [`store_tile`].
+///
+/// # Safety
+/// As [`store_tile`], with `n ≤ 8·NVA`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn store_acc<const MR: usize, const NVA: usize>(args: &GemmArgs, acc: Acc<MR>) {
+    // SAFETY: forwarded; the plain store only for the case it covers.
+    unsafe {
         if args.out.kind == OutputKind::I32 && (args.a_row_sum.is_null() || args.b_zero_point.is_null()) {
-            store_i32_plain::<MR, NVA>(args, &c)
+            store_i32_plain::<MR, NVA>(args, &acc)
         } else {
-            store_tile(args, c)
+            store_tile(args, acc)
         }
     }
 }
@@ -242,7 +256,7 @@ unsafe fn exact_packed_tile<const MR: usize, const NVA: usize, const B_SIGNED: b
 /// As [`store_tile`], with `n ≤ 8·NVA`, kind I32 and no row-sum terms.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn store_i32_plain<const MR: usize, const NVA: usize>(args: &GemmArgs, c: &Acc<MR>) {
+unsafe fn store_i32_plain<const MR: usize, const NVA: usize>(args: &GemmArgs, c: &Acc<MR>) {
     for v in 0..NVA {
         if 8 * v >= args.n {
             break;

@@ -26,9 +26,9 @@ use core::mem::MaybeUninit;
 
 use super::gemm::{
     A_BLOCK_BYTES, A_BLOCK_K, Acc, KC, KC4, MR_EXACT, MR_FAST, NR, NV, exact_k_loop, flip_rows, maddubs_groups,
-    store_i32_plain, store_tile, widen_rows,
+    store_acc, store_tile, widen_rows,
 };
-use crate::types::{IgemmArgs, Indirect, OutputKind};
+use crate::types::{IgemmArgs, Indirect};
 
 /// The row pointers of tap `t`: rows at and past `m` repeat row `m − 1` (valid memory),
 /// so the loops run all `MR` rows without a branch; their results are never stored.
@@ -148,13 +148,7 @@ unsafe fn exact_itile<const NVA: usize, const A_SIGNED: bool, const B_SIGNED: bo
     }
     let ga = args.epilogue_args();
     // SAFETY: the output side of `args` is a GemmArgs tile with m ≤ 6, n ≤ 8·NVA.
-    unsafe {
-        if args.out.kind == OutputKind::I32 && (args.a_row_sum.is_null() || args.b_zero_point.is_null()) {
-            store_i32_plain::<MR_EXACT, NVA>(&ga, &acc)
-        } else {
-            store_tile(&ga, acc)
-        }
-    }
+    unsafe { store_acc::<MR_EXACT, NVA>(&ga, acc) }
 }
 
 /// The `vpmaddubsw` indirect tile over the first `NVA` (1 or 2) blocks of 8 columns;
