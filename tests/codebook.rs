@@ -227,6 +227,35 @@ fn threads_split_gemv_and_gemm() {
     }
 }
 
+/// One row over many panels: the kernels' GEMV entries (`CodebookUkernel::gemv`) walk
+/// all of a task's panels in one call, in runs of several, so N here crosses those runs,
+/// with every output stage, one thread and two (each thread's share walked in one call).
+#[test]
+fn gemv_entries_walk_many_panels_every_stage() {
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    for isa in common::available_isas() {
+        for threads in [1, 2] {
+            let ctx = Context::for_isa(isa).unwrap().with_threads(threads).unwrap();
+            for (name, set) in sets().into_iter().filter(|(name, _)| ["iq4_nl", "cb7", "pot4"].contains(name)) {
+                for &(n, k) in &[(257usize, 9usize), (289, 1001), (1000, 64), (4100, 17)] {
+                    let p = packed(&set, k, n, &mut rng, None);
+                    for w in weights_for(&ctx, &p) {
+                        let a: Vec<u8> = (0..k).map(|_| rng.random()).collect();
+                        let ai: Vec<i8> = (0..k).map(|_| rng.random()).collect();
+                        let (za, zi) = (rng.random::<u8>(), rng.random::<i8>());
+                        let (r, ri) = (reference(&p, &set, 1, &a, k, za), reference(&p, &set, 1, &ai, k, zi));
+                        let what = format!("{} {name} {} threads={threads} n={n} k={k}", isa.name(), w.kernel_name_for(1));
+                        check(&ctx, &w, &p, 1, &a, k, za, &r, &what);
+                        check(&ctx, &w, &p, 1, &ai, k, zi, &ri, &what);
+                        rq_case::<u8, u8>(&ctx, &w, &p, 1, &a, k, za, &r, MODES[n % 3], n, &what);
+                        rq_case::<i8, i8>(&ctx, &w, &p, 1, &ai, k, zi, &ri, MODES[k % 3], k, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn dispatch_picks_the_best_exact_kernel_per_tier() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);

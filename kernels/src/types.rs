@@ -671,16 +671,17 @@ impl DwconvUkernel {
 pub struct CodebookArgs {
     /// Rows in this tile (1..=MR).
     pub m: usize,
-    /// Columns in this tile (1..=NR).
+    /// Columns in this tile (1..=NR; any `n ≥ 1` for a [`CodebookUkernel::gemv`] entry).
     pub n: usize,
     /// Reduction length (the real K).
     pub k: usize,
     /// First activation row (u8 or i8 bit patterns, per the entry point; for the kernels
     /// with [`CodebookUkernel::table_i16`], i16 values the driver widened from them, so
     /// that no kernel spends a shuffle per row and K group on the widening; for the kernels
-    /// with [`CodebookUkernel::a_sign_split`], sign-split rows of two bytes per K).
+    /// with [`CodebookUkernel::a_sign_split`], sign-split rows of three bytes per K).
     pub a: *const u8,
-    /// Distance in elements between activation rows (two bytes each in sign-split rows).
+    /// Distance in elements between activation rows (in sign-split rows, K elements of
+    /// [`crate::pack::codebook::SIGN_SPLIT_BYTES_PER_K`] bytes).
     pub lda: usize,
     /// Start of this tile's packed code panel.
     pub b: *const u8,
@@ -801,14 +802,22 @@ pub struct CodebookUkernel {
     pub table_i16: bool,
     /// Reads A in the sign-split form ([`crate::pack::codebook::sign_split_row`]), which
     /// the driver writes once per call: per K group of 8, the signed activations
-    /// `s = a + a_offset` as i8, then their magnitudes `|s|`, zeros past K. A kernel that
-    /// multiplies `|s|` by `w·sign(s)` (AVX2 `vpmaddubsw` after `vpsignb`) then spends no
-    /// operation per tile on `s` and `|s|`, and no tail code: the padded K adds zeros.
-    /// Both entry points take the same form (the offset made it signed).
+    /// `s = a + a_offset` as i8, their sign masks (`0xFF` where `s < 0`), then their
+    /// magnitudes `|s|`, zeros past K. A kernel that multiplies `|s|` by `w·sign(s)`
+    /// (AVX2 `vpmaddubsw` after `vpsignb`) then spends no operation per tile on `s` and
+    /// `|s|`, and no tail code: the padded K adds zeros. Both entry points take the same
+    /// form (the offset made it signed). [`CodebookArgs::lda`] counts K elements of
+    /// [`crate::pack::codebook::SIGN_SPLIT_BYTES_PER_K`] bytes.
     pub a_sign_split: bool,
     /// CPU features needed beyond `isa` (`cpuid` flag names, e.g. `"avx512vbmi"`); dispatch
     /// skips the kernel on CPUs that lack one.
     pub extra_features: &'static [&'static str],
     /// Entry points indexed by `a_signed as usize`.
     pub run: [CodebookUkernelFn; 2],
+    /// One-row entry points (GEMV), indexed as `run`, for kernels that have them: the
+    /// same computation and A form as `run` with `m = 1` and any `n ≥ 1` — the
+    /// `n.div_ceil(nr)` panels from [`CodebookArgs::b`], `format.panel_bytes(k)` apart,
+    /// and every per-column table of the stage holding `n` entries — in one call, so
+    /// the panels go through one loop without a call, setup and epilogue per panel.
+    pub gemv: Option<[CodebookUkernelFn; 2]>,
 }

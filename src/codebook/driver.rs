@@ -4,7 +4,7 @@ use qkern_kernels::reference::output_stage_ref;
 use qkern_kernels::{CodebookArgs, CodebookFormat, Int8, OutputKind};
 use rayon::prelude::*;
 
-use qkern_kernels::pack::codebook::sign_split_row;
+use qkern_kernels::pack::codebook::{SIGN_SPLIT_BYTES_PER_K, sign_split_row};
 use qkern_kernels::pack::decode::CodebookDecodeArgs;
 
 use super::{CodebookWeights, DecodePlan};
@@ -103,23 +103,23 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
             wide_a.extend(a_data[i * lda..i * lda + k].iter().map(|v| v.to_i32() as i16));
         }
     }
-    // The sign-split kernels read each row as `s`, `|s|` byte pairs per K group (see
-    // `sign_split_row`), also once per call: 2·m·k bytes written instead of that work per
-    // column tile. Rows of whole groups: `lda` counts two-byte elements.
+    // The sign-split kernels read each row as `s`, sign masks and `|s|` per K group (see
+    // `sign_split_row`), also once per call: 3·m·k bytes written instead of that work per
+    // column tile. Rows of whole groups: `lda` counts three-byte elements.
     let mut split_a: Scratch<u8> = Scratch::unused();
     let split_ld = k.div_ceil(8) * 8;
     if kernel.a_sign_split && k > 0 {
         split_a = Scratch::new();
-        split_a.resize(m * 2 * split_ld, 0);
+        split_a.resize(m * SIGN_SPLIT_BYTES_PER_K * split_ld, 0);
         let off = kernel.a_offset[A::SIGNED as usize];
-        for (i, row) in split_a.chunks_exact_mut(2 * split_ld).enumerate() {
+        for (i, row) in split_a.chunks_exact_mut(SIGN_SPLIT_BYTES_PER_K * split_ld).enumerate() {
             sign_split_row(&a_data[i * lda..i * lda + k], off, row);
         }
     }
     let (a_ptr, lda, a_esize): (*const u8, usize, usize) = if kernel.table_i16 {
         (wide_a.as_ptr().cast(), k, 2)
     } else if kernel.a_sign_split {
-        (split_a.as_ptr(), split_ld, 2)
+        (split_a.as_ptr(), split_ld, SIGN_SPLIT_BYTES_PER_K)
     } else {
         (a_data.as_ptr().cast(), lda, 1)
     };
@@ -128,8 +128,30 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
     let table = Shared(w.table.as_ptr());
     let table16 = Shared(w.table16.as_ptr());
 
+    // One row: the kernel's GEMV entry, if it has one, walks a task's panels in one call.
+    let gemv = kernel.gemv.filter(|_| m == 1).map(|g| g[A::SIGNED as usize]);
     let exact_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| {
         let cptr = cptr.get();
+        if let Some(gemv) = gemv {
+            let j0 = tj0 * nr;
+            let args = CodebookArgs {
+                m: 1,
+                n: (tj1 * nr).min(n) - j0,
+                k,
+                a: a_ptr.get(),
+                lda,
+                b: w.data[tj0 * panel_bytes..].as_ptr(),
+                table: table.get(),
+                table16: table16.get(),
+                c: cptr.wrapping_add(j0 * esize),
+                ldc,
+                out: stage_for(j0, col_offset[j0..].as_ptr()),
+            };
+            // SAFETY: as below, for the one row and the panels tj0..tj1 (columns j0..,
+            // every per-column table holding n − j0 entries from j0).
+            unsafe { gemv(&args) };
+            return;
+        }
         for tj in tj0..tj1 {
             let j0 = tj * nr;
             for ti in ti0..ti1 {
@@ -209,8 +231,9 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
         Ok(())
     };
 
-    // Column blocks whose panels fit in ~L2, row blocks of up to 64 rows.
-    let cb = (512 * 1024 / panel_bytes.max(1)).clamp(1, tiles_n);
+    // Column blocks whose panels fit in ~L2, row blocks of up to 64 rows; for a GEMV
+    // entry, which reads each panel once, all of them.
+    let cb = if gemv.is_some() { tiles_n } else { (512 * 1024 / panel_bytes.max(1)).clamp(1, tiles_n) };
     let rb = (64 / mr).clamp(1, tiles_m);
     let mut tasks: Vec<(usize, usize, usize, usize)> = (0..tiles_n)
         .step_by(cb)
@@ -219,8 +242,10 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
     let work = m as u128 * n as u128 * k.max(1) as u128;
     let parallel = ctx.threads() > 1 && work >= 1 << 18;
     if parallel && tasks.len() < 4 * ctx.threads() {
-        // GEMV: one column tile per task, so every thread streams its share of the codes.
-        tasks = (0..tiles_n).flat_map(|tj| (0..tiles_m).step_by(rb).map(move |ti| (ti, (ti + rb).min(tiles_m), tj, tj + 1))).collect();
+        // GEMV: every thread streams its share of the codes; one column tile per task, or
+        // for a GEMV entry four runs of tiles per thread.
+        let step = if gemv.is_some() { tiles_n.div_ceil(4 * ctx.threads()) } else { 1 };
+        tasks = (0..tiles_n).step_by(step).flat_map(|tj| (0..tiles_m).step_by(rb).map(move |ti| (ti, (ti + rb).min(tiles_m), tj, (tj + step).min(tiles_n)))).collect();
     }
     let parallel = parallel && tasks.len() > 1;
     if exact_i32 {

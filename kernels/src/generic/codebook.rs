@@ -104,6 +104,7 @@ const fn lut_kernel<const BITS: u32, const WIDE: bool>(name: &'static str) -> Co
         max_abs_table: None,
         table_i16: WIDE,
         a_sign_split: false,
+        gemv: None,
         extra_features: &[],
         run: [codebook_tile::<u8, 4, 16, BITS, WIDE>, codebook_tile::<i8, 4, 16, BITS, WIDE>],
     }

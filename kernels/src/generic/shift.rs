@@ -69,6 +69,7 @@ pub const QX8_SHIFT_POT_GEMM_4X16C2__GENERIC: CodebookUkernel = CodebookUkernel 
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [shift_tile::<u8, 4, 16, 1>, shift_tile::<i8, 4, 16, 1>],
 };
@@ -85,6 +86,7 @@ pub const QX8_SHIFT_APOT_GEMM_4X16C2__GENERIC: CodebookUkernel = CodebookUkernel
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [shift_tile::<u8, 4, 16, 2>, shift_tile::<i8, 4, 16, 2>],
 };

@@ -39,14 +39,21 @@ pub fn pack_codebook(format: CodebookFormat, k: usize, n: usize, code: impl Fn(u
     }
 }
 
-/// Bytes per K group of 8 in a sign-split activation row: 8 signed values, 8 magnitudes.
-pub const SIGN_SPLIT_GROUP_BYTES: usize = 16;
+/// Bytes per K group of 8 in a sign-split activation row: 8 signed values, their 8 sign
+/// masks, 8 magnitudes.
+pub const SIGN_SPLIT_GROUP_BYTES: usize = 24;
+
+/// Bytes per K element of a sign-split row (the unit of its [`crate::CodebookArgs::lda`]).
+pub const SIGN_SPLIT_BYTES_PER_K: usize = SIGN_SPLIT_GROUP_BYTES / 8;
 
 /// Writes the activation row `a` (K = `a.len()`) in the sign-split form of the kernels
 /// with [`crate::types::CodebookUkernel::a_sign_split`]: for each K group of 8, the eight
-/// `s = a + a_offset` as i8, then their eight magnitudes `|s|` as u8 (128 for −128).
-/// Past K, up to the end of the last group, both are 0, so the padding multiplies to 0
-/// whatever code the panel holds there. `out` must hold `a.len().div_ceil(8) · 16` bytes.
+/// `s = a + a_offset` as i8, their eight sign masks (`0xFF` where `s < 0`, else 0), then
+/// their eight magnitudes `|s|` as u8 (128 for −128). The masks serve the kernels that
+/// apply the sign by `XOR` (one's complement, `|s|·(w ⊕ 0xFF) = s·w − |s|`, corrected by
+/// the row's `Σ_{s<0} |s|`), `s` those that use `vpsignb`. Past K, up to the end of the
+/// last group, all three are 0, so the padding multiplies to 0 whatever code the panel
+/// holds there. `out` must hold `a.len().div_ceil(8) · 24` bytes.
 ///
 /// Panics (a caller's bug, not a data error) if `out` is too short or if `a_offset` moves
 /// some value of `A` out of i8: the kernels' offsets, −128 for u8 and 0 for i8, do not.
@@ -54,10 +61,12 @@ pub fn sign_split_row<A: Int8>(a: &[A], a_offset: i32, out: &mut [u8]) {
     assert!((-128..=127).contains(&(A::MIN + a_offset)) && (-128..=127).contains(&(A::MAX + a_offset)), "offset {a_offset} takes {} out of i8", A::NAME);
     let out = &mut out[..a.len().div_ceil(8) * SIGN_SPLIT_GROUP_BYTES];
     let split = |src: &[A], dst: &mut [u8]| {
-        let (s, m) = dst.split_at_mut(8);
-        for ((v, s), m) in src.iter().zip(s.iter_mut()).zip(m.iter_mut()) {
+        let (s, rest) = dst.split_at_mut(8);
+        let (neg, m) = rest.split_at_mut(8);
+        for (((v, s), neg), m) in src.iter().zip(s.iter_mut()).zip(neg.iter_mut()).zip(m.iter_mut()) {
             let x = (v.to_i32() + a_offset) as i8;
             *s = x as u8;
+            *neg = (x >> 7) as u8;
             *m = x.unsigned_abs();
         }
     };
@@ -80,7 +89,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sign_split_row_writes_values_magnitudes_and_zero_padding() {
+    fn sign_split_row_writes_values_masks_magnitudes_and_zero_padding() {
         // K = 11: one whole group, one of 3 (zeros past K), over a dirty buffer.
         let a: [u8; 11] = [0, 1, 127, 128, 129, 255, 64, 200, 0, 128, 255];
         let mut out = [0xA5u8; 2 * SIGN_SPLIT_GROUP_BYTES + 5];
@@ -90,15 +99,18 @@ mod tests {
             let s = (v as i32 - 128) as i8;
             let g = SIGN_SPLIT_GROUP_BYTES * (k / 8);
             want[g + k % 8] = s as u8;
-            want[g + 8 + k % 8] = s.unsigned_abs();
+            want[g + 8 + k % 8] = if s < 0 { 0xFF } else { 0 };
+            want[g + 16 + k % 8] = s.unsigned_abs();
         }
         assert_eq!(out[..2 * SIGN_SPLIT_GROUP_BYTES], want);
-        assert_eq!(out[16 + 8], 128, "|−128| is 128");
-        assert!(out[32..].iter().all(|&b| b == 0xA5), "nothing written past the last group");
+        assert_eq!(out[24 + 8], 0xFF, "−128 is negative");
+        assert_eq!(out[24 + 16], 128, "|−128| is 128");
+        assert!(out[48..].iter().all(|&b| b == 0xA5), "nothing written past the last group");
         // i8 activations, offset 0: the values as they are.
         let mut out = [0xA5u8; SIGN_SPLIT_GROUP_BYTES];
         sign_split_row(&[-128i8, -1, 0, 1, 127], 0, &mut out);
-        assert_eq!(out, [0x80, 0xFF, 0, 1, 127, 0, 0, 0, 128, 1, 0, 1, 127, 0, 0, 0]);
+        #[rustfmt::skip]
+        assert_eq!(out, [0x80, 0xFF, 0, 1, 127, 0, 0, 0, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 128, 1, 0, 1, 127, 0, 0, 0]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::Rng;
-use crate::pack::codebook::sign_split_row;
+use crate::pack::codebook::{SIGN_SPLIT_BYTES_PER_K, sign_split_row};
 use crate::pack::pack_codebook;
 use crate::reference::codebook_gemm_i64;
 use crate::types::{CodebookArgs, CodebookFamily, CodebookUkernel, OutputStage};
@@ -36,8 +36,7 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
     assert!(kernel.family == CodebookFamily::Lut && !kernel.table_i16, "{}: not an i8-table lookup kernel", kernel.name);
     let mut rng = Rng::new(Rng::seed_from_str(kernel.name));
     let mut sum = CodebookTestSummary::default();
-    let (mr, nr, fmt) = (kernel.mr, kernel.format.nr, kernel.format);
-    let ncodes = 1usize << kernel.bits;
+    let (mr, nr) = (kernel.mr, kernel.format.nr);
     let bound = kernel.max_abs_table.unwrap_or(128);
     let (lo, hi) = (-bound.min(128), bound.min(127));
     let mut ks: Vec<usize> = (1..=17).collect();
@@ -57,19 +56,9 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
         for &k in &ks {
             // Past half a panel too: a wide tile may run its column halves apart.
             for n in [1, nr / 2, nr / 2 + 1, nr - 1, nr] {
-                let extreme = rng.chance(1, 4);
-                let codes: Vec<u8> = (0..k * n).map(|_| if extreme { (ncodes - 1) as u8 } else { rng.below(ncodes) as u8 }).collect();
-                let mut b = vec![0u8; fmt.packed_bytes(k, n)];
-                pack_codebook(fmt, k, n, |kk, j| codes[kk * n + j], &mut b);
+                let (codes, b) = codes_and_panels(kernel, k, n, &mut rng);
                 for signed in [false, true] {
-                    // Activation bit patterns: random, or one extreme everywhere.
-                    let fill: Option<u8> = match if k > 65_536 { 1 } else { rng.below(6) } {
-                        0 => Some(0),
-                        1 => Some(0xFF),
-                        2 => Some(if signed { 0x80 } else { 0x01 }),
-                        3 => Some(if signed { 0x7F } else { 0x80 }),
-                        _ => None,
-                    };
+                    let fill = fill_for(&mut rng, k, signed);
                     let lda = k + rng.below(3);
                     let a: Vec<u8> = (0..mr * lda).map(|_| fill.unwrap_or_else(|| rng.next_u64() as u8)).collect();
                     let off = kernel.a_offset[signed as usize];
@@ -81,12 +70,12 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
                         codebook_gemm_i64(mr, n, k, &a, lda, -off, |kk, j| codes[kk * n + j], &levels, &mut want, n);
                     }
                     // The sign-split kernels read A as the driver writes it: rows of
-                    // `lda_split` two-byte elements, one or two groups past the row's end.
+                    // `lda_split` three-byte elements, one or two groups past the row's end.
                     let lda_split = 8 * (k.div_ceil(8) + rng.below(2));
                     let split: Vec<u8> = if kernel.a_sign_split {
-                        let mut v = vec![0xA5u8; mr * 2 * lda_split];
+                        let mut v = vec![0xA5u8; mr * SIGN_SPLIT_BYTES_PER_K * lda_split];
                         for r in 0..mr {
-                            let (row, out) = (&a[r * lda..r * lda + k], &mut v[2 * r * lda_split..]);
+                            let (row, out) = (&a[r * lda..r * lda + k], &mut v[SIGN_SPLIT_BYTES_PER_K * r * lda_split..]);
                             if signed {
                                 sign_split_row(bytemuck::cast_slice::<u8, i8>(row), off, out);
                             } else {
@@ -115,7 +104,7 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
                             out: OutputStage::raw_i32(zeros.as_ptr()),
                         };
                         // SAFETY: A holds `m ≤ MR` rows of `lda ≥ k` bytes (sign-split: of
-                        // `2·lda_split ≥ k.div_ceil(8)·16`), the panel its
+                        // `3·lda_split ≥ k.div_ceil(8)·24`), the panel its
                         // packed bytes, the table 32 entries, C `m` rows of `ldc ≥ n`; the
                         // CPU feature is the caller's.
                         unsafe { (kernel.run[signed as usize])(&args) };
@@ -133,5 +122,94 @@ pub unsafe fn check_codebook_ukernel(kernel: &CodebookUkernel) -> CodebookTestSu
             }
         }
     }
+    if let Some(gemv) = kernel.gemv {
+        sum = check_gemv(kernel, gemv, &tables, &mut rng, sum);
+    }
     sum
+}
+
+/// The [`CodebookUkernel::gemv`] entries: one row over many panels (within and past one
+/// panel, partial last panels, runs of panels longer than a kernel's internal batch),
+/// K tails and long K, both activation types, extremes, against the same reference.
+fn check_gemv(kernel: &CodebookUkernel, gemv: [crate::types::CodebookUkernelFn; 2], tables: &[[i8; 32]], rng: &mut Rng, mut sum: CodebookTestSummary) -> CodebookTestSummary {
+    let nr = kernel.format.nr;
+    let zeros = vec![0i32; 40 * nr];
+    for (ti, table) in tables.iter().enumerate() {
+        let levels: Vec<i16> = table.iter().map(|&v| v as i16).collect();
+        for k in [0, 1, 7, 8, 9, 64, 129, 1031, 66_001] {
+            let widths: &[usize] = if k > 2000 { &[nr + 1] } else { &[1, nr - 1, nr, nr + 1, 3 * nr - 5, 8 * nr, 8 * nr + 1, 17 * nr + 3, 40 * nr] };
+            for &n in widths {
+                let (codes, b) = codes_and_panels(kernel, k, n, rng);
+                for signed in [false, true] {
+                    let fill = fill_for(rng, k, signed);
+                    let a: Vec<u8> = (0..k).map(|_| fill.unwrap_or_else(|| rng.next_u64() as u8)).collect();
+                    let off = kernel.a_offset[signed as usize];
+                    let mut want = vec![0i64; n];
+                    let mut row = vec![0xA5u8; SIGN_SPLIT_BYTES_PER_K * 8 * (k.div_ceil(8) + 1)];
+                    let a_ptr = if signed {
+                        let ai: Vec<i8> = a.iter().map(|&v| v as i8).collect();
+                        codebook_gemm_i64(1, n, k, &ai, k, -off, |kk, j| codes[kk * n + j], &levels, &mut want, n);
+                        if kernel.a_sign_split {
+                            sign_split_row(&ai, off, &mut row);
+                        }
+                        if kernel.a_sign_split { row.as_ptr() } else { a.as_ptr() }
+                    } else {
+                        codebook_gemm_i64(1, n, k, &a, k, -off, |kk, j| codes[kk * n + j], &levels, &mut want, n);
+                        if kernel.a_sign_split {
+                            sign_split_row(&a, off, &mut row);
+                        }
+                        if kernel.a_sign_split { row.as_ptr() } else { a.as_ptr() }
+                    };
+                    let mut c = vec![0x5A5A_5A5Ai32; n + 8];
+                    let args = CodebookArgs {
+                        m: 1,
+                        n,
+                        k,
+                        a: a_ptr,
+                        lda: k,
+                        b: b.as_ptr(),
+                        table: table.as_ptr(),
+                        table16: core::ptr::null(),
+                        c: c.as_mut_ptr().cast(),
+                        ldc: n,
+                        out: OutputStage::raw_i32(zeros.as_ptr()),
+                    };
+                    // SAFETY: A holds one row of k bytes (sign-split: its groups), the
+                    // panels of n columns their packed bytes, the table 32 entries, C and
+                    // the column offsets at least n; the CPU feature is the caller's.
+                    unsafe { (gemv[signed as usize])(&args) };
+                    for (j, &got) in c.iter().enumerate() {
+                        let exp = if j < n { want[j] as i32 } else { 0x5A5A_5A5A };
+                        assert_eq!(got, exp, "{} (gemv): C[{j}] n={n} k={k} table #{ti} a_signed={signed} fill={fill:?}", kernel.name);
+                    }
+                    sum.calls += 1;
+                    sum.values += n;
+                }
+            }
+        }
+    }
+    sum
+}
+
+/// Random codes of a `k × n` matrix for `kernel` (one case in four: the last code
+/// everywhere), and their packed panels.
+fn codes_and_panels(kernel: &CodebookUkernel, k: usize, n: usize, rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
+    let ncodes = 1usize << kernel.bits;
+    let extreme = rng.chance(1, 4);
+    let codes: Vec<u8> = (0..k * n).map(|_| if extreme { (ncodes - 1) as u8 } else { rng.below(ncodes) as u8 }).collect();
+    let mut b = vec![0u8; kernel.format.packed_bytes(k, n)];
+    pack_codebook(kernel.format, k, n, |kk, j| codes[kk * n + j], &mut b);
+    (codes, b)
+}
+
+/// A case's activation bit pattern: random (`None`), or one extreme everywhere (always
+/// the all-ones byte past K = 65536, the sums that cross the i32 bound).
+fn fill_for(rng: &mut Rng, k: usize, signed: bool) -> Option<u8> {
+    match if k > 65_536 { 1 } else { rng.below(6) } {
+        0 => Some(0),
+        1 => Some(0xFF),
+        2 => Some(if signed { 0x80 } else { 0x01 }),
+        3 => Some(if signed { 0x7F } else { 0x80 }),
+        _ => None,
+    }
 }

@@ -131,6 +131,7 @@ pub const QX8_CODEBOOK4_GEMM_8X8C8__DOTPROD: CodebookUkernel = CodebookUkernel {
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [entry::<true, false>, entry::<false, false>],
 };
@@ -148,6 +149,7 @@ pub const QX8_CODEBOOK5_GEMM_8X8C8__DOTPROD: CodebookUkernel = CodebookUkernel {
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [entry::<true, true>, entry::<false, true>],
 };

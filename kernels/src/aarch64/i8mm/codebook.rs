@@ -163,6 +163,7 @@ const fn kernel(name: &'static str, bits: u32, run: [crate::types::CodebookUkern
         max_abs_table: None,
         table_i16: false,
         a_sign_split: false,
+        gemv: None,
         extra_features: &[],
         run,
     }

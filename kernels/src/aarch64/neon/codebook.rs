@@ -272,6 +272,7 @@ pub const QX8_CODEBOOK4_GEMM_4X8C8__NEON: CodebookUkernel = CodebookUkernel {
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [entry::<true, false>, entry::<false, false>],
 };
@@ -289,6 +290,7 @@ pub const QX8_CODEBOOK5_GEMM_4X8C8__NEON: CodebookUkernel = CodebookUkernel {
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [entry::<true, true>, entry::<false, true>],
 };
@@ -413,6 +415,7 @@ pub const QX8_CODEBOOK4_I16_GEMM_4X4C8__NEON: CodebookUkernel = CodebookUkernel 
     max_abs_table: None,
     table_i16: true,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [wide_entry::<false>, wide_entry::<false>],
 };
@@ -430,6 +433,7 @@ pub const QX8_CODEBOOK5_I16_GEMM_4X4C8__NEON: CodebookUkernel = CodebookUkernel 
     max_abs_table: None,
     table_i16: true,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [wide_entry::<true>, wide_entry::<true>],
 };

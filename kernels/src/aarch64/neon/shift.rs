@@ -216,6 +216,7 @@ const fn kernel(name: &'static str, terms: u32, run: [CodebookUkernelFn; 2]) -> 
         max_abs_table: None,
         table_i16: false,
         a_sign_split: false,
+        gemv: None,
         extra_features: &[],
         run,
     }

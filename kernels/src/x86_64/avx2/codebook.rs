@@ -46,9 +46,14 @@
 //!   vector pipe: removing the four of a 16-column group from a loop in L1 took it from
 //!   8.2 to 7.5 cycles.
 //!
+//! At M = 1 the 4-bit sign kernel has a GEMV entry, [`sign_gemv`]: one `asm!` loop
+//! (`walk32`) walks the panels (no call, setup and epilogue per panel) and signs the
+//! weights by `XOR` with the row's sign masks instead of `vpsignb` (which Zen 3 runs on
+//! two of its four vector pipes), with a per-row correction.
+//!
 //! Measured on Zen 3 (GEMV 4096², one thread): 89 GOPS before these two changes, 103
-//! after; 107–108 with the one-row loop in `asm!` (`gemv32`, for its instruction order)
-//! and the vector epilogue (`store_vectors`). Against the split tile (same run,
+//! after; 107–108 with the one-row loop in `asm!` (for its instruction order) and the
+//! vector epilogue (`store_vectors`); 109–112 with the GEMV entry. Against the split tile (same run,
 //! N = K = 4096) the sign tile is 22 % faster at M = 1, 10 % at M = 2, 5 % at M = 4 and
 //! 3 % at M = 8, so it is preferred for the tables it holds. The decoded path takes over
 //! from M = 10 either way.
@@ -56,7 +61,7 @@
 use core::arch::x86_64::*;
 
 use crate::generic::codebook::{a_quads16, store_tile};
-use crate::pack::codebook::SIGN_SPLIT_GROUP_BYTES;
+use crate::pack::codebook::{SIGN_SPLIT_BYTES_PER_K, SIGN_SPLIT_GROUP_BYTES};
 use crate::types::{CodebookArgs, CodebookFamily, CodebookFormat, CodebookUkernel, GemmArgs, Isa};
 use crate::x86_64::avx512vnni::codebook::a_tail_words;
 
@@ -275,6 +280,7 @@ pub const QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUke
     max_abs_table: Some(64),
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [qx8_codebook4_gemm_4x16c8_maddubs_u8a, qx8_codebook4_gemm_4x16c8_maddubs_i8a],
 };
@@ -483,22 +489,22 @@ const SIGN_NR: usize = 32;
 #[target_feature(enable = "avx2")]
 pub unsafe fn sign_tile<const MR: usize, const B5: bool>(args: &CodebookArgs) {
     const { assert!(MR == 2) };
+    if args.m == 1 && !B5 {
+        // SAFETY: forwarded; one row, and n ≤ 32 is one panel of the GEMV walk.
+        return unsafe { sign_gemv(args) };
+    }
     let mut acc = [[_mm256_setzero_si256(); SIGN_NR / 8]; MR];
     let wide = args.n > SIGN_NR / 2;
     // SAFETY (each call): forwarded, exactly m rows, the column vectors of the panel.
     unsafe {
-        if args.m == 1 && !B5 && wide {
-            acc[0] = gemv32(args);
-        } else {
-            // Two rows, or the 5-bit lookups' two more constants and plane masks: the
-            // accumulators of four vectors would not fit beside them (the one-pass 5-bit
-            // GEMV measured 51 GOPS against 56 in two passes, Zen 3).
-            for pass in 0..1 + wide as usize {
-                let v0 = 2 * pass;
-                let rows = if args.m == 1 { [signed::<1, 2, B5>(args, v0)[0], [_mm256_setzero_si256(); 2]] } else { signed::<2, 2, B5>(args, v0) };
-                for (a, r) in acc.iter_mut().zip(rows) {
-                    a[v0..v0 + 2].copy_from_slice(&r);
-                }
+        // Two rows, or the 5-bit lookups' two more constants and plane masks: the
+        // accumulators of four vectors would not fit beside them (the one-pass 5-bit
+        // GEMV measured 51 GOPS against 56 in two passes, Zen 3).
+        for pass in 0..1 + wide as usize {
+            let v0 = 2 * pass;
+            let rows = if args.m == 1 { [signed::<1, 2, B5>(args, v0)[0], [_mm256_setzero_si256(); 2]] } else { signed::<2, 2, B5>(args, v0) };
+            for (a, r) in acc.iter_mut().zip(rows) {
+                a[v0..v0 + 2].copy_from_slice(&r);
             }
         }
         store_vectors::<MR, { SIGN_NR / 8 }>(args, &acc);
@@ -525,14 +531,14 @@ unsafe fn signed<const R: usize, const NV: usize, const B5: bool>(args: &Codeboo
         // Four bytes at `p + off`, in every dword.
         let word = |p: *const u8, off: usize| _mm256_set1_epi32(p.add(off).cast::<i32>().read_unaligned());
         for g in 0..args.k.div_ceil(8) {
-            // Group g of each row: s of K 0–3, s of K 4–7, |s| of K 0–3, |s| of K 4–7.
-            let rows: [*const u8; R] = core::array::from_fn(|r| args.a.add(2 * r * args.lda + SIGN_SPLIT_GROUP_BYTES * g));
+            // Group g of each row: s of K 0–3 and 4–7 at 0 and 4, |s| of them at 16 and 20.
+            let rows: [*const u8; R] = core::array::from_fn(|r| args.a.add(SIGN_SPLIT_BYTES_PER_K * r * args.lda + SIGN_SPLIT_GROUP_BYTES * g));
             for v in 0..NV {
                 let [il, ih] = group_indexes::<SIGN_NR, B5>(args.b.add(g * gb), v0 + v, mask);
                 let (wl, wh) = (lookup::<B5>(table, table_hi, il), lookup::<B5>(table, table_hi, ih));
                 for (acc, &p) in acc.iter_mut().zip(&rows) {
-                    let p0 = _mm256_maddubs_epi16(word(p, 8), _mm256_sign_epi8(wl, word(p, 0)));
-                    let p1 = _mm256_maddubs_epi16(word(p, 12), _mm256_sign_epi8(wh, word(p, 4)));
+                    let p0 = _mm256_maddubs_epi16(word(p, 16), _mm256_sign_epi8(wl, word(p, 0)));
+                    let p1 = _mm256_maddubs_epi16(word(p, 20), _mm256_sign_epi8(wh, word(p, 4)));
                     acc[v] = _mm256_add_epi32(acc[v], _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones)));
                 }
             }
@@ -541,9 +547,10 @@ unsafe fn signed<const R: usize, const NV: usize, const B5: bool>(args: &Codeboo
     }
 }
 
-/// Two column vectors of [`gemv32`]'s K group (panel bytes `off..off + 64`), their
-/// operations interleaved: decode, sign, `vpmaddubsw`, widen, add to `$c0` / `$c1`.
-macro_rules! sign_pair {
+/// Two column vectors of [`walk32`]'s K group (panel bytes `off..off + 64`), their
+/// operations interleaved: decode, sign (`XOR` with the masks), `vpmaddubsw`, widen, add
+/// to `$c0` / `$c1`.
+macro_rules! xor_pair {
     ($off:literal, $c0:ident, $c1:ident) => {
         concat!(
             "vmovdqu {x0}, ymmword ptr [{bp} + ", $off, "]\n",
@@ -558,10 +565,10 @@ macro_rules! sign_pair {
             "vpand {x3}, {x3}, {mask}\n",
             "vpshufb {x1}, {table}, {x1}\n",
             "vpshufb {x3}, {table}, {x3}\n",
-            "vpsignb {x0}, {x0}, {sl}\n",
-            "vpsignb {x2}, {x2}, {sl}\n",
-            "vpsignb {x1}, {x1}, {sh}\n",
-            "vpsignb {x3}, {x3}, {sh}\n",
+            "vpxor {x0}, {x0}, {nl}\n",
+            "vpxor {x2}, {x2}, {nl}\n",
+            "vpxor {x1}, {x1}, {nh}\n",
+            "vpxor {x3}, {x3}, {nh}\n",
             "vpmaddubsw {x0}, {ul}, {x0}\n",
             "vpmaddubsw {x2}, {ul}, {x2}\n",
             "vpmaddubsw {x1}, {uh}, {x1}\n",
@@ -578,68 +585,157 @@ macro_rules! sign_pair {
     };
 }
 
-/// One row of 4-bit codes over a whole 32-column panel (the GEMV case of [`sign_tile`]):
-/// [`signed`]`::<1, 4, false>` as one `asm!` loop, for its instruction order. Per K group
-/// the four column vectors go in two pairs, each pair's two chains interleaved
-/// operation by operation; LLVM otherwise emits them one column vector after another.
-/// Zen 3 issues this mix of operations, independent, at four per cycle (6.5 cycles per
-/// 16 columns by count), but one column vector's chain (shift, mask, lookup, sign, two
-/// multiplies, add) is 11 cycles after its load: a probe loop of the sequential order
-/// (in C, the same instructions) ran at 7.7 cycles per 16 columns, the pairs at 7.3.
-/// Called alone on 4096² panels the kernel went from 7.7 to 7.5 cycles (106 to 109
-/// GOPS), streaming the codes from L3.
+/// Panels per [`walk32`] call in [`sign_gemv`] (their sums pass through a 1 KiB stack
+/// buffer on the way to the epilogue).
+const WALK_PANELS: usize = 8;
+
+/// The one-row entry of the 4-bit sign kernel ([`CodebookUkernel::gemv`], and
+/// [`sign_tile`] at `m = 1`): `n` columns, panel after panel, through `walk32` in
+/// runs of `WALK_PANELS`, then each run's sums through the vector epilogue.
+///
+/// Here the sign goes on by `XOR` with the row's sign masks, not by `vpsignb`: `w ⊕ 0xFF
+/// = −w − 1`, so `|s|·(w ⊕ 0xFF) = s·w − |s|` for `s < 0`, and the accumulators start
+/// at the row's `Σ_{s<0} |s|` (`neg_magnitudes`, once per call) to cancel it. Every
+/// product stays in `[−128·128, 127·127]`, a pair in `[−32768, 32258]`: no saturation, so
+/// the sums are exact (wrapping as the contract allows). `vpxor` runs on any of Zen 3's
+/// four vector pipes, `vpsignb` on two.
+///
+/// Reads the sign-split row's `k.div_ceil(8)` groups, the `n.div_ceil(32)` panels of
+/// `k.div_ceil(8)·128` bytes from `b` and 16 table bytes; writes `n` outputs.
 ///
 /// # Safety
-/// As [`sign_tile`] with `args.m == 1`, 4-bit codes.
+/// `args` satisfies the [`CodebookArgs`] contract for a sign-split kernel's `gemv` entry
+/// (`m = 1`, any `n ≥ 1`), 4-bit codes, every table value within ±127; the CPU supports
+/// AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn sign_gemv(args: &CodebookArgs) {
+    let fmt = CodebookFormat { nr: SIGN_NR, bits: 4 };
+    let groups = args.k.div_ceil(8);
+    let panels = args.n.div_ceil(SIGN_NR);
+    debug_assert!(args.m == 1 && fmt.panel_bytes(args.k) == groups * fmt.group_bytes());
+    // SAFETY: the row's groups (contract).
+    let corr = unsafe { neg_magnitudes(args.a, groups) };
+    let mut sums = [_mm256_setzero_si256(); 4 * WALK_PANELS];
+    for p0 in (0..panels).step_by(WALK_PANELS) {
+        let np = WALK_PANELS.min(panels - p0);
+        // SAFETY: panels p0..p0 + np exist (n.div_ceil(32) of them, each a whole panel,
+        // contiguous); `sums` holds 4 vectors per panel; the table's 16 bytes.
+        unsafe { walk32(args.a, args.b.add(p0 * groups * fmt.group_bytes()), groups, np, args.table, corr, sums.as_mut_ptr()) };
+        for (p, acc) in sums.chunks_exact(4).take(np).enumerate() {
+            let j0 = (p0 + p) * SIGN_NR;
+            let panel = CodebookArgs { n: (args.n - j0).min(SIGN_NR), c: args.c.wrapping_add(j0 * args.out.kind.bytes()), out: args.out.from_column(j0), ..*args };
+            // SAFETY: columns j0.. of the row: the output and every per-column table hold
+            // n − j0 ≥ panel.n entries from there (contract).
+            unsafe { store_vectors::<1, 4>(&panel, &[[acc[0], acc[1], acc[2], acc[3]]]) };
+        }
+    }
+}
+
+/// `Σ_{s<0} |s|` of a sign-split row's first `groups` groups (the masks `AND` the
+/// magnitudes, summed by `psadbw`), wrapped to i32 as the contract's sums.
+///
+/// # Safety
+/// `a` is valid for `groups` sign-split groups; the CPU supports AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn neg_magnitudes(a: *const u8, groups: usize) -> i32 {
+    let mut sum = _mm_setzero_si128();
+    for g in 0..groups {
+        // SAFETY: bytes 8..24 of group g (the masks and magnitudes), within the row.
+        unsafe {
+            let p = a.add(g * SIGN_SPLIT_GROUP_BYTES);
+            let neg = _mm_and_si128(_mm_loadl_epi64(p.add(8).cast()), _mm_loadl_epi64(p.add(16).cast()));
+            sum = _mm_add_epi64(sum, _mm_sad_epu8(neg, _mm_setzero_si128()));
+        }
+    }
+    _mm_cvtsi128_si64(sum) as i32
+}
+
+/// One sign-split row over `panels` consecutive 32-column panels of 4-bit codes, in one
+/// `asm!` loop: per panel, the four column vectors' i32 sums, started at `corr`, to
+/// `out[4p..4p + 4]`. Per K group the four column vectors go in two pairs, each pair's
+/// two chains interleaved operation by operation: Zen 3 issues this mix, independent, at
+/// four per cycle (6.5 cycles per 16 columns by count), but one column vector's chain
+/// (shift, mask, lookup, sign, two multiplies, add) is 11 cycles after its load; LLVM
+/// emitted the intrinsics one column vector after another. Measured on 4096² (kernel
+/// alone, Zen 3): 7.7 cycles per 16 columns in that order, 7.5 in pairs with `vpsignb` a
+/// panel per call, 7.2–7.3 walking the panels with `vpxor`.
+///
+/// # Safety
+/// `a` holds `groups` sign-split groups; `b` `panels · groups` groups of 128 bytes;
+/// `table` 16 bytes; `out` `4 · panels` vectors; `groups ≥ 1`, `panels ≥ 1`; the CPU
+/// supports AVX2.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn gemv32(args: &CodebookArgs) -> [__m256i; 4] {
-    let groups = args.k.div_ceil(8);
-    let [mut c0, mut c1, mut c2, mut c3] = [_mm256_setzero_si256(); 4];
+unsafe fn walk32(a: *const u8, b: *const u8, groups: usize, panels: usize, table: *const i8, corr: i32, out: *mut __m256i) {
     if groups == 0 {
-        return [c0, c1, c2, c3];
+        // K = 0: every sum is the (zero) correction.
+        for v in 0..4 * panels {
+            // SAFETY: `out` holds 4·panels vectors.
+            unsafe { out.add(v).write(_mm256_set1_epi32(corr)) };
+        }
+        return;
     }
-    // SAFETY: the table's 16 bytes (contract).
-    let table = unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(args.table.cast())) };
+    // SAFETY: the table's 16 bytes.
+    let table = unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(table.cast())) };
     let (mask, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
-    // SAFETY: `groups` iterations read 16 bytes of the sign-split row (s of K 0–3, s of
-    // K 4–7, |s| of K 0–3, |s| of K 4–7) and the panel's 128-byte group each, all within
-    // the contract's ranges; AVX2 is enabled; no stack, flags only.
+    let corr = _mm256_set1_epi32(corr);
+    // SAFETY: per panel, `groups` iterations read one 24-byte group of the row (masks of
+    // K 0–3 and 4–7 at 8 and 12, |s| at 16 and 20) and the panel's 128-byte group; the
+    // panel's four sums go to `out`; all within the ranges above; AVX2 is enabled; no
+    // stack, flags only.
     unsafe {
         core::arch::asm!(
+            "3:",
+            "vmovdqa {c0}, {corr}",
+            "vmovdqa {c1}, {corr}",
+            "vmovdqa {c2}, {corr}",
+            "vmovdqa {c3}, {corr}",
+            "mov {ap}, {a}",
+            "mov {n}, {groups}",
             "2:",
-            "vpbroadcastd {sl}, dword ptr [{ap}]",
-            "vpbroadcastd {sh}, dword ptr [{ap} + 4]",
-            "vpbroadcastd {ul}, dword ptr [{ap} + 8]",
-            "vpbroadcastd {uh}, dword ptr [{ap} + 12]",
-            sign_pair!(0, c0, c1),
-            sign_pair!(64, c2, c3),
-            "add {ap}, 16",
+            "vpbroadcastd {nl}, dword ptr [{ap} + 8]",
+            "vpbroadcastd {nh}, dword ptr [{ap} + 12]",
+            "vpbroadcastd {ul}, dword ptr [{ap} + 16]",
+            "vpbroadcastd {uh}, dword ptr [{ap} + 20]",
+            xor_pair!(0, c0, c1),
+            xor_pair!(64, c2, c3),
+            "add {ap}, 24",
             "add {bp}, 128",
             "dec {n}",
             "jnz 2b",
-            ap = inout(reg) args.a => _,
-            bp = inout(reg) args.b => _,
-            n = inout(reg) groups => _,
+            "vmovdqu ymmword ptr [{op}], {c0}",
+            "vmovdqu ymmword ptr [{op} + 32], {c1}",
+            "vmovdqu ymmword ptr [{op} + 64], {c2}",
+            "vmovdqu ymmword ptr [{op} + 96], {c3}",
+            "add {op}, 128",
+            "dec {p}",
+            "jnz 3b",
+            a = in(reg) a,
+            groups = in(reg) groups,
+            ap = out(reg) _,
+            n = out(reg) _,
+            bp = inout(reg) b => _,
+            op = inout(reg) out => _,
+            p = inout(reg) panels => _,
             table = in(ymm_reg) table,
             mask = in(ymm_reg) mask,
             ones = in(ymm_reg) ones,
-            c0 = inout(ymm_reg) c0,
-            c1 = inout(ymm_reg) c1,
-            c2 = inout(ymm_reg) c2,
-            c3 = inout(ymm_reg) c3,
-            sl = out(ymm_reg) _,
-            sh = out(ymm_reg) _,
+            corr = in(ymm_reg) corr,
+            c0 = out(ymm_reg) _,
+            c1 = out(ymm_reg) _,
+            c2 = out(ymm_reg) _,
+            c3 = out(ymm_reg) _,
+            nl = out(ymm_reg) _,
+            nh = out(ymm_reg) _,
             ul = out(ymm_reg) _,
             uh = out(ymm_reg) _,
             x0 = out(ymm_reg) _,
             x1 = out(ymm_reg) _,
             x2 = out(ymm_reg) _,
             x3 = out(ymm_reg) _,
-            options(nostack, readonly),
+            options(nostack),
         );
     }
-    [c0, c1, c2, c3]
 }
 
 /// `qx8_codebook4_gemm_2x32c8_sign__avx2`: 2 rows × 32 columns, tables within ±127
@@ -652,6 +748,7 @@ pub const QX8_CODEBOOK4_GEMM_2X32C8_SIGN__AVX2: CodebookUkernel = CodebookUkerne
     format: CodebookFormat { nr: SIGN_NR, bits: 4 },
     a_sign_split: true,
     run: [sign_tile::<2, false>, sign_tile::<2, false>],
+    gemv: Some([sign_gemv, sign_gemv]),
     // The family, tier and code width of the ±64 tile (its own layout and A form above).
     ..QX8_CODEBOOK4_GEMM_4X16C8_MADDUBS__AVX2
 };
@@ -847,6 +944,7 @@ pub const QX8_CODEBOOK4_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel {
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [qx8_codebook4_gemm_4x8c8_u8a, qx8_codebook4_gemm_4x8c8_i8a],
 };
@@ -882,6 +980,7 @@ pub const QX8_CODEBOOK5_GEMM_4X16C8_MADDUBS__AVX2: CodebookUkernel = CodebookUke
     max_abs_table: Some(64),
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [qx8_codebook5_gemm_4x16c8_maddubs_u8a, qx8_codebook5_gemm_4x16c8_maddubs_i8a],
 };
@@ -899,6 +998,7 @@ pub const QX8_CODEBOOK4_I16_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel 
     max_abs_table: None,
     table_i16: true,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [exact_tile::<4, false, true, false>, exact_tile::<4, false, true, false>],
 };
@@ -916,6 +1016,7 @@ pub const QX8_CODEBOOK5_I16_GEMM_4X8C8__AVX2: CodebookUkernel = CodebookUkernel 
     max_abs_table: None,
     table_i16: true,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [exact_tile::<4, false, true, true>, exact_tile::<4, false, true, true>],
 };

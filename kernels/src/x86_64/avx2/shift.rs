@@ -146,6 +146,7 @@ pub const QX8_SHIFT_POT_GEMM_4X8C2__AVX2: CodebookUkernel = CodebookUkernel {
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [qx8_shift_pot_gemm_4x8c2_u8a, qx8_shift_pot_gemm_4x8c2_i8a],
 };
@@ -163,6 +164,7 @@ pub const QX8_SHIFT_APOT_GEMM_4X8C2__AVX2: CodebookUkernel = CodebookUkernel {
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [qx8_shift_apot_gemm_4x8c2_u8a, qx8_shift_apot_gemm_4x8c2_i8a],
 };

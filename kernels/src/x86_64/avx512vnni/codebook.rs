@@ -205,6 +205,7 @@ pub const QX8_CODEBOOK4_GEMM_8X32C8__AVX512VNNI: CodebookUkernel = CodebookUkern
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [qx8_codebook4_gemm_8x32c8_u8a, qx8_codebook4_gemm_8x32c8_i8a],
 };
@@ -241,6 +242,7 @@ pub const QX8_CODEBOOK4_GEMM_8X32C8__AVX512VBMI: CodebookUkernel = CodebookUkern
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &["avx512vbmi"],
     run: [qx8_codebook4_gemm_8x32c8_vbmi_u8a, qx8_codebook4_gemm_8x32c8_vbmi_i8a],
 };
@@ -277,6 +279,7 @@ pub const QX8_CODEBOOK5_GEMM_8X32C8__AVX512VNNI: CodebookUkernel = CodebookUkern
     max_abs_table: None,
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [qx8_codebook5_gemm_8x32c8_u8a, qx8_codebook5_gemm_8x32c8_i8a],
 };
@@ -413,6 +416,7 @@ pub const QX8_CODEBOOK4_I16_GEMM_8X16C8__AVX512VNNI: CodebookUkernel = CodebookU
     max_abs_table: None,
     table_i16: true,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [wide_tile::<8, false>, wide_tile::<8, false>],
 };
@@ -430,6 +434,7 @@ pub const QX8_CODEBOOK5_I16_GEMM_8X16C8__AVX512VNNI: CodebookUkernel = CodebookU
     max_abs_table: None,
     table_i16: true,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [wide_tile::<8, true>, wide_tile::<8, true>],
 };

@@ -173,6 +173,7 @@ pub const QX8_SHIFT_POT_GEMM_8X16C2__AVX512VNNI: CodebookUkernel = CodebookUkern
     max_abs_table: Some(64),
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [qx8_shift_pot_gemm_8x16c2_u8a, qx8_shift_pot_gemm_8x16c2_i8a],
 };
@@ -190,6 +191,7 @@ pub const QX8_SHIFT_APOT_GEMM_8X16C2__AVX512VNNI: CodebookUkernel = CodebookUker
     max_abs_table: Some(64),
     table_i16: false,
     a_sign_split: false,
+    gemv: None,
     extra_features: &[],
     run: [qx8_shift_apot_gemm_8x16c2_u8a, qx8_shift_apot_gemm_8x16c2_i8a],
 };
