@@ -474,12 +474,12 @@ const SIGN_NR: usize = 32;
 /// driver, made once per call, so per row, column vector and K group the vector pipes
 /// spend 8 operations, 5 more per column vector and group shared by the rows, and four
 /// activation broadcasts per row and group. K is read in whole groups: the padding's `s`
-/// is 0. One row of 4-bit codes takes all four column vectors in one pass over K; two
-/// rows, or 5-bit codes, take them in two passes of two (the accumulators of 2 × 4
-/// vectors and the constants would not fit the 16 ymm), and a panel of at most 16
-/// columns only the first pass.
+/// is 0. One row of 4-bit codes is the GEMV entry's case ([`sign_gemv`], one panel,
+/// all four column vectors in one pass over K); two rows, or 5-bit codes, take them in
+/// two passes of two (the accumulators of 2 × 4 vectors and the constants would not fit
+/// the 16 ymm), and a panel of at most 16 columns only the first pass.
 ///
-/// Reads `m` sign-split rows of `k.div_ceil(8)·16` bytes (rows `2·lda` bytes apart), the
+/// Reads `m` sign-split rows of `k.div_ceil(8)·24` bytes (rows `3·lda` bytes apart), the
 /// panel's `k.div_ceil(8)` groups (128 bytes, or 160 with `B5`), 16 table bytes (32 with
 /// `B5`); writes the `m × n` tile.
 ///
@@ -502,7 +502,7 @@ pub unsafe fn sign_tile<const MR: usize, const B5: bool>(args: &CodebookArgs) {
         // GEMV measured 51 GOPS against 56 in two passes, Zen 3).
         for pass in 0..1 + wide as usize {
             let v0 = 2 * pass;
-            let rows = if args.m == 1 { [signed::<1, 2, B5>(args, v0)[0], [_mm256_setzero_si256(); 2]] } else { signed::<2, 2, B5>(args, v0) };
+            let rows = if args.m == 1 { [signed::<1, B5>(args, v0)[0], [_mm256_setzero_si256(); 2]] } else { signed::<2, B5>(args, v0) };
             for (a, r) in acc.iter_mut().zip(rows) {
                 a[v0..v0 + 2].copy_from_slice(&r);
             }
@@ -511,14 +511,15 @@ pub unsafe fn sign_tile<const MR: usize, const B5: bool>(args: &CodebookArgs) {
     }
 }
 
-/// Column vectors `v0..v0 + NV` (8 columns each) of [`sign_tile`]'s panel over all of K:
-/// the i32 sums of its first `R = args.m` rows.
+/// Column vectors `v0` and `v0 + 1` (8 columns each) of [`sign_tile`]'s panel over all
+/// of K: the i32 sums of its first `R = args.m` rows.
 ///
 /// # Safety
-/// As [`sign_tile`], `R = args.m`, `v0 + NV ≤ 4`.
+/// As [`sign_tile`], `R = args.m`, `v0 + 2 ≤ 4`.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn signed<const R: usize, const NV: usize, const B5: bool>(args: &CodebookArgs, v0: usize) -> [[__m256i; NV]; R] {
+unsafe fn signed<const R: usize, const B5: bool>(args: &CodebookArgs, v0: usize) -> [[__m256i; 2]; R] {
+    const NV: usize = 2;
     let gb = CodebookFormat { nr: SIGN_NR, bits: if B5 { 5 } else { 4 } }.group_bytes();
     // SAFETY: reads stay within the contract's ranges (rows < m of whole sign-split
     // groups, the panel's groups, the table's 16 or 32 bytes).
