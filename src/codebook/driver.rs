@@ -128,52 +128,39 @@ pub(super) fn run<A: Int8>(ctx: &Context, a: &Activations<'_, A>, w: &CodebookWe
     let table = Shared(w.table.as_ptr());
     let table16 = Shared(w.table16.as_ptr());
 
+    // The arguments of rows i0.. and columns j0.. (panel j0 / nr on), `rows × cols`.
+    let tile_args = |i0: usize, j0: usize, rows: usize, cols: usize| CodebookArgs {
+        m: rows,
+        n: cols,
+        k,
+        a: a_ptr.get().wrapping_add(i0 * lda * a_esize),
+        lda,
+        b: w.data[j0 / nr * panel_bytes..].as_ptr(),
+        table: table.get(),
+        table16: table16.get(),
+        c: cptr.get().wrapping_add((i0 * ldc + j0) * esize),
+        ldc,
+        out: stage_for(j0, col_offset[j0..].as_ptr()),
+    };
     // One row: the kernel's GEMV entry, if it has one, walks a task's panels in one call.
     let gemv = kernel.gemv.filter(|_| m == 1).map(|g| g[A::SIGNED as usize]);
     let exact_task = |ti0: usize, ti1: usize, tj0: usize, tj1: usize| {
-        let cptr = cptr.get();
         if let Some(gemv) = gemv {
             let j0 = tj0 * nr;
-            let args = CodebookArgs {
-                m: 1,
-                n: (tj1 * nr).min(n) - j0,
-                k,
-                a: a_ptr.get(),
-                lda,
-                b: w.data[tj0 * panel_bytes..].as_ptr(),
-                table: table.get(),
-                table16: table16.get(),
-                c: cptr.wrapping_add(j0 * esize),
-                ldc,
-                out: stage_for(j0, col_offset[j0..].as_ptr()),
-            };
             // SAFETY: as below, for the one row and the panels tj0..tj1 (columns j0..,
             // every per-column table holding n − j0 entries from j0).
-            unsafe { gemv(&args) };
+            unsafe { gemv(&tile_args(0, j0, 1, (tj1 * nr).min(n) - j0)) };
             return;
         }
         for tj in tj0..tj1 {
             let j0 = tj * nr;
             for ti in ti0..ti1 {
                 let i0 = ti * mr;
-                let args = CodebookArgs {
-                    m: mr.min(m - i0),
-                    n: nr.min(n - j0),
-                    k,
-                    a: a_ptr.get().wrapping_add(i0 * lda * a_esize),
-                    lda,
-                    b: w.data[tj * panel_bytes..].as_ptr(),
-                    table: table.get(),
-                    table16: table16.get(),
-                    c: cptr.wrapping_add((i0 * ldc + j0) * esize),
-                    ldc,
-                    out: stage_for(j0, col_offset[j0..].as_ptr()),
-                };
                 // SAFETY: shapes and strides validated above: rows i0.. of A (or its i16 or sign-split copy) hold k
                 // elements, the panel holds panel_bytes, the C tile lies inside `c`, the
                 // per-column tables have n entries, both tables 32; the kernel's ISA is
                 // available (checked). Tiles are disjoint.
-                unsafe { ukernel(&args) };
+                unsafe { ukernel(&tile_args(i0, j0, mr.min(m - i0), nr.min(n - j0))) };
             }
         }
     };

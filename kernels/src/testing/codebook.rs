@@ -146,20 +146,19 @@ fn check_gemv(kernel: &CodebookUkernel, gemv: [crate::types::CodebookUkernelFn; 
                     let off = kernel.a_offset[signed as usize];
                     let mut want = vec![0i64; n];
                     let mut row = vec![0xA5u8; SIGN_SPLIT_BYTES_PER_K * 8 * (k.div_ceil(8) + 1)];
-                    let a_ptr = if signed {
-                        let ai: Vec<i8> = a.iter().map(|&v| v as i8).collect();
-                        codebook_gemm_i64(1, n, k, &ai, k, -off, |kk, j| codes[kk * n + j], &levels, &mut want, n);
+                    if signed {
+                        let ai: &[i8] = bytemuck::cast_slice(&a);
+                        codebook_gemm_i64(1, n, k, ai, k, -off, |kk, j| codes[kk * n + j], &levels, &mut want, n);
                         if kernel.a_sign_split {
-                            sign_split_row(&ai, off, &mut row);
+                            sign_split_row(ai, off, &mut row);
                         }
-                        if kernel.a_sign_split { row.as_ptr() } else { a.as_ptr() }
                     } else {
                         codebook_gemm_i64(1, n, k, &a, k, -off, |kk, j| codes[kk * n + j], &levels, &mut want, n);
                         if kernel.a_sign_split {
                             sign_split_row(&a, off, &mut row);
                         }
-                        if kernel.a_sign_split { row.as_ptr() } else { a.as_ptr() }
-                    };
+                    }
+                    let a_ptr = if kernel.a_sign_split { row.as_ptr() } else { a.as_ptr() };
                     let mut c = vec![0x5A5A_5A5Ai32; n + 8];
                     let args = CodebookArgs {
                         m: 1,

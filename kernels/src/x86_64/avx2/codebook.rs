@@ -621,7 +621,7 @@ pub unsafe fn sign_gemv(args: &CodebookArgs) {
         let np = WALK_PANELS.min(panels - p0);
         // SAFETY: panels p0..p0 + np exist (n.div_ceil(32) of them, each a whole panel,
         // contiguous); `sums` holds 4 vectors per panel; the table's 16 bytes.
-        unsafe { walk32(args.a, args.b.add(p0 * groups * fmt.group_bytes()), groups, np, args.table, corr, sums.as_mut_ptr()) };
+        unsafe { walk32(args.a, args.b.add(p0 * fmt.panel_bytes(args.k)), groups, np, args.table, corr, sums.as_mut_ptr()) };
         for (p, acc) in sums.chunks_exact(4).take(np).enumerate() {
             let j0 = (p0 + p) * SIGN_NR;
             let panel = CodebookArgs { n: (args.n - j0).min(SIGN_NR), c: args.c.wrapping_add(j0 * args.out.kind.bytes()), out: args.out.from_column(j0), ..*args };
